@@ -1,0 +1,37 @@
+# attnlab: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+ARGS ?=
+
+.PHONY: help setup train test test-fast lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: keeps a GPU build you installed, else takes the local CPU build
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install attnlab with its dependencies
+
+train: setup  ## train one model (ARGS="data=halfswap model.pos_enc=sinusoidal")
+	$(PY) scripts/train.py $(ARGS)
+
+test: setup  ## run the whole test suite, slow science tests included
+	$(PY) -m pytest $(ARGS)
+
+test-fast: setup  ## run the tests, skipping the slow ones
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: setup  ## ruff check + format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:  ## remove outputs/ (asks first; FORCE=1 skips the question)
+	@if [ "$(FORCE)" = 1 ]; then ans=y; else read -p "Delete everything under outputs/? [y/N] " ans; fi; \
+	if [ "$$ans" = y ]; then find outputs -mindepth 1 ! -name .gitkeep -delete && echo "outputs/ cleaned"; else echo "kept outputs/"; fi

@@ -1,0 +1,47 @@
+"""Scaled dot-product attention, twice.
+
+`attention` is the from-scratch version of the seeds: scores QK^T, scaled,
+plus an optional additive bias, row-wise softmax, weighted sum of values. It
+returns the weights, so plots and diagnostics use it.
+
+`fused_attention` computes the same output with PyTorch's fused kernel
+(`F.scaled_dot_product_attention`), which never materialises the (L, L)
+matrix on the flash / memory-efficient backends. Training uses it.
+`tests/test_attention.py` checks the two agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Explicit attention. q, k: (..., L, Dh), v: (..., L, Dv), bias broadcastable to (..., L, L).
+
+    Returns (output (..., L, Dv), weights (..., L, L)); each row of weights sums to 1.
+    """
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., L, L): scores[i, j] = q_i . k_j
+    if bias is not None:
+        scores = scores + bias
+    weights = scores.softmax(dim=-1)  # row-wise: query i distributes its attention over keys j
+    return weights @ v, weights
+
+
+def fused_attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
+) -> Tensor:
+    """Same output as `attention`, through the fused kernel; no weights."""
+    if isinstance(scale, Tensor):
+        # The fused kernel takes the scale as a Python float; a learned scale is a
+        # tensor that must stay in the autograd graph, so fold it into q instead.
+        q, scale = q * scale, 1.0
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=float(scale))
+
+
+def attention_entropy(weights: Tensor) -> Tensor:
+    """Mean over rows of the entropy (nats) of attention weights (..., L, L)."""
+    return -(weights * weights.clamp_min(torch.finfo(weights.dtype).tiny).log()).sum(-1).mean()

@@ -1,0 +1,136 @@
+"""The structured-config schema: what every key is, its type and default.
+
+Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it,
+so a misspelled key, a wrong type or an unknown variant name fails when the config
+is composed, before any code runs. `validate` adds the checks a type cannot express
+(positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from attnlab.errors import ConfigError
+from attnlab.pooling import POOLINGS
+from attnlab.posenc import POS_ENCODINGS
+from attnlab.scaling import SCALES
+from attnlab.tasks import TASKS
+
+TaskName = TASKS.enum()
+PosEncName = POS_ENCODINGS.enum()
+PoolName = POOLINGS.enum()
+ScaleName = SCALES.enum()
+
+
+@dataclass
+class DataConfig:
+    task: TaskName = MISSING  # type: ignore[valid-type]
+    seq_len: int = 32
+    dim: int = 1  # n, the dimension of one observation
+    n_train: int = 8192
+    n_val: int = 1024
+    n_test: int = 1024
+    batch_size: int = 256
+    seed: int = 1234  # fixes the val/test sets, independently of the run's seed
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 32
+    num_heads: int = 1
+    num_layers: int = 1
+    scale: ScaleName = ScaleName["sqrt"]  # type: ignore[valid-type]
+    pos_enc: PosEncName = PosEncName["none"]  # type: ignore[valid-type]
+    pool: PoolName = PoolName["max"]  # type: ignore[valid-type]
+    max_len: int = 512  # positions a `learned` encoding has
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to `pytorch_lightning.Trainer` as keyword arguments."""
+
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 20
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    deterministic: Any = False
+    gradient_clip_val: Any = None
+    fast_dev_run: Any = False
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    overfit_batches: Any = 0.0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
+    torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python values (enums as their names): what the code consumes."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+POSITIVE = [
+    "data.seq_len",
+    "data.dim",
+    "data.n_train",
+    "data.n_val",
+    "data.n_test",
+    "data.batch_size",
+    "model.d_model",
+    "model.num_heads",
+    "model.num_layers",
+    "model.max_len",
+    "optim.lr",
+    "trainer.max_epochs",
+]
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def validate(c: dict[str, Any]) -> None:
+    """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
+    for key in POSITIVE:
+        group, name = key.split(".")
+        if not c[group][name] > 0:
+            raise ConfigError(key, c[group][name], "must be > 0")
+    if not 0 <= c["seed"] < 2**32:
+        raise ConfigError("seed", c["seed"], "must be in 0..2**32-1")
+    model, data = c["model"], c["data"]
+    if model["d_model"] % model["num_heads"]:
+        raise ConfigError("model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}")
+    TASKS.build(data["task"]).check(data["seq_len"])
+    if model["pos_enc"] == "learned" and data["seq_len"] > model["max_len"]:
+        raise ConfigError("data.seq_len", data["seq_len"], f"pos_enc=learned has model.max_len={model['max_len']} positions")
+    accelerator = c["trainer"]["accelerator"]
+    if accelerator not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", accelerator, f"expected one of {list(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", accelerator, "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu")

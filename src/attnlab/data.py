@@ -1,0 +1,129 @@
+"""Synthetic data as whole tensors, served as whole batches.
+
+The model is tiny, so a per-sample Dataset + collate would dominate the step time.
+Each split is generated once as (x, y) tensors; an epoch is one permutation and
+each batch is one indexing operation.
+
+Seeds: the training set and its shuffling follow the run's `seed`; the validation
+and test sets follow `data.seed` only, so runs with different model seeds are
+scored on exactly the same sequences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from attnlab.errors import ConfigError
+from attnlab.tasks import TASKS
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts, e.g. (seed, "train"): independent streams per split."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def make_split(task: str, n: int, seq_len: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n sequences (n, seq_len, dim) and labels (n,), classes balanced to within one."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
+    return TASKS.build(task).sample(y, seq_len, dim, g), y
+
+
+class TensorBatches:
+    """An iterable of (x, y) batches sliced from whole tensors; reshuffled every epoch.
+
+    The shuffle of epoch e is a pure function of (seed, e), so a run resumed at epoch e
+    sees the same batches as one that never stopped. Under DDP each rank takes every
+    world_size-th sample of the permutation.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.seed, self.epoch_fn = shuffle, seed, epoch_fn
+        self.rank, self.world_size = rank, world_size
+        self.n = len(x) // world_size  # equal share per rank, so every rank runs the same steps
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch_fn()))
+            order = torch.randperm(len(self.x), generator=g).to(self.x.device)
+        else:
+            order = torch.arange(len(self.x), device=self.x.device)
+        order = order[self.rank :: self.world_size][: self.n]
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class SyntheticDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        task: str = "uniform",
+        seq_len: int = 32,
+        dim: int = 1,
+        n_train: int = 8192,
+        n_val: int = 1024,
+        n_test: int = 1024,
+        batch_size: int = 256,
+        seed: int = 1234,
+        train_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        TASKS.build(task).check(seq_len)  # refuse an ill-posed task before anything is generated
+        self.task, self.seq_len, self.dim = task, seq_len, dim
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
+        self.batch_size, self.seed, self.train_seed = batch_size, seed, train_seed
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def split_seed(self, split: str) -> int:
+        return derive_seed(self.train_seed if split == "train" else self.seed, split)
+
+    def setup(self, stage: str | None = None) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        for split, n in self.sizes.items():
+            if split not in self.splits:
+                # Generated on the CPU (same numbers on every device), then moved once: no per-step copy.
+                x, y = make_split(self.task, n, self.seq_len, self.dim, self.split_seed(split))
+                self.splits[split] = (x.to(device), y.to(device))
+
+    def loader(self, split: str) -> TensorBatches:
+        x, y = self.splits[split]
+        trainer = self.trainer
+        return TensorBatches(
+            x,
+            y,
+            self.batch_size,
+            shuffle=split == "train",
+            seed=self.train_seed,
+            epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.loader("train")
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.loader("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self.loader("test")

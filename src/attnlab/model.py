@@ -1,0 +1,90 @@
+"""The self-attention sequence classifier of the seeds, from scratch.
+
+x (B, L, n) -> input projection -> [positional encoding] -> num_layers x multi-head
+self-attention -> pooling over the sequence -> linear head -> logits (B, 2).
+
+Deliberately nothing else (no feed-forward block, residual or normalisation): the
+point of the project is what attention + pooling alone can and cannot learn.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnlab.attention import attention, fused_attention
+from attnlab.errors import ConfigError
+from attnlab.pooling import POOLINGS
+from attnlab.posenc import POS_ENCODINGS, PositionalEncoding
+from attnlab.scaling import SCALES
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: per head softmax(scale * Q K^T + bias) V, heads concatenated, then out_proj."""
+
+    def __init__(self, d_model: int, num_heads: int, scale: str) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ConfigError("model.d_model", d_model, f"must be divisible by model.num_heads={num_heads}")
+        self.num_heads, self.d_head = num_heads, d_model // num_heads
+        # One matrix each for all positions and all heads: Q = X W_q, K = X W_k, V = X W_v.
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.scale = SCALES.build(scale, self.d_head)
+
+    def split_heads(self, t: Tensor) -> Tensor:  # (B, L, D) -> (B, H, L, Dh)
+        B, L, _ = t.shape
+        return t.view(B, L, self.num_heads, self.d_head).transpose(1, 2)
+
+    def forward(
+        self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        B, L, D = x.shape
+        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = pos.rotate(q, k)  # (B, H, L, Dh)
+        bias = pos.bias(L, x)  # (H, L, L) or None
+        if need_weights:  # explicit path: materialises the (B, H, L, L) weights
+            y, weights = attention(q, k, v, self.scale(), bias)
+        else:  # hot path: fused kernel, same numbers
+            y, weights = fused_attention(q, k, v, self.scale(), bias), None
+        y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
+        return self.out_proj(y), weights
+
+
+class AttentionClassifier(nn.Module):
+    def __init__(
+        self,
+        dim: int = 1,
+        d_model: int = 32,
+        num_heads: int = 1,
+        num_layers: int = 1,
+        scale: str = "sqrt",
+        pos_enc: str = "none",
+        pool: str = "max",
+        max_len: int = 512,
+        num_classes: int = 2,
+    ) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(dim, d_model)  # observations of dimension n -> d_model
+        self.pos_enc = POS_ENCODINGS.build(pos_enc, d_model, num_heads, max_len)
+        self.pool = POOLINGS.build(pool, d_model)
+        self.layers = nn.ModuleList(SelfAttention(d_model, num_heads, scale) for _ in range(num_layers))
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, L, n) -> logits (B, num_classes), through the fused attention kernel."""
+        return self.run(x, need_weights=False)[0]
+
+    def forward_with_weights(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits plus each layer's attention weights (B, H, L, L), through explicit attention."""
+        return self.run(x, need_weights=True)
+
+    def run(self, x: Tensor, need_weights: bool) -> tuple[Tensor, list[Tensor]]:
+        h = self.pos_enc.embed(self.pool.prepare(self.in_proj(x)))  # (B, L, D)
+        all_weights = []
+        for layer in self.layers:  # each layer's output sequence is the next layer's input
+            h, weights = layer(h, self.pos_enc, need_weights)
+            if weights is not None:
+                all_weights.append(weights)
+        return self.head(self.pool(h)), all_weights  # (B, D) -> (B, num_classes)

@@ -1,0 +1,63 @@
+"""The LightningModule: loss, optimiser and metrics around `AttentionClassifier`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from attnlab.model import AttentionClassifier
+
+
+class LitClassifier(pl.LightningModule):
+    def __init__(self, model: dict[str, Any], lr: float = 3e-3, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        # Plain dicts and numbers only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.net = AttentionClassifier(**model)
+        # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
+        num_classes = self.net.head.out_features
+        self.acc = torch.nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+        )
+        self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self.net(x)  # (B, C)
+        loss = F.cross_entropy(logits, y)
+        self.acc[f"{stage}_acc"](logits.argmax(-1), y)
+        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.step(batch, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.mean_loss["val_loss"](self.step(batch, "val"), weight=len(batch[1]))
+        self.log("val/loss", self.mean_loss["val_loss"], on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.mean_loss["test_loss"](self.step(batch, "test"), weight=len(batch[1]))
+        self.log("test/loss", self.mean_loss["test_loss"], on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # the pre-fit sanity pass is not an epoch
+            return
+        self.val_acc_best(self.acc["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,36 @@
+"""Sequence pooling, `model.pool`: (B, L, D) -> (B, D), the sequence vector fed to the head.
+
+A pooling may also `prepare` the sequence before the attention layers (a CLS token would).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnlab.registry import Registry
+
+POOLINGS: Registry[type[nn.Module]] = Registry("model.pool")
+
+
+class Pooling(nn.Module):
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+
+    def prepare(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L', D)
+        return x
+
+
+@POOLINGS.register("max")
+class MaxPool(Pooling):
+    """The seeds' choice: a feature fires if it fires anywhere. Permutation invariant."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h.amax(dim=1)
+
+
+@POOLINGS.register("mean")
+class MeanPool(Pooling):
+    """Average over positions. Also permutation invariant."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h.mean(dim=1)

@@ -1,0 +1,93 @@
+"""Positional encodings, `model.pos_enc`.
+
+Self-attention followed by max/mean pooling is permutation invariant: it sees a set,
+not a sequence. A positional encoding is what breaks that symmetry. Every encoding
+is one class with the same three hooks; each overrides the hook it needs:
+
+- `embed(x)`: added to the token embeddings before the first layer (sinusoidal, learned);
+- `rotate(q, k)`: applied to queries and keys inside every layer (rotary);
+- `bias(L)`: an additive (H, L, L) term on the attention scores (distance biases).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.errors import ConfigError
+from attnlab.registry import Registry
+
+POS_ENCODINGS: Registry[type[nn.Module]] = Registry("model.pos_enc")
+
+
+class PositionalEncoding(nn.Module):
+    """No position information: every hook is the identity."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__()
+        self.d_model, self.num_heads, self.max_len = d_model, num_heads, max_len
+
+    def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
+        return x
+
+    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:  # (B, H, L, Dh) each
+        return q, k
+
+    def bias(self, length: int, like: Tensor) -> Tensor | None:  # -> (H, L, L) or None
+        return None
+
+    def table(self, length: int) -> Tensor | None:
+        """A (L, D) picture of the encoding, for plots; None where there is nothing to draw."""
+        return None
+
+
+POS_ENCODINGS.register("none")(PositionalEncoding)
+
+
+def sinusoid_table(length: int, dim: int) -> Tensor:
+    """(L, D) table of Vaswani et al.: PE[p, 2i] = sin(p / 10000^(2i/D)), PE[p, 2i+1] = cos(...)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return table
+
+
+@POS_ENCODINGS.register("sinusoidal")
+class SinusoidalEncoding(PositionalEncoding):
+    """Fixed sin/cos table added to the embeddings; defined for any length."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__(d_model, num_heads, max_len)
+        # Cached for max_len, recomputed only for a longer sequence; not saved in checkpoints.
+        self.register_buffer("pe", sinusoid_table(max_len, d_model), persistent=False)
+
+    def table(self, length: int) -> Tensor:
+        if length > self.pe.shape[0]:
+            self.pe = sinusoid_table(length, self.d_model).to(self.pe.device)
+        return self.pe[:length]
+
+    def embed(self, x: Tensor) -> Tensor:
+        return x + self.table(x.shape[1]).to(x.dtype)  # (B, L, D) + (L, D)
+
+
+@POS_ENCODINGS.register("learned")
+class LearnedEncoding(PositionalEncoding):
+    """One trained vector per position, up to `max_len` positions (and no further)."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__(d_model, num_heads, max_len)
+        self.pe = nn.Parameter(0.02 * torch.randn(max_len, d_model))
+
+    def table(self, length: int) -> Tensor:
+        if length > self.max_len:
+            raise ConfigError(
+                "data.seq_len", length, f"pos_enc=learned has model.max_len={self.max_len} positions"
+            )
+        return self.pe[:length]
+
+    def embed(self, x: Tensor) -> Tensor:
+        return x + self.table(x.shape[1])

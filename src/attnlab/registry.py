@@ -1,0 +1,54 @@
+"""Name -> class registries for the variants (positional encodings, pooling, scaling, tasks).
+
+Each variant is one small class registered under the name users type in the config.
+The config schema turns every registry into an Enum, so an unknown name fails when
+Hydra composes the config and the message lists the valid names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from attnlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Name(str, Enum):
+    """Base of the schema's name enums; prints as the bare name, so `${model.pos_enc}` reads "rope"."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Registry(Generic[T]):
+    def __init__(self, key: str) -> None:
+        self.key = key  # the config key that selects from this registry, e.g. "model.pos_enc"
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(item: T) -> T:
+            if name in self._items:
+                raise KeyError(f"{self.key}: {name!r} is registered twice")
+            self._items[name] = item
+            return item
+
+        return add
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise ConfigError(self.key, name, f"expected one of {self.names()}")
+        return self._items[name]
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+
+    def enum(self) -> type[Name]:
+        """An Enum of the registered names, for the structured-config schema."""
+        cls_name = "".join(part.title() for part in self.key.replace(".", "_").split("_"))
+        return Name(cls_name, {name: name for name in self._items})  # type: ignore[return-value]

@@ -1,0 +1,80 @@
+"""One training run: build from the config, fit, test on the best checkpoint, write metrics.json.
+
+Files under `output_dir`:
+  .hydra/config.yaml   the composed config (written by Hydra)
+  tb/                  TensorBoard event files
+  checkpoints/         best.ckpt (highest val/acc) and last.ckpt
+  metrics.json         final val/acc_best, test/acc, test/loss and the run's key settings
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from attnlab.config import to_plain, validate
+from attnlab.data import SyntheticDataModule
+from attnlab.module import LitClassifier
+
+
+def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
+    """The datamodule and the LightningModule for a plain config (see `to_plain`)."""
+    data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
+    module = LitClassifier(model={**c["model"], "dim": c["data"]["dim"]}, **c["optim"])
+    return data, module
+
+
+def key_settings(c: dict[str, Any]) -> dict[str, Any]:
+    data, model = c["data"], c["model"]
+    return {
+        "task": data["task"],
+        "seq_len": data["seq_len"],
+        "dim": data["dim"],
+        **{k: model[k] for k in ("pos_enc", "scale", "pool", "d_model", "num_heads", "num_layers")},
+        "lr": c["optim"]["lr"],
+        "seed": c["seed"],
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment; returns what it writes to metrics.json."""
+    c = to_plain(cfg)
+    validate(c)  # bad values fail here, before anything is built or written
+    out = Path(c["output_dir"])
+    if c["torch_threads"]:
+        torch.set_num_threads(c["torch_threads"])
+    pl.seed_everything(c["seed"], workers=True, verbose=False)
+    data, module = build(c)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
+    )
+    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
+    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=[checkpoint], default_root_dir=str(out))
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    fit_seconds = time.perf_counter() - start
+    # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
+    test = trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)[0]
+
+    metrics = {
+        "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
+        "test/acc": test["test/acc"],
+        "test/loss": test["test/loss"],
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 3),
+        "best_checkpoint": checkpoint.best_model_path or None,
+        "settings": key_settings(c),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
