@@ -8,7 +8,8 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -115,8 +116,19 @@ POSITIVE = [
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
+def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
+    """Refuse keys the schema lacks. Hydra's `+key=value` adds keys past the schema; this catches them."""
+    known = {f.name: f for f in fields(schema)}
+    for key, value in c.items():
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}", value, f"unknown key; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}")
+        if is_dataclass(sub := known[key].default_factory if known[key].default_factory is not MISSING_FIELD else None):
+            check_keys(value, sub, f"{prefix}{key}.")
+
+
 def validate(c: dict[str, Any]) -> None:
     """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
+    check_keys(c)
     for key in POSITIVE:
         group, name = key.split(".")
         if not c[group][name] > 0:

@@ -1,0 +1,69 @@
+"""Shared fixtures: configs composed exactly as scripts/train.py composes them, and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from attnlab.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN = ROOT / "scripts" / "train.py"
+
+register_configs()
+
+# Small and quick, for tests that train: a few batches of short sequences, no progress bar.
+TINY = [
+    "data.n_train=256",
+    "data.n_val=128",
+    "data.n_test=128",
+    "data.batch_size=64",
+    "data.seq_len=8",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose_cfg("data=halfswap", ...) -> the config train.py would get, writing under tmp_path."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=[f"output_dir={tmp_path}", *overrides])
+
+    return _compose
+
+
+def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python scripts/train.py ARGS` in a fresh process, from `cwd` (its outputs/ lands there)."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def train_cli(tmp_path: Path) -> Callable[..., tuple[subprocess.CompletedProcess[str], Path]]:
+    """Run scripts/train.py into a fresh run folder; returns (process, run folder)."""
+    counter = iter(range(10**6))
+
+    def _run(*args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        run_dir = tmp_path / f"run{next(counter)}"
+        return run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path), run_dir
+
+    return _run
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

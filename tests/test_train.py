@@ -1,0 +1,56 @@
+"""Training end to end through scripts/train.py, the real entry point."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from .conftest import TINY, read_metrics
+
+
+def test_fast_dev_run(train_cli) -> None:
+    proc, run_dir = train_cli("data=halfswap", "model.pos_enc=sinusoidal", "trainer.fast_dev_run=true", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["settings"]["pos_enc"] == "sinusoidal"
+
+
+def test_a_run_writes_its_files(train_cli) -> None:
+    proc, run_dir = train_cli("data=halfswap", "model.pos_enc=learned", "seed=0", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert set(metrics) >= {"val/acc_best", "test/acc", "test/loss", "settings"}
+    assert metrics["settings"] == {**metrics["settings"], "task": "halfswap", "pos_enc": "learned", "seed": 0}
+    saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert saved["data"]["task"] == "halfswap"
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)  # plain values only
+        assert ckpt["hyper_parameters"]["model"]["pos_enc"] == "learned"
+    json.dumps(metrics)
+
+
+def test_multirun(train_cli, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    proc, _ = train_cli("-m", "data=uniform,halfswap", "trainer.fast_dev_run=true", *TINY, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tasks = sorted(json.loads(p.read_text())["settings"]["task"] for p in sweep.glob("*/metrics.json"))
+    assert tasks == ["halfswap", "uniform"]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["data=halfswap", "data.seq_len=33"], "error: data.seq_len=33 is invalid: halfswap needs an even length"),
+        (["model.num_heads=3"], "error: model.d_model=32 is invalid: must be divisible by model.num_heads=3"),
+        (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ["),
+    ],
+)
+def test_bad_value_is_one_line_and_exit_1(train_cli, args: list[str], expected: str) -> None:
+    proc, run_dir = train_cli(*TINY, *args)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected)
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints").exists()
