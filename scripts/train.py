@@ -1,7 +1,7 @@
 """Train one model, or sweep with -m.
 
-    python scripts/train.py data=halfswap model.pos_enc=sinusoidal
-    python scripts/train.py -m data=uniform,halfswap model.pos_enc=none,sinusoidal
+python scripts/train.py data=halfswap model.pos_enc=sinusoidal
+python scripts/train.py -m data=uniform,halfswap model.pos_enc=none,sinusoidal
 """
 
 import sys

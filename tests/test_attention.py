@@ -21,7 +21,11 @@ def test_seed_worked_example() -> None:
     assert torch.equal(v, torch.tensor([[1.0, 2, 3], [2, 8, 0], [2, 6, 3]]))
     out, weights = attention(q, k, v, scale=1.0)
     expected_weights = torch.tensor(
-        [[6.3379e-02, 4.6831e-01, 4.6831e-01], [6.0337e-06, 9.8201e-01, 1.7986e-02], [2.9539e-04, 8.8054e-01, 1.1917e-01]]
+        [
+            [6.3379e-02, 4.6831e-01, 4.6831e-01],
+            [6.0337e-06, 9.8201e-01, 1.7986e-02],
+            [2.9539e-04, 8.8054e-01, 1.1917e-01],
+        ]
     )
     expected_out = torch.tensor([[1.9366, 6.6831, 1.5951], [2.0000, 7.9640, 0.0540], [1.9997, 7.7599, 0.3584]])
     torch.testing.assert_close(weights, expected_weights, atol=1e-4, rtol=1e-3)

@@ -27,7 +27,7 @@ def test_every_config_composes_and_builds(compose_cfg, data: str, model: str, tr
         pytest.importorskip("torch").cuda.is_available() or pytest.skip("no GPU here")
     c = to_plain(compose_cfg(*overrides))
     validate(c)
-    datamodule, module = build(c)
+    _datamodule, _module = build(c)
     assert c["data"]["task"] == data
 
 
@@ -90,7 +90,7 @@ def test_validate_names_the_key(compose_cfg, override: str, key: str) -> None:
 
 
 def test_halfswap_odd_and_learned_max_len(compose_cfg) -> None:
-    with pytest.raises(ConfigError, match="data.seq_len=33 .*even"):
+    with pytest.raises(ConfigError, match=r"data.seq_len=33 .*even"):
         validate(to_plain(compose_cfg("data=halfswap", "data.seq_len=33")))
-    with pytest.raises(ConfigError, match="data.seq_len=64 .*max_len=32"):
+    with pytest.raises(ConfigError, match=r"data.seq_len=64 .*max_len=32"):
         validate(to_plain(compose_cfg("model.pos_enc=learned", "model.max_len=32", "data.seq_len=64")))

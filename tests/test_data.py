@@ -45,7 +45,7 @@ def test_halfswap_refuses_odd_length(seq_len: int) -> None:
 def test_seeding(task: str) -> None:
     x1, y1 = make_split(task, 64, 8, 1, seed=5)
     x2, y2 = make_split(task, 64, 8, 1, seed=5)
-    x3, y3 = make_split(task, 64, 8, 1, seed=6)
+    x3, _y3 = make_split(task, 64, 8, 1, seed=6)
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert not torch.equal(x1, x3)
 

@@ -31,9 +31,7 @@ def attention(
     return weights @ v, weights
 
 
-def fused_attention(
-    q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
-) -> Tensor:
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None) -> Tensor:
     """Same output as `attention`, through the fused kernel; no weights."""
     if isinstance(scale, Tensor):
         # The fused kernel takes the scale as a Python float; a learned scale is a

@@ -8,7 +8,6 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 
 from __future__ import annotations
 
-from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -121,9 +120,12 @@ def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -
     known = {f.name: f for f in fields(schema)}
     for key, value in c.items():
         if key not in known:
-            raise ConfigError(f"{prefix}{key}", value, f"unknown key; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}")
-        if is_dataclass(sub := known[key].default_factory if known[key].default_factory is not MISSING_FIELD else None):
-            check_keys(value, sub, f"{prefix}{key}.")
+            raise ConfigError(
+                f"{prefix}{key}", value, f"unknown key; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}"
+            )
+        section = known[key].default_factory  # a dataclass for a nested section, else dataclasses.MISSING
+        if is_dataclass(section):
+            check_keys(value, section, f"{prefix}{key}.")
 
 
 def validate(c: dict[str, Any]) -> None:
@@ -137,12 +139,15 @@ def validate(c: dict[str, Any]) -> None:
         raise ConfigError("seed", c["seed"], "must be in 0..2**32-1")
     model, data = c["model"], c["data"]
     if model["d_model"] % model["num_heads"]:
-        raise ConfigError("model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}")
+        raise ConfigError(
+            "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
+        )
     TASKS.build(data["task"]).check(data["seq_len"])
-    if model["pos_enc"] == "learned" and data["seq_len"] > model["max_len"]:
-        raise ConfigError("data.seq_len", data["seq_len"], f"pos_enc=learned has model.max_len={model['max_len']} positions")
+    POS_ENCODINGS.get(model["pos_enc"]).check_length(data["seq_len"], model["max_len"])
     accelerator = c["trainer"]["accelerator"]
     if accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", accelerator, f"expected one of {list(ACCELERATORS)}")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer.accelerator", accelerator, "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu")
+        raise ConfigError(
+            "trainer.accelerator", accelerator, "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu"
+        )

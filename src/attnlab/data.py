@@ -18,7 +18,6 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from attnlab.errors import ConfigError
 from attnlab.tasks import TASKS
 
 

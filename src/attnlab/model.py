@@ -37,9 +37,7 @@ class SelfAttention(nn.Module):
         B, L, _ = t.shape
         return t.view(B, L, self.num_heads, self.d_head).transpose(1, 2)
 
-    def forward(
-        self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         B, L, D = x.shape
         q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
         q, k = pos.rotate(q, k)  # (B, H, L, Dh)

@@ -29,6 +29,10 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.d_model, self.num_heads, self.max_len = d_model, num_heads, max_len
 
+    @staticmethod
+    def check_length(length: int, max_len: int) -> None:
+        """Raise ConfigError if sequences of this length cannot be encoded."""
+
     def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
         return x
 
@@ -82,11 +86,13 @@ class LearnedEncoding(PositionalEncoding):
         super().__init__(d_model, num_heads, max_len)
         self.pe = nn.Parameter(0.02 * torch.randn(max_len, d_model))
 
+    @staticmethod
+    def check_length(length: int, max_len: int) -> None:
+        if length > max_len:
+            raise ConfigError("data.seq_len", length, f"pos_enc=learned has model.max_len={max_len} positions")
+
     def table(self, length: int) -> Tensor:
-        if length > self.max_len:
-            raise ConfigError(
-                "data.seq_len", length, f"pos_enc=learned has model.max_len={self.max_len} positions"
-            )
+        self.check_length(length, self.max_len)
         return self.pe[:length]
 
     def embed(self, x: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ Hydra composes the config and the message lists the valid names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from attnlab.errors import ConfigError
@@ -16,7 +16,7 @@ from attnlab.errors import ConfigError
 T = TypeVar("T")
 
 
-class Name(str, Enum):
+class Name(StrEnum):
     """Base of the schema's name enums; prints as the bare name, so `${model.pos_enc}` reads "rope"."""
 
     def __str__(self) -> str:
