@@ -43,9 +43,10 @@ def test_seed_example_through_the_layer() -> None:
             proj.bias.zero_()
         layer.out_proj.weight.copy_(torch.eye(4))
         layer.out_proj.bias.zero_()
-    out, weights = layer(X[None], PositionalEncoding(4, 1, 8), need_weights=True)
+    out, maps = layer(X[None], PositionalEncoding(4, 1, 8), need_weights=True)
     torch.testing.assert_close(out[0, 0, :3], torch.tensor([1.9366, 6.6831, 1.5951]), atol=1e-4, rtol=0)
-    assert weights.shape == (1, 1, 3, 3)
+    torch.testing.assert_close(maps.scores[0, 0], torch.tensor([[2.0, 4, 4], [4, 16, 12], [4, 12, 10]]))
+    assert maps.weights.shape == (1, 1, 3, 3)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.25, torch.tensor(0.7, requires_grad=True)])
@@ -69,8 +70,8 @@ def test_layer_paths_agree(scale: str, num_heads: int) -> None:
     x = torch.randn(4, 6, 8)
     pos = PositionalEncoding(8, num_heads, 16)
     fused, none = layer(x, pos)
-    explicit, weights = layer(x, pos, need_weights=True)
-    assert none is None and weights.shape == (4, num_heads, 6, 6)
+    explicit, maps = layer(x, pos, need_weights=True)
+    assert none is None and maps.weights.shape == (4, num_heads, 6, 6)
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
     grads = [torch.autograd.grad(out.sum(), list(layer.parameters())) for out in (fused, explicit)]
     for a, b in zip(*grads, strict=True):

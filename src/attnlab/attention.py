@@ -17,6 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def attention_scores(q: Tensor, k: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None) -> Tensor:
+    """Pre-softmax scores (..., L, L): scores[i, j] = scale * q_i . k_j + bias[i, j]."""
+    scores = (q @ k.transpose(-2, -1)) * scale
+    return scores if bias is None else scores + bias
+
+
 def attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -24,10 +30,7 @@ def attention(
 
     Returns (output (..., L, Dv), weights (..., L, L)); each row of weights sums to 1.
     """
-    scores = (q @ k.transpose(-2, -1)) * scale  # (..., L, L): scores[i, j] = q_i . k_j
-    if bias is not None:
-        scores = scores + bias
-    weights = scores.softmax(dim=-1)  # row-wise: query i distributes its attention over keys j
+    weights = attention_scores(q, k, scale, bias).softmax(dim=-1)  # row-wise: query i distributes its attention over keys j
     return weights @ v, weights
 
 

@@ -143,7 +143,7 @@ def validate(c: dict[str, Any]) -> None:
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
     TASKS.build(data["task"]).check(data["seq_len"])
-    POS_ENCODINGS.get(model["pos_enc"]).check_length(data["seq_len"], model["max_len"])
+    POS_ENCODINGS.get(model["pos_enc"]).check(data["seq_len"], model["d_model"], model["num_heads"], model["max_len"])
     accelerator = c["trainer"]["accelerator"]
     if accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", accelerator, f"expected one of {list(ACCELERATORS)}")

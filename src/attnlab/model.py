@@ -9,13 +9,22 @@ point of the project is what attention + pooling alone can and cannot learn.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor, nn
 
-from attnlab.attention import attention, fused_attention
+from attnlab.attention import attention, attention_scores, fused_attention
 from attnlab.errors import ConfigError
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS, PositionalEncoding
 from attnlab.scaling import SCALES
+
+
+class AttentionMap(NamedTuple):
+    """What one layer attended to, from the explicit path: both (B, H, L, L)."""
+
+    scores: Tensor  # before the softmax (scaled, biased)
+    weights: Tensor  # after: each row sums to 1
 
 
 class SelfAttention(nn.Module):
@@ -44,10 +53,11 @@ class SelfAttention(nn.Module):
         bias = pos.bias(L, x)  # (H, L, L) or None
         if need_weights:  # explicit path: materialises the (B, H, L, L) weights
             y, weights = attention(q, k, v, self.scale(), bias)
+            maps = AttentionMap(attention_scores(q, k, self.scale(), bias), weights)
         else:  # hot path: fused kernel, same numbers
-            y, weights = fused_attention(q, k, v, self.scale(), bias), None
+            y, maps = fused_attention(q, k, v, self.scale(), bias), None
         y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
-        return self.out_proj(y), weights
+        return self.out_proj(y), maps
 
 
 class AttentionClassifier(nn.Module):
@@ -74,15 +84,16 @@ class AttentionClassifier(nn.Module):
         """(B, L, n) -> logits (B, num_classes), through the fused attention kernel."""
         return self.run(x, need_weights=False)[0]
 
-    def forward_with_weights(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Logits plus each layer's attention weights (B, H, L, L), through explicit attention."""
+    def forward_with_weights(self, x: Tensor) -> tuple[Tensor, list[AttentionMap]]:
+        """Logits plus each layer's attention scores and weights, through explicit attention."""
         return self.run(x, need_weights=True)
 
-    def run(self, x: Tensor, need_weights: bool) -> tuple[Tensor, list[Tensor]]:
-        h = self.pos_enc.embed(self.pool.prepare(self.in_proj(x)))  # (B, L, D)
-        all_weights = []
+    def run(self, x: Tensor, need_weights: bool) -> tuple[Tensor, list[AttentionMap]]:
+        # Positions are those of the observations; a pooling token (cls) is added after, without one.
+        h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
+        maps = []
         for layer in self.layers:  # each layer's output sequence is the next layer's input
-            h, weights = layer(h, self.pos_enc, need_weights)
-            if weights is not None:
-                all_weights.append(weights)
-        return self.head(self.pool(h)), all_weights  # (B, D) -> (B, num_classes)
+            h, layer_map = layer(h, self.pos_enc, need_weights)
+            if layer_map is not None:
+                maps.append(layer_map)
+        return self.head(self.pool(h)), maps  # (B, D) -> (B, num_classes)

@@ -5,6 +5,7 @@ A pooling may also `prepare` the sequence before the attention layers (a CLS tok
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from attnlab.registry import Registry
@@ -34,3 +35,18 @@ class MeanPool(Pooling):
 
     def forward(self, h: Tensor) -> Tensor:
         return h.mean(dim=1)
+
+
+@POOLINGS.register("cls")
+class ClsPool(Pooling):
+    """A learned token prepended to every sequence; its output is the sequence vector (BERT's [CLS])."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__(d_model)
+        self.token = nn.Parameter(0.02 * torch.randn(1, 1, d_model))
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return torch.cat((self.token.expand(len(x), -1, -1), x), dim=1)  # (B, 1 + L, D)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h[:, 0]

@@ -30,8 +30,8 @@ class PositionalEncoding(nn.Module):
         self.d_model, self.num_heads, self.max_len = d_model, num_heads, max_len
 
     @staticmethod
-    def check_length(length: int, max_len: int) -> None:
-        """Raise ConfigError if sequences of this length cannot be encoded."""
+    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+        """Raise ConfigError if this encoding cannot serve these settings (called before training)."""
 
     def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
         return x
@@ -87,13 +87,72 @@ class LearnedEncoding(PositionalEncoding):
         self.pe = nn.Parameter(0.02 * torch.randn(max_len, d_model))
 
     @staticmethod
-    def check_length(length: int, max_len: int) -> None:
-        if length > max_len:
-            raise ConfigError("data.seq_len", length, f"pos_enc=learned has model.max_len={max_len} positions")
+    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+        if seq_len > max_len:
+            raise ConfigError("data.seq_len", seq_len, f"pos_enc=learned has model.max_len={max_len} positions")
 
     def table(self, length: int) -> Tensor:
-        self.check_length(length, self.max_len)
+        self.check(length, self.d_model, self.num_heads, self.max_len)
         return self.pe[:length]
 
     def embed(self, x: Tensor) -> Tensor:
         return x + self.table(x.shape[1])
+
+
+@POS_ENCODINGS.register("rope")
+class RotaryEncoding(PositionalEncoding):
+    """Rotary embedding (Su et al.): rotate each (q, k) pair of channels by an angle proportional to
+    the position, so q_i . k_j depends on the signed offset i - j. Defined for any length."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__(d_model, num_heads, max_len)
+        self.check(0, d_model, num_heads, max_len)
+        self.d_head = d_model // num_heads
+        inv_freq = 10000.0 ** (-torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head)  # (Dh/2,)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @staticmethod
+    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+        if (d_model // num_heads) % 2:
+            raise ConfigError(
+                "model.d_model", d_model, f"rope rotates channel pairs: d_model / num_heads={num_heads} must be even"
+            )
+
+    def angles(self, length: int) -> Tensor:  # (L, Dh/2)
+        return torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)[:, None] * self.inv_freq
+
+    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        angles = self.angles(q.shape[-2])
+        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+
+        def rot(t: Tensor) -> Tensor:  # (B, H, L, Dh): pairs (t1, t2) = (first half, second half)
+            t1, t2 = t.chunk(2, dim=-1)
+            return torch.cat((t1 * cos - t2 * sin, t1 * sin + t2 * cos), dim=-1)
+
+        return rot(q), rot(k)
+
+    def table(self, length: int) -> Tensor:
+        return torch.cat((self.angles(length).cos(), self.angles(length).sin()), dim=-1)  # (L, Dh)
+
+
+@POS_ENCODINGS.register("alibi")
+class ALiBiEncoding(PositionalEncoding):
+    """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores.
+
+    A negative control: the bias depends only on |i - j|, so it cannot tell a sequence from its
+    reverse, and halfswap's class B is class A reversed. The model stays at chance there.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__(d_model, num_heads, max_len)
+        # The geometric slopes of the paper: 2^(-8 h / H), h = 1..H.
+        slopes = 2.0 ** (-8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
+        self.register_buffer("slopes", slopes, persistent=False)
+
+    def bias(self, length: int, like: Tensor) -> Tensor:
+        pos = torch.arange(length, device=like.device)
+        distance = (pos[None, :] - pos[:, None]).abs().to(like.dtype)  # (L, L)
+        return -self.slopes.to(like.dtype)[:, None, None] * distance  # (H, L, L)
+
+    def table(self, length: int) -> Tensor:
+        return self.bias(length, self.slopes)[0]  # (L, L) bias of the first head
