@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: help setup train test test-fast lint clean
+.PHONY: help setup train test test-fast lint clean evaluate figures
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,13 @@ test: setup  ## run the whole test suite, slow science tests included
 
 test-fast: setup  ## run the tests, skipping the slow ones
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
+	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(or $(LENS),[16,32,64,128])
+
+figures: setup  ## regenerate docs/attention_halfswap_rope.png (trains one halfswap model first)
+	$(PY) scripts/train.py data=halfswap model.pos_enc=rope hydra.run.dir=outputs/docs/halfswap_rope
+	$(PY) scripts/plot_attention.py outputs/docs/halfswap_rope docs/attention_halfswap_rope.png
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -30,7 +30,9 @@ def attention(
 
     Returns (output (..., L, Dv), weights (..., L, L)); each row of weights sums to 1.
     """
-    weights = attention_scores(q, k, scale, bias).softmax(dim=-1)  # row-wise: query i distributes its attention over keys j
+    weights = attention_scores(q, k, scale, bias).softmax(
+        dim=-1
+    )  # row-wise: query i distributes its attention over keys j
     return weights @ v, weights
 
 

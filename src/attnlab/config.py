@@ -87,10 +87,29 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
+    diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
+
+
+@dataclass
+class EvalSection:
+    seq_lens: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    ckpt: str = "best"  # best | last | a path to a .ckpt file
+    n: int = 1024  # test sequences per length
+    batch_size: int = 256
+
+
+@dataclass
+class EvaluateConfig:
+    """scripts/evaluate.py: score a trained run on other sequence lengths."""
+
+    run_dir: str = MISSING
+    eval: EvalSection = field(default_factory=EvalSection)
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

@@ -18,7 +18,8 @@ class LitClassifier(pl.LightningModule):
     def __init__(self, model: dict[str, Any], lr: float = 3e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
         # Plain dicts and numbers only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters()
+        # Not sent to the logger here: train.py logs the whole run config with its final metrics.
+        self.save_hyperparameters(logger=False)
         self.net = AttentionClassifier(**model)
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
         num_classes = self.net.head.out_features

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from attnlab.config import to_plain, validate
 from attnlab.data import SyntheticDataModule
+from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.module import LitClassifier
 
 
@@ -58,7 +59,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         dirpath=out / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
     )
     logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
-    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=[checkpoint], default_root_dir=str(out))
+    # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
+    logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+    callbacks: list[pl.Callback] = [checkpoint]
+    if c["diagnostics"]:
+        callbacks.append(AttentionDiagnostics())
+    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(out))
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
@@ -70,11 +76,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
         "test/acc": test["test/acc"],
         "test/loss": test["test/loss"],
+        "test/acc_shuffled": test.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
         "best_checkpoint": checkpoint.best_model_path or None,
         "settings": key_settings(c),
     }
+    # HParams tab: the whole run config beside its real final metrics, one row per run of a sweep.
+    logger.log_hyperparams(
+        {k: v for k, v in c.items() if k != "output_dir"},
+        {k: metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
+    )
+    logger.finalize("success")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,0 +1,49 @@
+"""Loading a trained run back: its config and a checkpoint, safely.
+
+Checkpoints are read with `torch.load(weights_only=True)`: hyperparameters are plain
+values, so nothing needs unpickling, and a crafted pickle is refused without running.
+Every failure is a ConfigError naming the file; nothing falls back to random weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from attnlab.errors import ConfigError
+from attnlab.module import LitClassifier
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The plain config a run was trained with (its .hydra/config.yaml)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
+    cfg = OmegaConf.load(path)
+    cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
+    """`best`, `last`, or a path to a .ckpt file."""
+    path = Path(run_dir) / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+    if not path.is_file():
+        raise ConfigError("ckpt", str(path), "no such checkpoint file")
+    return path
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LitClassifier:
+    """The LightningModule stored in a checkpoint, weights loaded, in eval mode."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        module = LitClassifier(**ckpt["hyper_parameters"])
+        module.load_state_dict(ckpt["state_dict"])
+    except ConfigError:
+        raise
+    except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign state dict, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("ckpt", str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+    return module.eval()

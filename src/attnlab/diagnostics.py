@@ -1,0 +1,141 @@
+"""What the model looks at, logged to TensorBoard at the end of every validation epoch.
+
+- images: attention weights of one fixed validation example per class, every layer and head,
+  and the positional encoding where there is one (Images tab; the slider shows them evolve);
+- scalars: attention entropy (nats; `attn/entropy_uniform` = log L is the no-preference reference),
+  mean max attention probability, std of pre-softmax scores within a row, gradient norm;
+- permutation sensitivity: `val/acc_shuffled`, accuracy on the validation sequences with
+  positions shuffled. Equal to `val/acc` for a permutation-invariant model; a model that uses
+  position falls to chance on halfswap.
+
+All of it runs outside the training step, except the gradient norm, taken every
+`trainer.log_every_n_steps` steps without a host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import matplotlib
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from attnlab.model import AttentionMap
+
+CLASS_NAMES = ("A", "B")
+
+
+def heatmap(matrix: Tensor, min_size: int = 192) -> Tensor:
+    """(R, C) values -> (3, H, W) uint8 image in the viridis colormap, each cell a visible square."""
+    m = matrix.detach().float().cpu()
+    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
+    lut = torch.tensor(matplotlib.colormaps["viridis"](range(256))[:, :3], dtype=torch.float32)  # (256, 3)
+    rgb = lut[(m * 255).round().long()]  # (R, C, 3)
+    k = max(1, math.ceil(min_size / max(m.shape)))
+    rgb = rgb.repeat_interleave(k, 0).repeat_interleave(k, 1)
+    return (rgb * 255).to(torch.uint8).permute(2, 0, 1)
+
+
+def attention_stats(maps: list[AttentionMap]) -> dict[str, Tensor]:
+    """Averages over layers, heads, rows and examples of the explicit attention maps."""
+    weights = torch.stack([m.weights for m in maps])  # (layers, B, H, L, L)
+    scores = torch.stack([m.scores for m in maps])
+    entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)  # (layers, B, H, L) nats per row
+    return {
+        "attn/entropy": entropy.mean(),
+        "attn/entropy_uniform": torch.tensor(math.log(weights.shape[-1])),
+        "attn/max_prob": weights.amax(-1).mean(),
+        "attn/score_std": scores.std(-1).mean(),
+    }
+
+
+def shuffle_positions(x: Tensor, seed: int) -> Tensor:
+    """Each sequence of x (B, L, n) with its positions in its own random order (fixed by seed)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.rand(x.shape[0], x.shape[1], generator=g).argsort(dim=1).to(x.device)  # (B, L)
+    return x.gather(1, order[..., None].expand_as(x))
+
+
+class AttentionDiagnostics(pl.Callback):
+    def __init__(self, num_stat_examples: int = 256) -> None:
+        self.num_stat_examples = num_stat_examples
+        self.examples: tuple[Tensor, Tensor] | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        x, y = trainer.datamodule.splits["val"]
+        first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
+        self.examples = x[first_of_class], x[: self.num_stat_examples]
+        self.grad_norm_sum = torch.zeros((), device=pl_module.device)
+        self.grad_norm_count = 0
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            self.grad_norm_sum += torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            self.grad_norm_count += 1
+
+    # Permutation sensitivity, on the validation set every epoch and on the test set at the end.
+    def start_shuffled(self, pl_module: pl.LightningModule) -> None:
+        self.correct = torch.zeros((), device=pl_module.device)
+        self.total = 0
+
+    @torch.no_grad()
+    def count_shuffled(self, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = pl_module(shuffle_positions(x, seed=batch_idx))
+        self.correct += (logits.argmax(-1) == y).sum()
+        self.total += len(y)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_shuffled(pl_module)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_shuffled(pl_module)
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        self.count_shuffled(pl_module, batch, batch_idx)
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
+    ) -> None:
+        self.count_shuffled(pl_module, batch, batch_idx)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("test/acc_shuffled", self.correct / max(self.total, 1))
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.examples is None:
+            return
+        pl_module.log("val/acc_shuffled", self.correct / max(self.total, 1))
+        fixed, stat_batch = self.examples
+        _, maps = pl_module.net.forward_with_weights(stat_batch)
+        for name, value in attention_stats(maps).items():
+            pl_module.log(name, value)
+        if self.grad_norm_count:
+            pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count)
+            self.grad_norm_sum.zero_()
+            self.grad_norm_count = 0
+        self.log_images(trainer, pl_module, fixed)
+
+    def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        if not writers:
+            return
+        _, maps = pl_module.net.forward_with_weights(fixed)
+        images = {}
+        for layer, layer_map in enumerate(maps):
+            for head in range(layer_map.weights.shape[1]):
+                for c, class_name in enumerate(CLASS_NAMES):
+                    tag = f"attention/class_{class_name}/layer{layer}_head{head}"
+                    images[tag] = heatmap(layer_map.weights[c, head])
+        table = pl_module.net.pos_enc.table(fixed.shape[1])
+        if table is not None:
+            images["pos_enc"] = heatmap(table)
+        for writer in writers:
+            for tag, image in images.items():
+                writer.add_image(tag, image, trainer.global_step)
