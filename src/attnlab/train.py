@@ -69,6 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     fit_seconds = time.perf_counter() - start
+    # The last validation epoch's diagnostics (attention statistics, shuffled accuracy), for reports.
+    diagnostics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
+    }
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     test = trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)[0]
 
@@ -81,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
         "best_checkpoint": checkpoint.best_model_path or None,
+        "diagnostics": diagnostics,
         "settings": key_settings(c),
     }
     # HParams tab: the whole run config beside its real final metrics, one row per run of a sweep.

@@ -1,0 +1,22 @@
+"""Tables and plots of a sweep: python scripts/report.py outputs/multiruns/<sweep>"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnlab.report import write_report
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("sweep_dir", type=Path)
+args = parser.parse_args()
+if not args.sweep_dir.is_dir():
+    print(f"error: sweep_dir={str(args.sweep_dir)!r} is not a folder", file=sys.stderr)
+    sys.exit(1)
+try:
+    rows = write_report(args.sweep_dir)
+except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+print((args.sweep_dir / "summary.md").read_text())
+print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}")
+sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)
