@@ -105,19 +105,19 @@ class AttentionDiagnostics(pl.Callback):
         self.count_shuffled(pl_module, batch, batch_idx)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.log("test/acc_shuffled", self.correct / max(self.total, 1))
+        pl_module.log("test/acc_shuffled", self.correct / max(self.total, 1), sync_dist=True)
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.examples is None:
             return
-        pl_module.log("val/acc_shuffled", self.correct / max(self.total, 1))
+        pl_module.log("val/acc_shuffled", self.correct / max(self.total, 1), sync_dist=True)
         fixed, stat_batch = self.examples
         _, maps = pl_module.net.forward_with_weights(stat_batch)
         for name, value in attention_stats(maps).items():
-            pl_module.log(name, value)
+            pl_module.log(name, value, sync_dist=True)
         if self.grad_norm_count:
-            pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count)
+            pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count, sync_dist=True)
             self.grad_norm_sum.zero_()
             self.grad_norm_count = 0
         self.log_images(trainer, pl_module, fixed)

@@ -43,6 +43,12 @@ class LitClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.step(batch, "train")
+        if not torch.isfinite(loss):
+            # Stop before this step's update reaches the weights (or any checkpoint).
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                "lower optim.lr or set trainer.gradient_clip_val"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -58,7 +64,7 @@ class LitClassifier(pl.LightningModule):
         if self.trainer.sanity_checking:  # the pre-fit sanity pass is not an epoch
             return
         self.val_acc_best(self.acc["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -10,12 +10,14 @@ Files under `output_dir`:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -45,13 +47,27 @@ def key_settings(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def torch_threads(requested: int | None) -> int | None:
+    """`torch_threads`, or when unset under a parallel launcher (joblib), the cores divided among its
+    jobs, so that n_jobs processes do not each start one thread per core. None: PyTorch's default."""
+    if requested:
+        return requested
+    if HydraConfig.initialized():
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        cores = os.cpu_count() or 1
+        if n_jobs is not None and n_jobs != 1:
+            return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    return None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json."""
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
     out = Path(c["output_dir"])
-    if c["torch_threads"]:
-        torch.set_num_threads(c["torch_threads"])
+    threads = torch_threads(c["torch_threads"])
+    if threads:
+        torch.set_num_threads(threads)
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     data, module = build(c)
 
@@ -90,6 +106,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "diagnostics": diagnostics,
         "settings": key_settings(c),
     }
+    if not trainer.is_global_zero:  # under DDP, one process writes the results
+        return metrics
     # HParams tab: the whole run config beside its real final metrics, one row per run of a sweep.
     logger.log_hyperparams(
         {k: v for k, v in c.items() if k != "output_dir"},

@@ -1,0 +1,109 @@
+"""Sweeps through the real entry point: launchers, job folders, the report, failed jobs."""
+
+import csv
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from .conftest import CONF, ROOT, TINY, read_metrics, run_train
+
+# 2 seeds x 2 learning rates; lr=1e30 makes the loss NaN at step 1, so those 2 jobs fail at run time.
+SWEEP = ["-m", *TINY, "data=halfswap", "model.pos_enc=sinusoidal", "seed=0,1", "optim.lr=0.003,1e30"]
+
+
+def run_sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    sweep_dir = tmp_path / "sweep"
+    return run_train(*SWEEP, *extra, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path), sweep_dir
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def check_sweep(proc: subprocess.CompletedProcess[str], sweep_dir: Path) -> None:
+    assert proc.returncode == 1, proc.stderr[-2000:]  # jobs failed: the multirun says so
+    assert "failed: " in proc.stderr
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+    assert len(jobs) == 4 and all("optim.lr=" in j and "seed=" in j for j in jobs)  # named by overrides
+    rows = {r["job"]: r for r in read_csv(sweep_dir / "results.csv")}
+    assert set(rows) == set(jobs)
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert sorted(r["seed"] for r in failed) == ["0", "1"] and all(r["lr"] == "1e+30" for r in failed)
+    assert all("FloatingPointError" in r["error"] for r in failed)
+    for job in jobs:  # the failure is in the job's own folder, with its traceback
+        assert (sweep_dir / job / "FAILED").is_file() == ("1e+30" in job)
+        assert (sweep_dir / job / "tb").is_dir()  # and nobody shares a TensorBoard folder
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    accs = [read_metrics(sweep_dir / r["job"])["test/acc"] for r in ok]
+    assert sorted(float(r["test/acc"]) for r in ok) == sorted(accs)
+    summary = (sweep_dir / "summary.md").read_text()
+    mean, std = statistics.fmean(accs), statistics.stdev(accs)
+    assert f"| 2 | {mean:.3f} ± {std:.3f} |" in summary
+    assert "## Jobs without results" in summary and summary.count("| failed |") == 2
+    assert (sweep_dir / "acc_by_task_pos_enc.png").stat().st_size > 0
+
+
+def test_basic_launcher_and_report(tmp_path: Path) -> None:
+    proc, sweep_dir = run_sweep(tmp_path)
+    check_sweep(proc, sweep_dir)
+    # scripts/report.py gives the same files again, and says that jobs failed with its exit code
+    (sweep_dir / "results.csv").unlink()
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep_dir)], capture_output=True, text=True
+    )
+    assert report.returncode == 1 and "Jobs without results" in report.stdout
+    check_sweep(proc, sweep_dir)
+
+
+def test_job_in_sweep_equals_the_same_run_alone(tmp_path: Path) -> None:
+    _, sweep_dir = run_sweep(tmp_path)
+    job = next(p for p in sweep_dir.iterdir() if "optim.lr=0.003" in p.name and "seed=1" in p.name)
+    alone = tmp_path / "alone"
+    single = run_train(*SWEEP[1:-2], "seed=1", "optim.lr=0.003", f"hydra.run.dir={alone}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = read_metrics(job), read_metrics(alone)
+    assert (a["test/acc"], a["test/loss"], a["val/acc_best"]) == (b["test/acc"], b["test/loss"], b["val/acc_best"])
+
+
+@pytest.mark.slow
+def test_joblib_launcher(tmp_path: Path) -> None:
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    check_sweep(proc, sweep_dir)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path: Path) -> None:
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=submitit_local")
+    assert "Submitit 'local'" in proc.stdout + proc.stderr
+    check_sweep(proc, sweep_dir)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ddp"
+    proc = run_train(
+        *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
+    metrics = read_metrics(run_dir)
+    # 256 training sequences, batch 64, split over 2 processes: 2 steps per epoch
+    assert metrics["global_step"] == 2 and 0 <= metrics["test/acc"] <= 1
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_experiments_compose_with_their_grid(experiment: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"experiment={experiment}", "output_dir=x"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params and all("," in str(v) for v in params.values())
+    grid = 1
+    for v in params.values():
+        grid *= len(str(v).split(","))
+    assert grid >= 18
