@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError
 from attnlab.pooling import POOLINGS
@@ -113,8 +114,20 @@ def register_configs() -> None:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python values (enums as their names): what the code consumes."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
+    """The resolved config as plain Python values (enums as their names): what the code consumes.
+
+    A `???` left unset or a broken `${...}` interpolation becomes a ConfigError naming the key."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
+    except (MissingMandatoryValue, InterpolationResolutionError) as e:
+        what = (
+            "is not set (???)"
+            if isinstance(e, MissingMandatoryValue)
+            else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
+        )
+        parent, _, leaf = e.full_key.rpartition(".")
+        node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(leaf)
+        raise ConfigError(e.full_key, node._value() if node is not None else None, what) from e
 
 
 POSITIVE = [

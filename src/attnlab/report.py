@@ -87,6 +87,19 @@ def group(rows: list[dict[str, Any]], keys: list[str], metric: str) -> dict[tupl
     return groups
 
 
+def natural(setting: tuple) -> tuple:
+    """Sort key: numbers by value (8 < 16 < 128), then names."""
+    return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in setting)
+
+
+def pm(values: list[float]) -> str:
+    """'mean ± std' over seeds; '–' where there is no value, no ± for a single one."""
+    if not values:
+        return "–"
+    m, s = mean_std(values)
+    return f"{m:.3f} ± {s:.3f}" if len(values) > 1 else f"{m:.3f}"
+
+
 def verdict(mean: float) -> str:
     return "chance" if abs(mean - CHANCE) <= 0.1 else "learned" if mean >= 0.9 else "partial"
 
@@ -105,11 +118,16 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
         "| " + " | ".join([*keys, "n", "test/acc", "shuffled", "chance", "verdict"]) + " |",
         "|" + "---|" * (len(keys) + 5),
     ]
-    for setting, values in sorted(acc.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        m, s = mean_std(values)
-        sh = shuffled.get(setting)
-        sh_text = "{:.3f} ± {:.3f}".format(*mean_std(sh)) if sh else "–"
-        cells = [*map(str, setting), str(len(values)), f"{m:.3f} ± {s:.3f}", sh_text, f"{CHANCE:.2f}", verdict(m)]
+    for setting, values in sorted(acc.items(), key=lambda kv: natural(kv[0])):
+        m = statistics.fmean(values)
+        cells = [
+            *map(str, setting),
+            str(len(values)),
+            pm(values),
+            pm(shuffled.get(setting, [])),
+            f"{CHANCE:.2f}",
+            verdict(m),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
