@@ -1,4 +1,5 @@
-"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): Hydra's basic sweeper, plus attnlab's value checks on every job before the first one runs.
+"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): Hydra's basic sweeper, plus
+attnlab's value checks on every job before the first one runs.
 
 Hydra already composes every job's config before launching (so a typo fails early); this also
 runs `config.validate` on each, so `-m data.seq_len=32,33 data=halfswap` stops at once, with the
