@@ -35,8 +35,14 @@ def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
     return path
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> LitClassifier:
-    """The LightningModule stored in a checkpoint, weights loaded, in eval mode."""
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> LitClassifier:
+    """The LightningModule stored in a checkpoint, weights loaded, in eval mode.
+
+    Raises ConfigError (naming `key` and the file) for a missing, truncated, garbage or foreign file,
+    or one whose pickle would need code to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         module = LitClassifier(**ckpt["hyper_parameters"])
@@ -45,5 +51,5 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> L
         raise
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign state dict, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError("ckpt", str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
     return module.eval()

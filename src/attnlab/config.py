@@ -89,6 +89,8 @@ class TrainConfig:
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
+    resume: Any = None  # a run folder: continue it from its last.ckpt, in place (scripts/train.py)
+    ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from attnlab.checkpoint import load_module
 from attnlab.config import to_plain, validate
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
+from attnlab.errors import ConfigError, Interrupted
+from attnlab.faults import AtomicCheckpointIO, StopOnSignal
 from attnlab.module import LitClassifier
 
 
@@ -60,10 +65,26 @@ def torch_threads(requested: int | None) -> int | None:
     return None
 
 
+def resume_checkpoint(c: dict[str, Any]) -> str | None:
+    """The checkpoint to continue from (`resume` run folder's last.ckpt, or `ckpt_path`), verified
+    to load; None to start from scratch. Never falls back to random weights on a bad file."""
+    if c["resume"] and c["ckpt_path"]:
+        raise ConfigError("ckpt_path", c["ckpt_path"], "give either resume=<run dir> or ckpt_path=<file>, not both")
+    if c["resume"]:
+        path, key = Path(c["resume"]) / "checkpoints" / "last.ckpt", "resume"
+    elif c["ckpt_path"]:
+        path, key = Path(c["ckpt_path"]), "ckpt_path"
+    else:
+        return None
+    load_module(path, key=key)
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json."""
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
+    resume_from = resume_checkpoint(c)
     out = Path(c["output_dir"])
     threads = torch_threads(c["torch_threads"])
     if threads:
@@ -71,19 +92,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     data, module = build(c)
 
-    checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor="val/acc", mode="max", save_last=True
+    ckpt_dir = out / "checkpoints"
+    checkpoint = ModelCheckpoint(  # best.ckpt: highest val/acc so far
+        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", enable_version_counter=False
     )
+    # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
+    # in epochs that also improved the best one, so a resume could go back many epochs.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
+    stop = StopOnSignal(ckpt_dir / "interrupted.ckpt")
     logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
     # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-    callbacks: list[pl.Callback] = [checkpoint]
+    callbacks: list[pl.Callback] = [checkpoint, last, stop]
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
-    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(out))
+    trainer = pl.Trainer(
+        **c["trainer"], logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=str(out)
+    )
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    except SIGTERMException as e:  # Lightning's way out after a signal: SystemExit(0)
+        raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, stop.saved) from e
     fit_seconds = time.perf_counter() - start
     # The last validation epoch's diagnostics (attention statistics, shuffled accuracy), for reports.
     diagnostics = {
@@ -92,7 +123,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
     }
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
-    test = trainer.test(module, datamodule=data, ckpt_path="best" if checkpoint.best_model_path else None)[0]
+    best = checkpoint.best_model_path or None
+    test = trainer.test(module, datamodule=data, ckpt_path=best and "best", weights_only=True)[0]
 
     metrics = {
         "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
@@ -102,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
-        "best_checkpoint": checkpoint.best_model_path or None,
+        "best_checkpoint": best,
         "diagnostics": diagnostics,
         "settings": key_settings(c),
     }

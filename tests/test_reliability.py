@@ -1,0 +1,218 @@
+"""Faults and reproducibility: bad input, resume after a kill, signals, NaN, disk errors, same seed -> same numbers."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from attnlab.faults import AtomicCheckpointIO
+
+from .conftest import TINY, TRAIN, read_metrics, run_train
+
+# Long enough to be killed in the middle: 64 steps per epoch.
+LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "model.pos_enc=sinusoidal"]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["data=halfswp"], "Could not find 'data/halfswp'"),
+        (["model.pos_enc=rotory"], "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope, alibi]"),
+        (["model.d_modle=64"], "Key 'd_modle' not in 'ModelConfig'"),
+        (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ['d_model'"),
+        (["model.d_model=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+        (["data.seq_len=0"], "error: data.seq_len=0 is invalid: must be > 0"),
+        (["data.dim=-2"], "error: data.dim=-2 is invalid: must be > 0"),
+        (["data.batch_size=0"], "error: data.batch_size=0 is invalid: must be > 0"),
+        (["data.n_test=0"], "error: data.n_test=0 is invalid: must be > 0"),
+        (["optim.lr=-0.1"], "error: optim.lr=-0.1 is invalid: must be > 0"),
+        (["model.num_heads=0"], "error: model.num_heads=0 is invalid: must be > 0"),
+        (["model.num_layers=0"], "error: model.num_layers=0 is invalid: must be > 0"),
+        (["model.num_heads=5"], "error: model.d_model=32 is invalid: must be divisible by model.num_heads=5"),
+        (["model.pos_enc=rope", "model.d_model=12", "model.num_heads=4"], "error: model.d_model=12 is invalid: rope"),
+        (["data=halfswap", "data.seq_len=31"], "error: data.seq_len=31 is invalid: halfswap needs an even length"),
+        (
+            ["model.pos_enc=learned", "model.max_len=16"],
+            "error: data.seq_len=32 is invalid: pos_enc=learned has model.max_len=16",
+        ),
+        (["seed=4294967296"], "error: seed=4294967296 is invalid: must be in 0..2**32-1"),
+        (["seed=-1"], "error: seed=-1 is invalid: must be in 0..2**32-1"),
+        (["model.d_model=${nope}"], "error: model.d_model='${nope}' is invalid: cannot be resolved"),
+        (["data.seq_len=???"], "error: data.seq_len='???' is invalid: is not set (???)"),
+        (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
+        (["ckpt_path=/nonexistent.ckpt"], "error: ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file"),
+    ]
+    + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")]),
+)
+def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) -> None:
+    proc, run_dir = train_cli(*args, "trainer.fast_dev_run=true")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "tb").exists()
+
+
+def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "data=halfswap", "data.seq_len=8,9", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert (
+        "error: job #1 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
+    )
+    assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/tb"))
+
+
+def test_corrupt_checkpoint_never_trains_from_scratch(train_cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x80\x02garbage")
+    proc, run_dir = train_cli(*TINY, f"ckpt_path={bad}")
+    assert (
+        proc.returncode == 1
+        and f"error: ckpt_path='{bad}' is invalid: not a loadable attnlab checkpoint" in proc.stderr
+    )
+    assert not (run_dir / "checkpoints").exists()
+
+
+def start(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *LONGER, *args, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path: Path) -> None:
+    epochs = "trainer.max_epochs=6"
+    whole = tmp_path / "whole"
+    proc = run_train(*LONGER, epochs, f"hydra.run.dir={whole}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = start(killed, epochs)
+    wait_for(killed / "checkpoints" / "last.ckpt", proc)  # first epoch done...
+    time.sleep(0.3)  # ...and some way into the next
+    proc.kill()  # SIGKILL: no handler, no cleanup
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+
+    resumed = run_train(f"resume={killed}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = read_metrics(whole), read_metrics(killed)
+    for key in ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "global_step", "epochs"):
+        assert a[key] == b[key], key
+    for name in ("last.ckpt", "best.ckpt"):
+        wa, wb = weights(whole / "checkpoints" / name), weights(killed / "checkpoints" / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: int) -> None:
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, "trainer.max_epochs=1000")
+    wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"interrupted: stopped by signal {int(sig)} at step" in stderr
+    assert f"resume={run_dir}" in stderr
+    saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert saved["global_step"] > 0
+    events = list((run_dir / "tb").glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(max(events, key=os.path.getsize)))
+    acc.Reload()
+    assert acc.Scalars("train/loss")  # flushed
+
+
+def test_nan_loss_stops_within_one_step(train_cli) -> None:
+    proc, run_dir = train_cli(*TINY, "optim.lr=1e30")
+    assert proc.returncode == 1
+    assert "error: FloatingPointError: train/loss is nan at step 1" in proc.stderr
+    assert (run_dir / "FAILED").is_file()
+    assert not (run_dir / "checkpoints" / "best.ckpt").exists()
+
+
+def test_gradient_clipping_is_a_trainer_option(train_cli) -> None:
+    proc, run_dir = train_cli(*TINY, "trainer.gradient_clip_val=0.5", "trainer.fast_dev_run=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metrics(run_dir)["global_step"] == 1
+
+
+def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def disk_full(self, checkpoint, target, storage_options=None):
+        Path(target).write_bytes(b"half a checkpoi")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr("pytorch_lightning.plugins.io.TorchCheckpointIO.save_checkpoint", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert list(tmp_path.iterdir()) == [path]  # no half-written file left behind
+
+
+def test_unwritable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_train(*TINY, f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    assert proc.returncode == 1 and "Not a directory" in proc.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def losses(run_dir: Path) -> list[float]:
+    out = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            out += [e.value for e in acc.Scalars("train/loss")]
+    return out
+
+
+def test_same_seed_same_numbers_in_fresh_processes(train_cli) -> None:
+    args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "data=halfswap", "model.pos_enc=rope"]
+    runs = [train_cli(*args, f"seed={seed}") for seed in (0, 0, 1)]
+    for proc, _ in runs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    (_, a), (_, b), (_, c) = runs
+    assert losses(a) == losses(b) and len(losses(a)) == 8
+    keys = ("val/acc_best", "test/acc", "test/loss")
+    assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]
+    assert losses(a) != losses(c) and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
+
+
+def test_rerun_from_saved_config(train_cli, tmp_path: Path) -> None:
+    proc, first = train_cli(*TINY, "data=halfswap", "model.pos_enc=learned", "seed=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = tmp_path / "again"
+    proc = run_train(
+        "--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    keys = ("val/acc_best", "test/acc", "test/loss", "settings")
+    assert [read_metrics(first)[k] for k in keys] == [read_metrics(again)[k] for k in keys]
