@@ -9,7 +9,9 @@
   position falls to chance on halfswap.
 
 All of it runs outside the training step, except the gradient norm, taken every
-`trainer.log_every_n_steps` steps without a host sync.
+`trainer.log_every_n_steps` steps without a host sync. The maps come from the explicit attention
+path, which materialises (L, L) matrices: for long sequences fewer examples are used, and past
+MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning); shuffled accuracy stays.
 """
 
 from __future__ import annotations
@@ -20,16 +22,22 @@ from typing import Any
 import matplotlib
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from attnlab.model import AttentionMap
 
 CLASS_NAMES = ("A", "B")
+MAX_MAP_ELEMENTS = 2**25  # per explicit forward: 128 MB per (B, H, L, L) float32 tensor
+MAX_IMAGE_CELLS = 256  # longer maps are average-pooled down to this many rows and columns
 
 
 def heatmap(matrix: Tensor, min_size: int = 192) -> Tensor:
     """(R, C) values -> (3, H, W) uint8 image in the viridis colormap, each cell a visible square."""
     m = matrix.detach().float().cpu()
+    if max(m.shape) > MAX_IMAGE_CELLS:
+        m = F.adaptive_avg_pool2d(m[None], (min(m.shape[0], MAX_IMAGE_CELLS), min(m.shape[1], MAX_IMAGE_CELLS)))[0]
     m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
     lut = torch.tensor(matplotlib.colormaps["viridis"](range(256))[:, :3], dtype=torch.float32)  # (256, 3)
     rgb = lut[(m * 255).round().long()]  # (R, C, 3)
@@ -65,8 +73,17 @@ class AttentionDiagnostics(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
-        first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
-        self.examples = x[first_of_class], x[: self.num_stat_examples]
+        net = pl_module.net
+        d_model = net.head.in_features
+        length = net.pool.prepare(torch.zeros(1, x.shape[1], d_model, device=x.device)).shape[1]  # + a cls token
+        per_example = len(net.layers) * net.layers[0].num_heads * length**2
+        n_stat = min(self.num_stat_examples, len(x), MAX_MAP_ELEMENTS // per_example)
+        if n_stat < len(CLASS_NAMES):
+            rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")
+            self.examples = None
+        else:
+            first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
+            self.examples = x[first_of_class], x[:n_stat]
         self.grad_norm_sum = torch.zeros((), device=pl_module.device)
         self.grad_norm_count = 0
 
@@ -109,17 +126,19 @@ class AttentionDiagnostics(pl.Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.examples is None:
+        if trainer.sanity_checking:
             return
         pl_module.log("val/acc_shuffled", self.correct / max(self.total, 1), sync_dist=True)
-        fixed, stat_batch = self.examples
-        _, maps = pl_module.net.forward_with_weights(stat_batch)
-        for name, value in attention_stats(maps).items():
-            pl_module.log(name, value, sync_dist=True)
         if self.grad_norm_count:
             pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count, sync_dist=True)
             self.grad_norm_sum.zero_()
             self.grad_norm_count = 0
+        if self.examples is None:
+            return
+        fixed, stat_batch = self.examples
+        _, maps = pl_module.net.forward_with_weights(stat_batch)
+        for name, value in attention_stats(maps).items():
+            pl_module.log(name, value, sync_dist=True)
         self.log_images(trainer, pl_module, fixed)
 
     def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:

@@ -24,7 +24,10 @@ class LitClassifier(pl.LightningModule):
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
         num_classes = self.net.head.out_features
         self.acc = torch.nn.ModuleDict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")}
+            {
+                f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                for s in ("train", "val", "test")
+            }
         )
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
@@ -37,7 +40,9 @@ class LitClassifier(pl.LightningModule):
         x, y = batch
         logits = self.net(x)  # (B, C)
         loss = F.cross_entropy(logits, y)
-        self.acc[f"{stage}_acc"](logits.argmax(-1), y)
+        # update(), not __call__: the call also computes a per-batch value, copying the metric's
+        # state every step; only the epoch value is logged.
+        self.acc[f"{stage}_acc"].update(logits.argmax(-1), y)
         self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -53,11 +58,11 @@ class LitClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.mean_loss["val_loss"](self.step(batch, "val"), weight=len(batch[1]))
+        self.mean_loss["val_loss"].update(self.step(batch, "val"), weight=len(batch[1]))
         self.log("val/loss", self.mean_loss["val_loss"], on_step=False, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.mean_loss["test_loss"](self.step(batch, "test"), weight=len(batch[1]))
+        self.mean_loss["test_loss"].update(self.step(batch, "test"), weight=len(batch[1]))
         self.log("test/loss", self.mean_loss["test_loss"], on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.faults import AtomicCheckpointIO, StopOnSignal
 from attnlab.module import LitClassifier
+from attnlab.timing import StepClock
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
@@ -80,8 +82,9 @@ def resume_checkpoint(c: dict[str, Any]) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; returns what it writes to metrics.json."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
+    the trainer's (scripts/benchmark.py times steps with one)."""
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
     resume_from = resume_checkpoint(c)
@@ -103,7 +106,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
     # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
     logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-    callbacks: list[pl.Callback] = [checkpoint, last, stop]
+    clock = StepClock()
+    callbacks: list[pl.Callback] = [checkpoint, last, stop, clock, *extra_callbacks]
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
     trainer = pl.Trainer(
@@ -134,6 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
+        "startup_seconds": clock.startup_seconds and round(clock.startup_seconds, 3),  # process start -> 1st step
         "best_checkpoint": best,
         "diagnostics": diagnostics,
         "settings": key_settings(c),

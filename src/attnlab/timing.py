@@ -1,0 +1,54 @@
+"""Wall-clock measurements of training: step times and start-up latency."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (from /proc on Linux); None where that is unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks after boot
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: int, window: int) -> float | None:
+    """Median throughput over windows of `window` consecutive steps inside one epoch.
+
+    `ends` holds (epoch, time at the end of a step). The first `warmup` steps are dropped; a window
+    never spans an epoch boundary, so validation and checkpointing between epochs are not counted."""
+    rates = []
+    ends = ends[warmup:]
+    for i in range(0, len(ends) - window, window):
+        (e0, t0), (e1, t1) = ends[i], ends[i + window]
+        if e0 == e1 and t1 > t0:
+            rates.append(window * batch_size / (t1 - t0))
+    return statistics.median(rates) if rates else None
+
+
+class StepClock(pl.Callback):
+    """Records when every training step ends, and how old the process was at the first step."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[int, float]] = []
+        self.startup_seconds: float | None = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.startup_seconds is None:
+            self.startup_seconds = process_age()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.ends.append((trainer.current_epoch, time.perf_counter()))
