@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: help setup train test test-fast lint clean evaluate figures
+.PHONY: help setup train test test-fast sweep report tensorboard benchmark evaluate figures lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,12 +29,28 @@ test: setup  ## run the whole test suite, slow science tests included
 test-fast: setup  ## run the tests, skipping the slow ones
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitations (EXP=... for another)
+	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)
+
+report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
+	$(PY) scripts/report.py $(or $(SWEEP),$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))
+
+tensorboard: setup  ## TensorBoard on outputs/ (every run and sweep)
+	$(VENV)/bin/tensorboard --logdir outputs
+
+benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md
+	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
+
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
 	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(or $(LENS),[16,32,64,128])
 
-figures: setup  ## regenerate docs/attention_halfswap_rope.png (trains one halfswap model first)
+figures: setup  ## regenerate the README's figure and table under docs/ (one run and one limitations sweep)
 	$(PY) scripts/train.py data=halfswap model.pos_enc=rope hydra.run.dir=outputs/docs/halfswap_rope
 	$(PY) scripts/plot_attention.py outputs/docs/halfswap_rope docs/attention_halfswap_rope.png
+	rm -rf outputs/docs/limitations
+	$(PY) scripts/train.py -m experiment=limitations hydra.sweep.dir=outputs/docs/limitations
+	cp outputs/docs/limitations/acc_by_task_pos_enc.png docs/limitations_acc.png
+	cp outputs/docs/limitations/summary.md docs/limitations_summary.md
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -107,3 +107,13 @@ def test_experiments_compose_with_their_grid(experiment: str) -> None:
     for v in params.values():
         grid *= len(str(v).split(","))
     assert grid >= 18
+
+
+def test_long_override_lists_still_make_valid_folder_names() -> None:
+    from attnlab.config import job_dirname
+
+    short = "data=halfswap,seed=1"
+    assert job_dirname(short) == short
+    long_a, long_b = "x" * 300 + "a", "x" * 300 + "b"
+    assert len(job_dirname(long_a)) <= 200 and job_dirname(long_a) != job_dirname(long_b)
+    assert job_dirname(long_a).startswith("x" * 100)

@@ -8,6 +8,7 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ class TrainerConfig:
     limit_val_batches: Any = None
     limit_test_batches: Any = None
     overfit_batches: Any = 0.0
+    profiler: Any = None  # simple | advanced | pytorch
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
 
@@ -89,6 +91,7 @@ class TrainConfig:
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
+    progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
     resume: Any = None  # a run folder: continue it from its last.ckpt, in place (scripts/train.py)
     ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
 
@@ -107,6 +110,20 @@ class EvaluateConfig:
 
     run_dir: str = MISSING
     eval: EvalSection = field(default_factory=EvalSection)
+
+
+def job_dirname(overrides: str, limit: int = 200) -> str:
+    """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
+    a file name (255 bytes), its first characters and a hash of the rest."""
+    if len(overrides) <= limit:
+        return overrides or "job"
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return f"{overrides[: limit - 12]}.._{digest}"
+
+
+# Used by conf/train.yaml's hydra.sweep.subdir. Registered on import, because launchers resolve the
+# job folder in their worker processes, which import this module when they unpickle the task.
+OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
 
 
 def register_configs() -> None:
@@ -147,6 +164,7 @@ POSITIVE = [
     "trainer.max_epochs",
 ]
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PROGRESS = ("auto", "rich", "tqdm", "plain")
 
 
 def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
@@ -178,6 +196,8 @@ def validate(c: dict[str, Any]) -> None:
         )
     TASKS.build(data["task"]).check(data["seq_len"])
     POS_ENCODINGS.get(model["pos_enc"]).check(data["seq_len"], model["d_model"], model["num_heads"], model["max_len"])
+    if c["progress"] not in PROGRESS:
+        raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
     accelerator = c["trainer"]["accelerator"]
     if accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", accelerator, f"expected one of {list(ACCELERATORS)}")

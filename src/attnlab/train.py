@@ -20,6 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -27,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from attnlab.checkpoint import load_module
 from attnlab.config import to_plain, validate
+from attnlab.console import announce_end, announce_start, progress_bar
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.errors import ConfigError, Interrupted
@@ -52,6 +54,13 @@ def key_settings(c: dict[str, Any]) -> dict[str, Any]:
         "lr": c["optim"]["lr"],
         "seed": c["seed"],
     }
+
+
+def sweep_job() -> Any | None:
+    """Hydra's job node when this run is one job of a multirun, else None."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get().job
+    return None
 
 
 def torch_threads(requested: int | None) -> int | None:
@@ -85,10 +94,12 @@ def resume_checkpoint(c: dict[str, Any]) -> str | None:
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
     the trainer's (scripts/benchmark.py times steps with one)."""
+    began = time.perf_counter()
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
     resume_from = resume_checkpoint(c)
     out = Path(c["output_dir"])
+    announce_start(c, out, sweep_job())
     threads = torch_threads(c["torch_threads"])
     if threads:
         torch.set_num_threads(threads)
@@ -103,13 +114,15 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     # in epochs that also improved the best one, so a resume could go back many epochs.
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     stop = StopOnSignal(ckpt_dir / "interrupted.ckpt")
-    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
-    # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
-    logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
     clock = StepClock()
     callbacks: list[pl.Callback] = [checkpoint, last, stop, clock, *extra_callbacks]
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
+    if c["trainer"]["enable_progress_bar"]:
+        callbacks.append(progress_bar(c["progress"]))
+    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
+    # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
+    logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
     trainer = pl.Trainer(
         **c["trainer"], logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=str(out)
     )
@@ -152,4 +165,5 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     )
     logger.finalize("success")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    announce_end(metrics, out, time.perf_counter() - began)
     return metrics

@@ -8,6 +8,7 @@ from the `hydra_plugins` namespace package, hence this folder. No `from __future
 annotations` here: Hydra imports plugins in a way that breaks string annotations on dataclasses.)
 """
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import open_dict
 
 from attnlab.config import to_plain, validate
+from attnlab.console import SWEEP_SIZE_ENV
 from attnlab.errors import ConfigError
 
 
@@ -31,6 +33,8 @@ ConfigStore.instance().store(group="hydra/sweeper", name="attnlab", node=Validat
 class ValidatingSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.hydra_context is not None and self.config is not None
+        # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
+        os.environ[SWEEP_SIZE_ENV] = str(sum(len(b) for b in self.overrides))
         for num, overrides in enumerate(batch):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):

@@ -1,0 +1,103 @@
+"""Every command of README.md runs, so the README cannot rot.
+
+The commands are taken from its ```bash blocks and run as written, from the project root, with
+the minimum of changes: tiny sizes and output folders under a temporary directory are appended
+to training commands; placeholders (`<run>`, `<sweep>`) become a real run and sweep; hardware this
+machine lacks is swapped for what it has (a GPU for the CPU, SLURM for submitit's local
+launcher, 4 GPUs for 2 CPU processes), a study's grid is cut to a few jobs, and the benchmark
+runs `--quick`.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT, TINY, run_train
+
+README = ROOT / "README.md"
+
+
+def readme_commands() -> list[str]:
+    text = README.read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()  # drop trailing comments
+            if command and not command.startswith("#"):
+                commands.append(" ".join(command.split()))
+    return commands
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    commands = readme_commands()
+    assert commands[:2] == ["make train", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None:
+    """The README command, made runnable here (see the module docstring); None to skip."""
+    if command in ("make test", ". .venv/bin/activate"):
+        return None  # CI runs `make test` itself; activating only sets PATH, which the test does
+    for placeholder, real in {
+        "$PWD/outputs/runs/<run>": str(run),
+        "outputs/runs/<run>": str(run),
+        "<run_dir>": str(run),
+        "outputs/multiruns/<sweep>": str(sweep),
+        "<sweep dir>": str(sweep),
+        "path/to/file.ckpt": str(run / "checkpoints" / "last.ckpt"),
+        " out.png": f" {tmp / 'out.png'}",
+    }.items():
+        command = command.replace(placeholder, real)
+    if not torch.cuda.is_available():
+        command = command.replace("trainer=gpu", "trainer=cpu").replace("trainer.precision=bf16-mixed", "")
+        command = command.replace(
+            "trainer=ddp trainer.devices=4", "trainer=ddp trainer.accelerator=cpu trainer.devices=2"
+        )
+    command = command.replace("hydra/launcher=submitit_slurm", "hydra/launcher=submitit_local")
+    command = re.sub(r"hydra\.launcher\.partition=\S+", "", command)
+    command = command.replace("tensorboard --logdir outputs", f"tensorboard --inspect --logdir {tmp}")
+    if command.startswith("python scripts/benchmark.py"):
+        command += f" --quick --out {tmp / 'bench.md'}"
+    tiny = " ".join(TINY)
+    if "experiment=" in command:  # a study's grid, cut to a handful of jobs (the grids: test_sweeps.py)
+        tiny += " seed=0 data=halfswap model.scale=sqrt model.d_model=8"
+    if command.startswith("python scripts/train.py") and "--config-path" not in command:
+        if "resume=" not in command:
+            where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if " -m " in command else f"hydra.run.dir={tmp / f'run{n}'}"
+            command += f" {where}"
+        command += f" {tiny}"
+    elif "--config-path" in command:
+        command += f" hydra.run.dir={tmp / f'run{n}'}"
+    elif command.startswith("make "):
+        target = command.split()[1]
+        where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if target == "sweep" else f"hydra.run.dir={tmp / f'run{n}'}"
+        command += f' ARGS="{tiny} {where}"' if target in ("train", "sweep") else ""
+    return command
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path: Path) -> None:
+    run, sweep = tmp_path / "base_run", tmp_path / "base_sweep"
+    for args in ([*TINY, f"hydra.run.dir={run}"], ["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"]):
+        proc = run_train(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONWARNINGS": "ignore"}
+    ran = []
+    for n, original in enumerate(readme_commands()):
+        command = adapt(original, tmp_path, run, sweep, n)
+        if command is None:
+            continue
+        if original.startswith("make "):
+            assert shlex.split(original)[1] in (ROOT / "Makefile").read_text()
+        proc = subprocess.run(
+            command, shell=True, executable="/bin/bash", cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, f"README command failed: {original}\nran: {command}\n{proc.stderr[-3000:]}"
+        ran.append(original)
+    assert len(ran) >= 18, ran
