@@ -23,11 +23,14 @@ setup: $(VENV)/.installed  ## create .venv and install attnlab with its dependen
 train: setup  ## train one model (ARGS="data=halfswap model.pos_enc=sinusoidal")
 	$(PY) scripts/train.py $(ARGS)
 
+# Two workers (one per core here); a test file stays on one worker, so module fixtures run once.
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile
+
 test: setup  ## run the whole test suite, slow science tests included
-	$(PY) -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: setup  ## run the tests, skipping the slow ones
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitations (EXP=... for another)
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)

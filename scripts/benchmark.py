@@ -223,9 +223,9 @@ def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def startup(device: str) -> dict[str, Any]:
+def startup(device: str, jobs: int = 8) -> dict[str, Any]:
     """`python scripts/train.py` from process start to the first training step, and the per-job overhead
-    of a multirun: (wall(8 jobs) - wall(1 job)) / 7 minus the jobs' own fit time."""
+    of a multirun: (wall(jobs) - wall(1 job)) / (jobs - 1) minus the jobs' own fit time."""
     tiny = [
         "data.n_train=512",
         "data.n_val=256",
@@ -245,7 +245,7 @@ def startup(device: str) -> dict[str, Any]:
         )
         first_step = json.loads((run / "metrics.json").read_text())["startup_seconds"]
         walls, fits = {}, {}
-        for n in (1, 8):
+        for n in (1, jobs):
             sweep = Path(tmp) / f"sweep{n}"
             seeds = ",".join(map(str, range(n)))
             t0 = time.perf_counter()
@@ -257,8 +257,8 @@ def startup(device: str) -> dict[str, Any]:
             )
             walls[n] = time.perf_counter() - t0
             fits[n] = [json.loads(p.read_text())["fit_seconds"] for p in sweep.glob("*/metrics.json")]
-    per_job = (walls[8] - walls[1]) / 7
-    return {"first_step_s": first_step, "per_job_s": per_job, "fit_s": sum(fits[8]) / len(fits[8])}
+    per_job = (walls[jobs] - walls[1]) / (jobs - 1)
+    return {"first_step_s": first_step, "per_job_s": per_job, "fit_s": sum(fits[jobs]) / len(fits[jobs])}
 
 
 def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -321,21 +321,31 @@ def main() -> None:
                 rows.append((who, spec | {"who": who}, median_result(results)))
         for seq_len in long_lens:
             for who in ("seed loop", "attnlab"):
-                spec = {**base, "who": who, "batch": long_batch, "seq_len": seq_len, "steps": long_steps + 1,
-                        "warmup": 1, "window": 1, "steps_per_epoch": long_steps + 1, "bf16": bf16}  # fmt: skip
+                steps = long_steps + 1  # one warm-up step, then one window per step
+                spec = {**base, "who": who, "batch": long_batch, "seq_len": seq_len, "steps": steps, "warmup": 1,
+                        "window": 1, "steps_per_epoch": steps, "bf16": bf16, "long": True}  # fmt: skip
                 rows.append((who, spec, measure(spec, timeout=240)))
                 print(f"  {who:16} B={long_batch:5} L={seq_len:6} bf16={bf16}: {rows[-1][2]}", file=sys.stderr)
-    timing = startup(args.device)
+    timing = startup(args.device, jobs=2 if args.quick else 8)
+    table = render(rows, timing, " ".join(["python scripts/benchmark.py", *sys.argv[1:]]), args.threads)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
 
+
+def render(
+    rows: list[tuple[str, dict[str, Any], dict[str, Any]]], timing: dict[str, Any] | None, command: str, threads: int
+) -> str:
+    """The markdown table; ratios are against the seed loop at the same batch, length and precision."""
     import torch
 
-    command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
+    cuda = any(spec["device"].startswith("cuda") for _, spec, _ in rows)
     lines = [
         f"# Benchmark: `{command}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{torch.cuda.get_device_name() if cuda else 'no GPU'}; torch {torch.__version__}, "
-        f"threads {args.threads or torch.get_num_threads()}; d_model 32, 1 head, 1 layer; {time.strftime('%Y-%m-%d')}.",
+        f"threads {threads or torch.get_num_threads()}; d_model 32, 1 head, 1 layer; {time.strftime('%Y-%m-%d')}.",
         "",
         "| contestant | precision | batch | seq_len | samples/s | × seed loop | peak memory (MB) | rounds: min–max |",
         "|---|---|---|---|---|---|---|---|",
@@ -352,29 +362,24 @@ def main() -> None:
             f"| {who} | {'bf16-mixed' if spec['bf16'] else 'fp32'} | {spec['batch']} | {spec['seq_len']} | {speed} | "
             f"{fmt(ratio) + '×' if ratio else '–'} | {fmt(res.get('peak_mb'))} | {spread} |"
         )
-    fused = [
-        (s["seq_len"], r["peak_mb"])
-        for w, s, r in rows
-        if w == "attnlab" and s["seq_len"] in long_lens and not s["bf16"] and "peak_mb" in r
-    ]
+    long_rows = [(s["seq_len"], r["peak_mb"], s["batch"]) for w, s, r in rows if w == "attnlab" and s.get("long")]
+    fused = [(n, mb) for n, mb, _ in long_rows if mb is not None]
     if len(fused) >= 2:
         slope, intercept = linear_fit(fused)
         points = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in fused)
         lines += [
             "",
-            f"attnlab peak memory vs seq_len (batch {long_batch}): {points}; least-squares fit "
+            f"attnlab peak memory vs seq_len (batch {long_rows[0][2]}): {points}; least-squares fit "
             f"{intercept:.0f} MB + {slope * 1024:.1f} MB per 1024 positions.",
         ]
-    lines += [
-        "",
-        f"Start-up, `python scripts/train.py` to its first training step: {timing['first_step_s']:.2f} s.",
-        f"Multirun, cost per extra job: {timing['per_job_s']:.2f} s, of which fit {timing['fit_s']:.2f} s: "
-        f"overhead {timing['per_job_s'] - timing['fit_s']:.2f} s per job (tiny jobs of 512 sequences, 1 epoch).",
-    ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    if timing:
+        lines += [
+            "",
+            f"Start-up, `python scripts/train.py` to its first training step: {timing['first_step_s']:.2f} s.",
+            f"Multirun, cost per extra job: {timing['per_job_s']:.2f} s, of which fit {timing['fit_s']:.2f} s: "
+            f"overhead {timing['per_job_s'] - timing['fit_s']:.2f} s per job (tiny jobs of 512 sequences, 1 epoch).",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

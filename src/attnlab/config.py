@@ -66,7 +66,7 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: int = 20
+    max_epochs: int = 10
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 10
     deterministic: Any = False
@@ -118,7 +118,7 @@ def job_dirname(overrides: str, limit: int = 200) -> str:
     if len(overrides) <= limit:
         return overrides or "job"
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
-    return f"{overrides[: limit - 12]}.._{digest}"
+    return f"{overrides[: limit - 13]}.._{digest}"  # 13 = len(".._") + 10
 
 
 # Used by conf/train.yaml's hydra.sweep.subdir. Registered on import, because launchers resolve the

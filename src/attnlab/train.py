@@ -141,7 +141,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     }
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     best = checkpoint.best_model_path or None
-    test = trainer.test(module, datamodule=data, ckpt_path=best and "best", weights_only=True)[0]
+    test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
 
     metrics = {
         "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
