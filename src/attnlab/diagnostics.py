@@ -29,7 +29,7 @@ from torch import Tensor
 from attnlab.model import AttentionMap
 
 CLASS_NAMES = ("A", "B")
-MAX_MAP_ELEMENTS = 2**23  # per explicit forward: 32 MB per (B, H, L, L) float32 tensor
+MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
 MAX_IMAGE_CELLS = 256  # longer maps are average-pooled down to this many rows and columns
 
 
