@@ -12,7 +12,6 @@ matrix on the flash / memory-efficient backends. Training uses it.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -43,8 +42,3 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0
         # tensor that must stay in the autograd graph, so fold it into q instead.
         q, scale = q * scale, 1.0
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=float(scale))
-
-
-def attention_entropy(weights: Tensor) -> Tensor:
-    """Mean over rows of the entropy (nats) of attention weights (..., L, L)."""
-    return -(weights * weights.clamp_min(torch.finfo(weights.dtype).tiny).log()).sum(-1).mean()

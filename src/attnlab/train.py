@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ from attnlab.errors import ConfigError, Interrupted
 from attnlab.faults import AtomicCheckpointIO, StopOnSignal
 from attnlab.module import LitClassifier
 from attnlab.timing import StepClock
+
+# Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
