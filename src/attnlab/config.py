@@ -180,6 +180,13 @@ def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -
             check_keys(value, section, f"{prefix}{key}.")
 
 
+def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> None:
+    """Raise ConfigError if the task or the positional encoding cannot run at this length
+    (training length here, other lengths in scripts/evaluate.py)."""
+    TASKS.build(data["task"]).check(seq_len)
+    POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
+
+
 def validate(c: dict[str, Any]) -> None:
     """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
     check_keys(c)
@@ -194,8 +201,7 @@ def validate(c: dict[str, Any]) -> None:
         raise ConfigError(
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
-    TASKS.build(data["task"]).check(data["seq_len"])
-    POS_ENCODINGS.get(model["pos_enc"]).check(data["seq_len"], model["d_model"], model["num_heads"], model["max_len"])
+    check_seq_len(data, model, data["seq_len"])
     if c["progress"] not in PROGRESS:
         raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
     accelerator = c["trainer"]["accelerator"]

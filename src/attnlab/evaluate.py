@@ -15,10 +15,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from attnlab.checkpoint import checkpoint_path, load_module, run_config
+from attnlab.config import check_seq_len
 from attnlab.data import derive_seed, make_split
 from attnlab.errors import ConfigError
-from attnlab.posenc import POS_ENCODINGS
-from attnlab.tasks import TASKS
 
 
 @torch.no_grad()
@@ -40,8 +39,7 @@ def evaluate_lengths(
         try:
             if length <= 0:
                 raise ConfigError("eval.seq_lens", length, "lengths must be > 0")
-            TASKS.build(data["task"]).check(length)
-            POS_ENCODINGS.get(model["pos_enc"]).check(length, model["d_model"], model["num_heads"], model["max_len"])
+            check_seq_len(data, model, length)
         except ConfigError as e:
             raise ConfigError("eval.seq_lens", length, e.allowed) from e
     module = load_module(checkpoint_path(run_dir, ckpt))
