@@ -13,9 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from attnlab.checkpoint import checkpoint_path, load_module, run_config
+from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.data import SyntheticDataModule
 from attnlab.errors import ConfigError
+from attnlab.runs import run_config
 
 
 def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:

@@ -2,13 +2,13 @@
 
 python scripts/train.py data=halfswap model.pos_enc=sinusoidal
 python scripts/train.py -m experiment=limitations
-python scripts/train.py resume=outputs/runs/<run>         # continue a run from its last.ckpt, in place
+python scripts/train.py resume=outputs/runs/<run>            # continue a run from its newest checkpoint, in place
+python scripts/train.py -m resume=outputs/multiruns/<sweep>  # continue a sweep: the jobs that did not finish
 """
 
-import contextlib
 import errno
+import shlex
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -16,56 +16,100 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from attnlab.config import register_configs, to_plain, validate
+from attnlab import runs
+from attnlab.config import register_configs
 from attnlab.errors import ConfigError, Interrupted
 
 register_configs()
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# Hydra settings a continued sweep takes over from the original (how its jobs were launched).
+SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
+
+
+def continue_command(folder: Path, sweep: bool) -> str:
+    return f"python scripts/train.py {'-m ' if sweep else ''}resume={shlex.quote(str(folder))}"
+
+
+def saved_overrides(folder: Path, sweep: bool) -> list[str]:
+    """What the run (its .hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked:
+    a folder is input like any other, and its overrides may set only the project's own keys."""
+    record = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
+    if not record.is_file():
+        what = "sweep folder" if sweep else "run folder"
+        raise ConfigError("resume", str(folder), f"not a {what} ({record} does not exist)")
+    try:
+        saved = OmegaConf.load(record)
+        task = list(saved.hydra.overrides.task if sweep else saved)
+        launch = list(saved.hydra.overrides.hydra) if sweep else []
+    except Exception as e:
+        raise ConfigError("resume", str(folder), f"{record} is unreadable ({type(e).__name__})") from e
+    kept = []
+    for item in task:
+        if item.split("=", 1)[0] != "resume":  # older records; this resume sets its own
+            runs.check_saved_override(item, record)
+            kept.append(item)
+    for item in launch:
+        key = item.split("=", 1)[0]
+        if key in ("hydra.sweep.dir", "hydra.mode"):  # set again by this resume and by -m
+            continue
+        if not key.startswith(SWEEP_HYDRA_KEYS) or "_target_" in item:
+            raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not a launcher setting")
+        kept.append(item)
+    return kept
 
 
 def resume_argv(argv: list[str]) -> list[str]:
-    """`resume=<run dir>` becomes the run's own overrides (so the same config is composed), then
-    the ones given now (which win, e.g. trainer.max_epochs=40), and the run's folder as output."""
+    """`resume=<folder>` becomes the folder's own overrides (so the same config is composed), then the
+    ones given now (which win, e.g. trainer.max_epochs=40), `resume=true` and the folder as output.
+    Done before Hydra parses anything: a sweep job's folder name (`data=halfswap,seed=1`) is no
+    valid override value, so it reaches Hydra quoted."""
     given = [a for a in argv[1:] if a.split("=", 1)[0] == "resume"]
     if not given:
         return argv
-    run_dir = Path(given[-1].split("=", 1)[1])
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        print(f"error: resume={str(run_dir)!r} is invalid: not a run folder ({saved} does not exist)", file=sys.stderr)
+    sweep = "-m" in argv or "--multirun" in argv
+    folder = Path(given[-1].split("=", 1)[1])
+    try:
+        saved = saved_overrides(folder, sweep)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    flags = [a for a in argv[1:] if a.startswith("-")]
+    now = [a for a in argv[1:] if not a.startswith("-") and a.split("=", 1)[0] != "resume"]
+    where = f"hydra.{'sweep' if sweep else 'run'}.dir={runs.hydra_quote(str(folder))}"
     overrides: dict[str, str] = {}  # key -> override; later ones win
-    for item in [*OmegaConf.load(saved), *argv[1:], f"hydra.run.dir={run_dir}"]:
+    for item in [*saved, *now, "resume=true", where]:
         overrides[item.split("=", 1)[0].lstrip("+~")] = item
-    return [argv[0], *overrides.values()]
+    return [argv[0], *flags, *overrides.values()]
+
+
+def describe(e: Exception, out: Path) -> str:
+    """One line for a run-time failure; the traceback is in the run's FAILED file."""
+    if isinstance(e, ConfigError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        return f"cannot write {e.filename or out}: {e.strerror}; earlier checkpoints are intact"
+    return f"{type(e).__name__}: {e} (traceback in {out / runs.FAILED})"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        validate(to_plain(cfg))  # a bad value answers in ~2 s, before Lightning is even imported
-        from attnlab.train import train
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    from attnlab.train import train  # after the checks: a bad value answers before Lightning is imported
 
+    try:
         metrics = train(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     except Interrupted as e:
-        print(f"interrupted: {e}. Continue with: python scripts/train.py resume={out}", file=sys.stderr)
+        if in_sweep:  # stops the sweep; the sweeper writes the report and prints how to continue
+            print(f"[attnlab] interrupted: {e} ({out})", file=sys.stderr, flush=True)
+            raise
+        print(f"interrupted: {e}. Continue with: {continue_command(out, sweep=False)}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
-        # A failure at run time (NaN loss, out of memory, full disk, ...): the traceback goes into
-        # the job's own FAILED file and one line to the terminal. In a sweep the other jobs go on;
-        # the report lists this one and the multirun exits non-zero at the end.
-        with contextlib.suppress(OSError):  # the disk that failed the run may not take the traceback
-            (out / "FAILED").write_text(traceback.format_exc())
-        if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-            message = f"cannot write {e.filename or out}: {e.strerror}; earlier checkpoints are intact"
-        else:
-            message = f"{type(e).__name__}: {e}"
-        print(f"error: {message} (traceback in {out / 'FAILED'})", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A failure at run time (NaN loss, out of memory, full disk, ...): one line here, the traceback
+        # in the run's FAILED file. In a sweep the other jobs go on and the sweep exits non-zero.
+        print(f"error: {describe(e, out)}", file=sys.stderr, flush=True)
+        if in_sweep:
             return None
         sys.exit(1)
     return metrics["test/acc"]

@@ -8,23 +8,11 @@ Every failure is a ConfigError naming the file; nothing falls back to random wei
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from attnlab.errors import ConfigError
 from attnlab.module import LitClassifier
-
-
-def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The plain config a run was trained with (its .hydra/config.yaml)."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
-    cfg = OmegaConf.load(path)
-    cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:

@@ -9,6 +9,7 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from attnlab.errors import ConfigError
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
+from attnlab.runs import safe_dirname
 from attnlab.scaling import SCALES
 from attnlab.tasks import TASKS
 
@@ -92,7 +94,9 @@ class TrainConfig:
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
     progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
-    resume: Any = None  # a run folder: continue it from its last.ckpt, in place (scripts/train.py)
+    # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
+    # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.runs).
+    resume: bool = False
     ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
 
 
@@ -115,6 +119,7 @@ class EvaluateConfig:
 def job_dirname(overrides: str, limit: int = 200) -> str:
     """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
     a file name (255 bytes), its first characters and a hash of the rest."""
+    overrides = safe_dirname(overrides)  # values like ../../x stay inside the sweep
     if len(overrides) <= limit:
         return overrides or "job"
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
@@ -163,7 +168,24 @@ POSITIVE = [
     "optim.lr",
     "trainer.max_epochs",
 ]
+PROFILERS = (None, "simple", "advanced", "pytorch")
+AT_LEAST_ONE = ["trainer.log_every_n_steps", "trainer.check_val_every_n_epoch"]
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = (
+    "32-true",
+    "64-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    32,
+    64,
+    16,
+    "32",
+    "64",
+    "16",
+    "bf16",
+)
 PROGRESS = ("auto", "rich", "tqdm", "plain")
 
 
@@ -187,6 +209,46 @@ def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> 
     POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
 
 
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_numbers(c: dict[str, Any]) -> None:
+    """Optimiser, trainer and thread values that Lightning or PyTorch would take and then misbehave on."""
+    optim, trainer = c["optim"], c["trainer"]
+    if not math.isfinite(optim["lr"]):
+        raise ConfigError("optim.lr", optim["lr"], "must be a finite number > 0")
+    if not (math.isfinite(optim["weight_decay"]) and optim["weight_decay"] >= 0):
+        raise ConfigError("optim.weight_decay", optim["weight_decay"], "must be a finite number >= 0")
+    clip = trainer["gradient_clip_val"]
+    if clip is not None and not (is_number(clip) and math.isfinite(clip) and clip >= 0):
+        raise ConfigError("trainer.gradient_clip_val", clip, "must be null (no clipping) or a number >= 0")
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        v = trainer[name]
+        if v is not None and not (is_number(v) and (v >= 1 if isinstance(v, int) else 0 < v <= 1)):
+            raise ConfigError(
+                f"trainer.{name}", v, "must be null (all), an integer >= 1 (batches) or a fraction in (0, 1]"
+            )
+    devices = trainer["devices"]
+    ok = (
+        devices == "auto"
+        or devices == -1
+        or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
+    )
+    ok = ok or (isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices))
+    if not ok:
+        raise ConfigError(
+            "trainer.devices", devices, "must be an integer >= 1, -1 (all), 'auto' or a list of device ids"
+        )
+    if trainer["precision"] not in PRECISIONS:
+        raise ConfigError("trainer.precision", trainer["precision"], f"expected one of {list(PRECISIONS[:6])}")
+    if trainer["profiler"] not in PROFILERS:
+        raise ConfigError("trainer.profiler", trainer["profiler"], f"expected one of {list(PROFILERS)}")
+    threads = c["torch_threads"]
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError("torch_threads", threads, "must be null (PyTorch's default) or an integer >= 1")
+
+
 def validate(c: dict[str, Any]) -> None:
     """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
     check_keys(c)
@@ -194,6 +256,11 @@ def validate(c: dict[str, Any]) -> None:
         group, name = key.split(".")
         if not c[group][name] > 0:
             raise ConfigError(key, c[group][name], "must be > 0")
+    for key in AT_LEAST_ONE:
+        group, name = key.split(".")
+        if not (isinstance(c[group][name], int) and c[group][name] >= 1):
+            raise ConfigError(key, c[group][name], "must be an integer >= 1")
+    check_numbers(c)
     if not 0 <= c["seed"] < 2**32:
         raise ConfigError("seed", c["seed"], "must be in 0..2**32-1")
     model, data = c["model"], c["data"]

@@ -1,4 +1,6 @@
-"""The one exception type for bad user input."""
+"""The exception types scripts turn into one line and an exit code."""
+
+from __future__ import annotations
 
 
 class ConfigError(ValueError):
@@ -12,10 +14,14 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is invalid: {allowed}")
 
 
-class Interrupted(Exception):
-    """Training stopped by a signal (SIGTERM, SIGINT) after saving a checkpoint."""
+class Interrupted(BaseException):
+    """Stopped by a signal (SIGTERM, SIGINT). Like KeyboardInterrupt, a request to stop rather than an
+    error, so it is a BaseException: Hydra's job runner lets it through, and a sweep stops with it
+    instead of counting one failed job and starting the next."""
 
-    def __init__(self, signum: int, step: int, checkpoint: str | None) -> None:
+    def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
         self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
-        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint: {checkpoint}")
+        where = f" at step {step}" if step is not None else ""
+        saved = f"; checkpoint: {checkpoint}" if checkpoint else ""
+        super().__init__(f"stopped by signal {signum}{where}{saved}")

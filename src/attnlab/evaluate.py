@@ -14,10 +14,12 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from attnlab.checkpoint import checkpoint_path, load_module, run_config
+from attnlab import runs
+from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_seq_len
 from attnlab.data import derive_seed, make_split
 from attnlab.errors import ConfigError
+from attnlab.runs import run_config
 
 
 @torch.no_grad()
@@ -34,6 +36,13 @@ def evaluate_lengths(
 ) -> dict[int, float]:
     run_dir = Path(run_dir)
     c = run_config(run_dir)
+    state, reason = runs.status(run_dir)
+    if state != "ok":  # its metrics.json would make a failed run look finished
+        why = f" ({reason})" if reason else ""
+        raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
+    for key, value in (("eval.n", n), ("eval.batch_size", batch_size)):
+        if not value > 0:
+            raise ConfigError(key, value, "must be > 0")
     data, model = c["data"], c["model"]
     for length in seq_lens:  # refuse every impossible length before evaluating any
         try:
@@ -51,7 +60,7 @@ def evaluate_lengths(
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics["length_generalization"] = {str(k): v for k, v in results.items()}
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    runs.write_json_atomic(metrics_path, metrics)
     with SummaryWriter(str(run_dir / "tb")) as writer:
         for length, acc in results.items():
             writer.add_scalar("eval/acc_vs_seq_len", acc, global_step=length)

@@ -1,12 +1,21 @@
-"""Surviving faults: signals, and checkpoints that a crash cannot corrupt.
+"""Surviving faults: signals in every phase, checkpoints a crash cannot corrupt, runs that can move.
 
-`StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) let the current step
-finish, then save `checkpoints/interrupted.ckpt`, flush TensorBoard and stop. Lightning 2.6 turns
-SIGTERM into a SystemExit with code 0, which a scheduler would read as success; `train` raises
-`Interrupted` instead and scripts/train.py exits with 128 + the signal number.
+`StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
+of a run to its last write. While Lightning runs (fit, test) the current step finishes, then a fit
+saves `checkpoints/interrupted.ckpt`; outside Lightning's loops (building, between fit and test,
+writing metrics.json) the run stops at once. Either way `train` ends with `Interrupted`, which
+scripts/train.py turns into exit code 128 + signal and the command that continues the run.
+(Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as success, and does not
+guard its test loop against SIGINT at all.)
 
 `AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a
 full disk or a kill during the write leaves the previous checkpoint whole.
+
+`RunCheckpoint`: Lightning's ModelCheckpoint drops its best score when the folder it was saved from
+differs from the folder it runs in, so a run moved (`mv`) or copied (`cp -r`) and resumed would
+overwrite best.ckpt with a worse epoch, or test the *original* folder's file. Here the saved state
+follows the run: in the same run it is re-pointed at this folder; in a new run started from
+another's checkpoint (`ckpt_path`) it is dropped, and the new run tracks its own best.
 """
 
 from __future__ import annotations
@@ -17,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
+
+from attnlab.errors import Interrupted
 
 
 class StopOnSignal(pl.Callback):
@@ -27,30 +40,41 @@ class StopOnSignal(pl.Callback):
         self.checkpoint_path = checkpoint_path
         self.signum: int | None = None
         self.saved: str | None = None
+        self.trainer: pl.Trainer | None = None
         self.previous: dict[int, Any] = {}
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning registers its own SIGTERM handler right after this hook and keeps ours beside it.
+    def __enter__(self) -> StopOnSignal:
+        # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.
         for sig in self.SIGNALS:
-            self.previous[sig] = signal.signal(sig, self.handle(trainer))
+            self.previous[sig] = signal.signal(sig, self.handle)
+        return self
 
-    def handle(self, trainer: pl.Trainer) -> Any:
-        def handler(signum: int, frame: Any) -> None:
-            self.signum = signum
-            # Lightning's flag: it stops at the end of the current batch with SIGTERMException.
-            trainer._signal_connector.received_sigterm = True
-
-        return handler
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.signum is not None:
-            trainer.save_checkpoint(self.checkpoint_path)
-            self.saved = str(self.checkpoint_path)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        trainer = self.trainer
+        if trainer is not None and trainer.state.status == TrainerStatus.RUNNING:
+            # Lightning's own flag (no public setter): its loops stop at the end of the current batch
+            # with SIGTERMException, after which `on_exception` saves the checkpoint.
+            trainer._signal_connector.received_sigterm = True
+        else:
+            raise Interrupted(signum, trainer.global_step if trainer else None)
+
+    def interrupted(self) -> Interrupted:
+        assert self.signum is not None
+        return Interrupted(self.signum, self.trainer.global_step if self.trainer else None, self.saved)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.signum is not None and trainer.state.fn == TrainerFn.FITTING:
+            trainer.save_checkpoint(self.checkpoint_path)
+            self.saved = str(self.checkpoint_path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -63,3 +87,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+class RunCheckpoint(ModelCheckpoint):
+    def __init__(self, *args: Any, same_run: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.same_run = same_run  # resuming this run (maybe moved), or a new run from another's checkpoint
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath", self.dirpath)
+        if saved_dir == self.dirpath:
+            return super().load_state_dict(state_dict)
+        if not self.same_run:
+            return None  # another run's bookkeeping: this run starts its own
+
+        def here(path: str) -> str:
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        moved = {
+            **state_dict,
+            "dirpath": self.dirpath,
+            "best_model_path": here(state_dict.get("best_model_path", "")),
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+            "last_model_path": here(state_dict.get("last_model_path", "")),
+            "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+        }
+        return super().load_state_dict(moved)

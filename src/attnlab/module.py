@@ -46,19 +46,25 @@ class LitClassifier(pl.LightningModule):
         self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.step(batch, "train")
+    def check_finite(self, loss: Tensor, stage: str) -> None:
         if not torch.isfinite(loss):
-            # Stop before this step's update reaches the weights (or any checkpoint).
             raise FloatingPointError(
-                f"train/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                f"{stage}/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
                 "lower optim.lr or set trainer.gradient_clip_val"
             )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.step(batch, "train")
+        self.check_finite(loss, "train")  # before this step's update reaches the weights
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.mean_loss["val_loss"].update(self.step(batch, "val"), weight=len(batch[1]))
+        loss = self.step(batch, "val")
+        # Weights can be finite and still give NaN logits (an update of 1e30): stop before the epoch's
+        # checkpoints are written, which happens after validation.
+        self.check_finite(loss, "val")
+        self.mean_loss["val_loss"].update(loss, weight=len(batch[1]))
         self.log("val/loss", self.mean_loss["val_loss"], on_step=False, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

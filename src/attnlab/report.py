@@ -6,8 +6,9 @@
   *.png         accuracy vs seq_len per pos_enc, accuracy per task x pos_enc, attention entropy vs
                 d_model per scale: each drawn when the sweep varies its x axis
 
-`ReportCallback` runs it at the end of every multirun (conf/train.yaml, hydra.callbacks).
-A job without metrics.json is listed as failed (it left a FAILED file) or unfinished, never dropped.
+The sweeper (hydra/sweeper=attnlab) writes it at the end of every multirun, however the sweep ended.
+Every job the sweep planned (its jobs.json) is a row: ok, failed (FAILED, or metrics.json unreadable),
+interrupted (stopped by a signal; resumable), unfinished (killed), or not started. None is dropped.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from attnlab import runs
 
 SETTINGS = {  # column -> (config section, key)
     "task": ("data", "task"),
@@ -37,32 +38,44 @@ SETTINGS = {  # column -> (config section, key)
 }
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
+STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 NUM_CLASSES = 2
 CHANCE = 1 / NUM_CLASSES  # classes are balanced
 
 
+def planned_jobs(sweep_dir: Path) -> list[str] | None:
+    """The folders of every job the sweep planned (written by the sweeper before the first job runs)."""
+    try:
+        return [job["dir"] for job in json.loads((sweep_dir / "jobs.json").read_text())["jobs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml"))
+    """Planned jobs, plus any job folder found on disk (a sweep from before jobs.json, or a moved one)."""
+    found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+    planned = [sweep_dir / d for d in planned_jobs(sweep_dir) or []]
+    return planned + sorted(found - set(planned))
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
     row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else "."}
-    row.update({col: cfg[section][key] for col, (section, key) in SETTINGS.items()})
-    row["seed"] = cfg.seed
-    metrics_path = job_dir / "metrics.json"
-    failed_path = job_dir / "FAILED"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        row["status"] = "ok"
+    try:
+        cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        row.update({col: OmegaConf.select(cfg, f"{section}.{key}") for col, (section, key) in SETTINGS.items()})
+        row["seed"] = cfg.get("seed")
+    except Exception:  # never started (or its config is gone): a row all the same
+        row.update(dict.fromkeys([*SETTINGS, "seed"]))
+        row["status"] = "unfinished" if job_dir.exists() else "not started"
+        return row
+    row["status"], reason = runs.status(job_dir)
+    if row["status"] == "ok":
+        metrics = json.loads((job_dir / runs.METRICS).read_text())
         row.update({k: metrics.get(k) for k in METRICS})
-        row.update({k: metrics.get("diagnostics", {}).get(k) for k in DIAGNOSTICS})
+        row.update({k: (metrics.get("diagnostics") or {}).get(k) for k in DIAGNOSTICS})
         row["fit_seconds"] = metrics.get("fit_seconds")
-    elif failed_path.is_file():
-        row["status"] = "failed"
-        row["error"] = failed_path.read_text().strip().splitlines()[-1] if failed_path.read_text().strip() else ""
-    else:
-        row["status"] = "unfinished"
+    elif reason:
+        row["error"] = reason
     return row
 
 
@@ -107,11 +120,11 @@ def verdict(mean: float) -> str:
 def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
     keys = varying(rows, SETTINGS)
     acc, shuffled = group(rows, keys, "test/acc"), group(rows, keys, "test/acc_shuffled")
-    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "unfinished")}
+    count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
         "",
-        f"{len(rows)} jobs: {count['ok']} ok, {count['failed']} failed, {count['unfinished']} unfinished. "
+        f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in count.items() if n or s == "ok") + ". "
         f"Test accuracy, mean ± std over seeds (n = number of seeds); chance = {CHANCE:.2f} "
         "(balanced classes). `shuffled`: the same test set with positions shuffled.",
         "",
@@ -236,17 +249,3 @@ def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
         reference="attn/entropy_uniform",
     )
     return rows
-
-
-class ReportCallback(Callback):
-    """Hydra callback: the report at the end of every multirun; exit code 1 if any job failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_report(sweep_dir)
-        bad = [r for r in rows if r["status"] != "ok"]
-        print(f"[attnlab] report: {sweep_dir / 'summary.md'} ({len(rows) - len(bad)}/{len(rows)} jobs ok)")
-        if bad:
-            for r in bad:
-                print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}", file=sys.stderr)
-            sys.exit(1)

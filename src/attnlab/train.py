@@ -3,16 +3,18 @@
 Files under `output_dir`:
   .hydra/config.yaml   the composed config (written by Hydra)
   tb/                  TensorBoard event files
-  checkpoints/         best.ckpt (highest val/acc) and last.ckpt
-  metrics.json         final val/acc_best, test/acc, test/loss and the run's key settings
+  checkpoints/         best.ckpt (highest val/acc), last.ckpt (every epoch), interrupted.ckpt (on a signal)
+  metrics.json         final val/acc_best, test/acc, test/loss and the run's key settings; written last,
+                       atomically: its presence means the run finished
+  FAILED / INTERRUPTED how the run ended otherwise (attnlab.runs); removed when it is resumed
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import signal
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +25,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from attnlab.checkpoint import load_module
+from attnlab import runs
 from attnlab.config import to_plain, validate
 from attnlab.console import announce_end, announce_start, progress_bar
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
-from attnlab.errors import ConfigError, Interrupted
-from attnlab.faults import AtomicCheckpointIO, StopOnSignal
+from attnlab.errors import Interrupted
+from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.module import LitClassifier
 from attnlab.timing import StepClock
 
@@ -80,29 +80,63 @@ def torch_threads(requested: int | None) -> int | None:
     return None
 
 
-def resume_checkpoint(c: dict[str, Any]) -> str | None:
-    """The checkpoint to continue from (`resume` run folder's last.ckpt, or `ckpt_path`), verified
-    to load; None to start from scratch. Never falls back to random weights on a bad file."""
-    if c["resume"] and c["ckpt_path"]:
-        raise ConfigError("ckpt_path", c["ckpt_path"], "give either resume=<run dir> or ckpt_path=<file>, not both")
-    if c["resume"]:
-        path, key = Path(c["resume"]) / "checkpoints" / "last.ckpt", "resume"
-    elif c["ckpt_path"]:
-        path, key = Path(c["ckpt_path"]), "ckpt_path"
-    else:
-        return None
-    load_module(path, key=key)
-    return str(path)
+def best_val_acc(module: LitClassifier) -> float | None:
+    """The best validation accuracy of the whole run: kept in checkpoints, so it survives a resume
+    (even one with no epoch left to train); None when no validation epoch ran."""
+    best = float(module.val_acc_best.max_value)
+    return best if math.isfinite(best) else None
+
+
+def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
+    """The checkpoint to start from and its global step: a resumed run's newest loadable one (said
+    which), or `ckpt_path` (checked), else (None, 0): from scratch."""
+    if runs.resuming(c, out):
+        found = runs.newest_checkpoint(out)
+        if found is None:
+            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting from the beginning", flush=True)
+            return None, 0
+        path, info = found
+        print(
+            f"[attnlab] resuming {out} from {path.relative_to(out)} "
+            f"(epoch {info['epoch'] + 1}, step {info['global_step']})",
+            flush=True,
+        )
+        return str(path), info["global_step"]
+    path = runs.check_start_checkpoint(c)
+    return (str(path), 0) if path else (None, 0)
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
-    the trainer's (scripts/benchmark.py times steps with one)."""
+    the trainer's (scripts/benchmark.py times steps with one).
+
+    Holds the folder's lock throughout; leaves FAILED (traceback) or INTERRUPTED in it when it does not
+    finish, and raises: ConfigError / any error, or `Interrupted` after a signal."""
     began = time.perf_counter()
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
-    resume_from = resume_checkpoint(c)
     out = Path(c["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
+        runs.clear_markers(out)  # this attempt decides how the run ends
+        try:
+            return run(c, out, stop, extra_callbacks, began)
+        except Interrupted as e:
+            runs.write_marker(out, runs.INTERRUPTED, f"{e}\n")
+            raise
+        except BaseException as e:
+            if stop.signum is not None:  # Lightning's way out after a signal: SystemExit
+                interrupted = stop.interrupted()
+                runs.write_marker(out, runs.INTERRUPTED, f"{interrupted}\n")
+                raise interrupted from e
+            runs.write_marker(out, runs.FAILED, traceback.format_exc())
+            raise
+
+
+def run(
+    c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
+) -> dict[str, Any]:
+    start_from, start_step = start_checkpoint(c, out)
     announce_start(c, out, sweep_job())
     threads = torch_threads(c["torch_threads"])
     if threads:
@@ -111,31 +145,46 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     data, module = build(c)
 
     ckpt_dir = out / "checkpoints"
-    checkpoint = ModelCheckpoint(  # best.ckpt: highest val/acc so far
-        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", enable_version_counter=False
+    same_run = runs.resuming(c, out)
+    checkpoint = RunCheckpoint(  # best.ckpt: highest val/acc so far
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        enable_version_counter=False,
+        same_run=same_run,
     )
     # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
     # in epochs that also improved the best one, so a resume could go back many epochs.
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
-    stop = StopOnSignal(ckpt_dir / "interrupted.ckpt")
+    last = RunCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False, same_run=same_run
+    )
     clock = StepClock()
     callbacks: list[pl.Callback] = [checkpoint, last, stop, clock, *extra_callbacks]
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
     if c["trainer"]["enable_progress_bar"]:
         callbacks.append(progress_bar(c["progress"]))
-    logger = TensorBoardLogger(save_dir=str(out), name="tb", version="", default_hp_metric=False)
-    # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
-    logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+    # A resumed run appends to the same TensorBoard run. `purge_step` hides what the interrupted
+    # attempt logged after its checkpoint, so no step appears twice.
+    logger = TensorBoardLogger(
+        save_dir=str(out),
+        name="tb",
+        version="",
+        default_hp_metric=False,
+        purge_step=start_step + 1 if start_from else None,
+    )
+    if not start_from:
+        # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
+        logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
     trainer = pl.Trainer(
         **c["trainer"], logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=str(out)
     )
 
     start = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
-    except SIGTERMException as e:  # Lightning's way out after a signal: SystemExit(0)
-        raise Interrupted(stop.signum or signal.SIGTERM, trainer.global_step, stop.saved) from e
+    trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
+    if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
+        raise stop.interrupted()
     fit_seconds = time.perf_counter() - start
     # The last validation epoch's diagnostics (attention statistics, shuffled accuracy), for reports.
     diagnostics = {
@@ -148,7 +197,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
 
     metrics = {
-        "val/acc_best": float(module.val_acc_best.compute()) if module.val_acc_best.update_called else None,
+        "val/acc_best": best_val_acc(module),
         "test/acc": test["test/acc"],
         "test/loss": test["test/loss"],
         "test/acc_shuffled": test.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
@@ -156,7 +205,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 3),
         "startup_seconds": clock.startup_seconds and round(clock.startup_seconds, 3),  # process start -> 1st step
-        "best_checkpoint": best,
+        "best_checkpoint": best and os.path.relpath(best, out),  # relative: the run folder can move
         "diagnostics": diagnostics,
         "settings": key_settings(c),
     }
@@ -168,6 +217,6 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         {k: metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
     )
     logger.finalize("success")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
     announce_end(metrics, out, time.perf_counter() - began)
     return metrics

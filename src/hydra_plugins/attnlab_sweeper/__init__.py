@@ -1,25 +1,43 @@
-"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): Hydra's basic sweeper, plus
-attnlab's value checks on every job before the first one runs.
+"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): Hydra's basic sweeper, made to lose nothing.
 
-Hydra already composes every job's config before launching (so a typo fails early); this also
-runs `config.validate` on each, so `-m data.seq_len=32,33 data=halfswap` stops at once, with the
-offending job named, instead of failing in the middle of the sweep. (Hydra loads sweepers only
-from the `hydra_plugins` namespace package, hence this folder. No `from __future__ import
-annotations` here: Hydra imports plugins in a way that breaks string annotations on dataclasses.)
+Before any job runs, every job's config is composed and checked (`config.validate`), and two jobs
+that would share a folder are refused. The sweep folder is claimed like a run folder
+(`attnlab.runs.claim`): two sweeps started in the same second get folders of their own.
+
+Then the jobs run on whatever launcher is configured. A job never ends the sweep by failing: it
+leaves `FAILED` in its folder and the others go on. A signal (Ctrl-C, SIGTERM) stops the sweep
+after the running job has saved its checkpoint. Whatever happened, the report (results.csv,
+summary.md, plots) is written, and the exit code is 0 only when every job finished: 1 when some
+job failed or did not run, 128 + signal when the sweep was stopped.
+
+`python scripts/train.py -m resume=<sweep dir>` (rewritten by scripts/train.py into the sweep's own
+overrides plus `resume=true`) continues a sweep: finished jobs are kept as they are, the others
+resume from their newest checkpoint or start.
+
+(Hydra loads sweepers only from the `hydra_plugins` namespace package, hence this folder. No `from
+__future__ import annotations` here: Hydra imports plugins in a way that breaks string annotations
+on dataclasses. `BasicSweeper` lives in `hydra._internal`; we reuse its parsing and batching.)
 """
 
 import os
+import shlex
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
-from omegaconf import open_dict
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict, read_write
 
+from attnlab import runs
 from attnlab.config import to_plain, validate
 from attnlab.console import SWEEP_SIZE_ENV
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, Interrupted
 
 
 @dataclass
@@ -30,18 +48,114 @@ class ValidatingSweeperConf(BasicSweeperConf):
 ConfigStore.instance().store(group="hydra/sweeper", name="attnlab", node=ValidatingSweeperConf, provider="attnlab")
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum, None, None)
+
+
 class ValidatingSweeper(BasicSweeper):
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        assert self.hydra_context is not None and self.config is not None
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        began = time.perf_counter()
+        params = [*self._parse_config(), *arguments]
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        self.overrides = self.split_arguments(parser.parse_overrides(params), None)
+        jobs = [list(job) for batch in self.overrides for job in batch]
+        resuming = bool(self.config.get("resume"))
+        folders = self.check_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), resuming)  # before any write
+        try:
+            sweep_dir = self.claim_sweep_dir(resuming)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+        if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        runs.write_json_atomic(
+            sweep_dir / "jobs.json", {"jobs": [{"overrides": j, "dir": f} for j, f in zip(jobs, folders, strict=True)]}
+        )
+        todo = [
+            j for j, f in zip(jobs, folders, strict=True) if not (resuming and runs.status(sweep_dir / f)[0] == "ok")
+        ]
+        kept = len(jobs) - len(todo)
+        print(
+            f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}"
+            + (f" ({kept} finished before, kept as they are)" if kept else ""),
+            flush=True,
+        )
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
-        os.environ[SWEEP_SIZE_ENV] = str(sum(len(b) for b in self.overrides))
-        for num, overrides in enumerate(batch):
+        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
+
+        code, returns = 0, []
+        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if todo:
+                returns.append(self.launcher.launch(todo, initial_job_idx=kept))
+        except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
+            code = e.exit_code
+        except KeyboardInterrupt:  # a parallel launcher's pool was stopped
+            code = 128 + signal.SIGINT
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        code = self.finish(sweep_dir, code, began)
+        runs.release(sweep_dir)
+        if code:
+            sys.exit(code)
+        return returns
+
+    def claim_sweep_dir(self, resuming: bool) -> Path:
+        explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
+        wanted = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir = runs.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
+        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
+            with read_write(self.config.hydra):
+                self.config.hydra.sweep.dir = str(sweep_dir)
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={runs.hydra_quote(str(sweep_dir))}")
+        return sweep_dir
+
+    def check_jobs(self, jobs: Sequence[Sequence[str]], sweep_dir: Path, resuming: bool) -> list[str]:
+        """Each job's folder (relative to the sweep), after checking its config; a bad job ends the sweep
+        before any job runs, with the job named."""
+        folders: dict[str, int] = {}
+        for num, overrides in enumerate(jobs):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            folder = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
             with open_dict(cfg):
                 del cfg["hydra"]
-                cfg.output_dir = "."  # an interpolation into the job's runtime, which does not exist yet
+                cfg.output_dir = str(sweep_dir / folder)
             try:
-                validate(to_plain(cfg))
+                c = to_plain(cfg)
+                validate(c)
+                if folder in folders:
+                    raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
+                if resuming and runs.holds_run(sweep_dir / folder):
+                    runs.check_same_run(runs.run_config(sweep_dir / folder), c, sweep_dir / folder)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr)
                 sys.exit(1)
+            folders[folder] = num
+        return list(folders)
+
+    def finish(self, sweep_dir: Path, code: int, began: float) -> int:
+        """Write the report and say how the sweep ended; returns the exit code."""
+        from attnlab.report import write_report
+
+        try:
+            rows = write_report(sweep_dir)
+        except Exception as e:  # the report must not hide the outcome: say so, and fail
+            print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
+            return code or 1
+        bad = [r for r in rows if r["status"] != "ok"]
+        print(
+            f"[attnlab] sweep done in {time.perf_counter() - began:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok; "
+            f"report: {sweep_dir / 'summary.md'}",
+            flush=True,
+        )
+        for r in bad:
+            print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
+        if bad:
+            print(
+                f"[attnlab] continue with: python scripts/train.py -m resume={shlex.quote(str(sweep_dir))}",
+                file=sys.stderr,
+            )
+        return code or (1 if bad else 0)

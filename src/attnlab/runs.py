@@ -1,0 +1,370 @@
+"""Run folders: one run per folder, resumes that cannot corrupt a run, and each folder's status.
+
+A folder *holds a run* once it has `.hydra/` (written by Hydra when the run starts). The rules:
+- A new run claims a folder of its own. The default name (a timestamp) gets a `-2`, `-3`, ...
+  suffix when the folder is taken, so two runs started in the same second never share one; an
+  explicit `hydra.run.dir` / `hydra.sweep.dir` that holds a run is refused.
+- While a run or sweep works in a folder it holds an exclusive lock on `<folder>/.lock`
+  (`fcntl.flock`, released by the kernel when the process dies, even by SIGKILL), so a second
+  process can neither start nor resume a run that is still running.
+- A resume continues the *same* run: its composed config may differ from the saved one only in
+  `RESUMABLE` keys (budget, display, threads); anything that changes what the checkpoints hold is
+  refused before a file is touched.
+- The status of a run is in its folder: `metrics.json` (finished), `FAILED` (error, with the
+  traceback) or `INTERRUPTED` (stopped by a signal, resumable). Both markers are removed when the
+  run is resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnlab.errors import ConfigError
+
+LOCK = ".lock"
+FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
+# Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
+RESUMABLE = (
+    "trainer.max_epochs",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.accelerator",
+    "progress",
+    "torch_threads",
+)
+IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
+CHECKPOINTS = ("last", "best", "interrupted")  # resume candidates; see newest_checkpoint
+CONFIG_GROUPS = ("data", "model", "trainer", "experiment", "debug")  # conf/<group>/ folders
+
+_held: dict[str, int] = {}  # folder -> file descriptor of its lock, for the life of this process
+
+
+# ---------------------------------------------------------------- locks and claims
+
+
+def try_lock(folder: Path) -> bool:
+    """Take `folder`'s lock (non-blocking); False when another process holds it."""
+    key = str(folder.resolve())
+    if key in _held:
+        return True
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[key] = fd
+    return True
+
+
+def release(folder: Path) -> None:
+    fd = _held.pop(str(folder.resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
+@contextlib.contextmanager
+def locked(folder: Path, key: str) -> Iterator[None]:
+    """Hold `folder`'s lock for the block; ConfigError(key) if another process has it."""
+    if not try_lock(folder):
+        raise ConfigError(key, str(folder), "another process is running in this folder right now")
+    try:
+        yield
+    finally:
+        release(folder)
+
+
+def holds_run(folder: Path, marker: str = ".hydra") -> bool:
+    return (folder / marker).exists()
+
+
+def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
+    """Claim `folder` for a run (marker `.hydra`) or a sweep (marker `multirun.yaml`) and lock it.
+
+    New, default name: the first of folder, folder-2, folder-3, ... that is free. New, explicit name:
+    refused if it holds a run. Resuming: the folder must hold the run, and nobody else may run it."""
+    base = Path(folder)
+    what = "sweep" if marker == "multirun.yaml" else "run"
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(key, str(path), f"cannot create the folder ({e.strerror})") from e
+        if not os.access(path, os.W_OK):
+            raise ConfigError(key, str(path), "the folder is not writable")
+        if resuming:
+            if not holds_run(path, marker):
+                raise ConfigError(key, str(path), f"holds no {what} to resume ({path / marker} does not exist)")
+            if not try_lock(path):
+                raise ConfigError(key, str(path), f"this {what} is still running in another process")
+            return path
+        if not holds_run(path, marker) and try_lock(path):
+            if not holds_run(path, marker):  # re-check under the lock: a run may have claimed it meanwhile
+                return path
+            release(path)
+        if explicit:
+            raise ConfigError(
+                key,
+                str(path),
+                f"holds another {what}; choose a new folder, or continue it with "
+                f"`python scripts/train.py {'-m ' if what == 'sweep' else ''}resume={path}`",
+            )
+    raise ConfigError(key, str(base), "no free folder name")
+
+
+# ---------------------------------------------------------------- status of a run folder
+
+
+def write_marker(folder: Path, name: str, text: str) -> None:
+    with contextlib.suppress(OSError):  # the disk that failed the run may not take the note
+        (folder / name).write_text(text)
+
+
+def clear_markers(folder: Path) -> None:
+    for name in (FAILED, INTERRUPTED):
+        (folder / name).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def status(folder: Path) -> tuple[str, str]:
+    """(status, reason): ok | failed | interrupted | unfinished. A marker wins over metrics.json,
+    so a failed run that something else wrote metrics into is still reported as failed."""
+    for name, state in ((FAILED, "failed"), (INTERRUPTED, "interrupted")):
+        path = folder / name
+        if path.is_file():
+            lines = path.read_text(errors="replace").strip().splitlines()
+            return state, lines[-1] if lines else ""
+    metrics = folder / METRICS
+    if metrics.is_file():
+        try:
+            data = json.loads(metrics.read_text())
+        except (ValueError, OSError) as e:
+            return "failed", f"metrics.json is unreadable ({type(e).__name__})"
+        if not isinstance(data, dict) or data.get("test/acc") is None:
+            return "failed", "metrics.json has no test/acc"
+        return "ok", ""
+    return "unfinished", ""
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
+    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE."""
+    a, b = flatten(saved), flatten(new)
+    changed = [
+        f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
+        for k in sorted(set(a) | set(b))
+        if k not in RESUMABLE and k not in IGNORED_ON_RESUME and a.get(k) != b.get(k)
+    ]
+    if changed:
+        raise ConfigError(
+            "resume",
+            str(folder),
+            f"would change {', '.join(changed)}, which the checkpoints depend on; "
+            f"only {', '.join(RESUMABLE)} may change when resuming",
+        )
+
+
+def schema_keys(schema: Any, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for f in fields(schema):
+        section = f.default_factory  # type: ignore[misc]
+        if is_dataclass(section):
+            keys |= schema_keys(section, f"{prefix}{f.name}.")
+        else:
+            keys.add(f"{prefix}{f.name}")
+    return keys
+
+
+def check_saved_override(item: str, source: Path) -> None:
+    """An entry of a run's saved overrides.yaml may set only the project's own config keys: no
+    `hydra.*` (callbacks, launchers: code), no `_target_`. A run folder from elsewhere is input."""
+    from attnlab.config import TrainConfig
+
+    key = item.split("=", 1)[0].lstrip("+~")
+    allowed = key in CONFIG_GROUPS or key in schema_keys(TrainConfig)
+    if not allowed or "_target_" in item or "=" not in item:
+        raise ConfigError(
+            "resume",
+            str(source),
+            f"refusing its saved override {item!r}: a run's overrides may only set the project's config keys "
+            "(no hydra.*, no _target_)",
+        )
+
+
+def hydra_quote(value: str) -> str:
+    """A value Hydra's override parser takes verbatim (paths with '=', ',', spaces, quotes)."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_info(path: Path) -> dict[str, Any] | None:
+    """epoch/global_step/shapes of a checkpoint, or None when it does not load."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return {
+            "epoch": int(ckpt["epoch"]),
+            "global_step": int(ckpt["global_step"]),
+            "hyper_parameters": ckpt["hyper_parameters"],
+        }
+    except Exception:
+        return None
+
+
+def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume `folder` from: of last.ckpt and best.ckpt (end-of-epoch, so the resume
+    is exact) the loadable one with the most steps; interrupted.ckpt (mid-epoch) only when neither
+    loads. A file cut short by a kill is skipped, never trusted."""
+    found = []
+    for rank, name in enumerate(CHECKPOINTS):
+        path = folder / "checkpoints" / f"{name}.ckpt"
+        info = checkpoint_info(path) if path.is_file() else None
+        if info is not None:
+            found.append((name == "interrupted", -info["global_step"], rank, path, info))
+    if not found:
+        return None
+    *_, path, info = min(found)
+    return path, info
+
+
+SAFE_NAME = re.compile(r"[/\x00%]")
+
+
+def safe_dirname(name: str) -> str:
+    """A folder name that stays one path component whatever the override values: '/', NUL and '%'
+    are percent-encoded (so names stay distinct), a name of dots gets a prefix."""
+    name = SAFE_NAME.sub(lambda m: f"%{ord(m.group()):02X}", name)
+    return f"_{name}" if set(name) <= {"."} else name
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The plain config a run was trained with (its .hydra/config.yaml)."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
+    cfg = OmegaConf.load(path)
+    cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
+    """`ckpt_path`: a new run that starts from another run's checkpoint. It must load, hold a model of
+    this run's shape, and leave epochs to train (else nothing would be trained or saved here)."""
+    if not c["ckpt_path"]:
+        return None
+    path = Path(c["ckpt_path"])
+    if c["resume"]:
+        raise ConfigError("ckpt_path", c["ckpt_path"], "give either resume=<run dir> or ckpt_path=<file>, not both")
+    if not path.is_file():
+        raise ConfigError("ckpt_path", str(path), "no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        epoch, hp = int(ckpt["epoch"]), ckpt["hyper_parameters"]
+        held = {**hp["model"], **{f"optim.{k}": hp[k] for k in c["optim"]}}
+    except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            "ckpt_path", str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})"
+        ) from e
+    # The weights fix the model's shape; the optimizer state restored with them fixes lr and weight decay.
+    wanted = {**c["model"], "dim": c["data"]["dim"], **{f"optim.{k}": v for k, v in c["optim"].items()}}
+    differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
+    if differ:
+        raise ConfigError(
+            "ckpt_path",
+            str(path),
+            f"was trained with other settings: {', '.join(d if '.' in d else 'model.' + d for d in differ)}",
+        )
+    trained = epoch + 1  # saved at the end of epoch `epoch` (0-based)
+    if c["trainer"]["max_epochs"] <= trained:
+        raise ConfigError(
+            "ckpt_path",
+            str(path),
+            f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it",
+        )
+    return path
+
+
+def resuming(c: dict[str, Any], folder: Path) -> bool:
+    return bool(c["resume"]) and holds_run(folder)
+
+
+def preflight(config: Any) -> Path:
+    """All checks of a single run that need no training, before Hydra writes anything; then claim
+    its folder. Returns the folder (maybe suffixed). `config` is Hydra's full config (with `hydra`)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from attnlab.config import to_plain, validate
+
+    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    wanted = Path(str(config.hydra.run.dir))
+    with open_dict(task):
+        task.output_dir = str(wanted)
+    c = to_plain(task)
+    validate(c)
+    check_start_checkpoint(c)
+    if resuming(c, wanted):
+        check_same_run(run_config(wanted), c, wanted)
+    explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
+    return claim(wanted, "hydra.run.dir", explicit, resuming(c, wanted))
+
+
+try:  # the Hydra callback (conf/train.yaml: hydra.callbacks.run_folder)
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class RunFolderCallback(_HydraCallback):  # type: ignore[misc,valid-type]
+    """Checks a single run and claims its folder in `on_run_start`, which Hydra calls after composing
+    the config and before it creates the folder or writes `.hydra/`: a refused run leaves nothing
+    behind, and a refused resume leaves its run untouched. (Hydra turns exceptions raised in callbacks
+    into warnings, so a refusal exits here.)"""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        import sys
+
+        from omegaconf import read_write
+
+        try:
+            folder = preflight(config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        if folder != Path(str(config.hydra.run.dir)):
+            with read_write(config.hydra):
+                config.hydra.run.dir = str(folder)
