@@ -67,3 +67,23 @@ def train_cli(tmp_path: Path) -> Callable[..., tuple[subprocess.CompletedProcess
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def tensorboard_run(tb_dir: Path):
+    """A TensorBoard run as TensorBoard serves it: every event file, in order, with TensorBoard's own
+    purge of the steps a resumed run logged again. Nothing is sampled away."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_steps(tb_dir: Path, tag: str) -> list[int]:
+    acc = tensorboard_run(tb_dir)
+    return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def image_steps(tb_dir: Path, tag: str) -> list[int]:
+    acc = tensorboard_run(tb_dir)
+    return [e.step for e in acc.Images(tag)] if tag in acc.Tags()["images"] else []

@@ -40,6 +40,10 @@ class TensorBatches:
     The shuffle of epoch e is a pure function of (seed, e), so a run resumed at epoch e
     sees the same batches as one that never stopped. Under DDP each rank takes every
     world_size-th sample of the permutation.
+
+    Resumable mid-epoch (Lightning saves `state_dict()` in checkpoints and loads it back before
+    iterating): a run stopped after k batches of an epoch continues with batch k + 1 of the same
+    permutation, so a mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too.
     """
 
     def __init__(
@@ -52,8 +56,11 @@ class TensorBatches:
         epoch_fn: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        progress_fn: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.progress_fn = progress_fn  # batches of the current epoch already trained
+        self.skip = 0  # batches to skip on the next pass: set when resuming mid-epoch
         self.shuffle, self.seed, self.epoch_fn = shuffle, seed, epoch_fn
         self.rank, self.world_size = rank, world_size
         self.n = len(x) // world_size  # equal share per rank, so every rank runs the same steps
@@ -68,9 +75,17 @@ class TensorBatches:
         else:
             order = torch.arange(len(self.x), device=self.x.device)
         order = order[self.rank :: self.world_size][: self.n]
-        for start in range(0, self.n, self.batch_size):
+        skip, self.skip = self.skip, 0
+        for start in range(skip * self.batch_size, self.n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_done": self.progress_fn()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        done = state.get("batches_done", 0)
+        self.skip = done if done < len(self) else 0  # a whole epoch done: the next one starts afresh
 
 
 class SyntheticDataModule(pl.LightningDataModule):
@@ -116,6 +131,7 @@ class SyntheticDataModule(pl.LightningDataModule):
             epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            progress_fn=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer else 0,
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -155,6 +155,7 @@ class AttentionDiagnostics(pl.Callback):
         table = pl_module.net.pos_enc.table(fixed.shape[1])
         if table is not None:
             images["pos_enc"] = heatmap(table)
+        step = max(trainer.global_step - 1, 0)  # the step Lightning logs this validation's scalars at
         for writer in writers:
             for tag, image in images.items():
-                writer.add_image(tag, image, trainer.global_step)
+                writer.add_image(tag, image, step)

@@ -86,8 +86,15 @@ def locked(folder: Path, key: str) -> Iterator[None]:
         release(folder)
 
 
+def secondary_process() -> bool:
+    """A process Lightning started for DDP rank > 0 (it re-runs the script into the same folder, which
+    the first process has claimed and locked)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"
+
+
 def holds_run(folder: Path, marker: str = ".hydra") -> bool:
-    return (folder / marker).exists()
+    """A run: Hydra's record or checkpoints (`train()` called directly has no `.hydra`). A sweep: multirun.yaml."""
+    return (folder / marker).exists() or (marker == ".hydra" and (folder / "checkpoints").is_dir())
 
 
 def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
@@ -244,15 +251,15 @@ def checkpoint_info(path: Path) -> dict[str, Any] | None:
 
 
 def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to resume `folder` from: of last.ckpt and best.ckpt (end-of-epoch, so the resume
-    is exact) the loadable one with the most steps; interrupted.ckpt (mid-epoch) only when neither
-    loads. A file cut short by a kill is skipped, never trusted."""
+    """The checkpoint to resume `folder` from: of last.ckpt, best.ckpt and interrupted.ckpt the loadable
+    one with the most steps (mid-epoch ones resume exactly too: attnlab.data.TensorBatches). A file cut
+    short by a kill is skipped, never trusted."""
     found = []
     for rank, name in enumerate(CHECKPOINTS):
         path = folder / "checkpoints" / f"{name}.ckpt"
         info = checkpoint_info(path) if path.is_file() else None
         if info is not None:
-            found.append((name == "interrupted", -info["global_step"], rank, path, info))
+            found.append((-info["global_step"], rank, path, info))
     if not found:
         return None
     *_, path, info = min(found)
@@ -336,6 +343,8 @@ def preflight(config: Any) -> Path:
         task.output_dir = str(wanted)
     c = to_plain(task)
     validate(c)
+    if secondary_process():
+        return wanted
     check_start_checkpoint(c)
     if resuming(c, wanted):
         check_same_run(run_config(wanted), c, wanted)

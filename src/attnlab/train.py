@@ -90,7 +90,7 @@ def best_val_acc(module: LitClassifier) -> float | None:
 def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
     """The checkpoint to start from and its global step: a resumed run's newest loadable one (said
     which), or `ckpt_path` (checked), else (None, 0): from scratch."""
-    if runs.resuming(c, out):
+    if c["resume"]:
         found = runs.newest_checkpoint(out)
         if found is None:
             print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting from the beginning", flush=True)
@@ -117,6 +117,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     validate(c)  # bad values fail here, before anything is built or written
     out = Path(c["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    if runs.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
+        with StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
+            return run(c, out, stop, extra_callbacks, began)
     with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
         runs.clear_markers(out)  # this attempt decides how the run ends
         try:
@@ -165,14 +168,11 @@ def run(
         callbacks.append(AttentionDiagnostics())
     if c["trainer"]["enable_progress_bar"]:
         callbacks.append(progress_bar(c["progress"]))
-    # A resumed run appends to the same TensorBoard run. `purge_step` hides what the interrupted
-    # attempt logged after its checkpoint, so no step appears twice.
+    # A resumed run appends to the same TensorBoard run. Everything logged before a checkpoint of step S
+    # has a step < S (an epoch's validation is logged at S - 1), so `purge_step=S` hides exactly what the
+    # interrupted attempt logged after its checkpoint: no step appears twice, none is lost.
     logger = TensorBoardLogger(
-        save_dir=str(out),
-        name="tb",
-        version="",
-        default_hp_metric=False,
-        purge_step=start_step + 1 if start_from else None,
+        save_dir=str(out), name="tb", version="", default_hp_metric=False, purge_step=start_step if start_from else None
     )
     if not start_from:
         # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.

@@ -52,6 +52,15 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum, None, None)
 
 
+def saved_config(job_dir: Path) -> dict[str, Any]:
+    """A job's saved config; {} when a kill cut it short (Hydra writes it anew when the job restarts,
+    and the job's folder name already pins its overrides)."""
+    try:
+        return runs.run_config(job_dir)
+    except Exception:
+        return {}
+
+
 class ValidatingSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -69,7 +78,9 @@ class ValidatingSweeper(BasicSweeper):
             sys.exit(1)
 
         if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
+            OmegaConf.save(self.config, tmp)
+            os.replace(tmp, sweep_dir / "multirun.yaml")
         runs.write_json_atomic(
             sweep_dir / "jobs.json", {"jobs": [{"overrides": j, "dir": f} for j, f in zip(jobs, folders, strict=True)]}
         )
@@ -94,6 +105,9 @@ class ValidatingSweeper(BasicSweeper):
             code = e.exit_code
         except KeyboardInterrupt:  # a parallel launcher's pool was stopped
             code = 128 + signal.SIGINT
+        except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
+            print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
+            code = 1
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -128,8 +142,8 @@ class ValidatingSweeper(BasicSweeper):
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
-                if resuming and runs.holds_run(sweep_dir / folder):
-                    runs.check_same_run(runs.run_config(sweep_dir / folder), c, sweep_dir / folder)
+                if resuming and (saved := saved_config(sweep_dir / folder)):
+                    runs.check_same_run(saved, c, sweep_dir / folder)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr)
                 sys.exit(1)

@@ -1,0 +1,94 @@
+"""Chaos: a sweep whose processes are killed at random moments (SIGKILL and SIGTERM, again and again),
+continued each time with the command the project prints, ends exactly as an undisturbed sweep:
+every job's metrics.json and final weights identical, no job lost, no folder shared."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY, TRAIN, run_train
+from .test_nothing_lost import RESULT_KEYS, same_weights
+
+# 6 jobs of ~20 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
+GRID = [*TINY, "data.n_train=1280", "trainer.max_epochs=3", "data=halfswap", "model.pos_enc=sinusoidal,learned"]
+GRID += ["seed=0,1,2"]
+KILLS = 8
+
+
+def children(pid: int) -> list[int]:
+    """Processes started by `pid` (a parallel launcher's workers), from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def jobs(sweep: Path) -> dict[str, Path]:
+    return {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, launcher: str) -> None:
+    extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    calm = tmp_path / "calm"
+    proc = run_train("-m", *GRID, *extra, f"hydra.sweep.dir={calm}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    chaos = tmp_path / "chaos"
+    rng = random.Random(f"chaos-{launcher}")
+    command = ["-m", *GRID, *extra, f"hydra.sweep.dir={chaos}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    codes = []
+    for attempt in range(KILLS + 1):
+        p = subprocess.Popen(
+            [sys.executable, str(TRAIN), *command],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        if attempt < KILLS:
+            time.sleep(rng.uniform(0.5, 8.0))
+            sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            # the sweep itself, or (joblib) one of its workers
+            targets = [p.pid, *children(p.pid)] if launcher == "joblib" else [p.pid]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rng.choice(targets), sig)
+        out, err = p.communicate(timeout=600)
+        codes.append(p.returncode)
+        if p.returncode == 0:
+            break
+        assert p.returncode in (1, 130, 137, 143, -9, -15), err[-3000:]
+        if "sweep done" in out and "6/6 jobs ok" not in out:  # it had time to say how to go on
+            assert f"continue with: python scripts/train.py -m resume={chaos}" in err, err[-3000:]
+        if (chaos / "multirun.yaml").exists():
+            command = ["-m", f"resume={chaos}"]  # the printed command
+    else:
+        pytest.fail(f"the sweep never finished: exit codes {codes}")
+
+    assert sorted(jobs(chaos)) == sorted(jobs(calm)) and len(jobs(calm)) == 6, codes
+    for name, calm_job in jobs(calm).items():
+        chaos_job = chaos / name
+        a, b = [(job / "metrics.json").read_text() for job in (calm_job, chaos_job)]
+        ma, mb = json.loads(a), json.loads(b)
+        assert [ma[k] for k in RESULT_KEYS] == [mb[k] for k in RESULT_KEYS], (name, codes)
+        for ckpt in ("best.ckpt", "last.ckpt"):
+            assert same_weights(calm_job / "checkpoints" / ckpt, chaos_job / "checkpoints" / ckpt), (name, ckpt, codes)
+        assert len({p.name.split(".")[-2] for p in (chaos_job / "tb").glob("events.*")}) >= 1
+    assert "6/6 jobs ok" in out

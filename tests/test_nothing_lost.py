@@ -1,0 +1,466 @@
+"""Nothing lost: run folders of their own, signals in every phase, resumes that cannot corrupt a run,
+sweeps whose exit code tells the truth and that can be continued. (docs/reliability.md: the matrix.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+import attnlab.train
+from attnlab import runs
+from attnlab.config import job_dirname
+from attnlab.errors import ConfigError, Interrupted
+from attnlab.train import train
+
+from .conftest import CONF, ROOT, TINY, TRAIN, image_steps, read_metrics, run_train, scalar_steps
+
+# 64 steps per epoch: long enough to be killed in the middle of one.
+LONGER = [*TINY, "data.n_train=4096", "data=halfswap", "model.pos_enc=sinusoidal"]
+RESULT_KEYS = ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "epochs", "global_step", "best_checkpoint")
+
+
+def cfg_for(run_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"output_dir={run_dir}", *overrides])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ma, mb = read_metrics(a), read_metrics(b)
+    assert [ma[k] for k in RESULT_KEYS] == [mb[k] for k in RESULT_KEYS]
+    for name in ("best.ckpt", "last.ckpt"):
+        assert same_weights(a / "checkpoints" / name, b / "checkpoints" / name), name
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def job_dir(sweep: Path, item: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> Path:
+    """The folder of the one job whose overrides include `item` (e.g. seed=1); waits for it while `proc` runs."""
+    deadline = time.time() + timeout
+    while True:
+        found = [p for p in sweep.iterdir() if item in p.name.split(",")] if sweep.is_dir() else []
+        if found or proc is None:
+            (one,) = found
+            return one
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, f"no job {item} in {sweep}"
+        time.sleep(0.01)
+
+
+def seed_of(job: str) -> str:
+    return next(item for item in job.split(",") if item.startswith("seed="))
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ 1. a folder of its own
+
+
+def test_runs_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
+    procs = [start(*TINY, f"seed={s}", cwd=tmp_path) for s in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    folders = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(folders) == 3
+    assert sorted(read_metrics(f)["settings"]["seed"] for f in folders) == [0, 1, 2]
+    for f in folders:  # each TensorBoard run is written by one process (events.out.tfevents.<time>.<host>.<pid>.<n>)
+        assert len({p.name.split(".")[-2] for p in (f / "tb").glob("events.out.tfevents.*")}) == 1
+
+
+def test_sweeps_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
+    procs = [start("-m", *TINY, "trainer.fast_dev_run=true", f"seed={s},{s + 10}", cwd=tmp_path) for s in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    sweeps = sorted((tmp_path / "outputs" / "multiruns").iterdir())
+    assert len(sweeps) == 2
+    seeds = sorted(read_metrics(job)["settings"]["seed"] for s in sweeps for job in s.glob("*seed=*"))
+    assert seeds == [0, 1, 10, 11]
+
+
+def test_an_explicit_folder_holding_a_run_is_refused(train_cli, tmp_path: Path) -> None:
+    proc, run_dir = train_cli(*TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = folder_bytes(run_dir)
+    again = run_train(*TINY, "seed=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 1
+    assert f"error: hydra.run.dir='{run_dir}' is invalid: holds another run" in again.stderr
+    assert f"resume={run_dir}" in again.stderr
+    assert {k: v for k, v in folder_bytes(run_dir).items() if k != runs.LOCK} == {
+        k: v for k, v in before.items() if k != runs.LOCK
+    }
+
+
+def test_a_running_run_cannot_be_resumed_twice(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start(*LONGER, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    try:
+        wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+        second = run_train(f"resume={run_dir}", cwd=tmp_path)
+        assert second.returncode == 1
+        assert "is still running in another process" in second.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------ 2. signals in every phase
+
+
+class SignalAt(pl.Callback):
+    """Sends the process a signal at a Lightning hook, as `kill` would at that moment."""
+
+    def __init__(self, hook: str, sig: int = signal.SIGTERM) -> None:
+        self.sig = sig
+        setattr(self, hook, self.fire)
+
+    def fire(self, *args, **kwargs) -> None:
+        os.kill(os.getpid(), self.sig)
+
+
+PHASE_ARGS = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=learned"]  # 4 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("undisturbed")
+    train(cfg_for(run_dir, *PHASE_ARGS))
+    return run_dir
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "phase,resumed_from",
+    [
+        ("start-up", "no checkpoint was saved yet"),
+        ("training", "from checkpoints/interrupted.ckpt (epoch 1, step 1)"),  # mid-epoch: resumes exactly
+        ("checkpoint write", "step 4)"),
+        ("test", "step 8)"),
+        ("metrics write", "step 8)"),
+    ],
+)
+def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, undisturbed: Path, phase: str, resumed_from: str, sig: int
+) -> None:
+    run_dir = tmp_path / "run"
+    callbacks: list[pl.Callback] = []
+    if phase == "start-up":
+        real_build = attnlab.train.build
+        monkeypatch.setattr(attnlab.train, "build", lambda c: (os.kill(os.getpid(), sig), real_build(c))[1])
+    elif phase == "training":
+        callbacks.append(SignalAt("on_train_batch_end", sig))
+    elif phase == "checkpoint write":
+        callbacks.append(SignalAt("on_save_checkpoint", sig))
+    elif phase == "test":
+        callbacks.append(SignalAt("on_test_batch_start", sig))
+    else:
+        real_write = runs.write_json_atomic
+        monkeypatch.setattr(runs, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg_for(run_dir, *PHASE_ARGS), extra_callbacks=callbacks)
+    assert stopped.value.exit_code == 128 + sig
+    assert not (run_dir / "metrics.json").exists()
+    assert runs.status(run_dir)[0] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+    monkeypatch.undo()
+    capsys.readouterr()
+    train(cfg_for(run_dir, *PHASE_ARGS, "resume=true"))
+    assert resumed_from in capsys.readouterr().out
+    assert runs.status(run_dir) == ("ok", "")
+    assert_same_run(undisturbed, run_dir)
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_sweep_which_then_continues(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *LONGER, "trainer.max_epochs=3", "seed=0,1,2"]
+    proc = start(*grid, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    wait_for(job_dir(sweep, "seed=1", proc) / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"continue with: python scripts/train.py -m resume={sweep}" in err
+    rows = {seed_of(r["job"]): r["status"] for r in csv_rows(sweep / "results.csv")}
+    assert rows == {"seed=0": "ok", "seed=1": "interrupted", "seed=2": "not started"}
+    first = (job_dir(sweep, "seed=0") / "metrics.json").read_bytes()
+
+    done = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 finished before, kept as they are" in done.stdout
+    assert (job_dir(sweep, "seed=0") / "metrics.json").read_bytes() == first  # kept, not re-run
+    assert {r["status"] for r in csv_rows(sweep / "results.csv")} == {"ok"}
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ 3. a resume that is refused touches nothing
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["data.seq_len=0"], "data.seq_len=0 is invalid: must be > 0"),
+        (["model.d_model=64"], "would change model.d_model (32 -> 64), which the checkpoints depend on; only"),
+        (["data=halfswap"], "would change data.task ('uniform' -> 'halfswap')"),
+        (["optim.lr=0.1"], "would change optim.lr"),
+    ],
+)
+def test_a_refused_resume_leaves_the_run_untouched(train_cli, tmp_path: Path, args, expected) -> None:
+    proc, run_dir = train_cli(*TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = folder_bytes(run_dir)
+    refused = run_train(f"resume={run_dir}", *args, cwd=tmp_path)
+    assert refused.returncode == 1 and expected in refused.stderr, refused.stderr[-2000:]
+    assert "trainer.max_epochs" in refused.stderr or "must be > 0" in refused.stderr  # names what may change
+    assert folder_bytes(run_dir) == before
+    longer = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)  # the budget may change
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert read_metrics(run_dir)["epochs"] == 2
+
+
+# ------------------------------------------------------------------ 4. the sweep's exit code tells the truth
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_job_with_a_bad_checkpoint_fails_alone(tmp_path: Path, launcher: str) -> None:
+    source = tmp_path / "source"
+    train(cfg_for(source, *TINY))
+    good = source / "checkpoints" / "last.ckpt"
+    sweep = tmp_path / "sweep"
+    extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    proc = run_train(
+        "-m",
+        *TINY,
+        "trainer.max_epochs=2",
+        f"ckpt_path={good},/nonexistent.ckpt",
+        *extra,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    statuses = {r["job"].split(",")[0]: (r["status"], r.get("error", "")) for r in csv_rows(sweep / "results.csv")}
+    assert statuses[f"ckpt_path={str(good).replace('/', '%2F')}"] == ("ok", "")
+    state, reason = statuses["ckpt_path=%2Fnonexistent.ckpt"]
+    assert state == "failed" and "no such checkpoint file" in reason
+    assert "1/2 jobs ok" in proc.stdout
+
+
+def test_an_unreadable_metrics_file_counts_as_failed_and_a_continuation_mends_it(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    whole = read_metrics(job_dir(sweep, "seed=1"))
+    (job_dir(sweep, "seed=1") / "metrics.json").write_text('{"test/acc": 0.9')  # cut short
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)], capture_output=True, text=True
+    )
+    assert report.returncode == 1 and "metrics.json is unreadable" in report.stdout
+    again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert read_metrics(job_dir(sweep, "seed=1"))["test/acc"] == whole["test/acc"]
+
+
+# ------------------------------------------------------------------ 5, 6, 12: resume from anywhere, after anything
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: Path) -> None:
+    """SIGKILL mid-epoch, `mv` the sweep, resume the job by its folder (which has '=' and ','): the
+    result equals an uninterrupted run's, and TensorBoard holds every step once."""
+    args = [*LONGER, "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
+    whole = tmp_path / "whole"
+    assert run_train(*args, "seed=1", f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
+
+    sweep = tmp_path / "sweep"
+    proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    job = job_dir(sweep, "model.num_heads=1", proc)
+    wait_for(job / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.3)  # some way into the next epoch
+    proc.kill()
+    proc.wait()
+    moved = tmp_path / "moved"
+    shutil.move(sweep, moved)
+    job = moved / job.name
+    resumed = run_train(f"resume={job}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout and "checkpoints/last.ckpt" in resumed.stdout
+    assert_same_run(whole, job)
+    steps = scalar_steps(job / "tb", "train/loss")
+    assert steps == scalar_steps(whole / "tb", "train/loss") and len(steps) == len(set(steps)) == 4 * 64
+    assert scalar_steps(job / "tb", "val/acc") == scalar_steps(whole / "tb", "val/acc") == [63, 127, 191, 255]
+    images = "attention/class_A/layer0_head0"
+    assert image_steps(job / "tb", images) == image_steps(whole / "tb", images) == [63, 127, 191, 255]
+
+
+def test_a_moved_run_keeps_its_best_checkpoint(tmp_path: Path) -> None:
+    args = [*LONGER, "trainer.max_epochs=6"]
+    whole = tmp_path / "whole"
+    train(cfg_for(whole, *args))
+    part = tmp_path / "part"
+    train(cfg_for(part, *LONGER, "trainer.max_epochs=2"))
+    moved = tmp_path / "moved"
+    part.rename(moved)
+    train(cfg_for(moved, *args, "resume=true"))
+    assert_same_run(whole, moved)
+    assert read_metrics(moved)["best_checkpoint"] == "checkpoints/best.ckpt"  # relative: it moves with the run
+
+
+def test_a_copied_run_uses_its_own_checkpoints(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(cfg_for(first, *TINY, "trainer.max_epochs=2"))
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)  # the copy must not need the original
+    metrics = train(cfg_for(copy, *TINY, "trainer.max_epochs=3", "resume=true"))
+    assert metrics["epochs"] == 3 and (copy / metrics["best_checkpoint"]).is_file()
+
+
+def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) -> None:
+    """A kill during the very first last.ckpt write: last.ckpt is missing (or cut short), best.ckpt is there."""
+    args = [*TINY, "trainer.max_epochs=3", "data=halfswap", "model.pos_enc=learned"]
+    whole = tmp_path / "whole"
+    train(cfg_for(whole, *args))
+    run_dir = tmp_path / "run"
+    train(cfg_for(run_dir, *TINY, "trainer.max_epochs=1", "data=halfswap", "model.pos_enc=learned"))
+    (run_dir / "metrics.json").unlink()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])  # cut short
+    train(cfg_for(run_dir, *args, "resume=true"))
+    assert "from checkpoints/best.ckpt (epoch 1, step 4)" in capsys.readouterr().out
+    assert_same_run(whole, run_dir)
+
+
+# ------------------------------------------------------------------ 7. a new run from a checkpoint is a run of its own
+
+
+def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    train(cfg_for(source, *TINY, "trainer.max_epochs=2"))
+    ckpt = source / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"has trained 2 epochs already; set trainer.max_epochs > 2"):
+        train(cfg_for(tmp_path / "none", *TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+    with pytest.raises(ConfigError, match=r"other settings: model.d_model=32 \(this run: 16\)"):
+        train(cfg_for(tmp_path / "shape", *TINY, "trainer.max_epochs=3", "model.d_model=16", f"ckpt_path={ckpt}"))
+    with pytest.raises(ConfigError, match=r"other settings: optim.lr=0.003 \(this run: 0.1\)"):
+        train(cfg_for(tmp_path / "lr", *TINY, "trainer.max_epochs=3", "optim.lr=0.1", f"ckpt_path={ckpt}"))
+    new = tmp_path / "new"
+    metrics = train(cfg_for(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
+    shutil.rmtree(source)
+    assert metrics["epochs"] == 3 and metrics["best_checkpoint"] == "checkpoints/best.ckpt"
+    assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_resumed_run_rerun_from_its_saved_config_trains_again(train_cli, tmp_path: Path) -> None:
+    proc, first = train_cli(*TINY, "seed=3")
+    assert proc.returncode == 0
+    assert run_train(f"resume={first}", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+    again = tmp_path / "again"
+    proc = run_train(
+        "--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" not in proc.stdout or "no checkpoint was saved yet" in proc.stdout
+    assert_same_run(first, again)
+
+
+# ------------------------------------------------------------------ 8, 9, 10: folders and records are input too
+
+
+def test_override_values_cannot_leave_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "a" / "b" / "sweep"
+    proc = run_train(
+        "-m", *TINY, "ckpt_path=../../../../ESCAPED,../../../ESC2", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    jobs = [p for p in sweep.iterdir() if p.is_dir()]
+    assert len(jobs) == 2 and all(runs.status(j)[0] == "failed" for j in jobs)
+    assert not [p for p in tmp_path.rglob("*ESC*") if p.parent != sweep]
+    assert "/" not in job_dirname("x=../../y") and job_dirname("x=a/b") != job_dirname("x=a%2Fb")
+
+
+def test_resume_refuses_code_in_a_run_record(train_cli, tmp_path: Path) -> None:
+    proc, run_dir = train_cli(*TINY)
+    assert proc.returncode == 0
+    record = run_dir / ".hydra" / "overrides.yaml"
+    pwned = tmp_path / "PWNED"
+    record.write_text(
+        record.read_text() + f"- +hydra.callbacks.evil._target_=os.makedirs\n- +hydra.callbacks.evil._args_=[{pwned}]\n"
+    )
+    proc = run_train(f"resume={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "refusing its saved override '+hydra.callbacks.evil._target_=os.makedirs'" in proc.stderr
+    assert not pwned.exists()
+
+
+@pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])
+def test_a_misspelled_group_option_fails(tmp_path: Path, group: str, name: str) -> None:
+    proc = run_train("-m", f"{group}={name}", cwd=tmp_path)
+    assert proc.returncode == 1 and f"Could not find '{group}/{name}'" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+# ------------------------------------------------------------------ 11, 13: NaN and evaluate
+
+
+@pytest.mark.parametrize("diagnostics", ["true", "false"])
+def test_nan_with_one_step_per_epoch_leaves_no_checkpoint(tmp_path: Path, diagnostics: str) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY, "data.n_train=64", "data.batch_size=64", "optim.lr=1e30", f"diagnostics={diagnostics}"]
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train(cfg_for(run_dir, *args))
+    assert not list(run_dir.rglob("*.ckpt"))
+    assert runs.status(run_dir)[0] == "failed"
+
+
+def test_evaluate_refuses_a_failed_run(train_cli) -> None:
+    from attnlab.evaluate import evaluate_lengths
+
+    proc, run_dir = train_cli(*TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for key, kwargs in (("eval.n", {"n": 0}), ("eval.batch_size", {"batch_size": 0})):
+        with pytest.raises(ConfigError, match=f"{key}=0 is invalid"):
+            evaluate_lengths(run_dir, [8], **kwargs)
+    runs.write_marker(run_dir, runs.FAILED, "Traceback ...\nRuntimeError: boom\n")
+    with pytest.raises(ConfigError, match=r"the run did not finish: failed \(RuntimeError: boom\)"):
+        evaluate_lengths(run_dir, [8])
+    assert runs.status(run_dir) == ("failed", "RuntimeError: boom")
