@@ -48,8 +48,31 @@ class ValidatingSweeperConf(BasicSweeperConf):
 ConfigStore.instance().store(group="hydra/sweeper", name="attnlab", node=ValidatingSweeperConf, provider="attnlab")
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(signum, None, None)
+class SweepSignals:
+    """SIGTERM / SIGINT while jobs run: `Interrupted` in the sweep process (a job in this process has
+    its own handler, which saves its checkpoint first). After `defer()`: noted, so the report is always
+    written, and the sweep then exits with 128 + signal."""
+
+    def __init__(self) -> None:
+        self.deferred = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "SweepSignals":
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def defer(self) -> None:
+        self.deferred = -1
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.deferred:
+            self.deferred = signum
+            return
+        raise Interrupted(signum)
 
 
 def saved_config(job_dir: Path) -> dict[str, Any]:
@@ -76,7 +99,22 @@ class ValidatingSweeper(BasicSweeper):
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        with SweepSignals() as signals:
+            code = self.run_jobs(sweep_dir, jobs, folders, resuming, signals, began)
+        runs.release(sweep_dir)
+        if code:
+            sys.exit(code)
 
+    def run_jobs(
+        self,
+        sweep_dir: Path,
+        jobs: list[list[str]],
+        folders: list[str],
+        resuming: bool,
+        signals: "SweepSignals",
+        began: float,
+    ) -> int:
+        """Launch the jobs not yet finished, then write the report; returns the exit code."""
         if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
             tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
             OmegaConf.save(self.config, tmp)
@@ -96,11 +134,10 @@ class ValidatingSweeper(BasicSweeper):
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
 
-        code, returns = 0, []
-        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+        code = 0
         try:
             if todo:
-                returns.append(self.launcher.launch(todo, initial_job_idx=kept))
+                self.launcher.launch(todo, initial_job_idx=kept)
         except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
             code = e.exit_code
         except KeyboardInterrupt:  # a parallel launcher's pool was stopped
@@ -108,14 +145,9 @@ class ValidatingSweeper(BasicSweeper):
         except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
             print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
             code = 1
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        signals.defer()  # a signal from here on waits until the report is written
         code = self.finish(sweep_dir, code, began)
-        runs.release(sweep_dir)
-        if code:
-            sys.exit(code)
-        return returns
+        return 128 + signals.deferred if signals.deferred > 0 else code
 
     def claim_sweep_dir(self, resuming: bool) -> Path:
         explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
