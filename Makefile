@@ -48,6 +48,7 @@ evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[1
 	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(or $(LENS),[16,32,64,128])
 
 figures: setup  ## regenerate the README's figure and table under docs/ (one run and one limitations sweep)
+	rm -rf outputs/docs/halfswap_rope
 	$(PY) scripts/train.py data=halfswap model.pos_enc=rope hydra.run.dir=outputs/docs/halfswap_rope
 	$(PY) scripts/plot_attention.py outputs/docs/halfswap_rope docs/attention_halfswap_rope.png
 	rm -rf outputs/docs/limitations

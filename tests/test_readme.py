@@ -72,6 +72,8 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None
             where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if " -m " in command else f"hydra.run.dir={tmp / f'run{n}'}"
             command += f" {where}"
         command += f" {tiny}"
+        if "ckpt_path=" in command:  # the tiny base run trained 1 epoch; a run from its checkpoint needs more
+            command += " trainer.max_epochs=2"
     elif "--config-path" in command:
         command += f" hydra.run.dir={tmp / f'run{n}'}"
     elif command.startswith("make "):

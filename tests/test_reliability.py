@@ -48,6 +48,22 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
         (["data.seq_len=???"], "error: data.seq_len='???' is invalid: is not set (???)"),
         (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
         (["ckpt_path=/nonexistent.ckpt"], "error: ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file"),
+        (["experiment=limitatons"], "Could not find 'experiment/limitatons'"),
+        (["debug=fdrr"], "Could not find 'debug/fdrr'"),
+        (["optim.weight_decay=-1"], "error: optim.weight_decay=-1.0 is invalid: must be a finite number >= 0"),
+        (["optim.weight_decay=nan"], "error: optim.weight_decay=nan is invalid: must be a finite number >= 0"),
+        (["optim.lr=inf"], "error: optim.lr=inf is invalid: must be a finite number > 0"),
+        (["trainer.precision=17"], "error: trainer.precision='17' is invalid: expected one of ['32-true'"),
+        (["trainer.devices=0"], "error: trainer.devices=0 is invalid: must be an integer >= 1, -1 (all)"),
+        (["torch_threads=-1"], "error: torch_threads=-1 is invalid: must be null (PyTorch's default) or an integer"),
+        (["torch_threads=abc"], "error: torch_threads='abc' is invalid: must be null"),
+        (["trainer.log_every_n_steps=0"], "error: trainer.log_every_n_steps=0 is invalid: must be an integer >= 1"),
+        (["trainer.check_val_every_n_epoch=0"], "error: trainer.check_val_every_n_epoch=0 is invalid: must be an"),
+        (["trainer.gradient_clip_val=-1"], "error: trainer.gradient_clip_val=-1 is invalid: must be null (no clip"),
+        (["trainer.limit_train_batches=0"], "error: trainer.limit_train_batches=0 is invalid: must be null (all)"),
+        (["trainer.limit_val_batches=0"], "error: trainer.limit_val_batches=0 is invalid: must be null (all)"),
+        (["trainer.limit_val_batches=1.5"], "error: trainer.limit_val_batches=1.5 is invalid: must be null (all)"),
+        (["trainer.profiler=../x"], "error: trainer.profiler='../x' is invalid: expected one of [None, 'simple'"),
     ]
     + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")]),
 )
@@ -56,7 +72,7 @@ def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) 
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "tb").exists()
+    assert not run_dir.exists()  # a refused run leaves no folder behind
 
 
 def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path) -> None:
@@ -180,7 +196,8 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     proc = run_train(*TINY, f"hydra.run.dir={blocker}/run", cwd=tmp_path)
-    assert proc.returncode == 1 and "Not a directory" in proc.stderr
+    assert proc.returncode == 1 and "Not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir='{blocker}/run' is invalid")
     assert blocker.read_text() == "not a folder"
 
 
