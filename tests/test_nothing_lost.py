@@ -464,3 +464,31 @@ def test_evaluate_refuses_a_failed_run(train_cli) -> None:
     with pytest.raises(ConfigError, match=r"the run did not finish: failed \(RuntimeError: boom\)"):
         evaluate_lengths(run_dir, [8])
     assert runs.status(run_dir) == ("failed", "RuntimeError: boom")
+
+
+def test_a_new_run_never_trains_over_another_runs_checkpoints(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(cfg_for(run_dir, *TINY))
+    before = folder_bytes(run_dir)
+    with pytest.raises(ConfigError, match="holds another run's checkpoints"):
+        train(cfg_for(run_dir, *TINY, "seed=1"))
+    assert folder_bytes(run_dir) == before
+
+
+def test_a_resume_checks_what_the_checkpoint_holds(tmp_path: Path) -> None:
+    """The saved config can be cut short by a kill; the checkpoint's own hyperparameters still guard."""
+    run_dir = tmp_path / "run"
+    train(cfg_for(run_dir, *TINY))
+    with pytest.raises(ConfigError, match=r"was trained with other settings: model.d_model=32 \(this run: 16\)"):
+        train(cfg_for(run_dir, *TINY, "model.d_model=16", "resume=true"))
+
+
+def test_a_sweep_continues_after_a_kill_cut_a_job_config_short(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    assert run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    job = job_dir(sweep, "seed=1")
+    (job / "metrics.json").unlink()
+    (job / ".hydra" / "config.yaml").write_text("")  # killed while Hydra wrote it
+    again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert runs.status(job) == ("ok", "")

@@ -288,6 +288,30 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def saved_config(folder: Path) -> dict[str, Any] | None:
+    """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
+    anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
+    try:
+        c = run_config(folder)
+    except Exception:
+        return None
+    return c if all(isinstance(c.get(k), dict) for k in ("data", "model", "optim", "trainer")) else None
+
+
+def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
+    """The weights fix the model's shape; the optimizer state restored with them fixes lr and weight
+    decay: a checkpoint's hyperparameters must match the run's config."""
+    held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in c["optim"]}}
+    wanted = {
+        **{f"model.{k}": v for k, v in c["model"].items()},
+        "model.dim": c["data"]["dim"],
+        **{f"optim.{k}": v for k, v in c["optim"].items()},
+    }
+    differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
+    if differ:
+        raise ConfigError(key, str(path), f"was trained with other settings: {', '.join(differ)}")
+
+
 def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     """`ckpt_path`: a new run that starts from another run's checkpoint. It must load, hold a model of
     this run's shape, and leave epochs to train (else nothing would be trained or saved here)."""
@@ -301,21 +325,12 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         epoch, hp = int(ckpt["epoch"]), ckpt["hyper_parameters"]
-        held = {**hp["model"], **{f"optim.{k}": hp[k] for k in c["optim"]}}
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             "ckpt_path", str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})"
         ) from e
-    # The weights fix the model's shape; the optimizer state restored with them fixes lr and weight decay.
-    wanted = {**c["model"], "dim": c["data"]["dim"], **{f"optim.{k}": v for k, v in c["optim"].items()}}
-    differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
-    if differ:
-        raise ConfigError(
-            "ckpt_path",
-            str(path),
-            f"was trained with other settings: {', '.join(d if '.' in d else 'model.' + d for d in differ)}",
-        )
+    check_held_settings(hp, c, "ckpt_path", path)
     trained = epoch + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
         raise ConfigError(
@@ -346,8 +361,8 @@ def preflight(config: Any) -> Path:
     if secondary_process():
         return wanted
     check_start_checkpoint(c)
-    if resuming(c, wanted):
-        check_same_run(run_config(wanted), c, wanted)
+    if resuming(c, wanted) and (saved := saved_config(wanted)):
+        check_same_run(saved, c, wanted)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return claim(wanted, "hydra.run.dir", explicit, resuming(c, wanted))
 

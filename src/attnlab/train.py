@@ -32,7 +32,7 @@ from attnlab.config import to_plain, validate
 from attnlab.console import announce_end, announce_start, progress_bar
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
-from attnlab.errors import Interrupted
+from attnlab.errors import ConfigError, Interrupted
 from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.module import LitClassifier
 from attnlab.timing import StepClock
@@ -96,6 +96,7 @@ def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
             print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting from the beginning", flush=True)
             return None, 0
         path, info = found
+        runs.check_held_settings(info["hyper_parameters"], c, "resume", path)
         print(
             f"[attnlab] resuming {out} from {path.relative_to(out)} "
             f"(epoch {info['epoch'] + 1}, step {info['global_step']})",
@@ -120,6 +121,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     if runs.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
         with StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
             return run(c, out, stop, extra_callbacks, began)
+    if not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
+        raise ConfigError(
+            "output_dir", str(out), "holds another run's checkpoints; resume it (resume=true) or use a new folder"
+        )
     with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
         runs.clear_markers(out)  # this attempt decides how the run ends
         try:

@@ -75,15 +75,6 @@ class SweepSignals:
         raise Interrupted(signum)
 
 
-def saved_config(job_dir: Path) -> dict[str, Any]:
-    """A job's saved config; {} when a kill cut it short (Hydra writes it anew when the job restarts,
-    and the job's folder name already pins its overrides)."""
-    try:
-        return runs.run_config(job_dir)
-    except Exception:
-        return {}
-
-
 class ValidatingSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -174,7 +165,7 @@ class ValidatingSweeper(BasicSweeper):
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
-                if resuming and (saved := saved_config(sweep_dir / folder)):
+                if resuming and (saved := runs.saved_config(sweep_dir / folder)):
                     runs.check_same_run(saved, c, sweep_dir / folder)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr)
