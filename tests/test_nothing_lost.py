@@ -144,12 +144,14 @@ def test_a_running_run_cannot_be_resumed_twice(tmp_path: Path) -> None:
 class SignalAt(pl.Callback):
     """Sends the process a signal at a Lightning hook, as `kill` would at that moment."""
 
-    def __init__(self, hook: str, sig: int = signal.SIGTERM) -> None:
-        self.sig = sig
+    def __init__(self, hook: str, sig: int = signal.SIGTERM, during_fit: bool = False) -> None:
+        self.sig, self.during_fit, self.fired = sig, during_fit, False
         setattr(self, hook, self.fire)
 
-    def fire(self, *args, **kwargs) -> None:
-        os.kill(os.getpid(), self.sig)
+    def fire(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        if not self.fired and not (self.during_fit and trainer.sanity_checking):
+            self.fired = True
+            os.kill(os.getpid(), self.sig)
 
 
 PHASE_ARGS = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=learned"]  # 4 steps per epoch
@@ -167,7 +169,8 @@ def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     "phase,resumed_from",
     [
         ("start-up", "no checkpoint was saved yet"),
-        ("training", "from checkpoints/interrupted.ckpt (epoch 1, step 1)"),  # mid-epoch: resumes exactly
+        ("training", "from checkpoints/interrupted.ckpt (epoch 1, step 2)"),  # mid-epoch: resumes exactly
+        ("validation", "step 4)"),  # finishes the epoch's validation and its checkpoints first
         ("checkpoint write", "step 4)"),
         ("test", "step 8)"),
         ("metrics write", "step 8)"),
@@ -183,6 +186,8 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
         monkeypatch.setattr(attnlab.train, "build", lambda c: (os.kill(os.getpid(), sig), real_build(c))[1])
     elif phase == "training":
         callbacks.append(SignalAt("on_train_batch_end", sig))
+    elif phase == "validation":
+        callbacks.append(SignalAt("on_validation_batch_start", sig, during_fit=True))
     elif phase == "checkpoint write":
         callbacks.append(SignalAt("on_save_checkpoint", sig))
     elif phase == "test":
@@ -200,7 +205,8 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
     monkeypatch.undo()
     capsys.readouterr()
     train(cfg_for(run_dir, *PHASE_ARGS, "resume=true"))
-    assert resumed_from in capsys.readouterr().out
+    said = capsys.readouterr().out.splitlines()[0]
+    assert said.startswith("[attnlab] resuming") and resumed_from in said, said
     assert runs.status(run_dir) == ("ok", "")
     assert_same_run(undisturbed, run_dir)
 

@@ -1,8 +1,8 @@
 """Surviving faults: signals in every phase, checkpoints a crash cannot corrupt, runs that can move.
 
 `StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
-of a run to its last write. While Lightning runs (fit, test) the current step finishes, then a fit
-saves `checkpoints/interrupted.ckpt`; outside Lightning's loops (building, between fit and test,
+of a run to its last write. While Lightning fits, the current step (or the epoch's validation, with
+its checkpoints) finishes, then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; outside Lightning's loops (building, between fit and test,
 writing metrics.json) the run stops at once. Either way `train` ends with `Interrupted`, which
 scripts/train.py turns into exit code 128 + signal and the command that continues the run.
 (Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as success, and does not
@@ -60,12 +60,45 @@ class StopOnSignal(pl.Callback):
     def handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
         trainer = self.trainer
-        if trainer is not None and trainer.state.status == TrainerStatus.RUNNING:
-            # Lightning's own flag (no public setter): its loops stop at the end of the current batch
-            # with SIGTERMException, after which `on_exception` saves the checkpoint.
-            trainer._signal_connector.received_sigterm = True
-        else:
+        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
             raise Interrupted(signum, trainer.global_step if trainer else None)
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            self.stop(trainer)
+        # Fitting: stop at the next point a checkpoint resumes from exactly (the hooks below). Never in
+        # the middle of an epoch's validation: a checkpoint taken there would count the epoch as done
+        # and resume past a validation, and a best checkpoint, that never happened.
+
+    @staticmethod
+    def stop(trainer: pl.Trainer) -> None:
+        # Lightning's own flag (no public setter): its loops stop at the end of the current batch with
+        # SIGTERMException, after which `on_exception` saves the checkpoint.
+        trainer._signal_connector.received_sigterm = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.6 puts its own SIGTERM handler in front of ours when fitting starts; it raises the stop
+        # flag at once, even in the middle of a validation. One process: ours alone decides. (Under DDP
+        # Lightning's also forwards the signal to the other processes, so it stays.)
+        if trainer.world_size == 1:
+            signal.signal(signal.SIGTERM, self.handle)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        batch_idx = args[-1]
+        if self.signum is not None and batch_idx + 1 < trainer.num_training_batches:  # the epoch's last: validation
+            self.stop(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum is not None and not trainer.sanity_checking:
+            self.stop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum is not None:
+            self.stop(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # The epoch's checkpoints are written after this hook runs (best.ckpt, then last.ckpt): a signal
+        # during the first lets the second finish, then stops.
+        if self.signum is not None and trainer.state.fn == TrainerFn.FITTING:
+            self.stop(trainer)
 
     def interrupted(self) -> Interrupted:
         assert self.signum is not None
