@@ -2,8 +2,9 @@
 
 `StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
 of a run to its last write. While Lightning fits, the current step (or the epoch's validation, with
-its checkpoints) finishes, then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; outside Lightning's loops (building, between fit and test,
-writing metrics.json) the run stops at once. Either way `train` ends with `Interrupted`, which
+its checkpoints) finishes, then `checkpoints/interrupted.ckpt` is saved; a test stops after its
+batch; outside Lightning's loops (building, between fit and test, writing metrics.json) the run
+stops at once. Either way `train` ends with `Interrupted`, which
 scripts/train.py turns into exit code 128 + signal and the command that continues the run.
 (Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as success, and does not
 guard its test loop against SIGINT at all.)
