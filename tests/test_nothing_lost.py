@@ -3,6 +3,7 @@ sweeps whose exit code tells the truth and that can be continued. (docs/reliabil
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -498,3 +499,15 @@ def test_a_sweep_continues_after_a_kill_cut_a_job_config_short(tmp_path: Path) -
     again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert runs.status(job) == ("ok", "")
+
+
+def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = train(cfg_for(run_dir, *TINY))
+    with pytest.raises(Interrupted):
+        train(
+            cfg_for(run_dir, *TINY, "trainer.max_epochs=3", "resume=true"),
+            extra_callbacks=[SignalAt("on_train_batch_end")],
+        )
+    assert runs.status(run_dir)[0] == "interrupted" and not (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "metrics.previous.json").read_text())["test/loss"] == first["test/loss"]

@@ -127,6 +127,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         )
     with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
         runs.clear_markers(out)  # this attempt decides how the run ends
+        if c["resume"] and (out / runs.METRICS).exists():  # results of the checkpoints this resume moves on from
+            os.replace(out / runs.METRICS, out / "metrics.previous.json")
         try:
             return run(c, out, stop, extra_callbacks, began)
         except Interrupted as e:
