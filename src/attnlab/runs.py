@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.experimental.callback import Callback
 
 from attnlab.errors import ConfigError
 
@@ -367,13 +368,7 @@ def preflight(config: Any) -> Path:
     return claim(wanted, "hydra.run.dir", explicit, resuming(c, wanted))
 
 
-try:  # the Hydra callback (conf/train.yaml: hydra.callbacks.run_folder)
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object  # type: ignore[assignment,misc]
-
-
-class RunFolderCallback(_HydraCallback):  # type: ignore[misc,valid-type]
+class RunFolderCallback(Callback):
     """Checks a single run and claims its folder in `on_run_start`, which Hydra calls after composing
     the config and before it creates the folder or writes `.hydra/`: a refused run leaves nothing
     behind, and a refused resume leaves its run untouched. (Hydra turns exceptions raised in callbacks
