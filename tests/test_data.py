@@ -7,6 +7,8 @@ from attnlab.data import SyntheticDataModule, TensorBatches, make_split
 from attnlab.errors import ConfigError
 from attnlab.tasks import TASKS
 
+from .conftest import TINY
+
 
 @pytest.mark.parametrize("task", TASKS.names())
 @pytest.mark.parametrize("dim", [1, 3])
@@ -81,3 +83,24 @@ def test_ranks_split_the_data() -> None:
     shards = [torch.cat([b[1] for b in TensorBatches(x, y, 3, rank=r, world_size=2)]) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+
+
+def test_overfit_batches_repeat_the_same_batches(compose_cfg) -> None:
+    """debug=overfit: 'the same 2 batches' every epoch, not a fresh shuffle each time."""
+    import pytorch_lightning as pl
+
+    from attnlab.train import train
+
+    class Seen(pl.Callback):
+        def __init__(self) -> None:
+            self.batches: dict[int, list[torch.Tensor]] = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.batches.setdefault(trainer.current_epoch, []).append(batch[0].clone())
+
+    seen = Seen()
+    cfg = compose_cfg("debug=overfit", *TINY, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1")
+    train(cfg, extra_callbacks=[seen])
+    epochs = [seen.batches[e] for e in range(3)]
+    assert all(len(b) == 2 for b in epochs)
+    assert all(torch.equal(a, b) for later in epochs[1:] for a, b in zip(epochs[0], later, strict=True))

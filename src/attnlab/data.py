@@ -126,7 +126,9 @@ class SyntheticDataModule(pl.LightningDataModule):
             x,
             y,
             self.batch_size,
-            shuffle=split == "train",
+            # `trainer.overfit_batches` means the same few batches every epoch: no reshuffle (Lightning
+            # turns shuffling off only for loaders with a sampler, which this one is not).
+            shuffle=split == "train" and not (trainer is not None and trainer.overfit_batches),
             seed=self.train_seed,
             epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
