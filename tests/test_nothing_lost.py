@@ -511,3 +511,15 @@ def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: P
         )
     assert runs.status(run_dir)[0] == "interrupted" and not (run_dir / "metrics.json").exists()
     assert json.loads((run_dir / "metrics.previous.json").read_text())["test/loss"] == first["test/loss"]
+
+
+def test_a_run_started_from_a_checkpoint_resumes_from_its_own(train_cli, tmp_path: Path) -> None:
+    proc, source = train_cli(*TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, run_dir = train_cli(*TINY, "trainer.max_epochs=2", f"ckpt_path={source}/checkpoints/last.ckpt")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shutil.rmtree(source)  # the resumed run needs only its own files
+    resumed = run_train(f"resume={run_dir}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "from checkpoints/last.ckpt (epoch 2, step 8)" in resumed.stdout
+    assert read_metrics(run_dir)["epochs"] == 3

@@ -319,8 +319,6 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     if not c["ckpt_path"]:
         return None
     path = Path(c["ckpt_path"])
-    if c["resume"]:
-        raise ConfigError("ckpt_path", c["ckpt_path"], "give either resume=<run dir> or ckpt_path=<file>, not both")
     if not path.is_file():
         raise ConfigError("ckpt_path", str(path), "no such checkpoint file")
     try:
@@ -361,11 +359,13 @@ def preflight(config: Any) -> Path:
     validate(c)
     if secondary_process():
         return wanted
-    check_start_checkpoint(c)
-    if resuming(c, wanted) and (saved := saved_config(wanted)):
+    resume = resuming(c, wanted)
+    if not (resume and newest_checkpoint(wanted)):  # else it continues from its own checkpoints
+        check_start_checkpoint(c)
+    if resume and (saved := saved_config(wanted)):
         check_same_run(saved, c, wanted)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
-    return claim(wanted, "hydra.run.dir", explicit, resuming(c, wanted))
+    return claim(wanted, "hydra.run.dir", explicit, resume)
 
 
 class RunFolderCallback(Callback):

@@ -89,22 +89,23 @@ def best_val_acc(module: LitClassifier) -> float | None:
 
 def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
     """The checkpoint to start from and its global step: a resumed run's newest loadable one (said
-    which), or `ckpt_path` (checked), else (None, 0): from scratch."""
-    if c["resume"]:
-        found = runs.newest_checkpoint(out)
-        if found is None:
-            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting from the beginning", flush=True)
-            return None, 0
-        path, info = found
-        runs.check_held_settings(info["hyper_parameters"], c, "resume", path)
-        print(
-            f"[attnlab] resuming {out} from {path.relative_to(out)} "
-            f"(epoch {info['epoch'] + 1}, step {info['global_step']})",
-            flush=True,
-        )
-        return str(path), info["global_step"]
-    path = runs.check_start_checkpoint(c)
-    return (str(path), 0) if path else (None, 0)
+    which); else `ckpt_path` (checked), the run's starting point; else (None, 0): from scratch. A run
+    started from `ckpt_path` and resumed continues from its own checkpoints."""
+    found = runs.newest_checkpoint(out) if c["resume"] else None
+    if found is None:
+        given = runs.check_start_checkpoint(c)
+        if c["resume"]:
+            start = f"from {given}" if given else "from the beginning"
+            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {start}", flush=True)
+        return (str(given), 0) if given else (None, 0)
+    path, info = found
+    runs.check_held_settings(info["hyper_parameters"], c, "resume", path)
+    print(
+        f"[attnlab] resuming {out} from {path.relative_to(out)} "
+        f"(epoch {info['epoch'] + 1}, step {info['global_step']})",
+        flush=True,
+    )
+    return str(path), info["global_step"]
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def run(
     data, module = build(c)
 
     ckpt_dir = out / "checkpoints"
-    same_run = runs.resuming(c, out)
+    same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
     checkpoint = RunCheckpoint(  # best.ckpt: highest val/acc so far
         dirpath=ckpt_dir,
         filename="best",
