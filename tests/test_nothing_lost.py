@@ -174,6 +174,7 @@ def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("validation", "step 4)"),  # finishes the epoch's validation and its checkpoints first
         ("checkpoint write", "step 4)"),
         ("test", "step 8)"),
+        ("test's end", "step 8)"),  # after the last test batch: Lightning's loop no longer checks its flag
         ("metrics write", "step 8)"),
     ],
 )
@@ -193,6 +194,8 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
         callbacks.append(SignalAt("on_save_checkpoint", sig))
     elif phase == "test":
         callbacks.append(SignalAt("on_test_batch_start", sig))
+    elif phase == "test's end":
+        callbacks.append(SignalAt("on_test_epoch_end", sig))
     else:
         real_write = runs.write_json_atomic
         monkeypatch.setattr(runs, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))

@@ -203,6 +203,8 @@ def run(
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     best = checkpoint.best_model_path or None
     test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
+    if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
+        raise stop.interrupted()
 
     metrics = {
         "val/acc_best": best_val_acc(module),
