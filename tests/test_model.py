@@ -11,9 +11,18 @@ from attnlab.posenc import POS_ENCODINGS
 POSITIONAL = [name for name in POS_ENCODINGS.names() if name != "none"]
 
 
+# Encodings whose scores see only |i - j| (or nothing): blind to reversing the sequence.
+REVERSAL_BLIND = {"none", "alibi", "symmetric"}
+
+
 def make(**kw) -> AttentionClassifier:
     torch.manual_seed(0)
-    return AttentionClassifier(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw}).eval()
+    model = AttentionClassifier(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw}).eval()
+    with torch.no_grad():  # learned offset biases start at zero (= no positions): give them values
+        for name, p in model.named_parameters():
+            if name == "pos_enc.values":
+                p.normal_()
+    return model
 
 
 @pytest.mark.parametrize("pos_enc", POS_ENCODINGS.names())
@@ -53,12 +62,32 @@ def test_positional_encoding_breaks_the_symmetry(pos_enc: str, pool: str) -> Non
     assert changes(model, x, x[:, perm])
 
 
-@pytest.mark.parametrize("pos_enc", POSITIONAL)
-def test_reversal(pos_enc: str) -> None:
-    """Only ALiBi's symmetric |i - j| bias is blind to reversal: halfswap's class B is class A reversed."""
-    model = make(pos_enc=pos_enc)
+@pytest.mark.parametrize("pos_enc", POS_ENCODINGS.names())
+@pytest.mark.parametrize("pool", POOLINGS.names())
+def test_reversal(pos_enc: str, pool: str) -> None:
+    """Distance-only encodings are blind to reversal, with every pooling (a cls token must not
+    give them a position to anchor on); halfswap's class B is class A reversed."""
+    model = make(pos_enc=pos_enc, pool=pool)
     x = torch.rand(4, 10, 2)
-    assert changes(model, x, x.flip(1)) == (pos_enc != "alibi")
+    if pos_enc in REVERSAL_BLIND:
+        torch.testing.assert_close(model(x.flip(1)), model(x), atol=1e-6, rtol=1e-6)
+    else:
+        assert changes(model, x, x.flip(1))
+
+
+@pytest.mark.parametrize("pos_enc", POSITIONAL)
+def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
+    """Every score between the cls token and any token is what it would be without rotate/bias."""
+    model = make(pos_enc=pos_enc, pool="cls", num_layers=1)
+    x = torch.rand(3, 10, 2)
+    _, (positioned,) = model.forward_with_weights(x)
+    model.pos_enc.rotate = lambda q, k, prefix=0: (q, k)  # embed stays: it is the observations' own
+    model.pos_enc.bias = lambda length, like, prefix=0: None
+    _, (plain,) = model.forward_with_weights(x)
+    torch.testing.assert_close(positioned.scores[..., 0, :], plain.scores[..., 0, :], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(positioned.scores[..., :, 0], plain.scores[..., :, 0], atol=1e-6, rtol=1e-6)
+    if pos_enc in ("rope", "alibi", "relative", "symmetric"):  # ...while the observations' scores do change
+        assert not torch.allclose(positioned.scores[..., 1:, 1:], plain.scores[..., 1:, 1:], atol=1e-4)
 
 
 def test_bad_shapes_are_refused() -> None:
@@ -73,7 +102,23 @@ def test_rope_needs_an_even_head_dim() -> None:
         AttentionClassifier(d_model=12, num_heads=4, pos_enc="rope")
 
 
-def test_learned_encoding_refuses_longer_sequences() -> None:
-    model = make(pos_enc="learned", max_len=8)
-    with pytest.raises(ConfigError, match=r"data.seq_len=9 .*max_len=8"):
+@pytest.mark.parametrize("pos_enc", ["learned", "relative", "symmetric"])
+def test_learned_encodings_refuse_longer_sequences(pos_enc: str) -> None:
+    model = make(pos_enc=pos_enc, max_len=8)
+    model(torch.rand(1, 8, 2))
+    with pytest.raises(ConfigError, match=rf"data.seq_len=9 .*pos_enc={pos_enc} .*max_len=8"):
         model(torch.rand(1, 9, 2))
+
+
+def test_offset_biases_index_by_offset() -> None:
+    """relative: b[i - j], a different value before and after; symmetric: b[|i - j|]; alibi: -|i - j| / 2^8."""
+    for name in ("relative", "symmetric"):
+        enc = POS_ENCODINGS.build(name, 4, 1, 6)
+        with torch.no_grad():
+            enc.values.copy_(torch.arange(enc.values.shape[1], dtype=torch.float32)[None])
+        bias = enc.bias(4, enc.values)[0]
+        offsets = torch.arange(4)[:, None] - torch.arange(4)[None, :]
+        expected = offsets + 5 if name == "relative" else offsets.abs()
+        torch.testing.assert_close(bias, expected.float())
+    alibi = POS_ENCODINGS.build("alibi", 4, 1, 6).bias(3, torch.zeros(1))[0]
+    torch.testing.assert_close(alibi, -torch.tensor([[0.0, 1, 2], [1, 0, 1], [2, 1, 0]]) / 256)

@@ -24,7 +24,10 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
     "args,expected",
     [
         (["data=halfswp"], "Could not find 'data/halfswp'"),
-        (["model.pos_enc=rotory"], "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope, alibi]"),
+        (
+            ["model.pos_enc=rotory"],
+            "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope, relative, symmetric, alibi]",
+        ),
         (["model.d_modle=64"], "Key 'd_modle' not in 'ModelConfig'"),
         (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ['d_model'"),
         (["model.d_model=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),

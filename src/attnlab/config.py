@@ -61,6 +61,15 @@ class OptimConfig:
 
 
 @dataclass
+class EarlyStopConfig:
+    """Stop when validation stops improving; `trainer.max_epochs` stays the cap. The report's verdict
+    uses the same rule to tell "at chance" (a plateau) from "not converged" (still improving)."""
+
+    patience: Any = None  # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
+    min_delta: float = 1e-3  # a val/loss lower by less than this is no improvement
+
+
+@dataclass
 class TrainerConfig:
     """Passed to `pytorch_lightning.Trainer` as keyword arguments."""
 
@@ -89,6 +98,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     seed: int = 0
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
@@ -244,6 +254,11 @@ def check_numbers(c: dict[str, Any]) -> None:
         raise ConfigError("trainer.precision", trainer["precision"], f"expected one of {list(PRECISIONS[:6])}")
     if trainer["profiler"] not in PROFILERS:
         raise ConfigError("trainer.profiler", trainer["profiler"], f"expected one of {list(PROFILERS)}")
+    patience, min_delta = c["early_stop"]["patience"], c["early_stop"]["min_delta"]
+    if patience is not None and not (isinstance(patience, int) and not isinstance(patience, bool) and patience >= 1):
+        raise ConfigError("early_stop.patience", patience, "must be null (train all max_epochs) or an integer >= 1")
+    if not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ConfigError("early_stop.min_delta", min_delta, "must be a finite number >= 0")
     threads = c["torch_threads"]
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError("torch_threads", threads, "must be null (PyTorch's default) or an integer >= 1")

@@ -46,11 +46,14 @@ class SelfAttention(nn.Module):
         B, L, _ = t.shape
         return t.view(B, L, self.num_heads, self.d_head).transpose(1, 2)
 
-    def forward(self, x: Tensor, pos: PositionalEncoding, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, pos: PositionalEncoding, prefix: int = 0, need_weights: bool = False
+    ) -> tuple[Tensor, AttentionMap | None]:
+        """x: (B, L, D), whose first `prefix` tokens (a cls token) carry no position."""
         B, L, D = x.shape
         q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        q, k = pos.rotate(q, k)  # (B, H, L, Dh)
-        bias = pos.bias(L, x)  # (H, L, L) or None
+        q, k = pos.rotate(q, k, prefix)  # (B, H, L, Dh), or wider channels where a prefix must stay unrotated
+        bias = pos.bias(L, x, prefix)  # (H, L, L) or None
         if need_weights:  # explicit path: materialises the (B, H, L, L) weights
             y, weights = attention(q, k, v, self.scale(), bias)
             maps = AttentionMap(attention_scores(q, k, self.scale(), bias), weights)
@@ -89,11 +92,12 @@ class AttentionClassifier(nn.Module):
         return self.run(x, need_weights=True)
 
     def run(self, x: Tensor, need_weights: bool) -> tuple[Tensor, list[AttentionMap]]:
-        # Positions are those of the observations; a pooling token (cls) is added after, without one.
+        # Positions are those of the observations; a pooling token (cls) is added after, without one,
+        # and every layer is told how many such tokens lead the sequence.
         h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
         maps = []
         for layer in self.layers:  # each layer's output sequence is the next layer's input
-            h, layer_map = layer(h, self.pos_enc, need_weights)
+            h, layer_map = layer(h, self.pos_enc, self.pool.prefix, need_weights)
             if layer_map is not None:
                 maps.append(layer_map)
         return self.head(self.pool(h)), maps  # (B, D) -> (B, num_classes)

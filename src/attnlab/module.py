@@ -13,6 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from attnlab.model import AttentionClassifier
 
+HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitClassifier.history`
+
 
 class LitClassifier(pl.LightningModule):
     def __init__(self, model: dict[str, Any], lr: float = 3e-3, weight_decay: float = 0.0) -> None:
@@ -32,6 +34,9 @@ class LitClassifier(pl.LightningModule):
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+        # One value per finished epoch; kept in checkpoints. The report reads it from metrics.json to
+        # tell a model at chance from one still learning when its budget ran out.
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -74,8 +79,21 @@ class LitClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the pre-fit sanity pass is not an epoch
             return
-        self.val_acc_best(self.acc["val_acc"].compute())
+        val_acc = self.acc["val_acc"].compute()
+        self.val_acc_best(val_acc)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.history["val/acc"].append(float(val_acc))
+        self.history["val/loss"].append(float(self.mean_loss["val_loss"].compute()))
+
+    def on_train_epoch_end(self) -> None:
+        self.history["train/acc"].append(float(self.acc["train_acc"].compute()))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("history", {})
+        self.history = {k: list(saved.get(k, [])) for k in HISTORY}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

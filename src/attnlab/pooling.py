@@ -14,6 +14,8 @@ POOLINGS: Registry[type[nn.Module]] = Registry("model.pool")
 
 
 class Pooling(nn.Module):
+    prefix = 0  # tokens `prepare` puts before the observations; they carry no position
+
     def __init__(self, d_model: int) -> None:
         super().__init__()
 
@@ -40,6 +42,8 @@ class MeanPool(Pooling):
 @POOLINGS.register("cls")
 class ClsPool(Pooling):
     """A learned token prepended to every sequence; its output is the sequence vector (BERT's [CLS])."""
+
+    prefix = 1
 
     def __init__(self, d_model: int) -> None:
         super().__init__(d_model)

@@ -5,15 +5,33 @@ not a sequence. A positional encoding is what breaks that symmetry. Every encodi
 is one class with the same three hooks; each overrides the hook it needs:
 
 - `embed(x)`: added to the token embeddings before the first layer (sinusoidal, learned);
-- `rotate(q, k)`: applied to queries and keys inside every layer (rotary);
-- `bias(L)`: an additive (H, L, L) term on the attention scores (distance biases).
+- `rotate(q, k, prefix)`: applied to queries and keys inside every layer (rotary);
+- `bias(L, like, prefix)`: an additive (H, L, L) term on the attention scores (distance biases).
+
+`prefix` is the number of leading tokens that are not observations (the `cls` pooling token). They
+carry no position under any encoding: `embed` runs before they are added, and `rotate` / `bias`
+leave every score between such a token and any other exactly as without positions.
+
+| name | hook | what the scores can see |
+|---|---|---|
+| none | - | nothing: a set |
+| sinusoidal, learned | embed | absolute positions |
+| rope | rotate | the signed offset i - j |
+| relative | bias | the signed offset i - j (one learned value per head and offset, T5 / Shaw) |
+| symmetric | bias | the distance abs(i - j) only (one learned value per head and distance): a control |
+| alibi | bias | the distance abs(i - j), fixed slope m_h = 2^(-8h/H) (m = 1/256 with one head): a control |
+
+The two distance-only encodings cannot tell a sequence from its reverse, and halfswap's class B
+is class A reversed: they stay at chance there (`tests/test_science.py`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
@@ -36,10 +54,10 @@ class PositionalEncoding(nn.Module):
     def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
         return x
 
-    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:  # (B, H, L, Dh) each
+    def rotate(self, q: Tensor, k: Tensor, prefix: int = 0) -> tuple[Tensor, Tensor]:  # (B, H, L, Dh) each
         return q, k
 
-    def bias(self, length: int, like: Tensor) -> Tensor | None:  # -> (H, L, L) or None
+    def bias(self, length: int, like: Tensor, prefix: int = 0) -> Tensor | None:  # -> (H, L, L) or None
         return None
 
     def table(self, length: int) -> Tensor | None:
@@ -121,23 +139,105 @@ class RotaryEncoding(PositionalEncoding):
     def angles(self, length: int) -> Tensor:  # (L, Dh/2)
         return torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)[:, None] * self.inv_freq
 
-    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        angles = self.angles(q.shape[-2])
+    def rotate(self, q: Tensor, k: Tensor, prefix: int = 0) -> tuple[Tensor, Tensor]:
+        angles = self.angles(q.shape[-2] - prefix)  # observations at positions 0..L-1
         cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
 
         def rot(t: Tensor) -> Tensor:  # (B, H, L, Dh): pairs (t1, t2) = (first half, second half)
             t1, t2 = t.chunk(2, dim=-1)
             return torch.cat((t1 * cos - t2 * sin, t1 * sin + t2 * cos), dim=-1)
 
-        return rot(q), rot(k)
+        if not prefix:
+            return rot(q), rot(k)
+
+        # A token without a position must meet every other one unrotated: q_c . k_j and q_i . k_c, not
+        # q_c . R(j) k_j (which would place it at position 0). Three blocks of channels do it in one
+        # product, so the fused kernel still serves; each pair of tokens meets in exactly one block:
+        #   queries [rotated obs | token's q | obs' q]  .  keys [rotated obs | every k | token's k]
+        def rot_obs(t: Tensor) -> Tensor:  # observations rotated by their position, prefix tokens zeroed
+            return torch.cat((torch.zeros_like(t[..., :prefix, :]), rot(t[..., prefix:, :])), dim=-2)
+
+        is_obs = (torch.arange(q.shape[-2], device=q.device) >= prefix).to(q.dtype)[:, None]  # (L, 1)
+        q_wide = torch.cat((rot_obs(q), q * (1 - is_obs), q * is_obs), dim=-1)  # (B, H, L, 3 Dh)
+        k_wide = torch.cat((rot_obs(k), k, k * (1 - is_obs)), dim=-1)
+        return q_wide, k_wide
 
     def table(self, length: int) -> Tensor:
         return torch.cat((self.angles(length).cos(), self.angles(length).sin()), dim=-1)  # (L, Dh)
 
 
+class OffsetBias(PositionalEncoding):
+    """Base of the encodings that add a bias b_h(i - j) to the scores; subclasses give `offset_bias`."""
+
+    def offset_bias(self, offset: Tensor) -> Tensor:  # (L, L) of i - j -> (H, L, L)
+        raise NotImplementedError
+
+    def bias(self, length: int, like: Tensor, prefix: int = 0) -> Tensor:
+        pos = torch.arange(length - prefix, device=like.device)
+        bias = self.offset_bias(pos[:, None] - pos[None, :]).to(like.dtype)  # (H, L, L) over the observations
+        return F.pad(bias, (prefix, 0, prefix, 0))  # a prefix token's row and column: no bias
+
+    def table(self, length: int) -> Tensor:
+        like = next(itertools.chain(self.parameters(), self.buffers()))
+        return self.bias(length, like)[0].detach()  # (L, L), first head
+
+
+class LearnedOffsetBias(OffsetBias):
+    """One trained bias per head and offset, up to `max_len` positions (and no further). Starts at
+    zero (attention as without positions); only training moves it."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__(d_model, num_heads, max_len)
+        self.values = nn.Parameter(torch.zeros(num_heads, self.num_offsets(max_len)))
+
+    @staticmethod
+    def num_offsets(max_len: int) -> int:
+        raise NotImplementedError
+
+    def index(self, offset: Tensor) -> Tensor:  # (L, L) of i - j -> (L, L) indices into `values`
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+        if seq_len > max_len:
+            name = POS_ENCODINGS.name_of(cls)
+            raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has offsets for model.max_len={max_len}")
+
+    def offset_bias(self, offset: Tensor) -> Tensor:
+        self.check(len(offset), self.d_model, self.num_heads, self.max_len)
+        return self.values[:, self.index(offset)]  # (H, L, L)
+
+
+@POS_ENCODINGS.register("relative")
+class RelativeBias(LearnedOffsetBias):
+    """Learned bias per signed offset i - j (T5, Shaw et al.): tells before from after."""
+
+    @staticmethod
+    def num_offsets(max_len: int) -> int:
+        return 2 * max_len - 1
+
+    def index(self, offset: Tensor) -> Tensor:
+        return offset + self.max_len - 1
+
+
+@POS_ENCODINGS.register("symmetric")
+class SymmetricBias(LearnedOffsetBias):
+    """Learned bias per distance |i - j|: as free as `relative`, but blind to direction. A control:
+    it can reshape attention (near vs far) yet cannot tell a sequence from its reverse."""
+
+    @staticmethod
+    def num_offsets(max_len: int) -> int:
+        return max_len
+
+    def index(self, offset: Tensor) -> Tensor:
+        return offset.abs()
+
+
 @POS_ENCODINGS.register("alibi")
-class ALiBiEncoding(PositionalEncoding):
-    """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores.
+class ALiBiEncoding(OffsetBias):
+    """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores,
+    with the paper's fixed slopes m_h = 2^(-8 h / H), h = 1..H (one head: m = 2^-8, so the bias
+    spans 0..0.12 at L = 32, a light touch on the scores).
 
     A negative control: the bias depends only on |i - j|, so it cannot tell a sequence from its
     reverse, and halfswap's class B is class A reversed. The model stays at chance there.
@@ -145,14 +245,8 @@ class ALiBiEncoding(PositionalEncoding):
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        # The geometric slopes of the paper: 2^(-8 h / H), h = 1..H.
         slopes = 2.0 ** (-8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
         self.register_buffer("slopes", slopes, persistent=False)
 
-    def bias(self, length: int, like: Tensor) -> Tensor:
-        pos = torch.arange(length, device=like.device)
-        distance = (pos[None, :] - pos[:, None]).abs().to(like.dtype)  # (L, L)
-        return -self.slopes.to(like.dtype)[:, None, None] * distance  # (H, L, L)
-
-    def table(self, length: int) -> Tensor:
-        return self.bias(length, self.slopes)[0]  # (L, L) bias of the first head
+    def offset_bias(self, offset: Tensor) -> Tensor:
+        return -self.slopes[:, None, None] * offset.abs()

@@ -1,10 +1,16 @@
-"""Results of a sweep: one table row per job, mean ± std over seeds, and plots.
+"""Results of a sweep: one table row per job, a summary over seeds, and plots.
 
 `python scripts/report.py <sweep dir>` writes into the sweep folder:
-  results.csv   one row per job (settings from its .hydra/config.yaml, metrics from metrics.json)
-  summary.md    test accuracy mean ± std over seeds per setting, beside chance; failed jobs listed
-  *.png         accuracy vs seq_len per pos_enc, accuracy per task x pos_enc, attention entropy vs
-                d_model per scale: each drawn when the sweep varies its x axis
+  results.csv   one row per job: its settings, budget (epochs and steps trained), metrics, status
+  summary.md    test accuracy (and on position-shuffled sequences) mean ± std over seeds for each
+                combination of the settings that vary across the jobs, with the budget and a verdict
+                (learned / chance / partial / not converged); failed jobs listed
+  *.png         accuracy and shuffled accuracy per task x pos_enc, accuracy vs seq_len, attention
+                entropy vs d_model: each drawn when the sweep varies its x axis
+
+Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep
+over `data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are
+the min-max over seeds: what the runs gave, inside [0, 1].
 
 The sweeper (hydra/sweeper=attnlab) writes it at the end of every multirun, however the sweep ended.
 Every job the sweep planned (its jobs.json) is a row: ok, failed (FAILED, or metrics.json unreadable),
@@ -17,30 +23,67 @@ import csv
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from attnlab import runs
+from attnlab.posenc import POS_ENCODINGS
 
-SETTINGS = {  # column -> (config section, key)
-    "task": ("data", "task"),
-    "seq_len": ("data", "seq_len"),
-    "pos_enc": ("model", "pos_enc"),
-    "scale": ("model", "scale"),
-    "pool": ("model", "pool"),
-    "d_model": ("model", "d_model"),
-    "num_heads": ("model", "num_heads"),
-    "num_layers": ("model", "num_layers"),
-    "lr": ("optim", "lr"),
+COLUMNS = {  # config key -> column name; always in results.csv
+    "data.task": "task",
+    "model.pos_enc": "pos_enc",
+    "data.seq_len": "seq_len",
+    "model.scale": "scale",
+    "model.pool": "pool",
+    "model.d_model": "d_model",
+    "model.num_heads": "num_heads",
+    "model.num_layers": "num_layers",
+    "optim.lr": "lr",
+    "data.n_train": "n_train",
+    "data.batch_size": "batch_size",
+    "trainer.max_epochs": "max_epochs",
+    "early_stop.patience": "patience",
 }
-METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss"]
+ALWAYS_GROUPED = ("data.task", "model.pos_enc")
+# Keys that do not change what a job computes (or differ between jobs by construction): never grouped.
+NOT_SETTINGS = {
+    "seed",
+    "output_dir",
+    "resume",
+    "progress",
+    "torch_threads",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+}
+METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc"]
+BUDGET = ["epochs", "steps", "stopped_early", "converged"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 NUM_CLASSES = 2
 CHANCE = 1 / NUM_CLASSES  # classes are balanced
+LEARNED = 0.9  # mean test accuracy from which a setting counts as learned
+NEAR_CHANCE = 0.1  # ... and within this of chance, at chance
+DEFAULT_PATIENCE = 3  # epochs without a better val/loss that make a plateau, where early_stop.patience is null
+
+
+def plateaued(val_loss: list[float], patience: int, min_delta: float) -> bool:
+    """True when the last `patience` validations brought no val/loss lower than the best before them by
+    `min_delta`: the rule `early_stop` stops on. Too few epochs to tell counts as not plateaued."""
+    if len(val_loss) <= patience:
+        return False
+    return min(val_loss[-patience:]) > min(val_loss[:-patience]) - min_delta
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def planned_jobs(sweep_dir: Path) -> list[str] | None:
@@ -61,18 +104,34 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else "."}
     try:
-        cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-        row.update({col: OmegaConf.select(cfg, f"{section}.{key}") for col, (section, key) in SETTINGS.items()})
-        row["seed"] = cfg.get("seed")
+        cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"), enum_to_str=True)
+        settings = flatten(cfg)  # type: ignore[arg-type]
     except Exception:  # never started (or its config is gone): a row all the same
-        row.update(dict.fromkeys([*SETTINGS, "seed"]))
+        row["settings"] = {}
+        row.update(dict.fromkeys([*COLUMNS.values(), "seed"]))
         row["status"] = "unfinished" if job_dir.exists() else "not started"
         return row
+    row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
+    row.update({col: settings.get(key) for key, col in COLUMNS.items()})
+    row["seed"] = settings.get("seed")
     row["status"], reason = runs.status(job_dir)
     if row["status"] == "ok":
         metrics = json.loads((job_dir / runs.METRICS).read_text())
         row.update({k: metrics.get(k) for k in METRICS})
         row.update({k: (metrics.get("diagnostics") or {}).get(k) for k in DIAGNOSTICS})
+        history = metrics.get("history") or {}
+        if history.get("train/acc"):
+            row["train/acc"] = history["train/acc"][-1]
+        row["epochs"], row["steps"] = metrics.get("epochs"), metrics.get("global_step")
+        row["stopped_early"] = metrics.get("stopped_early")
+        patience = settings.get("early_stop.patience") or DEFAULT_PATIENCE
+        min_delta = settings.get("early_stop.min_delta", 1e-3)
+        # None: a run from before histories were kept; its convergence is unknown.
+        row["converged"] = (
+            bool(metrics.get("stopped_early")) or plateaued(history["val/loss"], patience, min_delta)
+            if history.get("val/loss")
+            else None
+        )
         row["fit_seconds"] = metrics.get("fit_seconds")
     elif reason:
         row["error"] = reason
@@ -83,63 +142,130 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return [read_job(sweep_dir, d) for d in job_dirs(sweep_dir)]
 
 
-def varying(rows: list[dict[str, Any]], columns: Iterable[str]) -> list[str]:
-    """The setting columns that take more than one value in the sweep (task and pos_enc always)."""
-    return [c for c in columns if c in ("task", "pos_enc") or len({str(r[c]) for r in rows}) > 1]
+def varying(rows: list[dict[str, Any]]) -> list[str]:
+    """Config keys whose value differs between the jobs (task and pos_enc always), seed excluded."""
+    keys = {k for r in rows for k in r["settings"]}
+    differ = [
+        k
+        for k in keys
+        if k in ALWAYS_GROUPED or len({json.dumps(r["settings"].get(k), sort_keys=True) for r in rows}) > 1
+    ]
+    order = list(COLUMNS)
+    return sorted(differ, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def column(key: str) -> str:
+    return COLUMNS.get(key, key)
 
 
-def group(rows: list[dict[str, Any]], keys: list[str], metric: str) -> dict[tuple, list[float]]:
-    groups: dict[tuple, list[float]] = defaultdict(list)
+def setting_of(row: dict[str, Any], keys: list[str]) -> tuple:
+    return tuple(row["settings"].get(k) for k in keys)
+
+
+def sort_key(setting: tuple, keys: list[str]) -> tuple:
+    """Encodings in the registry's order (none first, the distance-only controls last), numbers by
+    value (8 < 16 < 128), then names."""
+    out = []
+    for k, v in zip(keys, setting, strict=True):
+        if k == "model.pos_enc" and v in POS_ENCODINGS.names():
+            out.append((0, POS_ENCODINGS.names().index(v), ""))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out.append((0, v, ""))
+        else:
+            out.append((1, 0, str(v)))
+    return tuple(out)
+
+
+def groups_of(rows: list[dict[str, Any]], keys: list[str]) -> dict[tuple, list[dict[str, Any]]]:
+    """The finished jobs of each setting (the seeds), in a meaningful order."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok" and r.get(metric) is not None:
-            groups[tuple(r[k] for k in keys)].append(float(r[metric]))
-    return groups
+        if r["status"] == "ok" and r.get("test/acc") is not None:
+            groups[setting_of(r, keys)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: sort_key(kv[0], keys)))
 
 
-def natural(setting: tuple) -> tuple:
-    """Sort key: numbers by value (8 < 16 < 128), then names."""
-    return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in setting)
+def values(group: list[dict[str, Any]], metric: str) -> list[float]:
+    return [float(r[metric]) for r in group if r.get(metric) is not None]
 
 
-def pm(values: list[float]) -> str:
+def pm(vals: list[float]) -> str:
     """'mean ± std' over seeds; '–' where there is no value, no ± for a single one."""
-    if not values:
+    if not vals:
         return "–"
-    m, s = mean_std(values)
-    return f"{m:.3f} ± {s:.3f}" if len(values) > 1 else f"{m:.3f}"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
-def verdict(mean: float) -> str:
-    return "chance" if abs(mean - CHANCE) <= 0.1 else "learned" if mean >= 0.9 else "partial"
+def span(vals: list[Any]) -> str:
+    """'8' when every seed agrees, '5–8' when not."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    lo, hi = min(vals), max(vals)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def verdict(group: list[dict[str, Any]]) -> str:
+    """learned / chance / partial from the mean test accuracy; "not converged" instead of chance or
+    partial when some seed's val/loss was still improving when its budget ran out."""
+    mean = statistics.fmean(values(group, "test/acc"))
+    if mean >= LEARNED:
+        return "learned"
+    converged = [r.get("converged") for r in group]
+    if False in converged:
+        return "not converged"
+    label = "chance" if abs(mean - CHANCE) <= NEAR_CHANCE else "partial"
+    return label if None not in converged else f"{label} (convergence unknown)"
+
+
+def budget_line(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    """The budget shared by every job (keys that vary are columns of the table instead)."""
+    parts = []
+    for key in ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience"):
+        if key in keys:
+            continue
+        vals = {json.dumps(r["settings"].get(key)) for r in rows if r["settings"]}
+        if len(vals) == 1:
+            parts.append(f"{key}={vals.pop()}")
+    return ", ".join(parts)
 
 
 def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
-    keys = varying(rows, SETTINGS)
-    acc, shuffled = group(rows, keys, "test/acc"), group(rows, keys, "test/acc_shuffled")
+    keys = varying(rows)
     count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
         "",
         f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in count.items() if n or s == "ok") + ". "
-        f"Test accuracy, mean ± std over seeds (n = number of seeds); chance = {CHANCE:.2f} "
-        "(balanced classes). `shuffled`: the same test set with positions shuffled.",
+        f"Test accuracy, mean ± std over seeds (n = number of seeds) for each combination of the settings "
+        f"that vary between the jobs; chance = {CHANCE:.2f} (balanced classes). `shuffled`: the same test "
+        "set with positions shuffled.",
         "",
-        "| " + " | ".join([*keys, "n", "test/acc", "shuffled", "chance", "verdict"]) + " |",
-        "|" + "---|" * (len(keys) + 5),
+        f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max).",
+        "",
+        f"Verdict: `learned` at a mean of {LEARNED:.2f} or more; `chance` within {NEAR_CHANCE:.2f} of chance and "
+        "`partial` otherwise, both only when every seed's validation loss had stopped improving (stopped early, "
+        f"or no better by early_stop.min_delta over its last early_stop.patience epochs, {DEFAULT_PATIENCE} "
+        "when unset); `not converged` when some seed's was still improving as its budget ran out: "
+        "more trainer.max_epochs (or early_stop.patience with a cap) would tell.",
+        "",
+        "| "
+        + " | ".join([*map(column, keys), "n", "test/acc", "shuffled", "chance", "verdict", "epochs", "steps"])
+        + " |",
+        "|" + "---|" * (len(keys) + 7),
     ]
-    for setting, values in sorted(acc.items(), key=lambda kv: natural(kv[0])):
-        m = statistics.fmean(values)
+    for setting, group in groups_of(rows, keys).items():
         cells = [
             *map(str, setting),
-            str(len(values)),
-            pm(values),
-            pm(shuffled.get(setting, [])),
+            str(len(group)),
+            pm(values(group, "test/acc")),
+            pm(values(group, "test/acc_shuffled")),
             f"{CHANCE:.2f}",
-            verdict(m),
+            verdict(group),
+            span([r.get("epochs") for r in group]),
+            span([r.get("steps") for r in group]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if r["status"] != "ok"]
@@ -150,81 +276,124 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = ["job", "status", *SETTINGS, "seed", *METRICS, *DIAGNOSTICS, "fit_seconds", "error"]
+    extra = [column(k) for k in varying(rows) if k not in COLUMNS]  # any other key the sweep varies
+    for r in rows:
+        r.update({column(k): r["settings"].get(k) for k in varying(rows) if k not in COLUMNS})
+    columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *DIAGNOSTICS]
+    columns += ["fit_seconds", "error"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def plot_lines(rows, x: str, line: str, metric: str, path: Path, ylabel: str, reference: str | None = None) -> bool:
-    """Mean of `metric` against `x`, one line per value of `line`, averaged over everything else."""
-    if len({r[x] for r in rows}) < 2:
-        return False
+def label(keys: list[str], setting: tuple) -> str:
+    return ", ".join(f"{column(k)}={v}" for k, v in zip(keys, setting, strict=True))
+
+
+def min_max(vals: list[float]) -> tuple[float, float, float]:
+    """(mean, mean - min, max - mean): an error bar over the seeds, never past what they gave."""
+    m = statistics.fmean(vals)
+    return m, m - min(vals), max(vals) - m
+
+
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    for name, points in sorted(_by(rows, line, x, metric).items()):
+    return plt
+
+
+def budget_title(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    oks = [r for r in rows if r["status"] == "ok"]
+    seeds = sorted({r["seed"] for r in oks}, key=str)
+    return f"{budget_line(rows, keys)}; epochs trained {span([r.get('epochs') for r in oks])}; seeds {seeds}"
+
+
+def plot_lines(rows, x: str, metric: str, path: Path, ylabel: str, reference: str | None = None) -> bool:
+    """Mean of `metric` against config key `x`, min–max over seeds, one line per combination of every
+    other setting that varies (never averaged over a setting)."""
+    keys = varying(rows)
+    if x not in keys or len({r["settings"].get(x) for r in rows if r["settings"]}) < 2:
+        return False
+    others = [k for k in keys if k != x and len({json.dumps(r["settings"].get(k)) for r in rows}) > 1]
+    lines: dict[tuple, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["status"] == "ok" and r.get(metric) is not None:
+            lines[setting_of(r, others)][r["settings"][x]].append(float(r[metric]))
+    if not lines:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for setting in sorted(lines, key=lambda s: sort_key(s, others)):
+        points = lines[setting]
         xs = sorted(points)
-        means = [statistics.fmean(points[v]) for v in xs]
-        stds = [statistics.pstdev(points[v]) for v in xs]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{line}={name}")
-    if reference:
-        ref = _by(rows, line, x, reference)
-        xs = sorted({v for pts in ref.values() for v in pts})
-        ax.plot(
+        stats = [min_max(points[v]) for v in xs]
+        ax.errorbar(
             xs,
-            [statistics.fmean([p for pts in ref.values() for p in pts.get(v, [])]) for v in xs],
-            "k--",
-            label="uniform attention (log L)",
+            [m for m, _, _ in stats],
+            yerr=[[lo for _, lo, _ in stats], [hi for _, _, hi in stats]],
+            marker="o",
+            capsize=3,
+            label=label(others, setting),
         )
+    if reference:
+        ref: dict[Any, list[float]] = defaultdict(list)
+        for r in rows:
+            if r["status"] == "ok" and r.get(reference) is not None:
+                ref[r["settings"][x]].append(float(r[reference]))
+        xs = sorted(ref)
+        ax.plot(xs, [statistics.fmean(ref[v]) for v in xs], "k--", label="uniform attention (log L)")
     if metric.endswith("acc"):
         ax.axhline(CHANCE, color="gray", linestyle=":", label="chance")
-        ax.set_ylim(0.3, 1.05)
+        ax.set_ylim(0.3, 1.02)
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"{ylabel} (mean, min–max over seeds)")
+    ax.set_title(budget_title(rows, keys), fontsize=8)
+    fig.legend(fontsize=7, loc="outside right upper")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def _by(rows, line: str, x: str, metric: str) -> dict[Any, dict[Any, list[float]]]:
-    out: dict[Any, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["status"] == "ok" and r.get(metric) is not None:
-            out[r[line]][r[x]].append(float(r[metric]))
-    return out
-
-
 def plot_bars(rows, path: Path) -> bool:
-    """Test accuracy per task x pos_enc, mean ± std over seeds, with the chance line."""
-    groups = group(rows, ["pos_enc", "task"], "test/acc")
+    """Per task, test accuracy beside the accuracy on position-shuffled sequences for each encoding
+    (and any other setting that varies), mean with min–max over seeds and each seed as a dot."""
+    keys = varying(rows)
+    groups = groups_of(rows, keys)
     if not groups:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    encodings = sorted({k[0] for k in groups})
-    tasks = sorted({k[1] for k in groups})
-    width = 0.8 / len(tasks)
-    fig, ax = plt.subplots(figsize=(1.4 * len(encodings) + 2, 4), constrained_layout=True)
-    for i, task in enumerate(tasks):
-        stats = [mean_std(groups.get((enc, task), [float("nan")])) for enc in encodings]
-        xs = [j + (i - (len(tasks) - 1) / 2) * width for j in range(len(encodings))]
-        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=task)
-    ax.axhline(CHANCE, color="gray", linestyle=":", label="chance")
-    ax.set_xticks(range(len(encodings)), encodings)
-    ax.set_xlabel("model.pos_enc")
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="lower right")
+    plt = pyplot()
+    tasks = sorted({s[0] for s in groups})
+    rest = keys[1:]  # pos_enc, then anything else that varies
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(max(6.0, 0.9 * len(groups) + 3), 4.2), squeeze=False, constrained_layout=True
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        settings = [s for s in groups if s[0] == task]
+        for offset, metric, name in ((-0.2, "test/acc", "test/acc"), (0.2, "test/acc_shuffled", "positions shuffled")):
+            for i, s in enumerate(settings):
+                vals = values(groups[s], metric)
+                if not vals:
+                    continue
+                m, lo, hi = min_max(vals)
+                color = "C0" if metric == "test/acc" else "C1"
+                ax.bar(i + offset, m, 0.4, yerr=[[lo], [hi]], capsize=3, color=color, label=name if i == 0 else None)
+                ax.plot([i + offset] * len(vals), vals, "k.", markersize=3)
+        for i, s in enumerate(settings):
+            ax.text(i, 1.01, verdict(groups[s]), ha="center", va="bottom", fontsize=7)
+        ax.axhline(CHANCE, color="gray", linestyle=":", label="chance", zorder=3)
+        ax.set_xticks(range(len(settings)), ["\n".join(map(str, s[1:])) for s in settings], fontsize=8)
+        ax.set_xlabel(" / ".join(map(column, rest)))
+        ax.set_ylim(0, 1.08)
+        ax.set_title(f"task={task}")
+    axes[0][0].set_ylabel("accuracy (mean, min–max over seeds)")
+    fig.suptitle(budget_title(rows, keys), fontsize=8)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="outside lower center", ncols=3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -238,11 +407,10 @@ def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     write_csv(rows, sweep_dir / "results.csv")
     (sweep_dir / "summary.md").write_text(summary_markdown(rows, sweep_dir))
     plot_bars(rows, sweep_dir / "acc_by_task_pos_enc.png")
-    plot_lines(rows, "seq_len", "pos_enc", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
+    plot_lines(rows, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
     plot_lines(
         rows,
-        "d_model",
-        "scale",
+        "model.d_model",
         "attn/entropy",
         sweep_dir / "entropy_vs_d_model.png",
         "attention entropy (nats)",

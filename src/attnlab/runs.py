@@ -37,6 +37,8 @@ FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 # Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
 RESUMABLE = (
     "trainer.max_epochs",
+    "early_stop.patience",
+    "early_stop.min_delta",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.accelerator",

@@ -25,6 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from attnlab import runs
@@ -57,6 +58,11 @@ def key_settings(c: dict[str, Any]) -> dict[str, Any]:
         **{k: model[k] for k in ("pos_enc", "scale", "pool", "d_model", "num_heads", "num_layers")},
         "lr": c["optim"]["lr"],
         "seed": c["seed"],
+        # the budget: what "at chance" or "learned" was reached with
+        "n_train": data["n_train"],
+        "batch_size": data["batch_size"],
+        "max_epochs": c["trainer"]["max_epochs"],
+        "early_stop_patience": c["early_stop"]["patience"],
     }
 
 
@@ -172,6 +178,9 @@ def run(
     )
     clock = StepClock()
     callbacks: list[pl.Callback] = [checkpoint, last, stop, clock, *extra_callbacks]
+    early = c["early_stop"]
+    if early["patience"] is not None:  # same rule as the report's "plateau" (attnlab.report.plateaued)
+        callbacks.append(EarlyStopping("val/loss", min_delta=early["min_delta"], patience=early["patience"]))
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
     if c["trainer"]["enable_progress_bar"]:
@@ -200,6 +209,9 @@ def run(
         for k, v in trainer.callback_metrics.items()
         if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
     }
+    # Read before the test, whose loading of the best checkpoint restores that epoch's history and state.
+    history = {k: list(v) for k, v in module.history.items()}
+    stopped_early = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     best = checkpoint.best_model_path or None
     test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
@@ -213,6 +225,8 @@ def run(
         "test/acc_shuffled": test.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "stopped_early": stopped_early,  # early_stop.patience epochs without a better val/loss
+        "history": history,  # per epoch: val/acc, val/loss, train/acc (the report's convergence check)
         "fit_seconds": round(fit_seconds, 3),
         "startup_seconds": clock.startup_seconds and round(clock.startup_seconds, 3),  # process start -> 1st step
         "best_checkpoint": best and os.path.relpath(best, out),  # relative: the run folder can move
