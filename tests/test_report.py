@@ -1,0 +1,156 @@
+"""The report reads as the data says: grouped by every setting that varies, with the budget, a verdict
+that tells "at chance" from "not converged", and plots that show no more than the runs gave.
+
+Sweep folders are written here as the sweeper would (a job = .hydra/config.yaml + metrics.json), so
+each case is exact and quick; tests/test_sweeps.py covers the report of real sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from attnlab import report
+from attnlab.report import plateaued, write_report
+
+from .conftest import CONF
+
+FLAT = [0.6931, 0.6932, 0.6931, 0.6931, 0.6932]  # at chance for good: a plateau
+FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran out
+
+
+def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: list[float] | None = FLAT, **kw):
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"output_dir={job}", *overrides])
+    OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
+    epochs = len(val_loss or [0] * 5)
+    metrics = {
+        "test/acc": acc,
+        "test/acc_shuffled": kw.pop("shuffled", 0.5),
+        "val/acc_best": acc,
+        "test/loss": 0.69,
+        "epochs": epochs,
+        "global_step": 4 * epochs,
+        "stopped_early": kw.pop("stopped_early", False),
+        **({"history": {"val/loss": val_loss, "val/acc": [acc] * epochs}} if val_loss is not None else {}),
+    }
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def rows_of(summary: str) -> list[list[str]]:
+    table = [line for line in summary.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table]
+
+
+def test_every_varying_setting_is_a_column_never_averaged_as_seeds(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for n, acc in ((256, 0.5), (8192, 1.0)):
+        for wd in (0.0, 0.1):
+            for seed in (0, 1):
+                overrides = ["data=halfswap", f"data.n_train={n}", f"optim.weight_decay={wd}", f"seed={seed}"]
+                add_job(sweep, f"n{n}-wd{wd}-s{seed}", overrides, acc)
+    write_report(sweep)
+    header, *rows = rows_of((sweep / "summary.md").read_text())
+    assert header[:5] == ["task", "pos_enc", "n_train", "optim.weight_decay", "n"]
+    assert len(rows) == 4 and all(r[4] == "2" for r in rows)  # 2 seeds per cell, not 4 mixed jobs
+    by_n = {(r[2], r[3]): r[5] for r in rows}
+    assert by_n == {("256", "0.0"): "0.500 ± 0.000", ("256", "0.1"): "0.500 ± 0.000",
+                    ("8192", "0.0"): "1.000 ± 0.000", ("8192", "0.1"): "1.000 ± 0.000"}  # fmt: skip
+    with (sweep / "results.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert {r["optim.weight_decay"] for r in csv_rows} == {"0.0", "0.1"}
+    assert {r["n_train"] for r in csv_rows} == {"256", "8192"}
+
+
+def test_seed_and_display_settings_are_not_groups(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed, bar in ((0, "true"), (1, "false"), (2, "true")):
+        add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}", f"trainer.enable_progress_bar={bar}"], 0.5)
+    write_report(sweep)
+    header, *rows = rows_of((sweep / "summary.md").read_text())
+    assert header[:3] == ["task", "pos_enc", "n"] and len(rows) == 1 and rows[0][2] == "3"
+
+
+@pytest.mark.parametrize(
+    "val_loss,stopped_early,acc,expected",
+    [
+        (FLAT, False, 0.5, "chance"),
+        (FALLING, False, 0.5, "not converged"),  # the issue's halfswap/learned with 2 epochs
+        (FALLING[:2], False, 0.5, "not converged"),  # too few epochs to tell a plateau
+        (FALLING, True, 0.5, "chance"),  # early stopping saw the plateau
+        (FALLING, False, 1.0, "learned"),  # learned needs no plateau
+        (FLAT, False, 0.7, "partial"),
+        (None, False, 0.5, "chance (convergence unknown)"),  # a run from before histories were kept
+    ],
+)
+def test_verdict_tells_chance_from_not_converged(tmp_path, val_loss, stopped_early, acc, expected) -> None:
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "a", ["data=halfswap", "model.pos_enc=learned"], acc, val_loss, stopped_early=stopped_early)
+    add_job(sweep, "b", ["data=halfswap", "model.pos_enc=learned", "seed=1"], acc, FLAT)
+    write_report(sweep)
+    _, row = rows_of((sweep / "summary.md").read_text())
+    assert row[6] == expected
+
+
+def test_the_budget_is_in_the_summary_and_the_csv(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed, epochs in ((0, 3), (1, 5)):
+        overrides = ["data=halfswap", "trainer.max_epochs=5", "data.batch_size=64", "data.n_train=512", f"seed={seed}"]
+        add_job(sweep, f"s{seed}", overrides, 0.5, FLAT[:epochs], stopped_early=epochs < 5)
+    write_report(sweep)
+    summary = (sweep / "summary.md").read_text()
+    assert "Budget: data.n_train=512, data.batch_size=64, trainer.max_epochs=5, early_stop.patience=null" in summary
+    header, row = rows_of(summary)
+    assert dict(zip(header, row, strict=True))["epochs"] == "3–5"
+    assert dict(zip(header, row, strict=True))["steps"] == "12–20"
+    with (sweep / "results.csv").open() as f:
+        got = [(r["epochs"], r["steps"], r["n_train"], r["batch_size"], r["max_epochs"]) for r in csv.DictReader(f)]
+    assert got == [("3", "12", "512", "64", "5"), ("5", "20", "512", "64", "5")]
+
+
+def test_plateau_rule() -> None:
+    assert plateaued([0.7, 0.6, 0.6, 0.6, 0.6], patience=3, min_delta=1e-3)
+    assert not plateaued([0.7, 0.6, 0.6, 0.6, 0.59], patience=3, min_delta=1e-3)
+    assert plateaued([0.7, 0.6, 0.6, 0.6, 0.5995], patience=3, min_delta=1e-3)  # less than min_delta
+    assert not plateaued([0.6, 0.6, 0.6], patience=3, min_delta=1e-3)  # cannot tell yet
+
+
+def test_encodings_in_a_meaningful_order_and_bars_inside_what_the_seeds_gave(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for enc in ("alibi", "rope", "none", "symmetric", "learned"):
+        for seed, acc in ((0, 0.6), (1, 1.0), (2, 1.0)):
+            add_job(sweep, f"{enc}-{seed}", ["data=halfswap", f"model.pos_enc={enc}", f"seed={seed}"], acc)
+    write_report(sweep)
+    _, *rows = rows_of((sweep / "summary.md").read_text())
+    assert [r[1] for r in rows] == ["none", "learned", "rope", "symmetric", "alibi"]  # controls last
+    mean, below, above = report.min_max([0.6, 1.0, 1.0])
+    assert (round(mean - below, 6), round(mean + above, 6)) == (0.6, 1.0)  # mean ± std would pass 1.0
+    assert (sweep / "acc_by_task_pos_enc.png").stat().st_size > 0
+
+
+def test_lines_are_drawn_per_combination_not_averaged_over_a_setting(tmp_path: Path, monkeypatch) -> None:
+    sweep = tmp_path / "sweep"
+    for length in (8, 32):
+        for scale, acc in (("none", 1.0), ("sqrt", 0.5)):
+            for seed in (0, 1, 2):
+                overrides = ["data=halfswap", "model.pos_enc=rope", f"data.seq_len={length}", f"model.scale={scale}"]
+                add_job(sweep, f"{length}-{scale}-{seed}", [*overrides, f"seed={seed}"], acc)
+    drawn = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "errorbar",
+        lambda self, x, y, **kw: (drawn.append((kw["label"], list(y))), real(self, x, y, **kw))[1],
+    )
+    write_report(sweep)
+    drawn = [(name, y) for name, y in drawn if not name.startswith("_")]  # bars draw theirs unlabelled
+    assert sorted(drawn) == [("scale=none", [1.0, 1.0]), ("scale=sqrt", [0.5, 0.5])]  # not one line at 0.75
+    assert (sweep / "acc_vs_seq_len.png").stat().st_size > 0
