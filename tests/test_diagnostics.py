@@ -49,6 +49,7 @@ def runs(tmp_path_factory) -> dict:
                  "model.num_layers=2", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"],
             )  # fmt: skip
         result[pos_enc] = (train(cfg), read_events(out))
+        result[f"{pos_enc} folder"] = out
     return result
 
 
@@ -86,11 +87,40 @@ def test_hparams_and_config_text(runs) -> None:
     assert events["text"] == ["config/text_summary"]
     assert set(events["hparams"]) >= {"_hparams_/experiment", "_hparams_/session_start_info"}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(events["hparams"]["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"val/acc_best", "test/acc"}
+    assert {m.name.tag for m in experiment.metric_infos} == {"hparams/val/acc_best", "hparams/test/acc"}
     start = plugin_data_pb2.HParamsPluginData.FromString(events["hparams"]["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
     assert hparams["model/pos_enc"].string_value == "sinusoidal" and hparams["data/seq_len"].number_value == 8
     assert "hp_metric" not in events["scalars"]
+
+
+def test_tensorboard_serves_the_real_curves(runs) -> None:
+    """val/acc_best over the epochs and test/acc at the last step, as TensorBoard serves them (the
+    HParams tab's copies, logged at step 0, must not send the curves back in time)."""
+    from .conftest import tensorboard_run
+
+    metrics, _ = runs["sinusoidal"]
+    acc = tensorboard_run(runs["sinusoidal folder"] / "tb")
+    steps_per_epoch = metrics["global_step"] // metrics["epochs"]
+    best = [(e.step, e.value) for e in acc.Scalars("val/acc_best")]
+    assert [s for s, _ in best] == [steps_per_epoch * (i + 1) - 1 for i in range(metrics["epochs"])]
+    assert best[-1][1] == pytest.approx(metrics["val/acc_best"])
+    test = [(e.step, e.value) for e in acc.Scalars("test/acc")]
+    assert test == [(metrics["global_step"], pytest.approx(metrics["test/acc"]))]
+    assert [e.value for e in acc.Scalars("hparams/test/acc")] == [pytest.approx(metrics["test/acc"])]
+
+
+def test_attention_images_share_one_colour_scale() -> None:
+    """A near-uniform map looks flat (not stretched into stripes); the bar at the right is the scale."""
+    near_uniform = torch.full((32, 32), 1 / 32) + 0.004 * torch.rand(32, 32)
+    image = heatmap(near_uniform, value_range=(0.0, 1.0))
+    cells = image[:, :, :192]
+    assert image.shape[1] == 192 and image.shape[2] > 192  # the colour bar
+    assert (cells.int() - cells[:, :1, :1].int()).abs().max() <= 2  # one colour, to within rounding
+    stretched = heatmap(near_uniform)  # own range: for tables, not attention
+    assert (stretched.int() - stretched[:, :1, :1].int()).abs().max() > 100
+    sharp = torch.eye(4)
+    assert heatmap(sharp, value_range=(0.0, 1.0))[:, 0, 0].tolist() == [253, 231, 36]  # viridis(1.0): yellow
 
 
 def test_heatmap_and_stats_units() -> None:

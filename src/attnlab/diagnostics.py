@@ -1,7 +1,8 @@
 """What the model looks at, logged to TensorBoard at the end of every validation epoch.
 
-- images: attention weights of one fixed validation example per class, every layer and head,
-  and the positional encoding where there is one (Images tab; the slider shows them evolve);
+- images: attention weights of one fixed validation example per class, every layer and head, on
+  one fixed colour scale 0..1 (bar at the right edge), and the positional encoding where there is
+  one, on its own range (Images tab; the slider shows them evolve);
 - scalars: attention entropy (nats; `attn/entropy_uniform` = log L is the no-preference reference),
   mean max attention probability, std of pre-softmax scores within a row, gradient norm;
 - permutation sensitivity: `val/acc_shuffled`, accuracy on the validation sequences with
@@ -33,16 +34,27 @@ MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 
 MAX_IMAGE_CELLS = 256  # longer maps are average-pooled down to this many rows and columns
 
 
-def heatmap(matrix: Tensor, min_size: int = 192) -> Tensor:
-    """(R, C) values -> (3, H, W) uint8 image in the viridis colormap, each cell a visible square."""
+def heatmap(matrix: Tensor, value_range: tuple[float, float] | None = None, min_size: int = 192) -> Tensor:
+    """(R, C) values -> (3, H, W) uint8 image in the viridis colormap, each cell a visible square.
+
+    `value_range` (lo, hi): a fixed colour scale, drawn as a bar at the right edge (bottom lo, top hi),
+    so images of different runs and epochs compare (attention weights: (0, 1); a near-uniform map then
+    looks flat, as it is). None: stretched to the matrix's own min..max (tables of encodings)."""
     m = matrix.detach().float().cpu()
     if max(m.shape) > MAX_IMAGE_CELLS:
         m = F.adaptive_avg_pool2d(m[None], (min(m.shape[0], MAX_IMAGE_CELLS), min(m.shape[1], MAX_IMAGE_CELLS)))[0]
-    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
+    lo, hi = value_range or (m.min().item(), m.max().item())
+    m = ((m - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
     lut = torch.tensor(matplotlib.colormaps["viridis"](range(256))[:, :3], dtype=torch.float32)  # (256, 3)
     rgb = lut[(m * 255).round().long()]  # (R, C, 3)
     k = max(1, math.ceil(min_size / max(m.shape)))
-    rgb = rgb.repeat_interleave(k, 0).repeat_interleave(k, 1)
+    rgb = rgb.repeat_interleave(k, 0).repeat_interleave(k, 1)  # (H, W, 3)
+    if value_range is not None:
+        height = rgb.shape[0]
+        ramp = lut[torch.linspace(255, 0, height).round().long()]  # (H, 3): top = hi
+        bar = ramp[:, None, :].expand(height, max(8, rgb.shape[1] // 16), 3)
+        gap = torch.ones(height, 4, 3)  # white
+        rgb = torch.cat((rgb, gap, bar), dim=1)
     return (rgb * 255).to(torch.uint8).permute(2, 0, 1)
 
 
@@ -151,7 +163,7 @@ class AttentionDiagnostics(pl.Callback):
             for head in range(layer_map.weights.shape[1]):
                 for c, class_name in enumerate(CLASS_NAMES):
                     tag = f"attention/class_{class_name}/layer{layer}_head{head}"
-                    images[tag] = heatmap(layer_map.weights[c, head])
+                    images[tag] = heatmap(layer_map.weights[c, head], value_range=(0.0, 1.0))
         table = pl_module.net.pos_enc.table(fixed.shape[1])
         if table is not None:
             images["pos_enc"] = heatmap(table)

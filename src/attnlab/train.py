@@ -236,9 +236,11 @@ def run(
     if not trainer.is_global_zero:  # under DDP, one process writes the results
         return metrics
     # HParams tab: the whole run config beside its real final metrics, one row per run of a sweep.
+    # Its metrics under tags of their own: logged at step 0 under val/acc_best or test/acc they would go
+    # back in time, and TensorBoard then drops the real curve.
     logger.log_hyperparams(
         {k: v for k, v in c.items() if k != "output_dir"},
-        {k: metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
+        {f"hparams/{k}": metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
     )
     logger.finalize("success")
     runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
