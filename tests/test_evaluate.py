@@ -1,5 +1,7 @@
 """scripts/evaluate.py: length generalisation, and clear errors for what cannot be evaluated."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import torch
 from attnlab.checkpoint import load_module
 from attnlab.errors import ConfigError
 
-from .conftest import ROOT, TINY, read_metrics
+from .conftest import ROOT, TINY, read_metrics, run_train
 
 EVALUATE = ROOT / "scripts" / "evaluate.py"
 
@@ -21,8 +23,6 @@ def evaluate(*args: str, cwd) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory):
     """One tiny trained halfswap run with a learned encoding of 16 positions."""
-    from .conftest import run_train
-
     tmp = tmp_path_factory.mktemp("eval")
     run_dir = tmp / "run"
     proc = run_train(
@@ -33,12 +33,20 @@ def learned_run(tmp_path_factory):
 
 
 def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> None:
-    proc = evaluate(f"run_dir={learned_run}", "eval.seq_lens=[4,8,16]", "eval.n=64", cwd=tmp_path)
+    before = read_metrics(learned_run)
+    proc = evaluate(f"run_dir={learned_run}", "eval.seq_lens=[4,8,16]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    results = read_metrics(learned_run)["length_generalization"]
-    assert set(results) == {"4", "8", "16"} and all(0 <= v <= 1 for v in results.values())
-    assert "test/acc" in read_metrics(learned_run)  # training metrics kept
-    assert "      16" in proc.stdout
+    metrics = read_metrics(learned_run)
+    results = metrics["length_generalization"]
+    assert list(results) == ["4", "8", "16"]
+    # the training length, the best checkpoint and eval.n = data.n_test: the run's own test set, its test/acc
+    assert results["8"] == before["test/acc"]
+    assert metrics["length_generalization_checkpoint"] == {
+        "file": "checkpoints/best.ckpt",
+        "global_step": before["global_step"],
+    }
+    assert {k: v for k, v in metrics.items() if not k.startswith("length_generalization")} == before  # kept
+    assert f"       8  {before['test/acc']:.4f}" in proc.stdout
     assert not list(tmp_path.iterdir())  # writes only into the run it evaluates
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -50,6 +58,42 @@ def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> No
         if "eval/acc_vs_seq_len" in acc.Tags()["scalars"]:
             steps += [e.step for e in acc.Scalars("eval/acc_vs_seq_len")]
     assert sorted(steps) == [4, 8, 16]
+
+
+def fresh_copy(run_dir, dest):
+    """A copy of the run as training left it (without what other tests evaluated into it)."""
+    shutil.copytree(run_dir, dest)
+    metrics = read_metrics(dest)
+    clean = {k: v for k, v in metrics.items() if not k.startswith("length_generalization")}
+    (dest / "metrics.json").write_text(json.dumps(clean))
+    return dest
+
+
+def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_old(learned_run, tmp_path) -> None:
+    run = fresh_copy(learned_run, tmp_path / "run")
+    for lengths in ("[4]", "[16]"):
+        assert evaluate(f"run_dir={run}", f"eval.seq_lens={lengths}", cwd=tmp_path).returncode == 0
+    first = read_metrics(run)["length_generalization"]
+    assert list(first) == ["4", "16"]
+    assert evaluate(f"run_dir={run}", "eval.seq_lens=[8]", "eval.ckpt=last", cwd=tmp_path).returncode == 0
+    metrics = read_metrics(run)
+    assert list(metrics["length_generalization"]) == ["8"]
+    assert metrics["length_generalization_checkpoint"]["file"] == "checkpoints/last.ckpt"
+    assert metrics["length_generalization_earlier"] == [
+        {"checkpoint": {"file": "checkpoints/best.ckpt", "global_step": metrics["global_step"]}, "acc": first}
+    ]
+
+
+def test_a_resume_keeps_the_lengths(learned_run, tmp_path) -> None:
+    run = fresh_copy(learned_run, tmp_path / "run")
+    assert evaluate(f"run_dir={run}", "eval.seq_lens=[4,16]", cwd=tmp_path).returncode == 0
+    evaluated = read_metrics(run)
+    proc = run_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = read_metrics(run)
+    assert metrics["epochs"] == 2 and not (run / "metrics.previous.json").exists()
+    for key in ("length_generalization", "length_generalization_checkpoint"):
+        assert metrics[key] == evaluated[key]  # with the checkpoint (and step) they were measured on
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ class TrainConfig:
 class EvalSection:
     seq_lens: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     ckpt: str = "best"  # best | last | a path to a .ckpt file
-    n: int = 1024  # test sequences per length
+    n: Any = None  # test sequences per length; null: the run's data.n_test
     batch_size: int = 256
 
 

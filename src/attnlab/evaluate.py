@@ -1,13 +1,19 @@
 """Length generalisation: a trained checkpoint scored on test sets of other sequence lengths.
 
 Each length gets a fresh test set from the run's `data.seed` (and the length), so the numbers are
-reproducible and never overlap training data. Results go to the run's metrics.json
-(`length_generalization`: {seq_len: acc}) and to TensorBoard (`eval/acc_vs_seq_len`, step = seq_len).
+reproducible and never overlap training data; the training length gets the run's own test set, so
+with the best checkpoint and `eval.n` = `data.n_test` (the default) it gives back the run's test/acc.
+
+Results go to the run's metrics.json and to TensorBoard (`eval/acc_vs_seq_len`, step = seq_len):
+`length_generalization` {seq_len: acc} of the checkpoint named in `length_generalization_checkpoint`
+(file and training step). Evaluating the same checkpoint again adds lengths to it; another checkpoint
+starts a new table, and the old one moves to `length_generalization_earlier` with its checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,12 @@ from attnlab.data import derive_seed, make_split
 from attnlab.errors import ConfigError
 from attnlab.runs import run_config
 
+KEY = "length_generalization"  # in metrics.json; train.py carries its keys over when a run is resumed
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
@@ -32,7 +44,7 @@ def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
 
 
 def evaluate_lengths(
-    run_dir: str | Path, seq_lens: list[int], ckpt: str = "best", n: int = 1024, batch_size: int = 256
+    run_dir: str | Path, seq_lens: list[int], ckpt: str = "best", n: int | None = None, batch_size: int = 256
 ) -> dict[int, float]:
     run_dir = Path(run_dir)
     c = run_config(run_dir)
@@ -40,10 +52,11 @@ def evaluate_lengths(
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
-    for key, value in (("eval.n", n), ("eval.batch_size", batch_size)):
-        if not value > 0:
-            raise ConfigError(key, value, "must be > 0")
     data, model = c["data"], c["model"]
+    n = data["n_test"] if n is None else n
+    for key, value in (("eval.n", n), ("eval.batch_size", batch_size)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ConfigError(key, value, "must be an integer > 0")
     for length in seq_lens:  # refuse every impossible length before evaluating any
         try:
             if length <= 0:
@@ -51,15 +64,27 @@ def evaluate_lengths(
             check_seq_len(data, model, length)
         except ConfigError as e:
             raise ConfigError("eval.seq_lens", length, e.allowed) from e
-    module = load_module(checkpoint_path(run_dir, ckpt))
+    path = checkpoint_path(run_dir, ckpt)
+    module = load_module(path)
     results = {}
     for length in seq_lens:
-        x, y = make_split(data["task"], n, length, data["dim"], derive_seed(data["seed"], "test", length))
+        # The training length: the run's own test set (the data module's seed); others: one set per length.
+        own = length == data["seq_len"]
+        seed = derive_seed(data["seed"], "test") if own else derive_seed(data["seed"], "test", length)
+        x, y = make_split(data["task"], n, length, data["dim"], seed)
         results[length] = accuracy(module.net, x, y, batch_size)
 
-    metrics_path = run_dir / "metrics.json"
-    metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics["length_generalization"] = {str(k): v for k, v in results.items()}
+    metrics_path = run_dir / runs.METRICS
+    metrics: dict[str, Any] = json.loads(metrics_path.read_text())
+    which = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), "global_step": checkpoint_step(path)}
+    table = {str(k): v for k, v in results.items()}
+    if metrics.get(KEY) and metrics.get(f"{KEY}_checkpoint") == which:  # more lengths of the same weights
+        table = {**metrics[KEY], **table}
+    elif metrics.get(KEY):  # another checkpoint (or the same file after more training): keep the old table
+        earlier = {"checkpoint": metrics.get(f"{KEY}_checkpoint"), "acc": metrics[KEY]}
+        metrics[f"{KEY}_earlier"] = [*metrics.get(f"{KEY}_earlier", []), earlier]
+    metrics[KEY] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
+    metrics[f"{KEY}_checkpoint"] = which
     runs.write_json_atomic(metrics_path, metrics)
     with SummaryWriter(str(run_dir / "tb")) as writer:
         for length, acc in results.items():

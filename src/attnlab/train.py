@@ -11,6 +11,8 @@ Files under `output_dir`:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import time
@@ -34,6 +36,7 @@ from attnlab.console import announce_end, announce_start, progress_bar
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.errors import ConfigError, Interrupted
+from attnlab.evaluate import KEY as LENGTHS_KEY
 from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.module import LitClassifier
 from attnlab.timing import StepClock
@@ -243,6 +246,11 @@ def run(
         {f"hparams/{k}": metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
     )
     logger.finalize("success")
+    previous = out / "metrics.previous.json"  # a resumed run's earlier results: keep what evaluate.py added
+    if previous.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            metrics.update({k: v for k, v in json.loads(previous.read_text()).items() if k.startswith(LENGTHS_KEY)})
     runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
+    previous.unlink(missing_ok=True)
     announce_end(metrics, out, time.perf_counter() - began)
     return metrics
