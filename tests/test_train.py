@@ -13,7 +13,8 @@ def test_fast_dev_run(train_cli) -> None:
     proc, run_dir = train_cli("data=halfswap", "model.pos_enc=sinusoidal", "trainer.fast_dev_run=true", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = read_metrics(run_dir)
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["global_step"] == 1 and metrics["best_checkpoint"] is None  # one batch, nothing saved
+    assert (metrics["test/acc"] * 64).is_integer()  # one test batch of 64 sequences
     assert metrics["settings"]["pos_enc"] == "sinusoidal"
 
 
@@ -68,14 +69,25 @@ def test_what_a_run_prints(train_cli) -> None:
     assert last.startswith("[attnlab] done in ") and "test/acc " in last and str(run_dir) in last
 
 
-@pytest.mark.parametrize("preset", ["fdr", "overfit", "profiler", "limit"])
-def test_debug_presets(compose_cfg, preset: str) -> None:
+@pytest.mark.parametrize(
+    "preset,steps,checkpoints",
+    [
+        ("fdr", 1, False),  # one batch of each stage, no checkpoints
+        ("overfit", 2, False),  # its 2 batches (the same each epoch: tests/test_data.py), validated every 10th
+        ("profiler", 4, True),  # up to 20 batches: TINY has 4
+        ("limit", 3, True),  # 3 training batches
+    ],
+)
+def test_debug_presets(compose_cfg, tmp_path, caplog, preset: str, steps: int, checkpoints: bool) -> None:
     from attnlab.train import train
 
     cfg = compose_cfg(f"debug={preset}", *TINY)
     assert cfg.trainer.max_epochs == 1  # the command line still wins over the preset
     metrics = train(cfg)
-    assert metrics["global_step"] >= 1
+    assert metrics["global_step"] == steps
+    assert bool(list(tmp_path.glob("checkpoints/*.ckpt"))) == checkpoints
+    if preset == "profiler":
+        assert "Profiler Report" in caplog.text and "run_training_epoch" in caplog.text
 
 
 def test_version() -> None:
