@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnlab import runs
+
 from .conftest import ROOT, TINY, run_train
 
 README = ROOT / "README.md"
@@ -90,10 +92,11 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         proc = run_train(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONWARNINGS": "ignore"}
-    ran = []
+    skipped, wrote = [], []
     for n, original in enumerate(readme_commands()):
         command = adapt(original, tmp_path, run, sweep, n)
         if command is None:
+            skipped.append(original)
             continue
         if original.startswith("make "):
             assert shlex.split(original)[1] in (ROOT / "Makefile").read_text()
@@ -101,5 +104,11 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
             command, shell=True, executable="/bin/bash", cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
         )
         assert proc.returncode == 0, f"README command failed: {original}\nran: {command}\n{proc.stderr[-3000:]}"
-        ran.append(original)
-    assert len(ran) >= 18, ran
+        # a command that trains did train: its run (or every job of its sweep) finished with results
+        for folder in (tmp_path / f"run{n}", *sorted((tmp_path / f"sweep{n}").glob("*/.hydra/.."))):
+            if folder.exists() and "resume=" not in original:
+                assert runs.status(folder) == ("ok", ""), (original, folder)
+                wrote.append(original)
+    # nothing skipped but the two commands CI and the test's own PATH stand for
+    assert sorted(set(skipped)) == [". .venv/bin/activate", "make test"], skipped
+    assert len(set(wrote)) >= 10, wrote

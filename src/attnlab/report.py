@@ -207,6 +207,12 @@ def span(vals: list[Any]) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
+def entropy_cell(group: list[dict[str, Any]]) -> str:
+    """Mean attention entropy over seeds beside its uniform value log L: how far from uniform attention is."""
+    entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
+    return f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
+
+
 def verdict(group: list[dict[str, Any]]) -> str:
     """learned / chance / partial from the mean test accuracy; "not converged" instead of chance or
     partial when some seed's val/loss was still improving when its budget ran out."""
@@ -241,7 +247,8 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
         f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in count.items() if n or s == "ok") + ". "
         f"Test accuracy, mean ± std over seeds (n = number of seeds) for each combination of the settings "
         f"that vary between the jobs; chance = {CHANCE:.2f} (balanced classes). `shuffled`: the same test "
-        "set with positions shuffled.",
+        "set with positions shuffled. `attn entropy`: mean attention entropy in nats (last validation), beside "
+        "its value for uniform attention, log L.",
         "",
         f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max).",
         "",
@@ -253,8 +260,8 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
         "",
         "| "
         + " | ".join([*map(column, keys), "n", "test/acc", "shuffled", "chance", "verdict", "epochs", "steps"])
-        + " |",
-        "|" + "---|" * (len(keys) + 7),
+        + " | attn entropy (log L) |",
+        "|" + "---|" * (len(keys) + 8),
     ]
     for setting, group in groups_of(rows, keys).items():
         cells = [
@@ -266,6 +273,7 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
             verdict(group),
             span([r.get("epochs") for r in group]),
             span([r.get("steps") for r in group]),
+            entropy_cell(group),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if r["status"] != "ok"]
