@@ -183,12 +183,15 @@ class OffsetBias(PositionalEncoding):
 
 
 class LearnedOffsetBias(OffsetBias):
-    """One trained bias per head and offset, up to `max_len` positions (and no further). Starts at
-    zero (attention as without positions); only training moves it."""
+    """One trained bias per head and offset, up to `max_len` positions (and no further).
+
+    Starts at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step.
+    A zero start would be "no positions" until a gradient moves it, and on halfswap a distance-only
+    bias gets none (nothing it can do lowers the loss): the control would never touch attention."""
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        self.values = nn.Parameter(torch.zeros(num_heads, self.num_offsets(max_len)))
+        self.values = nn.Parameter(torch.randn(num_heads, self.num_offsets(max_len)))
 
     @staticmethod
     def num_offsets(max_len: int) -> int:
