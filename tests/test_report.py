@@ -154,3 +154,16 @@ def test_lines_are_drawn_per_combination_not_averaged_over_a_setting(tmp_path: P
     drawn = [(name, y) for name, y in drawn if not name.startswith("_")]  # bars draw theirs unlabelled
     assert sorted(drawn) == [("scale=none", [1.0, 1.0]), ("scale=sqrt", [0.5, 0.5])]  # not one line at 0.75
     assert (sweep / "acc_vs_seq_len.png").stat().st_size > 0
+
+
+def test_a_job_that_never_started_adds_no_columns(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}"], 0.5)
+    jobs = [{"dir": "s0"}, {"dir": "s1"}, {"dir": "s2"}]  # s2 planned, never started
+    (sweep / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+    write_report(sweep)
+    summary = (sweep / "summary.md").read_text()
+    header, *rows = rows_of(summary)
+    assert header[:3] == ["task", "pos_enc", "n"] and rows[0][2] == "2"
+    assert rows[1:] == [["job", "status", "error"], ["`s2`", "not started", ""]]  # the job without results

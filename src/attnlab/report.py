@@ -144,14 +144,15 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def varying(rows: list[dict[str, Any]]) -> list[str]:
     """Config keys whose value differs between the jobs (task and pos_enc always), seed excluded."""
-    keys = {k for r in rows for k in r["settings"]}
-    differ = [
-        k
-        for k in keys
-        if k in ALWAYS_GROUPED or len({json.dumps(r["settings"].get(k), sort_keys=True) for r in rows}) > 1
-    ]
+    known = [r for r in rows if r["settings"]]  # a job that never started has no config to compare
+    keys = {k for r in known for k in r["settings"]}
+    differ = [k for k in keys if k in ALWAYS_GROUPED or len(distinct(known, k)) > 1]
     order = list(COLUMNS)
     return sorted(differ, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
+def distinct(rows: list[dict[str, Any]], key: str) -> set[str]:
+    return {json.dumps(r["settings"].get(key), sort_keys=True) for r in rows if r["settings"]}
 
 
 def column(key: str) -> str:
@@ -232,7 +233,7 @@ def budget_line(rows: list[dict[str, Any]], keys: list[str]) -> str:
     for key in ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience"):
         if key in keys:
             continue
-        vals = {json.dumps(r["settings"].get(key)) for r in rows if r["settings"]}
+        vals = distinct(rows, key)
         if len(vals) == 1:
             parts.append(f"{key}={vals.pop()}")
     return ", ".join(parts)
@@ -324,9 +325,9 @@ def plot_lines(rows, x: str, metric: str, path: Path, ylabel: str, reference: st
     """Mean of `metric` against config key `x`, min–max over seeds, one line per combination of every
     other setting that varies (never averaged over a setting)."""
     keys = varying(rows)
-    if x not in keys or len({r["settings"].get(x) for r in rows if r["settings"]}) < 2:
+    if x not in keys or len(distinct(rows, x)) < 2:
         return False
-    others = [k for k in keys if k != x and len({json.dumps(r["settings"].get(k)) for r in rows}) > 1]
+    others = [k for k in keys if k != x and len(distinct(rows, k)) > 1]
     lines: dict[tuple, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["status"] == "ok" and r.get(metric) is not None:

@@ -214,7 +214,8 @@ def run(
     }
     # Read before the test, whose loading of the best checkpoint restores that epoch's history and state.
     history = {k: list(v) for k, v in module.history.items()}
-    stopped_early = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
+    # Ended before its cap: early stopping (its own stopped_epoch may come from a checkpoint this run resumed).
+    stopped_early = trainer.early_stopping_callback is not None and trainer.current_epoch < trainer.max_epochs
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     best = checkpoint.best_model_path or None
     test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
