@@ -167,3 +167,28 @@ def test_a_job_that_never_started_adds_no_columns(tmp_path: Path) -> None:
     header, *rows = rows_of(summary)
     assert header[:3] == ["task", "pos_enc", "n"] and rows[0][2] == "2"
     assert rows[1:] == [["job", "status", "error"], ["`s2`", "not started", ""]]  # the job without results
+
+
+def test_the_bar_plot_sets_accuracy_beside_shuffled_accuracy_with_the_budget(tmp_path: Path, monkeypatch) -> None:
+    sweep = tmp_path / "sweep"
+    for enc, shuffled in (("none", 0.5), ("learned", 0.51)):
+        for seed in (0, 1, 2):
+            overrides = ["data=halfswap", f"model.pos_enc={enc}", f"seed={seed}", "trainer.max_epochs=7"]
+            add_job(sweep, f"{enc}-{seed}", overrides, 1.0 if enc == "learned" else 0.5, shuffled=shuffled)
+    import matplotlib.axes
+    import matplotlib.figure
+
+    bars, titles = [], []
+    real_bar, real_title = matplotlib.axes.Axes.bar, matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "bar",
+        lambda self, x, h, *a, **kw: (bars.append((x, h)), real_bar(self, x, h, *a, **kw))[1],
+    )
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: (titles.append(t), real_title(self, t, **kw))[1]
+    )
+    write_report(sweep)
+    # none (x=0) then learned (x=1); each: test/acc at -0.2, shuffled at +0.2
+    assert sorted(bars) == [(-0.2, 0.5), (0.2, 0.5), (0.8, 1.0), (1.2, pytest.approx(0.51))]
+    assert "trainer.max_epochs=7" in titles[0] and "seeds [0, 1, 2]" in titles[0]
