@@ -361,8 +361,8 @@ def plot_lines(rows, x: str, metric: str, path: Path, ylabel: str, reference: st
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x)
     ax.set_ylabel(f"{ylabel} (mean, min–max over seeds)")
-    ax.set_title(budget_title(rows, keys), fontsize=8)
-    fig.legend(fontsize=7, loc="outside right upper")
+    fig.suptitle(budget_title(rows, keys), fontsize=8)
+    fig.legend(fontsize=7, loc="outside right center")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
