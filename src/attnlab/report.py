@@ -29,7 +29,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from attnlab import runs
+from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
+from attnlab.scaling import SCALES
 
 COLUMNS = {  # config key -> column name; always in results.csv
     "data.task": "task",
@@ -47,6 +49,11 @@ COLUMNS = {  # config key -> column name; always in results.csv
     "early_stop.patience": "patience",
 }
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
+REGISTRY_ORDER = {  # rows in the order the registries list their names
+    "model.pos_enc": POS_ENCODINGS.names(),
+    "model.scale": SCALES.names(),
+    "model.pool": POOLINGS.names(),
+}
 # Keys that do not change what a job computes (or differ between jobs by construction): never grouped.
 NOT_SETTINGS = {
     "seed",
@@ -164,12 +171,13 @@ def setting_of(row: dict[str, Any], keys: list[str]) -> tuple:
 
 
 def sort_key(setting: tuple, keys: list[str]) -> tuple:
-    """Encodings in the registry's order (none first, the distance-only controls last), numbers by
-    value (8 < 16 < 128), then names."""
+    """Registered names in their registry's order (encodings: none first, the distance-only controls
+    last; scales: none, sqrt, learned), numbers by value (8 < 16 < 128), then names."""
     out = []
     for k, v in zip(keys, setting, strict=True):
-        if k == "model.pos_enc" and v in POS_ENCODINGS.names():
-            out.append((0, POS_ENCODINGS.names().index(v), ""))
+        order = REGISTRY_ORDER.get(k, [])
+        if v in order:
+            out.append((0, order.index(v), ""))
         elif isinstance(v, int | float) and not isinstance(v, bool):
             out.append((0, v, ""))
         else:
