@@ -9,6 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# Before torch is imported: the two pytest workers (`make test`) share the two cores, so one torch
+# thread each, in every process they start too. Two threads each oversubscribe the cores, and OpenMP's
+# busy-waiting then makes these tiny models run several times slower. (Threads change no test's answer.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig

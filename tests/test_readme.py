@@ -68,7 +68,7 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None
         command += f" --quick --out {tmp / 'bench.md'}"
     tiny = " ".join(TINY)
     if "experiment=" in command:  # a study's grid, cut to a handful of jobs (the grids: test_sweeps.py)
-        tiny += " seed=0 data=halfswap model.scale=sqrt model.d_model=8"
+        tiny += " seed=0 data=halfswap model.pos_enc=rope model.scale=sqrt model.d_model=8"
     if command.startswith("python scripts/train.py") and "--config-path" not in command:
         if "resume=" not in command:
             where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if " -m " in command else f"hydra.run.dir={tmp / f'run{n}'}"
