@@ -1,13 +1,13 @@
 """Surviving faults: signals in every phase, checkpoints a crash cannot corrupt, runs that can move.
 
 `StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
-of a run to its last write. While Lightning fits, the current step (or the epoch's validation, with
-its checkpoints) finishes, then `checkpoints/interrupted.ckpt` is saved; a test stops after its
-batch; outside Lightning's loops (building, between fit and test, writing metrics.json) the run
-stops at once. Either way `train` ends with `Interrupted`, which
-scripts/train.py turns into exit code 128 + signal and the command that continues the run.
-(Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as success, and does not
-guard its test loop against SIGINT at all.)
+of a run to its last write; so is SIGUSR2 (SLURM's time-limit warning) where a job runner handles it.
+While Lightning fits, the current step (or the epoch's validation, with its checkpoints) finishes,
+then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; outside Lightning's loops
+(building, between fit and test, writing metrics.json) the run stops at once. Either way `train` ends
+with `Interrupted`, which scripts/train.py turns into exit code 128 + signal and the command that
+continues the run. (Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as
+success, and does not guard its test loop against SIGINT at all.)
 
 `AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a
 full disk or a kill during the write leaves the previous checkpoint whole.
@@ -36,6 +36,9 @@ from attnlab.errors import Interrupted
 
 class StopOnSignal(pl.Callback):
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    # SLURM's time-limit warning, when a job runner (submitit) handles it: it requeues the job. Ours first
+    # stops the run at a safe point with its checkpoint, then hands the signal over (see __exit__).
+    HANDED_OVER = (signal.SIGUSR2,)
 
     def __init__(self, checkpoint_path: Path) -> None:
         self.checkpoint_path = checkpoint_path
@@ -48,12 +51,17 @@ class StopOnSignal(pl.Callback):
         # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.
         for sig in self.SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handle)
+        for sig in self.HANDED_OVER:
+            if callable(signal.getsignal(sig)):
+                self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        self.previous = {}
+        previous, self.previous = self.previous, {}
+        if self.signum in self.HANDED_OVER:  # the run has stopped and saved: now the runner's own handling
+            previous[self.signum](self.signum, None)  # submitit: requeue the job, exit
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.trainer = trainer

@@ -89,6 +89,12 @@ def locked(folder: Path, key: str) -> Iterator[None]:
         release(folder)
 
 
+def requeued() -> bool:
+    """This process is a SLURM job that SLURM restarted (time limit, preemption, `scontrol requeue`):
+    it continues its own run folder (hydra/launcher=slurm)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
 def secondary_process() -> bool:
     """A process Lightning started for DDP rank > 0 (it re-runs the script into the same folder, which
     the first process has claimed and locked)."""

@@ -29,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import runs
 from attnlab.config import to_plain, validate
@@ -126,6 +127,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     began = time.perf_counter()
     c = to_plain(cfg)
     validate(c)  # bad values fail here, before anything is built or written
+    if runs.requeued():  # SLURM restarted this job: it resumes its own folder instead of starting over
+        c["resume"] = True
     out = Path(c["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     if runs.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
@@ -197,9 +200,10 @@ def run(
     if not start_from:
         # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
         logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-    trainer = pl.Trainer(
-        **c["trainer"], logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=str(out)
-    )
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=callbacks, plugins=plugins, default_root_dir=str(out))
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)

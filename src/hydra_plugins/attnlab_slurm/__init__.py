@@ -1,0 +1,86 @@
+"""`hydra/launcher=slurm`: submitit's SLURM launcher, with defaults under which a job that SLURM stops
+comes back and *resumes* instead of starting over.
+
+- Time limit: SLURM sends SIGUSR2 `signal_delay_s` before the limit (`--signal=USR2@...`). The run
+  stops at its next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.faults.StopOnSignal),
+  then submitit requeues the job (up to `max_num_timeout` times).
+- Preemption or `scontrol requeue`: SLURM sends SIGTERM; the run saves its checkpoint the same way and
+  SLURM puts the job back in the queue (`--requeue`).
+- Either way the job restarts with SLURM_RESTART_COUNT >= 1, and `attnlab.train` then continues its own
+  folder from its newest checkpoint (`runs.requeued`), appending to the same TensorBoard run.
+
+A quiet console: on clusters without accounting (`sacct` refused), submitit's poller warns on every
+poll; those warnings are dropped (it falls back on the jobs' result files, as before). Everything else
+it says is kept.
+
+(Hydra loads launchers only from the `hydra_plugins` namespace package, hence this folder.)
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+
+class NoAccountingNoise(logging.Filter):
+    """Drops submitit's "Bypassing sacct error" warnings (accounting off), keeps the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+
+class AttnlabSlurmLauncher(SlurmLauncher):
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
+        import submitit
+        import submitit.slurm.slurm as submitit_slurm
+
+        logging.getLogger("submitit").addFilter(NoAccountingNoise())
+        # sacct prints "Slurm accounting storage is disabled" to the terminal itself on every poll.
+        submitit_slurm.SlurmInfoWatcher._make_command = quiet_sacct(submitit_slurm.SlurmInfoWatcher._make_command)
+        # Say once what was submitted and where its logs go (Hydra's launcher submits and waits in one call).
+        executor, submit = submitit.AutoExecutor, submitit.AutoExecutor.map_array
+
+        def map_array(self: Any, fn: Any, *iterable: Any) -> Any:
+            jobs = submit(self, fn, *iterable)
+            array = jobs[0].job_id.split("_")[0]
+            folder = str(self.folder).replace("%j", array)
+            print(
+                f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({array}_0..{array}_{len(jobs) - 1}); logs in {folder}_*",
+                flush=True,
+            )
+            return jobs
+
+        executor.map_array = map_array
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        finally:
+            executor.map_array = submit
+
+
+def quiet_sacct(make_command: Any) -> Any:
+    if getattr(make_command, "quiet", False):
+        return make_command
+
+    def quiet(self: Any) -> Any:
+        command = make_command(self)
+        return None if command is None else ["sh", "-c", '"$@" 2>/dev/null', "sacct", *command]
+
+    quiet.quiet = True  # type: ignore[attr-defined]
+    return quiet
+
+
+@dataclass
+class AttnlabSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.attnlab_slurm.AttnlabSlurmLauncher"
+    name: str = "attnlab"  # squeue shows it; the job's overrides are in its folder name
+    submitit_folder: str = "${hydra.sweep.dir}/.slurm/%j"  # each job's stdout/stderr, by SLURM job id
+    timeout_min: int = 60
+    signal_delay_s: int = 60  # USR2 this long before the time limit: time to finish a step and save
+    max_num_timeout: int = 20  # requeues after hitting the time limit (each resumes, none starts over)
+    additional_parameters: dict[str, Any] = field(default_factory=lambda: {"requeue": True})  # preemption
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="slurm", node=AttnlabSlurmConf, provider="attnlab")
