@@ -47,10 +47,8 @@ class AttnlabSlurmLauncher(SlurmLauncher):
             jobs = submit(self, fn, *iterable)
             array = jobs[0].job_id.split("_")[0]
             folder = str(self.folder).replace("%j", array)
-            print(
-                f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({array}_0..{array}_{len(jobs) - 1}); logs in {folder}_*",
-                flush=True,
-            )
+            tasks = f"{array}_0..{array}_{len(jobs) - 1}"
+            print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
             return jobs
 
         executor.map_array = map_array
