@@ -1,0 +1,123 @@
+"""Sweeps on a real SLURM: a single-node cluster on this machine (tests/local_slurm.sh), brought up for
+these tests and torn down after. A job that SLURM stops (time limit, preemption) is requeued and
+resumes from its checkpoint, ending exactly as a job that was never stopped.
+
+Needs Debian's slurm-wlm and munge, and root; skipped, saying so, where they are missing
+(.ci/run installs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, TINY, TRAIN, run_train, scalar_steps
+from .test_nothing_lost import RESULT_KEYS, same_weights
+
+HARNESS = ROOT / "tests" / "local_slurm.sh"
+MISSING = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(MISSING),
+        reason=f"SLURM not installed ({', '.join(MISSING)} missing): "
+        "apt-get install -y slurm-wlm munge, as .ci/run does",
+    ),  # fmt: skip
+    pytest.mark.skipif(os.geteuid() != 0, reason="the local SLURM cluster runs its jobs as root"),
+]
+# One job of 4 epochs x 40 steps: long enough to be stopped in the middle.
+JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "model.pos_enc=sinusoidal", "seed=0"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    """The environment of a running local cluster (SLURM_CONF set); partition `debug`."""
+    where = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run([str(HARNESS), "up", str(where)], capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    env = {**os.environ, "SLURM_CONF": str(where / "slurm.conf"), "PYTHONWARNINGS": "ignore"}
+    yield env
+    subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
+    subprocess.run([str(HARNESS), "down", str(where)], capture_output=True, timeout=120)
+
+
+def squeue(env: dict[str, str]) -> list[tuple[str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=env, capture_output=True, text=True).stdout
+    return [tuple(line.split()) for line in out.splitlines()]  # type: ignore[misc]
+
+
+def sweep_on_slurm(env: dict[str, str], sweep: Path, *args: str) -> subprocess.Popen:
+    log = open(sweep.parent / f"{sweep.name}.log", "w")  # noqa: SIM115 (the process writes it)
+    command = [sys.executable, str(TRAIN), "-m", *args, "hydra/launcher=slurm", "hydra.launcher.partition=debug"]
+    return subprocess.Popen(
+        [*command, f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait_for(path_glob: str, where: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not list(where.glob(path_glob)):
+        assert proc.poll() is None, (where.parent / f"{where.name}.log").read_text()[-3000:]
+        assert time.time() < deadline, f"{path_glob} never appeared under {where}"
+        time.sleep(0.2)
+
+
+def job_dir(sweep: Path) -> Path:
+    (job,) = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    return job
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same job, never stopped (basic launcher, this machine)."""
+    tmp = tmp_path_factory.mktemp("calm")
+    proc = run_train("-m", *JOB, f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return job_dir(tmp / "sweep")
+
+
+@pytest.mark.parametrize(
+    "how,command",
+    [
+        ("time limit", ["scancel", "--signal=USR2"]),  # what SLURM sends signal_delay_s before the limit
+        ("preemption", ["scontrol", "requeue"]),  # SIGTERM, then back in the queue
+    ],
+)
+def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Path, how: str, command) -> None:
+    sweep = tmp_path / "sweep"
+    proc = sweep_on_slurm(slurm, sweep, *JOB)
+    wait_for("*/checkpoints/last.ckpt", sweep, proc)  # past its first epoch
+    (job_id,) = [i for i, state in squeue(slurm) if state == "RUNNING"]
+    subprocess.run([*command, job_id], env=slurm, check=True)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+
+    job = job_dir(sweep)
+    logs = "".join(p.read_text() for p in (sweep / ".slurm").glob("*/*_log.out"))
+    resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
+    assert len(resumed) == 1 and "from checkpoints/interrupted.ckpt" in resumed[0], logs[-3000:]
+    step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
+    assert 40 <= step < 160  # stopped mid-run, saved where it stopped: no step done twice
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
+    assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
+    for ckpt in ("best.ckpt", "last.ckpt"):
+        assert same_weights(undisturbed / "checkpoints" / ckpt, job / "checkpoints" / ckpt)
+    steps = scalar_steps(job / "tb", "train/loss")  # one TensorBoard run, each step once
+    assert steps == sorted(set(steps)) == scalar_steps(undisturbed / "tb", "train/loss")
+    assert (sweep / "results.csv").read_text().count(",ok,") == 1
+
+
+def test_the_console_is_quiet_and_says_where_the_logs_are(slurm, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = sweep_on_slurm(slurm, sweep, *TINY, "seed=0,1")
+    assert proc.wait(timeout=600) == 0
+    out = (tmp_path / "sweep.log").read_text()
+    assert "sacct" not in out and "accounting storage" not in out, out
+    (said,) = [line for line in out.splitlines() if line.startswith("[attnlab] SLURM job")]
+    assert "2 tasks" in said and f"logs in {sweep}/.slurm/" in said
+    assert "2/2 jobs ok" in out
