@@ -22,13 +22,10 @@ from .test_nothing_lost import RESULT_KEYS, same_weights
 
 HARNESS = ROOT / "tests" / "local_slurm.sh"
 MISSING = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
+NOT_INSTALLED = f"SLURM not installed ({', '.join(MISSING)} missing): apt-get install -y slurm-wlm munge (.ci/run does)"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        bool(MISSING),
-        reason=f"SLURM not installed ({', '.join(MISSING)} missing): "
-        "apt-get install -y slurm-wlm munge, as .ci/run does",
-    ),  # fmt: skip
+    pytest.mark.skipif(bool(MISSING), reason=NOT_INSTALLED),
     pytest.mark.skipif(os.geteuid() != 0, reason="the local SLURM cluster runs its jobs as root"),
 ]
 # One job of 4 epochs x 40 steps: long enough to be stopped in the middle.
