@@ -92,3 +92,21 @@ def scalar_steps(tb_dir: Path, tag: str) -> list[int]:
 def image_steps(tb_dir: Path, tag: str) -> list[int]:
     acc = tensorboard_run(tb_dir)
     return [e.step for e in acc.Images(tag)] if tag in acc.Tags()["images"] else []
+
+
+def start_local_slurm(where: Path) -> dict[str, str] | None:
+    """A one-node SLURM on this machine (tests/local_slurm.sh), as the environment that reaches it
+    (SLURM_CONF set), or None where SLURM is not installed or this is not root. Stop it with
+    `stop_local_slurm(where, env)`."""
+    import shutil
+
+    if any(shutil.which(b) is None for b in ("munged", "slurmctld", "slurmd", "sbatch")) or os.geteuid() != 0:
+        return None
+    up = subprocess.run([str(ROOT / "tests" / "local_slurm.sh"), "up", str(where)], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    return {**os.environ, "SLURM_CONF": str(where / "slurm.conf"), "PYTHONWARNINGS": "ignore"}
+
+
+def stop_local_slurm(where: Path, env: dict[str, str]) -> None:
+    subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
+    subprocess.run([str(ROOT / "tests" / "local_slurm.sh"), "down", str(where)], capture_output=True, timeout=120)

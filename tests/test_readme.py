@@ -3,8 +3,9 @@
 The commands are taken from its ```bash blocks and run as written, from the project root, with
 the minimum of changes: tiny sizes and output folders under a temporary directory are appended
 to training commands; placeholders (`<run>`, `<sweep>`) become a real run and sweep; hardware this
-machine lacks is swapped for what it has (a GPU for the CPU, SLURM for submitit's local
-launcher, 4 GPUs for 2 CPU processes), a study's grid is cut to a few jobs, and the benchmark
+machine lacks is swapped for what it has (a GPU for the CPU, 4 GPUs for 2 CPU processes); the SLURM
+command runs on a real one-node SLURM started here (tests/local_slurm.sh), or, where SLURM is not
+installed, on submitit's local launcher, a study's grid is cut to a few jobs, and the benchmark
 runs `--quick`.
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from attnlab import runs
 
-from .conftest import ROOT, TINY, run_train
+from .conftest import ROOT, TINY, run_train, start_local_slurm, stop_local_slurm
 
 README = ROOT / "README.md"
 
@@ -42,7 +43,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None:
+def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool = False) -> str | None:
     """The README command, made runnable here (see the module docstring); None to skip."""
     if command in ("make test", ". .venv/bin/activate"):
         return None  # CI runs `make test` itself; activating only sets PATH, which the test does
@@ -61,8 +62,9 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None
         command = command.replace(
             "trainer=ddp trainer.devices=4", "trainer=ddp trainer.accelerator=cpu trainer.devices=2"
         )
-    command = command.replace("hydra/launcher=submitit_slurm", "hydra/launcher=submitit_local")
-    command = re.sub(r"hydra\.launcher\.partition=\S+", "", command)
+    if not slurm:  # no SLURM here: the same sweep as local processes
+        command = command.replace("hydra/launcher=slurm", "hydra/launcher=submitit_local")
+        command = re.sub(r"hydra\.launcher\.partition=\S+", "", command)
     command = command.replace("tensorboard --logdir outputs", f"tensorboard --inspect --logdir {tmp}")
     if command.startswith("python scripts/benchmark.py"):
         command += f" --quick --out {tmp / 'bench.md'}"
@@ -85,16 +87,27 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int) -> str | None
     return command
 
 
+@pytest.fixture
+def slurm_env(tmp_path_factory: pytest.TempPathFactory):
+    """A local SLURM cluster's environment for the README's SLURM command, or None without SLURM."""
+    where = tmp_path_factory.mktemp("slurm")
+    env = start_local_slurm(where)
+    yield env
+    if env is not None:
+        stop_local_slurm(where, env)
+
+
 @pytest.mark.slow
-def test_every_readme_command_runs(tmp_path: Path) -> None:
+def test_every_readme_command_runs(tmp_path: Path, slurm_env) -> None:
     run, sweep = tmp_path / "base_run", tmp_path / "base_sweep"
     for args in ([*TINY, f"hydra.run.dir={run}"], ["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"]):
         proc = run_train(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONWARNINGS": "ignore"}
+    env = {**(slurm_env or os.environ), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env["PYTHONWARNINGS"] = "ignore"
     skipped, wrote = [], []
     for n, original in enumerate(readme_commands()):
-        command = adapt(original, tmp_path, run, sweep, n)
+        command = adapt(original, tmp_path, run, sweep, n, slurm=slurm_env is not None)
         if command is None:
             skipped.append(original)
             continue

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TINY, TRAIN, run_train, scalar_steps
+from .conftest import TINY, TRAIN, run_train, scalar_steps, start_local_slurm, stop_local_slurm
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
-HARNESS = ROOT / "tests" / "local_slurm.sh"
 MISSING = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
 NOT_INSTALLED = f"SLURM not installed ({', '.join(MISSING)} missing): apt-get install -y slurm-wlm munge (.ci/run does)"
 pytestmark = [
@@ -36,12 +35,10 @@ JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "mod
 def slurm(tmp_path_factory: pytest.TempPathFactory):
     """The environment of a running local cluster (SLURM_CONF set); partition `debug`."""
     where = tmp_path_factory.mktemp("slurm")
-    up = subprocess.run([str(HARNESS), "up", str(where)], capture_output=True, text=True, timeout=120)
-    assert up.returncode == 0, up.stderr
-    env = {**os.environ, "SLURM_CONF": str(where / "slurm.conf"), "PYTHONWARNINGS": "ignore"}
+    env = start_local_slurm(where)
+    assert env is not None
     yield env
-    subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
-    subprocess.run([str(HARNESS), "down", str(where)], capture_output=True, timeout=120)
+    stop_local_slurm(where, env)
 
 
 def squeue(env: dict[str, str]) -> list[tuple[str, str]]:
@@ -99,6 +96,7 @@ def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Pat
     resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
     assert len(resumed) == 1 and "from checkpoints/interrupted.ckpt" in resumed[0], logs[-3000:]
     step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
+    print(f"{how}: stopped and resumed at step {step} of 160")  # docs/cluster.md quotes these
     assert 40 <= step < 160  # stopped mid-run, saved where it stopped: no step done twice
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
