@@ -9,14 +9,15 @@ comes back and *resumes* instead of starting over.
 - Either way the job restarts with SLURM_RESTART_COUNT >= 1, and `attnlab.train` then continues its own
   folder from its newest checkpoint (`runs.requeued`), appending to the same TensorBoard run.
 
-A quiet console: on clusters without accounting (`sacct` refused), submitit's poller warns on every
-poll; those warnings are dropped (it falls back on the jobs' result files, as before). Everything else
-it says is kept.
+Clusters without accounting: submitit polls `sacct`, which then fails on every poll (a warning each
+time) and never reports a job that ended without a result (cancelled, killed), so the sweep would wait
+~10 minutes for it. The poll goes through `attnlab.slurm_states`, which falls back on `scontrol`.
 
 (Hydra loads launchers only from the `hydra_plugins` namespace package, hence this folder.)
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
         import submitit.slurm.slurm as submitit_slurm
 
         logging.getLogger("submitit").addFilter(NoAccountingNoise())
-        # sacct prints "Slurm accounting storage is disabled" to the terminal itself on every poll.
+        # Without accounting, sacct fails on every poll (and says so on the terminal): ask scontrol instead.
         submitit_slurm.SlurmInfoWatcher._make_command = quiet_sacct(submitit_slurm.SlurmInfoWatcher._make_command)
         # Say once what was submitted and where its logs go (Hydra's launcher submits and waits in one call).
         executor, submit = submitit.AutoExecutor, submitit.AutoExecutor.map_array
@@ -59,12 +60,14 @@ class AttnlabSlurmLauncher(SlurmLauncher):
 
 
 def quiet_sacct(make_command: Any) -> Any:
+    """submitit's poll, through attnlab.slurm_states: sacct where the cluster keeps accounting, else
+    scontrol in sacct's format, so a job that ends without a result is seen to end. Quiet either way."""
     if getattr(make_command, "quiet", False):
         return make_command
 
     def quiet(self: Any) -> Any:
         command = make_command(self)
-        return None if command is None else ["sh", "-c", '"$@" 2>/dev/null', "sacct", *command]
+        return None if command is None else [sys.executable, "-m", "attnlab.slurm_states", *command[1:]]
 
     quiet.quiet = True  # type: ignore[attr-defined]
     return quiet
