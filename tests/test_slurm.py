@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -152,3 +153,41 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+def training_processes(job_id: str) -> list[int]:
+    """The python processes running `job_id`'s training (submitit's entry point), from /proc."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            env = dict(v.split("=", 1) for v in environ.read_bytes().decode(errors="replace").split("\0") if "=" in v)
+            cmdline = (environ.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        task = f"{env.get('SLURM_ARRAY_JOB_ID')}_{env.get('SLURM_ARRAY_TASK_ID')}"
+        if job_id in (task, env.get("SLURM_JOB_ID")) and b"submitit.core._submit" in cmdline:
+            pids.append(int(environ.parent.name))
+    return pids
+
+
+def test_a_killed_job_that_is_requeued_resumes(slurm, undisturbed, tmp_path: Path) -> None:
+    """SIGKILL (no time to save anything), then `scontrol requeue`: back from its last epoch's checkpoint."""
+    sweep = tmp_path / "sweep"
+    proc = sweep_on_slurm(slurm, sweep, *JOB)
+    wait_for("*/checkpoints/last.ckpt", sweep, proc)
+    (job_id,) = [i for i, state in squeue(slurm) if state == "RUNNING"]
+    pids = training_processes(job_id)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(["scontrol", "requeue", job_id], env=slurm, check=True)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    job = job_dir(sweep)
+    logs = "".join(p.read_text() for p in (sweep / ".slurm").glob("*/*_log.out"))
+    resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
+    assert len(resumed) == 1 and "from checkpoints/last.ckpt" in resumed[0], logs[-3000:]
+    print(f"killed, requeued: {resumed[0].rsplit(' from ', 1)[1]}")  # docs/cluster.md quotes it
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
+    assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
+    steps = scalar_steps(job / "tb", "train/loss")
+    assert steps == sorted(set(steps)) == scalar_steps(undisturbed / "tb", "train/loss")
