@@ -83,16 +83,6 @@ def plateaued(val_loss: list[float], patience: int, min_delta: float) -> bool:
     return min(val_loss[-patience:]) > min(val_loss[:-patience]) - min_delta
 
 
-def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def planned_jobs(sweep_dir: Path) -> list[str] | None:
     """The folders of every job the sweep planned (written by the sweeper before the first job runs)."""
     try:
@@ -112,7 +102,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else "."}
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"), enum_to_str=True)
-        settings = flatten(cfg)  # type: ignore[arg-type]
+        settings = runs.flatten(cfg)  # type: ignore[arg-type]
     except Exception:  # never started (or its config is gone): a row all the same
         row["settings"] = {}
         row.update(dict.fromkeys([*COLUMNS.values(), "seed"]))
