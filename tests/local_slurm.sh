@@ -29,6 +29,11 @@ down() {
         ((alive)) || break
         sleep 0.2
     done
+    for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munged.pid"; do  # still there after 10 s
+        if [[ -s $pidfile ]]; then
+            kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+        fi
+    done
 }
 
 if [[ $cmd == down ]]; then

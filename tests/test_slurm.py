@@ -47,12 +47,28 @@ def squeue(env: dict[str, str]) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in out.splitlines()]  # type: ignore[misc]
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_sweep_left_behind():
+    """A test that fails while its sweep runs leaves no submitting process behind."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def sweep_on_slurm(env: dict[str, str], sweep: Path, *args: str) -> subprocess.Popen:
     log = open(sweep.parent / f"{sweep.name}.log", "w")  # noqa: SIM115 (the process writes it)
     command = [sys.executable, str(TRAIN), "-m", *args, "hydra/launcher=slurm", "hydra.launcher.partition=debug"]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [*command, f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, env=env, stdout=log, stderr=subprocess.STDOUT
     )
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(path_glob: str, where: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
