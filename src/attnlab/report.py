@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from attnlab import runs
+from attnlab.config import EarlyStopConfig
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -122,7 +123,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         row["epochs"], row["steps"] = metrics.get("epochs"), metrics.get("global_step")
         row["stopped_early"] = metrics.get("stopped_early")
         patience = settings.get("early_stop.patience") or DEFAULT_PATIENCE
-        min_delta = settings.get("early_stop.min_delta", 1e-3)
+        min_delta = settings.get("early_stop.min_delta", EarlyStopConfig.min_delta)
         # None: a run from before histories were kept; its convergence is unknown.
         row["converged"] = (
             bool(metrics.get("stopped_early")) or plateaued(history["val/loss"], patience, min_delta)

@@ -34,6 +34,7 @@ from attnlab.errors import ConfigError
 
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
+PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
 # Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
 RESUMABLE = (
     "trainer.max_epochs",

@@ -141,7 +141,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
         runs.clear_markers(out)  # this attempt decides how the run ends
         if c["resume"] and (out / runs.METRICS).exists():  # results of the checkpoints this resume moves on from
-            os.replace(out / runs.METRICS, out / "metrics.previous.json")
+            os.replace(out / runs.METRICS, out / runs.PREVIOUS_METRICS)
         try:
             return run(c, out, stop, extra_callbacks, began)
         except Interrupted as e:
@@ -251,7 +251,7 @@ def run(
         {f"hparams/{k}": metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
     )
     logger.finalize("success")
-    previous = out / "metrics.previous.json"  # a resumed run's earlier results: keep what evaluate.py added
+    previous = out / runs.PREVIOUS_METRICS  # a resumed run's earlier results: keep what evaluate.py added
     if previous.is_file():
         with contextlib.suppress(ValueError, OSError):
             metrics.update({k: v for k, v in json.loads(previous.read_text()).items() if k.startswith(LENGTHS_KEY)})
