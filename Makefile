@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: help setup train test test-fast sweep report tensorboard benchmark evaluate figures lint clean
+.PHONY: help setup train test test-fast gpu-check sweep report tensorboard benchmark evaluate figures lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ test: setup  ## run the whole test suite, slow science tests included
 
 test-fast: setup  ## run the tests, skipping the slow ones
 	$(PYTEST) -m "not slow" $(ARGS)
+
+gpu-check: setup  ## on a CUDA machine: the GPU tests (fp32, bf16-mixed, fused == explicit) and the GPU benchmark
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: torch sees no CUDA device')"
+	$(PY) -m pytest -m gpu tests/test_gpu.py $(ARGS)
+	$(PY) scripts/benchmark.py --device cuda --out docs/benchmark_gpu.md
 
 sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitations (EXP=... for another)
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)

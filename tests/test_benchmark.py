@@ -1,63 +1,87 @@
-"""scripts/benchmark.py keeps working: every contestant measured at tiny sizes, and the table.
+"""The benchmark keeps working: every contestant measured at tiny sizes, the hand-written replay
+trains what a run folder holds, and the table.
 
 No timing assertions: how fast is a property of the machine, reported by the benchmark itself.
 """
 
-import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from attnlab.bench.contestants import CONTESTANTS, replay
+from attnlab.bench.table import render
 from attnlab.timing import samples_per_second
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY, run_train
 
-SCRIPT = ROOT / "scripts" / "benchmark.py"
-spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
-
-TINY = {"device": "cpu", "d_model": 8, "threads": 0, "bf16": False, "batch": 16, "seq_len": 8, "steps": 12,
-        "warmup": 2, "window": 2, "steps_per_epoch": 6}  # fmt: skip
+TINY_SPEC = {"device": "cpu", "d_model": 8, "threads": 0, "bf16": False, "batch": 16, "seq_len": 8, "steps": 12,
+             "warmup": 2, "window": 2, "steps_per_epoch": 6}  # fmt: skip
 
 
-@pytest.mark.parametrize("who", list(benchmark.CONTESTANTS))
+@pytest.mark.parametrize("who", list(CONTESTANTS))
 def test_each_contestant_trains_and_is_timed(who: str) -> None:
-    result = benchmark.CONTESTANTS[who]({**TINY, "who": who})
-    assert len(result["ends"]) >= TINY["steps"]
-    assert samples_per_second(result["ends"], TINY["batch"], TINY["warmup"], TINY["window"]) > 0
+    result = CONTESTANTS[who]({**TINY_SPEC, "who": who})
+    assert len(result["ends"]) >= TINY_SPEC["steps"]
+    assert samples_per_second(result["ends"], TINY_SPEC["batch"], TINY_SPEC["warmup"], TINY_SPEC["window"]) > 0
+
+
+def test_replay_trains_every_run_of_a_folder_for_its_epochs(tmp_path: Path, monkeypatch) -> None:
+    """The hand-written reference does the same work: one training per finished run, as many epochs."""
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "trainer.max_epochs=2", "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps: list[int] = []
+    import torch
+
+    original = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), original(self, *a, **k))[1])
+    assert replay(sweep)["runs"] == 2
+    held = [json.loads(p.read_text())["global_step"] for p in sweep.glob("*/metrics.json")]
+    assert len(steps) == sum(held) == 2 * 2 * (256 // 64)  # 2 runs x 2 epochs x 4 batches
 
 
 def test_table() -> None:
     rows = [
-        ("seed loop", {**TINY, "who": "seed loop"}, {"samples_per_s": 1000.0, "peak_mb": 10.0}),
+        ("seed loop", {**TINY_SPEC, "who": "seed loop"}, {"samples_per_s": 1000.0, "peak_mb": 10.0}),
         (
             "attnlab",
-            {**TINY, "who": "attnlab"},
+            {**TINY_SPEC, "who": "attnlab"},
             {"samples_per_s": 900.0, "peak_mb": 12.0, "spread": (850, 950), "rounds": 3},
         ),
-        ("seed loop", {**TINY, "seq_len": 64, "long": True}, {"error": "out of memory"}),
-        ("attnlab", {**TINY, "seq_len": 64, "long": True, "who": "attnlab"}, {"samples_per_s": 5.0, "peak_mb": 20.0}),
-        ("attnlab", {**TINY, "seq_len": 128, "long": True, "who": "attnlab"}, {"samples_per_s": 2.0, "peak_mb": 30.0}),
+        ("seed loop", {**TINY_SPEC, "seq_len": 64, "long": True}, {"error": "out of memory"}),
+        ("attnlab", {**TINY_SPEC, "seq_len": 64, "long": True}, {"samples_per_s": 5.0, "peak_mb": 20.0}),
+        ("attnlab", {**TINY_SPEC, "seq_len": 128, "long": True}, {"samples_per_s": 2.0, "peak_mb": 30.0}),
     ]
-    table = benchmark.render(
-        rows, {"first_step_s": 4.0, "per_job_s": 0.5, "fit_s": 0.2}, "python scripts/benchmark.py", 0
-    )
+    processes = [
+        {"what": "study", "command": "python scripts/train.py -m experiment=limitations", "jobs": 42,
+         "seconds": {"attnlab": (50.0, 48.0, 52.0), "hand-written": (40.0, 39.0, 41.0)}, "rounds": 3},
+        {"what": "one run", "command": "python scripts/train.py", "jobs": 1, "startup_s": 3.5,
+         "seconds": {"attnlab": (10.0, 9.0, 11.0), "hand-written": (9.0, 8.5, 9.5)}, "rounds": 3},
+    ]  # fmt: skip
+    table = render("python scripts/benchmark.py", "Machine: test", rows, processes)
     assert "| attnlab | fp32 | 16 | 8 | 900 | 0.90× | 12.0 | 850–950 (3) |" in table
     assert "| seed loop | fp32 | 16 | 64 | out of memory | – | – | – |" in table
     assert "10 MB + 160.0 MB per 1024 positions" in table
-    assert "first training step: 4.00 s" in table and "overhead 0.30 s per job" in table
+    assert "| 42 | 50.0 (48.0–52.0) | 40.0 (39.0–41.0) | 0.80× | 3 |" in table
+    assert "| 1 | 10.0 (9.0–11.0) | 9.0 (8.5–9.5) | 0.90× | 3 |" in table
+    assert "first step: 3.50 s" in table
 
 
 @pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path) -> None:
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    for who in benchmark.CONTESTANTS:
+    for who in CONTESTANTS:
         assert f"| {who} | fp32 |" in table
+    assert "| study |" in table and "| one run |" in table
     assert "Start-up" in table and "per 1024 positions" in table

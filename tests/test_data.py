@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from attnlab.data import SyntheticDataModule, TensorBatches, make_split
+from attnlab.data import SyntheticDataModule, TensorBatches
 from attnlab.errors import ConfigError
-from attnlab.tasks import TASKS
+from attnlab.tasks import TASKS, make_split
 
 from .conftest import TINY
 

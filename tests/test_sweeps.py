@@ -1,6 +1,7 @@
 """Sweeps through the real entry point: launchers, job folders, the report, failed jobs."""
 
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def test_job_in_sweep_equals_the_same_run_alone(tmp_path: Path) -> None:
 def test_joblib_launcher(tmp_path: Path) -> None:
     proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    # The workers start while the jobs are checked (attnlab_sweeper.warm_workers) and still know the size
+    assert sorted(re.findall(r"job (\d)/4: ", proc.stdout)) == ["1", "2", "3", "4"], proc.stdout[-2000:]
     check_sweep(proc, sweep_dir)
 
 
@@ -118,6 +121,23 @@ def test_experiments_are_designed_to_answer_their_question(experiment: str) -> N
     if "data.seq_len" in params:  # one line per encoding: no other axis folded into it
         assert set(params) == {"data.seq_len", "model.pos_enc", "seed"}
         assert cfg.model.max_len >= max(map(int, params["data.seq_len"]))  # learned/relative reach every length
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_studies_run_their_jobs_in_parallel_unless_told_otherwise(experiment: str) -> None:
+    """A study uses every core (joblib: one job per core, torch threads divided); a launcher given on
+    the command line (basic, slurm, ...) still wins over the study's."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        study = compose("train", [f"experiment={experiment}", "output_dir=x"], return_hydra_config=True)
+        basic = compose(
+            "train", [f"experiment={experiment}", "hydra/launcher=basic", "output_dir=x"], return_hydra_config=True
+        )
+        slurm = compose(
+            "train", [f"experiment={experiment}", "hydra/launcher=slurm", "output_dir=x"], return_hydra_config=True
+        )
+    assert study.hydra.launcher._target_.endswith("JoblibLauncher") and study.hydra.launcher.n_jobs == -1
+    assert basic.hydra.launcher._target_.endswith("BasicLauncher")
+    assert slurm.hydra.launcher._target_.endswith("AttnlabSlurmLauncher")
 
 
 def test_long_override_lists_still_make_valid_folder_names() -> None:

@@ -11,27 +11,13 @@ scored on exactly the same sequences.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from attnlab.tasks import TASKS
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any parts, e.g. (seed, "train"): independent streams per split."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def make_split(task: str, n: int, seq_len: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
-    """n sequences (n, seq_len, dim) and labels (n,), classes balanced to within one."""
-    g = torch.Generator().manual_seed(seed)
-    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
-    return TASKS.build(task).sample(y, seq_len, dim, g), y
+from attnlab.tasks import TASKS, derive_seed, make_split
 
 
 class TensorBatches:

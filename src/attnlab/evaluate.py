@@ -23,9 +23,9 @@ from torch.utils.tensorboard import SummaryWriter
 from attnlab import runs
 from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_seq_len
-from attnlab.data import derive_seed, make_split
 from attnlab.errors import ConfigError
 from attnlab.runs import run_config
+from attnlab.tasks import derive_seed, make_split
 
 KEY = "length_generalization"  # in metrics.json; train.py carries its keys over when a run is resumed
 

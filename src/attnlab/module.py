@@ -45,10 +45,9 @@ class LitClassifier(pl.LightningModule):
         x, y = batch
         logits = self.net(x)  # (B, C)
         loss = F.cross_entropy(logits, y)
-        # update(), not __call__: the call also computes a per-batch value, copying the metric's
-        # state every step; only the epoch value is logged.
+        # Accumulated per step, logged once per epoch (`end_epoch`): a `self.log` of a metric object every
+        # step moves the metric to the device each time, which cost more than the model's own step.
         self.acc[f"{stage}_acc"].update(logits.argmax(-1), y)
-        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def check_finite(self, loss: Tensor, stage: str) -> None:
@@ -61,7 +60,9 @@ class LitClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.step(batch, "train")
         self.check_finite(loss, "train")  # before this step's update reaches the weights
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # Only at the steps Lightning writes to the logger (every trainer.log_every_n_steps); the bar shows it.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -70,23 +71,35 @@ class LitClassifier(pl.LightningModule):
         # checkpoints are written, which happens after validation.
         self.check_finite(loss, "val")
         self.mean_loss["val_loss"].update(loss, weight=len(batch[1]))
-        self.log("val/loss", self.mean_loss["val_loss"], on_step=False, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.mean_loss["test_loss"].update(self.step(batch, "test"), weight=len(batch[1]))
-        self.log("test/loss", self.mean_loss["test_loss"], on_step=False, on_epoch=True)
+
+    def end_epoch(self, stage: str, prog_bar: bool = True) -> dict[str, float]:
+        """Log the epoch's accuracy (and loss) of `stage`, reset them, and return them as floats.
+        torchmetrics' compute() already reduces over DDP processes."""
+        values = {f"{stage}/acc": self.acc[f"{stage}_acc"].compute()}
+        self.acc[f"{stage}_acc"].reset()
+        if f"{stage}_loss" in self.mean_loss:
+            values[f"{stage}/loss"] = self.mean_loss[f"{stage}_loss"].compute()
+            self.mean_loss[f"{stage}_loss"].reset()
+        self.log_dict(values, prog_bar=prog_bar)
+        return {k: float(v) for k, v in values.items()}
 
     def on_validation_epoch_end(self) -> None:
+        values = self.end_epoch("val")
         if self.trainer.sanity_checking:  # the pre-fit sanity pass is not an epoch
             return
-        val_acc = self.acc["val_acc"].compute()
-        self.val_acc_best(val_acc)
+        self.val_acc_best(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-        self.history["val/acc"].append(float(val_acc))
-        self.history["val/loss"].append(float(self.mean_loss["val_loss"].compute()))
+        self.history["val/acc"].append(values["val/acc"])
+        self.history["val/loss"].append(values["val/loss"])
 
     def on_train_epoch_end(self) -> None:
-        self.history["train/acc"].append(float(self.acc["train_acc"].compute()))
+        self.history["train/acc"].append(self.end_epoch("train")["train/acc"])
+
+    def on_test_epoch_end(self) -> None:
+        self.end_epoch("test", prog_bar=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads

@@ -7,6 +7,8 @@ sequence length the task cannot be run at.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor
 
@@ -53,3 +55,16 @@ class HalfSwap(Task):
         # offset 1 ("high") where: class A and second half, or class B and first half
         high = first_half[None, :] == y[:, None].bool()  # (N, L)
         return u + high.unsqueeze(-1).float()
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts, e.g. (seed, "train"): independent streams per split."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def make_split(task: str, n: int, seq_len: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n sequences (n, seq_len, dim) and labels (n,), classes balanced to within one."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
+    return TASKS.build(task).sample(y, seq_len, dim, g), y

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 
 def process_age() -> float | None:
@@ -36,11 +37,15 @@ def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: i
 
 
 class StepClock(pl.Callback):
-    """Records when every training step ends, and how old the process was at the first step."""
+    """Records when every training step ends, and how old the process was at the first step.
 
-    def __init__(self) -> None:
+    `synchronize`: wait for the GPU before reading the clock (a benchmark's fair timing; a host sync
+    per step, so not in ordinary runs, where only the start-up time is used)."""
+
+    def __init__(self, synchronize: bool = False) -> None:
         self.ends: list[tuple[int, float]] = []
         self.startup_seconds: float | None = None
+        self.synchronize = synchronize
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -51,4 +56,6 @@ class StepClock(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self.synchronize and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
         self.ends.append((trainer.current_epoch, time.perf_counter()))

@@ -19,10 +19,12 @@ __future__ import annotations` here: Hydra imports plugins in a way that breaks 
 on dataclasses. `BasicSweeper` lives in `hydra._internal`; we reuse its parsing and batching.)
 """
 
+import contextlib
 import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +77,33 @@ class SweepSignals:
         raise Interrupted(signum)
 
 
+def import_attnlab() -> None:
+    import attnlab.train  # noqa: F401  (torch, Lightning and attnlab: the seconds a worker needs to start)
+
+
+def warm_workers(launcher: Any) -> None:
+    """With hydra/launcher=joblib: start its worker processes now, in the background, so that their
+    start-up overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers
+    per process and the launcher reuses it, as it asks for the same settings (n_jobs, memmapping)."""
+    settings = getattr(launcher, "joblib", None)
+    if settings is None:
+        return
+    from joblib import Parallel, cpu_count, delayed
+
+    kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
+    if kwargs.get("max_nbytes"):  # as the launcher passes it
+        with contextlib.suppress(ValueError):
+            kwargs["max_nbytes"] = int(kwargs["max_nbytes"])
+    n_jobs = kwargs.get("n_jobs") or 1
+    workers = cpu_count() if n_jobs < 0 else n_jobs
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
+            Parallel(backend="loky", **kwargs)(delayed(import_attnlab)() for _ in range(workers))
+
+    threading.Thread(target=start, daemon=True).start()
+
+
 class ValidatingSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -84,6 +113,9 @@ class ValidatingSweeper(BasicSweeper):
         self.overrides = self.split_arguments(parser.parse_overrides(params), None)
         jobs = [list(job) for batch in self.overrides for job in batch]
         resuming = bool(self.config.get("resume"))
+        # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
+        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
+        warm_workers(self.launcher)
         folders = self.check_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), resuming)  # before any write
         try:
             sweep_dir = self.claim_sweep_dir(resuming)
@@ -122,9 +154,6 @@ class ValidatingSweeper(BasicSweeper):
             + (f" ({kept} finished before, kept as they are)" if kept else ""),
             flush=True,
         )
-        # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
-        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
-
         code = 0
         try:
             if todo:

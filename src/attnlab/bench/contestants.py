@@ -1,0 +1,222 @@
+"""What the benchmark times.
+
+Per training step, the same model size, batch and sequence length:
+  seed loop       what a user writes from the seeds: explicit softmax(QK^T/sqrt(d))V materialising
+                  the (L, L) matrix, Adam, data as tensors, a plain Python loop;
+  naive Lightning the same model in a LightningModule fed by DataLoader(TensorDataset), with
+                  self.log every step: the usual template recipe;
+  attnlab         scripts/train.py's own path (attnlab.train.train), default logging, metrics,
+                  diagnostics and checkpointing on.
+Whole processes (`replay`): the trainings a run or sweep folder holds, written by hand in one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attnlab.bench.measure import rss_mb
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository: conf/ and scripts/
+
+
+# ----------------------------------------------------------------- per step
+def seed_model(d_model: int):
+    """The seeds' classifier as a user would write it: explicit attention, max-pool, linear head."""
+    import torch
+    from torch import nn
+
+    class SeedAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(1, d_model)
+            self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
+            self.out = nn.Linear(d_model, d_model)
+            self.head = nn.Linear(d_model, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.embed(x)
+            q, k, v = self.q(h), self.k(h), self.v(h)
+            weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d_model), dim=-1)  # (B, L, L)
+            return self.head(self.out(weights @ v).amax(dim=1))
+
+    return SeedAttention()
+
+
+def tensors(n: int, seq_len: int, device: str):
+    from attnlab.tasks import make_split
+
+    x, y = make_split("halfswap", n, seq_len, 1, seed=0)
+    return x.to(device), y.to(device)
+
+
+def run_seed_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    device, batch, steps = spec["device"], spec["batch"], spec["steps"]
+    torch.manual_seed(0)
+    model = seed_model(spec["d_model"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = tensors(batch * spec["steps_per_epoch"], spec["seq_len"], device)
+    baseline = rss_mb()
+    ends = []
+    step = 0
+    while step < steps:
+        epoch = step // spec["steps_per_epoch"]
+        perm = torch.randperm(len(x), device=device)
+        for i in range(0, len(x), batch):
+            idx = perm[i : i + batch]
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=spec["bf16"]):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            ends.append((epoch, time.perf_counter()))
+            step += 1
+            if step >= steps:
+                break
+    return {"ends": ends, "baseline_mb": baseline}
+
+
+def run_naive_lightning(spec: dict[str, Any]) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from attnlab.timing import StepClock
+
+    class Naive(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = seed_model(spec["d_model"])
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            self.log("train_loss", loss, on_step=True, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    torch.manual_seed(0)
+    x, y = tensors(spec["batch"] * spec["steps_per_epoch"], spec["seq_len"], "cpu")
+    loader = DataLoader(TensorDataset(x, y), batch_size=spec["batch"], shuffle=True)
+    clock = StepClock(synchronize=spec["device"].startswith("cuda"))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(
+            accelerator="gpu" if spec["device"].startswith("cuda") else "cpu",
+            devices=1,
+            max_steps=spec["steps"],
+            precision="bf16-mixed" if spec["bf16"] else "32-true",
+            callbacks=[clock],
+            default_root_dir=tmp,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        baseline = rss_mb()
+        trainer.fit(Naive(), loader)
+    return {"ends": clock.ends, "baseline_mb": baseline}
+
+
+def run_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+
+    from attnlab.config import register_configs
+    from attnlab.timing import StepClock
+    from attnlab.train import train
+
+    register_configs()
+    epochs = math.ceil(spec["steps"] / spec["steps_per_epoch"])
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [
+            f"output_dir={tmp}",
+            "data=halfswap",
+            "model.pos_enc=sinusoidal",
+            f"model.d_model={spec['d_model']}",
+            f"model.max_len={spec['seq_len']}",
+            f"data.seq_len={spec['seq_len']}",
+            f"data.batch_size={spec['batch']}",
+            f"data.n_train={spec['batch'] * spec['steps_per_epoch']}",
+            f"data.n_val={spec['batch']}",
+            f"data.n_test={spec['batch']}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.accelerator={'gpu' if spec['device'].startswith('cuda') else 'cpu'}",
+            f"trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}",
+            "trainer.enable_progress_bar=false",
+        ]
+        cfg = compose("train", overrides)
+        clock = StepClock(synchronize=spec["device"].startswith("cuda"))
+        baseline = rss_mb()
+        train(cfg, extra_callbacks=[clock])
+    return {"ends": clock.ends, "baseline_mb": baseline}
+
+
+CONTESTANTS = {"seed loop": run_seed_loop, "naive Lightning": run_naive_lightning, "attnlab": run_attnlab}
+
+
+def accuracy(model: Any, x: Any, y: Any, batch: int) -> float:
+    import torch
+
+    with torch.no_grad():
+        correct = sum((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum() for i in range(0, len(x), batch))
+    return float(correct) / len(x)
+
+
+def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """The trainings of a finished run or sweep folder, written by hand in this process: for each run,
+    its data (the same splits), attnlab's model with the run's settings (fused kernel), Adam, whole-tensor
+    batches, a validation every epoch keeping the best weights, and a test of them, for as many epochs
+    as the run trained. No logging, checkpoints or diagnostics: the reference a framework's cost is
+    measured against. Returns {"runs": n, "seconds": time spent in here}."""
+    import torch
+    import torch.nn.functional as F
+
+    from attnlab.model import AttentionClassifier
+    from attnlab.tasks import derive_seed, make_split
+
+    began = time.perf_counter()
+    runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
+    for run in runs:
+        epochs = json.loads((run / "metrics.json").read_text())["epochs"]
+        c = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        data, batch = c["data"], c["data"]["batch_size"]
+        torch.manual_seed(c["seed"])
+        split = {}
+        for s in ("train", "val", "test"):
+            x, y = make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"],
+                              derive_seed(c["seed"] if s == "train" else data["seed"], s))  # fmt: skip
+            split[s] = (x.to(device), y.to(device))
+        model = AttentionClassifier(**c["model"], dim=data["dim"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
+
+        best, best_state = -1.0, None
+        x, y = split["train"]
+        for _ in range(epochs):
+            order = torch.randperm(len(x), device=device)
+            model.train()
+            for i in range(0, len(x), batch):
+                idx = order[i : i + batch]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            model.eval()
+            if (acc := accuracy(model, *split["val"], batch)) > best:
+                best, best_state = acc, copy.deepcopy(model.state_dict())
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        accuracy(model, *split["test"], batch)
+    return {"runs": len(runs), "seconds": time.perf_counter() - began}
