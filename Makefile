@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 ARGS ?=
+# make evaluate's lengths: a variable, since the commas would split a $(or ...) argument
+LENS ?= [16,32,64,128]
 
 .PHONY: help setup train test test-fast gpu-check sweep report tensorboard benchmark evaluate figures lint clean
 
@@ -50,7 +52,7 @@ benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes 
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
-	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(or $(LENS),[16,32,64,128])
+	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(LENS)
 
 figures: setup  ## regenerate the README's figure and table under docs/ (one run and one limitations sweep)
 	rm -rf outputs/docs/halfswap_rope

@@ -86,3 +86,14 @@ def test_scales() -> None:
     learned = SCALES.build("learned", 16)
     torch.testing.assert_close(learned(), torch.tensor(0.25))
     assert learned.log_scale.requires_grad
+
+
+def test_a_fixed_bias_takes_the_flash_kernel() -> None:
+    """alibi's (H, L, L) bias reaches the fused flash kernel (a 3-D mask would send it to the math path)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    bias = torch.randn(3, 16, 16)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises "No available kernel" if it cannot be used
+        out = fused_attention(q, k, v, 0.5, bias)
+    torch.testing.assert_close(out, attention(q, k, v, 0.5, bias)[0], atol=1e-5, rtol=1e-5)

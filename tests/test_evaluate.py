@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,18 @@ def test_pickle_payload_is_not_run(learned_run, tmp_path) -> None:
     with pytest.raises(ConfigError, match="not a loadable attnlab checkpoint"):
         load_module(bad)
     assert not marker.exists()
+
+
+def test_make_evaluate_with_its_default_lengths(learned_run, tmp_path) -> None:
+    """`make evaluate RUN=<run>`: the default [16,32,...] reaches evaluate.py whole (commas in a make
+    function argument would split it). Lengths past the learned encoding's 16 are refused, naming them."""
+    run = tmp_path / "run"
+    shutil.copytree(learned_run, run)
+    venv = Path(sys.executable).parent.parent  # this interpreter's environment, already set up
+    make = ["make", "-C", str(ROOT), "-o", "setup", f"VENV={venv}", f"RUN={run}"]
+    refused = subprocess.run([*make, "evaluate"], capture_output=True, text=True, timeout=300)
+    assert "eval.seq_lens=[16,32,64,128]" in refused.stdout
+    assert "no viable alternative" not in refused.stderr and "max_len" in refused.stderr, refused.stderr[-2000:]
+    done = subprocess.run([*make, "LENS=[8,16]", "evaluate"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(read_metrics(run)["length_generalization"]) == {"8", "16"}
