@@ -67,7 +67,7 @@ def test_table() -> None:
     assert "10 MB + 160.0 MB per 1024 positions" in table
     assert "| 42 | 50.0 (48.0–52.0) | 40.0 (39.0–41.0) | 0.80× | 3 |" in table
     assert "| 1 | 10.0 (9.0–11.0) | 9.0 (8.5–9.5) | 0.90× | 3 |" in table
-    assert "first step: 3.50 s" in table
+    assert "first training step: 3.50 s" in table
 
 
 @pytest.mark.slow

@@ -173,4 +173,4 @@ def test_make_evaluate_with_its_default_lengths(learned_run, tmp_path) -> None:
     assert "no viable alternative" not in refused.stderr and "max_len" in refused.stderr, refused.stderr[-2000:]
     done = subprocess.run([*make, "LENS=[8,16]", "evaluate"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(read_metrics(run)["length_generalization"]) == {"8", "16"}
+    assert {"8", "16"} <= set(read_metrics(run)["length_generalization"])  # beside what other tests added
