@@ -1,5 +1,6 @@
 """Faults and reproducibility: bad input, resume after a kill, signals, NaN, disk errors, same seed -> same numbers."""
 
+import contextlib
 import errno
 import os
 import signal
@@ -80,14 +81,33 @@ def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) 
     assert not run_dir.exists()  # a refused run leaves no folder behind
 
 
-def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path) -> None:
+def loky_workers() -> set[int]:
+    """Process ids of the joblib (loky) worker processes on this machine."""
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if b"loky" in cmdline.read_bytes():
+                pids.add(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launcher: list[str]) -> None:
+    """With joblib the workers start once the first job passed its check (attnlab_sweeper.warm_workers):
+    a later bad job still ends the sweep at once, leaving no worker behind."""
     sweep = tmp_path / "sweep"
-    proc = run_train("-m", *TINY, "data=halfswap", "data.seq_len=8,9", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    before = loky_workers()
+    args = ("-m", *TINY, "data=halfswap", "data.seq_len=8,9", *launcher, f"hydra.sweep.dir={sweep}")
+    proc = run_train(*args, cwd=tmp_path)
     assert proc.returncode == 1
     assert (
         "error: job #1 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
     )
     assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/tb"))
+    time.sleep(2)  # workers notice their parent is gone
+    assert not loky_workers() - before
 
 
 def test_corrupt_checkpoint_never_trains_from_scratch(train_cli, tmp_path: Path) -> None:

@@ -81,13 +81,14 @@ def import_attnlab() -> None:
     import attnlab.train  # noqa: F401  (torch, Lightning and attnlab: the seconds a worker needs to start)
 
 
-def warm_workers(launcher: Any) -> None:
+def warm_workers(launcher: Any) -> bool:
     """With hydra/launcher=joblib: start its worker processes now, in the background, so that their
     start-up overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers
-    per process and the launcher reuses it, as it asks for the same settings (n_jobs, memmapping)."""
+    per process and the launcher reuses it, as it asks for the same settings (n_jobs, memmapping).
+    Returns whether workers were started."""
     settings = getattr(launcher, "joblib", None)
     if settings is None:
-        return
+        return False
     from joblib import Parallel, cpu_count, delayed
 
     kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
@@ -102,6 +103,7 @@ def warm_workers(launcher: Any) -> None:
             Parallel(backend="loky", **kwargs)(delayed(import_attnlab)() for _ in range(workers))
 
     threading.Thread(target=start, daemon=True).start()
+    return True
 
 
 class ValidatingSweeper(BasicSweeper):
@@ -115,8 +117,11 @@ class ValidatingSweeper(BasicSweeper):
         resuming = bool(self.config.get("resume"))
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
-        warm_workers(self.launcher)
-        folders = self.check_jobs(jobs, Path(str(self.config.hydra.sweep.dir)), resuming)  # before any write
+        # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
+        # fails every job, and is answered without waiting for workers to start and stop.
+        folders = self.check_jobs(
+            jobs, Path(str(self.config.hydra.sweep.dir)), resuming, after_first=lambda: warm_workers(self.launcher)
+        )
         try:
             sweep_dir = self.claim_sweep_dir(resuming)
         except ConfigError as e:
@@ -179,7 +184,9 @@ class ValidatingSweeper(BasicSweeper):
                 self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={runs.hydra_quote(str(sweep_dir))}")
         return sweep_dir
 
-    def check_jobs(self, jobs: Sequence[Sequence[str]], sweep_dir: Path, resuming: bool) -> list[str]:
+    def check_jobs(
+        self, jobs: Sequence[Sequence[str]], sweep_dir: Path, resuming: bool, after_first: Any = lambda: False
+    ) -> list[str]:
         """Each job's folder (relative to the sweep), after checking its config; a bad job ends the sweep
         before any job runs, with the job named."""
         folders: dict[str, int] = {}
@@ -198,8 +205,10 @@ class ValidatingSweeper(BasicSweeper):
                     runs.check_same_run(saved, c, sweep_dir / folder)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr)
-                sys.exit(1)
+                sys.exit(1)  # (a pool of warmed workers is shut down at exit, after they started: a few seconds)
             folders[folder] = num
+            if num == 0:
+                after_first()
         return list(folders)
 
     def finish(self, sweep_dir: Path, code: int, began: float) -> int:
