@@ -33,6 +33,29 @@ def test_a_run_writes_its_files(train_cli) -> None:
     json.dumps(metrics)
 
 
+def test_a_run_records_where_it_came_from(train_cli) -> None:
+    """metrics.json and the Text tab name the commit (and whether tracked files had changed), the versions,
+    and the command that runs it again."""
+    import subprocess
+
+    import pytorch_lightning
+
+    from .conftest import ROOT, tensorboard_run
+
+    args = ("data=halfswap", "seed=3", *TINY)
+    proc, run_dir = train_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    origin = read_metrics(run_dir)["provenance"]
+    git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+    assert origin["git_commit"] == git("rev-parse", "HEAD") and len(origin["git_commit"]) == 40
+    assert origin["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
+    assert origin["versions"]["torch"] == torch.__version__
+    assert origin["versions"]["pytorch_lightning"] == pytorch_lightning.__version__
+    assert origin["command"] == "python scripts/train.py " + " ".join(args)  # hydra.run.dir is not the run's
+    text = tensorboard_run(run_dir / "tb").Tensors("provenance/text_summary")
+    assert [e.step for e in text] == [0] and origin["git_commit"].encode() in text[0].tensor_proto.string_val[0]
+
+
 def test_multirun(train_cli, tmp_path) -> None:
     sweep = tmp_path / "sweep"
     proc, _ = train_cli("-m", "data=uniform,halfswap", "trainer.fast_dev_run=true", *TINY, f"hydra.sweep.dir={sweep}")

@@ -4,7 +4,7 @@ Files under `output_dir`:
   .hydra/config.yaml   the composed config (written by Hydra)
   tb/                  TensorBoard event files
   checkpoints/         best.ckpt (highest val/acc), last.ckpt (every epoch), interrupted.ckpt (on a signal)
-  metrics.json         final val/acc_best, test/acc, test/loss and the run's key settings; written last,
+  metrics.json         final val/acc_best, test/acc, test/loss, the run's key settings and provenance; written last,
                        atomically: its presence means the run finished
   FAILED / INTERRUPTED how the run ended otherwise (attnlab.runs); removed when it is resumed
 """
@@ -40,6 +40,7 @@ from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import KEY as LENGTHS_KEY
 from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.module import LitClassifier
+from attnlab.provenance import as_markdown, provenance
 from attnlab.timing import StepClock
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
@@ -200,6 +201,8 @@ def run(
     if not start_from:
         # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
         logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+    origin = provenance()  # the code and command of this attempt (a resume may run newer code): at its first step
+    logger.experiment.add_text("provenance", as_markdown(origin), global_step=start_step)
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -240,6 +243,7 @@ def run(
         "best_checkpoint": best and os.path.relpath(best, out),  # relative: the run folder can move
         "diagnostics": diagnostics,
         "settings": key_settings(c),
+        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
     }
     if not trainer.is_global_zero:  # under DDP, one process writes the results
         return metrics

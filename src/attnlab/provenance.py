@@ -1,0 +1,66 @@
+"""Where a result came from: the code (git commit, and whether the tree had changes), the versions of
+what ran it, and the command that reproduces the run. Written into metrics.json and TensorBoard's
+Text tab, so a number can be traced to the code that made it."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+SOURCE = Path(__file__).resolve().parent  # src/attnlab: inside the repository when installed with -e
+
+
+def git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def command() -> str:
+    """The command that trains this run again, from the start: scripts/train.py with the run's own
+    overrides (a sweep job's too, whose process a launcher started; a resume's without `resume`),
+    else this process's command line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] != "resume"]
+        return shlex.join(["python", "scripts/train.py", *overrides])
+    return shlex.join(["python", *sys.argv])
+
+
+def provenance() -> dict[str, Any]:
+    import hydra
+    import pytorch_lightning
+    import torch
+
+    import attnlab
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "git_commit": commit,  # None: not run from a git checkout
+        # tracked files changed since that commit (untracked ones are not code that ran)
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        "versions": {
+            "attnlab": attnlab.__version__,
+            "torch": torch.__version__,
+            "pytorch_lightning": pytorch_lightning.__version__,
+            "hydra": hydra.__version__,
+            "python": platform.python_version(),
+        },
+        "command": command(),
+    }
+
+
+def as_markdown(p: dict[str, Any]) -> str:
+    """For TensorBoard's Text tab."""
+    state = "unknown (not a git checkout)" if p["git_commit"] is None else f"`{p['git_commit']}`"
+    if p["git_dirty"]:
+        state += " (with changes to tracked files)"
+    versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+    return f"commit: {state}  \nversions: {versions}  \ncommand: `{p['command']}`"
