@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from attnlab.runs import checkpoint_info
+
 from .conftest import TINY, TRAIN, run_train, scalar_steps, start_local_slurm, stop_local_slurm
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
@@ -111,10 +113,17 @@ def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Pat
     job = job_dir(sweep)
     logs = "".join(p.read_text() for p in (sweep / ".slurm").glob("*/*_log.out"))
     resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
-    assert len(resumed) == 1 and "from checkpoints/interrupted.ckpt" in resumed[0], logs[-3000:]
+    assert len(resumed) == 1, logs[-3000:]
     step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
     print(f"{how}: stopped and resumed at step {step} of 160")  # docs/cluster.md quotes these
-    assert 40 <= step < 160  # stopped mid-run, saved where it stopped: no step done twice
+    assert 40 <= step < 160  # stopped mid-run
+    # Saved where it stopped, and resumed from there: interrupted.ckpt, or, when the signal came during an
+    # epoch's validation (the run then stops after that epoch's checkpoints), last.ckpt of the same step.
+    saved = checkpoint_info(job / "checkpoints" / "interrupted.ckpt")
+    assert saved is not None and saved["global_step"] == step, logs[-3000:]
+    assert "from checkpoints/interrupted.ckpt" in resumed[0] or (
+        "from checkpoints/last.ckpt" in resumed[0] and step % 40 == 0
+    ), logs[-3000:]
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
     for ckpt in ("best.ckpt", "last.ckpt"):
