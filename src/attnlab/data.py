@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from attnlab.tasks import TASKS, derive_seed, make_split
+from attnlab.tasks import TASKS, derive_seed, make_split, split_seed
 
 
 class TensorBatches:
@@ -95,7 +95,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def split_seed(self, split: str) -> int:
-        return derive_seed(self.train_seed if split == "train" else self.seed, split)
+        return split_seed(split, self.train_seed, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

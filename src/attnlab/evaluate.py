@@ -25,7 +25,7 @@ from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_seq_len
 from attnlab.errors import ConfigError
 from attnlab.runs import run_config
-from attnlab.tasks import derive_seed, make_split
+from attnlab.tasks import derive_seed, make_split, split_seed
 
 KEY = "length_generalization"  # in metrics.json; train.py carries its keys over when a run is resumed
 
@@ -70,7 +70,9 @@ def evaluate_lengths(
     for length in seq_lens:
         # The training length: the run's own test set (the data module's seed); others: one set per length.
         own = length == data["seq_len"]
-        seed = derive_seed(data["seed"], "test") if own else derive_seed(data["seed"], "test", length)
+        seed = (
+            split_seed("test", run_seed=0, data_seed=data["seed"]) if own else derive_seed(data["seed"], "test", length)
+        )
         x, y = make_split(data["task"], n, length, data["dim"], seed)
         results[length] = accuracy(module.net, x, y, batch_size)
 

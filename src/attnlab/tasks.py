@@ -63,6 +63,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def split_seed(split: str, run_seed: int, data_seed: int) -> int:
+    """The seed of a split's data: the training set follows the run's `seed`, validation and test follow
+    `data.seed` only, so runs with different model seeds are scored on exactly the same sequences."""
+    return derive_seed(run_seed if split == "train" else data_seed, split)
+
+
 def make_split(task: str, n: int, seq_len: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     """n sequences (n, seq_len, dim) and labels (n,), classes balanced to within one."""
     g = torch.Generator().manual_seed(seed)

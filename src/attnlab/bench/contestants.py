@@ -22,9 +22,7 @@ from typing import Any
 
 import yaml
 
-from attnlab.bench.measure import rss_mb
-
-ROOT = Path(__file__).resolve().parents[3]  # the repository: conf/ and scripts/
+from attnlab.bench.measure import ROOT, rss_mb
 
 
 # ----------------------------------------------------------------- per step
@@ -185,7 +183,7 @@ def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
     import torch.nn.functional as F
 
     from attnlab.model import AttentionClassifier
-    from attnlab.tasks import derive_seed, make_split
+    from attnlab.tasks import make_split, split_seed
 
     began = time.perf_counter()
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
@@ -197,7 +195,7 @@ def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
         split = {}
         for s in ("train", "val", "test"):
             x, y = make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"],
-                              derive_seed(c["seed"] if s == "train" else data["seed"], s))  # fmt: skip
+                              split_seed(s, c["seed"], data["seed"]))  # fmt: skip
             split[s] = (x.to(device), y.to(device))
         model = AttentionClassifier(**c["model"], dim=data["dim"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
