@@ -7,7 +7,7 @@ ARGS ?=
 # make evaluate's lengths: a variable, since the commas would split a $(or ...) argument
 LENS ?= [16,32,64,128]
 
-.PHONY: help setup train test test-fast gpu-check sweep report tensorboard benchmark evaluate figures lint clean
+.PHONY: help setup train test test-fast gpu-check sweep report tensorboard benchmark evaluate figures screenshots lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ figures: setup  ## regenerate the README's figure and table under docs/ (one run
 	$(PY) scripts/train.py -m experiment=limitations hydra.sweep.dir=outputs/docs/limitations
 	cp outputs/docs/limitations/acc_by_task_pos_enc.png docs/limitations_acc.png
 	cp outputs/docs/limitations/summary.md docs/limitations_summary.md
+
+screenshots: setup  ## PNGs of TensorBoard's tabs for the limitations study (after make figures), into docs/ (needs chromium)
+	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations) docs --width 1600 --height 1000
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     print(f"{'seq_len':>8}  test/acc")
     for length, acc in results.items():
         print(f"{length:>8}  {acc:.4f}")
-    print(f"written to {cfg.run_dir}/metrics.json and {cfg.run_dir}/tb")
+    print(f"written to {cfg.run_dir}/metrics.json, {cfg.run_dir}/length_generalization.png and its TensorBoard images")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from attnlab.dashboard import HPARAMS, METRICS
 from attnlab.diagnostics import attention_stats, heatmap, shuffle_positions
 from attnlab.model import AttentionMap
 from attnlab.train import train
@@ -87,10 +88,12 @@ def test_hparams_and_config_text(runs) -> None:
     assert events["text"] == ["config/text_summary"]
     assert set(events["hparams"]) >= {"_hparams_/experiment", "_hparams_/session_start_info"}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(events["hparams"]["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {"hparams/val/acc_best", "hparams/test/acc"}
+    assert [m.name.tag for m in experiment.metric_infos] == [f"hparams/{m}" for m in METRICS]
     start = plugin_data_pb2.HParamsPluginData.FromString(events["hparams"]["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert hparams["model/pos_enc"].string_value == "sinusoidal" and hparams["data/seq_len"].number_value == 8
+    assert set(hparams) == set(HPARAMS)  # the key settings, not the 40 keys of the config
+    assert hparams["pos_enc"].string_value == "sinusoidal" and hparams["seq_len"].string_value == "8"
+    assert hparams["lr"].number_value == pytest.approx(3e-3)
     assert "hp_metric" not in events["scalars"]
 
 

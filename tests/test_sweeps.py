@@ -15,6 +15,7 @@ from attnlab.evaluate import evaluate_lengths
 from .conftest import CONF, ROOT, TINY, read_metrics, run_train
 
 # 2 seeds x 2 learning rates; lr=1e30 makes the loss NaN at step 1, so those 2 jobs fail at run time.
+LAUNCHER_MESSAGES = "hydra.hydra_logging.root.level=INFO"  # Hydra's launcher says which it is (quiet by default)
 SWEEP = ["-m", *TINY, "data=halfswap", "model.pos_enc=sinusoidal", "seed=0,1", "optim.lr=0.003,1e30"]
 
 
@@ -32,7 +33,8 @@ def check_sweep(proc: subprocess.CompletedProcess[str], sweep_dir: Path) -> None
     assert proc.returncode == 1, proc.stderr[-2000:]  # jobs failed: the multirun says so
     assert "failed: " in proc.stderr
     jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
-    assert len(jobs) == 4 and all("optim.lr=" in j and "seed=" in j for j in jobs)  # named by overrides
+    # named by the values that vary, in the order Hydra's grid gives them
+    assert jobs == [f"seed={seed},lr={lr}" for seed in (0, 1) for lr in ("0.003", "1e+30")], jobs
     rows = {r["job"]: r for r in read_csv(sweep_dir / "results.csv")}
     assert set(rows) == set(jobs)
     failed = [r for r in rows.values() if r["status"] == "failed"]
@@ -65,7 +67,7 @@ def test_basic_launcher_and_report(tmp_path: Path) -> None:
 
 def test_job_in_sweep_equals_the_same_run_alone(tmp_path: Path) -> None:
     _, sweep_dir = run_sweep(tmp_path)
-    job = next(p for p in sweep_dir.iterdir() if "optim.lr=0.003" in p.name and "seed=1" in p.name)
+    job = next(p for p in sweep_dir.iterdir() if p.name == "seed=1,lr=0.003")
     alone = tmp_path / "alone"
     single = run_train(*SWEEP[1:-2], "seed=1", "optim.lr=0.003", f"hydra.run.dir={alone}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
@@ -75,16 +77,16 @@ def test_job_in_sweep_equals_the_same_run_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_joblib_launcher(tmp_path: Path) -> None:
-    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", LAUNCHER_MESSAGES)
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     # The workers start while the jobs are checked (attnlab_sweeper.warm_workers) and still know the size
-    assert sorted(re.findall(r"job (\d)/4: ", proc.stdout)) == ["1", "2", "3", "4"], proc.stdout[-2000:]
+    assert sorted(re.findall(r"job (\d)/4 started: ", proc.stdout)) == ["1", "2", "3", "4"], proc.stdout[-2000:]
     check_sweep(proc, sweep_dir)
 
 
 @pytest.mark.slow
 def test_submitit_local_launcher(tmp_path: Path) -> None:
-    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=submitit_local")
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=submitit_local", LAUNCHER_MESSAGES)
     assert "Submitit 'local'" in proc.stdout + proc.stderr
     check_sweep(proc, sweep_dir)
 
@@ -93,7 +95,13 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
 def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     proc = run_train(
-        *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={run_dir}", cwd=tmp_path
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "verbose=true",  # Lightning's messages, "Initializing distributed" among them
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr

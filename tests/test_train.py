@@ -80,18 +80,6 @@ def test_bad_value_is_one_line_and_exit_1(train_cli, args: list[str], expected: 
     assert not (run_dir / "checkpoints").exists()
 
 
-def test_what_a_run_prints(train_cli) -> None:
-    """Not a terminal here, so one plain line per epoch; the config and folder first, one line last."""
-    args = [a for a in TINY if "progress_bar" not in a]
-    proc, run_dir = train_cli(*args, "trainer.max_epochs=2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout
-    assert out.index("model:\n  d_model: 32") < out.index(f"[attnlab] output folder: {run_dir}")
-    assert "epoch 1/2 step 4 " in out and "epoch 2/2 step 8 " in out and "val/acc" in out
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("[attnlab] done in ") and "test/acc " in last and str(run_dir) in last
-
-
 @pytest.mark.parametrize(
     "preset,steps,checkpoints",
     [

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError
+from attnlab.loggers import check_callbacks, check_logger
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.runs import safe_dirname
@@ -89,7 +90,16 @@ class TrainerConfig:
     overfit_batches: Any = 0.0
     profiler: Any = None  # simple | advanced | pytorch
     enable_progress_bar: bool = True
-    enable_model_summary: bool = True
+    enable_model_summary: bool = False  # Lightning's table of layers; verbose=true shows it too
+
+
+@dataclass
+class LoggerConfig:
+    """Where scalars and hyperparameters go (attnlab.loggers); chosen with logger=<name> (conf/logger/)."""
+
+    name: str = "tensorboard"  # tensorboard | csv | mlflow | wandb
+    project: str = "attnlab"  # mlflow's experiment, wandb's project
+    save_dir: Any = None  # mlflow: a file store folder (default outputs/mlruns) or a tracking URI; wandb: its files
 
 
 @dataclass
@@ -99,10 +109,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Extra Lightning callbacks, name -> arguments (attnlab.loggers.CALLBACKS); callbacks=<name> (conf/callbacks/)
+    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
+    verbose: bool = False  # also print the config, Lightning's messages, the model summary and the test table
     progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
     # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
     # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.runs).
@@ -129,11 +143,29 @@ class EvaluateConfig:
 def job_dirname(overrides: str, limit: int = 200) -> str:
     """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
     a file name (255 bytes), its first characters and a hash of the rest."""
+    if not overrides:
+        return "job"
     overrides = safe_dirname(overrides)  # values like ../../x stay inside the sweep
     if len(overrides) <= limit:
-        return overrides or "job"
+        return overrides
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
     return f"{overrides[: limit - 13]}.._{digest}"  # 13 = len(".._") + 10
+
+
+NOT_IN_JOB_NAMES = ("experiment", "resume")  # the sweep folder's name says the first; the second is set on resume
+
+
+def job_names(jobs: list[list[str]]) -> list[str]:
+    """Short folder names for a sweep's jobs: the values that vary between them, keyed by the last part of
+    the key (`data=halfswap,pos_enc=rope,seed=1`; the full key where two would read the same), so that
+    TensorBoard's run list and HParams tell the jobs apart at a glance. Keys every job shares are in the
+    sweep's multirun.yaml and each job's .hydra/. A single job keeps all its overrides."""
+    parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
+    keys = list(dict.fromkeys(k for job in parsed for k in job if k not in NOT_IN_JOB_NAMES))
+    varying = [k for k in keys if len({job.get(k) for job in parsed}) > 1] if len(jobs) > 1 else keys
+    tails = [k.rsplit(".", 1)[-1] for k in varying]
+    short = {k: t if tails.count(t) == 1 else k for k, t in zip(varying, tails, strict=True)}
+    return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]
 
 
 # Used by conf/train.yaml's hydra.sweep.subdir. Registered on import, because launchers resolve the
@@ -284,6 +316,8 @@ def validate(c: dict[str, Any]) -> None:
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
     check_seq_len(data, model, data["seq_len"])
+    check_logger(c["logger"])
+    check_callbacks(c["callbacks"])
     if c["progress"] not in PROGRESS:
         raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
     accelerator = c["trainer"]["accelerator"]

@@ -1,14 +1,20 @@
-"""What a run prints: the config and output folder at start, progress, one line at the end.
+"""What a run prints. Quiet by default: a run prints its folder, one progress display and one
+closing line; a sweep job one line when it starts and one when it ends. `verbose=true` adds the
+resolved config, Lightning's messages, the model summary and the test table.
 
 `progress=auto` picks Lightning's Rich progress bar on a terminal and one plain line per epoch
-elsewhere (log files, CI, SLURM), where a redrawn bar turns into thousands of lines.
+elsewhere (log files, CI, SLURM), where a redrawn bar turns into thousands of lines. Both number
+epochs from 1, as the closing and resume lines do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +24,21 @@ from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgre
 from pytorch_lightning.utilities import rank_zero_only
 
 SWEEP_SIZE_ENV = "ATTNLAB_SWEEP_JOBS"  # set by the sweeper (hydra_plugins.attnlab_sweeper)
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
+PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept
 
 
 class EpochLines(ProgressBar):
-    """One line per epoch: epoch, step, the logged metrics, seconds."""
+    """One line per epoch: epoch, step, the epoch's logged metrics, seconds.
+
+    Printed when the next epoch starts (or training ends): at the callbacks' `on_train_epoch_end` the
+    LightningModule has not yet computed the epoch's train/acc, and the line would show the last one."""
 
     def __init__(self) -> None:
         super().__init__()
         self.enabled = True
         self.started = time.perf_counter()
+        self.pending: tuple[int, int, float] | None = None  # (epoch, step, seconds) of a finished epoch
 
     def disable(self) -> None:
         self.enabled = False
@@ -35,22 +47,38 @@ class EpochLines(ProgressBar):
         self.enabled = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer, pl_module)
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not (self.enabled and trainer.is_global_zero):
+        self.pending = (trainer.current_epoch, trainer.global_step, time.perf_counter() - self.started)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer, pl_module)
+
+    def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pending is None or not (self.enabled and trainer.is_global_zero):
             return
+        epoch, step, seconds = self.pending
+        self.pending = None
         metrics = self.get_metrics(trainer, pl_module)
         shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" in k)
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        print(
-            f"epoch {trainer.current_epoch + 1}/{epochs} step {trainer.global_step} {shown} "
-            f"({time.perf_counter() - self.started:.1f} s)",
-            flush=True,
-        )
+        print(f"epoch {epoch + 1}/{epochs} step {step} {shown} ({seconds:.1f} s)", flush=True)
 
 
-PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar, "plain": EpochLines}
+class RichBar(RichProgressBar):
+    """Lightning's Rich bar, with epochs numbered from 1 like the plain lines ("Epoch 1/10", not "0/9").
+    Lightning has no public setting for this label; its `_get_train_description` is the one hook
+    (tests/test_console.py checks the label, so a Lightning change shows up there)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        cap = self.trainer.max_epochs
+        label = f"Epoch {current_epoch + 1}" + (f"/{cap}" if cap and cap > 0 else "")
+        return f"{label:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
+
+
+PROGRESS_BARS = {"rich": RichBar, "tqdm": TQDMProgressBar, "plain": EpochLines}
 
 
 def progress_bar(mode: str) -> ProgressBar:
@@ -59,22 +87,53 @@ def progress_bar(mode: str) -> ProgressBar:
     return PROGRESS_BARS[mode]()
 
 
+@contextlib.contextmanager
+def lightning_messages(verbose: bool) -> Iterator[None]:
+    """Lightning's info messages only when verbose; its warnings always."""
+    loggers = [logging.getLogger(name) for name in (*LIGHTNING_LOGGERS, PROFILER_LOGGER)]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING if lg.name in LIGHTNING_LOGGERS else logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def process_seconds(began: float) -> float:
+    """Seconds since this process started (imports included), or since `began` where unknown."""
+    from attnlab.timing import process_age
+
+    age = process_age()
+    return age if age is not None else time.perf_counter() - began
+
+
+def job_label(job: Any) -> str:
+    total = os.environ.get(SWEEP_SIZE_ENV, "?")
+    return f"job {job.num + 1}/{total}"
+
+
 @rank_zero_only
 def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
-    """Single run: the resolved config and the folder. Sweep job: which job of how many, and its folder."""
+    """Single run: its folder (and the resolved config when verbose). Sweep job: which job of how many."""
     if job is None:
-        print(OmegaConf.to_yaml(c), end="")
+        if c["verbose"]:
+            print(OmegaConf.to_yaml(c), end="")
         print(f"[attnlab] output folder: {out}", flush=True)
     else:
-        total = os.environ.get(SWEEP_SIZE_ENV, "?")
-        print(f"[attnlab] job {job.num + 1}/{total}: {job.override_dirname or '(no overrides)'} -> {out}", flush=True)
+        print(f"[attnlab] {job_label(job)} started: {out}", flush=True)
 
 
 @rank_zero_only
-def announce_end(metrics: dict[str, Any], out: Path, seconds: float) -> None:
+def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
     shown = ", ".join(
         f"{k} {metrics[k]:.4f}"
         for k in ("test/acc", "val/acc_best", "test/acc_shuffled", "test/loss")
         if metrics.get(k) is not None
     )
-    print(f"[attnlab] done in {seconds:.1f} s: {shown}; files in {out} (metrics.json, checkpoints/, tb/)", flush=True)
+    if job is None:
+        print(f"[attnlab] done in {seconds:.1f} s: {shown}; files in {out}", flush=True)
+    else:
+        print(f"[attnlab] {job_label(job)} done in {seconds:.1f} s: {shown} ({out.name})", flush=True)

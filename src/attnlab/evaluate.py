@@ -4,7 +4,9 @@ Each length gets a fresh test set from the run's `data.seed` (and the length), s
 reproducible and never overlap training data; the training length gets the run's own test set, so
 with the best checkpoint and `eval.n` = `data.n_test` (the default) it gives back the run's test/acc.
 
-Results go to the run's metrics.json and to TensorBoard (`eval/acc_vs_seq_len`, step = seq_len):
+Results go to the run's metrics.json, to a figure (`length_generalization.png` in the run folder, and the
+image `eval/acc_vs_seq_len` in TensorBoard at the checkpoint's step; a figure, because lengths on a
+scalar chart's step axis get smoothed and clipped away):
 `length_generalization` {seq_len: acc} of the checkpoint named in `length_generalization_checkpoint`
 (file and training step). Evaluating the same checkpoint again adds lengths to it; another checkpoint
 starts a new table, and the old one moves to `length_generalization_earlier` with its checkpoint.
@@ -27,6 +29,7 @@ from attnlab.errors import ConfigError
 from attnlab.runs import run_config
 from attnlab.tasks import derive_seed, make_split, split_seed
 
+FIGURE = "length_generalization.png"  # in the run folder, and as an image in TensorBoard (eval/acc_vs_seq_len)
 KEY = "length_generalization"  # in metrics.json; train.py carries its keys over when a run is resumed
 
 
@@ -88,7 +91,31 @@ def evaluate_lengths(
     metrics[KEY] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
     metrics[f"{KEY}_checkpoint"] = which
     runs.write_json_atomic(metrics_path, metrics)
-    with SummaryWriter(str(run_dir / "tb")) as writer:
-        for length, acc in results.items():
-            writer.add_scalar("eval/acc_vs_seq_len", acc, global_step=length)
+    figure = length_figure(metrics[KEY], data["seq_len"], which)
+    figure.savefig(run_dir / FIGURE, dpi=120)
+    if (run_dir / "tb").is_dir():  # a run logged to TensorBoard (logger=tensorboard, the default)
+        with SummaryWriter(str(run_dir / "tb")) as writer:
+            writer.add_figure("eval/acc_vs_seq_len", figure, global_step=which["global_step"])
     return results
+
+
+def length_figure(table: dict[str, float], train_len: int, which: dict[str, Any]) -> Any:
+    """Test accuracy against sequence length (log scale), the training length marked, chance drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = [int(k) for k in table]
+    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
+    ax.plot(lengths, list(table.values()), "o-", color="tab:blue", label="test/acc")
+    ax.axvline(train_len, color="tab:red", linestyle="--", label=f"training length {train_len}")
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"length generalisation ({which['file']}, step {which['global_step']})", fontsize=9)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig

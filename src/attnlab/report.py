@@ -61,6 +61,7 @@ NOT_SETTINGS = {
     "output_dir",
     "resume",
     "progress",
+    "verbose",
     "torch_threads",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",

@@ -44,6 +44,7 @@ RESUMABLE = (
     "trainer.enable_model_summary",
     "trainer.accelerator",
     "progress",
+    "verbose",
     "torch_threads",
 )
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction

@@ -28,23 +28,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import runs
 from attnlab.config import to_plain, validate
-from attnlab.console import announce_end, announce_start, progress_bar
+from attnlab.console import announce_end, announce_start, lightning_messages, process_seconds, progress_bar
+from attnlab.dashboard import METRICS as HPARAM_METRICS
+from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import KEY as LENGTHS_KEY
 from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
+from attnlab.loggers import build_callbacks, build_logger
 from attnlab.module import LitClassifier
 from attnlab.provenance import as_markdown, provenance
 from attnlab.timing import StepClock
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# A hint for Lightning's own multi-node launch through srun, printed wherever SLURM is installed; attnlab's
+# jobs reach SLURM through hydra/launcher=slurm (hydra_plugins.attnlab_slurm), which needs no srun.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
@@ -69,6 +74,19 @@ def key_settings(c: dict[str, Any]) -> dict[str, Any]:
         "max_epochs": c["trainer"]["max_epochs"],
         "early_stop_patience": c["early_stop"]["patience"],
     }
+
+
+def log_interval(c: dict[str, Any]) -> int:
+    """`trainer.log_every_n_steps`, at most one epoch's steps: an epoch shorter than the interval logs
+    train/loss once per epoch instead of never (and Lightning does not warn about it)."""
+    data, trainer = c["data"], c["trainer"]
+    batches = -(-data["n_train"] // data["batch_size"])
+    limit = trainer["limit_train_batches"]
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = max(1, int(batches * limit))
+    return max(1, min(trainer["log_every_n_steps"], batches))
 
 
 def sweep_job() -> Any | None:
@@ -160,8 +178,16 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
 def run(
     c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
 ) -> dict[str, Any]:
+    with lightning_messages(c["verbose"]):
+        return fit_and_test(c, out, stop, extra_callbacks, began)
+
+
+def fit_and_test(
+    c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
+) -> dict[str, Any]:
+    job = sweep_job()
     start_from, start_step = start_checkpoint(c, out)
-    announce_start(c, out, sweep_job())
+    announce_start(c, out, job)
     threads = torch_threads(c["torch_threads"])
     if threads:
         torch.set_num_threads(threads)
@@ -190,23 +216,29 @@ def run(
         callbacks.append(EarlyStopping("val/loss", min_delta=early["min_delta"], patience=early["patience"]))
     if c["diagnostics"]:
         callbacks.append(AttentionDiagnostics())
-    if c["trainer"]["enable_progress_bar"]:
+    show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
+    if show_progress:
         callbacks.append(progress_bar(c["progress"]))
-    # A resumed run appends to the same TensorBoard run. Everything logged before a checkpoint of step S
-    # has a step < S (an epoch's validation is logged at S - 1), so `purge_step=S` hides exactly what the
-    # interrupted attempt logged after its checkpoint: no step appears twice, none is lost.
-    logger = TensorBoardLogger(
-        save_dir=str(out), name="tb", version="", default_hp_metric=False, purge_step=start_step if start_from else None
-    )
-    if not start_from:
-        # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
-        logger.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+    callbacks += build_callbacks(c["callbacks"])
+    logger = build_logger(c["logger"], out, purge_step=start_step if start_from else None)
+    tensorboard = logger if isinstance(logger, TensorBoard) else None  # the one that takes text, images, layouts
     origin = provenance()  # the code and command of this attempt (a resume may run newer code): at its first step
-    logger.experiment.add_text("provenance", as_markdown(origin), global_step=start_step)
+    if tensorboard:
+        if not start_from:
+            # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
+            tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+            write_layout(tensorboard)
+        tensorboard.experiment.add_text("provenance", as_markdown(origin), global_step=start_step)
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = pl.Trainer(**c["trainer"], logger=logger, callbacks=callbacks, plugins=plugins, default_root_dir=str(out))
+    trainer_args = {
+        **c["trainer"],
+        "enable_progress_bar": show_progress,
+        "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
+        "log_every_n_steps": log_interval(c),
+    }
+    trainer = pl.Trainer(**trainer_args, logger=logger, callbacks=callbacks, plugins=plugins, default_root_dir=str(out))
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
@@ -225,7 +257,7 @@ def run(
     stopped_early = trainer.early_stopping_callback is not None and trainer.current_epoch < trainer.max_epochs
     # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
     best = checkpoint.best_model_path or None
-    test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True)[0]
+    test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=c["verbose"])[0]
     if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
         raise stop.interrupted()
 
@@ -247,13 +279,18 @@ def run(
     }
     if not trainer.is_global_zero:  # under DDP, one process writes the results
         return metrics
-    # HParams tab: the whole run config beside its real final metrics, one row per run of a sweep.
-    # Its metrics under tags of their own: logged at step 0 under val/acc_best or test/acc they would go
-    # back in time, and TensorBoard then drops the real curve.
-    logger.log_hyperparams(
-        {k: v for k, v in c.items() if k != "output_dir"},
-        {f"hparams/{k}": metrics[k] for k in ("val/acc_best", "test/acc") if metrics[k] is not None},
-    )
+    # HParams: the key settings (and whatever else the sweep varies) beside the final metrics, one row
+    # per run; a debug run is no result and gets no row. Metrics under tags of their own (hparams/...):
+    # under val/acc_best or test/acc they would add a point to the real curve.
+    if not is_debug(c):
+        row, differs = hparams_of(c, out)
+        if tensorboard:
+            write_hparams(tensorboard, row, differs, metrics, trainer.global_step)
+        else:
+            logger.log_hyperparams(row)
+            logger.log_metrics(
+                {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}, trainer.global_step
+            )
     logger.finalize("success")
     previous = out / runs.PREVIOUS_METRICS  # a resumed run's earlier results: keep what evaluate.py added
     if previous.is_file():
@@ -261,5 +298,6 @@ def run(
             metrics.update({k: v for k, v in json.loads(previous.read_text()).items() if k.startswith(LENGTHS_KEY)})
     runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
     previous.unlink(missing_ok=True)
-    announce_end(metrics, out, time.perf_counter() - began)
+    # A single run counts from process start (imports included); a sweep job from its own start.
+    announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
     return metrics

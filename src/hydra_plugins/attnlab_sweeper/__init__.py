@@ -20,6 +20,7 @@ on dataclasses. `BasicSweeper` lives in `hydra._internal`; we reuse its parsing 
 """
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -37,9 +38,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import runs
-from attnlab.config import to_plain, validate
+from attnlab.config import job_names, to_plain, validate
 from attnlab.console import SWEEP_SIZE_ENV
 from attnlab.errors import ConfigError, Interrupted
+from attnlab.timing import process_age
 
 
 @dataclass
@@ -106,6 +108,26 @@ def warm_workers(launcher: Any) -> bool:
     return True
 
 
+def task_overrides(job: Sequence[str]) -> list[str]:
+    """A job's overrides as the user wrote them: without the folder name the sweeper adds."""
+    return [o for o in job if not o.startswith("hydra.sweep.subdir=")]
+
+
+def recorded_names(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> list[str]:
+    """The folders the sweep's jobs.json gave these jobs when it started (a job matches the record whose
+    overrides it has, `resume=` aside: a continuation may add some); `names` for jobs it does not hold."""
+    try:
+        record = json.loads((sweep_dir / "jobs.json").read_text())["jobs"]
+        saved = [({o for o in job["overrides"] if not o.startswith("resume=")}, job["dir"]) for job in record]
+    except (OSError, ValueError, KeyError, TypeError):
+        return names
+    kept = []
+    for job, name in zip(grid, names, strict=True):
+        matches = [folder for overrides, folder in saved if overrides <= set(job)]
+        kept.append(matches[0] if len(matches) == 1 else name)
+    return kept
+
+
 class ValidatingSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -113,8 +135,13 @@ class ValidatingSweeper(BasicSweeper):
         params = [*self._parse_config(), *arguments]
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params), None)
-        jobs = [list(job) for batch in self.overrides for job in batch]
+        grid = [list(job) for batch in self.overrides for job in batch]
+        # Each job's folder: the values that vary (attnlab.config.job_names), set through Hydra's own key.
+        names = job_names(grid)
         resuming = bool(self.config.get("resume"))
+        if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
+            names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
+        jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(name)}"] for job, name in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
         # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
@@ -148,7 +175,8 @@ class ValidatingSweeper(BasicSweeper):
             OmegaConf.save(self.config, tmp)
             os.replace(tmp, sweep_dir / "multirun.yaml")
         runs.write_json_atomic(
-            sweep_dir / "jobs.json", {"jobs": [{"overrides": j, "dir": f} for j, f in zip(jobs, folders, strict=True)]}
+            sweep_dir / "jobs.json",
+            {"jobs": [{"overrides": task_overrides(j), "dir": f} for j, f in zip(jobs, folders, strict=True)]},
         )
         todo = [
             j for j, f in zip(jobs, folders, strict=True) if not (resuming and runs.status(sweep_dir / f)[0] == "ok")
@@ -204,7 +232,7 @@ class ValidatingSweeper(BasicSweeper):
                 if resuming and (saved := runs.saved_config(sweep_dir / folder)):
                     runs.check_same_run(saved, c, sweep_dir / folder)
             except ConfigError as e:
-                print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr)
+                print(f"error: job #{num} ({' '.join(task_overrides(overrides))}): {e}", file=sys.stderr)
                 sys.exit(1)  # (a pool of warmed workers is shut down at exit, after they started: a few seconds)
             folders[folder] = num
             if num == 0:
@@ -221,9 +249,13 @@ class ValidatingSweeper(BasicSweeper):
             print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
             return code or 1
         bad = [r for r in rows if r["status"] != "ok"]
+        age = process_age()  # from process start: imports and the up-front checks included
+        seconds = age if age is not None else time.perf_counter() - began
+        failed = f", {len(bad)} did not finish" if bad else ""
         print(
-            f"[attnlab] sweep done in {time.perf_counter() - began:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok; "
-            f"report: {sweep_dir / 'summary.md'}",
+            f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
+            f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
+            f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir))}",
             flush=True,
         )
         for r in bad:

@@ -1,0 +1,102 @@
+"""Take PNG screenshots of TensorBoard's tabs with headless Chromium.
+
+    python scripts/screenshots.py LOGDIR OUTDIR [--port 0] [--width 1400 --height 1000]
+
+Starts TensorBoard on 127.0.0.1 (``--port 0`` picks a free port), waits until
+it has loaded at least one run, then writes into OUTDIR:
+
+    tensorboard_scalars.png  tensorboard_images.png
+    tensorboard_hparams.png  tensorboard_custom_scalars.png
+
+A tab with no data (e.g. custom scalars without a layout) is still captured,
+showing TensorBoard's empty state. TensorBoard is always stopped at the end.
+Needs the ``chromium`` binary (Debian: ``apt-get install chromium``).
+Exits 1 if any screenshot is missing or empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from attnlab.tbserver import tensorboard
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# URL hashes, also used in the file names. TensorBoard 2.21 still serves the
+# classic dashboards: '#scalars' shows only scalar charts and '#images' only
+# images, whereas '#timeseries' mixes all card types (images may come first)
+# and opens a settings pane over the charts.
+TABS = ("scalars", "images", "hparams", "custom_scalars")
+SHOT_TIMEOUT_S = 90
+# --virtual-time-budget lets the JS app fetch data and draw its charts before
+# the capture (fast-forwarded, so ~2 s each); without it Chromium shoots an
+# empty page below the orange toolbar.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--virtual-time-budget=15000",
+)
+
+
+def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool:
+    """Capture url into out; print one line; return False if no PNG was written."""
+    out.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tb-shot-") as profile:
+        window = f"--window-size={size[0]},{size[1]}"
+        cmd = [browser, *CHROMIUM_FLAGS, window, f"--user-data-dir={profile}", f"--screenshot={out}", url]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=SHOT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"FAILED {out}: chromium timed out after {SHOT_TIMEOUT_S} s", file=sys.stderr)
+            return False
+    if res.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+        tail = "\n".join((res.stderr or "").strip().splitlines()[-5:])
+        print(f"FAILED {out} (chromium exit {res.returncode})\n{tail}", file=sys.stderr)
+        return False
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("logdir", type=Path, help="TensorBoard log directory (e.g. a sweep dir)")
+    ap.add_argument("outdir", type=Path, help="where to write the PNGs")
+    ap.add_argument("--port", type=int, default=0, help="TensorBoard port (0 = pick a free one)")
+    ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--height", type=int, default=1000)
+    args = ap.parse_args()
+
+    browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    if browser is None:
+        looked = ", ".join(BROWSERS)
+        print(
+            f"error: no Chromium found (looked for {looked}); install it with: apt-get install chromium",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.logdir.is_dir():
+        print(f"error: log directory {args.logdir} does not exist", file=sys.stderr)
+        return 1
+    args.outdir.mkdir(parents=True, exist_ok=True)
+
+    size = (args.width, args.height)
+    try:
+        with tensorboard(args.logdir, args.port) as base:
+            ok = [
+                screenshot(browser, f"{base}/?darkMode=false#{tab}", args.outdir / f"tensorboard_{tab}.png", size)
+                for tab in TABS
+            ]
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(ok) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Where a run's scalars and hyperparameters go (`logger=`), and the extra Lightning callbacks a
+run can take (`callbacks=`): one small builder per name, chosen from a registry.
+
+    python scripts/train.py logger=csv                      # <run>/csv/metrics.csv
+    python scripts/train.py logger=mlflow                   # outputs/mlruns (pip install -e '.[mlflow]')
+    python scripts/train.py logger=wandb                    # offline, <run>/wandb (pip install -e '.[wandb]')
+    python scripts/train.py callbacks=early_stopping        # stop when val/acc stops improving
+    python scripts/train.py 'callbacks=[early_stopping,timer]'
+
+TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text,
+HParams and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the
+HParams row and metrics through Lightning's `log_hyperparams` / `log_metrics`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attnlab.errors import ConfigError
+from attnlab.registry import Registry
+
+# Lightning is imported by the builders, not here: config checks import this module, and a bad value
+# should be answered before Lightning loads.
+LoggerBuilder = Callable[[dict[str, Any], Path, "int | None"], Any]
+LOGGERS: Registry[LoggerBuilder] = Registry("logger.name")
+PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger -> the package it needs (an optional extra)
+
+
+def run_name(out: Path) -> str:
+    """A sweep job's short folder name with its sweep (`2026-11-30_15-02-54_limitations/pos_enc=rope,seed=1`),
+    or a single run's folder name."""
+    return f"{out.parent.name}/{out.name}" if (out.parent / "jobs.json").is_file() else out.name
+
+
+@LOGGERS.register("tensorboard")
+def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+    from attnlab.dashboard import TensorBoard
+
+    # A resumed run appends to the same TensorBoard run. Everything logged before a checkpoint of step S
+    # has a step < S (an epoch's validation is logged at S - 1), so `purge_step=S` hides exactly what the
+    # interrupted attempt logged after its checkpoint: no step appears twice, none is lost.
+    return TensorBoard(save_dir=str(out), name="tb", version="", default_hp_metric=False, purge_step=purge_step)
+
+
+@LOGGERS.register("csv")
+def csv(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(out), name="csv", version="")
+
+
+@LOGGERS.register("mlflow")
+def mlflow(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    where = lg["save_dir"] or "outputs/mlruns"
+    if "://" in where:  # a tracking URI as given (sqlite:///mlflow.db, http://server:5000)
+        uri = where
+    else:  # a local file store, shared by all runs: no server, no database, `mlflow ui` reads it
+        uri = Path(where).resolve().as_uri()
+        # MLflow 3 keeps the file store in maintenance mode and refuses it unless this is set.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(experiment_name=lg["project"], run_name=run_name(out), tracking_uri=uri)
+
+
+@LOGGERS.register("wandb")
+def wandb(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+    from pytorch_lightning.loggers import WandbLogger
+
+    save_dir = Path(lg["save_dir"]) if lg["save_dir"] else out
+    save_dir.mkdir(parents=True, exist_ok=True)
+    # Offline: nothing leaves the machine; `wandb sync <run>/wandb/offline-run-*` uploads it later.
+    return WandbLogger(project=lg["project"], name=run_name(out), save_dir=str(save_dir), offline=True)
+
+
+def check_logger(lg: dict[str, Any]) -> None:
+    LOGGERS.get(lg["name"])  # an unknown name lists the valid ones
+    package = PACKAGES.get(lg["name"])
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError("logger.name", lg["name"], f"needs the {package} package: pip install -e '.[{package}]'")
+
+
+def build_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+    return LOGGERS.get(lg["name"])(lg, out, purge_step)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def early_stopping() -> type:  # conf/callbacks/early_stopping.yaml: on val/acc
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    return EarlyStopping
+
+
+def timer() -> type:  # conf/callbacks/timer.yaml: stop after a wall-clock duration
+    from pytorch_lightning.callbacks import Timer
+
+    return Timer
+
+
+CALLBACKS: Registry[Callable[[], type]] = Registry("callbacks")  # name -> the Lightning callback class
+CALLBACKS.register("early_stopping")(early_stopping)
+CALLBACKS.register("timer")(timer)
+
+
+def check_callbacks(chosen: dict[str, Any]) -> None:
+    """Each chosen callback exists and takes its settings (checked against the class's signature)."""
+    for name, kwargs in chosen.items():
+        cls = CALLBACKS.get(name)()
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"callbacks.{name}", kwargs, "must be a mapping of the callback's arguments")
+        try:
+            inspect.signature(cls).bind(**kwargs)
+        except TypeError as e:
+            allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+            raise ConfigError(f"callbacks.{name}", kwargs, f"{e}; {cls.__name__} takes {allowed}") from e
+
+
+def build_callbacks(chosen: dict[str, Any]) -> list[Any]:
+    return [CALLBACKS.get(name)()(**kwargs) for name, kwargs in chosen.items()]

@@ -1,0 +1,68 @@
+"""What a run and a sweep print: quiet by default, everything with verbose=true."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import TINY, read_metrics, run_train
+
+QUIET = [a for a in TINY if not a.startswith("trainer.enable_")]  # the defaults: progress on, no model table
+NOISE = (
+    "GPU available",
+    "litlogger",
+    "srun",
+    "log_every_n_steps",
+    "Restoring states",
+    "Test metric",
+    "Trainable params",
+)
+
+
+def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = run_train(*QUIET, "trainer.max_epochs=2", "progress=plain", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    metrics = read_metrics(run)
+    assert len(lines) == 4, proc.stdout
+    assert lines[0] == f"[attnlab] output folder: {run}"
+    for epoch, line in enumerate(lines[1:3]):
+        assert line.startswith(f"epoch {epoch + 1}/2 step {4 * (epoch + 1)} ")
+        # the epoch's own train/acc (the module computes it after the callbacks' epoch end)
+        assert f"train/acc {metrics['history']['train/acc'][epoch]:.4f}" in line
+        assert f"val/acc {metrics['history']['val/acc'][epoch]:.4f}" in line
+    done = re.fullmatch(r"\[attnlab\] done in ([\d.]+) s: test/acc ([\d.]+), .*; files in (.*)", lines[3])
+    assert done and done[3] == str(run) and float(done[2]) == round(metrics["test/acc"], 4)
+    # counted from process start: imports and start-up included
+    assert float(done[1]) >= metrics["startup_seconds"] + metrics["fit_seconds"]
+    assert not any(n in proc.stdout + proc.stderr for n in NOISE), proc.stdout + proc.stderr
+
+
+def test_verbose_shows_the_config_and_lightnings_summaries(tmp_path) -> None:
+    proc = run_train(*QUIET, "verbose=true", "progress=plain", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "  seq_len: 8\n" in proc.stdout  # the resolved config
+    for shown in ("Trainable params", "Test metric", "Restoring states"):
+        assert shown in out, shown
+
+
+def test_the_rich_bar_counts_epochs_from_one(tmp_path) -> None:
+    proc = run_train(*QUIET, "trainer.max_epochs=2", "progress=rich", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Epoch 2/2" in proc.stdout and "Epoch 0/" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_sweep_prints_two_lines_per_job_and_a_summary(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *QUIET, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"[attnlab] sweep of 2 jobs in {sweep}"
+    for k, seed in enumerate((0, 1)):
+        start, end = lines[1 + 2 * k], lines[2 + 2 * k]
+        assert start == f"[attnlab] job {k + 1}/2 started: {sweep / f'seed={seed}'}"
+        assert re.fullmatch(rf"\[attnlab\] job {k + 1}/2 done in [\d.]+ s: test/acc .* \(seed={seed}\)", end), end
+    assert re.fullmatch(r"\[attnlab\] sweep done in [\d.]+ s: 2/2 jobs ok", lines[5])
+    assert lines[6:] == [f"[attnlab] report: {sweep / 'summary.md'}", f"[attnlab] curves: tensorboard --logdir {sweep}"]
+    assert not any(n in proc.stdout + proc.stderr for n in (*NOISE, "[HYDRA]")), proc.stdout + proc.stderr

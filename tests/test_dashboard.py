@@ -1,0 +1,127 @@
+"""What a researcher sees in TensorBoard, checked against a real TensorBoard server on 127.0.0.1 through
+its HTTP data API (the same calls its web app makes), for a small sweep and a debug run beside it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnlab.dashboard import HPARAMS, METRICS, is_debug
+from attnlab.tbserver import get_json, tensorboard
+
+from .conftest import ROOT, TINY, read_metrics, run_train
+
+pytestmark = pytest.mark.slow
+GRID = ["data=halfswap,uniform", "model.pos_enc=none,rope"]
+NAMES = [
+    "data=halfswap,pos_enc=none",
+    "data=halfswap,pos_enc=rope",
+    "data=uniform,pos_enc=none",
+    "data=uniform,pos_enc=rope",
+]
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory) -> Path:
+    """logs/sweep: 2 tasks x 2 encodings, 2 epochs each; logs/debug: a debug=limit run."""
+    logs = tmp_path_factory.mktemp("logs")
+    sweep = run_train("-m", *TINY, "trainer.max_epochs=2", *GRID, f"hydra.sweep.dir={logs / 'sweep'}", cwd=logs)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    debug = run_train(*TINY, "debug=limit", f"hydra.run.dir={logs / 'debug'}", cwd=logs)
+    assert debug.returncode == 0, debug.stderr[-3000:]
+    return logs
+
+
+@pytest.fixture(scope="module")
+def served(logdir: Path):
+    with tensorboard(logdir) as base:
+        yield base
+
+
+def session_groups(base: str) -> list[dict]:
+    query = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+    }
+    return get_json(f"{base}/data/plugin/hparams/session_groups", query)["sessionGroups"]
+
+
+def test_run_names_are_the_values_that_vary(logdir: Path, served: str) -> None:
+    runs = get_json(f"{served}/data/runs")
+    assert sorted(runs) == sorted(["debug/tb", *(f"sweep/{n}/tb" for n in NAMES)])
+    assert sorted(p.name for p in (logdir / "sweep").iterdir() if p.is_dir()) == NAMES
+
+
+def test_scalars_images_and_layout_are_served(logdir: Path, served: str) -> None:
+    run = f"sweep/{NAMES[1]}/tb"
+    tags = get_json(f"{served}/data/plugin/scalars/tags")[run]
+    for tag in ("train/acc", "val/acc", "val/acc_shuffled", "train/loss", "val/loss", "attn/entropy_uniform"):
+        assert tag in tags
+    assert "epoch" not in tags  # Lightning's 0, 1, 2, ... chart is dropped
+    points = get_json(f"{served}/data/plugin/scalars/scalars?run={run}&tag=val/acc_best")
+    metrics = read_metrics(logdir / "sweep" / NAMES[1])
+    assert len(points) == metrics["epochs"] and points[-1][2] == pytest.approx(metrics["val/acc_best"])
+    images = get_json(f"{served}/data/plugin/images/tags")[run]
+    assert {"attention/class_A/layer0_head0", "attention/class_B/layer0_head0"} <= set(images)
+    layout = get_json(f"{served}/data/plugin/custom_scalars/layout")
+    charts = {c["title"]: c["multiline"]["tag"] for c in layout["category"][0]["chart"]}
+    assert charts == {
+        "accuracy": ["^train/acc$", "^val/acc$", "^val/acc_shuffled$"],
+        "loss": ["^train/loss$", "^val/loss$"],
+        "attention entropy (nats) vs uniform log L": ["^attn/entropy$", "^attn/entropy_uniform$"],
+    }
+
+
+def test_hparams_show_what_the_sweep_varies_first(logdir: Path, served: str) -> None:
+    experiment = get_json(f"{served}/data/plugin/hparams/experiment", {"experimentName": ""})
+    infos = experiment["hparamInfos"]
+    # TensorBoard shows the first five columns; the sweep's keys come first, then the others by name.
+    assert [(h["name"], h.get("differs", False)) for h in infos[:2]] == [("pos_enc", True), ("task", True)]
+    assert {h["name"] for h in infos} == set(HPARAMS)
+    types = {h["name"]: h["type"] for h in infos}
+    assert types["lr"] == "DATA_TYPE_FLOAT64" and types["seq_len"] == "DATA_TYPE_STRING"  # "8", not "8.0000"
+    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == [f"hparams/{m}" for m in METRICS]
+
+    groups = session_groups(served)
+    assert sorted(g["name"] for g in groups) == [f"sweep/{n}/tb" for n in NAMES]  # not the debug run
+    for group in groups:
+        folder = logdir / "sweep" / group["name"].split("/")[1]
+        metrics = read_metrics(folder)
+        hp = group["hparams"]
+        assert folder.name == f"data={hp['task']},pos_enc={hp['pos_enc']}"
+        assert (hp["seq_len"], hp["seed"], hp["lr"]) == ("8", "0", pytest.approx(3e-3))
+        served_metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        for m in METRICS:
+            assert served_metrics[f"hparams/{m}"] == pytest.approx(metrics[m])
+
+
+def test_debug_runs_are_no_hparams_rows(compose_cfg) -> None:
+    from attnlab.config import to_plain
+
+    for preset in ("fdr", "limit", "overfit", "profiler"):
+        assert is_debug(to_plain(compose_cfg(f"debug={preset}")))
+    assert not is_debug(to_plain(compose_cfg("experiment=limitations")))
+
+
+CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium): no screenshots")
+def test_screenshots_of_every_tab(logdir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "screenshots.py"), str(logdir / "sweep"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for tab in ("scalars", "images", "hparams", "custom_scalars"):
+        png = (tmp_path / f"tensorboard_{tab}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a drawn page, not a blank one
