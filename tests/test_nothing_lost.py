@@ -323,7 +323,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
 
     sweep = tmp_path / "sweep"
     proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    job = job_dir(sweep, "model.num_heads=1", proc)
+    job = job_dir(sweep, "num_heads=1", proc)  # the folder: the values that vary
     wait_for(job / "checkpoints" / "last.ckpt", proc)
     time.sleep(0.3)  # some way into the next epoch
     proc.kill()
