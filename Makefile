@@ -64,7 +64,7 @@ figures: setup  ## regenerate the README's figure and table under docs/ (one run
 	cp outputs/docs/limitations/summary.md docs/limitations_summary.md
 
 screenshots: setup  ## PNGs of TensorBoard's tabs for the limitations study (after make figures), into docs/ (needs chromium)
-	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations) docs --width 1600 --height 1000
+	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations) docs --width 1600 --height 1000 --runs 'data=halfswap,.*seed=0'
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,6 +1,7 @@
 """Take PNG screenshots of TensorBoard's tabs with headless Chromium.
 
-    python scripts/screenshots.py LOGDIR OUTDIR [--port 0] [--width 1400 --height 1000]
+    python scripts/screenshots.py LOGDIR OUTDIR [--port 0] [--width 1400 --height 1000] [--runs REGEX]
+    make screenshots    # the limitations study's halfswap runs of seed 0, into docs/
 
 Starts TensorBoard on 127.0.0.1 (``--port 0`` picks a free port), waits until
 it has loaded at least one run, then writes into OUTDIR:
@@ -17,13 +18,17 @@ Exits 1 if any screenshot is missing or empty.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
-from attnlab.tbserver import tensorboard
+from attnlab.tbserver import get_json, tensorboard
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # URL hashes, also used in the file names. TensorBoard 2.21 still serves the
@@ -63,6 +68,19 @@ def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool
     return True
 
 
+def run_selection(runs: list[str], pattern: str | None) -> str:
+    """The URL-hash parameter that selects the runs matching `pattern` (TensorBoard keeps the run
+    checkboxes in the hash as base64 JSON); "" for all runs."""
+    if pattern is None:
+        runs_shown = runs
+    else:
+        runs_shown = [r for r in runs if re.search(pattern, r)]
+        if not runs_shown:
+            raise RuntimeError(f"--runs {pattern!r} matches none of the {len(runs)} runs")
+    state = base64.b64encode(json.dumps({r: r in runs_shown for r in runs}).encode()).decode()
+    return "&runSelectionState=" + urllib.parse.quote(state)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logdir", type=Path, help="TensorBoard log directory (e.g. a sweep dir)")
@@ -70,6 +88,11 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0, help="TensorBoard port (0 = pick a free one)")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument(
+        "--runs",
+        default=None,
+        help="regex: the runs to show (TensorBoard selects none by default past 40 runs); default: all",
+    )
     args = ap.parse_args()
 
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
@@ -88,8 +111,11 @@ def main() -> int:
     size = (args.width, args.height)
     try:
         with tensorboard(args.logdir, args.port) as base:
+            selection = run_selection(get_json(f"{base}/data/runs"), args.runs)
             ok = [
-                screenshot(browser, f"{base}/?darkMode=false#{tab}", args.outdir / f"tensorboard_{tab}.png", size)
+                screenshot(
+                    browser, f"{base}/?darkMode=false#{tab}{selection}", args.outdir / f"tensorboard_{tab}.png", size
+                )
                 for tab in TABS
             ]
     except RuntimeError as exc:

@@ -116,7 +116,14 @@ CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (apt-get install chromium): no screenshots")
 def test_screenshots_of_every_tab(logdir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "screenshots.py"), str(logdir / "sweep"), str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "screenshots.py"),
+            str(logdir / "sweep"),
+            str(tmp_path),
+            "--runs",
+            "rope",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
