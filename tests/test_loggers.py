@@ -34,9 +34,22 @@ def test_csv_logger_gets_the_scalars_and_the_hparams_row(compose_cfg, tmp_path) 
     final = [r for r in rows if r.get("hparams/test/acc")]
     assert [float(r["hparams/test/acc"]) for r in final] == [pytest.approx(metrics["test/acc"])]
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert set(hparams) == set(HPARAMS) and hparams["seq_len"] == "8" and hparams["task"] == "uniform"
+    assert set(hparams) == set(HPARAMS) and hparams["seq_len"] == 8 and hparams["task"] == "uniform"  # real types
     assert not (tmp_path / "tb").exists()  # TensorBoard only when chosen
     assert read_metrics(tmp_path)["test/acc"] == metrics["test/acc"]
+
+
+def test_a_resumed_csv_run_keeps_its_earlier_rows(compose_cfg, tmp_path) -> None:
+    """Lightning's CSV writer deletes metrics.csv when it starts; a resume keeps the rows from before its
+    checkpoint (and drops what the first attempt logged after it: here its test)."""
+    from attnlab.train import train
+
+    first = train(compose_cfg(*TINY, "logger=csv"))
+    train(compose_cfg(*TINY, "logger=csv", "trainer.max_epochs=2", "resume=true"))
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    val = [(int(r["step"]), float(r["val/acc"])) for r in rows if r.get("val/acc")]
+    assert [s for s, _ in val] == [3, 7] and val[0][1] == pytest.approx(first["history"]["val/acc"][0])
+    assert [int(r["step"]) for r in rows if r.get("test/acc")] == [8]  # the first attempt's test (step 4) is gone
 
 
 @pytest.mark.parametrize("name", ["mlflow", "wandb"])

@@ -1,6 +1,7 @@
 """Sweeps through the real entry point: launchers, job folders, the report, failed jobs."""
 
 import csv
+import json
 import re
 import statistics
 import subprocess
@@ -156,3 +157,38 @@ def test_long_override_lists_still_make_valid_folder_names() -> None:
     long_a, long_b = "x" * 300 + "a", "x" * 300 + "b"
     assert len(job_dirname(long_a)) <= 200 and job_dirname(long_a) != job_dirname(long_b)
     assert job_dirname(long_a).startswith("x" * 100)
+
+
+def test_a_continued_sweep_keeps_the_folders_its_jobs_json_recorded(tmp_path: Path) -> None:
+    """Folders named by an earlier version (all overrides) stay theirs when the sweep is continued, even
+    with an override added for every job; a job the record lacks gets this version's name."""
+    from hydra_plugins.attnlab_sweeper import recorded_names
+
+    old = [["data=halfswap", "seed=0"], ["data=halfswap", "seed=1"]]
+    (tmp_path / "jobs.json").write_text(json.dumps({"jobs": [{"overrides": o, "dir": ",".join(o)} for o in old]}))
+    grid = [[*o, "resume=true", "trainer.max_epochs=40"] for o in [*old, ["data=halfswap", "seed=2"]]]
+    names = ["seed=0", "seed=1", "seed=2"]
+    assert recorded_names(tmp_path, grid, names) == ["data=halfswap,seed=0", "data=halfswap,seed=1", "seed=2"]
+    assert recorded_names(tmp_path / "nowhere", grid, names) == names
+
+
+@pytest.mark.parametrize(
+    "grid, names",
+    [
+        (  # only what varies, keyed by the last part of the key
+            [["data=halfswap", "model.pos_enc=none", "seed=0"], ["data=halfswap", "model.pos_enc=rope", "seed=0"]],
+            ["pos_enc=none", "pos_enc=rope"],
+        ),
+        (  # two keys that would read the same keep their full names
+            [["model.d_model=8", "optim.d_model=1"], ["model.d_model=16", "optim.d_model=2"]],
+            ["model.d_model=8,optim.d_model=1", "model.d_model=16,optim.d_model=2"],
+        ),
+        ([["seed=0", "experiment=limitations"]], ["seed=0"]),  # one job: its overrides (experiment: the sweep's)
+        ([[]], ["job"]),
+        ([["data.task=../../etc"], ["data.task=x"]], ["task=..%2F..%2Fetc", "task=x"]),  # stays in the sweep
+    ],
+)
+def test_job_folders_are_named_by_what_varies(grid, names) -> None:
+    from attnlab.config import job_names
+
+    assert job_names(grid) == names

@@ -98,14 +98,14 @@ def shown(value: Any) -> Any:
 
 
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
-    """The HParams row of a run (name -> value) and the names its sweep varies."""
+    """The HParams row of a run (name -> value, as in the config) and the names its sweep varies."""
     names = {key: name for name, key in HPARAMS.items()}
     varying = sweep_varying(run_dir)
-    row = {name: shown(lookup(c, key)) for name, key in HPARAMS.items()}
+    row = {name: lookup(c, key) for name, key in HPARAMS.items()}
     for key in varying:
         if key not in names and lookup(c, key) is not None:
             names[key] = key
-            row[key] = shown(lookup(c, key))
+            row[key] = lookup(c, key)
     return row, {names[k] for k in varying if k in names}
 
 
@@ -113,6 +113,7 @@ def write_hparams(
     logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], metrics: dict[str, Any], step: int
 ) -> None:
     """The run's HParams row (with the experiment description) and its metrics, at `step`."""
+    row = {name: shown(value) for name, value in row.items()}
     experiment, start, end = hparams(row, {f"hparams/{m}": 0 for m in METRICS})  # torch's protos, types included
     # ... plus which keys differ within the sweep, which torch's builder has no argument for.
     description = experiment.value[0].metadata.plugin_data

@@ -9,11 +9,13 @@ run can take (`callbacks=`): one small builder per name, chosen from a registry.
 
 TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text,
 HParams and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the
-HParams row and metrics through Lightning's `log_hyperparams` / `log_metrics`.
+HParams row and metrics through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues
+its TensorBoard run and its metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import inspect
 import os
@@ -48,10 +50,23 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 
 @LOGGERS.register("csv")
-def csv(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+def csv_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
     from pytorch_lightning.loggers import CSVLogger
 
-    return CSVLogger(save_dir=str(out), name="csv", version="")
+    logger = CSVLogger(save_dir=str(out), name="csv", version="")
+    table = Path(logger.log_dir) / "metrics.csv"
+    if purge_step is not None and table.is_file():
+        # A resumed run: Lightning's CSV writer deletes metrics.csv when it starts. Its rows from before the
+        # checkpoint are logged again and written at once; later ones (the interrupted attempt logged them
+        # after its checkpoint) are dropped, as TensorBoard's purge_step does.
+        with table.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            step = int(row.pop("step"))
+            if step < purge_step:
+                logger.log_metrics({k: float(v) for k, v in row.items() if v != ""}, step)
+        logger.save()
+    return logger
 
 
 @LOGGERS.register("mlflow")

@@ -49,7 +49,7 @@ RESUMABLE = (
 )
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 CHECKPOINTS = ("last", "best", "interrupted")  # resume candidates; see newest_checkpoint
-CONFIG_GROUPS = ("data", "model", "trainer", "experiment", "debug")  # conf/<group>/ folders
+CONFIG_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "experiment", "debug")  # conf/<group>/ folders
 
 _held: dict[str, int] = {}  # folder -> file descriptor of its lock, for the life of this process
 
@@ -229,7 +229,8 @@ def check_saved_override(item: str, source: Path) -> None:
     from attnlab.config import TrainConfig
 
     key = item.split("=", 1)[0].lstrip("+~")
-    allowed = key in CONFIG_GROUPS or key in schema_keys(TrainConfig)
+    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature
+    allowed = key in CONFIG_GROUPS or key in schema_keys(TrainConfig) or key.startswith("callbacks.")
     if not allowed or "_target_" in item or "=" not in item:
         raise ConfigError(
             "resume",
