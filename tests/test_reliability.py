@@ -23,60 +23,24 @@ from .conftest import TINY, TRAIN, read_metrics, run_train
 LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "model.pos_enc=sinusoidal"]
 
 
+# Through the CLI: one of each kind of refusal (every refused value: tests/test_config.py's table).
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["data=halfswp"], "Could not find 'data/halfswp'"),
-        (
-            ["model.pos_enc=rotory"],
-            "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope, relative, symmetric, alibi]",
-        ),
-        (["model.d_modle=64"], "Key 'd_modle' not in 'ModelConfig'"),
+        (["model.pos_enc=rotory"], "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope"),
+        (["experiment=limitatons"], "Could not find 'experiment/limitatons'"),
         (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ['d_model'"),
-        (["model.d_model=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
-        (["data.seq_len=0"], "error: data.seq_len=0 is invalid: must be > 0"),
-        (["data.dim=-2"], "error: data.dim=-2 is invalid: must be > 0"),
-        (["data.batch_size=0"], "error: data.batch_size=0 is invalid: must be > 0"),
-        (["data.n_test=0"], "error: data.n_test=0 is invalid: must be > 0"),
-        (["optim.lr=-0.1"], "error: optim.lr=-0.1 is invalid: must be > 0"),
-        (["model.num_heads=0"], "error: model.num_heads=0 is invalid: must be > 0"),
-        (["model.num_layers=0"], "error: model.num_layers=0 is invalid: must be > 0"),
-        (["model.num_heads=5"], "error: model.d_model=32 is invalid: must be divisible by model.num_heads=5"),
-        (["model.pos_enc=rope", "model.d_model=12", "model.num_heads=4"], "error: model.d_model=12 is invalid: rope"),
         (["data=halfswap", "data.seq_len=31"], "error: data.seq_len=31 is invalid: halfswap needs an even length"),
-        (
-            ["model.pos_enc=learned", "model.max_len=16"],
-            "error: data.seq_len=32 is invalid: pos_enc=learned has model.max_len=16",
-        ),
-        (["seed=4294967296"], "error: seed=4294967296 is invalid: must be in 0..2**32-1"),
-        (["seed=-1"], "error: seed=-1 is invalid: must be in 0..2**32-1"),
-        (["model.d_model=${nope}"], "error: model.d_model='${nope}' is invalid: cannot be resolved"),
-        (["data.seq_len=???"], "error: data.seq_len='???' is invalid: is not set (???)"),
         (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
         (["ckpt_path=/nonexistent.ckpt"], "error: ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file"),
-        (["experiment=limitatons"], "Could not find 'experiment/limitatons'"),
-        (["debug=fdrr"], "Could not find 'debug/fdrr'"),
-        (["optim.weight_decay=-1"], "error: optim.weight_decay=-1.0 is invalid: must be a finite number >= 0"),
-        (["optim.weight_decay=nan"], "error: optim.weight_decay=nan is invalid: must be a finite number >= 0"),
-        (["optim.lr=inf"], "error: optim.lr=inf is invalid: must be a finite number > 0"),
-        (["trainer.precision=17"], "error: trainer.precision='17' is invalid: expected one of ['32-true'"),
-        (["trainer.devices=0"], "error: trainer.devices=0 is invalid: must be an integer >= 1, -1 (all)"),
-        (["torch_threads=-1"], "error: torch_threads=-1 is invalid: must be null (PyTorch's default) or an integer"),
-        (["torch_threads=abc"], "error: torch_threads='abc' is invalid: must be null"),
-        (["trainer.log_every_n_steps=0"], "error: trainer.log_every_n_steps=0 is invalid: must be an integer >= 1"),
-        (["trainer.check_val_every_n_epoch=0"], "error: trainer.check_val_every_n_epoch=0 is invalid: must be an"),
-        (["trainer.gradient_clip_val=-1"], "error: trainer.gradient_clip_val=-1 is invalid: must be null (no clip"),
-        (["trainer.limit_train_batches=0"], "error: trainer.limit_train_batches=0 is invalid: must be null (all)"),
-        (["trainer.limit_val_batches=0"], "error: trainer.limit_val_batches=0 is invalid: must be null (all)"),
-        (["trainer.limit_val_batches=1.5"], "error: trainer.limit_val_batches=1.5 is invalid: must be null (all)"),
-        (["trainer.profiler=../x"], "error: trainer.profiler='../x' is invalid: expected one of [None, 'simple'"),
-    ]
-    + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")]),
+    ],
 )
 def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) -> None:
     proc, run_dir = train_cli(*args, "trainer.fast_dev_run=true")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert expected in proc.stderr
+    if expected.startswith("error: "):  # the project's own refusals: one line, the last
+        assert proc.stderr.strip().splitlines()[-1].startswith(expected)
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()  # a refused run leaves no folder behind
 
