@@ -84,6 +84,11 @@ def tensorboard_run(tb_dir: Path):
     return acc
 
 
+def scalar_values(tb_dir: Path, tag: str) -> list[float]:
+    acc = tensorboard_run(tb_dir)
+    return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
 def scalar_steps(tb_dir: Path, tag: str) -> list[int]:
     acc = tensorboard_run(tb_dir)
     return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from attnlab.dashboard import HPARAMS, METRICS
@@ -13,23 +12,21 @@ from attnlab.diagnostics import attention_stats, heatmap, shuffle_positions
 from attnlab.model import AttentionMap
 from attnlab.train import train
 
-from .conftest import TINY
+from .conftest import TINY, tensorboard_run
 
 
 def read_events(run_dir: Path) -> dict:
     """All tags of all event files of a run: {"scalars": {tag: [values]}, "images": {...}, ...}."""
-    out: dict = {"scalars": {}, "images": {}, "text": [], "hparams": {}}
-    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
-        acc.Reload()
-        tags = acc.Tags()
-        for tag in tags["scalars"]:
-            out["scalars"].setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
-        for tag in tags["images"]:
-            out["images"].setdefault(tag, []).extend(acc.Images(tag))
-        out["text"] += [t for t in tags["tensors"] if t.startswith("config")]
-        with contextlib.suppress(KeyError):  # a file without hparams
-            out["hparams"].update(acc.PluginTagToContent("hparams"))
+    acc = tensorboard_run(run_dir / "tb")
+    tags = acc.Tags()
+    out: dict = {
+        "scalars": {tag: [e.value for e in acc.Scalars(tag)] for tag in tags["scalars"]},
+        "images": {tag: acc.Images(tag) for tag in tags["images"]},
+        "text": [t for t in tags["tensors"] if t.startswith("config")],
+        "hparams": {},
+    }
+    with contextlib.suppress(KeyError):  # a run without hparams
+        out["hparams"] = acc.PluginTagToContent("hparams")
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 from attnlab.checkpoint import load_module
 from attnlab.errors import ConfigError
 
-from .conftest import ROOT, TINY, read_metrics, run_train
+from .conftest import ROOT, TINY, read_metrics, run_train, tensorboard_run
 
 EVALUATE = ROOT / "scripts" / "evaluate.py"
 
@@ -51,15 +51,9 @@ def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> No
     assert not list(tmp_path.iterdir())  # writes only into the run it evaluates
 
     # a figure (lengths on a scalar chart's step axis were smoothed away), at the checkpoint's step
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    images, scalars = [], []
-    for path in (learned_run / "tb").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(path), size_guidance={"images": 0})
-        acc.Reload()
-        scalars += [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
-        if "eval/acc_vs_seq_len" in acc.Tags()["images"]:
-            images += acc.Images("eval/acc_vs_seq_len")
+    acc = tensorboard_run(learned_run / "tb")
+    scalars = [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
+    images = acc.Images("eval/acc_vs_seq_len")
     assert not scalars
     assert [i.step for i in images] == [before["global_step"]]
     assert images[0].width > 300 and images[0].height > 200

@@ -2,7 +2,6 @@
 
 import contextlib
 import errno
-import os
 import signal
 import subprocess
 import sys
@@ -12,12 +11,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attnlab.faults import AtomicCheckpointIO
 from attnlab.train import train
 
-from .conftest import TINY, TRAIN, read_metrics, run_train
+from .conftest import TINY, TRAIN, read_metrics, run_train, scalar_values
 
 # Long enough to be killed in the middle: 64 steps per epoch.
 LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "model.pos_enc=sinusoidal"]
@@ -145,10 +143,7 @@ def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: in
     assert f"resume={run_dir}" in stderr
     saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert saved["global_step"] > 0
-    events = list((run_dir / "tb").glob("events.out.tfevents.*"))
-    acc = EventAccumulator(str(max(events, key=os.path.getsize)))
-    acc.Reload()
-    assert acc.Scalars("train/loss")  # flushed
+    assert scalar_values(run_dir / "tb", "train/loss")  # flushed
 
 
 def test_nan_loss_stops_within_one_step(train_cli) -> None:
@@ -214,26 +209,17 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a folder"
 
 
-def losses(run_dir: Path) -> list[float]:
-    out = []
-    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(path))
-        acc.Reload()
-        if "train/loss" in acc.Tags()["scalars"]:
-            out += [e.value for e in acc.Scalars("train/loss")]
-    return out
-
-
 def test_same_seed_same_numbers_in_fresh_processes(train_cli) -> None:
     args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "data=halfswap", "model.pos_enc=rope"]
     runs = [train_cli(*args, f"seed={seed}") for seed in (0, 0, 1)]
     for proc, _ in runs:
         assert proc.returncode == 0, proc.stderr[-2000:]
     (_, a), (_, b), (_, c) = runs
-    assert losses(a) == losses(b) and len(losses(a)) == 8
+    losses = {run: scalar_values(run / "tb", "train/loss") for run in (a, b, c)}
+    assert losses[a] == losses[b] and len(losses[a]) == 8
     keys = ("val/acc_best", "test/acc", "test/loss")
     assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]
-    assert losses(a) != losses(c) and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
+    assert losses[a] != losses[c] and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
 
 
 def test_rerun_from_saved_config(train_cli, tmp_path: Path) -> None:
