@@ -87,6 +87,8 @@ BAD = [
     (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 is invalid: must be null (all)"),
     (["trainer.limit_val_batches=1.5"], "trainer.limit_val_batches=1.5 is invalid: must be null (all)"),
     (["trainer.profiler=../x"], "trainer.profiler='../x' is invalid: expected one of [None, 'simple'"),
+    (["+trainer.max_stepz=5"], "trainer.max_stepz=5 is invalid: pytorch_lightning.Trainer has no such argument"),
+    (["+trainer.logger=false"], "trainer.logger=False is invalid: is set by attnlab; use logger=<name>"),
     (["progress=fancy"], "progress='fancy' is invalid: expected one of ['auto', 'rich', 'tqdm', 'plain']"),
     (["early_stop.patience=0"], "early_stop.patience=0 is invalid: must be null (train all max_epochs) or an"),
 ] + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")])

@@ -93,3 +93,11 @@ def test_version() -> None:
 
     proc = subprocess.run([sys.executable, "-m", "attnlab", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"attnlab {__version__}"
+
+
+def test_any_other_trainer_argument_passes_through(compose_cfg) -> None:
+    """The schema types the trainer keys attnlab relies on; `+trainer.<arg>` reaches Lightning's Trainer."""
+    from attnlab.train import train
+
+    metrics = train(compose_cfg(*TINY, "trainer.max_epochs=5", "+trainer.max_steps=6"))
+    assert metrics["global_step"] == 6 and len(metrics["history"]["val/acc"]) == 1  # 4 steps an epoch: in epoch 2

@@ -72,7 +72,8 @@ class EarlyStopConfig:
 
 @dataclass
 class TrainerConfig:
-    """Passed to `pytorch_lightning.Trainer` as keyword arguments."""
+    """Passed to `pytorch_lightning.Trainer` as keyword arguments: the ones attnlab reads or checks, typed
+    here; any other Trainer argument is added with `+trainer.<name>=value` and checked against its signature."""
 
     accelerator: str = "auto"
     devices: Any = 1
@@ -231,10 +232,39 @@ PRECISIONS = (
 PROGRESS = ("auto", "rich", "tqdm", "plain")
 
 
+SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use instead
+    "logger": "logger=<name>",
+    "callbacks": "callbacks=<name>",
+    "plugins": "nothing: attnlab sets its checkpoint and SLURM plugins",
+    "default_root_dir": "hydra.run.dir",
+    "enable_checkpointing": "nothing: best.ckpt and last.ckpt are how runs resume",
+}
+
+
+def check_trainer_extra(key: str, value: Any) -> None:
+    """`+trainer.<key>=value`: any other `pytorch_lightning.Trainer` argument, checked against its signature
+    (only imported when there is one: a bad value elsewhere is answered before Lightning loads)."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    accepted = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    if key in SET_BY_ATTNLAB:
+        raise ConfigError(f"trainer.{key}", value, f"is set by attnlab; use {SET_BY_ATTNLAB[key]}")
+    if key not in accepted:
+        raise ConfigError(
+            f"trainer.{key}", value, f"pytorch_lightning.Trainer has no such argument; it takes {accepted}"
+        )
+
+
 def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
-    """Refuse keys the schema lacks. Hydra's `+key=value` adds keys past the schema; this catches them."""
+    """Refuse keys the schema lacks. Hydra's `+key=value` adds keys past the schema; this catches them.
+    The trainer section takes any other Trainer argument too (`+trainer.max_steps=100`)."""
     known = {f.name: f for f in fields(schema)}
     for key, value in c.items():
+        if key not in known and schema is TrainerConfig:
+            check_trainer_extra(key, value)
+            continue
         if key not in known:
             raise ConfigError(
                 f"{prefix}{key}", value, f"unknown key; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}"
