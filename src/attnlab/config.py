@@ -192,9 +192,17 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(e, MissingMandatoryValue)
             else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
         )
-        parent, _, leaf = e.full_key.rpartition(".")
-        node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(leaf)
-        raise ConfigError(e.full_key, node._value() if node is not None else None, what) from e
+        raise ConfigError(e.full_key, raw_value(cfg, e.full_key), what) from e
+
+
+def raw_value(cfg: DictConfig, key: str) -> Any:
+    """The value at `key` as written, before interpolation (`${nope}`, `???`)."""
+    node: Any = OmegaConf.to_container(cfg, resolve=False)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 POSITIVE = [

@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from attnlab.model import AttentionMap
+from attnlab.module import accuracy_metric
 
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
@@ -107,15 +108,12 @@ class AttentionDiagnostics(pl.Callback):
 
     # Permutation sensitivity, on the validation set every epoch and on the test set at the end.
     def start_shuffled(self, pl_module: pl.LightningModule) -> None:
-        self.correct = torch.zeros((), device=pl_module.device)
-        self.total = 0
+        self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
 
     @torch.no_grad()
     def count_shuffled(self, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        logits = pl_module(shuffle_positions(x, seed=batch_idx))
-        self.correct += (logits.argmax(-1) == y).sum()
-        self.total += len(y)
+        self.shuffled.update(pl_module(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_shuffled(pl_module)
@@ -134,13 +132,13 @@ class AttentionDiagnostics(pl.Callback):
         self.count_shuffled(pl_module, batch, batch_idx)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.log("test/acc_shuffled", self.correct / max(self.total, 1), sync_dist=True)
+        pl_module.log("test/acc_shuffled", self.shuffled.compute())  # compute() has reduced over processes
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        pl_module.log("val/acc_shuffled", self.correct / max(self.total, 1), sync_dist=True)
+        pl_module.log("val/acc_shuffled", self.shuffled.compute())
         if self.grad_norm_count:
             pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count, sync_dist=True)
             self.grad_norm_sum.zero_()

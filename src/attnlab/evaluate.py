@@ -26,6 +26,7 @@ from attnlab import runs
 from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_seq_len
 from attnlab.errors import ConfigError
+from attnlab.module import accuracy_metric
 from attnlab.runs import run_config
 from attnlab.tasks import derive_seed, make_split, split_seed
 
@@ -39,11 +40,10 @@ def checkpoint_step(path: Path) -> int:
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    correct = sum(
-        int((net(x[i : i + batch_size]).argmax(-1) == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
-    )
-    return correct / len(x)
+    metric = accuracy_metric(net.head.out_features)  # counted as the run's own test/acc was
+    for i in range(0, len(x), batch_size):
+        metric.update(net(x[i : i + batch_size]).argmax(-1), y[i : i + batch_size])
+    return float(metric.compute())
 
 
 def evaluate_lengths(

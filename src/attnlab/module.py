@@ -16,6 +16,13 @@ from attnlab.model import AttentionClassifier
 HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitClassifier.history`
 
 
+def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
+    """The project's one accuracy (correct / total, reduced over DDP processes by `compute()`): the
+    module's train/val/test accuracy, the shuffled accuracy (attnlab.diagnostics) and the accuracy at
+    other lengths (attnlab.evaluate) all count the same way."""
+    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+
 class LitClassifier(pl.LightningModule):
     def __init__(self, model: dict[str, Any], lr: float = 3e-3, weight_decay: float = 0.0) -> None:
         super().__init__()
@@ -25,12 +32,7 @@ class LitClassifier(pl.LightningModule):
         self.net = AttentionClassifier(**model)
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
         num_classes = self.net.head.out_features
-        self.acc = torch.nn.ModuleDict(
-            {
-                f"{s}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-                for s in ("train", "val", "test")
-            }
-        )
+        self.acc = torch.nn.ModuleDict({f"{s}_acc": accuracy_metric(num_classes) for s in ("train", "val", "test")})
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
