@@ -178,114 +178,187 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
 def run(
     c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
 ) -> dict[str, Any]:
+    """Build, fit, test and record one run (the parts below, in this order)."""
     with lightning_messages(c["verbose"]):
-        return fit_and_test(c, out, stop, extra_callbacks, began)
+        job = sweep_job()
+        start_from, start_step = start_checkpoint(c, out)
+        announce_start(c, out, job)
+        threads = torch_threads(c["torch_threads"])
+        if threads:
+            torch.set_num_threads(threads)
+        pl.seed_everything(c["seed"], workers=True, verbose=False)
+        data, module = build(c)
+        show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
+        callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
+        logger = make_logger(c, out, start_from, start_step)
+        trainer = make_trainer(c, out, callbacks, logger, show_progress)
+        fitted = fit(trainer, module, data, start_from, stop)
+        tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
+        metrics = results(c, fitted, tested, callbacks, logger)
+        if trainer.is_global_zero:  # under DDP, one process writes the results
+            record(c, out, trainer, logger.lightning, metrics)
+            # A single run counts from process start (imports included); a sweep job from its own start.
+            announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
+        return metrics
 
 
-def fit_and_test(
-    c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
-) -> dict[str, Any]:
-    job = sweep_job()
-    start_from, start_step = start_checkpoint(c, out)
-    announce_start(c, out, job)
-    threads = torch_threads(c["torch_threads"])
-    if threads:
-        torch.set_num_threads(threads)
-    pl.seed_everything(c["seed"], workers=True, verbose=False)
-    data, module = build(c)
+class RunCallbacks:
+    """The callbacks of a run: its checkpoints, signal handling, step clock and what the config adds."""
 
-    ckpt_dir = out / "checkpoints"
-    same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
-    checkpoint = RunCheckpoint(  # best.ckpt: highest val/acc so far
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        enable_version_counter=False,
-        same_run=same_run,
+    def __init__(
+        self,
+        c: dict[str, Any],
+        out: Path,
+        start_from: str | None,
+        stop: StopOnSignal,
+        extra: list[pl.Callback],
+        show_progress: bool,
+    ) -> None:
+        ckpt_dir = out / "checkpoints"
+        same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
+        self.checkpoint = RunCheckpoint(  # best.ckpt: highest val/acc so far
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val/acc",
+            mode="max",
+            enable_version_counter=False,
+            same_run=same_run,
+        )
+        # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
+        # in epochs that also improved the best one, so a resume could go back many epochs.
+        last = RunCheckpoint(
+            dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False, same_run=same_run
+        )
+        self.clock = StepClock()
+        self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
+        early = c["early_stop"]
+        if early["patience"] is not None:  # same rule as the report's "plateau" (attnlab.report.plateaued)
+            self.all.append(EarlyStopping("val/loss", min_delta=early["min_delta"], patience=early["patience"]))
+        if c["diagnostics"]:
+            self.all.append(AttentionDiagnostics())
+        if show_progress:
+            self.all.append(progress_bar(c["progress"]))
+        self.all += build_callbacks(c["callbacks"])
+
+
+class RunLogger:
+    """The run's Lightning logger (logger=...), the TensorBoard one where it is that, and the provenance."""
+
+    def __init__(self, lightning: Any, origin: dict[str, Any]) -> None:
+        self.lightning, self.origin = lightning, origin
+        self.tensorboard = lightning if isinstance(lightning, TensorBoard) else None
+
+
+def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int) -> RunLogger:
+    logger = RunLogger(
+        build_logger(c["logger"], out, purge_step=start_step if start_from else None),
+        provenance(),  # the code and command of this attempt (a resume may run newer code): at its first step
     )
-    # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
-    # in epochs that also improved the best one, so a resume could go back many epochs.
-    last = RunCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False, same_run=same_run
-    )
-    clock = StepClock()
-    callbacks: list[pl.Callback] = [checkpoint, last, stop, clock, *extra_callbacks]
-    early = c["early_stop"]
-    if early["patience"] is not None:  # same rule as the report's "plateau" (attnlab.report.plateaued)
-        callbacks.append(EarlyStopping("val/loss", min_delta=early["min_delta"], patience=early["patience"]))
-    if c["diagnostics"]:
-        callbacks.append(AttentionDiagnostics())
-    show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
-    if show_progress:
-        callbacks.append(progress_bar(c["progress"]))
-    callbacks += build_callbacks(c["callbacks"])
-    logger = build_logger(c["logger"], out, purge_step=start_step if start_from else None)
-    tensorboard = logger if isinstance(logger, TensorBoard) else None  # the one that takes text, images, layouts
-    origin = provenance()  # the code and command of this attempt (a resume may run newer code): at its first step
-    if tensorboard:
+    if logger.tensorboard:
+        writer = logger.tensorboard.experiment
         if not start_from:
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
-            tensorboard.experiment.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-            write_layout(tensorboard)
-        tensorboard.experiment.add_text("provenance", as_markdown(origin), global_step=start_step)
+            writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+            write_layout(logger.tensorboard)
+        writer.add_text("provenance", as_markdown(logger.origin), global_step=start_step)
+    return logger
+
+
+def make_trainer(
+    c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: RunLogger, show_progress: bool
+) -> pl.Trainer:
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer_args = {
+    args = {
         **c["trainer"],
         "enable_progress_bar": show_progress,
         "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
         "log_every_n_steps": log_interval(c),
     }
-    trainer = pl.Trainer(**trainer_args, logger=logger, callbacks=callbacks, plugins=plugins, default_root_dir=str(out))
+    return pl.Trainer(
+        **args, logger=logger.lightning, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out)
+    )
 
+
+def fit(
+    trainer: pl.Trainer, module: LitClassifier, data: SyntheticDataModule, start_from: str | None, stop: StopOnSignal
+) -> dict[str, Any]:
+    """Train; returns what the training itself tells (read before the test, whose loading of the best
+    checkpoint restores that epoch's history and state)."""
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
     if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
         raise stop.interrupted()
-    fit_seconds = time.perf_counter() - start
-    # The last validation epoch's diagnostics (attention statistics, shuffled accuracy), for reports.
-    diagnostics = {
-        k: float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
-    }
-    # Read before the test, whose loading of the best checkpoint restores that epoch's history and state.
-    history = {k: list(v) for k, v in module.history.items()}
-    # Ended before its cap: early stopping (its own stopped_epoch may come from a checkpoint this run resumed).
-    stopped_early = trainer.early_stopping_callback is not None and trainer.current_epoch < trainer.max_epochs
-    # Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run).
-    best = checkpoint.best_model_path or None
-    test = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=c["verbose"])[0]
-    if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
-        raise stop.interrupted()
-
-    metrics = {
+    return {
         "val/acc_best": best_val_acc(module),
-        "test/acc": test["test/acc"],
-        "test/loss": test["test/loss"],
-        "test/acc_shuffled": test.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "stopped_early": stopped_early,  # early_stop.patience epochs without a better val/loss
-        "history": history,  # per epoch: val/acc, val/loss, train/acc (the report's convergence check)
-        "fit_seconds": round(fit_seconds, 3),
-        "startup_seconds": clock.startup_seconds and round(clock.startup_seconds, 3),  # process start -> 1st step
-        "best_checkpoint": best and os.path.relpath(best, out),  # relative: the run folder can move
-        "diagnostics": diagnostics,
-        "settings": key_settings(c),
-        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
+        # Ended before its cap (EarlyStopping's own stopped_epoch may come from a checkpoint this run resumed).
+        "stopped_early": trainer.early_stopping_callback is not None and trainer.current_epoch < trainer.max_epochs,
+        "history": {k: list(v) for k, v in module.history.items()},
+        "fit_seconds": round(time.perf_counter() - start, 3),
+        "diagnostics": {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
+        },
     }
-    if not trainer.is_global_zero:  # under DDP, one process writes the results
-        return metrics
+
+
+def final_test(
+    trainer: pl.Trainer,
+    module: LitClassifier,
+    data: SyntheticDataModule,
+    callbacks: RunCallbacks,
+    stop: StopOnSignal,
+    verbose: bool,
+) -> dict[str, Any]:
+    """Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run)."""
+    best = callbacks.checkpoint.best_model_path or None
+    result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=verbose)[0]
+    if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
+        raise stop.interrupted()
+    return {
+        "test/acc": result["test/acc"],
+        "test/loss": result["test/loss"],
+        "test/acc_shuffled": result.get("test/acc_shuffled"),
+        "best_checkpoint": best and os.path.relpath(best, trainer.default_root_dir),
+    }
+
+
+def results(
+    c: dict[str, Any], fitted: dict[str, Any], tested: dict[str, Any], callbacks: RunCallbacks, logger: RunLogger
+) -> dict[str, Any]:
+    """What metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it)."""
+    startup = callbacks.clock.startup_seconds
+    return {
+        "val/acc_best": fitted["val/acc_best"],  # over the whole run, resumes included
+        "test/acc": tested["test/acc"],  # of the best checkpoint
+        "test/loss": tested["test/loss"],
+        "test/acc_shuffled": tested["test/acc_shuffled"],  # positions shuffled; needs diagnostics=true
+        "epochs": fitted["epochs"],
+        "global_step": fitted["global_step"],
+        "stopped_early": fitted["stopped_early"],  # early stopping ended it before trainer.max_epochs
+        "history": fitted["history"],  # per epoch: val/acc, val/loss, train/acc (the report's convergence check)
+        "fit_seconds": fitted["fit_seconds"],
+        "startup_seconds": startup and round(startup, 3),  # process start -> first step
+        "best_checkpoint": tested["best_checkpoint"],  # relative: the run folder can move
+        "diagnostics": fitted["diagnostics"],  # the last validation epoch's attention statistics
+        "settings": key_settings(c),
+        "provenance": logger.origin,  # git commit (and whether the tree had changes), versions, the command
+    }
+
+
+def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any]) -> None:
+    """The HParams row, then metrics.json: the one place the run's results are written."""
     # HParams: the key settings (and whatever else the sweep varies) beside the final metrics, one row
     # per run; a debug run is no result and gets no row. Metrics under tags of their own (hparams/...):
     # under val/acc_best or test/acc they would add a point to the real curve.
     if not is_debug(c):
         row, differs = hparams_of(c, out)
-        if tensorboard:
-            write_hparams(tensorboard, row, differs, metrics, trainer.global_step)
+        if isinstance(logger, TensorBoard):
+            write_hparams(logger, row, differs, metrics, trainer.global_step)
         else:
             logger.log_hyperparams(row)
             logger.log_metrics(
@@ -298,6 +371,3 @@ def fit_and_test(
             metrics.update({k: v for k, v in json.loads(previous.read_text()).items() if k.startswith(LENGTHS_KEY)})
     runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
     previous.unlink(missing_ok=True)
-    # A single run counts from process start (imports included); a sweep job from its own start.
-    announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
-    return metrics
