@@ -195,9 +195,21 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def schema_defaults() -> dict[str, Any]:
+    """Every key of the schema with its default, flattened (`???` where it has none)."""
+    from omegaconf import OmegaConf
+
+    from attnlab.config import TrainConfig
+
+    schema = OmegaConf.structured(TrainConfig)
+    return flatten(OmegaConf.to_container(schema, resolve=False, enum_to_str=True))  # type: ignore[arg-type]
+
+
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
-    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE."""
-    a, b = flatten(saved), flatten(new)
+    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE. A key the run's
+    version did not have yet counts as its default (a run saved before `logger` existed logged to
+    TensorBoard)."""
+    a, b = {**schema_defaults(), **flatten(saved)}, flatten(new)
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
