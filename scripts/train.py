@@ -97,8 +97,11 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     from attnlab.train import train  # after the checks: a bad value answers before Lightning is imported
 
+    # Validated already: a single run by runs.preflight, a sweep's jobs by the attnlab sweeper, up front.
+    checked = not in_sweep or "attnlab_sweeper" in str(HydraConfig.get().sweeper.get("_target_", ""))
+
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, checked=checked)
     except Interrupted as e:
         if in_sweep:  # stops the sweep; the sweeper writes the report and prints how to continue
             print(f"[attnlab] interrupted: {e} ({out})", file=sys.stderr, flush=True)

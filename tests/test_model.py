@@ -90,24 +90,20 @@ def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
         assert not torch.allclose(positioned.scores[..., 1:, 1:], plain.scores[..., 1:, 1:], atol=1e-4)
 
 
-def test_bad_shapes_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"model.d_model=10 .*divisible by model.num_heads=4"):
-        AttentionClassifier(d_model=10, num_heads=4)
+def test_an_unknown_encoding_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"model.pos_enc='rotory' .*expected one of \['none'"):
         AttentionClassifier(pos_enc="rotory")
 
 
-def test_rope_needs_an_even_head_dim() -> None:
-    with pytest.raises(ConfigError, match=r"model.d_model=12 .*num_heads=4 must be even"):
-        AttentionClassifier(d_model=12, num_heads=4, pos_enc="rope")
-
-
 @pytest.mark.parametrize("pos_enc", ["learned", "relative", "symmetric"])
-def test_learned_encodings_refuse_longer_sequences(pos_enc: str) -> None:
-    model = make(pos_enc=pos_enc, max_len=8)
-    model(torch.rand(1, 8, 2))
+def test_learned_encodings_refuse_longer_sequences(pos_enc: str, compose_cfg) -> None:
+    """Checked once, when the config is validated (training length) or evaluate.py is asked for a length."""
+    from attnlab.config import check_seq_len, to_plain, validate
+
+    c = to_plain(compose_cfg(f"model.pos_enc={pos_enc}", "model.max_len=8", "data.seq_len=8"))
+    validate(c)
     with pytest.raises(ConfigError, match=rf"data.seq_len=9 .*pos_enc={pos_enc} .*max_len=8"):
-        model(torch.rand(1, 9, 2))
+        check_seq_len(c["data"], c["model"], 9)
 
 
 def test_offset_biases_index_by_offset() -> None:

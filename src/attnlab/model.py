@@ -14,7 +14,6 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from attnlab.attention import attention, attention_scores, fused_attention
-from attnlab.errors import ConfigError
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS, PositionalEncoding
 from attnlab.scaling import SCALES
@@ -32,9 +31,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, scale: str) -> None:
         super().__init__()
-        if d_model % num_heads:
-            raise ConfigError("model.d_model", d_model, f"must be divisible by model.num_heads={num_heads}")
-        self.num_heads, self.d_head = num_heads, d_model // num_heads
+        self.num_heads, self.d_head = num_heads, d_model // num_heads  # divisible: config.validate
         # One matrix each for all positions and all heads: Q = X W_q, K = X W_k, V = X W_v.
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)

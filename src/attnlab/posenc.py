@@ -109,8 +109,7 @@ class LearnedEncoding(PositionalEncoding):
         if seq_len > max_len:
             raise ConfigError("data.seq_len", seq_len, f"pos_enc=learned has model.max_len={max_len} positions")
 
-    def table(self, length: int) -> Tensor:
-        self.check(length, self.d_model, self.num_heads, self.max_len)
+    def table(self, length: int) -> Tensor:  # lengths past max_len are refused by `check`, up front
         return self.pe[:length]
 
     def embed(self, x: Tensor) -> Tensor:
@@ -124,8 +123,7 @@ class RotaryEncoding(PositionalEncoding):
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        self.check(0, d_model, num_heads, max_len)
-        self.d_head = d_model // num_heads
+        self.d_head = d_model // num_heads  # even: `check`, when the config is validated
         inv_freq = 10000.0 ** (-torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head)  # (Dh/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -206,8 +204,7 @@ class LearnedOffsetBias(OffsetBias):
             name = POS_ENCODINGS.name_of(cls)
             raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has offsets for model.max_len={max_len}")
 
-    def offset_bias(self, offset: Tensor) -> Tensor:
-        self.check(len(offset), self.d_model, self.num_heads, self.max_len)
+    def offset_bias(self, offset: Tensor) -> Tensor:  # lengths past max_len are refused by `check`, up front
         return self.values[:, self.index(offset)]  # (H, L, L)
 
 

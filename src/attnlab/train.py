@@ -137,15 +137,17 @@ def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
     return str(path), info["global_step"]
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
-    the trainer's (scripts/benchmark.py times steps with one).
+    the trainer's (scripts/benchmark.py times steps with one). `checked`: the config was validated
+    already (scripts/train.py: by `runs.preflight` for a single run, by the sweeper for a sweep's jobs).
 
     Holds the folder's lock throughout; leaves FAILED (traceback) or INTERRUPTED in it when it does not
     finish, and raises: ConfigError / any error, or `Interrupted` after a signal."""
     began = time.perf_counter()
     c = to_plain(cfg)
-    validate(c)  # bad values fail here, before anything is built or written
+    if not checked:
+        validate(c)  # bad values fail here, before anything is built or written
     if runs.requeued():  # SLURM restarted this job: it resumes its own folder instead of starting over
         c["resume"] = True
     out = Path(c["output_dir"])
