@@ -70,6 +70,27 @@ def train_cli(tmp_path: Path) -> Callable[..., tuple[subprocess.CompletedProcess
     return _run
 
 
+def schema_args(section: type, **overrides: object) -> dict:
+    """A config section's defaults from the schema (attnlab.config), as plain values, with overrides:
+    the arguments of the class the section builds (ModelConfig -> AttentionClassifier, ...)."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(section), resolve=False, enum_to_str=True)
+    return {**defaults, **overrides}  # type: ignore[dict-item]
+
+
+def model_args(**overrides: object) -> dict:
+    from attnlab.config import ModelConfig
+
+    return schema_args(ModelConfig, **{"dim": 1, **overrides})  # dim: data.dim's default
+
+
+def data_args(**overrides: object) -> dict:
+    from attnlab.config import DataConfig
+
+    return schema_args(DataConfig, **{"task": "uniform", **overrides})  # task: no default in the schema
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

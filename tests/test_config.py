@@ -66,6 +66,7 @@ BAD = [
     (["optim.weight_decay=nan"], "optim.weight_decay=nan is invalid: must be a finite number >= 0"),
     (["model.num_heads=0"], "model.num_heads=0 is invalid: must be > 0"),
     (["model.num_layers=0"], "model.num_layers=0 is invalid: must be > 0"),
+    (["model.dim=3"], "model.dim=3 is invalid: must equal data.dim=1 (its default, ${data.dim})"),
     (["model.num_heads=5"], "model.d_model=32 is invalid: must be divisible by model.num_heads=5"),
     (["model.pos_enc=rope", "model.d_model=12", "model.num_heads=4"], "model.d_model=12 is invalid: rope"),
     (["data=halfswap", "data.seq_len=31"], "data.seq_len=31 is invalid: halfswap needs an even length"),

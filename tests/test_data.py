@@ -7,7 +7,7 @@ from attnlab.data import SyntheticDataModule, TensorBatches
 from attnlab.errors import ConfigError
 from attnlab.tasks import TASKS, make_split
 
-from .conftest import TINY
+from .conftest import TINY, data_args
 
 
 @pytest.mark.parametrize("task", TASKS.names())
@@ -54,7 +54,9 @@ def test_seeding(task: str) -> None:
 
 def test_eval_sets_follow_the_data_seed_only() -> None:
     def splits(train_seed: int, seed: int = 1234) -> dict:
-        dm = SyntheticDataModule(n_train=64, n_val=32, n_test=32, seq_len=8, seed=seed, train_seed=train_seed)
+        dm = SyntheticDataModule(
+            **data_args(n_train=64, n_val=32, n_test=32, seq_len=8, seed=seed), train_seed=train_seed
+        )
         dm.setup()
         return dm.splits
 

@@ -13,7 +13,7 @@ from attnlab.model import AttentionClassifier
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 
-from .conftest import TINY
+from .conftest import TINY, model_args
 
 pytestmark = [
     pytest.mark.gpu,
@@ -37,7 +37,8 @@ def test_every_encoding_trains_on_the_gpu(compose_cfg, pos_enc: str, precision: 
 @pytest.mark.parametrize("pos_enc", POS_ENCODINGS.names())
 def test_fused_equals_explicit_on_the_gpu(pos_enc: str, pool: str) -> None:
     torch.manual_seed(0)
-    model = AttentionClassifier(d_model=32, num_heads=4, num_layers=2, pos_enc=pos_enc, pool=pool, max_len=64).cuda()
+    args = model_args(d_model=32, num_heads=4, num_layers=2, pos_enc=pos_enc, pool=pool, max_len=64)
+    model = AttentionClassifier(**args).cuda()
     x = torch.rand(16, 64, 1, device="cuda")
     fused = model(x)
     explicit, maps = model.forward_with_weights(x)

@@ -8,6 +8,8 @@ from attnlab.model import AttentionClassifier
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 
+from .conftest import model_args
+
 POSITIONAL = [name for name in POS_ENCODINGS.names() if name != "none"]
 
 
@@ -17,7 +19,7 @@ REVERSAL_BLIND = {"none", "alibi", "symmetric"}
 
 def make(**kw) -> AttentionClassifier:
     torch.manual_seed(0)
-    model = AttentionClassifier(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw}).eval()
+    model = AttentionClassifier(**model_args(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw})).eval()
     with torch.no_grad():  # learned offset biases start at zero (= no positions): give them values
         for name, p in model.named_parameters():
             if name == "pos_enc.values":
@@ -92,7 +94,7 @@ def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
 
 def test_an_unknown_encoding_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"model.pos_enc='rotory' .*expected one of \['none'"):
-        AttentionClassifier(pos_enc="rotory")
+        AttentionClassifier(**model_args(pos_enc="rotory"))
 
 
 @pytest.mark.parametrize("pos_enc", ["learned", "relative", "symmetric"])

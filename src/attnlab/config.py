@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError
@@ -46,6 +46,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    dim: int = II("data.dim")  # the input projection's width: the observations' dimension, data.dim
     d_model: int = 32
     num_heads: int = 1
     num_layers: int = 1
@@ -349,6 +350,8 @@ def validate(c: dict[str, Any]) -> None:
     if not 0 <= c["seed"] < 2**32:
         raise ConfigError("seed", c["seed"], "must be in 0..2**32-1")
     model, data = c["model"], c["data"]
+    if model["dim"] != data["dim"]:
+        raise ConfigError("model.dim", model["dim"], f"must equal data.dim={data['dim']} (its default, ${{data.dim}})")
     if model["d_model"] % model["num_heads"]:
         raise ConfigError(
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"

@@ -75,17 +75,18 @@ class TensorBatches:
 
 
 class SyntheticDataModule(pl.LightningDataModule):
-    def __init__(
+    def __init__(  # the arguments of attnlab.config.DataConfig (their defaults are there, and only there)
         self,
-        task: str = "uniform",
-        seq_len: int = 32,
-        dim: int = 1,
-        n_train: int = 8192,
-        n_val: int = 1024,
-        n_test: int = 1024,
-        batch_size: int = 256,
-        seed: int = 1234,
-        train_seed: int = 0,
+        *,
+        task: str,
+        seq_len: int,
+        dim: int,
+        n_train: int,
+        n_val: int,
+        n_test: int,
+        batch_size: int,
+        seed: int,
+        train_seed: int,
     ) -> None:
         super().__init__()
         self.task, self.seq_len, self.dim = task, seq_len, dim

@@ -61,16 +61,17 @@ class SelfAttention(nn.Module):
 
 
 class AttentionClassifier(nn.Module):
-    def __init__(
+    def __init__(  # the arguments of attnlab.config.ModelConfig (their defaults are there, and only there)
         self,
-        dim: int = 1,
-        d_model: int = 32,
-        num_heads: int = 1,
-        num_layers: int = 1,
-        scale: str = "sqrt",
-        pos_enc: str = "none",
-        pool: str = "max",
-        max_len: int = 512,
+        *,
+        dim: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        scale: str,
+        pos_enc: str,
+        pool: str,
+        max_len: int,
         num_classes: int = 2,
     ) -> None:
         super().__init__()

@@ -24,7 +24,7 @@ def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
 
 
 class LitClassifier(pl.LightningModule):
-    def __init__(self, model: dict[str, Any], lr: float = 3e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, model: dict[str, Any], lr: float, weight_decay: float) -> None:  # attnlab.config
         super().__init__()
         # Plain dicts and numbers only, so checkpoints load with torch.load(weights_only=True).
         # Not sent to the logger here: train.py logs the whole run config with its final metrics.

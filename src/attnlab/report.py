@@ -58,6 +58,7 @@ REGISTRY_ORDER = {  # rows in the order the registries list their names
 # Keys that do not change what a job computes (or differ between jobs by construction): never grouped.
 NOT_SETTINGS = {
     "seed",
+    "model.dim",  # follows data.dim
     "output_dir",
     "resume",
     "progress",

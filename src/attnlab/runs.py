@@ -195,21 +195,23 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def schema_defaults() -> dict[str, Any]:
-    """Every key of the schema with its default, flattened (`???` where it has none)."""
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys its version did not have yet set to their schema defaults, which are
+    resolved against it (model.dim: ${data.dim})."""
     from omegaconf import OmegaConf
 
     from attnlab.config import TrainConfig
 
-    schema = OmegaConf.structured(TrainConfig)
-    return flatten(OmegaConf.to_container(schema, resolve=False, enum_to_str=True))  # type: ignore[arg-type]
+    schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig), resolve=False, enum_to_str=True)
+    merged = OmegaConf.merge(OmegaConf.create(schema), OmegaConf.create(saved))
+    return flatten(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))  # type: ignore[arg-type]
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
     """Refuse a resume whose config differs from the run's saved one outside RESUMABLE. A key the run's
     version did not have yet counts as its default (a run saved before `logger` existed logged to
     TensorBoard)."""
-    a, b = {**schema_defaults(), **flatten(saved)}, flatten(new)
+    a, b = with_defaults(saved), flatten(new)
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
@@ -328,7 +330,6 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
     held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in c["optim"]}}
     wanted = {
         **{f"model.{k}": v for k, v in c["model"].items()},
-        "model.dim": c["data"]["dim"],
         **{f"optim.{k}": v for k, v in c["optim"].items()},
     }
     differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]

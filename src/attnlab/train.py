@@ -55,7 +55,7 @@ warnings.filterwarnings("ignore", message=r"The `srun` command is available on y
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
     """The datamodule and the LightningModule for a plain config (see `to_plain`)."""
     data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
-    module = LitClassifier(model={**c["model"], "dim": c["data"]["dim"]}, **c["optim"])
+    module = LitClassifier(model=c["model"], **c["optim"])
     return data, module
 
 

@@ -197,7 +197,7 @@ def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
             x, y = make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"],
                               split_seed(s, c["seed"], data["seed"]))  # fmt: skip
             split[s] = (x.to(device), y.to(device))
-        model = AttentionClassifier(**c["model"], dim=data["dim"]).to(device)
+        model = AttentionClassifier(**c["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
 
         best, best_state = -1.0, None
