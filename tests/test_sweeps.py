@@ -192,3 +192,13 @@ def test_job_folders_are_named_by_what_varies(grid, names) -> None:
     from attnlab.config import job_names
 
     assert job_names(grid) == names
+
+
+def test_a_subdir_given_on_the_command_line_wins(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        "-m", *TINY, "seed=0,1", "trainer.fast_dev_run=true", "hydra.sweep.subdir=s${seed}",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) == ["s0", "s1"]

@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from attnlab.bench.measure import ROOT, rss_mb
+from attnlab.runs import run_config
 
 
 # ----------------------------------------------------------------- per step
@@ -189,7 +188,7 @@ def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
         epochs = json.loads((run / "metrics.json").read_text())["epochs"]
-        c = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
         data, batch = c["data"], c["data"]["batch_size"]
         torch.manual_seed(c["seed"])
         split = {}

@@ -141,7 +141,10 @@ class ValidatingSweeper(BasicSweeper):
         resuming = bool(self.config.get("resume"))
         if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
             names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
-        jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(name)}"] for job, name in zip(grid, names, strict=True)]
+        if any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra):
+            jobs = grid  # the user's own folder names win
+        else:
+            jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
         # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
