@@ -33,8 +33,9 @@ def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path)
         assert f"val/acc {metrics['history']['val/acc'][epoch]:.4f}" in line
     done = re.fullmatch(r"\[attnlab\] done in ([\d.]+) s: test/acc ([\d.]+), .*; files in (.*)", lines[3])
     assert done and done[3] == str(run) and float(done[2]) == round(metrics["test/acc"], 4)
-    # counted from process start: imports and start-up included (the line rounds to 0.1 s)
-    assert float(done[1]) + 0.05 >= metrics["startup_seconds"] + metrics["fit_seconds"]
+    # counted from process start, imports included: at least the time from process start to the first step
+    # (counted from train()'s start it would be less; the line rounds to 0.1 s)
+    assert float(done[1]) + 0.05 >= max(metrics["startup_seconds"], metrics["fit_seconds"])
     assert not any(n in proc.stdout + proc.stderr for n in NOISE), proc.stdout + proc.stderr
 
 
