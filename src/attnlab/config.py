@@ -157,14 +157,23 @@ def job_dirname(overrides: str, limit: int = 200) -> str:
 NOT_IN_JOB_NAMES = ("experiment", "resume")  # the sweep folder's name says the first; the second is set on resume
 
 
+def varying_keys(jobs: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """Each job's overrides as {key: value}, and the keys whose values differ between the jobs (in the
+    order they first appear). Used for the jobs' folder names and for their HParams (attnlab.dashboard)."""
+    parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
+    keys = dict.fromkeys(k for job in parsed for k in job)
+    return parsed, [k for k in keys if len({job.get(k) for job in parsed}) > 1]
+
+
 def job_names(jobs: list[list[str]]) -> list[str]:
     """Short folder names for a sweep's jobs: the values that vary between them, keyed by the last part of
     the key (`data=halfswap,pos_enc=rope,seed=1`; the full key where two would read the same), so that
     TensorBoard's run list and HParams tell the jobs apart at a glance. Keys every job shares are in the
     sweep's multirun.yaml and each job's .hydra/. A single job keeps all its overrides."""
-    parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
-    keys = list(dict.fromkeys(k for job in parsed for k in job if k not in NOT_IN_JOB_NAMES))
-    varying = [k for k in keys if len({job.get(k) for job in parsed}) > 1] if len(jobs) > 1 else keys
+    parsed, varying = varying_keys(jobs)
+    if len(jobs) == 1:
+        varying = list(parsed[0])
+    varying = [k for k in varying if k not in NOT_IN_JOB_NAMES]
     tails = [k.rsplit(".", 1)[-1] for k in varying]
     short = {k: t if tails.count(t) == 1 else k for k, t in zip(varying, tails, strict=True)}
     return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]

@@ -23,6 +23,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
+from attnlab.config import varying_keys
+
 # name shown in HParams -> config key
 HPARAMS = {
     "task": "data.task",
@@ -82,11 +84,9 @@ def sweep_varying(run_dir: Path) -> list[str]:
         jobs = json.loads(record.read_text())["jobs"]
         if run_dir.name not in {job["dir"] for job in jobs}:
             return []
-        parsed = [dict(o.lstrip("+~").split("=", 1) for o in job["overrides"] if "=" in o) for job in jobs]
+        _, varying = varying_keys([job["overrides"] for job in jobs])
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    keys = dict.fromkeys(k for job in parsed for k in job)
-    varying = [k for k in keys if len({job.get(k) for job in parsed}) > 1]
     return [GROUP_KEYS.get(k, k) for k in varying]
 
 
