@@ -39,9 +39,8 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import runs
 from attnlab.config import job_names, to_plain, validate
-from attnlab.console import SWEEP_SIZE_ENV
+from attnlab.console import SWEEP_SIZE_ENV, process_seconds
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.timing import process_age
 
 
 @dataclass
@@ -252,8 +251,7 @@ class ValidatingSweeper(BasicSweeper):
             print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
             return code or 1
         bad = [r for r in rows if r["status"] != "ok"]
-        age = process_age()  # from process start: imports and the up-front checks included
-        seconds = age if age is not None else time.perf_counter() - began
+        seconds = process_seconds(began)  # from process start: imports and the up-front checks included
         failed = f", {len(bad)} did not finish" if bad else ""
         print(
             f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
