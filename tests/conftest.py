@@ -50,9 +50,12 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python scripts/train.py ARGS` in a fresh process, from `cwd` (its outputs/ lands there)."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+def run_train(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python scripts/train.py ARGS` in a fresh process, from `cwd` (its outputs/ lands there);
+    `env`: variables to add."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(
         [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -63,9 +66,9 @@ def train_cli(tmp_path: Path) -> Callable[..., tuple[subprocess.CompletedProcess
     """Run scripts/train.py into a fresh run folder; returns (process, run folder)."""
     counter = iter(range(10**6))
 
-    def _run(*args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    def _run(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
         run_dir = tmp_path / f"run{next(counter)}"
-        return run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path), run_dir
+        return run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env), run_dir
 
     return _run
 

@@ -34,13 +34,18 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
     ],
 )
 def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) -> None:
-    proc, run_dir = train_cli(*args, "trainer.fast_dev_run=true")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert expected in proc.stderr
+    proc, run_dir = train_cli(*args, "trainer.fast_dev_run=true", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    lines = proc.stderr.strip().splitlines()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    stderr = "\n".join(line for line in lines if not line.startswith("import time:"))
+    assert proc.returncode == 1, stderr[-2000:]
+    assert expected in stderr
     if expected.startswith("error: "):  # the project's own refusals: one line, the last
-        assert proc.stderr.strip().splitlines()[-1].startswith(expected)
-    assert "Traceback" not in proc.stderr
+        assert stderr.splitlines()[-1].startswith(expected)
+    assert "Traceback" not in stderr
     assert not run_dir.exists()  # a refused run leaves no folder behind
+    # early: answered before Lightning is imported (seconds, on every refusal)
+    assert "torch" in imported and "pytorch_lightning" not in imported
 
 
 def loky_workers() -> set[int]:

@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-SWEEP_SIZE_ENV = "ATTNLAB_SWEEP_JOBS"  # set by the sweeper (hydra_plugins.attnlab_sweeper)
+from attnlab.runs import SWEEP_JOBS_ENV
+
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
 PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept
 
@@ -102,16 +103,8 @@ def lightning_messages(verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def process_seconds(began: float) -> float:
-    """Seconds since this process started (imports included), or since `began` where unknown."""
-    from attnlab.timing import process_age
-
-    age = process_age()
-    return age if age is not None else time.perf_counter() - began
-
-
 def job_label(job: Any) -> str:
-    total = os.environ.get(SWEEP_SIZE_ENV, "?")
+    total = os.environ.get(SWEEP_JOBS_ENV, "?")
     return f"job {job.num + 1}/{total}"
 
 

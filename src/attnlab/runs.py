@@ -35,6 +35,7 @@ from attnlab.errors import ConfigError
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
+SWEEP_JOBS_ENV = "ATTNLAB_SWEEP_JOBS"  # a sweep's job count, for its jobs' "job k/N" lines (set by the sweeper)
 # Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
 RESUMABLE = (
     "trainer.max_epochs",

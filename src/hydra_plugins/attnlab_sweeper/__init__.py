@@ -38,8 +38,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import runs
+from attnlab.clock import process_seconds
 from attnlab.config import job_names, to_plain, validate
-from attnlab.console import SWEEP_SIZE_ENV, process_seconds
 from attnlab.errors import ConfigError, Interrupted
 
 
@@ -145,7 +145,7 @@ class ValidatingSweeper(BasicSweeper):
         else:
             jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
-        os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
+        os.environ[runs.SWEEP_JOBS_ENV] = str(len(jobs))
         # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
         # fails every job, and is answered without waiting for workers to start and stop.
         folders = self.check_jobs(
