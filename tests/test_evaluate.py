@@ -1,6 +1,7 @@
 """scripts/evaluate.py: length generalisation, and clear errors for what cannot be evaluated."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from attnlab.checkpoint import load_module
 from attnlab.errors import ConfigError
+from attnlab.evaluate import evaluate_lengths
 
 from .conftest import ROOT, TINY, read_metrics, run_train, tensorboard_run
 
@@ -18,7 +20,23 @@ EVALUATE = ROOT / "scripts" / "evaluate.py"
 
 
 def evaluate(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EVALUATE), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, str(EVALUATE), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def refused_early(*args: str, cwd) -> str:
+    """scripts/evaluate.py refusing ARGS: its one-line error, after checking that it answered before
+    Lightning was imported."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(EVALUATE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    lines = proc.stderr.strip().splitlines()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    said = [line for line in lines if not line.startswith("import time:")]
+    assert proc.returncode == 1, said[-20:]
+    assert "torch" in imported and "pytorch_lightning" not in imported
+    assert "Traceback" not in proc.stderr
+    return said[-1]
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +89,11 @@ def fresh_copy(run_dir, dest):
 
 def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_old(learned_run, tmp_path) -> None:
     run = fresh_copy(learned_run, tmp_path / "run")
-    for lengths in ("[4]", "[16]"):
-        assert evaluate(f"run_dir={run}", f"eval.seq_lens={lengths}", cwd=tmp_path).returncode == 0
+    for lengths in ([4], [16]):
+        evaluate_lengths(run, lengths)
     first = read_metrics(run)["length_generalization"]
     assert list(first) == ["4", "16"]
-    assert evaluate(f"run_dir={run}", "eval.seq_lens=[8]", "eval.ckpt=last", cwd=tmp_path).returncode == 0
+    evaluate_lengths(run, [8], ckpt="last")
     metrics = read_metrics(run)
     assert list(metrics["length_generalization"]) == ["8"]
     assert metrics["length_generalization_checkpoint"]["file"] == "checkpoints/last.ckpt"
@@ -86,7 +104,7 @@ def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_o
 
 def test_a_resume_keeps_the_lengths(learned_run, tmp_path) -> None:
     run = fresh_copy(learned_run, tmp_path / "run")
-    assert evaluate(f"run_dir={run}", "eval.seq_lens=[4,16]", cwd=tmp_path).returncode == 0
+    evaluate_lengths(run, [4, 16])
     evaluated = read_metrics(run)
     proc = run_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -109,15 +127,12 @@ def test_a_resume_keeps_the_lengths(learned_run, tmp_path) -> None:
 )
 def test_refused_before_evaluating(learned_run, tmp_path, args, message) -> None:
     before = (learned_run / "metrics.json").read_text()
-    proc = evaluate(f"run_dir={learned_run}", *args, cwd=tmp_path)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert refused_early(f"run_dir={learned_run}", *args, cwd=tmp_path).startswith(message)
     assert (learned_run / "metrics.json").read_text() == before
 
 
 def test_missing_run_dir(tmp_path) -> None:
-    proc = evaluate(f"run_dir={tmp_path / 'nope'}", cwd=tmp_path)
-    assert proc.returncode == 1 and "not a run folder" in proc.stderr
+    assert "not a run folder" in refused_early(f"run_dir={tmp_path / 'nope'}", cwd=tmp_path)
     assert not (tmp_path / "nope").exists()
 
 
@@ -161,15 +176,17 @@ def test_pickle_payload_is_not_run(learned_run, tmp_path) -> None:
 
 
 def test_make_evaluate_with_its_default_lengths(learned_run, tmp_path) -> None:
-    """`make evaluate RUN=<run>`: the default [16,32,...] reaches evaluate.py whole (commas in a make
-    function argument would split it). Lengths past the learned encoding's 16 are refused, naming them."""
+    """`make evaluate RUN=<run>`: the default [16,32,...] and a given LENS reach evaluate.py whole (commas
+    in a make function argument would split them). Lengths past the learned encoding's 16 are refused,
+    naming them."""
     run = tmp_path / "run"
     shutil.copytree(learned_run, run)
     venv = Path(sys.executable).parent.parent  # this interpreter's environment, already set up
     make = ["make", "-C", str(ROOT), "-o", "setup", f"VENV={venv}", f"RUN={run}"]
-    refused = subprocess.run([*make, "evaluate"], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run([*make, "evaluate"], capture_output=True, text=True, timeout=600)
     assert "eval.seq_lens=[16,32,64,128]" in refused.stdout
     assert "no viable alternative" not in refused.stderr and "max_len" in refused.stderr, refused.stderr[-2000:]
-    done = subprocess.run([*make, "LENS=[8,16]", "evaluate"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert {"8", "16"} <= set(read_metrics(run)["length_generalization"])  # beside what other tests added
+    assert "error: eval.seq_lens=32 is invalid" in refused.stderr  # the first length past 16
+    # LENS given: reaches evaluate.py whole too (a length it refuses, named: no evaluation needed to see it)
+    given = subprocess.run([*make, "LENS=[8,24]", "evaluate"], capture_output=True, text=True, timeout=600)
+    assert "error: eval.seq_lens=24 is invalid" in given.stderr, given.stderr[-2000:]

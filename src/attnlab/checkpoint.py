@@ -8,11 +8,14 @@ Every failure is a ConfigError naming the file; nothing falls back to random wei
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from attnlab.errors import ConfigError
-from attnlab.module import LitClassifier
+
+if TYPE_CHECKING:  # imported where used: a refused path answers before Lightning is imported
+    from attnlab.module import LitClassifier
 
 
 def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
@@ -28,6 +31,8 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", key:
 
     Raises ConfigError (naming `key` and the file) for a missing, truncated, garbage or foreign file,
     or one whose pickle would need code to run."""
+    from attnlab.module import LitClassifier
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(key, str(path), "no such checkpoint file")

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from attnlab import runs
 from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_seq_len
 from attnlab.errors import ConfigError
-from attnlab.module import accuracy_metric
 from attnlab.runs import run_config
 from attnlab.tasks import derive_seed, make_split, split_seed
 
@@ -40,6 +38,8 @@ def checkpoint_step(path: Path) -> int:
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    from attnlab.module import accuracy_metric  # here: a refused length answers before Lightning is imported
+
     metric = accuracy_metric(net.head.out_features)  # counted as the run's own test/acc was
     for i in range(0, len(x), batch_size):
         metric.update(net(x[i : i + batch_size]).argmax(-1), y[i : i + batch_size])
@@ -94,6 +94,8 @@ def evaluate_lengths(
     figure = length_figure(metrics[KEY], data["seq_len"], which)
     figure.savefig(run_dir / FIGURE, dpi=120)
     if (run_dir / "tb").is_dir():  # a run logged to TensorBoard (logger=tensorboard, the default)
+        from torch.utils.tensorboard import SummaryWriter
+
         with SummaryWriter(str(run_dir / "tb")) as writer:
             writer.add_figure("eval/acc_vs_seq_len", figure, global_step=which["global_step"])
     return results
