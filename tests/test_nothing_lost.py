@@ -87,17 +87,33 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny run, trained through scripts/train.py (so it has Hydra's .hydra/ record).
+    Tests take a copy (`own_copy`) and may do anything to it."""
+    tmp = tmp_path_factory.mktemp("cli_run")
+    proc = run_train(*TINY, f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "run"
+
+
+@pytest.fixture
+def own_copy(cli_run: Path, tmp_path: Path) -> Path:
+    """A copy of `cli_run` for this test alone."""
+    return Path(shutil.copytree(cli_run, tmp_path / "run"))
+
+
 # ------------------------------------------------------------------ 1. a folder of its own
 
 
 def test_runs_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
-    procs = [start(*TINY, f"seed={s}", cwd=tmp_path) for s in range(3)]
+    procs = [start(*TINY, f"seed={s}", cwd=tmp_path) for s in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
     folders = sorted((tmp_path / "outputs" / "runs").iterdir())
-    assert len(folders) == 3
-    assert sorted(read_metrics(f)["settings"]["seed"] for f in folders) == [0, 1, 2]
+    assert len(folders) == 2
+    assert sorted(read_metrics(f)["settings"]["seed"] for f in folders) == [0, 1]
     for f in folders:  # each TensorBoard run is written by one process (events.out.tfevents.<time>.<host>.<pid>.<n>)
         assert len({p.name.split(".")[-2] for p in (f / "tb").glob("events.out.tfevents.*")}) == 1
 
@@ -113,9 +129,8 @@ def test_sweeps_started_together_get_folders_of_their_own(tmp_path: Path) -> Non
     assert seeds == [0, 1, 10, 11]
 
 
-def test_an_explicit_folder_holding_a_run_is_refused(train_cli, tmp_path: Path) -> None:
-    proc, run_dir = train_cli(*TINY)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_an_explicit_folder_holding_a_run_is_refused(own_copy: Path, tmp_path: Path) -> None:
+    run_dir = own_copy
     before = folder_bytes(run_dir)
     again = run_train(*TINY, "seed=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == 1
@@ -218,7 +233,7 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
 @pytest.mark.slow
 def test_a_signal_stops_a_sweep_which_then_continues(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    grid = ["-m", *LONGER, "trainer.max_epochs=3", "seed=0,1,2"]
+    grid = ["-m", *LONGER, "trainer.max_epochs=2", "seed=0,1,2"]
     proc = start(*grid, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     wait_for(job_dir(sweep, "seed=1", proc) / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
@@ -255,17 +270,14 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         (["optim.lr=0.1"], "would change optim.lr"),
     ],
 )
-def test_a_refused_resume_leaves_the_run_untouched(train_cli, tmp_path: Path, args, expected) -> None:
-    proc, run_dir = train_cli(*TINY)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, tmp_path: Path, args, expected) -> None:
+    """(That the budget may change: test_a_resumed_run_rerun_from_its_saved_config_trains_again.)"""
+    run_dir = own_copy
     before = folder_bytes(run_dir)
     refused = run_train(f"resume={run_dir}", *args, cwd=tmp_path)
     assert refused.returncode == 1 and expected in refused.stderr, refused.stderr[-2000:]
     assert "trainer.max_epochs" in refused.stderr or "must be > 0" in refused.stderr  # names what may change
     assert folder_bytes(run_dir) == before
-    longer = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)  # the budget may change
-    assert longer.returncode == 0, longer.stderr[-2000:]
-    assert read_metrics(run_dir)["epochs"] == 2
 
 
 # ------------------------------------------------------------------ 4. the sweep's exit code tells the truth
@@ -295,19 +307,25 @@ def test_a_job_with_a_bad_checkpoint_fails_alone(tmp_path: Path, launcher: str) 
     assert "1/2 jobs ok" in proc.stdout
 
 
-def test_an_unreadable_metrics_file_counts_as_failed_and_a_continuation_mends_it(tmp_path: Path) -> None:
+def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path: Path) -> None:
+    """A kill can cut a job's metrics.json short (seed=1) or its Hydra config (seed=0, killed while
+    Hydra wrote it): the report counts the first as failed, and `resume=<sweep>` mends both."""
     sweep = tmp_path / "sweep"
     proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    whole = read_metrics(job_dir(sweep, "seed=1"))
+    whole = {seed: read_metrics(job_dir(sweep, seed)) for seed in ("seed=0", "seed=1")}
     (job_dir(sweep, "seed=1") / "metrics.json").write_text('{"test/acc": 0.9')  # cut short
     report = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)], capture_output=True, text=True
     )
     assert report.returncode == 1 and "metrics.json is unreadable" in report.stdout
+    (job_dir(sweep, "seed=0") / "metrics.json").unlink()
+    (job_dir(sweep, "seed=0") / ".hydra" / "config.yaml").write_text("")
     again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert read_metrics(job_dir(sweep, "seed=1"))["test/acc"] == whole["test/acc"]
+    for seed in ("seed=0", "seed=1"):
+        assert runs.status(job_dir(sweep, seed)) == ("ok", "")
+        assert read_metrics(job_dir(sweep, seed))["test/acc"] == whole[seed]["test/acc"]
 
 
 # ------------------------------------------------------------------ 5, 6, 12: resume from anywhere, after anything
@@ -319,7 +337,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     result equals an uninterrupted run's, and TensorBoard holds every step once."""
     args = [*LONGER, "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
     whole = tmp_path / "whole"
-    assert run_train(*args, "seed=1", f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
+    train(cfg_for(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
 
     sweep = tmp_path / "sweep"
     proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -400,10 +418,11 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_a_resumed_run_rerun_from_its_saved_config_trains_again(train_cli, tmp_path: Path) -> None:
-    proc, first = train_cli(*TINY, "seed=3")
-    assert proc.returncode == 0
-    assert run_train(f"resume={first}", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, tmp_path: Path) -> None:
+    first = own_copy
+    longer = run_train(f"resume={first}", "trainer.max_epochs=2", cwd=tmp_path)  # the budget may change
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert read_metrics(first)["epochs"] == 2
     again = tmp_path / "again"
     proc = run_train(
         "--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}", cwd=tmp_path
@@ -428,9 +447,8 @@ def test_override_values_cannot_leave_the_sweep(tmp_path: Path) -> None:
     assert "/" not in job_dirname("x=../../y") and job_dirname("x=a/b") != job_dirname("x=a%2Fb")
 
 
-def test_resume_refuses_code_in_a_run_record(train_cli, tmp_path: Path) -> None:
-    proc, run_dir = train_cli(*TINY)
-    assert proc.returncode == 0
+def test_resume_refuses_code_in_a_run_record(own_copy: Path, tmp_path: Path) -> None:
+    run_dir = own_copy
     record = run_dir / ".hydra" / "overrides.yaml"
     pwned = tmp_path / "PWNED"
     record.write_text(
@@ -462,11 +480,10 @@ def test_nan_with_one_step_per_epoch_leaves_no_checkpoint(tmp_path: Path, diagno
     assert runs.status(run_dir)[0] == "failed"
 
 
-def test_evaluate_refuses_a_failed_run(train_cli) -> None:
+def test_evaluate_refuses_a_failed_run(own_copy: Path) -> None:
     from attnlab.evaluate import evaluate_lengths
 
-    proc, run_dir = train_cli(*TINY)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = own_copy
     for key, kwargs in (("eval.n", {"n": 0}), ("eval.batch_size", {"batch_size": 0})):
         with pytest.raises(ConfigError, match=f"{key}=0 is invalid"):
             evaluate_lengths(run_dir, [8], **kwargs)
@@ -493,17 +510,6 @@ def test_a_resume_checks_what_the_checkpoint_holds(tmp_path: Path) -> None:
         train(cfg_for(run_dir, *TINY, "model.d_model=16", "resume=true"))
 
 
-def test_a_sweep_continues_after_a_kill_cut_a_job_config_short(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    assert run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
-    job = job_dir(sweep, "seed=1")
-    (job / "metrics.json").unlink()
-    (job / ".hydra" / "config.yaml").write_text("")  # killed while Hydra wrote it
-    again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert runs.status(job) == ("ok", "")
-
-
 def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     first = train(cfg_for(run_dir, *TINY))
@@ -516,9 +522,8 @@ def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: P
     assert json.loads((run_dir / "metrics.previous.json").read_text())["test/loss"] == first["test/loss"]
 
 
-def test_a_run_started_from_a_checkpoint_resumes_from_its_own(train_cli, tmp_path: Path) -> None:
-    proc, source = train_cli(*TINY)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, train_cli, tmp_path: Path) -> None:
+    source = own_copy
     proc, run_dir = train_cli(*TINY, "trainer.max_epochs=2", f"ckpt_path={source}/checkpoints/last.ckpt")
     assert proc.returncode == 0, proc.stderr[-2000:]
     shutil.rmtree(source)  # the resumed run needs only its own files
