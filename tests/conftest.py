@@ -39,15 +39,17 @@ TINY = [
 ]
 
 
+def compose_train(output_dir: Path | str, *overrides: str) -> DictConfig:
+    """The config scripts/train.py composes from `overrides`, writing to `output_dir`: for `train(cfg)`
+    in this process, where a process of its own would prove nothing more."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"output_dir={output_dir}", *overrides])
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """compose_cfg("data=halfswap", ...) -> the config train.py would get, writing under tmp_path."""
-
-    def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("train", overrides=[f"output_dir={tmp_path}", *overrides])
-
-    return _compose
+    return lambda *overrides: compose_train(tmp_path, *overrides)
 
 
 def run_train(

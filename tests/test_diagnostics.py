@@ -12,7 +12,7 @@ from attnlab.diagnostics import attention_stats, heatmap, shuffle_positions
 from attnlab.model import AttentionMap
 from attnlab.train import train
 
-from .conftest import TINY, tensorboard_run
+from .conftest import TINY, compose_train, tensorboard_run
 
 
 def read_events(run_dir: Path) -> dict:
@@ -33,19 +33,13 @@ def read_events(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """Two short halfswap runs, without and with a positional encoding, and their events."""
-    from hydra import compose, initialize_config_dir
-
-    from .conftest import CONF
-
     result = {}
     for pos_enc in ("none", "sinusoidal"):
         out = tmp_path_factory.mktemp(pos_enc)
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(
-                "train",
-                [f"output_dir={out}", *TINY, "data=halfswap", f"model.pos_enc={pos_enc}", "model.num_heads=2",
-                 "model.num_layers=2", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"],
-            )  # fmt: skip
+        cfg = compose_train(
+            out, *TINY, "data=halfswap", f"model.pos_enc={pos_enc}", "model.num_heads=2", "model.num_layers=2",
+            "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+        )  # fmt: skip
         result[pos_enc] = (train(cfg), read_events(out))
         result[f"{pos_enc} folder"] = out
     return result

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 
 import attnlab.train
 from attnlab import runs
@@ -23,16 +22,11 @@ from attnlab.config import job_dirname
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.train import train
 
-from .conftest import CONF, ROOT, TINY, TRAIN, image_steps, read_metrics, run_train, scalar_steps
+from .conftest import ROOT, TINY, TRAIN, compose_train, image_steps, read_metrics, run_train, scalar_steps
 
 # 64 steps per epoch: long enough to be killed in the middle of one.
 LONGER = [*TINY, "data.n_train=4096", "data=halfswap", "model.pos_enc=sinusoidal"]
 RESULT_KEYS = ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "epochs", "global_step", "best_checkpoint")
-
-
-def cfg_for(run_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[f"output_dir={run_dir}", *overrides])
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -176,7 +170,7 @@ PHASE_ARGS = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=lea
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("undisturbed")
-    train(cfg_for(run_dir, *PHASE_ARGS))
+    train(compose_train(run_dir, *PHASE_ARGS))
     return run_dir
 
 
@@ -215,7 +209,7 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
         real_write = runs.write_json_atomic
         monkeypatch.setattr(runs, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))
     with pytest.raises(Interrupted) as stopped:
-        train(cfg_for(run_dir, *PHASE_ARGS), extra_callbacks=callbacks)
+        train(compose_train(run_dir, *PHASE_ARGS), extra_callbacks=callbacks)
     assert stopped.value.exit_code == 128 + sig
     assert not (run_dir / "metrics.json").exists()
     assert runs.status(run_dir)[0] == "interrupted"
@@ -223,7 +217,7 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
 
     monkeypatch.undo()
     capsys.readouterr()
-    train(cfg_for(run_dir, *PHASE_ARGS, "resume=true"))
+    train(compose_train(run_dir, *PHASE_ARGS, "resume=true"))
     said = capsys.readouterr().out.splitlines()[0]
     assert said.startswith("[attnlab] resuming") and resumed_from in said, said
     assert runs.status(run_dir) == ("ok", "")
@@ -286,7 +280,7 @@ def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, tmp_path: Pat
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_job_with_a_bad_checkpoint_fails_alone(tmp_path: Path, launcher: str) -> None:
     source = tmp_path / "source"
-    train(cfg_for(source, *TINY))
+    train(compose_train(source, *TINY))
     good = source / "checkpoints" / "last.ckpt"
     sweep = tmp_path / "sweep"
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -337,7 +331,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     result equals an uninterrupted run's, and TensorBoard holds every step once."""
     args = [*LONGER, "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
     whole = tmp_path / "whole"
-    train(cfg_for(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
+    train(compose_train(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
 
     sweep = tmp_path / "sweep"
     proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -363,23 +357,23 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
 def test_a_moved_run_keeps_its_best_checkpoint(tmp_path: Path) -> None:
     args = [*LONGER, "trainer.max_epochs=6"]
     whole = tmp_path / "whole"
-    train(cfg_for(whole, *args))
+    train(compose_train(whole, *args))
     part = tmp_path / "part"
-    train(cfg_for(part, *LONGER, "trainer.max_epochs=2"))
+    train(compose_train(part, *LONGER, "trainer.max_epochs=2"))
     moved = tmp_path / "moved"
     part.rename(moved)
-    train(cfg_for(moved, *args, "resume=true"))
+    train(compose_train(moved, *args, "resume=true"))
     assert_same_run(whole, moved)
     assert read_metrics(moved)["best_checkpoint"] == "checkpoints/best.ckpt"  # relative: it moves with the run
 
 
 def test_a_copied_run_uses_its_own_checkpoints(tmp_path: Path) -> None:
     first = tmp_path / "first"
-    train(cfg_for(first, *TINY, "trainer.max_epochs=2"))
+    train(compose_train(first, *TINY, "trainer.max_epochs=2"))
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
     shutil.rmtree(first)  # the copy must not need the original
-    metrics = train(cfg_for(copy, *TINY, "trainer.max_epochs=3", "resume=true"))
+    metrics = train(compose_train(copy, *TINY, "trainer.max_epochs=3", "resume=true"))
     assert metrics["epochs"] == 3 and (copy / metrics["best_checkpoint"]).is_file()
 
 
@@ -387,13 +381,13 @@ def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) ->
     """A kill during the very first last.ckpt write: last.ckpt is missing (or cut short), best.ckpt is there."""
     args = [*TINY, "trainer.max_epochs=3", "data=halfswap", "model.pos_enc=learned"]
     whole = tmp_path / "whole"
-    train(cfg_for(whole, *args))
+    train(compose_train(whole, *args))
     run_dir = tmp_path / "run"
-    train(cfg_for(run_dir, *TINY, "trainer.max_epochs=1", "data=halfswap", "model.pos_enc=learned"))
+    train(compose_train(run_dir, *TINY, "trainer.max_epochs=1", "data=halfswap", "model.pos_enc=learned"))
     (run_dir / "metrics.json").unlink()
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:100])  # cut short
-    train(cfg_for(run_dir, *args, "resume=true"))
+    train(compose_train(run_dir, *args, "resume=true"))
     assert "from checkpoints/best.ckpt (epoch 1, step 4)" in capsys.readouterr().out
     assert_same_run(whole, run_dir)
 
@@ -403,16 +397,16 @@ def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) ->
 
 def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     source = tmp_path / "source"
-    train(cfg_for(source, *TINY, "trainer.max_epochs=2"))
+    train(compose_train(source, *TINY, "trainer.max_epochs=2"))
     ckpt = source / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"has trained 2 epochs already; set trainer.max_epochs > 2"):
-        train(cfg_for(tmp_path / "none", *TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
+        train(compose_train(tmp_path / "none", *TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
     with pytest.raises(ConfigError, match=r"other settings: model.d_model=32 \(this run: 16\)"):
-        train(cfg_for(tmp_path / "shape", *TINY, "trainer.max_epochs=3", "model.d_model=16", f"ckpt_path={ckpt}"))
+        train(compose_train(tmp_path / "shape", *TINY, "trainer.max_epochs=3", "model.d_model=16", f"ckpt_path={ckpt}"))
     with pytest.raises(ConfigError, match=r"other settings: optim.lr=0.003 \(this run: 0.1\)"):
-        train(cfg_for(tmp_path / "lr", *TINY, "trainer.max_epochs=3", "optim.lr=0.1", f"ckpt_path={ckpt}"))
+        train(compose_train(tmp_path / "lr", *TINY, "trainer.max_epochs=3", "optim.lr=0.1", f"ckpt_path={ckpt}"))
     new = tmp_path / "new"
-    metrics = train(cfg_for(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
+    metrics = train(compose_train(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
     shutil.rmtree(source)
     assert metrics["epochs"] == 3 and metrics["best_checkpoint"] == "checkpoints/best.ckpt"
     assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
@@ -475,7 +469,7 @@ def test_nan_with_one_step_per_epoch_leaves_no_checkpoint(tmp_path: Path, diagno
     run_dir = tmp_path / "run"
     args = [*TINY, "data.n_train=64", "data.batch_size=64", "optim.lr=1e30", f"diagnostics={diagnostics}"]
     with pytest.raises(FloatingPointError, match="loss is nan"):
-        train(cfg_for(run_dir, *args))
+        train(compose_train(run_dir, *args))
     assert not list(run_dir.rglob("*.ckpt"))
     assert runs.status(run_dir)[0] == "failed"
 
@@ -495,27 +489,27 @@ def test_evaluate_refuses_a_failed_run(own_copy: Path) -> None:
 
 def test_a_new_run_never_trains_over_another_runs_checkpoints(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train(cfg_for(run_dir, *TINY))
+    train(compose_train(run_dir, *TINY))
     before = folder_bytes(run_dir)
     with pytest.raises(ConfigError, match="holds another run's checkpoints"):
-        train(cfg_for(run_dir, *TINY, "seed=1"))
+        train(compose_train(run_dir, *TINY, "seed=1"))
     assert folder_bytes(run_dir) == before
 
 
 def test_a_resume_checks_what_the_checkpoint_holds(tmp_path: Path) -> None:
     """The saved config can be cut short by a kill; the checkpoint's own hyperparameters still guard."""
     run_dir = tmp_path / "run"
-    train(cfg_for(run_dir, *TINY))
+    train(compose_train(run_dir, *TINY))
     with pytest.raises(ConfigError, match=r"was trained with other settings: model.d_model=32 \(this run: 16\)"):
-        train(cfg_for(run_dir, *TINY, "model.d_model=16", "resume=true"))
+        train(compose_train(run_dir, *TINY, "model.d_model=16", "resume=true"))
 
 
 def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    first = train(cfg_for(run_dir, *TINY))
+    first = train(compose_train(run_dir, *TINY))
     with pytest.raises(Interrupted):
         train(
-            cfg_for(run_dir, *TINY, "trainer.max_epochs=3", "resume=true"),
+            compose_train(run_dir, *TINY, "trainer.max_epochs=3", "resume=true"),
             extra_callbacks=[SignalAt("on_train_batch_end")],
         )
     assert runs.status(run_dir)[0] == "interrupted" and not (run_dir / "metrics.json").exists()

@@ -11,13 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from attnlab import report
 from attnlab.report import plateaued, write_report
 
-from .conftest import CONF
+from .conftest import compose_train
 
 FLAT = [0.6931, 0.6932, 0.6931, 0.6931, 0.6932]  # at chance for good: a plateau
 FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran out
@@ -26,8 +25,7 @@ FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran o
 def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: list[float] | None = FLAT, **kw):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", [f"output_dir={job}", *overrides])
+    cfg = compose_train(job, *overrides)
     OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
     epochs = len(val_loss or [0] * 5)
     metrics = {

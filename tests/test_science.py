@@ -1,5 +1,6 @@
-"""The research result, through the real entry point at the default sizes: every row of the README's
-table, and each of its claims about the controls.
+"""The research result at the default sizes: every row of the README's table, and each of its claims
+about the controls. Each run is `train()` on the config scripts/train.py composes (in this process:
+the CLI is tested elsewhere, and a process of its own would add 5 s of imports per run).
 
 Attention + max-pooling is permutation invariant: with no positional encoding it can solve `uniform`
 but not `halfswap` (chance); with one, `halfswap` is learnable, except with an encoding that sees
@@ -10,7 +11,9 @@ positions shuffled: a model that solved halfswap by position falls back to chanc
 
 import pytest
 
-from .conftest import read_metrics, run_train
+from attnlab.train import train
+
+from .conftest import compose_train
 
 LEARNED, CHANCE = (0.99, 1.0), (0.40, 0.60)
 CASES = {
@@ -32,12 +35,8 @@ _runs: dict[str, dict] = {}
 def science_run(overrides: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The metrics of `python scripts/train.py <overrides>`, run once per session."""
     if overrides not in _runs:
-        tmp = tmp_path_factory.mktemp("science")
-        proc = run_train(
-            *overrides.split(), "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp / 'run'}", cwd=tmp
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _runs[overrides] = read_metrics(tmp / "run")
+        out = tmp_path_factory.mktemp("science") / "run"
+        _runs[overrides] = train(compose_train(out, *overrides.split(), "trainer.enable_progress_bar=false"))
     return _runs[overrides]
 
 
