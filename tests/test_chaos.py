@@ -19,10 +19,10 @@ import pytest
 from .conftest import TINY, TRAIN, run_train
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
-# 6 jobs of 120 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
+# 4 jobs of 120 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
 GRID = [*TINY, "data.n_train=2560", "trainer.max_epochs=3", "data=halfswap", "model.pos_enc=sinusoidal,learned"]
-GRID += ["seed=0,1,2"]
-KILLS = 8
+GRID += ["seed=0,1"]
+KILLS = 6
 
 
 def children(pid: int) -> list[int]:
@@ -48,13 +48,19 @@ def jobs(sweep: Path) -> dict[str, Path]:
     return {p.name: p for p in sweep.iterdir() if (p / ".hydra").is_dir()}
 
 
+@pytest.fixture(scope="module")
+def calm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep, undisturbed (basic launcher: a joblib sweep gives the same numbers, job by job)."""
+    calm = tmp_path_factory.mktemp("calm") / "sweep"
+    proc = run_train("-m", *GRID, f"hydra.sweep.dir={calm}", cwd=calm.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return calm
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, launcher: str) -> None:
+def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, calm: Path, launcher: str) -> None:
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    calm = tmp_path / "calm"
-    proc = run_train("-m", *GRID, *extra, f"hydra.sweep.dir={calm}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
 
     chaos = tmp_path / "chaos"
     rng = random.Random(f"chaos-{launcher}")
@@ -93,7 +99,7 @@ def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, launche
 
     print("exit codes of the attempts:", codes)
     assert landed >= 3 and {1, 143} & set(codes) and -9 in codes, codes  # both kinds of kill landed mid-sweep
-    assert sorted(jobs(chaos)) == sorted(jobs(calm)) and len(jobs(calm)) == 6, codes
+    assert sorted(jobs(chaos)) == sorted(jobs(calm)) and len(jobs(calm)) == 4, codes
     for name, calm_job in jobs(calm).items():
         chaos_job = chaos / name
         a, b = [(job / "metrics.json").read_text() for job in (calm_job, chaos_job)]
@@ -102,4 +108,4 @@ def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, launche
         for ckpt in ("best.ckpt", "last.ckpt"):
             assert same_weights(calm_job / "checkpoints" / ckpt, chaos_job / "checkpoints" / ckpt), (name, ckpt, codes)
         assert len({p.name.split(".")[-2] for p in (chaos_job / "tb").glob("events.*")}) >= 1
-    assert "6/6 jobs ok" in out
+    assert "4/4 jobs ok" in out
