@@ -125,6 +125,35 @@ def image_steps(tb_dir: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Images(tag)] if tag in acc.Tags()["images"] else []
 
 
+def orphaned_workers(wait: float = 120) -> list[str]:
+    """joblib (loky) processes whose sweep is gone: their parent is no `scripts/train.py` process.
+    Waits up to `wait` seconds for them to exit (a worker notices within a second); what is left."""
+    import time
+
+    def cmdline(pid: str) -> bytes:
+        try:
+            return (Path("/proc") / pid / "cmdline").read_bytes()
+        except OSError:
+            return b""
+
+    def orphans() -> list[str]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+            command = cmdline(stat.parent.name)
+            if b"loky" in command and b"scripts/train.py" not in cmdline(parent):
+                found.append(command.replace(b"\0", b" ").decode(errors="replace")[:120])
+        return found
+
+    deadline = time.monotonic() + wait
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return orphans()
+
+
 def start_local_slurm(where: Path) -> dict[str, str] | None:
     """A one-node SLURM on this machine (tests/local_slurm.sh), as the environment that reaches it
     (SLURM_CONF set), or None where SLURM is not installed or this is not root. Stop it with

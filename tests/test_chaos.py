@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, TRAIN, run_train
+from .conftest import TINY, TRAIN, orphaned_workers, run_train
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
 # 4 jobs of 120 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
@@ -109,3 +109,4 @@ def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, calm: P
             assert same_weights(calm_job / "checkpoints" / ckpt, chaos_job / "checkpoints" / ckpt), (name, ckpt, codes)
         assert len({p.name.split(".")[-2] for p in (chaos_job / "tb").glob("events.*")}) >= 1
     assert "4/4 jobs ok" in out
+    assert not orphaned_workers()  # no joblib worker outlived its killed sweep

@@ -424,6 +424,7 @@ def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming" not in proc.stdout or "no checkpoint was saved yet" in proc.stdout
     assert_same_run(first, again)
+    assert read_metrics(first)["settings"] == read_metrics(again)["settings"]
 
 
 # ------------------------------------------------------------------ 8, 9, 10: folders and records are input too

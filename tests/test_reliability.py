@@ -1,6 +1,5 @@
 """Faults and reproducibility: bad input, resume after a kill, signals, NaN, disk errors, same seed -> same numbers."""
 
-import contextlib
 import errno
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import torch
 from attnlab.faults import AtomicCheckpointIO
 from attnlab.train import train
 
-from .conftest import TINY, TRAIN, read_metrics, run_train, scalar_values
+from .conftest import TINY, TRAIN, compose_train, orphaned_workers, read_metrics, run_train, scalar_values
 
 # Long enough to be killed in the middle: 64 steps per epoch.
 LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "model.pos_enc=sinusoidal"]
@@ -48,16 +47,6 @@ def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) 
     assert "torch" in imported and "pytorch_lightning" not in imported
 
 
-def loky_workers() -> set[int]:
-    """Process ids of the joblib (loky) worker processes on this machine."""
-    pids = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if b"loky" in cmdline.read_bytes():
-                pids.add(int(cmdline.parent.name))
-    return pids
-
-
 @pytest.mark.parametrize(
     "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
 )
@@ -65,7 +54,6 @@ def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launch
     """With joblib the workers start once the first job passed its check (attnlab_sweeper.warm_workers):
     a later bad job still ends the sweep at once, leaving no worker behind."""
     sweep = tmp_path / "sweep"
-    before = loky_workers()
     args = ("-m", *TINY, "data=halfswap", "data.seq_len=8,9", *launcher, f"hydra.sweep.dir={sweep}")
     proc = run_train(*args, cwd=tmp_path)
     assert proc.returncode == 1
@@ -73,8 +61,7 @@ def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launch
         "error: job #1 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
     )
     assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/tb"))
-    time.sleep(2)  # workers notice their parent is gone
-    assert not loky_workers() - before
+    assert not orphaned_workers()
 
 
 def test_corrupt_checkpoint_never_trains_from_scratch(train_cli, tmp_path: Path) -> None:
@@ -98,41 +85,12 @@ def start(run_dir: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.time() < deadline, f"{path} never appeared"
         time.sleep(0.02)
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
-
-
-@pytest.mark.slow
-def test_resume_after_sigkill_is_bitwise_identical(tmp_path: Path) -> None:
-    epochs = "trainer.max_epochs=6"
-    whole = tmp_path / "whole"
-    proc = run_train(*LONGER, epochs, f"hydra.run.dir={whole}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-    killed = tmp_path / "killed"
-    proc = start(killed, epochs)
-    wait_for(killed / "checkpoints" / "last.ckpt", proc)  # first epoch done...
-    time.sleep(0.3)  # ...and some way into the next
-    proc.kill()  # SIGKILL: no handler, no cleanup
-    proc.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
-
-    resumed = run_train(f"resume={killed}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = read_metrics(whole), read_metrics(killed)
-    for key in ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "global_step", "epochs"):
-        assert a[key] == b[key], key
-    for name in ("last.ckpt", "best.ckpt"):
-        wa, wb = weights(whole / "checkpoints" / name), weights(killed / "checkpoints" / name)
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
 @pytest.mark.slow
@@ -142,7 +100,7 @@ def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: in
     proc = start(run_dir, "trainer.max_epochs=1000")
     wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == code, stderr[-2000:]
     assert f"interrupted: stopped by signal {int(sig)} at step" in stderr
     assert f"resume={run_dir}" in stderr
@@ -214,26 +172,17 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a folder"
 
 
-def test_same_seed_same_numbers_in_fresh_processes(train_cli) -> None:
+def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tmp_path: Path) -> None:
+    """Seed 0 in a process of its own and in this one (after whatever other tests did here): the same
+    numbers; seed 1: others."""
     args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "data=halfswap", "model.pos_enc=rope"]
-    runs = [train_cli(*args, f"seed={seed}") for seed in (0, 0, 1)]
-    for proc, _ in runs:
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    (_, a), (_, b), (_, c) = runs
+    proc, a = train_cli(*args, "seed=0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    b, c = tmp_path / "here0", tmp_path / "here1"
+    train(compose_train(b, *args, "seed=0"))
+    train(compose_train(c, *args, "seed=1"))
     losses = {run: scalar_values(run / "tb", "train/loss") for run in (a, b, c)}
     assert losses[a] == losses[b] and len(losses[a]) == 8
     keys = ("val/acc_best", "test/acc", "test/loss")
     assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]
     assert losses[a] != losses[c] and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
-
-
-def test_rerun_from_saved_config(train_cli, tmp_path: Path) -> None:
-    proc, first = train_cli(*TINY, "data=halfswap", "model.pos_enc=learned", "seed=3")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    again = tmp_path / "again"
-    proc = run_train(
-        "--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}", cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    keys = ("val/acc_best", "test/acc", "test/loss", "settings")
-    assert [read_metrics(first)[k] for k in keys] == [read_metrics(again)[k] for k in keys]

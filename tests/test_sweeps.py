@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -12,8 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from attnlab.evaluate import evaluate_lengths
+from attnlab.train import train
 
-from .conftest import CONF, ROOT, TINY, read_metrics, run_train
+from .conftest import CONF, ROOT, TINY, compose_train, read_metrics, run_train
 
 # 2 seeds x 2 learning rates; lr=1e30 makes the loss NaN at step 1, so those 2 jobs fail at run time.
 LAUNCHER_MESSAGES = "hydra.hydra_logging.root.level=INFO"  # Hydra's launcher says which it is (quiet by default)
@@ -54,9 +56,16 @@ def check_sweep(proc: subprocess.CompletedProcess[str], sweep_dir: Path) -> None
     assert (sweep_dir / "acc_by_task_pos_enc.png").stat().st_size > 0
 
 
-def test_basic_launcher_and_report(tmp_path: Path) -> None:
-    proc, sweep_dir = run_sweep(tmp_path)
-    check_sweep(proc, sweep_dir)
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """SWEEP on the basic launcher; tests that change its folder take a copy."""
+    return run_sweep(tmp_path_factory.mktemp("basic"))
+
+
+def test_basic_launcher_and_report(basic_sweep, tmp_path: Path) -> None:
+    proc, original = basic_sweep
+    check_sweep(proc, original)
+    sweep_dir = Path(shutil.copytree(original, tmp_path / "sweep"))
     # scripts/report.py gives the same files again, and says that jobs failed with its exit code
     (sweep_dir / "results.csv").unlink()
     report = subprocess.run(
@@ -66,12 +75,11 @@ def test_basic_launcher_and_report(tmp_path: Path) -> None:
     check_sweep(proc, sweep_dir)
 
 
-def test_job_in_sweep_equals_the_same_run_alone(tmp_path: Path) -> None:
-    _, sweep_dir = run_sweep(tmp_path)
+def test_job_in_sweep_equals_the_same_run_alone(basic_sweep, tmp_path: Path) -> None:
+    _, sweep_dir = basic_sweep
     job = next(p for p in sweep_dir.iterdir() if p.name == "seed=1,lr=0.003")
     alone = tmp_path / "alone"
-    single = run_train(*SWEEP[1:-2], "seed=1", "optim.lr=0.003", f"hydra.run.dir={alone}", cwd=tmp_path)
-    assert single.returncode == 0, single.stderr[-2000:]
+    train(compose_train(alone, *SWEEP[1:-2], "seed=1", "optim.lr=0.003"))
     a, b = read_metrics(job), read_metrics(alone)
     assert (a["test/acc"], a["test/loss"], a["val/acc_best"]) == (b["test/acc"], b["test/loss"], b["val/acc_best"])
 

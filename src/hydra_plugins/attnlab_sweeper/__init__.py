@@ -20,6 +20,7 @@ on dataclasses. `BasicSweeper` lives in `hydra._internal`; we reuse its parsing 
 """
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -82,6 +83,35 @@ def import_attnlab() -> None:
     import attnlab.train  # noqa: F401  (torch, Lightning and attnlab: the seconds a worker needs to start)
 
 
+def exit_with_sweep(sweep_pid: int) -> None:
+    """Run first in every joblib worker: exit as soon as the sweep process that started it is gone
+    (its pid is passed in: it may have died while this worker was still starting).
+    loky notices a dead parent only when a worker next talks to it, so a sweep killed (SIGKILL, the OOM
+    killer) while its workers started or waited for work left them behind for good, each holding torch
+    in memory (tests/test_chaos.py counts them)."""
+
+    def watch() -> None:
+        while os.getppid() == sweep_pid:  # re-parented (to init or a subreaper) once the sweep has died
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="attnlab-exit-with-sweep", daemon=True).start()
+
+
+def workers_exit_with_sweep() -> None:
+    """Give this process's loky workers `exit_with_sweep` as their initializer. Hydra's joblib launcher
+    asks joblib for the backend by name ("loky") and has no initializer setting, so the name is
+    registered again here, in the sweep process only, with the initializer bound; the pool that
+    `warm_workers` starts and the launcher's then ask for the same settings and stay one pool."""
+    from joblib import register_parallel_backend
+    from joblib.parallel import BACKENDS
+
+    loky = BACKENDS["loky"]
+    if getattr(loky, "keywords", {}).get("initializer") is not exit_with_sweep:
+        bound = functools.partial(loky, initializer=exit_with_sweep, initargs=(os.getpid(),))
+        register_parallel_backend("loky", bound)
+
+
 def warm_workers(launcher: Any) -> bool:
     """With hydra/launcher=joblib: start its worker processes now, in the background, so that their
     start-up overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers
@@ -92,6 +122,7 @@ def warm_workers(launcher: Any) -> bool:
         return False
     from joblib import Parallel, cpu_count, delayed
 
+    workers_exit_with_sweep()
     kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
     if kwargs.get("max_nbytes"):  # as the launcher passes it
         with contextlib.suppress(ValueError):
