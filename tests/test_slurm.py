@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from attnlab.runs import checkpoint_info
+from attnlab.train import train
 
-from .conftest import TINY, TRAIN, run_train, scalar_steps, start_local_slurm, stop_local_slurm
+from .conftest import TINY, TRAIN, compose_train, scalar_steps, start_local_slurm, stop_local_slurm
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
 MISSING = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
@@ -88,11 +89,10 @@ def job_dir(sweep: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same job, never stopped (basic launcher, this machine)."""
-    tmp = tmp_path_factory.mktemp("calm")
-    proc = run_train("-m", *JOB, f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return job_dir(tmp / "sweep")
+    """The same job, never stopped (in this process: the same numbers as anywhere)."""
+    run_dir = tmp_path_factory.mktemp("calm") / "run"
+    train(compose_train(run_dir, *JOB))
+    return run_dir
 
 
 @pytest.mark.parametrize(
@@ -133,22 +133,12 @@ def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Pat
     assert (sweep / "results.csv").read_text().count(",ok,") == 1
 
 
-def test_the_console_is_quiet_and_says_where_the_logs_are(slurm, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    proc = sweep_on_slurm(slurm, sweep, *TINY, "seed=0,1")
-    assert proc.wait(timeout=600) == 0
-    out = (tmp_path / "sweep.log").read_text()
-    assert "sacct" not in out and "accounting storage" not in out, out
-    (said,) = [line for line in out.splitlines() if line.startswith("[attnlab] SLURM job")]
-    assert "2 tasks" in said and f"logs in {sweep}/.slurm/" in said
-    assert "2/2 jobs ok" in out
-
-
 def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm(
     slurm, undisturbed, tmp_path: Path
 ) -> None:
     """A NaN job fails alone; a job cancelled with scancel is reported, promptly (the cluster keeps no
-    accounting, so sacct cannot say it ended), and `-m resume=<sweep>` continues it on SLURM."""
+    accounting, so sacct cannot say it ended), and `-m resume=<sweep>` continues it on SLURM. The
+    console stays quiet and says where the logs are."""
     sweep = tmp_path / "sweep"
     began = time.time()
     proc = sweep_on_slurm(slurm, sweep, *JOB, "optim.lr=0.003,1e30")
@@ -163,6 +153,9 @@ def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm
     assert rows["0.003"]["status"] == "interrupted" and "signal 15" in rows["0.003"]["error"]
 
     log = (tmp_path / "sweep.log").read_text()
+    assert "sacct" not in log and "accounting storage" not in log, log
+    (said,) = [line for line in log.splitlines() if line.startswith("[attnlab] SLURM job")]
+    assert "2 tasks" in said and f"logs in {sweep}/.slurm/" in said
     continued = subprocess.run(
         [sys.executable, str(TRAIN), "-m", f"resume={sweep}", "hydra/launcher=slurm", "hydra.launcher.partition=debug"],
         cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=600,
