@@ -26,6 +26,17 @@ TRAIN = ROOT / "scripts" / "train.py"
 
 register_configs()
 
+# `make test` gives its two workers whole files (--dist loadfile), in collection order: the longest
+# files go first, so that no worker is left alone with a long one at the end (`--durations`, measured).
+LONGEST_FIRST = ("test_nothing_lost.py", "test_readme.py", "test_slurm.py", "test_chaos.py", "test_sweeps.py",
+                 "test_benchmark.py", "test_reliability.py", "test_science.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 # Small and quick, for tests that train: a few batches of short sequences, no progress bar.
 TINY = [
     "data.n_train=256",

@@ -210,3 +210,18 @@ def test_a_subdir_given_on_the_command_line_wins(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) == ["s0", "s1"]
+
+
+@pytest.mark.parametrize("n_jobs,jobs,workers", [(4, 2, 2), (-1, 1, 1), (2, 3, 2), (-1, 100, -1)])
+def test_a_joblib_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int, workers: int) -> None:
+    """Each worker spends seconds importing torch and Lightning; one job runs in the sweep's process."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.attnlab_sweeper import no_more_workers_than_jobs
+
+    launcher = SimpleNamespace(joblib={"n_jobs": n_jobs})
+    no_more_workers_than_jobs(launcher, jobs)
+    assert launcher.joblib["n_jobs"] == workers
+    basic = SimpleNamespace()
+    no_more_workers_than_jobs(basic, jobs)  # other launchers: untouched
+    assert vars(basic) == {}

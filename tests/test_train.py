@@ -1,6 +1,7 @@
 """Training end to end through scripts/train.py, the real entry point."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,12 +19,25 @@ def test_fast_dev_run(train_cli) -> None:
     assert metrics["settings"]["pos_enc"] == "sinusoidal"
 
 
-def test_a_run_writes_its_files(train_cli) -> None:
-    proc, run_dir = train_cli("data=halfswap", "model.pos_enc=learned", "seed=0", *TINY)
+ARGS = ("data=halfswap", "model.pos_enc=learned", "seed=3", *TINY)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """`python scripts/train.py ARGS`: one run that the tests below read."""
+    from .conftest import run_train
+
+    tmp = tmp_path_factory.mktemp("cli")
+    proc = run_train(*ARGS, f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_a_run_writes_its_files(cli_run: Path) -> None:
+    run_dir = cli_run
     metrics = read_metrics(run_dir)
     assert set(metrics) >= {"val/acc_best", "test/acc", "test/loss", "settings"}
-    assert metrics["settings"] == {**metrics["settings"], "task": "halfswap", "pos_enc": "learned", "seed": 0}
+    assert metrics["settings"] == {**metrics["settings"], "task": "halfswap", "pos_enc": "learned", "seed": 3}
     saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert saved["data"]["task"] == "halfswap"
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
@@ -33,7 +47,7 @@ def test_a_run_writes_its_files(train_cli) -> None:
     json.dumps(metrics)
 
 
-def test_a_run_records_where_it_came_from(train_cli) -> None:
+def test_a_run_records_where_it_came_from(cli_run: Path) -> None:
     """metrics.json and the Text tab name the commit (and whether tracked files had changed), the versions,
     and the command that runs it again."""
     import subprocess
@@ -42,16 +56,14 @@ def test_a_run_records_where_it_came_from(train_cli) -> None:
 
     from .conftest import ROOT, tensorboard_run
 
-    args = ("data=halfswap", "seed=3", *TINY)
-    proc, run_dir = train_cli(*args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = cli_run
     origin = read_metrics(run_dir)["provenance"]
     git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
     assert origin["git_commit"] == git("rev-parse", "HEAD") and len(origin["git_commit"]) == 40
     assert origin["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
     assert origin["versions"]["torch"] == torch.__version__
     assert origin["versions"]["pytorch_lightning"] == pytorch_lightning.__version__
-    assert origin["command"] == "python scripts/train.py " + " ".join(args)  # hydra.run.dir is not the run's
+    assert origin["command"] == "python scripts/train.py " + " ".join(ARGS)  # hydra.run.dir is not the run's
     text = tensorboard_run(run_dir / "tb").Tensors("provenance/text_summary")
     assert [e.step for e in text] == [0] and origin["git_commit"].encode() in text[0].tensor_proto.string_val[0]
 

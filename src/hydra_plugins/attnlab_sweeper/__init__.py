@@ -112,6 +112,20 @@ def workers_exit_with_sweep() -> None:
         register_parallel_backend("loky", bound)
 
 
+def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
+    """hydra/launcher=joblib starts `n_jobs` workers (-1: one per core) whatever the number of jobs, and
+    each spends seconds importing torch and Lightning: a sweep of fewer jobs gets as many workers as it
+    has jobs (one job: none, it runs in this process, as on the basic launcher)."""
+    settings = getattr(launcher, "joblib", None)
+    if settings is None:
+        return
+    from joblib import cpu_count
+
+    n_jobs = settings.get("n_jobs") or 1
+    if jobs < (cpu_count() if n_jobs < 0 else n_jobs):
+        settings["n_jobs"] = max(jobs, 1)  # the launcher's own settings (a dict), read when it launches
+
+
 def warm_workers(launcher: Any) -> bool:
     """With hydra/launcher=joblib: start its worker processes now, in the background, so that their
     start-up overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers
@@ -177,6 +191,7 @@ class ValidatingSweeper(BasicSweeper):
             jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[runs.SWEEP_JOBS_ENV] = str(len(jobs))
+        no_more_workers_than_jobs(self.launcher, len(jobs))
         # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
         # fails every job, and is answered without waiting for workers to start and stop.
         folders = self.check_jobs(
