@@ -25,8 +25,9 @@ setup: $(VENV)/.installed  ## create .venv and install attnlab with its dependen
 train: setup  ## train one model (ARGS="data=halfswap model.pos_enc=sinusoidal")
 	$(PY) scripts/train.py $(ARGS)
 
-# Two workers (one per core here); a test file stays on one worker, so module fixtures run once.
-PYTEST := $(PY) -m pytest -n 2 --dist loadfile
+# Two workers (one per core here); a test file stays on one worker, so module fixtures run once. Files
+# are handed out in collection order (tests/conftest.py: LONGEST_FIRST), not by how many tests they hold.
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test: setup  ## run the whole test suite, slow science tests included
 	$(PYTEST) $(ARGS)
