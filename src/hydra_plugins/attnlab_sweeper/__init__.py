@@ -104,7 +104,7 @@ def workers_exit_with_sweep() -> None:
     registered again here, in the sweep process only, with the initializer bound; the pool that
     `warm_workers` starts and the launcher's then ask for the same settings and stay one pool."""
     from joblib import register_parallel_backend
-    from joblib.parallel import BACKENDS
+    from joblib.parallel import BACKENDS  # not public: the class behind the name (CONTRIBUTING.md)
 
     loky = BACKENDS["loky"]
     if getattr(loky, "keywords", {}).get("initializer") is not exit_with_sweep:
