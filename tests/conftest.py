@@ -136,28 +136,31 @@ def image_steps(tb_dir: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Images(tag)] if tag in acc.Tags()["images"] else []
 
 
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process on this machine, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            found.append((int(stat.parent.name), parent, (stat.parent / "cmdline").read_bytes()))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
 def orphaned_workers(wait: float = 120) -> list[str]:
     """joblib (loky) processes whose sweep is gone: their parent is no `scripts/train.py` process.
     Waits up to `wait` seconds for them to exit (a worker notices within a second); what is left."""
     import time
 
-    def cmdline(pid: str) -> bytes:
-        try:
-            return (Path("/proc") / pid / "cmdline").read_bytes()
-        except OSError:
-            return b""
-
     def orphans() -> list[str]:
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                parent = stat.read_text().rsplit(")", 1)[1].split()[1]
-            except (OSError, IndexError):
-                continue
-            command = cmdline(stat.parent.name)
-            if b"loky" in command and b"scripts/train.py" not in cmdline(parent):
-                found.append(command.replace(b"\0", b" ").decode(errors="replace")[:120])
-        return found
+        now = processes()
+        sweeps = {pid for pid, _, command in now if b"scripts/train.py" in command}
+        return [
+            command.replace(b"\0", b" ").decode(errors="replace")[:120]
+            for _, parent, command in now
+            if b"loky" in command and parent not in sweeps
+        ]
 
     deadline = time.monotonic() + wait
     while orphans() and time.monotonic() < deadline:

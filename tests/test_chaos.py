@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, TRAIN, orphaned_workers, run_train
+from .conftest import TINY, TRAIN, orphaned_workers, processes, run_train
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
 # 4 jobs of 120 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
@@ -26,16 +26,8 @@ KILLS = 6
 
 
 def children(pid: int) -> list[int]:
-    """The joblib (loky) workers started by `pid`, from /proc."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and b"LokyProcess" in (stat.parent / "cmdline").read_bytes():
-            out.append(int(stat.parent.name))
-    return out
+    """The joblib (loky) workers started by `pid`."""
+    return [child for child, parent, command in processes() if parent == pid and b"LokyProcess" in command]
 
 
 def launched(marker: Path, began: float, proc: subprocess.Popen) -> None:

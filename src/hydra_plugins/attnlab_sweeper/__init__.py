@@ -112,6 +112,14 @@ def workers_exit_with_sweep() -> None:
         register_parallel_backend("loky", bound)
 
 
+def joblib_workers(settings: Any) -> int:
+    """How many workers the joblib launcher's settings start (n_jobs; -1: one per core)."""
+    from joblib import cpu_count
+
+    n_jobs = settings.get("n_jobs") or 1
+    return cpu_count() if n_jobs < 0 else n_jobs
+
+
 def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
     """hydra/launcher=joblib starts `n_jobs` workers (-1: one per core) whatever the number of jobs, and
     each spends seconds importing torch and Lightning: a sweep of fewer jobs gets as many workers as it
@@ -119,10 +127,7 @@ def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
     settings = getattr(launcher, "joblib", None)
     if settings is None:
         return
-    from joblib import cpu_count
-
-    n_jobs = settings.get("n_jobs") or 1
-    if jobs < (cpu_count() if n_jobs < 0 else n_jobs):
+    if jobs < joblib_workers(settings):
         settings["n_jobs"] = max(jobs, 1)  # the launcher's own settings (a dict), read when it launches
 
 
@@ -134,15 +139,14 @@ def warm_workers(launcher: Any) -> bool:
     settings = getattr(launcher, "joblib", None)
     if settings is None:
         return False
-    from joblib import Parallel, cpu_count, delayed
+    from joblib import Parallel, delayed
 
     workers_exit_with_sweep()
     kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
     if kwargs.get("max_nbytes"):  # as the launcher passes it
         with contextlib.suppress(ValueError):
             kwargs["max_nbytes"] = int(kwargs["max_nbytes"])
-    n_jobs = kwargs.get("n_jobs") or 1
-    workers = cpu_count() if n_jobs < 0 else n_jobs
+    workers = joblib_workers(settings)
 
     def start() -> None:
         with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
