@@ -1,33 +1,50 @@
 """Score a trained run on other sequence lengths.
 
 python scripts/evaluate.py run_dir=outputs/runs/<run> eval.seq_lens=[16,32,64,128]
+python scripts/evaluate.py run_dir=outputs/multiruns/<sweep>/data=halfswap,pos_enc=rope,seed=0   # as printed
 """
 
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attnlab.config import register_configs
 from attnlab.errors import ConfigError
-from attnlab.evaluate import evaluate_lengths
+from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
+from attnlab.runs import hydra_quote
 
 register_configs()
 
 
+def quote_run_dir(argv: list[str]) -> list[str]:
+    """`run_dir=<folder>` reaches Hydra quoted: a sweep job's folder (`data=halfswap,seed=1`) is no valid
+    override value as printed."""
+    return [f"run_dir={hydra_quote(a.split('=', 1)[1])}" if a.startswith("run_dir=") else a for a in argv]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    e = cfg.eval
+    ev = OmegaConf.to_container(cfg.eval, resolve=True)
     try:
-        results = evaluate_lengths(cfg.run_dir, list(e.seq_lens), e.ckpt, e.n, e.batch_size)
+        entry = evaluate_run(cfg.run_dir, ev, ev.pop("ckpt"))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    print(f"{'seq_len':>8}  test/acc")
-    for length, acc in results.items():
-        print(f"{length:>8}  {acc:.4f}")
-    print(f"written to {cfg.run_dir}/metrics.json, {cfg.run_dir}/length_generalization.png and its TensorBoard images")
+    ckpt = entry["checkpoint"]
+    print(f"{ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']}), {entry['n']} sequences per length")
+    print(f"{'seq_len':>8}  test/acc  95% CI")
+    for length in map(str, ev["seq_lens"]):
+        result = entry["lengths"][length]
+        if "refused" in result:
+            print(f"{length:>8}  -         refused: {result['refused']}")
+            continue
+        lo, hi = result["ci"]
+        mark = "  untrained positions" if result["untrained_positions"] else ""
+        print(f"{length:>8}  {result['acc']:.4f}    [{lo:.3f}, {hi:.3f}]{mark}")
+    print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE} and its TensorBoard images")
 
 
 if __name__ == "__main__":
+    sys.argv = quote_run_dir(sys.argv)
     main()

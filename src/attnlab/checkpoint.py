@@ -27,11 +27,12 @@ def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> LitClassifier:
-    """The LightningModule stored in a checkpoint, weights loaded, in eval mode.
+    """The LightningModule stored in a checkpoint, weights loaded, in eval mode; its `loaded_from` names
+    the checkpoint's epoch and step, read in the same `torch.load` as the weights.
 
     Raises ConfigError (naming `key` and the file) for a missing, truncated, garbage or foreign file,
     or one whose pickle would need code to run."""
-    from attnlab.module import LitClassifier
+    from attnlab.module import LitClassifier, checkpoint_epoch_step
 
     path = Path(path)
     if not path.is_file():
@@ -40,6 +41,8 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", key:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         module = LitClassifier(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
+        # From the same read as the weights: a checkpoint replaced meanwhile (a resume) cannot mislabel them.
+        module.loaded_from = checkpoint_epoch_step(ckpt)
     except ConfigError:
         raise
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign state dict, ...

@@ -105,6 +105,16 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalSection:
+    """Length generalisation (attnlab.evaluate): after training when `seq_lens` is set, or scripts/evaluate.py."""
+
+    seq_lens: list[int] = field(default_factory=list)  # lengths to score the tested checkpoint at; [] for none
+    n: Any = None  # test sequences per length; null: the run's data.n_test
+    batch_size: int = 256
+    untrained: str = "refuse"  # a length past the trained positions: refuse | skip (recorded) | mark (scored)
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -124,14 +134,12 @@ class TrainConfig:
     # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.runs).
     resume: bool = False
     ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
+    eval: EvalSection = field(default_factory=EvalSection)  # score the tested checkpoint at other lengths
 
 
 @dataclass
-class EvalSection:
-    seq_lens: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    ckpt: str = "best"  # best | last | a path to a .ckpt file
-    n: Any = None  # test sequences per length; null: the run's data.n_test
-    batch_size: int = 256
+class EvaluateSection(EvalSection):
+    ckpt: str = "best"  # best (the tested checkpoint) | last | a path to a .ckpt file
 
 
 @dataclass
@@ -139,7 +147,7 @@ class EvaluateConfig:
     """scripts/evaluate.py: score a trained run on other sequence lengths."""
 
     run_dir: str = MISSING
-    eval: EvalSection = field(default_factory=EvalSection)
+    eval: EvaluateSection = field(default_factory=EvaluateSection)
 
 
 def job_dirname(overrides: str, limit: int = 200) -> str:
@@ -299,6 +307,45 @@ def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> 
     POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
 
 
+UNTRAINED = ("refuse", "skip", "mark")
+
+
+def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> str | None:
+    """Why scoring a model trained on `data` at `seq_len` would use parameters training never reached
+    (positions or offsets past the training length), or None when it would not."""
+    trained = POS_ENCODINGS.get(model["pos_enc"]).trained_length(data["seq_len"])
+    if trained is None or seq_len <= trained:
+        return None
+    return f"untrained positions: pos_enc={model['pos_enc']} was trained at length {trained} (data.seq_len)"
+
+
+def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
+    """`eval.*`: every length possible for the task and encoding (and trained, unless eval.untrained says
+    otherwise), before anything is trained or evaluated."""
+    if ev["untrained"] not in UNTRAINED:
+        raise ConfigError("eval.untrained", ev["untrained"], f"expected one of {list(UNTRAINED)}")
+    for key in ("n", "batch_size"):
+        value = ev[key]
+        if not (value is None and key == "n") and not (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
+            raise ConfigError(
+                f"eval.{key}", value, "must be an integer > 0" + (" or null (data.n_test)" if key == "n" else "")
+            )
+    for length in ev["seq_lens"]:
+        if not (isinstance(length, int) and not isinstance(length, bool) and length > 0):
+            raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
+        try:
+            check_seq_len(data, model, length)
+        except ConfigError as e:
+            raise ConfigError("eval.seq_lens", length, e.allowed) from e
+        reason = untrained_reason(data, model, length)
+        if reason and ev["untrained"] == "refuse":
+            raise ConfigError(
+                "eval.seq_lens", length, f"{reason}; eval.untrained=mark scores it anyway, marked; skip records it"
+            )
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -366,6 +413,7 @@ def validate(c: dict[str, Any]) -> None:
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
     check_seq_len(data, model, data["seq_len"])
+    check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     check_callbacks(c["callbacks"])
     if c["progress"] not in PROGRESS:

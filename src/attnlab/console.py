@@ -121,12 +121,13 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
 
 @rank_zero_only
 def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
+    """The closing line: the tested checkpoint's scores, and which checkpoint that is (epoch, step)."""
     shown = ", ".join(
-        f"{k} {metrics[k]:.4f}"
-        for k in ("test/acc", "val/acc_best", "test/acc_shuffled", "test/loss")
-        if metrics.get(k) is not None
+        f"{k} {metrics[k]:.4f}" for k in ("test/acc", "test/acc_shuffled", "test/loss") if metrics.get(k) is not None
     )
+    tested = metrics["tested_checkpoint"]
+    which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" + ("" if tested["file"] else ", final weights")
     if job is None:
-        print(f"[attnlab] done in {seconds:.1f} s: {shown}; files in {out}", flush=True)
+        print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which}); files in {out}", flush=True)
     else:
-        print(f"[attnlab] {job_label(job)} done in {seconds:.1f} s: {shown} ({out.name})", flush=True)
+        print(f"[attnlab] {job_label(job)} done in {seconds:.1f} s: {shown} ({which}) ({out.name})", flush=True)

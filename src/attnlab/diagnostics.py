@@ -83,6 +83,7 @@ class AttentionDiagnostics(pl.Callback):
     def __init__(self, num_stat_examples: int = 256) -> None:
         self.num_stat_examples = num_stat_examples
         self.examples: tuple[Tensor, Tensor] | None = None
+        self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
@@ -118,8 +119,15 @@ class AttentionDiagnostics(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_shuffled(pl_module)
 
+    @torch.no_grad()
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_shuffled(pl_module)
+        # The tested checkpoint's attention statistics, on the sequences every validation epoch used: the
+        # numbers a report sets beside the test accuracy come from the same weights.
+        self.tested: dict[str, float] = {}
+        if self.examples is not None:
+            _, maps = pl_module.net.forward_with_weights(self.examples[1])
+            self.tested = {name: float(value) for name, value in attention_stats(maps).items()}
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any

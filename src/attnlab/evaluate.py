@@ -1,15 +1,25 @@
 """Length generalisation: a trained checkpoint scored on test sets of other sequence lengths.
 
+Two ways in: `scripts/evaluate.py run_dir=<run>` scores a finished run's checkpoint (the tested one,
+`best`, by default), and a run with `eval.seq_lens` set scores its tested checkpoint itself, right
+after its test (`experiment=length_generalization`). Either way the results go to the run folder's
+own `evaluation.json` (never into metrics.json, the training record), to `length_generalization.png`,
+and to TensorBoard (image `eval/acc_vs_seq_len`).
+
 Each length gets a fresh test set from the run's `data.seed` (and the length), so the numbers are
 reproducible and never overlap training data; the training length gets the run's own test set, so
-with the best checkpoint and `eval.n` = `data.n_test` (the default) it gives back the run's test/acc.
+the tested checkpoint with `eval.n` = `data.n_test` gives back the run's test/acc exactly.
 
-Results go to the run's metrics.json, to a figure (`length_generalization.png` in the run folder, and the
-image `eval/acc_vs_seq_len` in TensorBoard at the checkpoint's step; a figure, because lengths on a
-scalar chart's step axis get smoothed and clipped away):
-`length_generalization` {seq_len: acc} of the checkpoint named in `length_generalization_checkpoint`
-(file and training step). Evaluating the same checkpoint again adds lengths to it; another checkpoint
-starts a new table, and the old one moves to `length_generalization_earlier` with its checkpoint.
+Untrained positions: an encoding with one parameter per position or offset (learned, relative,
+symmetric) trained at length L has trained parameters only for positions (offsets) below L; the rest
+are still their initial random values. A longer length would score those. `eval.untrained` says what
+to do: `refuse` (the default: one line, nothing evaluated), `skip` (recorded as refused, the other
+lengths evaluated: a study over encodings), `mark` (evaluated, marked "untrained positions").
+
+evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths":
+{L: {"acc", "ci" (Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}.
+Evaluating the same checkpoint again adds lengths; another checkpoint starts a new table and the
+old one moves to "earlier".
 """
 
 from __future__ import annotations
@@ -23,101 +33,135 @@ import torch
 
 from attnlab import runs
 from attnlab.checkpoint import checkpoint_path, load_module
-from attnlab.config import check_seq_len
+from attnlab.config import check_eval, untrained_reason
 from attnlab.errors import ConfigError
 from attnlab.runs import run_config
 from attnlab.tasks import derive_seed, make_split, split_seed
+from attnlab.verdict import wilson
 
+EVALUATION = "evaluation.json"  # in the run folder, beside metrics.json
 FIGURE = "length_generalization.png"  # in the run folder, and as an image in TensorBoard (eval/acc_vs_seq_len)
-KEY = "length_generalization"  # in metrics.json; train.py carries its keys over when a run is resumed
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     from attnlab.module import accuracy_metric  # here: a refused length answers before Lightning is imported
 
-    metric = accuracy_metric(net.head.out_features)  # counted as the run's own test/acc was
+    device = next(net.parameters()).device
+    metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was
     for i in range(0, len(x), batch_size):
-        metric.update(net(x[i : i + batch_size]).argmax(-1), y[i : i + batch_size])
+        metric.update(net(x[i : i + batch_size].to(device)).argmax(-1), y[i : i + batch_size].to(device))
     return float(metric.compute())
 
 
-def evaluate_lengths(
-    run_dir: str | Path, seq_lens: list[int], ckpt: str = "best", n: int | None = None, batch_size: int = 256
-) -> dict[int, float]:
+def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{seq_len: result} for `ev["seq_lens"]` (checked already by `config.check_eval`)."""
+    data, model = c["data"], c["model"]
+    n = ev["n"] or data["n_test"]
+    table: dict[str, dict[str, Any]] = {}
+    was_training = net.training
+    net.eval()
+    for length in ev["seq_lens"]:
+        reason = untrained_reason(data, model, length)
+        if reason and ev["untrained"] != "mark":  # "skip"; "refuse" was refused up front
+            table[str(length)] = {"refused": reason}
+            continue
+        # The training length: the run's own test set (the data module's seed); others: one set per length.
+        own = length == data["seq_len"]
+        seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
+        x, y = make_split(data["task"], n, length, data["dim"], seed)
+        acc = accuracy(net, x, y, ev["batch_size"])
+        table[str(length)] = {"acc": acc, "ci": list(wilson(acc, n)), "untrained_positions": reason is not None}
+    net.train(was_training)
+    return table
+
+
+def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict) -> dict[str, Any]:
+    """Merge `table` into the run's evaluation.json (same checkpoint: more lengths; another: a new table, the
+    old one kept under "earlier"), draw the figure, and return what was written."""
+    path = run_dir / EVALUATION
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        saved = {}  # a cut-short file: this evaluation replaces it
+    entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": ev["n"] or c["data"]["n_test"]}
+    earlier = list(saved.get("earlier", [])) if isinstance(saved, dict) else []
+    if saved.get("checkpoint") == checkpoint and saved.get("n") == entry["n"]:
+        table = {**saved.get("lengths", {}), **table}
+    elif saved.get("lengths"):
+        earlier.append({k: saved.get(k) for k in ("checkpoint", "train_seq_len", "n", "lengths")})
+    entry["lengths"] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
+    if earlier:
+        entry["earlier"] = earlier
+    runs.write_json_atomic(path, entry)
+    figure = length_figure(entry)
+    figure.savefig(run_dir / FIGURE, dpi=120)
+    if (run_dir / "tb").is_dir():  # a run logged to TensorBoard (logger=tensorboard, the default)
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(run_dir / "tb")) as writer:
+            writer.add_figure("eval/acc_vs_seq_len", figure, global_step=checkpoint["global_step"])
+    return entry
+
+
+def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
+    """scripts/evaluate.py: score checkpoint `ckpt` of a finished run at `ev["seq_lens"]`; returns the entry
+    written to evaluation.json. Every refusal (a length, a run that did not finish or is being trained,
+    a folder that cannot be written) is a ConfigError raised before anything is evaluated."""
     run_dir = Path(run_dir)
     c = run_config(run_dir)
     state, reason = runs.status(run_dir)
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
-    data, model = c["data"], c["model"]
-    n = data["n_test"] if n is None else n
-    for key, value in (("eval.n", n), ("eval.batch_size", batch_size)):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise ConfigError(key, value, "must be an integer > 0")
-    for length in seq_lens:  # refuse every impossible length before evaluating any
-        try:
-            if length <= 0:
-                raise ConfigError("eval.seq_lens", length, "lengths must be > 0")
-            check_seq_len(data, model, length)
-        except ConfigError as e:
-            raise ConfigError("eval.seq_lens", length, e.allowed) from e
-    path = checkpoint_path(run_dir, ckpt)
-    module = load_module(path)
-    results = {}
-    for length in seq_lens:
-        # The training length: the run's own test set (the data module's seed); others: one set per length.
-        own = length == data["seq_len"]
-        seed = (
-            split_seed("test", run_seed=0, data_seed=data["seed"]) if own else derive_seed(data["seed"], "test", length)
-        )
-        x, y = make_split(data["task"], n, length, data["dim"], seed)
-        results[length] = accuracy(module.net, x, y, batch_size)
-
-    metrics_path = run_dir / runs.METRICS
-    metrics: dict[str, Any] = json.loads(metrics_path.read_text())
-    which = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), "global_step": checkpoint_step(path)}
-    table = {str(k): v for k, v in results.items()}
-    if metrics.get(KEY) and metrics.get(f"{KEY}_checkpoint") == which:  # more lengths of the same weights
-        table = {**metrics[KEY], **table}
-    elif metrics.get(KEY):  # another checkpoint (or the same file after more training): keep the old table
-        earlier = {"checkpoint": metrics.get(f"{KEY}_checkpoint"), "acc": metrics[KEY]}
-        metrics[f"{KEY}_earlier"] = [*metrics.get(f"{KEY}_earlier", []), earlier]
-    metrics[KEY] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
-    metrics[f"{KEY}_checkpoint"] = which
-    runs.write_json_atomic(metrics_path, metrics)
-    figure = length_figure(metrics[KEY], data["seq_len"], which)
-    figure.savefig(run_dir / FIGURE, dpi=120)
-    if (run_dir / "tb").is_dir():  # a run logged to TensorBoard (logger=tensorboard, the default)
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(str(run_dir / "tb")) as writer:
-            writer.add_figure("eval/acc_vs_seq_len", figure, global_step=which["global_step"])
-    return results
+    check_eval(ev, c["data"], c["model"])
+    if not os.access(run_dir, os.W_OK):
+        raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
+    # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
+    with runs.locked(run_dir, "run_dir"):
+        path = checkpoint_path(run_dir, ckpt)
+        module = load_module(path)  # weights, epoch and step from one read of the file
+        assert module.loaded_from is not None
+        checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
+        return record(run_dir, c, ev, score(module.net, c, ev), checkpoint)
 
 
-def length_figure(table: dict[str, float], train_len: int, which: dict[str, Any]) -> Any:
-    """Test accuracy against sequence length (log scale), the training length marked, chance drawn."""
+def length_figure(entry: dict[str, Any]) -> Any:
+    """Test accuracy against sequence length (log scale) with 95% intervals, the training length marked,
+    chance drawn, lengths with untrained positions as open markers, refused ones named."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    table, ckpt = entry["lengths"], entry["checkpoint"]
     lengths = [int(k) for k in table]
-    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
-    ax.plot(lengths, list(table.values()), "o-", color="tab:blue", label="test/acc")
-    ax.axvline(train_len, color="tab:red", linestyle="--", label=f"training length {train_len}")
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    scored = [(int(k), v) for k, v in table.items() if "acc" in v]
+    xs = [k for k, _ in scored]
+    accs = [v["acc"] for _, v in scored]
+    errs = [[v["acc"] - v["ci"][0] for _, v in scored], [v["ci"][1] - v["acc"] for _, v in scored]]
+    ax.errorbar(xs, accs, yerr=errs, fmt="-", color="tab:blue", capsize=3, label="test/acc (95% CI)")
+    trained = [(k, v["acc"]) for k, v in scored if not v["untrained_positions"]]
+    untrained = [(k, v["acc"]) for k, v in scored if v["untrained_positions"]]
+    if trained:
+        ax.plot(*zip(*trained, strict=True), "o", color="tab:blue")
+    if untrained:
+        ax.plot(*zip(*untrained, strict=True), "o", mfc="white", color="tab:red", label="untrained positions")
+    for k, v in table.items():
+        if "refused" in v:
+            ax.text(int(k), 0.52, "refused:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey")
+    ax.axvline(
+        entry["train_seq_len"], color="tab:red", linestyle="--", label=f"training length {entry['train_seq_len']}"
+    )
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("sequence length")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"length generalisation ({which['file']}, step {which['global_step']})", fontsize=9)
+    ax.set_ylabel(f"test accuracy ({entry['n']} sequences)")
+    ax.set_title(
+        f"length generalisation of {ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']})", fontsize=9
+    )
     ax.legend(loc="lower left", fontsize=8)
     return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from attnlab.attention import attention, attention_scores, fused_attention
@@ -76,10 +77,17 @@ class AttentionClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.in_proj = nn.Linear(dim, d_model)  # observations of dimension n -> d_model
-        self.pos_enc = POS_ENCODINGS.build(pos_enc, d_model, num_heads, max_len)
-        self.pool = POOLINGS.build(pool, d_model)
         self.layers = nn.ModuleList(SelfAttention(d_model, num_heads, scale) for _ in range(num_layers))
         self.head = nn.Linear(d_model, num_classes)
+        # The variants' own parameters (a learned table, offset biases, a cls token) each draw from a stream
+        # of their own, seeded from the run's: for one seed, every encoding and pooling starts from the same
+        # projections and head, so a difference between them is the variant's, not the draw's.
+        variant_seed = int(torch.randint(0, 2**62, ()))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(variant_seed)
+            self.pos_enc = POS_ENCODINGS.build(pos_enc, d_model, num_heads, max_len)
+            torch.manual_seed(variant_seed + 1)
+            self.pool = POOLINGS.build(pool, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, L, n) -> logits (B, num_classes), through the fused attention kernel."""

@@ -39,6 +39,9 @@ class LitClassifier(pl.LightningModule):
         # One value per finished epoch; kept in checkpoints. The report reads it from metrics.json to
         # tell a model at chance from one still learning when its budget ran out.
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
+        # The checkpoint these weights were last loaded from (epoch counted from 1, global step), read from
+        # the same file as the weights: what a test or an evaluation names as the model it scored.
+        self.loaded_from: dict[str, int] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -109,6 +112,13 @@ class LitClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("history", {})
         self.history = {k: list(saved.get(k, [])) for k in HISTORY}
+        self.loaded_from = checkpoint_epoch_step(checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def checkpoint_epoch_step(checkpoint: dict[str, Any]) -> dict[str, int]:
+    """{"epoch", "global_step"} of a Lightning checkpoint; epochs counted from 1, as the console does. An
+    end-of-epoch checkpoint is saved during its epoch (Lightning's `epoch` is that epoch, from 0)."""
+    return {"epoch": int(checkpoint["epoch"]) + 1, "global_step": int(checkpoint["global_step"])}

@@ -64,6 +64,12 @@ class PositionalEncoding(nn.Module):
         """A (L, D) picture of the encoding, for plots; None where there is nothing to draw."""
         return None
 
+    @staticmethod
+    def trained_length(train_len: int) -> int | None:
+        """The longest sequence whose positions training at `train_len` reached, or None: any length uses
+        only what training reached (no parameter per position). Longer ones score untrained parameters."""
+        return None
+
 
 POS_ENCODINGS.register("none")(PositionalEncoding)
 
@@ -111,6 +117,10 @@ class LearnedEncoding(PositionalEncoding):
 
     def table(self, length: int) -> Tensor:  # lengths past max_len are refused by `check`, up front
         return self.pe[:length]
+
+    @staticmethod
+    def trained_length(train_len: int) -> int:
+        return train_len  # rows train_len.. never enter a forward pass: still their initial values
 
     def embed(self, x: Tensor) -> Tensor:
         return x + self.table(x.shape[1])
@@ -207,6 +217,10 @@ class LearnedOffsetBias(OffsetBias):
     def offset_bias(self, offset: Tensor) -> Tensor:  # lengths past max_len are refused by `check`, up front
         return self.values[:, self.index(offset)]  # (H, L, L)
 
+    @staticmethod
+    def trained_length(train_len: int) -> int:
+        return train_len  # offsets |i - j| >= train_len never occur in training: still their initial values
+
 
 @POS_ENCODINGS.register("relative")
 class RelativeBias(LearnedOffsetBias):
@@ -233,11 +247,20 @@ class SymmetricBias(LearnedOffsetBias):
         return offset.abs()
 
 
+def alibi_slopes(num_heads: int) -> list[float]:
+    """The slopes of the ALiBi paper's reference code (`get_slopes`): 2^(-8h/H), h = 1..H, for a power of
+    two; otherwise those of the largest power of two below H, then every other slope of twice that."""
+    if num_heads & (num_heads - 1) == 0:
+        return [2.0 ** (-8.0 * h / num_heads) for h in range(1, num_heads + 1)]
+    below = 1 << (num_heads.bit_length() - 1)
+    return alibi_slopes(below) + alibi_slopes(2 * below)[0::2][: num_heads - below]
+
+
 @POS_ENCODINGS.register("alibi")
 class ALiBiEncoding(OffsetBias):
     """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores,
-    with the paper's fixed slopes m_h = 2^(-8 h / H), h = 1..H (one head: m = 2^-8, so the bias
-    spans 0..0.12 at L = 32, a light touch on the scores).
+    with the paper's fixed slopes (`alibi_slopes`: m_h = 2^(-8 h / H) when H is a power of two; one
+    head: m = 2^-8, so the bias spans 0..0.12 at L = 32, a light touch on the scores).
 
     A negative control: the bias depends only on |i - j|, so it cannot tell a sequence from its
     reverse, and halfswap's class B is class A reversed. The model stays at chance there.
@@ -245,8 +268,7 @@ class ALiBiEncoding(OffsetBias):
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        slopes = 2.0 ** (-8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
-        self.register_buffer("slopes", slopes, persistent=False)
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(num_heads)), persistent=False)
 
     def offset_bias(self, offset: Tensor) -> Tensor:
         return -self.slopes[:, None, None] * offset.abs()

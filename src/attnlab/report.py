@@ -3,8 +3,11 @@
 `python scripts/report.py <sweep dir>` writes into the sweep folder:
   results.csv   one row per job: its settings, budget (epochs and steps trained), metrics, status
   summary.md    test accuracy (and on position-shuffled sequences) mean ± std over seeds for each
-                combination of the settings that vary across the jobs, with the budget and a verdict
-                (learned / chance / partial / not converged); failed jobs listed
+                combination of the settings that vary across the jobs, each seed with its 95% interval,
+                the budget, the tested epoch and a verdict (attnlab.verdict: the rule); failed jobs
+                listed; and where the runs scored other lengths (evaluation.json), a length-generalisation
+                table per setting
+  length_generalization.csv / .png   one row per job and length; a panel per setting, a line per seed
   *.png         accuracy and shuffled accuracy per task x pos_enc, accuracy vs seq_len, attention
                 entropy vs d_model: each drawn when the sweep varies its x axis
 
@@ -29,10 +32,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from attnlab import runs
-from attnlab.config import EarlyStopConfig
+from attnlab.evaluate import EVALUATION
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
+from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
 
 COLUMNS = {  # config key -> column name; always in results.csv
     "data.task": "task",
@@ -68,22 +72,10 @@ NOT_SETTINGS = {
     "trainer.enable_model_summary",
 }
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc"]
-BUDGET = ["epochs", "steps", "stopped_early", "converged"]
+BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]
+VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
-NUM_CLASSES = 2
-CHANCE = 1 / NUM_CLASSES  # classes are balanced
-LEARNED = 0.9  # mean test accuracy from which a setting counts as learned
-NEAR_CHANCE = 0.1  # ... and within this of chance, at chance
-DEFAULT_PATIENCE = 3  # epochs without a better val/loss that make a plateau, where early_stop.patience is null
-
-
-def plateaued(val_loss: list[float], patience: int, min_delta: float) -> bool:
-    """True when the last `patience` validations brought no val/loss lower than the best before them by
-    `min_delta`: the rule `early_stop` stops on. Too few epochs to tell counts as not plateaued."""
-    if len(val_loss) <= patience:
-        return False
-    return min(val_loss[-patience:]) > min(val_loss[:-patience]) - min_delta
 
 
 def planned_jobs(sweep_dir: Path) -> list[str] | None:
@@ -116,26 +108,62 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row["seed"] = settings.get("seed")
     row["status"], reason = runs.status(job_dir)
     if row["status"] == "ok":
-        metrics = json.loads((job_dir / runs.METRICS).read_text())
-        row.update({k: metrics.get(k) for k in METRICS})
-        row.update({k: (metrics.get("diagnostics") or {}).get(k) for k in DIAGNOSTICS})
-        history = metrics.get("history") or {}
-        if history.get("train/acc"):
-            row["train/acc"] = history["train/acc"][-1]
-        row["epochs"], row["steps"] = metrics.get("epochs"), metrics.get("global_step")
-        row["stopped_early"] = metrics.get("stopped_early")
-        patience = settings.get("early_stop.patience") or DEFAULT_PATIENCE
-        min_delta = settings.get("early_stop.min_delta", EarlyStopConfig.min_delta)
-        # None: a run from before histories were kept; its convergence is unknown.
-        row["converged"] = (
-            bool(metrics.get("stopped_early")) or plateaued(history["val/loss"], patience, min_delta)
-            if history.get("val/loss")
-            else None
-        )
-        row["fit_seconds"] = metrics.get("fit_seconds")
-    elif reason:
+        try:
+            row.update(read_results(job_dir, settings))
+        except (KeyError, TypeError, ValueError) as e:  # a record from elsewhere: a row all the same
+            row["status"], reason = "failed", f"metrics.json lacks what the report reads ({type(e).__name__}: {e})"
+    if reason:
         row["error"] = reason
     return row
+
+
+def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A finished job's metrics, its tested checkpoint, its seed's verdict (attnlab.verdict) and, where it
+    scored other lengths of that same checkpoint, its evaluation."""
+    metrics = json.loads((job_dir / runs.METRICS).read_text())
+    row: dict[str, Any] = {k: metrics.get(k) for k in METRICS}
+    row.update({k: (metrics.get("diagnostics") or {}).get(k) for k in DIAGNOSTICS})
+    history = metrics["history"]
+    if history.get("train/acc"):
+        row["train/acc"] = history["train/acc"][-1]
+    tested = metrics["tested_checkpoint"]
+    row.update(epochs=int(metrics["epochs"]), steps=int(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
+    row.update(
+        converged=bool(metrics["converged"]), tested_epoch=int(tested["epoch"]), tested_step=int(tested["global_step"])
+    )
+    n = int(settings["data.n_test"])
+    acc = float(metrics["test/acc"])
+    row["n_test"] = n
+    row["ci_low"], row["ci_high"] = wilson(acc, n)
+    row["verdict"] = seed_verdict(acc, n, row["converged"])
+    row["fit_seconds"] = metrics.get("fit_seconds")
+    row["lengths"] = read_evaluation(job_dir, tested, row["converged"])
+    return row
+
+
+def read_evaluation(job_dir: Path, tested: dict[str, Any], is_converged: bool) -> dict[int, dict[str, Any]]:
+    """{seq_len: result} of the job's evaluation.json when it scored the checkpoint the job tested (another
+    checkpoint's numbers would be another model's), each scored length with its seed verdict."""
+    path = job_dir / EVALUATION
+    if not path.is_file():
+        return {}
+    entry = json.loads(path.read_text())
+    same = {k: entry["checkpoint"].get(k) for k in ("file", "epoch", "global_step")}
+    if same != {k: tested.get(k) for k in ("file", "epoch", "global_step")}:
+        return {}
+    table = {}
+    for length, result in entry["lengths"].items():
+        if "refused" in result:
+            table[int(length)] = {"refused": str(result["refused"])}
+            continue
+        acc, n = float(result["acc"]), int(entry["n"])
+        table[int(length)] = {
+            "acc": acc,
+            "ci": wilson(acc, n),
+            "untrained_positions": bool(result["untrained_positions"]),
+            "verdict": seed_verdict(acc, n, is_converged),
+        }
+    return table
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -216,16 +244,13 @@ def entropy_cell(group: list[dict[str, Any]]) -> str:
 
 
 def verdict(group: list[dict[str, Any]]) -> str:
-    """learned / chance / partial from the mean test accuracy; "not converged" instead of chance or
-    partial when some seed's val/loss was still improving when its budget ran out."""
-    mean = statistics.fmean(values(group, "test/acc"))
-    if mean >= LEARNED:
-        return "learned"
-    converged = [r.get("converged") for r in group]
-    if False in converged:
-        return "not converged"
-    label = "chance" if abs(mean - CHANCE) <= NEAR_CHANCE else "partial"
-    return label if None not in converged else f"{label} (convergence unknown)"
+    """The cell's verdict from its seeds' (attnlab.verdict.cell_verdict)."""
+    return cell_verdict([(r["seed"], r["verdict"]) for r in group])
+
+
+def seeds_cell(group: list[dict[str, Any]]) -> str:
+    """Each seed's test accuracy with its Wilson 95% interval."""
+    return "<br>".join(f"{r['seed']}: {r['test/acc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in group)
 
 
 def budget_line(rows: list[dict[str, Any]], keys: list[str]) -> str:
@@ -248,36 +273,36 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
         "",
         f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in count.items() if n or s == "ok") + ". "
         f"Test accuracy, mean ± std over seeds (n = number of seeds) for each combination of the settings "
-        f"that vary between the jobs; chance = {CHANCE:.2f} (balanced classes). `shuffled`: the same test "
-        "set with positions shuffled. `attn entropy`: mean attention entropy in nats (last validation), beside "
-        "its value for uniform attention, log L.",
+        f"that vary between the jobs; `seeds`: each seed's accuracy with its Wilson 95% interval; chance = "
+        f"{CHANCE:.2f} (balanced classes). Every number is of the run's tested checkpoint: the epoch with the "
+        "lowest val/loss (`tested epoch`). `shuffled`: the same test set with positions shuffled. "
+        "`attn entropy`: the tested checkpoint's mean attention entropy in nats, beside its value for uniform "
+        "attention, log L.",
         "",
         f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max).",
         "",
-        f"Verdict: `learned` at a mean of {LEARNED:.2f} or more; `chance` within {NEAR_CHANCE:.2f} of chance and "
-        "`partial` otherwise, both only when every seed's validation loss had stopped improving (stopped early, "
-        f"or no better by early_stop.min_delta over its last early_stop.patience epochs, {DEFAULT_PATIENCE} "
-        "when unset); `not converged` when some seed's was still improving as its budget ran out: "
-        "more trainer.max_epochs (or early_stop.patience with a cap) would tell.",
+        f"Verdict: {RULE}",
         "",
         "| "
-        + " | ".join([*map(column, keys), "n", "test/acc", "shuffled", "chance", "verdict", "epochs", "steps"])
-        + " | attn entropy (log L) |",
-        "|" + "---|" * (len(keys) + 8),
+        + " | ".join([*map(column, keys), "n", "test/acc", "seeds (95% CI)", "shuffled", "verdict", "tested epoch"])
+        + " | epochs | steps | attn entropy (log L) |",
+        "|" + "---|" * (len(keys) + 9),
     ]
     for setting, group in groups_of(rows, keys).items():
         cells = [
             *map(str, setting),
             str(len(group)),
             pm(values(group, "test/acc")),
+            seeds_cell(group),
             pm(values(group, "test/acc_shuffled")),
-            f"{CHANCE:.2f}",
             verdict(group),
+            span([r.get("tested_epoch") for r in group]),
             span([r.get("epochs") for r in group]),
             span([r.get("steps") for r in group]),
             entropy_cell(group),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += length_sections(rows, keys)
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "## Jobs without results", "", "| job | status | error |", "|---|---|---|"]
@@ -285,11 +310,126 @@ def summary_markdown(rows: list[dict[str, Any]], sweep_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def length_cell(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "–"
+    if "refused" in result:
+        return "untrained positions (not scored)"
+    lo, hi = result["ci"]
+    mark = " untrained positions" if result["untrained_positions"] else ""
+    return f"{result['acc']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
+
+
+def length_sections(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """A table per setting of the lengths its runs scored (evaluation.json of the tested checkpoint): per
+    length the mean over seeds, each seed with its interval, and the verdict by the same rule."""
+    groups = {s: g for s, g in groups_of(rows, keys).items() if any(r.get("lengths") for r in g)}
+    if not groups:
+        return []
+    trained_at = sorted({r["settings"].get("data.seq_len") for g in groups.values() for r in g}, key=str)
+    lines = [
+        "",
+        "## Length generalisation",
+        "",
+        f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
+        "fresh test sets of other lengths (the training length: the run's own test set), each seed with its "
+        "Wilson 95% interval and the verdict by the rule above. `untrained positions (not scored)`: the length "
+        "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
+        "random start; such a score would say nothing about what was learned.",
+    ]
+    for setting, group in groups.items():
+        seeds = [r["seed"] for r in group]
+        lengths = sorted({n for r in group for n in r.get("lengths", {})})
+        lines += ["", f"### {label(keys, setting)}", ""]
+        lines += ["| seq_len | mean | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |"]
+        lines += ["|" + "---|" * (len(seeds) + 3)]
+        for n in lengths:
+            results = [r.get("lengths", {}).get(n) for r in group]
+            scored = [x for x in results if x is not None and "acc" in x]
+            mean = f"{statistics.fmean(x['acc'] for x in scored):.3f}" if scored else "–"
+            if scored and len(scored) == len(results):
+                called = cell_verdict([(s, x["verdict"]) for s, x in zip(seeds, results, strict=True)])
+            else:
+                called = "not scored" if not scored else "–"
+            lines.append(f"| {n} | {mean} | " + " | ".join(map(length_cell, results)) + f" | {called} |")
+    return lines
+
+
+def write_length_csv(rows: list[dict[str, Any]], path: Path) -> bool:
+    keys = varying(rows)
+    out = []
+    for r in rows:
+        for n, result in sorted(r.get("lengths", {}).items()):
+            ci = result.get("ci", (None, None))
+            out.append({
+                "job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"],
+                "train_seq_len": r["settings"].get("data.seq_len"), "seq_len": n, "acc": result.get("acc"),
+                "ci_low": ci[0], "ci_high": ci[1], "verdict": result.get("verdict"),
+                "note": "untrained positions" + (" (not scored)" if "refused" in result else "")
+                if "refused" in result or result.get("untrained_positions") else "",
+                "tested_epoch": r["tested_epoch"], "tested_step": r["tested_step"],
+            })  # fmt: skip
+    if not out:
+        return False
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(out[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    return True
+
+
+def plot_lengths(rows: list[dict[str, Any]], path: Path) -> bool:
+    """A panel per setting: test accuracy against length, one line per seed with its 95% interval, the
+    training length and chance marked, lengths with untrained positions shaded."""
+    keys = varying(rows)
+    groups = {s: g for s, g in groups_of(rows, keys).items() if any(r.get("lengths") for r in g)}
+    if not groups:
+        return False
+    plt = pyplot()
+    cols = min(4, len(groups))
+    nrows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True, constrained_layout=True
+    )
+    # each panel titled by what tells it from the others
+    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    for ax, (setting, group) in zip(axes.flat, groups.items(), strict=False):
+        all_lengths = sorted({n for r in group for n in r["lengths"]})
+        for i, r in enumerate(group):
+            scored = [(n, x) for n, x in sorted(r["lengths"].items()) if "acc" in x]
+            if scored:
+                xs, accs = [n for n, _ in scored], [x["acc"] for _, x in scored]
+                err = [[x["acc"] - x["ci"][0] for _, x in scored], [x["ci"][1] - x["acc"] for _, x in scored]]
+                ax.errorbar(
+                    xs, accs, yerr=err, marker="o", markersize=3, capsize=2, color=f"C{i}", label=f"seed {r['seed']}"
+                )
+        refused = sorted({n for r in group for n, x in r["lengths"].items() if "refused" in x})
+        if refused:
+            ax.axvspan(refused[0] / 1.3, refused[-1] * 1.3, color="0.9", label="untrained positions")
+        train_len = group[0]["settings"].get("data.seq_len")
+        ax.axvline(train_len, color="tab:red", linestyle="--", linewidth=1, label="training length")
+        ax.axhline(CHANCE, color="gray", linestyle=":", label="chance")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_lengths, [str(n) for n in all_lengths], fontsize=7)
+        ax.set_ylim(0.3, 1.02)
+        ax.set_title(", ".join(f"{column(keys[i])}={setting[i]}" for i in shown), fontsize=8)
+        ax.set_xlabel("sequence length", fontsize=8)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test accuracy (95% CI)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="outside lower center", ncols=min(len(names), 6))
+    fig.suptitle(f"length generalisation of the tested checkpoints; {budget_title(rows, keys)}", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     extra = [column(k) for k in varying(rows) if k not in COLUMNS]  # any other key the sweep varies
     for r in rows:
         r.update({column(k): r["settings"].get(k) for k in varying(rows) if k not in COLUMNS})
-    columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *DIAGNOSTICS]
+    columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *VERDICT, *DIAGNOSTICS]
     columns += ["fit_seconds", "error"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -417,6 +557,8 @@ def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     write_csv(rows, sweep_dir / "results.csv")
     (sweep_dir / "summary.md").write_text(summary_markdown(rows, sweep_dir))
     plot_bars(rows, sweep_dir / "acc_by_task_pos_enc.png")
+    if write_length_csv(rows, sweep_dir / "length_generalization.csv"):
+        plot_lengths(rows, sweep_dir / "length_generalization.png")
     plot_lines(rows, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
     plot_lines(
         rows,

@@ -47,6 +47,10 @@ RESUMABLE = (
     "progress",
     "verbose",
     "torch_threads",
+    "eval.seq_lens",  # what is scored after the test, not what is trained
+    "eval.n",
+    "eval.batch_size",
+    "eval.untrained",
 )
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 CHECKPOINTS = ("last", "best", "interrupted")  # resume candidates; see newest_checkpoint

@@ -3,16 +3,16 @@
 Files under `output_dir`:
   .hydra/config.yaml   the composed config (written by Hydra)
   tb/                  TensorBoard event files
-  checkpoints/         best.ckpt (highest val/acc), last.ckpt (every epoch), interrupted.ckpt (on a signal)
-  metrics.json         final val/acc_best, test/acc, test/loss, the run's key settings and provenance; written last,
+  checkpoints/         best.ckpt (lowest val/loss: the tested model), last.ckpt (every epoch), interrupted.ckpt
+  evaluation.json      with eval.seq_lens: the tested checkpoint at other lengths (attnlab.evaluate)
+  metrics.json         the tested checkpoint (epoch, step) and its test/acc, test/loss, diagnostics; how training
+                       ended and whether it converged; the key settings and provenance. Written last,
                        atomically: its presence means the run finished
   FAILED / INTERRUPTED how the run ended otherwise (attnlab.runs); removed when it is resumed
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import time
@@ -27,7 +27,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import runs
@@ -39,12 +39,14 @@ from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, 
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.evaluate import KEY as LENGTHS_KEY
+from attnlab.evaluate import record as record_evaluation
+from attnlab.evaluate import score as score_lengths
 from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.loggers import build_callbacks, build_logger
 from attnlab.module import LitClassifier
 from attnlab.provenance import as_markdown, provenance
 from attnlab.timing import StepClock
+from attnlab.verdict import converged
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -198,6 +200,8 @@ def run(
         fitted = fit(trainer, module, data, start_from, stop)
         tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
         metrics = results(c, fitted, tested, callbacks, logger)
+        if trainer.is_global_zero and c["eval"]["seq_lens"]:  # the tested weights at other lengths
+            record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
         if trainer.is_global_zero:  # under DDP, one process writes the results
             record(c, out, trainer, logger.lightning, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
@@ -219,11 +223,14 @@ class RunCallbacks:
     ) -> None:
         ckpt_dir = out / "checkpoints"
         same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
-        self.checkpoint = RunCheckpoint(  # best.ckpt: highest val/acc so far
+        # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
+        # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
+        # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
+        self.checkpoint = RunCheckpoint(
             dirpath=ckpt_dir,
             filename="best",
-            monitor="val/acc",
-            mode="max",
+            monitor="val/loss",
+            mode="min",
             enable_version_counter=False,
             same_run=same_run,
         )
@@ -235,10 +242,17 @@ class RunCallbacks:
         self.clock = StepClock()
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
         early = c["early_stop"]
-        if early["patience"] is not None:  # same rule as the report's "plateau" (attnlab.report.plateaued)
-            self.all.append(EarlyStopping("val/loss", min_delta=early["min_delta"], patience=early["patience"]))
-        if c["diagnostics"]:
-            self.all.append(AttentionDiagnostics())
+        self.early: EarlyStopping | None = None
+        if early["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
+            # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
+            # has no val/loss, and Lightning's default check would fail the run there.
+            self.early = EarlyStopping(
+                "val/loss", min_delta=early["min_delta"], patience=early["patience"], check_on_train_epoch_end=False
+            )
+            self.all.append(self.early)
+        self.diagnostics = AttentionDiagnostics() if c["diagnostics"] else None
+        if self.diagnostics:
+            self.all.append(self.diagnostics)
         if show_progress:
             self.all.append(progress_bar(c["progress"]))
         self.all += build_callbacks(c["callbacks"])
@@ -297,16 +311,25 @@ def fit(
         "val/acc_best": best_val_acc(module),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        # Ended before its cap (EarlyStopping's own stopped_epoch may come from a checkpoint this run resumed).
-        "stopped_early": trainer.early_stopping_callback is not None and trainer.current_epoch < trainer.max_epochs,
+        "ended_by": ended_by(trainer),
         "history": {k: list(v) for k, v in module.history.items()},
         "fit_seconds": round(time.perf_counter() - start, 3),
-        "diagnostics": {
-            k: float(v)
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith(("attn/", "train/grad_norm", "val/acc_shuffled"))
-        },
     }
+
+
+def ended_by(trainer: pl.Trainer) -> str:
+    """What ended the fit: `early_stop` (the val/loss rule fired at the last validation), `max_epochs`,
+    `max_steps`, `timer`, or `callback` (another callback stopped it)."""
+    for callback in trainer.early_stopping_callbacks:
+        if callback.wait_count >= callback.patience:
+            return "early_stop" if callback.monitor == "val/loss" else f"early_stopping on {callback.monitor}"
+    if trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return "max_steps"
+    if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
+        return "timer"
+    return "callback"
 
 
 def final_test(
@@ -317,16 +340,24 @@ def final_test(
     stop: StopOnSignal,
     verbose: bool,
 ) -> dict[str, Any]:
-    """Test the best checkpoint, not whatever the last epoch left (no checkpoint in fast_dev_run)."""
+    """Test the best checkpoint (lowest val/loss), not whatever the last epoch left; returns its scores, which
+    checkpoint it was (file, epoch, step: read with its weights) and its attention statistics. Without a
+    checkpoint (fast_dev_run) the final weights are tested, and named so."""
     best = callbacks.checkpoint.best_model_path or None
+    module.loaded_from = None
     result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=verbose)[0]
     if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
         raise stop.interrupted()
+    if best and module.loaded_from is not None:
+        checkpoint = {"file": os.path.relpath(best, trainer.default_root_dir), **module.loaded_from}
+    else:
+        checkpoint = {"file": None, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
     return {
         "test/acc": result["test/acc"],
         "test/loss": result["test/loss"],
         "test/acc_shuffled": result.get("test/acc_shuffled"),
-        "best_checkpoint": best and os.path.relpath(best, trainer.default_root_dir),
+        "checkpoint": checkpoint,
+        "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
     }
 
 
@@ -335,19 +366,25 @@ def results(
 ) -> dict[str, Any]:
     """What metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it)."""
     startup = callbacks.clock.startup_seconds
+    early = c["early_stop"]
     return {
         "val/acc_best": fitted["val/acc_best"],  # over the whole run, resumes included
-        "test/acc": tested["test/acc"],  # of the best checkpoint
+        "test/acc": tested["test/acc"],  # of the tested checkpoint
         "test/loss": tested["test/loss"],
         "test/acc_shuffled": tested["test/acc_shuffled"],  # positions shuffled; needs diagnostics=true
-        "epochs": fitted["epochs"],
+        # The model every test number above comes from: file (relative: the run folder can move), epoch
+        # (from 1), step, and the rule that chose it.
+        "tested_checkpoint": {**tested["checkpoint"], "selected_by": "lowest val/loss"},
+        "epochs": fitted["epochs"],  # the budget: epochs and steps trained, what ended training
         "global_step": fitted["global_step"],
-        "stopped_early": fitted["stopped_early"],  # early stopping ended it before trainer.max_epochs
-        "history": fitted["history"],  # per epoch: val/acc, val/loss, train/acc (the report's convergence check)
+        "ended_by": fitted["ended_by"],
+        "stopped_early": fitted["ended_by"] == "early_stop",
+        # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
+        "converged": converged(fitted["history"]["val/loss"], early["patience"], early["min_delta"]),
+        "history": fitted["history"],  # per epoch: val/acc, val/loss, train/acc
         "fit_seconds": fitted["fit_seconds"],
         "startup_seconds": startup and round(startup, 3),  # process start -> first step
-        "best_checkpoint": tested["best_checkpoint"],  # relative: the run folder can move
-        "diagnostics": fitted["diagnostics"],  # the last validation epoch's attention statistics
+        "diagnostics": tested["diagnostics"],  # the tested checkpoint's attention statistics
         "settings": key_settings(c),
         "provenance": logger.origin,  # git commit (and whether the tree had changes), versions, the command
     }
@@ -368,9 +405,5 @@ def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metri
                 {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}, trainer.global_step
             )
     logger.finalize("success")
-    previous = out / runs.PREVIOUS_METRICS  # a resumed run's earlier results: keep what evaluate.py added
-    if previous.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            metrics.update({k: v for k, v in json.loads(previous.read_text()).items() if k.startswith(LENGTHS_KEY)})
     runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
-    previous.unlink(missing_ok=True)
+    (out / runs.PREVIOUS_METRICS).unlink(missing_ok=True)
