@@ -53,7 +53,7 @@ benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes 
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
-	$(PY) scripts/evaluate.py run_dir=$(RUN) eval.seq_lens=$(LENS)
+	$(PY) scripts/evaluate.py run_dir="$(RUN)" eval.seq_lens="$(LENS)"
 
 figures: setup  ## regenerate the README's figure and table under docs/ (one run and one limitations sweep)
 	rm -rf outputs/docs/halfswap_rope

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from attnlab.checkpoint import load_module
 from attnlab.errors import ConfigError
-from attnlab.evaluate import evaluate_lengths
+from attnlab.evaluate import evaluate_run
+from attnlab.report import collect
+from attnlab.verdict import wilson
 
-from .conftest import ROOT, TINY, read_metrics, run_train, tensorboard_run
+from .conftest import ROOT, TINY, compose_train, read_metrics, run_train, tensorboard_run
 
 EVALUATE = ROOT / "scripts" / "evaluate.py"
 
@@ -51,21 +54,27 @@ def learned_run(tmp_path_factory):
     return run_dir
 
 
-def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> None:
-    before = read_metrics(learned_run)
-    proc = evaluate(f"run_dir={learned_run}", "eval.seq_lens=[4,8,16]", cwd=tmp_path)
+def test_lengths_written_to_their_own_file_and_tensorboard(learned_run, tmp_path) -> None:
+    before = (learned_run / "metrics.json").read_text()
+    metrics = json.loads(before)
+    proc = evaluate(f"run_dir={learned_run}", "eval.seq_lens=[4,8]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    metrics = read_metrics(learned_run)
-    results = metrics["length_generalization"]
-    assert list(results) == ["4", "8", "16"]
-    # the training length, the best checkpoint and eval.n = data.n_test: the run's own test set, its test/acc
-    assert results["8"] == before["test/acc"]
-    assert metrics["length_generalization_checkpoint"] == {
-        "file": "checkpoints/best.ckpt",
-        "global_step": before["global_step"],
-    }
-    assert {k: v for k, v in metrics.items() if not k.startswith("length_generalization")} == before  # kept
-    assert f"       8  {before['test/acc']:.4f}" in proc.stdout
+    assert (learned_run / "metrics.json").read_text() == before  # the training record is not touched
+    entry = json.loads((learned_run / "evaluation.json").read_text())
+    tested = metrics["tested_checkpoint"]
+    # the tested checkpoint, named by file, epoch and step as metrics.json names it
+    assert entry["checkpoint"] == {k: tested[k] for k in ("file", "epoch", "global_step")}
+    assert tested["file"] == "checkpoints/best.ckpt" and tested["selected_by"] == "lowest val/loss"
+    assert list(entry["lengths"]) == ["4", "8"] and entry["n"] == 128 and entry["train_seq_len"] == 8
+    # the training length, the tested checkpoint and eval.n = data.n_test: the run's own test set, its test/acc
+    assert entry["lengths"]["8"]["acc"] == metrics["test/acc"]
+    assert entry["lengths"]["8"]["ci"] == list(wilson(metrics["test/acc"], 128))
+    out = proc.stdout.splitlines()
+    assert (
+        out[0]
+        == f"checkpoints/best.ckpt (epoch {tested['epoch']}, step {tested['global_step']}), 128 sequences per length"
+    )
+    assert any(line.startswith(f"       8  {metrics['test/acc']:.4f}") for line in out)
     assert not list(tmp_path.iterdir())  # writes only into the run it evaluates
 
     # a figure (lengths on a scalar chart's step axis were smoothed away), at the checkpoint's step
@@ -73,7 +82,7 @@ def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> No
     scalars = [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
     images = acc.Images("eval/acc_vs_seq_len")
     assert not scalars
-    assert [i.step for i in images] == [before["global_step"]]
+    assert images[-1].step == tested["global_step"]
     assert images[0].width > 300 and images[0].height > 200
     assert (learned_run / "length_generalization.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -81,37 +90,111 @@ def test_lengths_written_to_metrics_and_tensorboard(learned_run, tmp_path) -> No
 def fresh_copy(run_dir, dest):
     """A copy of the run as training left it (without what other tests evaluated into it)."""
     shutil.copytree(run_dir, dest)
-    metrics = read_metrics(dest)
-    clean = {k: v for k, v in metrics.items() if not k.startswith("length_generalization")}
-    (dest / "metrics.json").write_text(json.dumps(clean))
+    (dest / "evaluation.json").unlink(missing_ok=True)
     return dest
+
+
+EV = {"n": None, "batch_size": 256, "untrained": "refuse"}
 
 
 def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_old(learned_run, tmp_path) -> None:
     run = fresh_copy(learned_run, tmp_path / "run")
-    for lengths in ([4], [16]):
-        evaluate_lengths(run, lengths)
-    first = read_metrics(run)["length_generalization"]
-    assert list(first) == ["4", "16"]
-    evaluate_lengths(run, [8], ckpt="last")
-    metrics = read_metrics(run)
-    assert list(metrics["length_generalization"]) == ["8"]
-    assert metrics["length_generalization_checkpoint"]["file"] == "checkpoints/last.ckpt"
-    assert metrics["length_generalization_earlier"] == [
-        {"checkpoint": {"file": "checkpoints/best.ckpt", "global_step": metrics["global_step"]}, "acc": first}
-    ]
+    for lengths in ([4], [2]):
+        evaluate_run(run, {**EV, "seq_lens": lengths})
+    first = json.loads((run / "evaluation.json").read_text())
+    assert list(first["lengths"]) == ["2", "4"]
+    entry = evaluate_run(run, {**EV, "seq_lens": [8]}, ckpt="last")
+    assert entry == json.loads((run / "evaluation.json").read_text())
+    assert list(entry["lengths"]) == ["8"] and entry["checkpoint"]["file"] == "checkpoints/last.ckpt"
+    assert entry["earlier"] == [{k: first[k] for k in ("checkpoint", "train_seq_len", "n", "lengths")}]
 
 
-def test_a_resume_keeps_the_lengths(learned_run, tmp_path) -> None:
-    run = fresh_copy(learned_run, tmp_path / "run")
-    evaluate_lengths(run, [4, 16])
-    evaluated = read_metrics(run)
-    proc = run_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+def test_a_resume_leaves_the_evaluation_apart_and_the_report_joins_only_the_tested_checkpoint(
+    learned_run, tmp_path
+) -> None:
+    run = fresh_copy(learned_run, tmp_path / "sweep" / "data=halfswap,seed=0")
+    evaluate_run(run, {**EV, "seq_lens": [4, 8]})
+    evaluated = (run / "evaluation.json").read_text()
+    assert [r["lengths"] for r in collect(tmp_path / "sweep")][0].keys() == {4, 8}
+    proc = run_train(f"resume={run}", "trainer.max_epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(run)
-    assert metrics["epochs"] == 2 and not (run / "metrics.previous.json").exists()
-    for key in ("length_generalization", "length_generalization_checkpoint"):
-        assert metrics[key] == evaluated[key]  # with the checkpoint (and step) they were measured on
+    assert metrics["epochs"] == 3 and not any(k.startswith("length") for k in metrics)
+    assert (run / "evaluation.json").read_text() == evaluated  # kept, naming the checkpoint it measured
+    if metrics["tested_checkpoint"]["global_step"] != json.loads(evaluated)["checkpoint"]["global_step"]:
+        assert collect(tmp_path / "sweep")[0]["lengths"] == {}  # another model's numbers are not joined
+
+
+@pytest.mark.parametrize("pos_enc", ["learned", "relative", "symmetric"])
+def test_untrained_positions_are_refused_unless_asked_and_then_marked(pos_enc, tmp_path) -> None:
+    """Trained at L=8, an encoding with a parameter per position (offset) leaves those past 8 exactly at
+    their initial values: a longer length would score them. Refused by default; marked when asked."""
+    from attnlab.module import LitClassifier
+    from attnlab.train import train
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        run, *TINY, "data=halfswap", f"model.pos_enc={pos_enc}", "model.max_len=16", "trainer.max_epochs=2"
+    )
+    train(cfg)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # what Hydra writes for a run from the command line
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    torch.manual_seed(0)  # the run's seed: its initial weights
+    start = LitClassifier(**ckpt["hyper_parameters"]).state_dict()
+    name = "net.pos_enc.pe" if pos_enc == "learned" else "net.pos_enc.values"
+    trained, initial = ckpt["state_dict"][name], start[name]
+    if pos_enc == "learned":  # rows are positions 0..15
+        untouched, moved = trained[8:] == initial[8:], trained[:8] != initial[:8]
+    elif pos_enc == "relative":  # index = offset + 15: offsets -7..7 are 8..22
+        untouched = torch.cat((trained[:, :8], trained[:, 23:]), 1) == torch.cat((initial[:, :8], initial[:, 23:]), 1)
+        moved = trained[:, 8:23] != initial[:, 8:23]
+    else:  # index = distance 0..15
+        untouched, moved = trained[:, 8:] == initial[:, 8:], trained[:, :8] != initial[:, :8]
+    assert untouched.all() and moved.all()
+
+    with pytest.raises(ConfigError, match=rf"^eval.seq_lens=16 is invalid: untrained positions: pos_enc={pos_enc}"):
+        evaluate_run(run, {**EV, "seq_lens": [8, 16]})
+    assert not (run / "evaluation.json").exists()  # nothing evaluated
+    entry = evaluate_run(run, {**EV, "seq_lens": [8, 16], "untrained": "mark"})
+    assert entry["lengths"]["16"]["untrained_positions"] and not entry["lengths"]["8"]["untrained_positions"]
+    skipped = evaluate_run(run, {**EV, "seq_lens": [12], "untrained": "skip"})
+    assert skipped["lengths"]["12"] == {
+        "refused": f"untrained positions: pos_enc={pos_enc} was trained at length 8 (data.seq_len)"
+    }
+
+
+def test_a_run_being_trained_is_not_evaluated(learned_run, tmp_path) -> None:
+    """A resume holds the run's lock while it trains: evaluation refuses rather than read a checkpoint that
+    is being replaced (and label its scores with another step)."""
+    run = fresh_copy(learned_run, tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)", str(run / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        message = refused_early(f"run_dir={run}", "eval.seq_lens=[8]", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert message == f"error: run_dir='{run}' is invalid: another process is running in this folder right now"
+    assert not (run / "evaluation.json").exists()
+
+
+def test_a_sweep_job_folder_is_taken_as_printed(learned_run, tmp_path) -> None:
+    job = fresh_copy(learned_run, tmp_path / "sweep" / "data=halfswap,pos_enc=learned,seed=0")
+    proc = evaluate(f"run_dir={job}", "eval.seq_lens=[4]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(json.loads((job / "evaluation.json").read_text())["lengths"]) == ["4"]
+    venv = Path(sys.executable).parent.parent
+    made = subprocess.run(
+        ["make", "-C", str(ROOT), "-o", "setup", f"VENV={venv}", f"RUN={job}", "LENS=[2]", "evaluate"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert list(json.loads((job / "evaluation.json").read_text())["lengths"]) == ["2", "4"]
 
 
 @pytest.mark.parametrize(
@@ -177,16 +260,18 @@ def test_pickle_payload_is_not_run(learned_run, tmp_path) -> None:
 
 def test_make_evaluate_with_its_default_lengths(learned_run, tmp_path) -> None:
     """`make evaluate RUN=<run>`: the default [16,32,...] and a given LENS reach evaluate.py whole (commas
-    in a make function argument would split them). Lengths past the learned encoding's 16 are refused,
-    naming them."""
+    in a make function argument would split them). Lengths past the 8 positions the learned encoding was
+    trained on are refused, naming them."""
     run = tmp_path / "run"
     shutil.copytree(learned_run, run)
     venv = Path(sys.executable).parent.parent  # this interpreter's environment, already set up
     make = ["make", "-C", str(ROOT), "-o", "setup", f"VENV={venv}", f"RUN={run}"]
     refused = subprocess.run([*make, "evaluate"], capture_output=True, text=True, timeout=600)
-    assert "eval.seq_lens=[16,32,64,128]" in refused.stdout
-    assert "no viable alternative" not in refused.stderr and "max_len" in refused.stderr, refused.stderr[-2000:]
-    assert "error: eval.seq_lens=32 is invalid" in refused.stderr  # the first length past 16
+    assert 'eval.seq_lens="[16,32,64,128]"' in refused.stdout
+    assert "no viable alternative" not in refused.stderr, refused.stderr[-2000:]
+    assert "error: eval.seq_lens=16 is invalid: untrained positions" in refused.stderr  # the first past 8
     # LENS given: reaches evaluate.py whole too (a length it refuses, named: no evaluation needed to see it)
     given = subprocess.run([*make, "LENS=[8,24]", "evaluate"], capture_output=True, text=True, timeout=600)
-    assert "error: eval.seq_lens=24 is invalid" in given.stderr, given.stderr[-2000:]
+    assert "error: eval.seq_lens=24 is invalid: pos_enc=learned has model.max_len=16" in given.stderr, given.stderr[
+        -2000:
+    ]

@@ -82,7 +82,8 @@ def test_early_stopping_callback_stops_on_val_acc(compose_cfg) -> None:
     # No gain in accuracy reaches min_delta=1.0: the first epoch sets the best, the second one stops.
     stop = ["callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0"]
     metrics = train(compose_cfg(*TINY, "trainer.max_epochs=10", *stop))
-    assert metrics["epochs"] == 2 and metrics["stopped_early"]
+    assert metrics["epochs"] == 2 and metrics["ended_by"] == "early_stopping on val/acc"
+    assert not metrics["stopped_early"]  # the val/loss rule (early_stop.patience) did not end it
     assert len(metrics["history"]["val/acc"]) == 2
 
 

@@ -18,13 +18,10 @@ REVERSAL_BLIND = {"none", "alibi", "symmetric"}
 
 
 def make(**kw) -> AttentionClassifier:
+    """A small model at seed 0 (offset biases start at N(0, 1), learned tables at N(0, 0.02^2): both
+    already position-dependent)."""
     torch.manual_seed(0)
-    model = AttentionClassifier(**model_args(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw})).eval()
-    with torch.no_grad():  # learned offset biases start at zero (= no positions): give them values
-        for name, p in model.named_parameters():
-            if name == "pos_enc.values":
-                p.normal_()
-    return model
+    return AttentionClassifier(**model_args(**{"dim": 2, "d_model": 16, "num_heads": 2, "num_layers": 2, **kw})).eval()
 
 
 @pytest.mark.parametrize("pos_enc", POS_ENCODINGS.names())
@@ -79,7 +76,7 @@ def test_reversal(pos_enc: str, pool: str) -> None:
 
 @pytest.mark.parametrize("pos_enc", POSITIONAL)
 def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
-    """Every score between the cls token and any token is what it would be without rotate/bias."""
+    """rotate and bias leave every score between the cls token and any token as it is without them."""
     model = make(pos_enc=pos_enc, pool="cls", num_layers=1)
     x = torch.rand(3, 10, 2)
     _, (positioned,) = model.forward_with_weights(x)
@@ -90,6 +87,76 @@ def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
     torch.testing.assert_close(positioned.scores[..., :, 0], plain.scores[..., :, 0], atol=1e-6, rtol=1e-6)
     if pos_enc in ("rope", "alibi", "relative", "symmetric"):  # ...while the observations' scores do change
         assert not torch.allclose(positioned.scores[..., 1:, 1:], plain.scores[..., 1:, 1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("pos_enc", POSITIONAL)
+def test_what_the_cls_token_scores_see_of_positions(pos_enc: str) -> None:
+    """The README's sentence, exactly: in the first layer, rope, relative, symmetric and alibi leave the
+    cls token's scores as they are without positions (the same model with pos_enc=none: the same weights,
+    tests below); sinusoidal and learned do not (every token carries its position in its embedding).
+    From the second layer on, no encoding does: the tokens the cls token meets have mixed in positions."""
+    x = torch.rand(3, 10, 2)
+    _, maps = make(pos_enc=pos_enc, pool="cls").forward_with_weights(x)
+    _, plain = make(pos_enc="none", pool="cls").forward_with_weights(x)
+    first_layer_same = all(
+        torch.allclose(a, b, atol=1e-6)
+        for a, b in (
+            (maps[0].scores[..., 0, :], plain[0].scores[..., 0, :]),
+            (maps[0].scores[..., :, 0], plain[0].scores[..., :, 0]),
+        )
+    )
+    assert first_layer_same == (pos_enc in ("rope", "relative", "symmetric", "alibi"))
+    assert not torch.allclose(maps[1].scores[..., 0, :], plain[1].scores[..., 0, :], atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_variant_starts_from_the_same_projections_and_head(seed: int) -> None:
+    """Paired comparisons: for one seed, the input projection, every attention layer and the head start
+    from the same weights whatever the encoding, pooling or max_len (the variants draw from streams of
+    their own), so a difference between cells is the variant's, not the draw's."""
+    shared = ("in_proj.", "layers.", "head.")
+    starts = []
+    for pos_enc in POS_ENCODINGS.names():
+        for pool in POOLINGS.names():
+            for max_len in (16, 512):
+                torch.manual_seed(seed)
+                model = AttentionClassifier(**model_args(pos_enc=pos_enc, pool=pool, max_len=max_len, num_layers=2))
+                starts.append({k: v for k, v in model.state_dict().items() if k.startswith(shared)})
+                after = torch.rand(3)  # the global stream after building: the data order, dropout, ...
+                starts[-1]["after"] = after
+    for start in starts[1:]:
+        assert start.keys() == starts[0].keys()
+        for key, value in start.items():
+            assert torch.equal(value, starts[0][key]), key
+
+
+def reference_get_slopes(n: int) -> list[float]:
+    """ALiBi's reference code (ofirpress/attention_with_linear_biases, models/transformer.py), verbatim."""
+    import math
+
+    def get_slopes_power_of_2(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        ratio = start
+        return [start * ratio**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return get_slopes_power_of_2(n)
+    closest_power_of_2 = 2 ** math.floor(math.log2(n))
+    return (
+        get_slopes_power_of_2(closest_power_of_2)
+        + reference_get_slopes(2 * closest_power_of_2)[0::2][: n - closest_power_of_2]
+    )
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 3, 5, 6, 8, 12, 16])
+def test_alibi_slopes_are_the_reference(num_heads: int) -> None:
+    from attnlab.posenc import alibi_slopes
+
+    assert alibi_slopes(num_heads) == pytest.approx(reference_get_slopes(num_heads), rel=1e-12)
+    enc = POS_ENCODINGS.build("alibi", 2 * num_heads, num_heads, 8)
+    assert enc.slopes.tolist() == pytest.approx(reference_get_slopes(num_heads), rel=1e-6)
+    if num_heads == 6:  # the 4-head slopes, then every other one of the 8-head slopes
+        assert alibi_slopes(6) == pytest.approx([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
 
 
 def test_an_unknown_encoding_lists_the_valid_ones() -> None:

@@ -26,7 +26,15 @@ from .conftest import ROOT, TINY, TRAIN, compose_train, image_steps, read_metric
 
 # 64 steps per epoch: long enough to be killed in the middle of one.
 LONGER = [*TINY, "data.n_train=4096", "data=halfswap", "model.pos_enc=sinusoidal"]
-RESULT_KEYS = ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "epochs", "global_step", "best_checkpoint")
+RESULT_KEYS = (
+    "val/acc_best",
+    "test/acc",
+    "test/loss",
+    "test/acc_shuffled",
+    "epochs",
+    "global_step",
+    "tested_checkpoint",
+)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -364,7 +372,9 @@ def test_a_moved_run_keeps_its_best_checkpoint(tmp_path: Path) -> None:
     part.rename(moved)
     train(compose_train(moved, *args, "resume=true"))
     assert_same_run(whole, moved)
-    assert read_metrics(moved)["best_checkpoint"] == "checkpoints/best.ckpt"  # relative: it moves with the run
+    assert (
+        read_metrics(moved)["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
+    )  # relative: it moves with the run
 
 
 def test_a_copied_run_uses_its_own_checkpoints(tmp_path: Path) -> None:
@@ -374,7 +384,7 @@ def test_a_copied_run_uses_its_own_checkpoints(tmp_path: Path) -> None:
     shutil.copytree(first, copy)
     shutil.rmtree(first)  # the copy must not need the original
     metrics = train(compose_train(copy, *TINY, "trainer.max_epochs=3", "resume=true"))
-    assert metrics["epochs"] == 3 and (copy / metrics["best_checkpoint"]).is_file()
+    assert metrics["epochs"] == 3 and (copy / metrics["tested_checkpoint"]["file"]).is_file()
 
 
 def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) -> None:
@@ -408,7 +418,7 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     new = tmp_path / "new"
     metrics = train(compose_train(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
     shutil.rmtree(source)
-    assert metrics["epochs"] == 3 and metrics["best_checkpoint"] == "checkpoints/best.ckpt"
+    assert metrics["epochs"] == 3 and metrics["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
     assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -476,15 +486,16 @@ def test_nan_with_one_step_per_epoch_leaves_no_checkpoint(tmp_path: Path, diagno
 
 
 def test_evaluate_refuses_a_failed_run(own_copy: Path) -> None:
-    from attnlab.evaluate import evaluate_lengths
+    from attnlab.evaluate import evaluate_run
 
     run_dir = own_copy
+    ev = {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"}
     for key, kwargs in (("eval.n", {"n": 0}), ("eval.batch_size", {"batch_size": 0})):
         with pytest.raises(ConfigError, match=f"{key}=0 is invalid"):
-            evaluate_lengths(run_dir, [8], **kwargs)
+            evaluate_run(run_dir, {**ev, **kwargs})
     runs.write_marker(run_dir, runs.FAILED, "Traceback ...\nRuntimeError: boom\n")
     with pytest.raises(ConfigError, match=r"the run did not finish: failed \(RuntimeError: boom\)"):
-        evaluate_lengths(run_dir, [8])
+        evaluate_run(run_dir, ev)
     assert runs.status(run_dir) == ("failed", "RuntimeError: boom")
 
 

@@ -14,7 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from attnlab import report
-from attnlab.report import plateaued, write_report
+from attnlab.report import write_report
+from attnlab.verdict import converged
 
 from .conftest import compose_train
 
@@ -22,21 +23,24 @@ FLAT = [0.6931, 0.6932, 0.6931, 0.6931, 0.6932]  # at chance for good: a plateau
 FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran out
 
 
-def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: list[float] | None = FLAT, **kw):
+def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: list[float] = FLAT, **kw):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     cfg = compose_train(job, *overrides)
     OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
-    epochs = len(val_loss or [0] * 5)
-    metrics = {
+    epochs = len(val_loss)
+    patience = cfg.early_stop.patience
+    metrics = {  # what attnlab.train writes, as far as the report reads it
         "test/acc": acc,
         "test/acc_shuffled": kw.pop("shuffled", 0.5),
         "val/acc_best": acc,
         "test/loss": 0.69,
+        "tested_checkpoint": {"file": "checkpoints/best.ckpt", "epoch": epochs, "global_step": 4 * epochs},
         "epochs": epochs,
         "global_step": 4 * epochs,
-        "stopped_early": kw.pop("stopped_early", False),
-        **({"history": {"val/loss": val_loss, "val/acc": [acc] * epochs}} if val_loss is not None else {}),
+        "ended_by": kw.pop("ended_by", "max_epochs"),
+        "converged": converged(val_loss, patience, 1e-3),
+        "history": {"val/loss": val_loss, "val/acc": [acc] * epochs},
     }
     (job / "metrics.json").write_text(json.dumps(metrics))
 
@@ -76,31 +80,46 @@ def test_seed_and_display_settings_are_not_groups(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "val_loss,stopped_early,acc,expected",
+    "val_loss,acc,expected",
     [
-        (FLAT, False, 0.5, "chance"),
-        (FALLING, False, 0.5, "not converged"),  # the halfswap/learned with 2 epochs
-        (FALLING[:2], False, 0.5, "not converged"),  # too few epochs to tell a plateau
-        (FALLING, True, 0.5, "chance"),  # early stopping saw the plateau
-        (FALLING, False, 1.0, "learned"),  # learned needs no plateau
-        (FLAT, False, 0.7, "partial"),
-        (None, False, 0.5, "chance (convergence unknown)"),  # a run from before histories were kept
+        (FLAT, 0.5, "chance"),
+        (FALLING, 0.5, "not converged"),  # still learning when the budget ran out
+        (FALLING[:2], 0.5, "not converged"),  # too few epochs to tell a plateau
+        (FALLING, 1.0, "learned"),  # learned needs no plateau
+        (FLAT, 0.7, "above chance"),
     ],
 )
-def test_verdict_tells_chance_from_not_converged(tmp_path, val_loss, stopped_early, acc, expected) -> None:
+def test_verdict_tells_chance_from_not_converged(tmp_path, val_loss, acc, expected) -> None:
     sweep = tmp_path / "sweep"
-    add_job(sweep, "a", ["data=halfswap", "model.pos_enc=learned"], acc, val_loss, stopped_early=stopped_early)
+    add_job(sweep, "a", ["data=halfswap", "model.pos_enc=learned"], acc, val_loss)
     add_job(sweep, "b", ["data=halfswap", "model.pos_enc=learned", "seed=1"], acc, FLAT)
     write_report(sweep)
-    _, row = rows_of((sweep / "summary.md").read_text())
-    assert row[6] == expected
+    header, row = rows_of((sweep / "summary.md").read_text())
+    assert dict(zip(header, row, strict=True))["verdict"] == expected
+
+
+def test_each_seed_with_its_interval_and_the_tested_epoch_in_the_summary_and_the_csv(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for seed, acc in ((0, 0.8), (1, 0.5), (2, 0.5)):  # a mean of 0.6 "within 0.1 of chance" read "chance"
+        add_job(sweep, f"s{seed}", ["data=halfswap", "data.n_test=1024", f"seed={seed}"], acc, FLAT[: 3 + seed])
+    write_report(sweep)
+    summary = (sweep / "summary.md").read_text()
+    header, row = rows_of(summary)
+    cells = dict(zip(header, row, strict=True))
+    assert cells["verdict"] == "mixed (above chance: seed 0; chance: seed 1, 2)"
+    assert cells["seeds (95% CI)"] == "0: 0.800 [0.774, 0.823]<br>1: 0.500 [0.469, 0.531]<br>2: 0.500 [0.469, 0.531]"
+    assert cells["tested epoch"] == "3–5"
+    assert "Wilson 95% interval" in summary and "lowest val/loss" in summary
+    with (sweep / "results.csv").open() as f:
+        got = [(r["seed"], r["verdict"], round(float(r["ci_low"]), 3), r["tested_epoch"]) for r in csv.DictReader(f)]
+    assert got == [("0", "above chance", 0.774, "3"), ("1", "chance", 0.469, "4"), ("2", "chance", 0.469, "5")]
 
 
 def test_the_budget_is_in_the_summary_and_the_csv(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for seed, epochs in ((0, 3), (1, 5)):
         overrides = ["data=halfswap", "trainer.max_epochs=5", "data.batch_size=64", "data.n_train=512", f"seed={seed}"]
-        add_job(sweep, f"s{seed}", overrides, 0.5, FLAT[:epochs], stopped_early=epochs < 5)
+        add_job(sweep, f"s{seed}", overrides, 0.5, FLAT[:epochs])
     write_report(sweep)
     summary = (sweep / "summary.md").read_text()
     assert "Budget: data.n_train=512, data.batch_size=64, trainer.max_epochs=5, early_stop.patience=null" in summary
@@ -110,13 +129,6 @@ def test_the_budget_is_in_the_summary_and_the_csv(tmp_path: Path) -> None:
     with (sweep / "results.csv").open() as f:
         got = [(r["epochs"], r["steps"], r["n_train"], r["batch_size"], r["max_epochs"]) for r in csv.DictReader(f)]
     assert got == [("3", "12", "512", "64", "5"), ("5", "20", "512", "64", "5")]
-
-
-def test_plateau_rule() -> None:
-    assert plateaued([0.7, 0.6, 0.6, 0.6, 0.6], patience=3, min_delta=1e-3)
-    assert not plateaued([0.7, 0.6, 0.6, 0.6, 0.59], patience=3, min_delta=1e-3)
-    assert plateaued([0.7, 0.6, 0.6, 0.6, 0.5995], patience=3, min_delta=1e-3)  # less than min_delta
-    assert not plateaued([0.6, 0.6, 0.6], patience=3, min_delta=1e-3)  # cannot tell yet
 
 
 def test_encodings_in_a_meaningful_order_and_bars_inside_what_the_seeds_gave(tmp_path: Path) -> None:

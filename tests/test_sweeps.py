@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from attnlab.evaluate import evaluate_lengths
+from attnlab.evaluate import evaluate_run
 from attnlab.train import train
 
 from .conftest import CONF, ROOT, TINY, compose_train, read_metrics, run_train
@@ -118,7 +118,12 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     # 256 training sequences, batch 64, split over 2 processes: 2 steps per epoch
     assert metrics["global_step"] == 2
     # the two processes' test results, gathered, are those of the best checkpoint on the whole test set
-    assert evaluate_lengths(run_dir, [8]) == {8: metrics["test/acc"]}
+    assert (
+        evaluate_run(run_dir, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})["lengths"]["8"][
+            "acc"
+        ]
+        == metrics["test/acc"]
+    )
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

@@ -14,7 +14,14 @@ def test_fast_dev_run(train_cli) -> None:
     proc, run_dir = train_cli("data=halfswap", "model.pos_enc=sinusoidal", "trainer.fast_dev_run=true", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = read_metrics(run_dir)
-    assert metrics["global_step"] == 1 and metrics["best_checkpoint"] is None  # one batch, nothing saved
+    assert metrics["global_step"] == 1  # one batch, nothing saved: the final weights are tested, and named so
+    assert metrics["tested_checkpoint"] == {
+        "file": None,
+        "epoch": 1,
+        "global_step": 1,
+        "selected_by": "lowest val/loss",
+    }
+    assert "(tested epoch 1 of 1, final weights)" in proc.stdout
     assert (metrics["test/acc"] * 64).is_integer()  # one test batch of 64 sequences
     assert metrics["settings"]["pos_enc"] == "sinusoidal"
 
@@ -113,3 +120,40 @@ def test_any_other_trainer_argument_passes_through(compose_cfg) -> None:
 
     metrics = train(compose_cfg(*TINY, "trainer.max_epochs=5", "+trainer.max_steps=6"))
     assert metrics["global_step"] == 6 and len(metrics["history"]["val/acc"]) == 1  # 4 steps an epoch: in epoch 2
+
+
+def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the_best_accuracy(tmp_path) -> None:
+    """uniform reaches val/acc 1.0 in a few epochs and its val/loss keeps falling: the model tested (and
+    named in metrics.json and the closing line) is the epoch of the lowest val/loss, with that epoch's
+    weights, and the attention statistics reported beside its accuracy are of those same weights."""
+    from attnlab.checkpoint import load_module
+    from attnlab.data import SyntheticDataModule
+    from attnlab.diagnostics import attention_stats
+    from attnlab.train import train
+
+    from .conftest import compose_train
+
+    cfg = compose_train(tmp_path, *TINY, "data=uniform", "trainer.max_epochs=8")
+    metrics = train(cfg)
+    val_loss, val_acc = metrics["history"]["val/loss"], metrics["history"]["val/acc"]
+    first_at_best_acc = val_acc.index(max(val_acc)) + 1  # what the old rule (val/acc, strict gain) tested
+    best_epoch = val_loss.index(min(val_loss)) + 1
+    assert max(val_acc) == 1.0 and first_at_best_acc < best_epoch
+    tested = metrics["tested_checkpoint"]
+    assert tested == {"file": "checkpoints/best.ckpt", "epoch": best_epoch, "global_step": 4 * best_epoch,
+                      "selected_by": "lowest val/loss"}  # fmt: skip
+    module = load_module(tmp_path / "checkpoints" / "best.ckpt")
+    assert module.loaded_from == {"epoch": best_epoch, "global_step": 4 * best_epoch}
+    data = SyntheticDataModule(**metrics_data(cfg), train_seed=0)
+    data.setup("fit")
+    x_val = data.splits["val"][0]
+    with torch.no_grad():
+        _, maps = module.net.forward_with_weights(x_val[:128])
+    expected = {k: float(v) for k, v in attention_stats(maps).items()}
+    assert metrics["diagnostics"] == pytest.approx(expected, rel=1e-5)
+
+
+def metrics_data(cfg) -> dict:
+    from attnlab.config import to_plain
+
+    return to_plain(cfg)["data"]

@@ -6,7 +6,7 @@ import itertools
 import pytest
 from omegaconf import OmegaConf
 
-from attnlab.evaluate import evaluate_lengths
+from attnlab.evaluate import evaluate_run
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -25,11 +25,16 @@ VARIANTS = [
 def test_variant_trains(compose_cfg, tmp_path, variant: str) -> None:
     cfg = compose_cfg(*TINY, "data=halfswap", variant, "model.num_heads=2")
     metrics = train(cfg)
-    assert metrics["global_step"] == 4 and metrics["best_checkpoint"] == "checkpoints/best.ckpt"
+    assert metrics["global_step"] == 4 and metrics["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
     # its best checkpoint, scored independently on the run's own test set, gives the reported number
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # as scripts/train.py leaves it
-    assert evaluate_lengths(tmp_path, [8]) == {8: metrics["test/acc"]}
+    assert (
+        evaluate_run(tmp_path, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})["lengths"]["8"][
+            "acc"
+        ]
+        == metrics["test/acc"]
+    )
 
 
 @pytest.mark.parametrize("pos_enc,pool", list(itertools.product(POS_ENCODINGS.names(), POOLINGS.names())))
