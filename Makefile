@@ -55,7 +55,7 @@ benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
 	$(PY) scripts/evaluate.py run_dir="$(RUN)" eval.seq_lens="$(LENS)"
 
-figures: setup  ## regenerate the README's figure and table under docs/ (one run and one limitations sweep)
+figures: setup  ## regenerate the README's figures and tables under docs/ (one run, the limitations and length studies)
 	rm -rf outputs/docs/halfswap_rope
 	$(PY) scripts/train.py data=halfswap model.pos_enc=rope hydra.run.dir=outputs/docs/halfswap_rope
 	$(PY) scripts/plot_attention.py outputs/docs/halfswap_rope docs/attention_halfswap_rope.png
@@ -63,6 +63,10 @@ figures: setup  ## regenerate the README's figure and table under docs/ (one run
 	$(PY) scripts/train.py -m experiment=limitations hydra.sweep.dir=outputs/docs/limitations
 	cp outputs/docs/limitations/acc_by_task_pos_enc.png docs/limitations_acc.png
 	cp outputs/docs/limitations/summary.md docs/limitations_summary.md
+	rm -rf outputs/docs/length_generalization
+	$(PY) scripts/train.py -m experiment=length_generalization hydra.sweep.dir=outputs/docs/length_generalization
+	cp outputs/docs/length_generalization/length_generalization.png docs/length_generalization.png
+	cp outputs/docs/length_generalization/summary.md docs/length_generalization_summary.md
 
 screenshots: setup  ## PNGs of TensorBoard's tabs for the limitations study (after make figures), into docs/ (needs chromium)
 	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations) docs --width 1600 --height 1000 --runs 'data=halfswap,.*seed=0'

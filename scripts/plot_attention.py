@@ -41,8 +41,11 @@ def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:
         axes[1, col].set_ylabel("query position i")
         fig.colorbar(im, ax=axes[1, col], shrink=0.8)
     m = c["model"]
+    which = module.loaded_from  # read with the weights
     fig.suptitle(
-        f"{c['data']['task']}, pos_enc={m['pos_enc']}, pool={m['pool']}: attention weights, layer {layer} head {head}"
+        f"{c['data']['task']}, pos_enc={m['pos_enc']}, pool={m['pool']}: attention weights, layer {layer} head {head}\n"
+        f"{ckpt} checkpoint: epoch {which['epoch']}, step {which['global_step']}",
+        fontsize=10,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

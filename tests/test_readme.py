@@ -48,6 +48,8 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool =
     if command in ("make test", ". .venv/bin/activate"):
         return None  # CI runs `make test` itself; activating only sets PATH, which the test does
     for placeholder, real in {
+        # a sweep job's folder as a sweep prints it (`=` and `,` in it: tests/test_evaluate.py); here the base sweep's
+        "outputs/multiruns/<sweep>/data=halfswap,pos_enc=rope,seed=0": str(sweep / "seed=0"),
         "$PWD/outputs/runs/<run>": str(run),
         "outputs/runs/<run>": str(run),
         "<run_dir>": str(run),
