@@ -44,7 +44,7 @@ sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitat
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)
 
 report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
-	$(PY) scripts/report.py $(or $(SWEEP),$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))
+	$(PY) scripts/report.py "$(or $(SWEEP),$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))"
 
 tensorboard: setup  ## TensorBoard on outputs/ (every run and sweep)
 	$(VENV)/bin/tensorboard --logdir outputs

@@ -202,3 +202,54 @@ def test_the_bar_plot_sets_accuracy_beside_shuffled_accuracy_with_the_budget(tmp
     # none (x=0) then learned (x=1); each: test/acc at -0.2, shuffled at +0.2
     assert sorted(bars) == [(-0.2, 0.5), (0.2, 0.5), (0.8, 1.0), (1.2, pytest.approx(0.51))]
     assert "trainer.max_epochs=7" in titles[0] and "seeds [0, 1, 2]" in titles[0]
+
+
+def add_evaluation(sweep: Path, name: str, lengths: dict, checkpoint: dict | None = None) -> None:
+    job = sweep / name
+    tested = json.loads((job / "metrics.json").read_text())["tested_checkpoint"]
+    entry = {"checkpoint": checkpoint or tested, "train_seq_len": 32, "n": 1024, "lengths": lengths}
+    (job / "evaluation.json").write_text(json.dumps(entry))
+
+
+def test_length_generalisation_table_per_setting_with_each_seed_and_untrained_lengths(tmp_path: Path) -> None:
+    """The study's report: a table per encoding, each seed's interval, the verdict per length; lengths
+    past the trained positions shown as such, never as a score; an evaluation of another checkpoint
+    than the tested one is not joined."""
+    sweep = tmp_path / "sweep"
+    # per seed: accuracy at 32, 64, 128 (None: past learned's trained positions)
+    scores = {"rope": [(1.0, 0.6, 0.5), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)], "learned": [(1.0, None, None)] * 3}
+    for enc, seeds in scores.items():
+        for seed, (at32, at64, at128) in enumerate(seeds):
+            name = f"{enc}-{seed}"
+            add_job(sweep, name, ["data=halfswap", f"model.pos_enc={enc}", f"seed={seed}"], at32)
+            untrained = {"refused": "untrained positions: pos_enc=learned was trained at length 32 (data.seq_len)"}
+            lengths = {
+                str(n): {"acc": a, "ci": [0, 1], "untrained_positions": False} if a is not None else untrained
+                for n, a in ((32, at32), (64, at64), (128, at128))
+            }
+            add_evaluation(sweep, name, lengths)
+    add_job(sweep, "rope-3", ["data=halfswap", "model.pos_enc=rope", "seed=3"], 1.0)
+    add_evaluation(sweep, "rope-3", {"64": {"acc": 0.0, "ci": [0, 1], "untrained_positions": False}},
+                   checkpoint={"file": "checkpoints/last.ckpt", "epoch": 5, "global_step": 20})  # fmt: skip
+    write_report(sweep)
+    summary = (sweep / "summary.md").read_text()
+    section = summary[summary.index("## Length generalisation") :]
+    learned = section[
+        section.index("### task=halfswap, pos_enc=learned") : section.index("### task=halfswap, pos_enc=rope")
+    ]
+    rope = section[section.index("### task=halfswap, pos_enc=rope") :]
+    header, *rows = rows_of(rope)
+    assert header == ["seq_len", "mean", "seed 0", "seed 1", "seed 2", "seed 3", "verdict"]
+    by_len = {r[0]: r for r in rows}
+    assert by_len["64"][2:5] == ["0.600 [0.569, 0.629]", "1.000 [0.996, 1.000]", "1.000 [0.996, 1.000]"]
+    assert by_len["64"][5] == "–"  # seed 3 evaluated another checkpoint: not joined
+    assert by_len["64"][1] == "0.867"  # the mean of the three joined seeds, not of seed 3's 0.0
+    assert by_len["64"][6] == "mixed (above chance: seed 0; learned: seed 1, 2) (3 of 4 seeds)"
+    _, *rows = rows_of(learned)
+    assert [r[0] for r in rows] == ["32", "64", "128"]
+    assert rows[1][2:] == ["untrained positions (not scored)"] * 3 + ["not scored"]
+    with (sweep / "length_generalization.csv").open() as f:
+        notes = {(r["pos_enc"], r["seed"], r["seq_len"]): r["note"] for r in csv.DictReader(f)}
+    assert notes[("learned", "0", "64")] == "untrained positions (not scored)"
+    assert notes[("rope", "0", "64")] == ""
+    assert (sweep / "length_generalization.png").stat().st_size > 0

@@ -345,12 +345,11 @@ def length_sections(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
         lines += ["|" + "---|" * (len(seeds) + 3)]
         for n in lengths:
             results = [r.get("lengths", {}).get(n) for r in group]
-            scored = [x for x in results if x is not None and "acc" in x]
-            mean = f"{statistics.fmean(x['acc'] for x in scored):.3f}" if scored else "–"
-            if scored and len(scored) == len(results):
-                called = cell_verdict([(s, x["verdict"]) for s, x in zip(seeds, results, strict=True)])
-            else:
-                called = "not scored" if not scored else "–"
+            scored = [(s, x) for s, x in zip(seeds, results, strict=True) if x is not None and "acc" in x]
+            mean = f"{statistics.fmean(x['acc'] for _, x in scored):.3f}" if scored else "–"
+            called = cell_verdict([(s, x["verdict"]) for s, x in scored]) if scored else "not scored"
+            if scored and len(scored) < len(results):  # a seed without this length (or not of its tested checkpoint)
+                called += f" ({len(scored)} of {len(results)} seeds)"
             lines.append(f"| {n} | {mean} | " + " | ".join(map(length_cell, results)) + f" | {called} |")
     return lines
 
