@@ -1,9 +1,11 @@
 """Tables and plots of a sweep: python scripts/report.py outputs/multiruns/<sweep>"""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from attnlab.errors import ConfigError
 from attnlab.report import write_report
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -12,9 +14,12 @@ args = parser.parse_args()
 if not args.sweep_dir.is_dir():
     print(f"error: sweep_dir={str(args.sweep_dir)!r} is not a folder", file=sys.stderr)
     sys.exit(1)
+if not os.access(args.sweep_dir, os.W_OK):  # before reading every job: the report is written there
+    print(f"error: sweep_dir={str(args.sweep_dir)!r} is not writable (the report goes there)", file=sys.stderr)
+    sys.exit(1)
 try:
     rows = write_report(args.sweep_dir)
-except FileNotFoundError as e:
+except (FileNotFoundError, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 print((args.sweep_dir / "summary.md").read_text())

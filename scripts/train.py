@@ -38,22 +38,27 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
         what = "sweep folder" if sweep else "run folder"
         raise ConfigError("resume", str(folder), f"not a {what} ({record} does not exist)")
     try:
-        saved = OmegaConf.load(record)
-        task = list(saved.hydra.overrides.task if sweep else saved)
-        launch = list(saved.hydra.overrides.hydra) if sweep else []
+        # As written: unresolved, so that an interpolation in a record is seen (and refused), never run.
+        saved = OmegaConf.to_container(OmegaConf.load(record), resolve=False)
+        task = list(saved["hydra"]["overrides"]["task"] if sweep else saved)
+        launch = list(saved["hydra"]["overrides"]["hydra"]) if sweep else []
     except Exception as e:
         raise ConfigError("resume", str(folder), f"{record} is unreadable ({type(e).__name__})") from e
     kept = []
+    for item in [*task, *launch]:
+        if not isinstance(item, str):
+            raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not an override")
     for item in task:
-        if item.split("=", 1)[0] != "resume":  # older records; this resume sets its own
+        if item.split("=", 1)[0] != "resume":  # this resume sets its own
             runs.check_saved_override(item, record)
             kept.append(item)
     for item in launch:
         key = item.split("=", 1)[0]
         if key in ("hydra.sweep.dir", "hydra.mode"):  # set again by this resume and by -m
             continue
-        if not key.startswith(SWEEP_HYDRA_KEYS) or "_target_" in item:
+        if not key.startswith(SWEEP_HYDRA_KEYS):
             raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not a launcher setting")
+        runs.check_saved_launcher(item, record)
         kept.append(item)
     return kept
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 import attnlab.train
 from attnlab import runs
@@ -463,6 +464,117 @@ def test_resume_refuses_code_in_a_run_record(own_copy: Path, tmp_path: Path) -> 
     assert proc.returncode == 1
     assert "refusing its saved override '+hydra.callbacks.evil._target_=os.makedirs'" in proc.stderr
     assert not pwned.exists()
+
+
+def evil_notes(where: Path, target: Path) -> Path:
+    """A YAML file whose hydra callbacks copy a file: loaded as a config group option, it would run."""
+    notes = where / "notes.yaml"
+    notes.write_text(
+        "# @package _global_\n"
+        f"hydra: {{callbacks: {{pwn: {{_target_: shutil.copyfile, _args_: [/etc/hostname, {target}]}}}}}}\n"
+    )
+    return notes
+
+
+def test_a_run_record_cannot_load_a_yaml_file_from_elsewhere(own_copy: Path, tmp_path: Path) -> None:
+    """The issue's attack, as written: a config group value with ../ in a run's overrides.yaml would load any
+    YAML file, and its hydra.callbacks would run on `resume=`."""
+    run_dir, pwned = own_copy, tmp_path / "PWNED"
+    notes = evil_notes(run_dir / ".hydra", pwned)
+    record = run_dir / ".hydra" / "overrides.yaml"
+    item = f"experiment={'../' * 12}{str(notes.with_suffix(''))[1:]}"  # up to / from conf/experiment, then down
+    record.write_text(record.read_text() + f"- {item}\n")
+    before = folder_bytes(run_dir)
+    proc = run_train(f"resume={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: resume='{record}' is invalid: refusing its saved override '{item}': experiment")
+    assert not pwned.exists() and folder_bytes(run_dir) == before
+
+
+def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(tmp_path: Path) -> None:
+    """The same attack through multirun.yaml's task overrides on `-m resume=`, and a launcher named by path."""
+    sweep, pwned = tmp_path / "sweep", tmp_path / "PWNED"
+    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = evil_notes(sweep, pwned)
+    record = sweep / "multirun.yaml"
+    original = record.read_text()
+    for section, item in (
+        ("task", f"experiment=../../../../../../..{notes.with_suffix('')}"),
+        ("hydra", "hydra/launcher=../../../../../../..{notes.with_suffix('')}"),
+        ("task", "data.seq_len=${oc.env:HOME}"),
+    ):
+        saved = OmegaConf.load(record)
+        saved.hydra.overrides[section].append(item)
+        OmegaConf.save(saved, record)
+        before = folder_bytes(sweep)
+        proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert f"refusing its saved override {item!r}" in proc.stderr.strip().splitlines()[-1]
+        assert not pwned.exists() and folder_bytes(sweep) == before
+        record.write_text(original)
+
+
+@pytest.mark.parametrize("escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", ""])
+def test_jobs_json_cannot_send_a_job_outside_its_sweep(tmp_path: Path, escape: str) -> None:
+    sweep = tmp_path / "deep" / "sweep"
+    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shutil.rmtree(job_dir(sweep, "seed=1"))  # a job to run again on resume
+    jobs = json.loads((sweep / "jobs.json").read_text())
+    jobs["jobs"][1]["dir"] = escape
+    (sweep / "jobs.json").write_text(json.dumps(jobs))
+    before = {p for p in tmp_path.rglob("*")}
+    proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume='{sweep / 'jobs.json'}' is invalid: names a job folder outside the sweep: {escape!r}"
+    )
+    assert {p for p in tmp_path.rglob("*")} == before and not Path("/tmp/attnlab-escape").exists()
+    with pytest.raises(ConfigError, match="outside the sweep"):  # nor does the report read outside it
+        from attnlab.report import collect
+
+        collect(sweep)
+
+
+def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(tmp_path: Path) -> None:
+    """`+trainer.X` is saved as such in the records; the resume accepts it (a Lightning argument)."""
+    run_dir = tmp_path / "run"
+    proc = run_train(*TINY, "+trainer.accumulate_grad_batches=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metrics(run_dir)["epochs"] == 2 and read_metrics(run_dir)["global_step"] == 4  # 4 batches / 2
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_resume_without_its_saved_config_is_refused(own_copy: Path, tmp_path: Path) -> None:
+    """A record that cannot be read is a refusal, not a licence: without .hydra/config.yaml nothing could
+    tell that `data=halfswap` changes a uniform run."""
+    (own_copy / ".hydra" / "config.yaml").unlink()
+    before = folder_bytes(own_copy)
+    proc = run_train(f"resume={own_copy}", "data=halfswap", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume='{own_copy}' is invalid: .hydra/config.yaml is missing or unreadable: "
+        "cannot check that this is the same run"
+    )
+    assert folder_bytes(own_copy) == before
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_resumes_with_a_corrected_value(tmp_path: Path) -> None:
+    """Nothing depends on the config before the first checkpoint: the resume may correct it."""
+    run_dir = tmp_path / "run"
+    proc = run_train(*TINY, "optim.lr=1e30", "data.n_train=64", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 1 and runs.status(run_dir)[0] == "failed" and not list(run_dir.rglob("*.ckpt"))
+    proc = run_train(f"resume={run_dir}", "optim.lr=0.003", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert runs.status(run_dir) == ("ok", "")
 
 
 @pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])

@@ -267,6 +267,18 @@ SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use inst
 }
 
 
+def trainer_argument(key: str) -> bool:
+    """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
+    if not key.startswith("trainer.") or key.count(".") != 1:
+        return False
+    import inspect
+
+    import pytorch_lightning as pl
+
+    name = key.split(".", 1)[1]
+    return name in inspect.signature(pl.Trainer.__init__).parameters and name not in SET_BY_ATTNLAB and name != "self"
+
+
 def check_trainer_extra(key: str, value: Any) -> None:
     """`+trainer.<key>=value`: any other `pytorch_lightning.Trainer` argument, checked against its signature
     (only imported when there is one: a bad value elsewhere is answered before Lightning loads)."""

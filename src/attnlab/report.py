@@ -78,18 +78,21 @@ DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/sc
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 
 
-def planned_jobs(sweep_dir: Path) -> list[str] | None:
-    """The folders of every job the sweep planned (written by the sweeper before the first job runs)."""
+def planned_jobs(sweep_dir: Path) -> list[Path]:
+    """The folders of every job the sweep planned (written by the sweeper before the first job runs); each
+    must stay inside the sweep (runs.inside: a ConfigError otherwise)."""
+    source = sweep_dir / "jobs.json"
     try:
-        return [job["dir"] for job in json.loads((sweep_dir / "jobs.json").read_text())["jobs"]]
+        dirs = [job["dir"] for job in json.loads(source.read_text())["jobs"]]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return []
+    return [runs.inside(sweep_dir, d, "sweep", source) for d in dirs]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Planned jobs, plus any job folder found on disk (a sweep from before jobs.json, or a moved one)."""
+    """Planned jobs, plus any job folder found on disk (a moved one, or one planned by a record cut short)."""
     found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
-    planned = [sweep_dir / d for d in planned_jobs(sweep_dir) or []]
+    planned = planned_jobs(sweep_dir)
     return planned + sorted(found - set(planned))
 
 

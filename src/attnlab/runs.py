@@ -242,21 +242,69 @@ def schema_keys(schema: Any, prefix: str = "") -> set[str]:
     return keys
 
 
-def check_saved_override(item: str, source: Path) -> None:
-    """An entry of a run's saved overrides.yaml may set only the project's own config keys: no
-    `hydra.*` (callbacks, launchers: code), no `_target_`. A run folder from elsewhere is input."""
-    from attnlab.config import TrainConfig
+CONF = Path(__file__).resolve().parents[2] / "conf"  # the project's config groups (scripts/train.py: ../conf)
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+UNSAFE_VALUE = re.compile(r"\$\{|[\x00-\x1f]")  # an interpolation (resolvers read the environment, files) or control characters
 
-    key = item.split("=", 1)[0].lstrip("+~")
-    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature
-    allowed = key in CONFIG_GROUPS or key in schema_keys(TrainConfig) or key.startswith("callbacks.")
-    if not allowed or "_target_" in item or "=" not in item:
-        raise ConfigError(
-            "resume",
-            str(source),
-            f"refusing its saved override {item!r}: a run's overrides may only set the project's config keys "
-            "(no hydra.*, no _target_)",
-        )
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: conf/<group>/<name>.yaml."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def check_saved_override(item: str, source: Path) -> None:
+    """An entry of a run's or sweep's saved overrides is input, like any file read back: it may set only the
+    project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
+    only to options that exist in conf/ (by plain name: a `../` path would load any YAML file), and any
+    other key only to a plain value (no `${...}` interpolation). Anything else is refused with one line."""
+    from attnlab.config import TrainConfig, trainer_argument
+
+    key, _, value = item.partition("=")
+    key = key.lstrip("+~")
+
+    def refuse(why: str) -> None:
+        raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
+
+    if not _ or "_target_" in item:
+        refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
+    if key in CONFIG_GROUPS:
+        names = [v.strip() for v in value.strip("[]").split(",")] if value.startswith("[") else [value]
+        options = group_options(key)
+        for name in names:
+            if name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
+                refuse(f"{key} may only name one of its options in conf/{key}/: {options}")
+        return
+    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
+    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
+    allowed = key in schema_keys(TrainConfig) or key.startswith("callbacks.") or trainer_argument(key)
+    if not allowed:
+        refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
+    if UNSAFE_VALUE.search(value):
+        refuse("a saved value must be plain (no ${...} interpolation, no control characters)")
+
+
+def check_saved_launcher(item: str, source: Path) -> None:
+    """A sweep's saved launcher setting (multirun.yaml): `hydra/launcher=<plain name>`, or a plain value for
+    one of its `hydra.launcher.*` settings; never a `_target_` or an interpolation."""
+    key, _, value = item.partition("=")
+    setting = key.removeprefix("hydra.launcher.") if key.startswith("hydra.launcher.") else None
+    ok = (key == "hydra/launcher" and PLAIN_NAME.fullmatch(value)) or (
+        (key == "hydra.verbose" or (setting and PLAIN_NAME.fullmatch(setting))) and not UNSAFE_VALUE.search(value)
+    )
+    if not ok or "_target_" in item:
+        raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: not a plain launcher setting")
+
+
+def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
+    """`folder / relative` for a relative path read from a record (jobs.json's job folders), refused unless it
+    stays inside `folder`: no absolute path, no `..`, nothing that resolves elsewhere (a symlink)."""
+    path = Path(relative) if isinstance(relative, str) and relative else None
+    if path is None or path.is_absolute() or ".." in path.parts or path.name in ("", "."):
+        raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
+    target = folder / path
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
+    return target
 
 
 def hydra_quote(value: str) -> str:
@@ -369,6 +417,22 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     return path
 
 
+def check_resume(folder: Path, c: dict[str, Any]) -> bool:
+    """Whether resuming `folder` with config `c` continues from a checkpoint; refused (ConfigError) when it
+    would change what its checkpoints depend on, or when its saved config cannot be read to tell: a record
+    that cannot be read is a refusal, not a licence. With no checkpoint nothing depends on the config, so
+    a run that failed on a bad value can be resumed with a corrected one."""
+    if newest_checkpoint(folder) is None:
+        return False
+    saved = saved_config(folder)
+    if saved is None:
+        raise ConfigError(
+            "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
+        )
+    check_same_run(saved, c, folder)
+    return True
+
+
 def resuming(c: dict[str, Any], folder: Path) -> bool:
     return bool(c["resume"]) and holds_run(folder)
 
@@ -389,10 +453,8 @@ def preflight(config: Any) -> Path:
     if secondary_process():
         return wanted
     resume = resuming(c, wanted)
-    if not (resume and newest_checkpoint(wanted)):  # else it continues from its own checkpoints
+    if not (resume and check_resume(wanted, c)):  # else it continues from its own checkpoints
         check_start_checkpoint(c)
-    if resume and (saved := saved_config(wanted)):
-        check_same_run(saved, c, wanted)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return claim(wanted, "hydra.run.dir", explicit, resume)
 

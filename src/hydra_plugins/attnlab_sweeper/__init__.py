@@ -164,11 +164,14 @@ def task_overrides(job: Sequence[str]) -> list[str]:
 def recorded_names(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> list[str]:
     """The folders the sweep's jobs.json gave these jobs when it started (a job matches the record whose
     overrides it has, `resume=` aside: a continuation may add some); `names` for jobs it does not hold."""
+    source = sweep_dir / "jobs.json"
     try:
-        record = json.loads((sweep_dir / "jobs.json").read_text())["jobs"]
+        record = json.loads(source.read_text())["jobs"]
         saved = [({o for o in job["overrides"] if not o.startswith("resume=")}, job["dir"]) for job in record]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return names
+    for _, folder in saved:  # a record is input: a job's folder stays inside its sweep (ConfigError)
+        runs.inside(sweep_dir, folder, "resume", source)
     kept = []
     for job, name in zip(grid, names, strict=True):
         matches = [folder for overrides, folder in saved if overrides <= set(job)]
@@ -188,7 +191,11 @@ class ValidatingSweeper(BasicSweeper):
         names = job_names(grid)
         resuming = bool(self.config.get("resume"))
         if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
-            names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
+            try:
+                names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
+            except ConfigError as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(1)
         if any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra):
             jobs = grid  # the user's own folder names win
         else:
@@ -281,8 +288,8 @@ class ValidatingSweeper(BasicSweeper):
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
-                if resuming and (saved := runs.saved_config(sweep_dir / folder)):
-                    runs.check_same_run(saved, c, sweep_dir / folder)
+                if resuming:
+                    runs.check_resume(sweep_dir / folder, c)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(task_overrides(overrides))}): {e}", file=sys.stderr)
                 sys.exit(1)  # (a pool of warmed workers is shut down at exit, after they started: a few seconds)
