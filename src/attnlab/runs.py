@@ -244,9 +244,8 @@ def schema_keys(schema: Any, prefix: str = "") -> set[str]:
 
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the project's config groups (scripts/train.py: ../conf)
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-UNSAFE_VALUE = re.compile(
-    r"\$\{|[\x00-\x1f]"
-)  # an interpolation (resolvers read the environment, files) or control characters
+# an interpolation (its resolvers read the environment, files) or control characters
+UNSAFE_VALUE = re.compile(r"\$\{|[\x00-\x1f]")
 
 
 def group_options(group: str) -> list[str]:
