@@ -6,19 +6,46 @@ python scripts/train.py resume=outputs/runs/<run>            # continue a run fr
 python scripts/train.py -m resume=outputs/multiruns/<sweep>  # continue a sweep: the jobs that did not finish
 """
 
-import errno
-import shlex
+import signal
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
 
-from attnlab import runs
-from attnlab.config import register_configs
-from attnlab.errors import ConfigError, Interrupted
+def stopped_early(signum: int, frame: object) -> None:
+    """SIGTERM / SIGINT before the run's own handling starts (imports, composing, claiming the folder): one
+    line and exit 128 + signal, no traceback. A folder already claimed is marked INTERRUPTED and the command
+    that continues it printed; before that nothing was written, and there is nothing to resume."""
+    runs_module = sys.modules.get("attnlab.runs")
+    held = [p for p in getattr(runs_module, "_held", {})]
+    for folder in held:
+        runs_module.write_marker(Path(folder), runs_module.INTERRUPTED, f"signal {signum} during start-up\n")
+    name = signal.Signals(signum).name
+    if held:
+        sweep = "-m" in sys.argv or "--multirun" in sys.argv
+        print(
+            f"interrupted ({name}) during start-up. Continue with: {continue_command(Path(held[0]), sweep)}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"interrupted ({name}) during start-up, before anything was written: nothing to resume", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+# First, before the imports (seconds of them): from here on no signal leaves a traceback or a silent exit.
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, stopped_early)
+
+import errno  # noqa: E402
+import shlex  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from attnlab import runs  # noqa: E402
+from attnlab.config import register_configs  # noqa: E402
+from attnlab.errors import ConfigError, Interrupted  # noqa: E402
 
 register_configs()
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

@@ -92,7 +92,38 @@ BAD = [
     (["+trainer.logger=false"], "trainer.logger=False is invalid: is set by attnlab; use logger=<name>"),
     (["progress=fancy"], "progress='fancy' is invalid: expected one of ['auto', 'rich', 'tqdm', 'plain']"),
     (["early_stop.patience=0"], "early_stop.patience=0 is invalid: must be null (train all max_epochs) or an"),
-] + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")])
+    # values checked by value, not only by name: each refused before anything runs or is written
+    (
+        ["callbacks=early_stopping", "callbacks.early_stopping.patience=abc"],
+        "callbacks.early_stopping.patience='abc' is invalid: must be of type int",
+    ),
+    (
+        ["callbacks=early_stopping", "callbacks.early_stopping.mode=bogus"],
+        "callbacks.early_stopping={'monitor': 'val/acc', 'mode': 'bogus', 'patience': 5, 'min_delta': 0.0} is invalid: `mode` can be min, max, got bogus",
+    ),
+    (
+        ["callbacks=early_stopping", "callbacks.early_stopping.monitor=nonexistent"],
+        "callbacks.early_stopping.monitor='nonexistent' is invalid: the run logs ['val/loss', 'val/acc'",
+    ),
+    (
+        ["callbacks=timer", "callbacks.timer.duration=garbage"],
+        "callbacks.timer={'duration': 'garbage'} is invalid: `Timer(duration='garbage')` is not a valid duration",
+    ),
+    (["+trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid: must be of type int"),
+    (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is invalid: must be an integer >= 1"),
+    (
+        ["+trainer.val_check_interval=100"],
+        "trainer.val_check_interval=100 is invalid: must be 1..32, the training batches",
+    ),
+    (["+trainer.barebones=true"], "trainer.barebones=True is invalid: is set by attnlab; use nothing: it turns off"),
+    (["+trainer.num_nodes=2"], "trainer.num_nodes=2 is invalid: needs a cluster that starts a process on each node"),
+    (
+        ["eval.seq_lens=[64]", "model.pos_enc=learned"],
+        "eval.seq_lens=64 is invalid: untrained positions: pos_enc=learned",
+    ),
+    (["eval.untrained=maybe"], "eval.untrained='maybe' is invalid: expected one of ['refuse', 'skip', 'mark']"),
+    (["eval.seq_lens=[0]"], "eval.seq_lens=0 is invalid: lengths must be integers > 0"),
+]  # fmt: skip + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")])
 
 
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])

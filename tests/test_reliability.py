@@ -186,3 +186,56 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     keys = ("val/acc_best", "test/acc", "test/loss")
     assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]
     assert losses[a] != losses[c] and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_the_imports_is_one_line_and_writes_nothing(tmp_path: Path, sig: int, code: int) -> None:
+    """The seconds of imports before a run's folder exists: exit 128 + signal with one line saying that
+    nothing was written (no traceback, no silent exit). The signal is sent once torch has been imported:
+    the import report (PYTHONPROFILEIMPORTTIME) says when, so no sleep stands in for the event."""
+    import os
+
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in proc.stderr:
+        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
+            break
+    proc.send_signal(sig)
+    rest = proc.stderr.read()
+    proc.wait(timeout=600)
+    said = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == code
+    name = signal.Signals(sig).name
+    assert said == [f"interrupted ({name}) during start-up, before anything was written: nothing to resume"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -> None:
+    """A resume that would train nothing (the restored timer has run out) is refused with one line; a
+    longer duration, which a resume may change, continues the run."""
+    from omegaconf import OmegaConf
+
+    from attnlab import runs
+    from attnlab.config import to_plain
+    from attnlab.errors import ConfigError
+
+    run_dir = tmp_path / "run"
+    timer = ["callbacks=timer", "trainer.max_epochs=1000", "data.n_train=4096"]
+    cfg = compose_train(run_dir, *TINY, *timer, "callbacks.timer.duration=00:00:00:01")
+    first = train(cfg)
+    assert (first["ended_by"] == "timer" and not first["converged"]) or first["epochs"] < 1000
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    again = to_plain(compose_train(run_dir, *TINY, *timer, "callbacks.timer.duration=00:00:00:01", "resume=true"))
+    with pytest.raises(
+        ConfigError, match=r"^callbacks.timer.duration='00:00:00:01' is invalid: this run's timer has run"
+    ):
+        runs.check_resume(run_dir, again)
+    longer = compose_train(run_dir, *TINY, *timer, "trainer.max_epochs=" + str(first["epochs"] + 2),
+                           "callbacks.timer.duration=00:01:00:00", "resume=true")  # fmt: skip
+    assert runs.check_resume(run_dir, to_plain(longer))
+    metrics = train(longer)
+    assert metrics["epochs"] == first["epochs"] + 2 and metrics["ended_by"] == "max_epochs"

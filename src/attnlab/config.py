@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -264,7 +265,89 @@ SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use inst
     "plugins": "nothing: attnlab sets its checkpoint and SLURM plugins",
     "default_root_dir": "hydra.run.dir",
     "enable_checkpointing": "nothing: best.ckpt and last.ckpt are how runs resume",
+    "barebones": "nothing: it turns off the logging and checkpoints every run records its results with",
 }
+AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_steps": 0, "min_epochs": 0}
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """`value` (a plain config value) is of the annotated type `hint`; a type this check does not know
+    passes (the class checks it)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (dict, list, tuple):
+        return isinstance(value, origin)
+    return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"
+
+
+def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
+    hint = hints.get(name, Any)
+    if not fits(value, hint):
+        shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        raise ConfigError(key, value, f"must be of type {shown}")
+
+
+def check_trainer_extras(c: dict[str, Any]) -> None:
+    """`+trainer.<name>=value`: the value's type from Lightning's own signature, and the bounds Lightning
+    enforces only once training runs (a run would leave a FAILED folder instead of this one line)."""
+    import typing
+
+    import pytorch_lightning as pl
+
+    known = {f.name for f in fields(TrainerConfig)}
+    extras = {k: v for k, v in c["trainer"].items() if k not in known}
+    if not extras:
+        return
+    hints = typing.get_type_hints(pl.Trainer.__init__)
+    for name, value in extras.items():
+        check_typed(f"trainer.{name}", value, hints, name)
+        if name in AT_LEAST and value < AT_LEAST[name]:
+            raise ConfigError(f"trainer.{name}", value, f"must be an integer >= {AT_LEAST[name]}")
+    if extras.get("num_nodes", 1) > 1 and not os.environ.get("SLURM_JOB_ID"):
+        raise ConfigError(
+            "trainer.num_nodes",
+            extras["num_nodes"],
+            "needs a cluster that starts a process on each node (hydra/launcher=slurm); on one machine use "
+            "trainer.devices",
+        )
+    interval = extras.get("val_check_interval")
+    batches = training_batches(c)
+    if isinstance(interval, int) and not isinstance(interval, bool) and not 1 <= interval <= batches:
+        raise ConfigError(
+            "trainer.val_check_interval",
+            interval,
+            f"must be 1..{batches}, the training batches of an epoch, or a fraction",
+        )
+
+
+def training_batches(c: dict[str, Any]) -> int:
+    """Training batches per epoch (with trainer.limit_train_batches)."""
+    data, trainer = c["data"], c["trainer"]
+    batches = -(-data["n_train"] // data["batch_size"])
+    limit = trainer["limit_train_batches"]
+    if isinstance(limit, int):
+        return min(batches, limit)
+    if isinstance(limit, float):
+        return max(1, int(batches * limit))
+    return batches
 
 
 def trainer_argument(key: str) -> bool:
@@ -428,6 +511,7 @@ def validate(c: dict[str, Any]) -> None:
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     check_callbacks(c["callbacks"])
+    check_trainer_extras(c)
     if c["progress"] not in PROGRESS:
         raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
     accelerator = c["trainer"]["accelerator"]

@@ -135,6 +135,29 @@ def check_callbacks(chosen: dict[str, Any]) -> None:
         except TypeError as e:
             allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
             raise ConfigError(f"callbacks.{name}", kwargs, f"{e}; {cls.__name__} takes {allowed}") from e
+        check_callback_values(name, cls, kwargs)
+
+
+# What a callback may watch: metrics every validation epoch logs (attnlab.module).
+MONITORABLE = ("val/loss", "val/acc", "val/acc_best", "train/acc")
+
+
+def check_callback_values(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """Values by value, before anything runs: each of the type its class annotates, a `monitor` that the
+    run logs, and whatever the class itself refuses when built (a mode, a duration)."""
+    import typing
+
+    from attnlab.config import check_typed
+
+    hints = typing.get_type_hints(cls.__init__)
+    for arg, value in kwargs.items():
+        check_typed(f"callbacks.{name}.{arg}", value, hints, arg)
+    if "monitor" in kwargs and kwargs["monitor"] not in MONITORABLE:
+        raise ConfigError(f"callbacks.{name}.monitor", kwargs["monitor"], f"the run logs {list(MONITORABLE)}")
+    try:
+        cls(**kwargs)
+    except Exception as e:
+        raise ConfigError(f"callbacks.{name}", kwargs, str(e).strip().splitlines()[0]) from e
 
 
 def build_callbacks(chosen: dict[str, Any]) -> list[Any]:

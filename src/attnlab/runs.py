@@ -52,6 +52,8 @@ RESUMABLE = (
     "eval.batch_size",
     "eval.untrained",
 )
+# ... and the settings of the callbacks that end training (budgets, like trainer.max_epochs)
+RESUMABLE_CALLBACKS = ("callbacks.timer.", "callbacks.early_stopping.")
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 CHECKPOINTS = ("last", "best", "interrupted")  # resume candidates; see newest_checkpoint
 CONFIG_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "experiment", "debug")  # conf/<group>/ folders
@@ -220,7 +222,10 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
-        if k not in RESUMABLE and k not in IGNORED_ON_RESUME and a.get(k) != b.get(k)
+        if k not in RESUMABLE
+        and k not in IGNORED_ON_RESUME
+        and not k.startswith(RESUMABLE_CALLBACKS)
+        and a.get(k) != b.get(k)
     ]
     if changed:
         raise ConfigError(
@@ -321,10 +326,12 @@ def checkpoint_info(path: Path) -> dict[str, Any] | None:
     """epoch/global_step/shapes of a checkpoint, or None when it does not load."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        timer = ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
         return {
             "epoch": int(ckpt["epoch"]),
             "global_step": int(ckpt["global_step"]),
             "hyper_parameters": ckpt["hyper_parameters"],
+            "timer_seconds": float(timer.get("train", 0.0)),  # a Timer callback's training time so far
         }
     except Exception:
         return None
@@ -423,7 +430,8 @@ def check_resume(folder: Path, c: dict[str, Any]) -> bool:
     would change what its checkpoints depend on, or when its saved config cannot be read to tell: a record
     that cannot be read is a refusal, not a licence. With no checkpoint nothing depends on the config, so
     a run that failed on a bad value can be resumed with a corrected one."""
-    if newest_checkpoint(folder) is None:
+    newest = newest_checkpoint(folder)
+    if newest is None:
         return False
     saved = saved_config(folder)
     if saved is None:
@@ -431,7 +439,27 @@ def check_resume(folder: Path, c: dict[str, Any]) -> bool:
             "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
         )
     check_same_run(saved, c, folder)
+    timer = c["callbacks"].get("timer")
+    if timer and newest[1]["timer_seconds"] >= duration_seconds(timer.get("duration")):
+        raise ConfigError(
+            "callbacks.timer.duration",
+            timer.get("duration"),
+            f"this run's timer has run out ({newest[1]['timer_seconds']:.0f} s trained): nothing would train; "
+            "give a longer duration to continue it",
+        )
     return True
+
+
+def duration_seconds(duration: Any) -> float:
+    """A Timer duration ("DD:HH:MM:SS" or {days, hours, ...}) in seconds; infinite for None (no limit)."""
+    import datetime
+
+    if duration is None:
+        return float("inf")
+    if isinstance(duration, dict):
+        return datetime.timedelta(**duration).total_seconds()
+    days, hours, minutes, seconds = (int(part) for part in str(duration).split(":"))
+    return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
 
 
 def resuming(c: dict[str, Any], folder: Path) -> bool:

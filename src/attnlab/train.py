@@ -32,7 +32,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import runs
 from attnlab.clock import process_seconds
-from attnlab.config import to_plain, validate
+from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
 from attnlab.dashboard import METRICS as HPARAM_METRICS
 from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
@@ -53,6 +53,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 # A hint for Lightning's own multi-node launch through srun, printed wherever SLURM is installed; attnlab's
 # jobs reach SLURM through hydra/launcher=slurm (hydra_plugins.attnlab_slurm), which needs no srun.
 warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+# A resume continues its own checkpoints folder, by design (Lightning warns that it is not empty).
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
@@ -82,14 +84,7 @@ def key_settings(c: dict[str, Any]) -> dict[str, Any]:
 def log_interval(c: dict[str, Any]) -> int:
     """`trainer.log_every_n_steps`, at most one epoch's steps: an epoch shorter than the interval logs
     train/loss once per epoch instead of never (and Lightning does not warn about it)."""
-    data, trainer = c["data"], c["trainer"]
-    batches = -(-data["n_train"] // data["batch_size"])
-    limit = trainer["limit_train_batches"]
-    if isinstance(limit, int):
-        batches = min(batches, limit)
-    elif isinstance(limit, float):
-        batches = max(1, int(batches * limit))
-    return max(1, min(trainer["log_every_n_steps"], batches))
+    return max(1, min(c["trainer"]["log_every_n_steps"], training_batches(c)))
 
 
 def sweep_job() -> Any | None:
