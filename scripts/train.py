@@ -119,7 +119,9 @@ def describe(e: Exception, out: Path) -> str:
     if isinstance(e, ConfigError):
         return str(e)
     if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-        return f"cannot write {e.filename or out}: {e.strerror}; earlier checkpoints are intact"
+        # the file being written, not the temporary one it goes through (attnlab writes <name>.tmp, then renames)
+        name = str(e.filename).removesuffix(".tmp") if e.filename else out
+        return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
     return f"{type(e).__name__}: {e} (traceback in {out / runs.FAILED})"
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -414,6 +415,38 @@ def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) 
     return f"untrained positions: pos_enc={model['pos_enc']} was trained at length {trained} (data.seq_len)"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux: MemAvailable), or None where that is unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_estimate(sequences: int, seq_len: int, batch: int, data: dict[str, Any], model: dict[str, Any]) -> int:
+    """A rough lower bound of the bytes a run (or an evaluation) at `seq_len` needs: its float32 sequences,
+    twice (generated, then offset), and one batch's activations and gradients through every layer; an
+    encoding with a bias adds its (H, L, L) table and the kernel's (B, H, L, L) scores, which it may
+    materialise."""
+    dim, d_model, heads, layers = data["dim"], model["d_model"], model["num_heads"], model["num_layers"]
+    total = 2 * sequences * seq_len * dim * 4
+    total += batch * seq_len * d_model * 4 * (12 * layers + 4)
+    if POS_ENCODINGS.get(model["pos_enc"]).bias is not POS_ENCODINGS.get("none").bias:
+        total += heads * seq_len * seq_len * (4 * 3 + 8) + batch * heads * seq_len * seq_len * 4 * layers
+    return total
+
+
+def check_memory(key: str, value: Any, need: int) -> None:
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            key, value, f"needs about {need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available here"
+        )
+
+
 def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
     """`eval.*`: every length possible for the task and encoding (and trained, unless eval.untrained says
     otherwise), before anything is trained or evaluated."""
@@ -434,6 +467,8 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
             check_seq_len(data, model, length)
         except ConfigError as e:
             raise ConfigError("eval.seq_lens", length, e.allowed) from e
+        n = ev["n"] or data["n_test"]
+        check_memory("eval.seq_lens", length, memory_estimate(n, length, ev["batch_size"], data, model))
         reason = untrained_reason(data, model, length)
         if reason and ev["untrained"] == "refuse":
             raise ConfigError(
@@ -508,6 +543,10 @@ def validate(c: dict[str, Any]) -> None:
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
     check_seq_len(data, model, data["seq_len"])
+    sequences = data["n_train"] + data["n_val"] + data["n_test"]
+    check_memory(
+        "data.seq_len", data["seq_len"], memory_estimate(sequences, data["seq_len"], data["batch_size"], data, model)
+    )
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     check_callbacks(c["callbacks"])

@@ -114,6 +114,8 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
+    if not ev["seq_lens"]:
+        raise ConfigError("eval.seq_lens", ev["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")

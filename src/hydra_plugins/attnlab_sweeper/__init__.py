@@ -277,6 +277,7 @@ class ValidatingSweeper(BasicSweeper):
         """Each job's folder (relative to the sweep), after checking its config; a bad job ends the sweep
         before any job runs, with the job named."""
         folders: dict[str, int] = {}
+        configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
         for num, overrides in enumerate(jobs):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             folder = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
@@ -288,6 +289,10 @@ class ValidatingSweeper(BasicSweeper):
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
+                same = json.dumps({k: v for k, v in c.items() if k != "output_dir"}, sort_keys=True, default=str)
+                if same in configs:
+                    raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
+                configs[same] = num
                 if resuming:
                     runs.check_resume(sweep_dir / folder, c)
             except ConfigError as e:
