@@ -44,7 +44,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from attnlab import runs  # noqa: E402
-from attnlab.config import register_configs  # noqa: E402
+from attnlab.config import check_yaml_files, register_configs  # noqa: E402
 from attnlab.errors import ConfigError, Interrupted  # noqa: E402
 
 register_configs()
@@ -153,5 +153,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:  # a hand-edited group file with a typo: one line naming the place, not Hydra's traceback
+        check_yaml_files(Path(__file__).resolve().parent.parent / "conf")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     sys.argv = resume_argv(sys.argv)
     main()

@@ -137,3 +137,19 @@ def test_bad_input_is_refused_with_the_key_value_and_what_is_allowed(compose_cfg
     assert message in text, text
     if isinstance(info.value, ConfigError):
         assert "\n" not in str(info.value)  # one line
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line(tmp_path) -> None:
+    from attnlab.config import check_yaml_files
+
+    from .conftest import CONF
+
+    check_yaml_files(CONF)  # the project's own parse
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "typo.yaml").write_text("data:\n  n_train: [1, 2\nb: : :\n")
+    with pytest.raises(ConfigError) as info:
+        check_yaml_files(tmp_path)
+    assert str(info.value) == (
+        f"config file='{tmp_path / 'experiment' / 'typo.yaml'}:3:2' is invalid: not valid YAML: expected ',' or ']', "
+        "but got ':'"
+    )

@@ -194,6 +194,19 @@ def job_names(jobs: list[list[str]]) -> list[str]:
 OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
 
 
+def check_yaml_files(folder: Path) -> None:
+    """Every YAML file under `folder` (conf/) parses, or a ConfigError names the file and the place."""
+    import yaml
+
+    for path in sorted(folder.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ConfigError("config file", where, f"not valid YAML: {getattr(e, 'problem', None) or e}") from e
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)

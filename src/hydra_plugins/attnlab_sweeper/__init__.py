@@ -259,7 +259,11 @@ class ValidatingSweeper(BasicSweeper):
             code = 1
         signals.defer()  # a signal from here on waits until the report is written
         code = self.finish(sweep_dir, code, began)
-        return 128 + signals.deferred if signals.deferred > 0 else code
+        if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
+            name = signal.Signals(signals.deferred).name
+            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
+            return 128 + signals.deferred
+        return code
 
     def claim_sweep_dir(self, resuming: bool) -> Path:
         explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
