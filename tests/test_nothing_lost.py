@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -312,7 +313,8 @@ def test_a_job_with_a_bad_checkpoint_fails_alone(tmp_path: Path, launcher: str) 
 
 def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path: Path) -> None:
     """A kill can cut a job's metrics.json short (seed=1) or its Hydra config (seed=0, killed while
-    Hydra wrote it): the report counts the first as failed, and `resume=<sweep>` mends both."""
+    Hydra wrote it, before any checkpoint): the report counts the first as failed, and `resume=<sweep>`
+    mends both (seed=0 trains again: without a checkpoint nothing depends on the config it lost)."""
     sweep = tmp_path / "sweep"
     proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -324,6 +326,7 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path:
     assert report.returncode == 1 and "metrics.json is unreadable" in report.stdout
     (job_dir(sweep, "seed=0") / "metrics.json").unlink()
     (job_dir(sweep, "seed=0") / ".hydra" / "config.yaml").write_text("")
+    shutil.rmtree(job_dir(sweep, "seed=0") / "checkpoints")
     again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     for seed in ("seed=0", "seed=1"):
@@ -664,3 +667,94 @@ def test_a_run_saved_before_a_key_existed_still_resumes(compose_cfg) -> None:
     check_same_run(old, new, Path("run"))
     with pytest.raises(ConfigError, match=r"would change logger.name \('tensorboard' -> 'csv'\)"):
         check_same_run(old, to_plain(compose_cfg(*TINY, "logger=csv")), Path("run"))
+
+
+@pytest.mark.parametrize(
+    "item,refused",
+    [
+        ("data=halfswap", None),
+        ("data=halfswap,uniform", None),  # a sweep over a group, as multirun.yaml records it
+        ("callbacks=[early_stopping,timer]", None),
+        ("callbacks=[timer],[early_stopping,timer]", None),
+        ("data=choice(halfswap,uniform)", None),
+        ("+trainer.accumulate_grad_batches=2", None),
+        ("ckpt_path=/elsewhere/a.ckpt", None),  # read only, and checked when loaded
+        ("experiment=../../x/notes", "experiment may only name its options in conf/experiment/"),
+        ("data=[../x]", "data may only name its options"),
+        ("output_dir=/tmp/elsewhere", "output_dir is not taken from a record"),
+        ("logger.save_dir=/tmp/elsewhere", "logger.save_dir is not taken from a record"),
+        ("logger.project=${oc.env:HOME}", "a saved value must be plain"),
+        ("logger.project=$\\{oc.env:HOME\\}", "a saved value must be plain"),  # Hydra's escape: still one
+        ("seed=1\n", "a saved value must be plain"),
+        ("+hydra.callbacks.x._target_=os.system", "no hydra.*, no _target_"),
+        ("hydra.searchpath=[file:///tmp]", "no hydra.*"),
+    ],
+)
+def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
+    if refused is None:
+        runs.check_saved_override(item, Path("record"))
+    else:
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            runs.check_saved_override(item, Path("record"))
+
+
+@pytest.mark.parametrize(
+    "item,ok",
+    [
+        ("hydra/launcher=joblib", True),
+        ("hydra.launcher.n_jobs=2", True),
+        ("hydra.launcher.partition=debug", True),
+        ("hydra/launcher=../../x", False),
+        ("hydra.launcher.setup=[touch /tmp/PWNED]", False),  # a shell line in the job script
+        ("hydra.launcher.srun_args=[--x]", False),
+        ("hydra.launcher.submitit_folder=/tmp/elsewhere/%j", False),
+        ("hydra.launcher.partition=$\\{oc.env:HOME\\}", False),
+    ],
+)
+def test_what_a_saved_launcher_setting_may_say(item: str, ok: bool) -> None:
+    if ok:
+        runs.check_saved_launcher(item, Path("record"))
+    else:
+        with pytest.raises(ConfigError, match="not a plain launcher setting"):
+            runs.check_saved_launcher(item, Path("record"))
+
+
+def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Path, tmp_path: Path) -> None:
+    """A link planted in a run (its checkpoints, a file evaluate writes) would carry every write outside:
+    resume and evaluate refuse the folder, and write nothing through it."""
+    from attnlab.evaluate import evaluate_run
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    (own_copy / "length_generalization.png").symlink_to(outside)
+    with pytest.raises(ConfigError, match=r"holds a link to outside it \(length_generalization.png\)"):
+        evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
+    proc = run_train(f"resume={own_copy}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 1 and "holds a link to outside it" in proc.stderr.strip().splitlines()[-1]
+    assert outside.read_text() == "keep me"
+
+
+def test_a_resume_compares_values_with_their_types_and_refuses_unloadable_checkpoints(
+    own_copy: Path, tmp_path: Path
+) -> None:
+    """limit_train_batches=1 (one batch) is not 1.0 (all of them); checkpoints that exist but none loads
+    are refused, never trained over from scratch."""
+    proc = run_train(f"resume={own_copy}", "trainer.limit_train_batches=1", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 1 and "trainer.limit_train_batches (None -> 1)" in proc.stderr
+    before = folder_bytes(own_copy)
+    for name in ("best.ckpt", "last.ckpt"):
+        (own_copy / "checkpoints" / name).write_bytes(b"not a checkpoint")
+    before = folder_bytes(own_copy)
+    proc = run_train(f"resume={own_copy}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "holds checkpoints none of which loads (last.ckpt, best.ckpt)" in proc.stderr.strip().splitlines()[-1]
+    assert folder_bytes(own_copy) == before
+
+
+def test_a_sweep_over_a_list_setting_is_reported(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "eval.seq_lens=[4],[8]", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = (sweep / "summary.md").read_text()
+    header, *rows = [line for line in summary[: summary.index("## Length")].splitlines() if line.startswith("| ")]
+    assert "eval.seq_lens" in header and len([r for r in rows if "---" not in r]) == 2

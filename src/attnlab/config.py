@@ -322,14 +322,14 @@ def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
 def check_trainer_extras(c: dict[str, Any]) -> None:
     """`+trainer.<name>=value`: the value's type from Lightning's own signature, and the bounds Lightning
     enforces only once training runs (a run would leave a FAILED folder instead of this one line)."""
-    import typing
-
-    import pytorch_lightning as pl
-
     known = {f.name for f in fields(TrainerConfig)}
     extras = {k: v for k, v in c["trainer"].items() if k not in known}
     if not extras:
         return
+    import typing  # here: without extras, a bad value elsewhere is answered before Lightning loads
+
+    import pytorch_lightning as pl
+
     hints = typing.get_type_hints(pl.Trainer.__init__)
     for name, value in extras.items():
         check_typed(f"trainer.{name}", value, hints, name)

@@ -80,12 +80,9 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
     """Merge `table` into the run's evaluation.json (same checkpoint: more lengths; another: a new table, the
     old one kept under "earlier"), draw the figure, and return what was written."""
     path = run_dir / EVALUATION
-    try:
-        saved = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        saved = {}  # a cut-short file: this evaluation replaces it
+    saved = read_evaluation(path)
     entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": ev["n"] or c["data"]["n_test"]}
-    earlier = list(saved.get("earlier", [])) if isinstance(saved, dict) else []
+    earlier = list(saved.get("earlier", []))
     if saved.get("checkpoint") == checkpoint and saved.get("n") == entry["n"]:
         table = {**saved.get("lengths", {}), **table}
     elif saved.get("lengths"):
@@ -104,6 +101,25 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
     return entry
 
 
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """A run's evaluation.json ({} where there is none), checked for the shape this module writes: a file read
+    back is input, and one that is not what it should be is refused (ConfigError) rather than replaced."""
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        assert isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)
+        assert isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
+        for length, result in saved["lengths"].items():
+            assert int(length) > 0 and isinstance(result, dict)
+            assert "refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, AttributeError) as e:
+        raise ConfigError(
+            "evaluation", str(path), f"is not an evaluation this program wrote ({type(e).__name__}); move it away"
+        ) from e
+    return saved
+
+
 def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
     """scripts/evaluate.py: score checkpoint `ckpt` of a finished run at `ev["seq_lens"]`; returns the entry
     written to evaluation.json. Every refusal (a length, a run that did not finish or is being trained,
@@ -119,6 +135,8 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
+    runs.check_no_links_out(run_dir, "run_dir")
+    read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
     with runs.locked(run_dir, "run_dir"):
         path = checkpoint_path(run_dir, ckpt)

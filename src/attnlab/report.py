@@ -113,8 +113,8 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     if row["status"] == "ok":
         try:
             row.update(read_results(job_dir, settings))
-        except (KeyError, TypeError, ValueError) as e:  # a record from elsewhere: a row all the same
-            row["status"], reason = "failed", f"metrics.json lacks what the report reads ({type(e).__name__}: {e})"
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:  # a record from elsewhere
+            row["status"], reason = "failed", f"its results do not read ({type(e).__name__}: {e})"
     if reason:
         row["error"] = reason
     return row
@@ -124,11 +124,16 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """A finished job's metrics, its tested checkpoint, its seed's verdict (attnlab.verdict) and, where it
     scored other lengths of that same checkpoint, its evaluation."""
     metrics = json.loads((job_dir / runs.METRICS).read_text())
-    row: dict[str, Any] = {k: metrics.get(k) for k in METRICS}
-    row.update({k: (metrics.get("diagnostics") or {}).get(k) for k in DIAGNOSTICS})
+    row: dict[str, Any] = {k: None if metrics.get(k) is None else float(metrics[k]) for k in METRICS}
+    row.update(
+        {
+            k: None if v is None else float(v)
+            for k, v in ((k, (metrics.get("diagnostics") or {}).get(k)) for k in DIAGNOSTICS)
+        }
+    )
     history = metrics["history"]
     if history.get("train/acc"):
-        row["train/acc"] = history["train/acc"][-1]
+        row["train/acc"] = float(history["train/acc"][-1])
     tested = metrics["tested_checkpoint"]
     row.update(epochs=int(metrics["epochs"]), steps=int(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
     row.update(
@@ -191,7 +196,12 @@ def column(key: str) -> str:
 
 
 def setting_of(row: dict[str, Any], keys: list[str]) -> tuple:
-    return tuple(row["settings"].get(k) for k in keys)
+    """The row's values of `keys`, hashable (a list-valued setting, eval.seq_lens say, as its text)."""
+    return tuple(hashable(row["settings"].get(k)) for k in keys)
+
+
+def hashable(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def sort_key(setting: tuple, keys: list[str]) -> tuple:
@@ -553,6 +563,7 @@ def plot_bars(rows, path: Path) -> bool:
 
 def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
+    runs.check_no_links_out(sweep_dir, "sweep", depth=0)  # the report's files and the jobs it reads stay inside
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")

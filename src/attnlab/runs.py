@@ -218,14 +218,22 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
     """Refuse a resume whose config differs from the run's saved one outside RESUMABLE. A key the run's
     version did not have yet counts as its default (a run saved before `logger` existed logged to
     TensorBoard)."""
-    a, b = with_defaults(saved), flatten(new)
+    try:
+        a = with_defaults(saved)
+    except Exception as e:  # an interpolation that does not resolve, a wrong type: unreadable, not a licence
+        raise ConfigError("resume", str(folder), f"its saved config does not load ({type(e).__name__})") from e
+    b = flatten(new)
+
+    def same(x: Any, y: Any) -> bool:  # by type too: limit_train_batches=1 (one batch) is not 1.0 (all)
+        return json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)
+
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
         if k not in RESUMABLE
         and k not in IGNORED_ON_RESUME
         and not k.startswith(RESUMABLE_CALLBACKS)
-        and a.get(k) != b.get(k)
+        and not same(a.get(k), b.get(k))
     ]
     if changed:
         raise ConfigError(
@@ -249,8 +257,18 @@ def schema_keys(schema: Any, prefix: str = "") -> set[str]:
 
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the project's config groups (scripts/train.py: ../conf)
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-# an interpolation (its resolvers read the environment, files) or control characters
-UNSAFE_VALUE = re.compile(r"\$\{|[\x00-\x1f]")
+# an interpolation (its resolvers read the environment, files), also as Hydra's escaped `$\{`, or control characters
+UNSAFE_VALUE = re.compile(r"\$\\?\{|[\x00-\x1f]")
+# Keys a record may not set: where the run writes (the folder being resumed decides that) and where a logger
+# sends its data (a path or URL: give it on the command line when resuming).
+NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
+# A sweep's launcher settings a record may carry: plain numbers and names. Not `setup`, `srun_args`,
+# `additional_parameters` (shell lines) or `submitit_folder` (a path).
+LAUNCHER_SETTINGS = (
+    "n_jobs", "partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "account", "qos",
+    "array_parallelism", "max_num_timeout", "signal_delay_s", "nodes", "tasks_per_node",
+)  # fmt: skip
+PLAIN_SETTING = re.compile(r"[A-Za-z0-9_.:+-]*")
 
 
 def group_options(group: str) -> list[str]:
@@ -274,12 +292,15 @@ def check_saved_override(item: str, source: Path) -> None:
     if not _ or "_target_" in item:
         refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:
-        names = [v.strip() for v in value.strip("[]").split(",")] if value.startswith("[") else [value]
+        # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
         options = group_options(key)
-        for name in names:
-            if name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
-                refuse(f"{key} may only name one of its options in conf/{key}/: {options}")
+        inner = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
+        for name in re.split(r"[\[\],\s]+", inner):
+            if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
+                refuse(f"{key} may only name its options in conf/{key}/: {options}")
         return
+    if key in NOT_FROM_RECORDS:
+        refuse(f"{key} is not taken from a record (give it on the command line)")
     # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
     # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
     allowed = key in schema_keys(TrainConfig) or key.startswith("callbacks.") or trainer_argument(key)
@@ -295,7 +316,7 @@ def check_saved_launcher(item: str, source: Path) -> None:
     key, _, value = item.partition("=")
     setting = key.removeprefix("hydra.launcher.") if key.startswith("hydra.launcher.") else None
     ok = (key == "hydra/launcher" and PLAIN_NAME.fullmatch(value)) or (
-        (key == "hydra.verbose" or (setting and PLAIN_NAME.fullmatch(setting))) and not UNSAFE_VALUE.search(value)
+        (key == "hydra.verbose" or setting in LAUNCHER_SETTINGS) and PLAIN_SETTING.fullmatch(value)
     )
     if not ok or "_target_" in item:
         raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: not a plain launcher setting")
@@ -304,13 +325,32 @@ def check_saved_launcher(item: str, source: Path) -> None:
 def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
     """`folder / relative` for a relative path read from a record (jobs.json's job folders), refused unless it
     stays inside `folder`: no absolute path, no `..`, nothing that resolves elsewhere (a symlink)."""
-    path = Path(relative) if isinstance(relative, str) and relative else None
+    path = Path(relative) if isinstance(relative, str) and relative and "\x00" not in relative else None
     if path is None or path.is_absolute() or ".." in path.parts or path.name in ("", "."):
         raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
     target = folder / path
     if not target.resolve().is_relative_to(folder.resolve()):
         raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
     return target
+
+
+def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
+    """Refuse a folder about to be written (a run resumed or evaluated, a sweep continued or reported) that
+    holds a symbolic link leading outside it: every write would follow it (a lock, a checkpoint, a report)."""
+    root = folder.resolve()
+
+    def walk(here: Path, level: int) -> None:
+        try:
+            entries = list(here.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise ConfigError(key, str(folder), f"holds a link to outside it ({entry.relative_to(folder)})")
+            if level < depth and entry.is_dir() and not entry.is_symlink():
+                walk(entry, level + 1)
+
+    walk(folder, 0)
 
 
 def hydra_quote(value: str) -> str:
@@ -341,12 +381,21 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to resume `folder` from: of last.ckpt, best.ckpt and interrupted.ckpt the loadable
     one with the most steps (mid-epoch ones resume exactly too: attnlab.data.TensorBatches). A file cut
     short by a kill is skipped, never trusted."""
-    found = []
+    found, unloadable = [], []
     for rank, name in enumerate(CHECKPOINTS):
         path = folder / "checkpoints" / f"{name}.ckpt"
         info = checkpoint_info(path) if path.is_file() else None
         if info is not None:
             found.append((-info["global_step"], rank, path, info))
+        elif path.is_file():
+            unloadable.append(path.name)
+    if not found and unloadable:  # (writes are atomic: a kill leaves <name>.tmp, never a cut .ckpt)
+        raise ConfigError(
+            "resume",
+            str(folder),
+            f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
+            "move them away to start the run again",
+        )
     if not found:
         return None
     *_, path, info = min(found)
@@ -364,15 +413,24 @@ def safe_dirname(name: str) -> str:
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The plain config a run was trained with (its .hydra/config.yaml)."""
+    """The plain config a run was trained with (its .hydra/config.yaml), checked against the schema: a file
+    that does not parse, has the wrong types or interpolations that do not resolve is a ConfigError."""
     from omegaconf import OmegaConf
+
+    from attnlab.config import TrainConfig, to_plain
 
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
-    cfg = OmegaConf.load(path)
-    cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
+        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
+        cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
+        return to_plain(cfg)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({reason})") from e
 
 
 def saved_config(folder: Path) -> dict[str, Any] | None:
@@ -482,6 +540,8 @@ def preflight(config: Any) -> Path:
     if secondary_process():
         return wanted
     resume = resuming(c, wanted)
+    if resume:
+        check_no_links_out(wanted, "resume")
     if not (resume and check_resume(wanted, c)):  # else it continues from its own checkpoints
         check_start_checkpoint(c)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
@@ -503,6 +563,9 @@ class RunFolderCallback(Callback):
             folder = preflight(config)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        except Exception as e:  # Hydra would turn it into a warning and run unchecked: a refusal instead
+            print(f"error: the run's checks failed: {type(e).__name__}: {e}", file=sys.stderr)
             sys.exit(1)
         if folder != Path(str(config.hydra.run.dir)):
             with read_write(config.hydra):

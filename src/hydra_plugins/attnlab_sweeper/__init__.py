@@ -192,6 +192,7 @@ class ValidatingSweeper(BasicSweeper):
         resuming = bool(self.config.get("resume"))
         if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
             try:
+                runs.check_no_links_out(Path(str(self.config.hydra.sweep.dir)), "resume", depth=0)
                 names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
             except ConfigError as e:
                 print(f"error: {e}", file=sys.stderr)
@@ -298,6 +299,7 @@ class ValidatingSweeper(BasicSweeper):
                     raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
                 configs[same] = num
                 if resuming:
+                    runs.check_no_links_out(sweep_dir / folder, "resume")
                     runs.check_resume(sweep_dir / folder, c)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(task_overrides(overrides))}): {e}", file=sys.stderr)
