@@ -43,11 +43,19 @@ gpu-check: setup  ## on a CUDA machine: the GPU tests (fp32, bf16-mixed, fused =
 sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitations (EXP=... for another)
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)
 
-report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
-	$(PY) scripts/report.py "$(or $(SWEEP),$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))"
+# The newest sweep folder (make report, make tensorboard), without a trailing slash.
+NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))
+SWEEP_DIR = $(patsubst %/,%,$(or $(SWEEP),$(NEWEST_SWEEP)))
 
-tensorboard: setup  ## TensorBoard on outputs/ (every run and sweep)
-	$(VENV)/bin/tensorboard --logdir outputs
+NO_SWEEP = { echo "make $@: no sweep under outputs/multiruns/ (make sweep, or SWEEP=<sweep folder>)" >&2; exit 1; }
+
+report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
+	@test -n "$(SWEEP_DIR)" || $(NO_SWEEP)
+	$(PY) scripts/report.py "$(SWEEP_DIR)"
+
+tensorboard: setup  ## TensorBoard on the newest sweep's study view (SWEEP=<sweep> for another; LOGDIR=outputs for all)
+	@test -n "$(LOGDIR)$(SWEEP_DIR)" || $(NO_SWEEP)
+	$(VENV)/bin/tensorboard --logdir "$(or $(LOGDIR),$(SWEEP_DIR)/tensorboard)"
 
 benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)

@@ -24,15 +24,20 @@ def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     metrics = read_metrics(run)
-    assert len(lines) == 4, proc.stdout
+    assert len(lines) == 5, proc.stdout
     assert lines[0] == f"[attnlab] output folder: {run}"
     for epoch, line in enumerate(lines[1:3]):
         assert line.startswith(f"epoch {epoch + 1}/2 step {4 * (epoch + 1)} ")
         # the epoch's own train/acc (the module computes it after the callbacks' epoch end)
         assert f"train/acc {metrics['history']['train/acc'][epoch]:.4f}" in line
         assert f"val/acc {metrics['history']['val/acc'][epoch]:.4f}" in line
-    done = re.fullmatch(r"\[attnlab\] done in ([\d.]+) s: test/acc ([\d.]+), .*; files in (.*)", lines[3])
-    assert done and done[3] == str(run) and float(done[2]) == round(metrics["test/acc"], 4)
+    done = re.fullmatch(
+        r"\[attnlab\] done in ([\d.]+) s: test/acc ([\d.]+), shuffled .* \(tested epoch (\d) of 2\)", lines[3]
+    )
+    assert done and float(done[2]) == round(metrics["test/acc"], 4), lines[3]
+    assert int(done[3]) == metrics["tested_checkpoint"]["epoch"] and len(lines[3]) <= 100
+    assert lines[4] == f"[attnlab] files in {run}"
+    assert not (run / "train.log").exists()  # what a run shows is on the console; no empty log beside it
     # counted from process start, imports included: at least the time from process start to the first step
     # (counted from train()'s start it would be less; the line rounds to 0.1 s)
     assert float(done[1]) + 0.05 >= max(metrics["startup_seconds"], metrics["fit_seconds"])
@@ -54,16 +59,23 @@ def test_the_rich_bar_counts_epochs_from_one(tmp_path) -> None:
     assert "Epoch 2/2" in proc.stdout and "Epoch 0/" not in proc.stdout, proc.stdout[-2000:]
 
 
-def test_a_sweep_prints_two_lines_per_job_and_a_summary(tmp_path) -> None:
+def test_a_sweep_prints_a_line_per_finished_job_and_its_verdicts(tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_train("-m", *QUIET, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_train("-m", *QUIET, "data=uniform,halfswap", "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert lines[0] == f"[attnlab] sweep of 2 jobs in {sweep}"
-    for k, seed in enumerate((0, 1)):
-        start, end = lines[1 + 2 * k], lines[2 + 2 * k]
-        assert start == f"[attnlab] job {k + 1}/2 started: {sweep / f'seed={seed}'}"
-        assert re.fullmatch(rf"\[attnlab\] job {k + 1}/2 done in [\d.]+ s: test/acc .* \(seed={seed}\)", end), end
-    assert re.fullmatch(r"\[attnlab\] sweep done in [\d.]+ s: 2/2 jobs ok", lines[5])
-    assert lines[6:] == [f"[attnlab] report: {sweep / 'summary.md'}", f"[attnlab] curves: tensorboard --logdir {sweep}"]
+    assert lines[0] == f"[attnlab] sweep of 4 jobs in {sweep}"
+    for k, line in enumerate(lines[1:5]):  # progress: how many are done, not the job's own number
+        assert re.fullmatch(
+            rf"\[attnlab\] {k + 1}/4 done: data=\w+,seed=\d: test/acc [\d.]+ \(tested epoch 1 of 1, [\d.]+ s\)", line
+        ), line
+    assert lines[5].split() == ["task", "n", "test/acc", "verdict"]  # the verdicts, a line per cell
+    cells = {line.split()[0]: line.split()[1:] for line in lines[6:8]}
+    mean = sum(read_metrics(sweep / f"data=uniform,seed={s}")["test/acc"] for s in (0, 1)) / 2
+    assert cells.keys() == {"uniform", "halfswap"} and cells["uniform"][:2] == ["2", f"{mean:.3f}"]
+    assert re.fullmatch(r"\[attnlab\] sweep done in [\d.]+ s: 4/4 jobs ok", lines[8])
+    assert lines[9:] == [
+        f"[attnlab] report: {sweep / 'summary.md'}",
+        f"[attnlab] curves: tensorboard --logdir {sweep / 'tensorboard'}",
+    ]
     assert not any(n in proc.stdout + proc.stderr for n in (*NOISE, "[HYDRA]")), proc.stdout + proc.stderr

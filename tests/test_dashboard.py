@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from attnlab.dashboard import HPARAMS, METRICS, is_debug
+from attnlab.board import METRICS
+from attnlab.dashboard import HPARAMS, is_debug
 from attnlab.tbserver import get_json, tensorboard
 
 from .conftest import ROOT, TINY, read_metrics, run_train
@@ -55,8 +56,9 @@ def session_groups(base: str) -> list[dict]:
 
 def test_run_names_are_the_values_that_vary(logdir: Path, served: str) -> None:
     runs = get_json(f"{served}/data/runs")
-    assert sorted(runs) == sorted(["debug/tb", *(f"sweep/{n}/tb" for n in NAMES)])
-    assert sorted(p.name for p in (logdir / "sweep").iterdir() if p.is_dir()) == NAMES
+    board = [f"sweep/tensorboard/{n.replace('data=', 'task=')}" for n in NAMES] + ["sweep/tensorboard/study"]
+    assert sorted(runs) == sorted(["debug/tb", *(f"sweep/{n}/tb" for n in NAMES), *board])  # jobs, the study view
+    assert sorted(p.name for p in (logdir / "sweep").iterdir() if p.is_dir()) == [*NAMES, "tensorboard"]
 
 
 def test_scalars_images_and_layout_are_served(logdir: Path, served: str) -> None:
@@ -79,27 +81,39 @@ def test_scalars_images_and_layout_are_served(logdir: Path, served: str) -> None
     }
 
 
-def test_hparams_show_what_the_sweep_varies_first(logdir: Path, served: str) -> None:
+def test_hparams_show_what_the_sweep_varies_seed_last_numbers_as_numbers(logdir: Path, served: str) -> None:
     experiment = get_json(f"{served}/data/plugin/hparams/experiment", {"experimentName": ""})
-    infos = experiment["hparamInfos"]
-    # TensorBoard shows the first five columns; the sweep's keys come first, then the others by name.
-    assert [(h["name"], h.get("differs", False)) for h in infos[:2]] == [("pos_enc", True), ("task", True)]
-    assert {h["name"] for h in infos} == set(HPARAMS)
-    types = {h["name"]: h["type"] for h in infos}
-    assert types["lr"] == "DATA_TYPE_FLOAT64" and types["seq_len"] == "DATA_TYPE_STRING"  # "8", not "8.0000"
-    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == [f"hparams/{m}" for m in METRICS]
+    infos = {h["name"]: h for h in experiment["hparamInfos"]}
+    # what the sweep varies, and the seed; the constants (d_model, lr, ...) are in the Text tab's config
+    assert set(infos) == {"task", "pos_enc", "seed"}
+    assert [n for n, h in infos.items() if h.get("differs")] == [n for n in infos if n != "seed"]
+    assert infos["seed"]["type"] == "DATA_TYPE_FLOAT64" and infos["task"]["type"] == "DATA_TYPE_STRING"
+    labels = {m["name"]["tag"]: m["displayName"] for m in experiment["metricInfos"]}
+    assert labels == METRICS  # the run's own scalars, under short names
 
-    groups = session_groups(served)
+    groups = [g for g in session_groups(served) if not g["name"].startswith("sweep/tensorboard/")]  # the jobs
     assert sorted(g["name"] for g in groups) == [f"sweep/{n}/tb" for n in NAMES]  # not the debug run
     for group in groups:
         folder = logdir / "sweep" / group["name"].split("/")[1]
         metrics = read_metrics(folder)
         hp = group["hparams"]
-        assert folder.name == f"data={hp['task']},pos_enc={hp['pos_enc']}"
-        assert (hp["seq_len"], hp["seed"], hp["lr"]) == ("8", "0", pytest.approx(3e-3))
+        assert folder.name == f"data={hp['task']},pos_enc={hp['pos_enc']}" and hp["seed"] == 0
         served_metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         for m in METRICS:
-            assert served_metrics[f"hparams/{m}"] == pytest.approx(metrics[m])
+            assert served_metrics[m] == pytest.approx(metrics[m])
+    tags = get_json(f"{served}/data/plugin/scalars/tags")[groups[0]["name"]]
+    assert not [t for t in tags if t.startswith("hparams/")]  # no one-point copies in the Scalars tab
+
+
+def test_a_single_run_shows_every_key_setting_seed_last() -> None:
+    from attnlab.config import to_plain
+    from attnlab.dashboard import hparams_of, shown
+
+    from .conftest import compose_train
+
+    row, differs = hparams_of(to_plain(compose_train("/tmp/x", "data=halfswap")), Path("/tmp/x"))
+    assert list(row)[-1] == "seed" and set(row) == set(HPARAMS) and not differs
+    assert shown(256) == 256 and shown(3e-3) == 3e-3 and shown("rope") == "rope" and shown(True) == "True"
 
 
 def test_debug_runs_are_no_hparams_rows(compose_cfg) -> None:

@@ -85,7 +85,8 @@ PROGRESS_BARS = {"rich": RichBar, "tqdm": TQDMProgressBar, "plain": EpochLines}
 def progress_bar(mode: str) -> ProgressBar:
     if mode == "auto":
         mode = "rich" if sys.stdout.isatty() else "plain"
-    return PROGRESS_BARS[mode]()
+    # Rich keeps each finished epoch's bar on the terminal (by default it redraws one bar over them)
+    return RichBar(leave=True) if mode == "rich" else PROGRESS_BARS[mode]()
 
 
 @contextlib.contextmanager
@@ -108,6 +109,13 @@ def job_label(job: Any) -> str:
     return f"job {job.num + 1}/{total}"
 
 
+def jobs_done(out: Path) -> str:
+    """ "k/N": how many of the sweep's N jobs have finished (their metrics.json), this one included: jobs
+    run in parallel, so a job's own number says nothing of the sweep's progress."""
+    total = os.environ.get(SWEEP_JOBS_ENV, "?")
+    return f"{sum(1 for _ in out.parent.glob('*/metrics.json'))}/{total}"
+
+
 @rank_zero_only
 def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
     """Single run: its folder (and the resolved config when verbose). Sweep job: which job of how many."""
@@ -115,19 +123,20 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
         if c["verbose"]:
             print(OmegaConf.to_yaml(c), end="")
         print(f"[attnlab] output folder: {out}", flush=True)
-    else:
+    elif c["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
         print(f"[attnlab] {job_label(job)} started: {out}", flush=True)
 
 
 @rank_zero_only
 def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
-    """The closing line: the tested checkpoint's scores, and which checkpoint that is (epoch, step)."""
-    shown = ", ".join(
-        f"{k} {metrics[k]:.4f}" for k in ("test/acc", "test/acc_shuffled", "test/loss") if metrics.get(k) is not None
-    )
+    """The closing line (under 100 columns: the folder goes on a line of its own): the tested checkpoint's
+    scores, and which checkpoint that is. A sweep job: one line, with the sweep's progress (k/N done)."""
+    names = {"test/acc": "test/acc", "test/acc_shuffled": "shuffled", "test/loss": "loss"}
+    shown = ", ".join(f"{n} {metrics[k]:.4f}" for k, n in names.items() if metrics.get(k) is not None)
     tested = metrics["tested_checkpoint"]
-    which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" + ("" if tested["file"] else ", final weights")
+    which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" if tested["file"] else "final weights"
     if job is None:
-        print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which}); files in {out}", flush=True)
+        print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
     else:
-        print(f"[attnlab] {job_label(job)} done in {seconds:.1f} s: {shown} ({which}) ({out.name})", flush=True)
+        acc = metrics["test/acc"]
+        print(f"[attnlab] {jobs_done(out)} done: {out.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)

@@ -1,13 +1,11 @@
 """What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout.
 
-HParams. Each finished run is one row: the key settings (`HPARAMS`) plus any other key its sweep varies,
-beside `hparams/<metric>` for `METRICS`. The run writes the experiment description itself, with the keys
-the sweep varies marked as differing: TensorBoard takes one run's description for the whole logdir and
-shows the differing keys first (its first five columns), so the sweep's own keys are the ones in view.
-Whole numbers go in as text ("256"), because the HParams table prints every number with five significant
-digits ("256.00", "8192.0"); fractional values (lr) stay numbers. Open TensorBoard on one sweep folder to
-compare its jobs (the sweep's last line prints the command). Debug runs (fast_dev_run, overfit_batches,
-limit_*_batches, a profiler) log no row: they measure nothing.
+HParams. Each finished run is one row. A sweep job's row holds what its sweep varies, `seed` last (the
+keys every job shares are constants: the Text tab has them); a single run's, the key settings
+(`HPARAMS`). Numbers stay numbers (TensorBoard prints 256 as "256.00"), so a column gets a range filter
+and a log axis. The metrics are the run's own test scalars and val/acc_best, under short display names
+(`METRICS`): no copies of them are logged. Debug runs (fast_dev_run, overfit_batches, limit_*_batches, a
+profiler) log no row: they measure nothing.
 
 Custom scalars. A layout with the charts a researcher reads first: accuracy (train, val, val with
 positions shuffled), loss, and attention entropy beside its uniform reference log L.
@@ -20,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-from torch.utils.tensorboard.summary import hparams
 
+from attnlab.board import hparams_summaries  # one definition for runs and cells
 from attnlab.config import varying_keys
 
 # name shown in HParams -> config key
@@ -42,7 +39,7 @@ HPARAMS = {
     "n_train": "data.n_train",
 }
 GROUP_KEYS = {"data": "data.task"}  # a config group override that varies -> the key it is shown by
-METRICS = ("val/acc_best", "test/acc", "test/acc_shuffled", "test/loss")  # logged as hparams/<metric>
+
 LAYOUT = {  # custom-scalars plugin: category -> chart title -> ["Multiline", [tag regexes]]
     "attnlab": {
         "accuracy": ["Multiline", ["^train/acc$", "^val/acc$", "^val/acc_shuffled$"]],
@@ -91,46 +88,36 @@ def sweep_varying(run_dir: Path) -> list[str]:
 
 
 def shown(value: Any) -> Any:
-    """An HParams value: text for whole numbers and anything that is not a number or a bool."""
-    if isinstance(value, bool | float):
-        return value
-    return str(value)
+    """An HParams value: numbers as numbers, anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
-    """The HParams row of a run (name -> value, as in the config) and the names its sweep varies."""
+    """The HParams row of a run (name -> value, as in the config) and the names its sweep varies: a sweep
+    job's row is what the sweep varies, seed last; a single run's, every key setting, seed last."""
     names = {key: name for name, key in HPARAMS.items()}
     varying = sweep_varying(run_dir)
-    row = {name: lookup(c, key) for name, key in HPARAMS.items()}
-    for key in varying:
-        if key not in names and lookup(c, key) is not None:
-            names[key] = key
-            row[key] = lookup(c, key)
-    return row, {names[k] for k in varying if k in names}
+    keys = [k for k in varying if k != "seed" and lookup(c, k) is not None] or [
+        k for k in HPARAMS.values() if k != "seed"
+    ]
+    row = {names.get(k, k): lookup(c, k) for k in [*keys, "seed"]}
+    return row, {names.get(k, k) for k in varying}
 
 
 def write_hparams(
     logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], metrics: dict[str, Any], step: int
 ) -> None:
     """The run's HParams row (with the experiment description) and its metrics, at `step`."""
-    row = {name: shown(value) for name, value in row.items()}
-    experiment, start, end = hparams(row, {f"hparams/{m}": 0 for m in METRICS})  # torch's protos, types included
-    # ... plus which keys differ within the sweep, which torch's builder has no argument for.
-    description = experiment.value[0].metadata.plugin_data
-    data = HParamsPluginData.FromString(description.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in differs
-    description.content = data.SerializeToString()
+    summaries = hparams_summaries({name: shown(value) for name, value in row.items()}, differs)
     writer = logger.experiment
     # SummaryWriter has no public call for a ready-made summary; `_get_file_writer` is what torch's own
     # add_hparams and Lightning's log_hyperparams use (and it reopens a writer Lightning closed after fit).
     file_writer = writer._get_file_writer()
-    for summary in (experiment, start, end):
+    for summary in summaries:
         file_writer.add_summary(summary, step)
-    for m in METRICS:
-        if metrics.get(m) is not None:
-            writer.add_scalar(f"hparams/{m}", metrics[m], step)
-    writer.flush()
+    writer.flush()  # the metrics' values are the run's own scalars (test/acc, ...): no copies
 
 
 def write_layout(logger: TensorBoardLogger) -> None:

@@ -32,6 +32,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from attnlab import runs
+from attnlab.board import METRICS as BOARD_METRICS
+from attnlab.board import write_board
 from attnlab.evaluate import EVALUATION
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
@@ -259,6 +261,20 @@ def entropy_cell(group: list[dict[str, Any]]) -> str:
 def verdict(group: list[dict[str, Any]]) -> str:
     """The cell's verdict from its seeds' (attnlab.verdict.cell_verdict)."""
     return cell_verdict([(r["seed"], r["verdict"]) for r in group])
+
+
+def verdict_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The sweep's verdicts as the console shows them at its end: a line per cell (the settings that vary,
+    the seeds' mean test accuracy, the verdict), columns aligned; summary.md has the whole table."""
+    keys = varying(rows)
+    groups = groups_of(rows, keys)
+    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
+    for setting, group in groups.items():
+        mean = statistics.fmean(values(group, "test/acc"))
+        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
 
 
 def seeds_cell(group: list[dict[str, Any]]) -> str:
@@ -561,6 +577,26 @@ def plot_bars(rows, path: Path) -> bool:
     return True
 
 
+def board_cells(rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, Any]]:
+    """The study view's cells (attnlab.board): named by the settings that tell them apart."""
+    keys = varying(rows)
+    groups = groups_of(rows, keys)
+    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    cells = []
+    for setting, group in groups.items():
+        name = ",".join(f"{column(keys[i])}={setting[i]}" for i in shown)
+        seeds = seeds_cell(group).replace("<br>", "  \n")
+        cells.append({
+            "name": runs.safe_dirname(name),
+            "hparams": {column(keys[i]): setting[i] for i in shown},
+            "jobs": [sweep_dir / r["job"] for r in group],
+            "metrics": {m: statistics.fmean(values(group, m)) for m in BOARD_METRICS if values(group, m)},
+            "text": f"**{name}**: {verdict(group)} (tested epochs {span([r.get('tested_epoch') for r in group])})"
+                    f"  \n{seeds}",
+        })  # fmt: skip
+    return cells
+
+
 def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     runs.check_no_links_out(sweep_dir, "sweep", depth=0)  # the report's files and the jobs it reads stay inside
@@ -568,7 +604,9 @@ def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")
     write_csv(rows, sweep_dir / "results.csv")
-    (sweep_dir / "summary.md").write_text(summary_markdown(rows, sweep_dir))
+    summary = summary_markdown(rows, sweep_dir)
+    (sweep_dir / "summary.md").write_text(summary)
+    write_board(sweep_dir, board_cells(rows, sweep_dir), summary)
     plot_bars(rows, sweep_dir / "acc_by_task_pos_enc.png")
     if write_length_csv(rows, sweep_dir / "length_generalization.csv"):
         plot_lengths(rows, sweep_dir / "length_generalization.png")

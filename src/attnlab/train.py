@@ -31,10 +31,10 @@ from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import runs
+from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.clock import process_seconds
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
-from attnlab.dashboard import METRICS as HPARAM_METRICS
 from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics

@@ -321,10 +321,13 @@ class ValidatingSweeper(BasicSweeper):
         bad = [r for r in rows if r["status"] != "ok"]
         seconds = process_seconds(began)  # from process start: imports and the up-front checks included
         failed = f", {len(bad)} did not finish" if bad else ""
+        from attnlab.report import verdict_lines
+
+        print("\n".join(verdict_lines(rows)), flush=True)
         print(
             f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
             f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
-            f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir))}",
+            f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / 'tensorboard'))}",
             flush=True,
         )
         for r in bad:

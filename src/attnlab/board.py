@@ -1,0 +1,126 @@
+"""A study's TensorBoard view: `<sweep>/tensorboard/`, the folder a sweep's last line points to.
+
+TensorBoard selects no run by default once a logdir holds more than 40, so a 42-job study opened at its
+sweep folder shows empty charts until runs are ticked by hand. This folder holds one run per cell (the
+settings that vary, seeds aside) and one `study` run, well under 40, so every chart is drawn at first
+sight:
+
+- each cell: the seeds' mean of val/acc, val/loss, train/loss and the attention entropy at every step,
+  with the min and max over the seeds as series of their own (`val/acc/min`, `val/acc/max`), and the
+  uniform-attention entropy log L in the entropy chart; custom-scalars charts that put each mean beside
+  its min and max; an HParams row (the keys the sweep varies, numbers as numbers; the cell's mean test
+  accuracy as its metric); its verdict and seeds in the Text tab;
+- `study`: summary.md (verdicts, intervals, budget) in the Text tab.
+
+Each seed's own run stays in its job folder (`<sweep>/<job>/tb`): `tensorboard --logdir <sweep>` opens
+them all. Written by the report (attnlab.report.write_report), so `python scripts/report.py` rewrites it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+FOLDER = "tensorboard"  # in the sweep folder
+# HParams metrics: the runs' own scalars, under short labels. A cell logs its seeds' means under the same tags.
+METRICS = {"test/acc": "acc", "test/acc_shuffled": "shuffled", "test/loss": "loss", "val/acc_best": "val best"}
+CURVES = ("val/acc", "val/loss", "train/loss", "attn/entropy")  # averaged over the seeds of a cell
+REFERENCE = {"attn/entropy": "attn/entropy_uniform"}  # a constant drawn in the chart it belongs to
+LAYOUT_CATEGORY = "cell: mean over seeds, with min and max"
+
+
+def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of a job's TensorBoard run, for CURVES and their references."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in (*CURVES, *REFERENCE.values()) if t in tags}
+
+
+def cell_series(jobs: list[Path]) -> dict[str, dict[int, float]]:
+    """Mean, min and max over the seeds at every step any of them logged (a seed stopped early adds
+    nothing past its last step), and each reference constant."""
+    per_seed = [read_curves(j / "tb") for j in jobs if (j / "tb").is_dir()]
+    series: dict[str, dict[int, float]] = {}
+    for tag in CURVES:
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for curves in per_seed:
+            for step, value in curves.get(tag, {}).items():
+                by_step[step].append(value)
+        if not by_step:
+            continue
+        steps = sorted(by_step)
+        series[tag] = {s: statistics.fmean(by_step[s]) for s in steps}
+        series[f"{tag}/min"] = {s: min(by_step[s]) for s in steps}
+        series[f"{tag}/max"] = {s: max(by_step[s]) for s in steps}
+        if tag in REFERENCE:  # the constant, across the cell's steps
+            refs = [v for c in per_seed for v in c.get(REFERENCE[tag], {}).values()]
+            if refs:
+                series[f"{tag}/uniform"] = {steps[0]: refs[0], steps[-1]: refs[0]}
+    return series
+
+
+def layout() -> dict[str, Any]:
+    """Custom scalars: one chart per question, each mean beside its min and max (and a reference)."""
+    charts = {f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max|/uniform)?$"]] for tag in CURVES}
+    return {LAYOUT_CATEGORY: charts}
+
+
+def hparam_value(value: Any) -> Any:
+    """Numbers as numbers (TensorBoard prints 256 as "256.00": accepted, for a range filter and a log axis)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str, Any] | None = None) -> list:
+    """The HParams summaries of one run (torch's protos): the experiment, declaring `declared` (default: the
+    row) with `differs` marked and the metrics' short labels, and the session's `row`. A sweep's jobs and its
+    cells declare the same columns, so that TensorBoard, which takes one run's declaration for a whole logdir,
+    shows both (a cell has no seed: its cell stays empty)."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    from torch.utils.tensorboard.summary import hparams
+
+    row = {k: hparam_value(v) for k, v in row.items()}
+    experiment, _, _ = hparams({k: hparam_value(v) for k, v in (declared or row).items()}, dict.fromkeys(METRICS, 0))
+    _, start, end = hparams(row, dict.fromkeys(METRICS, 0))
+    description = experiment.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(description.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in differs
+    for metric in data.experiment.metric_infos:
+        metric.display_name = METRICS[metric.name.tag]
+    description.content = data.SerializeToString()
+    return [experiment, start, end]
+
+
+def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> Path:
+    """Write `<sweep>/tensorboard/` anew: a run per cell and the `study` run; returns the folder. Each cell:
+    {"name", "hparams" (key -> value), "jobs" (its seeds' folders), "metrics" (their means), "text"}."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    board = sweep_dir / FOLDER
+    if board.exists():
+        shutil.rmtree(board)  # derived from the jobs: rewritten whole
+    for cell in cells:
+        series = cell_series(cell["jobs"])
+        with SummaryWriter(str(board / cell["name"])) as writer:
+            for tag, points in series.items():
+                for step, value in points.items():
+                    writer.add_scalar(tag, value, step)
+            writer.add_custom_scalars(layout())
+            row = cell["hparams"]
+            last = max((max(p) for p in series.values() if p), default=0)
+            for proto in hparams_summaries(row, set(row), {**row, "seed": 0}):
+                writer.file_writer.add_summary(proto, last)
+            for tag, value in cell["metrics"].items():  # the HParams metrics: the seeds' means
+                writer.add_scalar(tag, value, last)
+            writer.add_text("verdict", cell["text"])  # after "summary" in the Text tab (sorted by tag)
+    with SummaryWriter(str(board / "study")) as writer:
+        writer.add_text("summary", summary)
+    return board
