@@ -29,7 +29,7 @@ register_configs()
 # `make test` gives its two workers whole files (--dist loadfile), in collection order: the longest
 # files go first, so that no worker is left alone with a long one at the end (`--durations`, measured).
 LONGEST_FIRST = ("test_readme.py", "test_benchmark.py", "test_nothing_lost.py", "test_slurm.py", "test_chaos.py",
-                 "test_sweeps.py", "test_reliability.py", "test_science.py")  # fmt: skip
+                 "test_sweeps.py", "test_study_view.py", "test_reliability.py", "test_science.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
