@@ -216,6 +216,11 @@ def test_refused_before_evaluating(learned_run, tmp_path, args, message) -> None
     assert (learned_run / "metrics.json").read_text() == before
 
 
+def test_no_length_is_refused(learned_run) -> None:
+    with pytest.raises(ConfigError, match=r"^eval.seq_lens=\[\] is invalid: give at least one length"):
+        evaluate_run(learned_run, {**EV, "seq_lens": []})
+
+
 def test_missing_run_dir(tmp_path) -> None:
     assert "not a run folder" in refused_early(f"run_dir={tmp_path / 'nope'}", cwd=tmp_path)
     assert not (tmp_path / "nope").exists()

@@ -239,3 +239,14 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     assert runs.check_resume(run_dir, to_plain(longer))
     metrics = train(longer)
     assert metrics["epochs"] == first["epochs"] + 2 and metrics["ended_by"] == "max_epochs"
+
+
+def test_a_sweep_of_one_config_twice_is_refused(tmp_path: Path) -> None:
+    """`seed=1,01` is one config twice: its summary would count n=2 seeds of one."""
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=1,01", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: job #1 (seed=01): job='seed=01' is invalid: job #0 has the same config: a seed or cell twice"
+    )
+    assert not sweep.exists()

@@ -89,7 +89,8 @@ def test_joblib_launcher(tmp_path: Path) -> None:
     proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", LAUNCHER_MESSAGES)
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     # The workers start while the jobs are checked (attnlab_sweeper.warm_workers) and still know the size
-    assert sorted(re.findall(r"\] (\d)/4 done: ", proc.stdout)) == ["1", "2", "3", "4"], proc.stdout[-2000:]
+    # (the two jobs with lr=1e30 fail: two of four done)
+    assert sorted(re.findall(r"\] (\d)/4 done: ", proc.stdout)) == ["1", "2"], proc.stdout[-2000:]
     check_sweep(proc, sweep_dir)
 
 

@@ -34,8 +34,11 @@ LAYOUT_CATEGORY = "cell: mean over seeds, with min and max"
 
 def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
     """{tag: {step: value}} of a job's TensorBoard run, for CURVES and their references."""
+    import logging
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its "Directory watcher advancing ..." lines
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
