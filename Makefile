@@ -78,6 +78,8 @@ figures: setup  ## regenerate the README's figures and tables under docs/ (one r
 
 screenshots: setup  ## PNGs of TensorBoard's tabs for the limitations study (after make figures), into docs/ (needs chromium)
 	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations) docs --width 1600 --height 1000 --runs 'data=halfswap,.*seed=0'
+	mkdir -p docs/study
+	$(PY) scripts/screenshots.py $(or $(SWEEP),outputs/docs/limitations)/tensorboard docs/study --width 1600 --height 1000
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
