@@ -15,15 +15,15 @@ def stopped_early(signum: int, frame: object) -> None:
     """SIGTERM / SIGINT before the run's own handling starts (imports, composing, claiming the folder): one
     line and exit 128 + signal, no traceback. A folder already claimed is marked INTERRUPTED and the command
     that continues it printed; before that nothing was written, and there is nothing to resume."""
-    runs_module = sys.modules.get("attnlab.runs")
-    held = [p for p in getattr(runs_module, "_held", {})]
+    runs_module = sys.modules.get("attnlab.runs")  # not imported yet: no folder can be held
+    held = runs_module.held() if runs_module else []
     for folder in held:
-        runs_module.write_marker(Path(folder), runs_module.INTERRUPTED, f"signal {signum} during start-up\n")
+        runs_module.write_marker(folder, runs_module.INTERRUPTED, f"signal {signum} during start-up\n")
     name = signal.Signals(signum).name
     if held:
         sweep = "-m" in sys.argv or "--multirun" in sys.argv
         print(
-            f"interrupted ({name}) during start-up. Continue with: {continue_command(Path(held[0]), sweep)}",
+            f"interrupted ({name}) during start-up. Continue with: {continue_command(held[0], sweep)}",
             file=sys.stderr,
         )
     else:

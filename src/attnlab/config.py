@@ -8,6 +8,7 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -302,7 +303,7 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_count(value, least=None)
     if hint is float:
         return is_number(value)
     if hint is str:
@@ -319,20 +320,26 @@ def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
         raise ConfigError(key, value, f"must be of type {shown}")
 
 
+@functools.cache
+def trainer_arguments() -> dict[str, Any]:
+    """`pytorch_lightning.Trainer`'s arguments -> their annotated types (imported only when a `+trainer.X` is
+    given: a bad value elsewhere is answered before Lightning loads)."""
+    import inspect
+    import typing
+
+    import pytorch_lightning as pl
+
+    hints = typing.get_type_hints(pl.Trainer.__init__)
+    return {p: hints.get(p, Any) for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"}
+
+
 def check_trainer_extras(c: dict[str, Any]) -> None:
     """`+trainer.<name>=value`: the value's type from Lightning's own signature, and the bounds Lightning
     enforces only once training runs (a run would leave a FAILED folder instead of this one line)."""
     known = {f.name for f in fields(TrainerConfig)}
     extras = {k: v for k, v in c["trainer"].items() if k not in known}
-    if not extras:
-        return
-    import typing  # here: without extras, a bad value elsewhere is answered before Lightning loads
-
-    import pytorch_lightning as pl
-
-    hints = typing.get_type_hints(pl.Trainer.__init__)
     for name, value in extras.items():
-        check_typed(f"trainer.{name}", value, hints, name)
+        check_typed(f"trainer.{name}", value, trainer_arguments(), name)
         if name in AT_LEAST and value < AT_LEAST[name]:
             raise ConfigError(f"trainer.{name}", value, f"must be an integer >= {AT_LEAST[name]}")
     if extras.get("num_nodes", 1) > 1 and not os.environ.get("SLURM_JOB_ID"):
@@ -344,7 +351,7 @@ def check_trainer_extras(c: dict[str, Any]) -> None:
         )
     interval = extras.get("val_check_interval")
     batches = training_batches(c)
-    if isinstance(interval, int) and not isinstance(interval, bool) and not 1 <= interval <= batches:
+    if is_count(interval, least=None) and not 1 <= interval <= batches:
         raise ConfigError(
             "trainer.val_check_interval",
             interval,
@@ -368,22 +375,14 @@ def trainer_argument(key: str) -> bool:
     """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
     if not key.startswith("trainer.") or key.count(".") != 1:
         return False
-    import inspect
-
-    import pytorch_lightning as pl
-
     name = key.split(".", 1)[1]
-    return name in inspect.signature(pl.Trainer.__init__).parameters and name not in SET_BY_ATTNLAB and name != "self"
+    return name in trainer_arguments() and name not in SET_BY_ATTNLAB
 
 
 def check_trainer_extra(key: str, value: Any) -> None:
     """`+trainer.<key>=value`: any other `pytorch_lightning.Trainer` argument, checked against its signature
     (only imported when there is one: a bad value elsewhere is answered before Lightning loads)."""
-    import inspect
-
-    import pytorch_lightning as pl
-
-    accepted = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    accepted = list(trainer_arguments())
     if key in SET_BY_ATTNLAB:
         raise ConfigError(f"trainer.{key}", value, f"is set by attnlab; use {SET_BY_ATTNLAB[key]}")
     if key not in accepted:
@@ -467,14 +466,12 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
         raise ConfigError("eval.untrained", ev["untrained"], f"expected one of {list(UNTRAINED)}")
     for key in ("n", "batch_size"):
         value = ev[key]
-        if not (value is None and key == "n") and not (
-            isinstance(value, int) and not isinstance(value, bool) and value > 0
-        ):
+        if not (value is None and key == "n") and not is_count(value):
             raise ConfigError(
                 f"eval.{key}", value, "must be an integer > 0" + (" or null (data.n_test)" if key == "n" else "")
             )
     for length in ev["seq_lens"]:
-        if not (isinstance(length, int) and not isinstance(length, bool) and length > 0):
+        if not is_count(length):
             raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
         try:
             check_seq_len(data, model, length)
@@ -491,6 +488,11 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
 
 def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def is_count(v: Any, least: int | None = 1) -> bool:
+    """A whole number (not a bool), at least `least` unless that is None."""
+    return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
 
 
 def check_numbers(c: dict[str, Any]) -> None:
@@ -510,11 +512,7 @@ def check_numbers(c: dict[str, Any]) -> None:
                 f"trainer.{name}", v, "must be null (all), an integer >= 1 (batches) or a fraction in (0, 1]"
             )
     devices = trainer["devices"]
-    ok = (
-        devices == "auto"
-        or devices == -1
-        or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
-    )
+    ok = devices == "auto" or devices == -1 or is_count(devices)
     ok = ok or (isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices))
     if not ok:
         raise ConfigError(
@@ -525,12 +523,12 @@ def check_numbers(c: dict[str, Any]) -> None:
     if trainer["profiler"] not in PROFILERS:
         raise ConfigError("trainer.profiler", trainer["profiler"], f"expected one of {list(PROFILERS)}")
     patience, min_delta = c["early_stop"]["patience"], c["early_stop"]["min_delta"]
-    if patience is not None and not (isinstance(patience, int) and not isinstance(patience, bool) and patience >= 1):
+    if patience is not None and not is_count(patience):
         raise ConfigError("early_stop.patience", patience, "must be null (train all max_epochs) or an integer >= 1")
     if not (math.isfinite(min_delta) and min_delta >= 0):
         raise ConfigError("early_stop.min_delta", min_delta, "must be a finite number >= 0")
     threads = c["torch_threads"]
-    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+    if threads is not None and not is_count(threads):
         raise ConfigError("torch_threads", threads, "must be null (PyTorch's default) or an integer >= 1")
 
 

@@ -124,7 +124,7 @@ class AttentionDiagnostics(pl.Callback):
         self.start_shuffled(pl_module)
         # The tested checkpoint's attention statistics, on the sequences every validation epoch used: the
         # numbers a report sets beside the test accuracy come from the same weights.
-        self.tested: dict[str, float] = {}
+        self.tested = {}
         if self.examples is not None:
             _, maps = pl_module.net.forward_with_weights(self.examples[1])
             self.tested = {name: float(value) for name, value in attention_stats(maps).items()}

@@ -108,16 +108,28 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         return {}
     try:
         saved = json.loads(path.read_text())
-        assert isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)
-        assert isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
-        for length, result in saved["lengths"].items():
-            assert int(length) > 0 and isinstance(result, dict)
-            assert "refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError, AttributeError) as e:
+        well_formed = written_shape(saved)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(
             "evaluation", str(path), f"is not an evaluation this program wrote ({type(e).__name__}); move it away"
         ) from e
+    if not well_formed:
+        raise ConfigError("evaluation", str(path), "is not an evaluation this program wrote; move it away")
     return saved
+
+
+def written_shape(saved: Any) -> bool:
+    """`saved` has the shape `record` writes (raises KeyError, TypeError, ... on some that do not)."""
+    if not (isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)):
+        return False
+    if not (isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)):
+        return False
+    return all(
+        int(length) > 0
+        and isinstance(result, dict)
+        and ("refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2))
+        for length, result in saved["lengths"].items()
+    )
 
 
 def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:

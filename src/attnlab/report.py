@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from attnlab import runs
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
-from attnlab.evaluate import EVALUATION
+from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -126,13 +126,9 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """A finished job's metrics, its tested checkpoint, its seed's verdict (attnlab.verdict) and, where it
     scored other lengths of that same checkpoint, its evaluation."""
     metrics = json.loads((job_dir / runs.METRICS).read_text())
-    row: dict[str, Any] = {k: None if metrics.get(k) is None else float(metrics[k]) for k in METRICS}
-    row.update(
-        {
-            k: None if v is None else float(v)
-            for k, v in ((k, (metrics.get("diagnostics") or {}).get(k)) for k in DIAGNOSTICS)
-        }
-    )
+    diagnostics = metrics.get("diagnostics") or {}
+    row: dict[str, Any] = {k: number(metrics.get(k)) for k in METRICS}
+    row.update({k: number(diagnostics.get(k)) for k in DIAGNOSTICS})
     history = metrics["history"]
     if history.get("train/acc"):
         row["train/acc"] = float(history["train/acc"][-1])
@@ -147,17 +143,22 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     row["ci_low"], row["ci_high"] = wilson(acc, n)
     row["verdict"] = seed_verdict(acc, n, row["converged"])
     row["fit_seconds"] = metrics.get("fit_seconds")
-    row["lengths"] = read_evaluation(job_dir, tested, row["converged"])
+    row["lengths"] = joined_lengths(job_dir, tested, row["converged"])
     return row
 
 
-def read_evaluation(job_dir: Path, tested: dict[str, Any], is_converged: bool) -> dict[int, dict[str, Any]]:
-    """{seq_len: result} of the job's evaluation.json when it scored the checkpoint the job tested (another
-    checkpoint's numbers would be another model's), each scored length with its seed verdict."""
-    path = job_dir / EVALUATION
-    if not path.is_file():
+def number(value: Any) -> float | None:
+    """A metric read from a record: a float, or None where it is absent (ValueError for anything else)."""
+    return None if value is None else float(value)
+
+
+def joined_lengths(job_dir: Path, tested: dict[str, Any], is_converged: bool) -> dict[int, dict[str, Any]]:
+    """{seq_len: result} of the job's evaluation.json (read and checked by attnlab.evaluate) when it scored
+    the checkpoint the job tested (another checkpoint's numbers would be another model's), each scored length
+    with its interval and seed verdict recomputed from its accuracy and count."""
+    entry = read_evaluation(job_dir / EVALUATION)
+    if not entry:
         return {}
-    entry = json.loads(path.read_text())
     same = {k: entry["checkpoint"].get(k) for k in ("file", "epoch", "global_step")}
     if same != {k: tested.get(k) for k in ("file", "epoch", "global_step")}:
         return {}
@@ -268,13 +269,19 @@ def verdict_lines(rows: list[dict[str, Any]]) -> list[str]:
     the seeds' mean test accuracy, the verdict), columns aligned; summary.md has the whole table."""
     keys = varying(rows)
     groups = groups_of(rows, keys)
-    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    shown = telling_apart(keys, groups)
     table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
     for setting, group in groups.items():
         mean = statistics.fmean(values(group, "test/acc"))
         table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
     widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+
+def telling_apart(keys: list[str], groups: dict[tuple, Any]) -> list[int]:
+    """The positions of `keys` whose values differ between the groups (all of them where none does): what a
+    cell's name, a panel's title or a console line needs to tell the cells apart."""
+    return [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
 
 
 def seeds_cell(group: list[dict[str, Any]]) -> str:
@@ -420,7 +427,7 @@ def plot_lengths(rows: list[dict[str, Any]], path: Path) -> bool:
         nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True, constrained_layout=True
     )
     # each panel titled by what tells it from the others
-    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    shown = telling_apart(keys, groups)
     for ax, (setting, group) in zip(axes.flat, groups.items(), strict=False):
         all_lengths = sorted({n for r in group for n in r["lengths"]})
         for i, r in enumerate(group):
@@ -581,7 +588,7 @@ def board_cells(rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, A
     """The study view's cells (attnlab.board): named by the settings that tell them apart."""
     keys = varying(rows)
     groups = groups_of(rows, keys)
-    shown = [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    shown = telling_apart(keys, groups)
     cells = []
     for setting, group in groups.items():
         name = ",".join(f"{column(keys[i])}={setting[i]}" for i in shown)

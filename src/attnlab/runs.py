@@ -81,6 +81,11 @@ def try_lock(folder: Path) -> bool:
     return True
 
 
+def held() -> list[Path]:
+    """The folders this process holds the lock of (a run's or a sweep's)."""
+    return [Path(p) for p in _held]
+
+
 def release(folder: Path) -> None:
     fd = _held.pop(str(folder.resolve()), None)
     if fd is not None:

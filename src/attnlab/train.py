@@ -237,14 +237,14 @@ class RunCallbacks:
         self.clock = StepClock()
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
         early = c["early_stop"]
-        self.early: EarlyStopping | None = None
         if early["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
             # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
             # has no val/loss, and Lightning's default check would fail the run there.
-            self.early = EarlyStopping(
-                "val/loss", min_delta=early["min_delta"], patience=early["patience"], check_on_train_epoch_end=False
+            self.all.append(
+                EarlyStopping(
+                    "val/loss", min_delta=early["min_delta"], patience=early["patience"], check_on_train_epoch_end=False
+                )
             )
-            self.all.append(self.early)
         self.diagnostics = AttentionDiagnostics() if c["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
