@@ -15,9 +15,14 @@ def stopped_early(signum: int, frame: object) -> None:
     """SIGTERM / SIGINT before the run's own handling starts (imports, composing, claiming the folder): one
     line and exit 128 + signal, no traceback. A folder already claimed is marked INTERRUPTED and the command
     that continues it printed; before that nothing was written, and there is nothing to resume."""
-    runs_module = sys.modules.get("attnlab.runs")  # not imported yet: no folder can be held
-    held = runs_module.held() if runs_module else []
+    # attnlab.runs not imported yet, or still being imported (the signal came during it): no folder is held
+    held_folders = getattr(sys.modules.get("attnlab.runs"), "held", None)
+    # ... and a folder claimed but not yet written by Hydra holds nothing to resume either
+    held = (
+        [f for f in held_folders() if (f / ".hydra").exists() or (f / "multirun.yaml").exists()] if held_folders else []
+    )
     for folder in held:
+        runs_module = sys.modules["attnlab.runs"]  # held folders: imported
         runs_module.write_marker(folder, runs_module.INTERRUPTED, f"signal {signum} during start-up\n")
     name = signal.Signals(signum).name
     if held:
