@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.board import METRICS
-from attnlab.dashboard import HPARAMS, is_debug
+from attnlab.dashboard import HPARAMS, LAYOUT, is_debug
 from attnlab.tbserver import get_json, tensorboard
 
 from .conftest import ROOT, TINY, read_metrics, run_train
@@ -56,29 +56,30 @@ def session_groups(base: str) -> list[dict]:
 
 def test_run_names_are_the_values_that_vary(logdir: Path, served: str) -> None:
     runs = get_json(f"{served}/data/runs")
-    board = [f"sweep/tensorboard/{n.replace('data=', 'task=')}" for n in NAMES] + ["sweep/tensorboard/study"]
-    assert sorted(runs) == sorted(["debug/tb", *(f"sweep/{n}/tb" for n in NAMES), *board])  # jobs, the study view
+    board = [f"sweep/tensorboard/{n.replace('data=', 'task=')}" for n in NAMES]
+    board += ["sweep/tensorboard/study", "sweep/tensorboard/uniform attention, L=8"]
+    assert sorted(runs) == sorted(["debug", *(f"sweep/{n}" for n in NAMES), *board])  # jobs, the study view
     assert sorted(p.name for p in (logdir / "sweep").iterdir() if p.is_dir()) == [*NAMES, "tensorboard"]
 
 
 def test_scalars_images_and_layout_are_served(logdir: Path, served: str) -> None:
-    run = f"sweep/{NAMES[1]}/tb"
+    run = f"sweep/{NAMES[1]}"
     tags = get_json(f"{served}/data/plugin/scalars/tags")[run]
-    for tag in ("train/acc", "val/acc", "val/acc_shuffled", "train/loss", "val/loss", "attn/entropy_uniform"):
+    for tag in ("train/acc", "val/acc", "val/acc_shuffled", "train/loss", "val/loss", "attn/entropy"):
         assert tag in tags
+    assert "attn/entropy_uniform" not in tags  # a constant: no flat chart of its own
     assert "epoch" not in tags  # Lightning's 0, 1, 2, ... chart is dropped
     points = get_json(f"{served}/data/plugin/scalars/scalars?run={run}&tag=val/acc_best")
     metrics = read_metrics(logdir / "sweep" / NAMES[1])
     assert len(points) == metrics["epochs"] and points[-1][2] == pytest.approx(metrics["val/acc_best"])
     images = get_json(f"{served}/data/plugin/images/tags")[run]
-    assert {"attention/class_A/layer0_head0", "attention/class_B/layer0_head0"} <= set(images)
+    assert set(images) == {"attention/layer0_head0", "pos_enc"}  # NAMES[1]: sinusoidal, one layer and head
+    tested = metrics["tested_checkpoint"]["global_step"]
+    assert [e["step"] for e in get_json(f"{served}/data/plugin/images/images?run={run}&tag=pos_enc")] == [tested]
     layout = get_json(f"{served}/data/plugin/custom_scalars/layout")
     charts = {c["title"]: c["multiline"]["tag"] for c in layout["category"][0]["chart"]}
-    assert charts == {
-        "accuracy": ["^train/acc$", "^val/acc$", "^val/acc_shuffled$"],
-        "loss": ["^train/loss$", "^val/loss$"],
-        "attention entropy (nats) vs uniform log L": ["^attn/entropy$", "^attn/entropy_uniform$"],
-    }
+    assert list(charts) == list(LAYOUT["attnlab"])  # the questions, in order
+    assert all(len(tags) == 1 for tags in charts.values())  # one series per run: TensorBoard colours by run
 
 
 def test_hparams_show_what_the_sweep_varies_seed_last_numbers_as_numbers(logdir: Path, served: str) -> None:
@@ -92,7 +93,7 @@ def test_hparams_show_what_the_sweep_varies_seed_last_numbers_as_numbers(logdir:
     assert labels == METRICS  # the run's own scalars, under short names
 
     groups = [g for g in session_groups(served) if not g["name"].startswith("sweep/tensorboard/")]  # the jobs
-    assert sorted(g["name"] for g in groups) == [f"sweep/{n}/tb" for n in NAMES]  # not the debug run
+    assert sorted(g["name"] for g in groups) == [f"sweep/{n}" for n in NAMES]  # not the debug run
     for group in groups:
         folder = logdir / "sweep" / group["name"].split("/")[1]
         metrics = read_metrics(folder)

@@ -1,6 +1,7 @@
 """The TensorBoard diagnostics: written, readable back, and meaning what they say."""
 
 import contextlib
+import math
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from attnlab.board import METRICS
 from attnlab.dashboard import HPARAMS
-from attnlab.diagnostics import attention_stats, heatmap, shuffle_positions
-from attnlab.model import AttentionMap
+from attnlab.diagnostics import attention_figure, attention_stats, checkpoint_title, shuffle_positions
+from attnlab.model import AttentionClassifier, AttentionMap
 from attnlab.train import train
 
 from .conftest import TINY, compose_train, tensorboard_run
@@ -18,7 +19,7 @@ from .conftest import TINY, compose_train, tensorboard_run
 
 def read_events(run_dir: Path) -> dict:
     """All tags of all event files of a run: {"scalars": {tag: [values]}, "images": {...}, ...}."""
-    acc = tensorboard_run(run_dir / "tb")
+    acc = tensorboard_run(run_dir)
     tags = acc.Tags()
     out: dict = {
         "scalars": {tag: [e.value for e in acc.Scalars(tag)] for tag in tags["scalars"]},
@@ -46,25 +47,45 @@ def runs(tmp_path_factory) -> dict:
     return result
 
 
-def test_images_every_layer_head_class_and_epoch(runs) -> None:
-    _, events = runs["sinusoidal"]
-    expected = {f"attention/class_{c}/layer{la}_head{h}" for c in "AB" for la in (0, 1) for h in (0, 1)}
+def test_figures_of_the_tested_checkpoint_every_layer_and_head(runs) -> None:
+    metrics, events = runs["sinusoidal"]
+    expected = {f"attention/layer{la}_head{h}" for la in (0, 1) for h in (0, 1)}
     assert set(events["images"]) == expected | {"pos_enc"}
     for tag, images in events["images"].items():
-        assert len(images) == 2, tag  # one per validation epoch
-        assert images[0].width >= 192 and images[0].encoded_image_string[:4] == b"\x89PNG"
+        assert [i.step for i in images] == [metrics["tested_checkpoint"]["global_step"]], tag  # drawn once
+        assert images[0].width >= 600 and images[0].encoded_image_string[:4] == b"\x89PNG"
     _, events_none = runs["none"]
     assert "pos_enc" not in events_none["images"]  # nothing to draw without an encoding
 
 
+@pytest.mark.parametrize("pool", ["max", "cls"])
+def test_the_attention_figure_labels_itself(pool: str) -> None:
+    """Axes named, a colour bar with ticks, each input strip over the key positions it feeds (after a
+    cls token's column), and the title naming the checkpoint."""
+    net = AttentionClassifier(
+        dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="sinusoidal", max_len=8, pool=pool, scale="sqrt"
+    )
+    x = torch.rand(2, 6, 1)
+    fig = attention_figure(net, x, 0, 0, checkpoint_title("halfswap", {"epoch": 3, "global_step": 12}))
+    strip_a, _, map_a, _, colour_a, _ = fig.axes  # the subplots row by row, then the colour bars
+    assert "tested checkpoint: epoch 3, step 12" in fig.get_suptitle()
+    assert map_a.get_ylabel() == "query position i" and map_a.get_xlabel().startswith("key position j")
+    assert colour_a.get_ylabel() == "weight" and len(colour_a.get_yticks()) >= 3
+    prefix = 1 if pool == "cls" else 0
+    assert [bar.get_x() + bar.get_width() / 2 for bar in strip_a.patches] == list(range(prefix, prefix + 6))
+    assert map_a.get_images()[0].get_array().shape == (6 + prefix, 6 + prefix)
+    assert strip_a.get_xlim() == map_a.get_xlim()  # the strip lines up with the key columns
+
+
 def test_scalars(runs) -> None:
-    _, events = runs["sinusoidal"]
+    metrics, events = runs["sinusoidal"]
     s = events["scalars"]
-    for tag in ("attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std", "train/grad_norm"):
+    for tag in ("attn/entropy", "attn/max_prob", "attn/score_std", "train/grad_norm"):
         assert len(s[tag]) == 2, tag
     length = 8
-    assert s["attn/entropy_uniform"] == pytest.approx([torch.log(torch.tensor(length)).item()] * 2)
-    assert all(0 < e <= u + 1e-6 for e, u in zip(s["attn/entropy"], s["attn/entropy_uniform"], strict=True))
+    assert "attn/entropy_uniform" not in s  # a constant: in the tested checkpoint's statistics, not a chart
+    assert metrics["diagnostics"]["attn/entropy_uniform"] == pytest.approx(math.log(length))
+    assert all(0 < e <= math.log(length) + 1e-6 for e in s["attn/entropy"])
     assert all(1 / length <= p <= 1 for p in s["attn/max_prob"])
     assert all(g > 0 for g in s["train/grad_norm"])
 
@@ -95,7 +116,7 @@ def test_tensorboard_serves_the_real_curves(runs) -> None:
     from .conftest import tensorboard_run
 
     metrics, _ = runs["sinusoidal"]
-    acc = tensorboard_run(runs["sinusoidal folder"] / "tb")
+    acc = tensorboard_run(runs["sinusoidal folder"])
     steps_per_epoch = metrics["global_step"] // metrics["epochs"]
     best = [(e.step, e.value) for e in acc.Scalars("val/acc_best")]
     assert [s for s, _ in best] == [steps_per_epoch * (i + 1) - 1 for i in range(metrics["epochs"])]
@@ -105,22 +126,7 @@ def test_tensorboard_serves_the_real_curves(runs) -> None:
     assert not [t for t in acc.Tags()["scalars"] if t.startswith("hparams/")]
 
 
-def test_attention_images_share_one_colour_scale() -> None:
-    """A near-uniform map looks flat (not stretched into stripes); the bar at the right is the scale."""
-    near_uniform = torch.full((32, 32), 1 / 32) + 0.004 * torch.rand(32, 32)
-    image = heatmap(near_uniform, value_range=(0.0, 1.0))
-    cells = image[:, :, :192]
-    assert image.shape[1] == 192 and image.shape[2] > 192  # the colour bar
-    assert (cells.int() - cells[:, :1, :1].int()).abs().max() <= 2  # one colour, to within rounding
-    stretched = heatmap(near_uniform)  # own range: for tables, not attention
-    assert (stretched.int() - stretched[:, :1, :1].int()).abs().max() > 100
-    sharp = torch.eye(4)
-    assert heatmap(sharp, value_range=(0.0, 1.0))[:, 0, 0].tolist() == [253, 231, 36]  # viridis(1.0): yellow
-
-
-def test_heatmap_and_stats_units() -> None:
-    image = heatmap(torch.tensor([[0.0, 1.0], [0.5, 0.25]]))
-    assert image.shape == (3, 192, 192) and image.dtype == torch.uint8
+def test_stats_units() -> None:
     uniform = torch.full((1, 1, 4, 4), 0.25)
     stats = attention_stats([AttentionMap(torch.zeros(1, 1, 4, 4), uniform)])
     torch.testing.assert_close(stats["attn/entropy"], stats["attn/entropy_uniform"])

@@ -78,7 +78,7 @@ def test_lengths_written_to_their_own_file_and_tensorboard(learned_run, tmp_path
     assert not list(tmp_path.iterdir())  # writes only into the run it evaluates
 
     # a figure (lengths on a scalar chart's step axis were smoothed away), at the checkpoint's step
-    acc = tensorboard_run(learned_run / "tb")
+    acc = tensorboard_run(learned_run)
     scalars = [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
     images = acc.Images("eval/acc_vs_seq_len")
     assert not scalars

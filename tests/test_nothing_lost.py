@@ -119,7 +119,7 @@ def test_runs_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
     assert len(folders) == 2
     assert sorted(read_metrics(f)["settings"]["seed"] for f in folders) == [0, 1]
     for f in folders:  # each TensorBoard run is written by one process (events.out.tfevents.<time>.<host>.<pid>.<n>)
-        assert len({p.name.split(".")[-2] for p in (f / "tb").glob("events.out.tfevents.*")}) == 1
+        assert len({p.name.split(".")[-2] for p in (f).glob("events.out.tfevents.*")}) == 1
 
 
 def test_sweeps_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
@@ -359,11 +359,12 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and "checkpoints/last.ckpt" in resumed.stdout
     assert_same_run(whole, job)
-    steps = scalar_steps(job / "tb", "train/loss")
-    assert steps == scalar_steps(whole / "tb", "train/loss") and len(steps) == len(set(steps)) == 4 * 64
-    assert scalar_steps(job / "tb", "val/acc") == scalar_steps(whole / "tb", "val/acc") == [63, 127, 191, 255]
-    images = "attention/class_A/layer0_head0"
-    assert image_steps(job / "tb", images) == image_steps(whole / "tb", images) == [63, 127, 191, 255]
+    steps = scalar_steps(job, "train/loss")
+    assert steps == scalar_steps(whole, "train/loss") and len(steps) == len(set(steps)) == 4 * 64
+    assert scalar_steps(job, "val/acc") == scalar_steps(whole, "val/acc") == [63, 127, 191, 255]
+    tested = read_metrics(whole)["tested_checkpoint"]["global_step"]  # the figures: of the tested checkpoint
+    for tag in ("attention/layer0_head0", "pos_enc"):
+        assert image_steps(job, tag) == image_steps(whole, tag) == [tested]
 
 
 def test_a_moved_run_keeps_its_best_checkpoint(tmp_path: Path) -> None:

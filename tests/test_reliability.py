@@ -60,7 +60,7 @@ def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launch
     assert (
         "error: job #1 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
     )
-    assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/tb"))
+    assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/events.out.tfevents.*"))
     assert not orphaned_workers()
 
 
@@ -106,7 +106,7 @@ def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: in
     assert f"resume={run_dir}" in stderr
     saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert saved["global_step"] > 0
-    assert scalar_values(run_dir / "tb", "train/loss")  # flushed
+    assert scalar_values(run_dir, "train/loss")  # flushed
 
 
 def test_nan_loss_stops_within_one_step(train_cli) -> None:
@@ -181,7 +181,7 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     b, c = tmp_path / "here0", tmp_path / "here1"
     train(compose_train(b, *args, "seed=0"))
     train(compose_train(c, *args, "seed=1"))
-    losses = {run: scalar_values(run / "tb", "train/loss") for run in (a, b, c)}
+    losses = {run: scalar_values(run, "train/loss") for run in (a, b, c)}
     assert losses[a] == losses[b] and len(losses[a]) == 8
     keys = ("val/acc_best", "test/acc", "test/loss")
     assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]

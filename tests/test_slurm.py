@@ -128,8 +128,8 @@ def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Pat
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
     for ckpt in ("best.ckpt", "last.ckpt"):
         assert same_weights(undisturbed / "checkpoints" / ckpt, job / "checkpoints" / ckpt)
-    steps = scalar_steps(job / "tb", "train/loss")  # one TensorBoard run, each step once
-    assert steps == sorted(set(steps)) == scalar_steps(undisturbed / "tb", "train/loss")
+    steps = scalar_steps(job, "train/loss")  # one TensorBoard run, each step once
+    assert steps == sorted(set(steps)) == scalar_steps(undisturbed, "train/loss")
     assert (sweep / "results.csv").read_text().count(",ok,") == 1
 
 
@@ -207,5 +207,5 @@ def test_a_killed_job_that_is_requeued_resumes(slurm, undisturbed, tmp_path: Pat
     print(f"killed, requeued: {resumed[0].rsplit(' from ', 1)[1]}")  # docs/cluster.md quotes it
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
-    steps = scalar_steps(job / "tb", "train/loss")
-    assert steps == sorted(set(steps)) == scalar_steps(undisturbed / "tb", "train/loss")
+    steps = scalar_steps(job, "train/loss")
+    assert steps == sorted(set(steps)) == scalar_steps(undisturbed, "train/loss")

@@ -7,9 +7,11 @@ Text tab holds summary.md, HParams the keys the sweep varies."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -48,10 +50,16 @@ def test_the_printed_view_has_few_enough_runs_and_the_summary(study) -> None:
     assert Path(printed) == sweep / "tensorboard"
     with tensorboard(Path(printed)) as base:
         runs = get_json(f"{base}/data/runs")
-        assert len(runs) == 15 and "study" in runs  # 14 cells and the study: under TensorBoard's 40
-        tags = get_json(f"{base}/data/plugin/scalars/tags")["task=halfswap,pos_enc=rope"]
-        assert {"val/acc", "val/acc/min", "val/acc/max", "val/loss", "train/loss", "attn/entropy"} <= set(tags)
-        assert "attn/entropy/uniform" in tags  # the reference, in the entropy chart (custom scalars)
+        uniform = sorted(r for r in runs if r.startswith("uniform attention"))
+        assert uniform == ["uniform attention, L=8"]  # TINY's seq_len (a cls token would add one)
+        assert len(runs) == 14 + 1 + 1 and "study" in runs  # cells, the study, references: under TensorBoard's 40
+        tags = get_json(f"{base}/data/plugin/scalars/tags")
+        cell = set(tags["task=halfswap,pos_enc=rope"])
+        assert {"val/acc", "val/acc/min", "val/acc/max", "val/loss", "train/loss", "attn/entropy"} <= cell
+        assert not [t for t in cell if "uniform" in t]  # no flat reference chart of a cell's own ...
+        query = urllib.parse.urlencode({"run": "uniform attention, L=8", "tag": "attn/entropy"})
+        line = get_json(f"{base}/data/plugin/scalars/scalars?{query}")
+        assert [v for _, _, v in line] == pytest.approx([math.log(8)] * 2)  # ... a flat line in the entropy chart
         text = get_json(f"{base}/data/plugin/text/text?run=study&tag=summary%2Ftext_summary")
         assert "Sweep summary" in text[0]["text"] and "Wilson 95% interval" in text[0]["text"]
         experiment = get_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})

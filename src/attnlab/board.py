@@ -6,18 +6,21 @@ settings that vary, seeds aside) and one `study` run, well under 40, so every ch
 sight:
 
 - each cell: the seeds' mean of val/acc, val/loss, train/loss and the attention entropy at every step,
-  with the min and max over the seeds as series of their own (`val/acc/min`, `val/acc/max`), and the
-  uniform-attention entropy log L in the entropy chart; custom-scalars charts that put each mean beside
-  its min and max; an HParams row (the keys the sweep varies, numbers as numbers; the cell's mean test
-  accuracy as its metric); its verdict and seeds in the Text tab;
-- `study`: summary.md (verdicts, intervals, budget) in the Text tab.
+  with the min and max over the seeds as series of their own (`val/acc/min`, `val/acc/max`);
+  custom-scalars charts that put each mean beside its min and max; an HParams row (the keys the sweep
+  varies, numbers as numbers; the cell's mean test accuracy as its metric); its verdict and seeds in the
+  Text tab;
+- `study`: summary.md (verdicts, intervals, budget) in the Text tab;
+- `uniform attention, L=<L>`: the entropy attention has when it attends uniformly (log L), a flat line
+  in the entropy charts, one run per sequence length (a cls token counts).
 
-Each seed's own run stays in its job folder (`<sweep>/<job>/tb`): `tensorboard --logdir <sweep>` opens
+Each seed's own run stays in its job folder (`<sweep>/<job>`): `tensorboard --logdir <sweep>` opens
 them all. Written by the report (attnlab.report.write_report), so `python scripts/report.py` rewrites it.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 from collections import defaultdict
@@ -25,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 FOLDER = "tensorboard"  # in the sweep folder
+EVENTS = "events.out.tfevents.*"  # a TensorBoard run's files (a run's are in its own folder)
 # HParams metrics: the runs' own scalars, under short labels. A cell logs its seeds' means under the same tags.
 METRICS = {"test/acc": "acc", "test/acc_shuffled": "shuffled", "test/loss": "loss", "val/acc_best": "val best"}
 CURVES = ("val/acc", "val/loss", "train/loss", "attn/entropy")  # averaged over the seeds of a cell
-REFERENCE = {"attn/entropy": "attn/entropy_uniform"}  # a constant drawn in the chart it belongs to
 LAYOUT_CATEGORY = "cell: mean over seeds, with min and max"
 
 
 def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of a job's TensorBoard run, for CURVES and their references."""
+    """{tag: {step: value}} of a job's TensorBoard run, for CURVES."""
     import logging
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -42,13 +45,13 @@ def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in (*CURVES, *REFERENCE.values()) if t in tags}
+    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in CURVES if t in tags}
 
 
 def cell_series(jobs: list[Path]) -> dict[str, dict[int, float]]:
     """Mean, min and max over the seeds at every step any of them logged (a seed stopped early adds
-    nothing past its last step), and each reference constant."""
-    per_seed = [read_curves(j / "tb") for j in jobs if (j / "tb").is_dir()]
+    nothing past its last step)."""
+    per_seed = [read_curves(j) for j in jobs if any(j.glob(EVENTS))]
     series: dict[str, dict[int, float]] = {}
     for tag in CURVES:
         by_step: dict[int, list[float]] = defaultdict(list)
@@ -61,16 +64,13 @@ def cell_series(jobs: list[Path]) -> dict[str, dict[int, float]]:
         series[tag] = {s: statistics.fmean(by_step[s]) for s in steps}
         series[f"{tag}/min"] = {s: min(by_step[s]) for s in steps}
         series[f"{tag}/max"] = {s: max(by_step[s]) for s in steps}
-        if tag in REFERENCE:  # the constant, across the cell's steps
-            refs = [v for c in per_seed for v in c.get(REFERENCE[tag], {}).values()]
-            if refs:
-                series[f"{tag}/uniform"] = {steps[0]: refs[0], steps[-1]: refs[0]}
     return series
 
 
 def layout() -> dict[str, Any]:
-    """Custom scalars: one chart per question, each mean beside its min and max (and a reference)."""
-    charts = {f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max|/uniform)?$"]] for tag in CURVES}
+    """Custom scalars: one chart per question, each mean beside its min and max (the entropy's beside the
+    uniform-attention runs)."""
+    charts = {f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max)?$"]] for tag in CURVES}
     return {LAYOUT_CATEGORY: charts}
 
 
@@ -103,17 +103,21 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
 
 
 def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> Path:
-    """Write `<sweep>/tensorboard/` anew: a run per cell and the `study` run; returns the folder. Each cell:
-    {"name", "hparams" (key -> value), "jobs" (its seeds' folders), "metrics" (their means), "text"}."""
+    """Write `<sweep>/tensorboard/` anew: a run per cell, the `study` run, and a run per sequence length
+    holding the entropy of uniform attention (log L: a flat line in the entropy charts); returns the
+    folder. Each cell: {"name", "hparams" (key -> value), "jobs" (its seeds' folders), "metrics" (their
+    means, and attn/entropy_uniform where known), "text"}."""
     from torch.utils.tensorboard import SummaryWriter
 
     board = sweep_dir / FOLDER
     if board.exists():
         shutil.rmtree(board)  # derived from the jobs: rewritten whole
+    steps: set[int] = set()
     for cell in cells:
         series = cell_series(cell["jobs"])
         with SummaryWriter(str(board / cell["name"])) as writer:
             for tag, points in series.items():
+                steps.update(points)
                 for step, value in points.items():
                     writer.add_scalar(tag, value, step)
             writer.add_custom_scalars(layout())
@@ -121,9 +125,16 @@ def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> P
             last = max((max(p) for p in series.values() if p), default=0)
             for proto in hparams_summaries(row, set(row), {**row, "seed": 0}):
                 writer.file_writer.add_summary(proto, last)
-            for tag, value in cell["metrics"].items():  # the HParams metrics: the seeds' means
-                writer.add_scalar(tag, value, last)
+            for tag in METRICS:  # the HParams metrics: the seeds' means
+                if tag in cell["metrics"]:
+                    writer.add_scalar(tag, cell["metrics"][tag], last)
             writer.add_text("verdict", cell["text"])  # after "summary" in the Text tab (sorted by tag)
+    uniform = {round(math.exp(c["metrics"]["attn/entropy_uniform"])): c["metrics"]["attn/entropy_uniform"]
+               for c in cells if "attn/entropy_uniform" in c["metrics"]}  # fmt: skip
+    for length, entropy in sorted(uniform.items()):
+        with SummaryWriter(str(board / f"uniform attention, L={length}")) as writer:
+            for step in (min(steps, default=0), max(steps, default=0)):
+                writer.add_scalar("attn/entropy", entropy, step)
     with SummaryWriter(str(board / "study")) as writer:
         writer.add_text("summary", summary)
     return board

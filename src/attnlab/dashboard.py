@@ -7,8 +7,8 @@ and a log axis. The metrics are the run's own test scalars and val/acc_best, und
 (`METRICS`): no copies of them are logged. Debug runs (fast_dev_run, overfit_batches, limit_*_batches, a
 profiler) log no row: they measure nothing.
 
-Custom scalars. A layout with the charts a researcher reads first: accuracy (train, val, val with
-positions shuffled), loss, and attention entropy beside its uniform reference log L.
+Custom scalars. The charts a researcher reads first, one question each: val/acc, val/acc with the
+positions shuffled, val/loss, train/loss, attention entropy.
 """
 
 from __future__ import annotations
@@ -40,21 +40,27 @@ HPARAMS = {
 }
 GROUP_KEYS = {"data": "data.task"}  # a config group override that varies -> the key it is shown by
 
-LAYOUT = {  # custom-scalars plugin: category -> chart title -> ["Multiline", [tag regexes]]
+LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (TensorBoard colours by run)
     "attnlab": {
-        "accuracy": ["Multiline", ["^train/acc$", "^val/acc$", "^val/acc_shuffled$"]],
-        "loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
-        "attention entropy (nats) vs uniform log L": ["Multiline", ["^attn/entropy$", "^attn/entropy_uniform$"]],
+        "did it learn? val/acc": ["Multiline", ["^val/acc$"]],
+        "does it use position? val/acc with positions shuffled": ["Multiline", ["^val/acc_shuffled$"]],
+        "is it still learning? val/loss": ["Multiline", ["^val/loss$"]],
+        "train/loss": ["Multiline", ["^train/loss$"]],
+        "attention entropy (nats; uniform attention: log L)": ["Multiline", ["^attn/entropy$"]],
     }
 }
 
 
 class TensorBoard(TensorBoardLogger):
-    """Lightning's TensorBoardLogger without the `epoch` series Lightning adds to every logging call:
-    a chart of 0, 1, 2, ... that opens first in the Scalars tab and says nothing the x axis does not."""
+    """Lightning's TensorBoardLogger without the `epoch` series Lightning adds to every logging call (a
+    chart of 0, 1, 2, ... that opens first in the Scalars tab and says nothing the x axis does not), and
+    without its hparams.yaml."""
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    def save(self) -> None:  # no hparams.yaml beside the events: the run's config is .hydra/config.yaml
+        self.experiment.flush()
 
 
 def is_debug(c: dict[str, Any]) -> bool:

@@ -1,9 +1,10 @@
 """What the model looks at, logged to TensorBoard at the end of every validation epoch.
 
-- images: attention weights of one fixed validation example per class, every layer and head, on
-  one fixed colour scale 0..1 (bar at the right edge), and the positional encoding where there is
-  one, on its own range (Images tab; the slider shows them evolve);
-- scalars: attention entropy (nats; `attn/entropy_uniform` = log L is the no-preference reference),
+- figures of the tested checkpoint (Images tab, at its step): for every layer and head, one fixed
+  validation sequence per class above its attention weights, with axes and a colour bar (the figure
+  scripts/plot_attention.py saves), and the positional encoding's table where there is one;
+- scalars: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in the tested
+  checkpoint's statistics, a reference run in a study's view),
   mean max attention probability, std of pre-softmax scores within a row, gradient norm;
 - permutation sensitivity: `val/acc_shuffled`, accuracy on the validation sequences with
   positions shuffled. Equal to `val/acc` for a permutation-invariant model; a model that uses
@@ -20,10 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import matplotlib
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -32,31 +32,55 @@ from attnlab.module import accuracy_metric
 
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
-MAX_IMAGE_CELLS = 256  # longer maps are average-pooled down to this many rows and columns
 
 
-def heatmap(matrix: Tensor, value_range: tuple[float, float] | None = None, min_size: int = 192) -> Tensor:
-    """(R, C) values -> (3, H, W) uint8 image in the viridis colormap, each cell a visible square.
+def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, title: str) -> Figure:
+    """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key
+    columns, a colour bar with ticks). The figure `scripts/plot_attention.py` saves and TensorBoard shows."""
+    with torch.no_grad():
+        logits, maps = net.forward_with_weights(x)
+    weights = maps[layer].weights[:, head].float().cpu()  # (2, L', L'); L' = L + a cls token's row
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    axes = fig.subplots(2, 2, gridspec_kw={"height_ratios": [1, 3]})
+    prefix = weights.shape[-1] - x.shape[1]  # a cls token at position 0 has no input of its own
+    for i, name in enumerate(CLASS_NAMES):
+        seq = x[i, :, 0].float().cpu()
+        axes[0, i].bar(range(prefix, prefix + len(seq)), seq.numpy(), color="tab:gray")
+        axes[0, i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
+        axes[0, i].set_xlim(-0.5, weights.shape[-1] - 0.5)
+        axes[0, i].set_ylabel("x")
+        im = axes[1, i].imshow(weights[i].numpy(), cmap="viridis", vmin=0)
+        axes[1, i].set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
+        axes[1, i].set_ylabel("query position i")
+        fig.colorbar(im, ax=axes[1, i], shrink=0.8, label="weight")
+    fig.suptitle(f"{title}\nattention weights, layer {layer} head {head}", fontsize=10)
+    return fig
 
-    `value_range` (lo, hi): a fixed colour scale, drawn as a bar at the right edge (bottom lo, top hi),
-    so images of different runs and epochs compare (attention weights: (0, 1); a near-uniform map then
-    looks flat, as it is). None: stretched to the matrix's own min..max (tables of encodings)."""
-    m = matrix.detach().float().cpu()
-    if max(m.shape) > MAX_IMAGE_CELLS:
-        m = F.adaptive_avg_pool2d(m[None], (min(m.shape[0], MAX_IMAGE_CELLS), min(m.shape[1], MAX_IMAGE_CELLS)))[0]
-    lo, hi = value_range or (m.min().item(), m.max().item())
-    m = ((m - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-    lut = torch.tensor(matplotlib.colormaps["viridis"](range(256))[:, :3], dtype=torch.float32)  # (256, 3)
-    rgb = lut[(m * 255).round().long()]  # (R, C, 3)
-    k = max(1, math.ceil(min_size / max(m.shape)))
-    rgb = rgb.repeat_interleave(k, 0).repeat_interleave(k, 1)  # (H, W, 3)
-    if value_range is not None:
-        height = rgb.shape[0]
-        ramp = lut[torch.linspace(255, 0, height).round().long()]  # (H, 3): top = hi
-        bar = ramp[:, None, :].expand(height, max(8, rgb.shape[1] // 16), 3)
-        gap = torch.ones(height, 4, 3)  # white
-        rgb = torch.cat((rgb, gap, bar), dim=1)
-    return (rgb * 255).to(torch.uint8).permute(2, 0, 1)
+
+def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure | None:
+    """The positional encoding's table over `length` positions, with its scale; None where it has none."""
+    table = pos_enc.table(length)
+    if table is None:
+        return None
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(table.detach().float().cpu().numpy(), cmap="viridis", aspect="auto")
+    ax.set_xlabel(pos_enc.table_columns)
+    ax.set_ylabel("position i")
+    fig.colorbar(im, ax=ax, label="value")
+    fig.suptitle(f"{title}\npositional encoding", fontsize=10)
+    return fig
+
+
+def describe(c: dict[str, Any]) -> str:
+    """A figure's words for the run: task and model."""
+    return f"{c['data']['task']}, pos_enc={c['model']['pos_enc']}, pool={c['model']['pool']}"
+
+
+def checkpoint_title(run: str, which: dict[str, int] | None, name: str = "tested") -> str:
+    """A figure's first line: the run (`describe`) and which checkpoint drew it."""
+    at = f"epoch {which['epoch']}, step {which['global_step']}" if which else "final weights, no checkpoint"
+    return f"{run}; {name} checkpoint: {at}"
 
 
 def attention_stats(maps: list[AttentionMap]) -> dict[str, Tensor]:
@@ -80,7 +104,8 @@ def shuffle_positions(x: Tensor, seed: int) -> Tensor:
 
 
 class AttentionDiagnostics(pl.Callback):
-    def __init__(self, num_stat_examples: int = 256) -> None:
+    def __init__(self, run: str, num_stat_examples: int = 256) -> None:
+        self.run = run  # `describe` of the run: the figures' titles
         self.num_stat_examples = num_stat_examples
         self.examples: tuple[Tensor, Tensor] | None = None
         self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
@@ -128,6 +153,7 @@ class AttentionDiagnostics(pl.Callback):
         if self.examples is not None:
             _, maps = pl_module.net.forward_with_weights(self.examples[1])
             self.tested = {name: float(value) for name, value in attention_stats(maps).items()}
+            self.log_figures(trainer, pl_module, self.examples[0])
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
@@ -153,27 +179,28 @@ class AttentionDiagnostics(pl.Callback):
             self.grad_norm_count = 0
         if self.examples is None:
             return
-        fixed, stat_batch = self.examples
-        _, maps = pl_module.net.forward_with_weights(stat_batch)
+        _, maps = pl_module.net.forward_with_weights(self.examples[1])
         for name, value in attention_stats(maps).items():
-            pl_module.log(name, value, sync_dist=True)
-        self.log_images(trainer, pl_module, fixed)
+            if name != "attn/entropy_uniform":  # a constant: a flat chart of its own says nothing
+                pl_module.log(name, value, sync_dist=True)
 
-    def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+    def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
+        """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and
+        the positional encoding's. Drawn once, not every epoch: a figure costs about as much as an epoch."""
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_figure")]
         if not writers:
             return
-        _, maps = pl_module.net.forward_with_weights(fixed)
-        images = {}
-        for layer, layer_map in enumerate(maps):
-            for head in range(layer_map.weights.shape[1]):
-                for c, class_name in enumerate(CLASS_NAMES):
-                    tag = f"attention/class_{class_name}/layer{layer}_head{head}"
-                    images[tag] = heatmap(layer_map.weights[c, head], value_range=(0.0, 1.0))
-        table = pl_module.net.pos_enc.table(fixed.shape[1])
-        if table is not None:
-            images["pos_enc"] = heatmap(table)
-        step = max(trainer.global_step - 1, 0)  # the step Lightning logs this validation's scalars at
+        which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
+        step = which["global_step"] if which else trainer.global_step
+        title = checkpoint_title(self.run, which)
+        net = pl_module.net
+        figures = {
+            f"attention/layer{layer}_head{head}": attention_figure(net, fixed, layer, head, title)
+            for layer, block in enumerate(net.layers)
+            for head in range(block.num_heads)
+        }
+        figures["pos_enc"] = encoding_figure(net.pos_enc, fixed.shape[1], title)
         for writer in writers:
-            for tag, image in images.items():
-                writer.add_image(tag, image, step)
+            for tag, fig in figures.items():
+                if fig is not None:
+                    writer.add_figure(tag, fig, step, close=False)

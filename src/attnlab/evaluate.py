@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from attnlab import runs
+from attnlab.board import EVENTS
 from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_eval, untrained_reason
 from attnlab.errors import ConfigError
@@ -93,10 +94,10 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
     runs.write_json_atomic(path, entry)
     figure = length_figure(entry)
     figure.savefig(run_dir / FIGURE, dpi=120)
-    if (run_dir / "tb").is_dir():  # a run logged to TensorBoard (logger=tensorboard, the default)
+    if any(run_dir.glob(EVENTS)):  # a run logged to TensorBoard (logger=tensorboard, the default)
         from torch.utils.tensorboard import SummaryWriter
 
-        with SummaryWriter(str(run_dir / "tb")) as writer:
+        with SummaryWriter(str(run_dir)) as writer:
             writer.add_figure("eval/acc_vs_seq_len", figure, global_step=checkpoint["global_step"])
     return entry
 

@@ -46,7 +46,8 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
     # A resumed run appends to the same TensorBoard run. Everything logged before a checkpoint of step S
     # has a step < S (an epoch's validation is logged at S - 1), so `purge_step=S` hides exactly what the
     # interrupted attempt logged after its checkpoint: no step appears twice, none is lost.
-    return TensorBoard(save_dir=str(out), name="tb", version="", default_hp_metric=False, purge_step=purge_step)
+    # The event files go in the run folder itself, so TensorBoard names the run by its folder (the job's name).
+    return TensorBoard(save_dir=str(out), name="", version="", default_hp_metric=False, purge_step=purge_step)
 
 
 @LOGGERS.register("csv")

@@ -60,6 +60,8 @@ class PositionalEncoding(nn.Module):
     def bias(self, length: int, like: Tensor, prefix: int = 0) -> Tensor | None:  # -> (H, L, L) or None
         return None
 
+    table_columns = "channel"  # what a column of `table` is (a figure's x axis)
+
     def table(self, length: int) -> Tensor | None:
         """A (L, D) picture of the encoding, for plots; None where there is nothing to draw."""
         return None
@@ -184,6 +186,8 @@ class OffsetBias(PositionalEncoding):
         pos = torch.arange(length - prefix, device=like.device)
         bias = self.offset_bias(pos[:, None] - pos[None, :]).to(like.dtype)  # (H, L, L) over the observations
         return F.pad(bias, (prefix, 0, prefix, 0))  # a prefix token's row and column: no bias
+
+    table_columns = "key position j (bias of i - j, head 0)"
 
     def table(self, length: int) -> Tensor:
         like = next(itertools.chain(self.parameters(), self.buffers()))

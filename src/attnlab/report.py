@@ -597,7 +597,8 @@ def board_cells(rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, A
             "name": runs.safe_dirname(name),
             "hparams": {column(keys[i]): setting[i] for i in shown},
             "jobs": [sweep_dir / r["job"] for r in group],
-            "metrics": {m: statistics.fmean(values(group, m)) for m in BOARD_METRICS if values(group, m)},
+            "metrics": {m: statistics.fmean(values(group, m)) for m in (*BOARD_METRICS, "attn/entropy_uniform")
+                        if values(group, m)},
             "text": f"**{name}**: {verdict(group)} (tested epochs {span([r.get('tested_epoch') for r in group])})"
                     f"  \n{seeds}",
         })  # fmt: skip

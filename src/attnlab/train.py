@@ -2,7 +2,7 @@
 
 Files under `output_dir`:
   .hydra/config.yaml   the composed config (written by Hydra)
-  tb/                  TensorBoard event files
+  events.out.tfevents.* TensorBoard event files (in the folder itself: TensorBoard names the run by it)
   checkpoints/         best.ckpt (lowest val/loss: the tested model), last.ckpt (every epoch), interrupted.ckpt
   evaluation.json      with eval.seq_lens: the tested checkpoint at other lengths (attnlab.evaluate)
   metrics.json         the tested checkpoint (epoch, step) and its test/acc, test/loss, diagnostics; how training
@@ -37,7 +37,7 @@ from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
 from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
 from attnlab.data import SyntheticDataModule
-from attnlab.diagnostics import AttentionDiagnostics
+from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import record as record_evaluation
 from attnlab.evaluate import score as score_lengths
@@ -245,7 +245,7 @@ class RunCallbacks:
                     "val/loss", min_delta=early["min_delta"], patience=early["patience"], check_on_train_epoch_end=False
                 )
             )
-        self.diagnostics = AttentionDiagnostics() if c["diagnostics"] else None
+        self.diagnostics = AttentionDiagnostics(describe(c)) if c["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
         if show_progress:
