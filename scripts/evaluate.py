@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.config import register_configs
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
-from attnlab.runs import hydra_quote
+from attnlab.naming import hydra_quote
 
 register_configs()
 

@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from attnlab import runs  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
 from attnlab.errors import ConfigError, Interrupted  # noqa: E402
+from attnlab.naming import hydra_quote  # noqa: E402
 
 register_configs()
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -112,7 +113,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         sys.exit(1)
     flags = [a for a in argv[1:] if a.startswith("-")]
     now = [a for a in argv[1:] if not a.startswith("-") and a.split("=", 1)[0] != "resume"]
-    where = f"hydra.{'sweep' if sweep else 'run'}.dir={runs.hydra_quote(str(folder))}"
+    where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
     overrides: dict[str, str] = {}  # key -> override; later ones win
     for item in [*saved, *now, "resume=true", where]:
         overrides[item.split("=", 1)[0].lstrip("+~")] = item

@@ -35,7 +35,7 @@ def test_csv_logger_gets_the_scalars_and_the_hparams_row(compose_cfg, tmp_path) 
     assert [float(r["hparams/test/acc"]) for r in final] == [pytest.approx(metrics["test/acc"])]
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
     assert set(hparams) == set(HPARAMS) and hparams["seq_len"] == 8 and hparams["task"] == "uniform"  # real types
-    assert not (tmp_path).exists()  # TensorBoard only when chosen
+    assert not list(tmp_path.glob("events.out.tfevents.*"))  # TensorBoard only when chosen
     assert read_metrics(tmp_path)["test/acc"] == metrics["test/acc"]
 
 

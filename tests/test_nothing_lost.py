@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 import attnlab.train
 from attnlab import runs
-from attnlab.config import job_dirname
 from attnlab.errors import ConfigError, Interrupted
+from attnlab.naming import job_dirname
 from attnlab.train import train
 
 from .conftest import ROOT, TINY, TRAIN, compose_train, image_steps, read_metrics, run_train, scalar_steps

@@ -45,7 +45,7 @@ def check_sweep(proc: subprocess.CompletedProcess[str], sweep_dir: Path) -> None
     assert all("FloatingPointError" in r["error"] for r in failed)
     for job in jobs:  # the failure is in the job's own folder, with its traceback
         assert (sweep_dir / job / "FAILED").is_file() == ("1e+30" in job)
-        assert (sweep_dir / job).is_dir()  # and nobody shares a TensorBoard folder
+        assert list((sweep_dir / job).glob("events.out.tfevents.*"))  # and nobody shares a TensorBoard run
     ok = [r for r in rows.values() if r["status"] == "ok"]
     accs = [read_metrics(sweep_dir / r["job"])["test/acc"] for r in ok]
     assert sorted(float(r["test/acc"]) for r in ok) == sorted(accs)
@@ -164,7 +164,7 @@ def test_studies_run_their_jobs_in_parallel_unless_told_otherwise(experiment: st
 
 
 def test_long_override_lists_still_make_valid_folder_names() -> None:
-    from attnlab.config import job_dirname
+    from attnlab.naming import job_dirname
 
     short = "data=halfswap,seed=1"
     assert job_dirname(short) == short
@@ -203,7 +203,7 @@ def test_a_continued_sweep_keeps_the_folders_its_jobs_json_recorded(tmp_path: Pa
     ],
 )
 def test_job_folders_are_named_by_what_varies(grid, names) -> None:
-    from attnlab.config import job_names
+    from attnlab.naming import job_names
 
     assert job_names(grid) == names
 

@@ -47,7 +47,7 @@ def test_a_run_writes_its_files(cli_run: Path) -> None:
     assert metrics["settings"] == {**metrics["settings"], "task": "halfswap", "pos_enc": "learned", "seed": 3}
     saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert saved["data"]["task"] == "halfswap"
-    assert list((run_dir).glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("events.out.tfevents.*"))
     for name in ("best.ckpt", "last.ckpt"):
         ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)  # plain values only
         assert ckpt["hyper_parameters"]["model"]["pos_enc"] == "learned"

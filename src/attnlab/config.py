@@ -9,7 +9,6 @@ is composed, before any code runs. `validate` adds the checks a type cannot expr
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -21,11 +20,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, check_typed, is_count, is_number
 from attnlab.loggers import check_callbacks, check_logger
+from attnlab.naming import lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
-from attnlab.runs import safe_dirname
 from attnlab.scaling import SCALES
 from attnlab.tasks import TASKS
 
@@ -153,48 +152,6 @@ class EvaluateConfig:
     eval: EvaluateSection = field(default_factory=EvaluateSection)
 
 
-def job_dirname(overrides: str, limit: int = 200) -> str:
-    """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
-    a file name (255 bytes), its first characters and a hash of the rest."""
-    if not overrides:
-        return "job"
-    overrides = safe_dirname(overrides)  # values like ../../x stay inside the sweep
-    if len(overrides) <= limit:
-        return overrides
-    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
-    return f"{overrides[: limit - 13]}.._{digest}"  # 13 = len(".._") + 10
-
-
-NOT_IN_JOB_NAMES = ("experiment", "resume")  # the sweep folder's name says the first; the second is set on resume
-
-
-def varying_keys(jobs: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
-    """Each job's overrides as {key: value}, and the keys whose values differ between the jobs (in the
-    order they first appear). Used for the jobs' folder names and for their HParams (attnlab.dashboard)."""
-    parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
-    keys = dict.fromkeys(k for job in parsed for k in job)
-    return parsed, [k for k in keys if len({job.get(k) for job in parsed}) > 1]
-
-
-def job_names(jobs: list[list[str]]) -> list[str]:
-    """Short folder names for a sweep's jobs: the values that vary between them, keyed by the last part of
-    the key (`data=halfswap,pos_enc=rope,seed=1`; the full key where two would read the same), so that
-    TensorBoard's run list and HParams tell the jobs apart at a glance. Keys every job shares are in the
-    sweep's multirun.yaml and each job's .hydra/. A single job keeps all its overrides."""
-    parsed, varying = varying_keys(jobs)
-    if len(jobs) == 1:
-        varying = list(parsed[0])
-    varying = [k for k in varying if k not in NOT_IN_JOB_NAMES]
-    tails = [k.rsplit(".", 1)[-1] for k in varying]
-    short = {k: t if tails.count(t) == 1 else k for k, t in zip(varying, tails, strict=True)}
-    return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]
-
-
-# Used by conf/train.yaml's hydra.sweep.subdir. Registered on import, because launchers resolve the
-# job folder in their worker processes, which import this module when they unpickle the task.
-OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
-
-
 def check_yaml_files(folder: Path) -> None:
     """Every YAML file under `folder` (conf/) parses, or a ConfigError names the file and the place."""
     import yaml
@@ -231,12 +188,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
 
 def raw_value(cfg: DictConfig, key: str) -> Any:
     """The value at `key` as written, before interpolation (`${nope}`, `???`)."""
-    node: Any = OmegaConf.to_container(cfg, resolve=False)
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    return lookup(OmegaConf.to_container(cfg, resolve=False), key)  # type: ignore[arg-type]
 
 
 POSITIVE = [
@@ -283,41 +235,6 @@ SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use inst
     "barebones": "nothing: it turns off the logging and checkpoints every run records its results with",
 }
 AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_steps": 0, "min_epochs": 0}
-
-
-def fits(value: Any, hint: Any) -> bool:
-    """`value` (a plain config value) is of the annotated type `hint`; a type this check does not know
-    passes (the class checks it)."""
-    import types
-    import typing
-
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(fits(value, arg) for arg in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return is_count(value, least=None)
-    if hint is float:
-        return is_number(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (dict, list, tuple):
-        return isinstance(value, origin)
-    return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"
-
-
-def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
-    hint = hints.get(name, Any)
-    if not fits(value, hint):
-        shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-        raise ConfigError(key, value, f"must be of type {shown}")
 
 
 @functools.cache
@@ -484,15 +401,6 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
             raise ConfigError(
                 "eval.seq_lens", length, f"{reason}; eval.untrained=mark scores it anyway, marked; skip records it"
             )
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def is_count(v: Any, least: int | None = 1) -> bool:
-    """A whole number (not a bool), at least `least` unless that is None."""
-    return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
 
 
 def check_numbers(c: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from attnlab.board import hparams_summaries  # one definition for runs and cells
-from attnlab.config import varying_keys
+from attnlab.naming import lookup, varying_keys
 
 # name shown in HParams -> config key
 HPARAMS = {
@@ -68,15 +68,6 @@ def is_debug(c: dict[str, Any]) -> bool:
     t = c["trainer"]
     limits = (t["limit_train_batches"], t["limit_val_batches"], t["limit_test_batches"])
     return bool(t["fast_dev_run"] or t["overfit_batches"] or t["profiler"] or any(v is not None for v in limits))
-
-
-def lookup(c: dict[str, Any], key: str) -> Any:
-    node: Any = c
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def sweep_varying(run_dir: Path) -> list[str]:

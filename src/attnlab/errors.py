@@ -1,6 +1,11 @@
-"""The exception types scripts turn into one line and an exit code."""
+"""The exception types scripts turn into one line and an exit code, and the type checks of plain config
+values that raise the commonest of them."""
 
 from __future__ import annotations
+
+import types
+import typing
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -25,3 +30,44 @@ class Interrupted(BaseException):
         where = f" at step {step}" if step is not None else ""
         saved = f"; checkpoint: {checkpoint}" if checkpoint else ""
         super().__init__(f"stopped by signal {signum}{where}{saved}")
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def is_count(v: Any, least: int | None = 1) -> bool:
+    """A whole number (not a bool), at least `least` unless that is None."""
+    return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """`value` (a plain config value) is of the annotated type `hint`; a type this check does not know
+    passes (the class checks it)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return is_count(value, least=None)
+    if hint is float:
+        return is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (dict, list, tuple):
+        return isinstance(value, origin)
+    return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"
+
+
+def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
+    hint = hints.get(name, Any)
+    if not fits(value, hint):
+        shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        raise ConfigError(key, value, f"must be of type {shown}")

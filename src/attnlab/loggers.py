@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, check_typed
+from attnlab.naming import run_name
 from attnlab.registry import Registry
 
 # Lightning is imported by the builders, not here: config checks import this module, and a bad value
@@ -31,12 +32,6 @@ from attnlab.registry import Registry
 LoggerBuilder = Callable[[dict[str, Any], Path, "int | None"], Any]
 LOGGERS: Registry[LoggerBuilder] = Registry("logger.name")
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger -> the package it needs (an optional extra)
-
-
-def run_name(out: Path) -> str:
-    """A sweep job's short folder name with its sweep (`2026-11-30_15-02-54_limitations/pos_enc=rope,seed=1`),
-    or a single run's folder name."""
-    return f"{out.parent.name}/{out.name}" if (out.parent / "jobs.json").is_file() else out.name
 
 
 @LOGGERS.register("tensorboard")
@@ -147,8 +142,6 @@ def check_callback_values(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     """Values by value, before anything runs: each of the type its class annotates, a `monitor` that the
     run logs, and whatever the class itself refuses when built (a mode, a duration)."""
     import typing
-
-    from attnlab.config import check_typed
 
     hints = typing.get_type_hints(cls.__init__)
     for arg, value in kwargs.items():

@@ -35,6 +35,7 @@ from attnlab import runs
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
 from attnlab.evaluate import EVALUATION, read_evaluation
+from attnlab.naming import safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -594,7 +595,7 @@ def board_cells(rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, A
         name = ",".join(f"{column(keys[i])}={setting[i]}" for i in shown)
         seeds = seeds_cell(group).replace("<br>", "  \n")
         cells.append({
-            "name": runs.safe_dirname(name),
+            "name": safe_dirname(name),
             "hparams": {column(keys[i]): setting[i] for i in shown},
             "jobs": [sweep_dir / r["job"] for r in group],
             "metrics": {m: statistics.fmean(values(group, m)) for m in (*BOARD_METRICS, "attn/entropy_uniform")

@@ -358,12 +358,6 @@ def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
     walk(folder, 0)
 
 
-def hydra_quote(value: str) -> str:
-    """A value Hydra's override parser takes verbatim (paths with '=', ',', spaces, quotes)."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
-    return f"'{escaped}'"
-
-
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -405,16 +399,6 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
         return None
     *_, path, info = min(found)
     return path, info
-
-
-SAFE_NAME = re.compile(r"[/\x00%]")
-
-
-def safe_dirname(name: str) -> str:
-    """A folder name that stays one path component whatever the override values: '/', NUL and '%'
-    are percent-encoded (so names stay distinct), a name of dots gets a prefix."""
-    name = SAFE_NAME.sub(lambda m: f"%{ord(m.group()):02X}", name)
-    return f"_{name}" if set(name) <= {"."} else name
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:

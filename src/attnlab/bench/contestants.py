@@ -20,8 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnlab.bench.measure import ROOT, rss_mb
 from attnlab.runs import run_config
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 # ----------------------------------------------------------------- per step

@@ -13,24 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from attnlab.bench.contestants import CONTESTANTS, ROOT
+
 MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
 # does not fit fails inside its own process instead of bringing the machine down
 OOM_MARKERS = ("can't allocate memory", "MemoryError", "out of memory", "CUDA out of memory")
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def step_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One per-step measurement, in this (fresh) process."""
     import torch
 
-    from attnlab.bench.contestants import CONTESTANTS
     from attnlab.timing import samples_per_second
 
     cuda = spec["device"].startswith("cuda")

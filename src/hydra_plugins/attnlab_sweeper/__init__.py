@@ -40,8 +40,9 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import runs
 from attnlab.clock import process_seconds
-from attnlab.config import job_names, to_plain, validate
+from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
+from attnlab.naming import hydra_quote, job_names
 
 
 @dataclass
@@ -187,7 +188,7 @@ class ValidatingSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params), None)
         grid = [list(job) for batch in self.overrides for job in batch]
-        # Each job's folder: the values that vary (attnlab.config.job_names), set through Hydra's own key.
+        # Each job's folder: the values that vary (attnlab.naming.job_names), set through Hydra's own key.
         names = job_names(grid)
         resuming = bool(self.config.get("resume"))
         if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
@@ -200,7 +201,7 @@ class ValidatingSweeper(BasicSweeper):
         if any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra):
             jobs = grid  # the user's own folder names win
         else:
-            jobs = [[*job, f"hydra.sweep.subdir={runs.hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
+            jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
         os.environ[runs.SWEEP_JOBS_ENV] = str(len(jobs))
         no_more_workers_than_jobs(self.launcher, len(jobs))
@@ -273,7 +274,7 @@ class ValidatingSweeper(BasicSweeper):
         if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
                 self.config.hydra.sweep.dir = str(sweep_dir)
-                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={runs.hydra_quote(str(sweep_dir))}")
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
         return sweep_dir
 
     def check_jobs(

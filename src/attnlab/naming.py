@@ -1,0 +1,85 @@
+"""The names the program gives and reads: a sweep job's folder (the values that vary between the jobs), a
+folder name that stays one path component, a value quoted for Hydra's override parser, a run's logger
+name, the value at a dotted key."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+SAFE_NAME = re.compile(r"[/\x00%]")
+
+
+def safe_dirname(name: str) -> str:
+    """A folder name that stays one path component whatever the override values: '/', NUL and '%'
+    are percent-encoded (so names stay distinct), a name of dots gets a prefix."""
+    name = SAFE_NAME.sub(lambda m: f"%{ord(m.group()):02X}", name)
+    return f"_{name}" if set(name) <= {"."} else name
+
+
+def job_dirname(overrides: str, limit: int = 200) -> str:
+    """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
+    a file name (255 bytes), its first characters and a hash of the rest."""
+    if not overrides:
+        return "job"
+    overrides = safe_dirname(overrides)  # values like ../../x stay inside the sweep
+    if len(overrides) <= limit:
+        return overrides
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return f"{overrides[: limit - 13]}.._{digest}"  # 13 = len(".._") + 10
+
+
+NOT_IN_JOB_NAMES = ("experiment", "resume")  # the sweep folder's name says the first; the second is set on resume
+
+
+def varying_keys(jobs: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """Each job's overrides as {key: value}, and the keys whose values differ between the jobs (in the
+    order they first appear). Used for the jobs' folder names and for their HParams (attnlab.dashboard)."""
+    parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
+    keys = dict.fromkeys(k for job in parsed for k in job)
+    return parsed, [k for k in keys if len({job.get(k) for job in parsed}) > 1]
+
+
+def job_names(jobs: list[list[str]]) -> list[str]:
+    """Short folder names for a sweep's jobs: the values that vary between them, keyed by the last part of
+    the key (`data=halfswap,pos_enc=rope,seed=1`; the full key where two would read the same), so that
+    TensorBoard's run list and HParams tell the jobs apart at a glance. Keys every job shares are in the
+    sweep's multirun.yaml and each job's .hydra/. A single job keeps all its overrides."""
+    parsed, varying = varying_keys(jobs)
+    if len(jobs) == 1:
+        varying = list(parsed[0])
+    varying = [k for k in varying if k not in NOT_IN_JOB_NAMES]
+    tails = [k.rsplit(".", 1)[-1] for k in varying]
+    short = {k: t if tails.count(t) == 1 else k for k, t in zip(varying, tails, strict=True)}
+    return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]
+
+
+# Used by conf/train.yaml's hydra.sweep.subdir. Registered on import (attnlab.config imports this module),
+# because launchers resolve the job folder in their worker processes, which import it to unpickle the task.
+OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
+
+
+def hydra_quote(value: str) -> str:
+    """A value Hydra's override parser takes verbatim (paths with '=', ',', spaces, quotes)."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
+
+
+def run_name(out: Path) -> str:
+    """A sweep job's short folder name with its sweep (`2026-11-30_15-02-54_limitations/pos_enc=rope,seed=1`),
+    or a single run's folder name."""
+    return f"{out.parent.name}/{out.name}" if (out.parent / "jobs.json").is_file() else out.name
+
+
+def lookup(c: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key (`model.pos_enc`) of a plain config; None where there is none."""
+    node: Any = c
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
