@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ConfigError
-from attnlab.runs import run_config
+from attnlab.module import load_module
+from attnlab.run_folder import checkpoint_path, run_config
 
 
 def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:

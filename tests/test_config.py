@@ -8,7 +8,7 @@ from omegaconf.errors import ValidationError
 
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError
-from attnlab.runs import check_start_checkpoint
+from attnlab.resume import check_start_checkpoint
 from attnlab.train import build
 
 from .conftest import CONF
@@ -38,7 +38,7 @@ def test_yaml_names_match_the_schema(compose_cfg) -> None:
     assert isinstance(c["model"]["pos_enc"], str)
 
 
-# Every refused value, checked as the CLI checks it (compose, then the checks of attnlab.runs.preflight),
+# Every refused value, checked as the CLI checks it (compose, then the checks of attnlab.resume.preflight),
 # in-process; tests/test_reliability.py::test_bad_input_is_one_clear_line runs a few through the CLI.
 # Compose-time refusals (typos, types, unknown names) carry Hydra's message; the rest one ConfigError line.
 BAD = [

@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from attnlab.checkpoint import load_module
 from attnlab.errors import ConfigError
 from attnlab.evaluate import evaluate_run
+from attnlab.module import load_module
 from attnlab.report import collect
 from attnlab.verdict import wilson
 

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 import attnlab.train
-from attnlab import runs
+from attnlab import resume, run_folder
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import job_dirname
 from attnlab.train import train
@@ -140,8 +140,8 @@ def test_an_explicit_folder_holding_a_run_is_refused(own_copy: Path, tmp_path: P
     assert again.returncode == 1
     assert f"error: hydra.run.dir='{run_dir}' is invalid: holds another run" in again.stderr
     assert f"resume={run_dir}" in again.stderr
-    assert {k: v for k, v in folder_bytes(run_dir).items() if k != runs.LOCK} == {
-        k: v for k, v in before.items() if k != runs.LOCK
+    assert {k: v for k, v in folder_bytes(run_dir).items() if k != run_folder.LOCK} == {
+        k: v for k, v in before.items() if k != run_folder.LOCK
     }
 
 
@@ -216,13 +216,13 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
     elif phase == "test's end":
         callbacks.append(SignalAt("on_test_epoch_end", sig))
     else:
-        real_write = runs.write_json_atomic
-        monkeypatch.setattr(runs, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))
+        real_write = run_folder.write_json_atomic
+        monkeypatch.setattr(run_folder, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))
     with pytest.raises(Interrupted) as stopped:
         train(compose_train(run_dir, *PHASE_ARGS), extra_callbacks=callbacks)
     assert stopped.value.exit_code == 128 + sig
     assert not (run_dir / "metrics.json").exists()
-    assert runs.status(run_dir)[0] == "interrupted"
+    assert run_folder.status(run_dir)[0] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
     monkeypatch.undo()
@@ -230,7 +230,7 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
     train(compose_train(run_dir, *PHASE_ARGS, "resume=true"))
     said = capsys.readouterr().out.splitlines()[0]
     assert said.startswith("[attnlab] resuming") and resumed_from in said, said
-    assert runs.status(run_dir) == ("ok", "")
+    assert run_folder.status(run_dir) == ("ok", "")
     assert_same_run(undisturbed, run_dir)
 
 
@@ -330,7 +330,7 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path:
     again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     for seed in ("seed=0", "seed=1"):
-        assert runs.status(job_dir(sweep, seed)) == ("ok", "")
+        assert run_folder.status(job_dir(sweep, seed)) == ("ok", "")
         assert read_metrics(job_dir(sweep, seed))["test/acc"] == whole[seed]["test/acc"]
 
 
@@ -452,7 +452,7 @@ def test_override_values_cannot_leave_the_sweep(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name != "tensorboard"]
-    assert len(jobs) == 2 and all(runs.status(j)[0] == "failed" for j in jobs)
+    assert len(jobs) == 2 and all(run_folder.status(j)[0] == "failed" for j in jobs)
     assert not [p for p in tmp_path.rglob("*ESC*") if p.parent != sweep]
     assert "/" not in job_dirname("x=../../y") and job_dirname("x=a/b") != job_dirname("x=a%2Fb")
 
@@ -575,10 +575,10 @@ def test_a_run_that_failed_before_its_first_checkpoint_resumes_with_a_corrected_
     """Nothing depends on the config before the first checkpoint: the resume may correct it."""
     run_dir = tmp_path / "run"
     proc = run_train(*TINY, "optim.lr=1e30", "data.n_train=64", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 1 and runs.status(run_dir)[0] == "failed" and not list(run_dir.rglob("*.ckpt"))
+    assert proc.returncode == 1 and run_folder.status(run_dir)[0] == "failed" and not list(run_dir.rglob("*.ckpt"))
     proc = run_train(f"resume={run_dir}", "optim.lr=0.003", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert runs.status(run_dir) == ("ok", "")
+    assert run_folder.status(run_dir) == ("ok", "")
 
 
 @pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])
@@ -598,7 +598,7 @@ def test_nan_with_one_step_per_epoch_leaves_no_checkpoint(tmp_path: Path, diagno
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train(compose_train(run_dir, *args))
     assert not list(run_dir.rglob("*.ckpt"))
-    assert runs.status(run_dir)[0] == "failed"
+    assert run_folder.status(run_dir)[0] == "failed"
 
 
 def test_evaluate_refuses_a_failed_run(own_copy: Path) -> None:
@@ -609,10 +609,10 @@ def test_evaluate_refuses_a_failed_run(own_copy: Path) -> None:
     for key, kwargs in (("eval.n", {"n": 0}), ("eval.batch_size", {"batch_size": 0})):
         with pytest.raises(ConfigError, match=f"{key}=0 is invalid"):
             evaluate_run(run_dir, {**ev, **kwargs})
-    runs.write_marker(run_dir, runs.FAILED, "Traceback ...\nRuntimeError: boom\n")
+    run_folder.write_marker(run_dir, run_folder.FAILED, "Traceback ...\nRuntimeError: boom\n")
     with pytest.raises(ConfigError, match=r"the run did not finish: failed \(RuntimeError: boom\)"):
         evaluate_run(run_dir, ev)
-    assert runs.status(run_dir) == ("failed", "RuntimeError: boom")
+    assert run_folder.status(run_dir) == ("failed", "RuntimeError: boom")
 
 
 def test_a_new_run_never_trains_over_another_runs_checkpoints(tmp_path: Path) -> None:
@@ -640,7 +640,7 @@ def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: P
             compose_train(run_dir, *TINY, "trainer.max_epochs=3", "resume=true"),
             extra_callbacks=[SignalAt("on_train_batch_end")],
         )
-    assert runs.status(run_dir)[0] == "interrupted" and not (run_dir / "metrics.json").exists()
+    assert run_folder.status(run_dir)[0] == "interrupted" and not (run_dir / "metrics.json").exists()
     assert json.loads((run_dir / "metrics.previous.json").read_text())["test/loss"] == first["test/loss"]
 
 
@@ -660,7 +660,7 @@ def test_a_run_saved_before_a_key_existed_still_resumes(compose_cfg) -> None:
     `callbacks`, `verbose` and `model.dim` existed resumes; one whose saved value differs is still refused."""
     from attnlab.config import to_plain
     from attnlab.errors import ConfigError
-    from attnlab.runs import check_same_run
+    from attnlab.resume import check_same_run
 
     new = to_plain(compose_cfg(*TINY))
     old = {k: v for k, v in new.items() if k not in ("logger", "callbacks", "verbose")}
@@ -693,10 +693,10 @@ def test_a_run_saved_before_a_key_existed_still_resumes(compose_cfg) -> None:
 )
 def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
     if refused is None:
-        runs.check_saved_override(item, Path("record"))
+        resume.check_saved_override(item, Path("record"))
     else:
         with pytest.raises(ConfigError, match=re.escape(refused)):
-            runs.check_saved_override(item, Path("record"))
+            resume.check_saved_override(item, Path("record"))
 
 
 @pytest.mark.parametrize(
@@ -714,10 +714,10 @@ def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
 )
 def test_what_a_saved_launcher_setting_may_say(item: str, ok: bool) -> None:
     if ok:
-        runs.check_saved_launcher(item, Path("record"))
+        resume.check_saved_launcher(item, Path("record"))
     else:
         with pytest.raises(ConfigError, match="not a plain launcher setting"):
-            runs.check_saved_launcher(item, Path("record"))
+            resume.check_saved_launcher(item, Path("record"))
 
 
 def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Path, tmp_path: Path) -> None:

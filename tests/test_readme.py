@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab import runs
+from attnlab import run_folder
 
 from .conftest import ROOT, TINY, run_train, start_local_slurm, stop_local_slurm
 
@@ -123,7 +123,7 @@ def test_every_readme_command_runs(tmp_path: Path, slurm_env) -> None:
         # a command that trains did train: its run (or every job of its sweep) finished with results
         for folder in (tmp_path / f"run{n}", *sorted((tmp_path / f"sweep{n}").glob("*/.hydra/.."))):
             if folder.exists() and "resume=" not in original:
-                assert runs.status(folder) == ("ok", ""), (original, folder)
+                assert run_folder.status(folder) == ("ok", ""), (original, folder)
                 wrote.append(original)
     # nothing skipped but the two commands CI and the test's own PATH stand for
     assert sorted(set(skipped)) == [". .venv/bin/activate", "make test"], skipped

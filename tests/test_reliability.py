@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from attnlab.faults import AtomicCheckpointIO
+from attnlab.checkpoints import AtomicCheckpointIO
 from attnlab.train import train
 
 from .conftest import TINY, TRAIN, compose_train, orphaned_workers, read_metrics, run_train, scalar_values
@@ -218,7 +218,7 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     longer duration, which a resume may change, continues the run."""
     from omegaconf import OmegaConf
 
-    from attnlab import runs
+    from attnlab import resume
     from attnlab.config import to_plain
     from attnlab.errors import ConfigError
 
@@ -233,10 +233,10 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     with pytest.raises(
         ConfigError, match=r"^callbacks.timer.duration='00:00:00:01' is invalid: this run's timer has run"
     ):
-        runs.check_resume(run_dir, again)
+        resume.check(again, run_dir)
     longer = compose_train(run_dir, *TINY, *timer, "trainer.max_epochs=" + str(first["epochs"] + 2),
                            "callbacks.timer.duration=00:01:00:00", "resume=true")  # fmt: skip
-    assert runs.check_resume(run_dir, to_plain(longer))
+    assert resume.check(to_plain(longer), run_dir).own
     metrics = train(longer)
     assert metrics["epochs"] == first["epochs"] + 2 and metrics["ended_by"] == "max_epochs"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from attnlab.runs import checkpoint_info
+from attnlab.checkpoints import read_checkpoint
 from attnlab.train import train
 
 from .conftest import TINY, TRAIN, compose_train, scalar_steps, start_local_slurm, stop_local_slurm
@@ -119,8 +119,8 @@ def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Pat
     assert 40 <= step < 160  # stopped mid-run
     # Saved where it stopped, and resumed from there: interrupted.ckpt, or, when the signal came during an
     # epoch's validation (the run then stops after that epoch's checkpoints), last.ckpt of the same step.
-    saved = checkpoint_info(job / "checkpoints" / "interrupted.ckpt")
-    assert saved is not None and saved["global_step"] == step, logs[-3000:]
+    saved = read_checkpoint(job / "checkpoints" / "interrupted.ckpt", "test")
+    assert saved["global_step"] == step, logs[-3000:]
     assert "from checkpoints/interrupted.ckpt" in resumed[0] or (
         "from checkpoints/last.ckpt" in resumed[0] and step % 40 == 0
     ), logs[-3000:]

@@ -126,9 +126,9 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
     """uniform reaches val/acc 1.0 in a few epochs and its val/loss keeps falling: the model tested (and
     named in metrics.json and the closing line) is the epoch of the lowest val/loss, with that epoch's
     weights, and the attention statistics reported beside its accuracy are of those same weights."""
-    from attnlab.checkpoint import load_module
     from attnlab.data import SyntheticDataModule
     from attnlab.diagnostics import attention_stats
+    from attnlab.module import load_module
     from attnlab.train import train
 
     from .conftest import compose_train

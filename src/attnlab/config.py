@@ -2,7 +2,7 @@
 
 Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it,
 so a misspelled key, a wrong type or an unknown variant name fails when the config
-is composed, before any code runs. `validate` adds the checks a type cannot express
+is composed, before any code run_folder. `validate` adds the checks a type cannot express
 (positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
 """
 
@@ -133,7 +133,7 @@ class TrainConfig:
     verbose: bool = False  # also print the config, Lightning's messages, the model summary and the test table
     progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
     # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
-    # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.runs).
+    # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.resume).
     resume: bool = False
     ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
     eval: EvalSection = field(default_factory=EvalSection)  # score the tested checkpoint at other lengths

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from attnlab.runs import SWEEP_JOBS_ENV
+from attnlab.run_folder import SWEEP_JOBS_ENV
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
 PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept

@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 
-from attnlab import runs
+from attnlab import run_folder
 from attnlab.board import EVENTS
-from attnlab.checkpoint import checkpoint_path, load_module
 from attnlab.config import check_eval, untrained_reason
 from attnlab.errors import ConfigError
-from attnlab.runs import run_config
+from attnlab.run_folder import checkpoint_path, run_config
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import wilson
 
@@ -91,7 +90,7 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
     entry["lengths"] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
     if earlier:
         entry["earlier"] = earlier
-    runs.write_json_atomic(path, entry)
+    run_folder.write_json_atomic(path, entry)
     figure = length_figure(entry)
     figure.savefig(run_dir / FIGURE, dpi=120)
     if any(run_dir.glob(EVENTS)):  # a run logged to TensorBoard (logger=tensorboard, the default)
@@ -139,7 +138,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     a folder that cannot be written) is a ConfigError raised before anything is evaluated."""
     run_dir = Path(run_dir)
     c = run_config(run_dir)
-    state, reason = runs.status(run_dir)
+    state, reason = run_folder.status(run_dir)
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
@@ -148,11 +147,13 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
-    runs.check_no_links_out(run_dir, "run_dir")
+    run_folder.check_no_links_out(run_dir, "run_dir")
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
-    with runs.locked(run_dir, "run_dir"):
+    with run_folder.locked(run_dir, "run_dir"):
         path = checkpoint_path(run_dir, ckpt)
+        from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
+
         module = load_module(path)  # weights, epoch and step from one read of the file
         assert module.loaded_from is not None
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}

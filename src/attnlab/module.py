@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +12,8 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from attnlab.checkpoints import epoch_step, read_checkpoint
+from attnlab.errors import ConfigError
 from attnlab.model import AttentionClassifier
 
 HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitClassifier.history`
@@ -112,13 +115,23 @@ class LitClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("history", {})
         self.history = {k: list(saved.get(k, [])) for k in HISTORY}
-        self.loaded_from = checkpoint_epoch_step(checkpoint)
+        self.loaded_from = epoch_step(checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def checkpoint_epoch_step(checkpoint: dict[str, Any]) -> dict[str, int]:
-    """{"epoch", "global_step"} of a Lightning checkpoint; epochs counted from 1, as the console does. An
-    end-of-epoch checkpoint is saved during its epoch (Lightning's `epoch` is that epoch, from 0)."""
-    return {"epoch": int(checkpoint["epoch"]) + 1, "global_step": int(checkpoint["global_step"])}
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> LitClassifier:
+    """The LightningModule stored in a checkpoint, weights loaded, in eval mode; its `loaded_from` names the
+    checkpoint's epoch and step, read in the same read as the weights (a checkpoint replaced meanwhile, by
+    a resume, cannot mislabel them). ConfigError (naming `key` and the file) for a file that does not load
+    or holds another model."""
+    ckpt = read_checkpoint(path, key, map_location)
+    try:
+        module = LitClassifier(**ckpt["hyper_parameters"])
+        module.load_state_dict(ckpt["state_dict"])
+    except Exception as e:  # hyperparameters or weights of another model
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+    module.loaded_from = epoch_step(ckpt)
+    return module.eval()

@@ -31,11 +31,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from attnlab import runs
+from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import safe_dirname
+from attnlab.naming import flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -83,13 +83,13 @@ STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 
 def planned_jobs(sweep_dir: Path) -> list[Path]:
     """The folders of every job the sweep planned (written by the sweeper before the first job runs); each
-    must stay inside the sweep (runs.inside: a ConfigError otherwise)."""
+    must stay inside the sweep (run_folder.inside: a ConfigError otherwise)."""
     source = sweep_dir / "jobs.json"
     try:
         dirs = [job["dir"] for job in json.loads(source.read_text())["jobs"]]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    return [runs.inside(sweep_dir, d, "sweep", source) for d in dirs]
+    return [run_folder.inside(sweep_dir, d, "sweep", source) for d in dirs]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -103,7 +103,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else "."}
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"), enum_to_str=True)
-        settings = runs.flatten(cfg)  # type: ignore[arg-type]
+        settings = flatten(cfg)  # type: ignore[arg-type]
     except Exception:  # never started (or its config is gone): a row all the same
         row["settings"] = {}
         row.update(dict.fromkeys([*COLUMNS.values(), "seed"]))
@@ -112,7 +112,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
     row.update({col: settings.get(key) for key, col in COLUMNS.items()})
     row["seed"] = settings.get("seed")
-    row["status"], reason = runs.status(job_dir)
+    row["status"], reason = run_folder.status(job_dir)
     if row["status"] == "ok":
         try:
             row.update(read_results(job_dir, settings))
@@ -126,7 +126,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
 def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """A finished job's metrics, its tested checkpoint, its seed's verdict (attnlab.verdict) and, where it
     scored other lengths of that same checkpoint, its evaluation."""
-    metrics = json.loads((job_dir / runs.METRICS).read_text())
+    metrics = json.loads((job_dir / run_folder.METRICS).read_text())
     diagnostics = metrics.get("diagnostics") or {}
     row: dict[str, Any] = {k: number(metrics.get(k)) for k in METRICS}
     row.update({k: number(diagnostics.get(k)) for k in DIAGNOSTICS})
@@ -608,7 +608,7 @@ def board_cells(rows: list[dict[str, Any]], sweep_dir: Path) -> list[dict[str, A
 
 def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
-    runs.check_no_links_out(sweep_dir, "sweep", depth=0)  # the report's files and the jobs it reads stay inside
+    run_folder.check_no_links_out(sweep_dir, "sweep", depth=0)  # the report's files and the jobs it reads stay inside
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")

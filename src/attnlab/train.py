@@ -30,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from attnlab import runs
+from attnlab import resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
+from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from attnlab.clock import process_seconds
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
@@ -41,10 +42,10 @@ from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import record as record_evaluation
 from attnlab.evaluate import score as score_lengths
-from attnlab.faults import AtomicCheckpointIO, RunCheckpoint, StopOnSignal
 from attnlab.loggers import build_callbacks, build_logger
 from attnlab.module import LitClassifier
 from attnlab.provenance import as_markdown, provenance
+from attnlab.signals import StopOnSignal
 from attnlab.timing import StepClock
 from attnlab.verdict import converged
 
@@ -115,30 +116,21 @@ def best_val_acc(module: LitClassifier) -> float | None:
 
 
 def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
-    """The checkpoint to start from and its global step: a resumed run's newest loadable one (said
-    which); else `ckpt_path` (checked), the run's starting point; else (None, 0): from scratch. A run
-    started from `ckpt_path` and resumed continues from its own checkpoints."""
-    found = runs.newest_checkpoint(out) if c["resume"] else None
-    if found is None:
-        given = runs.check_start_checkpoint(c)
-        if c["resume"]:
-            start = f"from {given}" if given else "from the beginning"
-            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {start}", flush=True)
-        return (str(given), 0) if given else (None, 0)
-    path, info = found
-    runs.check_held_settings(info["hyper_parameters"], c, "resume", path)
-    print(
-        f"[attnlab] resuming {out} from {path.relative_to(out)} "
-        f"(epoch {info['epoch'] + 1}, step {info['global_step']})",
-        flush=True,
-    )
-    return str(path), info["global_step"]
+    """The checkpoint to start from and its global step (attnlab.resume.plan), said where it is a resume."""
+    start = resume.plan(c, out)
+    if c["resume"] and start.own:
+        print(f"[attnlab] resuming {out} from {start.checkpoint.relative_to(out)} "  # type: ignore[union-attr]
+              f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
+    elif c["resume"]:
+        begin = f"from {start.checkpoint}" if start.checkpoint else "from the beginning"
+        print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {begin}", flush=True)
+    return (str(start.checkpoint) if start.checkpoint else None), start.step
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
     the trainer's (scripts/benchmark.py times steps with one). `checked`: the config was validated
-    already (scripts/train.py: by `runs.preflight` for a single run, by the sweeper for a sweep's jobs).
+    already (scripts/train.py: by `resume.preflight` for a single run, by the sweeper for a sweep's jobs).
 
     Holds the folder's lock throughout; leaves FAILED (traceback) or INTERRUPTED in it when it does not
     finish, and raises: ConfigError / any error, or `Interrupted` after a signal."""
@@ -146,32 +138,32 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
     c = to_plain(cfg)
     if not checked:
         validate(c)  # bad values fail here, before anything is built or written
-    if runs.requeued():  # SLURM restarted this job: it resumes its own folder instead of starting over
+    if run_folder.requeued():  # SLURM restarted this job: it resumes its own folder instead of starting over
         c["resume"] = True
     out = Path(c["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    if runs.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
+    if run_folder.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
         with StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
             return run(c, out, stop, extra_callbacks, began)
     if not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
         raise ConfigError(
             "output_dir", str(out), "holds another run's checkpoints; resume it (resume=true) or use a new folder"
         )
-    with runs.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
-        runs.clear_markers(out)  # this attempt decides how the run ends
-        if c["resume"] and (out / runs.METRICS).exists():  # results of the checkpoints this resume moves on from
-            os.replace(out / runs.METRICS, out / runs.PREVIOUS_METRICS)
+    with run_folder.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
+        run_folder.clear_markers(out)  # this attempt decides how the run ends
+        if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
+            os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
         try:
             return run(c, out, stop, extra_callbacks, began)
         except Interrupted as e:
-            runs.write_marker(out, runs.INTERRUPTED, f"{e}\n")
+            run_folder.write_marker(out, run_folder.INTERRUPTED, f"{e}\n")
             raise
         except BaseException as e:
             if stop.signum is not None:  # Lightning's way out after a signal: SystemExit
                 interrupted = stop.interrupted()
-                runs.write_marker(out, runs.INTERRUPTED, f"{interrupted}\n")
+                run_folder.write_marker(out, run_folder.INTERRUPTED, f"{interrupted}\n")
                 raise interrupted from e
-            runs.write_marker(out, runs.FAILED, traceback.format_exc())
+            run_folder.write_marker(out, run_folder.FAILED, traceback.format_exc())
             raise
 
 
@@ -400,5 +392,5 @@ def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metri
                 {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}, trainer.global_step
             )
     logger.finalize("success")
-    runs.write_json_atomic(out / runs.METRICS, metrics)  # last: from here on the run counts as finished
-    (out / runs.PREVIOUS_METRICS).unlink(missing_ok=True)
+    run_folder.write_json_atomic(out / run_folder.METRICS, metrics)  # last: from here on the run counts as finished
+    (out / run_folder.PREVIOUS_METRICS).unlink(missing_ok=True)

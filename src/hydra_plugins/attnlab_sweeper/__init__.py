@@ -2,7 +2,7 @@
 
 Before any job runs, every job's config is composed and checked (`config.validate`), and two jobs
 that would share a folder are refused. The sweep folder is claimed like a run folder
-(`attnlab.runs.claim`): two sweeps started in the same second get folders of their own.
+(`attnlab.run_folder.claim`): two sweeps started in the same second get folders of their own.
 
 Then the jobs run on whatever launcher is configured. A job never ends the sweep by failing: it
 leaves `FAILED` in its folder and the others go on. A signal (Ctrl-C, SIGTERM) stops the sweep
@@ -38,7 +38,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict, read_write
 
-from attnlab import runs
+from attnlab import resume, run_folder
 from attnlab.clock import process_seconds
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
@@ -172,7 +172,7 @@ def recorded_names(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> 
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return names
     for _, folder in saved:  # a record is input: a job's folder stays inside its sweep (ConfigError)
-        runs.inside(sweep_dir, folder, "resume", source)
+        run_folder.inside(sweep_dir, folder, "resume", source)
     kept = []
     for job, name in zip(grid, names, strict=True):
         matches = [folder for overrides, folder in saved if overrides <= set(job)]
@@ -193,7 +193,7 @@ class ValidatingSweeper(BasicSweeper):
         resuming = bool(self.config.get("resume"))
         if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
             try:
-                runs.check_no_links_out(Path(str(self.config.hydra.sweep.dir)), "resume", depth=0)
+                run_folder.check_no_links_out(Path(str(self.config.hydra.sweep.dir)), "resume", depth=0)
                 names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
             except ConfigError as e:
                 print(f"error: {e}", file=sys.stderr)
@@ -203,7 +203,7 @@ class ValidatingSweeper(BasicSweeper):
         else:
             jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
         # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
-        os.environ[runs.SWEEP_JOBS_ENV] = str(len(jobs))
+        os.environ[run_folder.SWEEP_JOBS_ENV] = str(len(jobs))
         no_more_workers_than_jobs(self.launcher, len(jobs))
         # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
         # fails every job, and is answered without waiting for workers to start and stop.
@@ -217,7 +217,7 @@ class ValidatingSweeper(BasicSweeper):
             sys.exit(1)
         with SweepSignals() as signals:
             code = self.run_jobs(sweep_dir, jobs, folders, resuming, signals, began)
-        runs.release(sweep_dir)
+        run_folder.release(sweep_dir)
         if code:
             sys.exit(code)
 
@@ -235,12 +235,14 @@ class ValidatingSweeper(BasicSweeper):
             tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
             OmegaConf.save(self.config, tmp)
             os.replace(tmp, sweep_dir / "multirun.yaml")
-        runs.write_json_atomic(
+        run_folder.write_json_atomic(
             sweep_dir / "jobs.json",
             {"jobs": [{"overrides": task_overrides(j), "dir": f} for j, f in zip(jobs, folders, strict=True)]},
         )
         todo = [
-            j for j, f in zip(jobs, folders, strict=True) if not (resuming and runs.status(sweep_dir / f)[0] == "ok")
+            j
+            for j, f in zip(jobs, folders, strict=True)
+            if not (resuming and run_folder.status(sweep_dir / f)[0] == "ok")
         ]
         kept = len(jobs) - len(todo)
         print(
@@ -270,7 +272,7 @@ class ValidatingSweeper(BasicSweeper):
     def claim_sweep_dir(self, resuming: bool) -> Path:
         explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
         wanted = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir = runs.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
+        sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
         if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
                 self.config.hydra.sweep.dir = str(sweep_dir)
@@ -299,9 +301,7 @@ class ValidatingSweeper(BasicSweeper):
                 if same in configs:
                     raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
                 configs[same] = num
-                if resuming:
-                    runs.check_no_links_out(sweep_dir / folder, "resume")
-                    runs.check_resume(sweep_dir / folder, c)
+                resume.check(c, sweep_dir / folder)
             except ConfigError as e:
                 print(f"error: job #{num} ({' '.join(task_overrides(overrides))}): {e}", file=sys.stderr)
                 sys.exit(1)  # (a pool of warmed workers is shut down at exit, after they started: a few seconds)

@@ -1,4 +1,4 @@
-"""Surviving faults: signals in every phase, checkpoints a crash cannot corrupt, runs that can move.
+"""Signals in every phase of a run.
 
 `StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
 of a run to its last write; so is SIGUSR2 (SLURM's time-limit warning) where a job runner handles it.
@@ -8,27 +8,15 @@ then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; outs
 with `Interrupted`, which scripts/train.py turns into exit code 128 + signal and the command that
 continues the run. (Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as
 success, and does not guard its test loop against SIGINT at all.)
-
-`AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a
-full disk or a kill during the write leaves the previous checkpoint whole.
-
-`RunCheckpoint`: Lightning's ModelCheckpoint drops its best score when the folder it was saved from
-differs from the folder it runs in, so a run moved (`mv`) or copied (`cp -r`) and resumed would
-overwrite best.ckpt with a worse epoch, or test the *original* folder's file. Here the saved state
-follows the run: in the same run it is re-pointed at this folder; in a new run started from
-another's checkpoint (`ckpt_path`) it is dropped, and the new run tracks its own best.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 
 from attnlab.errors import Interrupted
@@ -117,41 +105,3 @@ class StopOnSignal(pl.Callback):
         if self.signum is not None and trainer.state.fn == TrainerFn.FITTING:
             trainer.save_checkpoint(self.checkpoint_path)
             self.saved = str(self.checkpoint_path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-
-class RunCheckpoint(ModelCheckpoint):
-    def __init__(self, *args: Any, same_run: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.same_run = same_run  # resuming this run (maybe moved), or a new run from another's checkpoint
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_dir = state_dict.get("dirpath", self.dirpath)
-        if saved_dir == self.dirpath:
-            return super().load_state_dict(state_dict)
-        if not self.same_run:
-            return None  # another run's bookkeeping: this run starts its own
-
-        def here(path: str) -> str:
-            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
-
-        moved = {
-            **state_dict,
-            "dirpath": self.dirpath,
-            "best_model_path": here(state_dict.get("best_model_path", "")),
-            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
-            "last_model_path": here(state_dict.get("last_model_path", "")),
-            "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
-        }
-        return super().load_state_dict(moved)

@@ -1,0 +1,117 @@
+"""Checkpoints: read safely, the one a run resumes from, written so that no kill corrupts one, and kept
+right when a run folder moves.
+
+Read with `torch.load(weights_only=True)`: hyperparameters are plain values, so nothing needs unpickling,
+and a crafted pickle is refused without running. Every failure to read is a ConfigError naming the file;
+nothing falls back to random weights.
+
+`AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a full
+disk or a kill during the write leaves the previous checkpoint whole.
+
+`RunCheckpoint`: Lightning's ModelCheckpoint drops its best score when the folder it was saved from
+differs from the folder it runs in, so a run moved (`mv`) or copied (`cp -r`) and resumed would
+overwrite best.ckpt with a worse epoch, or test the *original* folder's file. Here the saved state
+follows the run: in the same run it is re-pointed at this folder; in a new run started from another's
+checkpoint (`ckpt_path`) it is dropped, and the new run tracks its own best.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from attnlab.errors import ConfigError
+
+CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume candidates (newest_checkpoint)
+
+
+def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint of attnlab's, read safely. ConfigError (naming `key` and the file) for a
+    missing, truncated, garbage or foreign file, or one whose pickle would need code to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        int(ckpt["epoch"]), int(ckpt["global_step"]), dict(ckpt["hyper_parameters"]), dict(ckpt["state_dict"])
+    except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+    return ckpt
+
+
+def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
+    """{"epoch", "global_step"} of a checkpoint; epochs counted from 1, as the console does. An end-of-epoch
+    checkpoint is saved during its epoch (Lightning's `epoch` is that epoch, from 0)."""
+    return {"epoch": int(ckpt["epoch"]) + 1, "global_step": int(ckpt["global_step"])}
+
+
+def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume `folder` from, and its contents: of last.ckpt, best.ckpt and interrupted.ckpt
+    the loadable one with the most steps (mid-epoch ones resume exactly too: attnlab.data.TensorBatches).
+    A file that does not load is skipped, never trusted; a folder of only such files is refused."""
+    found, unloadable = [], []
+    for rank, name in enumerate(CHECKPOINTS):
+        path = folder / "checkpoints" / f"{name}.ckpt"
+        if not path.is_file():
+            continue
+        try:
+            ckpt = read_checkpoint(path, "resume")
+        except ConfigError:
+            unloadable.append(path.name)
+            continue
+        found.append((-int(ckpt["global_step"]), rank, path, ckpt))
+    if not found and unloadable:  # (writes are atomic: a kill leaves <name>.tmp, never a cut .ckpt)
+        raise ConfigError(
+            "resume",
+            str(folder),
+            f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
+            "move them away to start the run again",
+        )
+    if not found:
+        return None
+    *_, path, ckpt = min(found, key=lambda f: f[:2])
+    return path, ckpt
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+class RunCheckpoint(ModelCheckpoint):
+    def __init__(self, *args: Any, same_run: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.same_run = same_run  # resuming this run (maybe moved), or a new run from another's checkpoint
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath", self.dirpath)
+        if saved_dir == self.dirpath:
+            return super().load_state_dict(state_dict)
+        if not self.same_run:
+            return None  # another run's bookkeeping: this run starts its own
+
+        def here(path: str) -> str:
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        moved = {
+            **state_dict,
+            "dirpath": self.dirpath,
+            "best_model_path": here(state_dict.get("best_model_path", "")),
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+            "last_model_path": here(state_dict.get("last_model_path", "")),
+            "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+        }
+        return super().load_state_dict(moved)

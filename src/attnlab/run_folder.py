@@ -1,0 +1,235 @@
+"""Run folders: one run per folder, locked while it runs, its status, and what is read back from it.
+
+A folder *holds a run* once it has `.hydra/` (written by Hydra when the run starts). The rules:
+- A new run claims a folder of its own. The default name (a timestamp) gets a `-2`, `-3`, ...
+  suffix when the folder is taken, so two runs started in the same second never share one; an
+  explicit `hydra.run.dir` / `hydra.sweep.dir` that holds a run is refused.
+- While a run or sweep works in a folder it holds an exclusive lock on `<folder>/.lock`
+  (`fcntl.flock`, released by the kernel when the process dies, even by SIGKILL), so a second
+  process can neither start nor resume a run that is still running.
+- A resume continues the *same* run (attnlab.resume says what may change).
+- The status of a run is in its folder: `metrics.json` (finished), `FAILED` (error, with the
+  traceback) or `INTERRUPTED` (stopped by a signal, resumable). Both markers are removed when the
+  run is resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from attnlab.config import TrainConfig, to_plain
+from attnlab.errors import ConfigError
+
+LOCK = ".lock"
+FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
+PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
+SWEEP_JOBS_ENV = "ATTNLAB_SWEEP_JOBS"  # a sweep's job count, for its jobs' "job k/N" lines (set by the sweeper)
+
+_held: dict[str, int] = {}  # folder -> file descriptor of its lock, for the life of this process
+
+
+# ---------------------------------------------------------------- locks and claims
+
+
+def try_lock(folder: Path) -> bool:
+    """Take `folder`'s lock (non-blocking); False when another process holds it."""
+    key = str(folder.resolve())
+    if key in _held:
+        return True
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[key] = fd
+    return True
+
+
+def held() -> list[Path]:
+    """The folders this process holds the lock of (a run's or a sweep's)."""
+    return [Path(p) for p in _held]
+
+
+def release(folder: Path) -> None:
+    fd = _held.pop(str(folder.resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
+@contextlib.contextmanager
+def locked(folder: Path, key: str) -> Iterator[None]:
+    """Hold `folder`'s lock for the block; ConfigError(key) if another process has it."""
+    if not try_lock(folder):
+        raise ConfigError(key, str(folder), "another process is running in this folder right now")
+    try:
+        yield
+    finally:
+        release(folder)
+
+
+def requeued() -> bool:
+    """This process is a SLURM job that SLURM restarted (time limit, preemption, `scontrol requeue`):
+    it continues its own run folder (hydra/launcher=slurm)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def secondary_process() -> bool:
+    """A process Lightning started for DDP rank > 0 (it re-runs the script into the same folder, which
+    the first process has claimed and locked)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def holds_run(folder: Path, marker: str = ".hydra") -> bool:
+    """A run: Hydra's record or checkpoints (`train()` called directly has no `.hydra`). A sweep: multirun.yaml."""
+    return (folder / marker).exists() or (marker == ".hydra" and (folder / "checkpoints").is_dir())
+
+
+def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
+    """Claim `folder` for a run (marker `.hydra`) or a sweep (marker `multirun.yaml`) and lock it.
+
+    New, default name: the first of folder, folder-2, folder-3, ... that is free. New, explicit name:
+    refused if it holds a run. Resuming: the folder must hold the run, and nobody else may run it."""
+    base = Path(folder)
+    what = "sweep" if marker == "multirun.yaml" else "run"
+    for n in range(1, 10_000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(key, str(path), f"cannot create the folder ({e.strerror})") from e
+        if not os.access(path, os.W_OK):
+            raise ConfigError(key, str(path), "the folder is not writable")
+        if resuming:
+            if not holds_run(path, marker):
+                raise ConfigError(key, str(path), f"holds no {what} to resume ({path / marker} does not exist)")
+            if not try_lock(path):
+                raise ConfigError(key, str(path), f"this {what} is still running in another process")
+            return path
+        if not holds_run(path, marker) and try_lock(path):
+            if not holds_run(path, marker):  # re-check under the lock: a run may have claimed it meanwhile
+                return path
+            release(path)
+        if explicit:
+            raise ConfigError(
+                key,
+                str(path),
+                f"holds another {what}; choose a new folder, or continue it with "
+                f"`python scripts/train.py {'-m ' if what == 'sweep' else ''}resume={path}`",
+            )
+    raise ConfigError(key, str(base), "no free folder name")
+
+
+# ---------------------------------------------------------------- status and files
+
+
+def write_marker(folder: Path, name: str, text: str) -> None:
+    with contextlib.suppress(OSError):  # the disk that failed the run may not take the note
+        (folder / name).write_text(text)
+
+
+def clear_markers(folder: Path) -> None:
+    for name in (FAILED, INTERRUPTED):
+        (folder / name).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def status(folder: Path) -> tuple[str, str]:
+    """(status, reason): ok | failed | interrupted | unfinished. A marker wins over metrics.json,
+    so a failed run that something else wrote metrics into is still reported as failed."""
+    for name, state in ((FAILED, "failed"), (INTERRUPTED, "interrupted")):
+        path = folder / name
+        if path.is_file():
+            lines = path.read_text(errors="replace").strip().splitlines()
+            return state, lines[-1] if lines else ""
+    metrics = folder / METRICS
+    if metrics.is_file():
+        try:
+            data = json.loads(metrics.read_text())
+        except (ValueError, OSError) as e:
+            return "failed", f"metrics.json is unreadable ({type(e).__name__})"
+        if not isinstance(data, dict) or data.get("test/acc") is None:
+            return "failed", "metrics.json has no test/acc"
+        return "ok", ""
+    return "unfinished", ""
+
+
+def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
+    """`folder / relative` for a relative path read from a record (jobs.json's job folders), refused unless it
+    stays inside `folder`: no absolute path, no `..`, nothing that resolves elsewhere (a symlink)."""
+    path = Path(relative) if isinstance(relative, str) and relative and "\x00" not in relative else None
+    if path is None or path.is_absolute() or ".." in path.parts or path.name in ("", "."):
+        raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
+    target = folder / path
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
+    return target
+
+
+def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
+    """Refuse a folder about to be written (a run resumed or evaluated, a sweep continued or reported) that
+    holds a symbolic link leading outside it: every write would follow it (a lock, a checkpoint, a report)."""
+    root = folder.resolve()
+
+    def walk(here: Path, level: int) -> None:
+        try:
+            entries = list(here.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise ConfigError(key, str(folder), f"holds a link to outside it ({entry.relative_to(folder)})")
+            if level < depth and entry.is_dir() and not entry.is_symlink():
+                walk(entry, level + 1)
+
+    walk(folder, 0)
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The plain config a run was trained with (its .hydra/config.yaml), checked against the schema: a file
+    that does not parse, has the wrong types or interpolations that do not resolve is a ConfigError."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
+        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
+        cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
+        return to_plain(cfg)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({reason})") from e
+
+
+def saved_config(folder: Path) -> dict[str, Any] | None:
+    """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
+    anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
+    try:
+        c = run_config(folder)
+    except Exception:
+        return None
+    return c if all(isinstance(c.get(k), dict) for k in ("data", "model", "optim", "trainer")) else None
+
+
+def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
+    """`best`, `last`, or a path to a .ckpt file."""
+    path = Path(run_dir) / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+    if not path.is_file():
+        raise ConfigError("ckpt", str(path), "no such checkpoint file")
+    return path
