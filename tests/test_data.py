@@ -1,5 +1,7 @@
 """The synthetic tasks and the whole-batch loader."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -69,20 +71,21 @@ def test_eval_sets_follow_the_data_seed_only() -> None:
 
 def test_batches_cover_each_sample_once_and_reshuffle_per_epoch() -> None:
     x = torch.arange(10).float().view(10, 1, 1)
-    epoch = [0]
-    batches = TensorBatches(x, torch.arange(10), batch_size=4, shuffle=True, seed=0, epoch_fn=lambda: epoch[0])
+    trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1)  # what a pass reads of the trainer
+    batches = TensorBatches(x, torch.arange(10), batch_size=4, shuffle=True, seed=0, trainer=trainer)
     assert len(batches) == 3
     first = torch.cat([b[1] for b in batches])
     assert sorted(first.tolist()) == list(range(10))
     assert torch.equal(first, torch.cat([b[1] for b in batches]))  # same epoch, same order
-    epoch[0] = 1
+    trainer.current_epoch = 1
     assert not torch.equal(first, torch.cat([b[1] for b in batches]))
     assert [len(b[0]) for b in batches] == [4, 4, 2]
 
 
 def test_ranks_split_the_data() -> None:
     x, y = torch.zeros(10, 1, 1), torch.arange(10)
-    shards = [torch.cat([b[1] for b in TensorBatches(x, y, 3, rank=r, world_size=2)]) for r in (0, 1)]
+    ranks = [SimpleNamespace(current_epoch=0, global_rank=r, world_size=2) for r in (0, 1)]
+    shards = [torch.cat([b[1] for b in TensorBatches(x, y, 3, trainer=r)]) for r in ranks]
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
 

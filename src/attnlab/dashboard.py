@@ -107,14 +107,14 @@ def write_hparams(
     logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], metrics: dict[str, Any], step: int
 ) -> None:
     """The run's HParams row (with the experiment description) and its metrics, at `step`."""
+    from torch.utils.tensorboard.writer import FileWriter
+
     summaries = hparams_summaries({name: shown(value) for name, value in row.items()}, differs)
-    writer = logger.experiment
-    # SummaryWriter has no public call for a ready-made summary; `_get_file_writer` is what torch's own
-    # add_hparams and Lightning's log_hyperparams use (and it reopens a writer Lightning closed after fit).
-    file_writer = writer._get_file_writer()
+    logger.experiment.flush()
+    writer = FileWriter(logger.log_dir)  # public: a writer of ready-made summaries, into the run's folder
     for summary in summaries:
-        file_writer.add_summary(summary, step)
-    writer.flush()  # the metrics' values are the run's own scalars (test/acc, ...): no copies
+        writer.add_summary(summary, step)
+    writer.close()  # the metrics' values are the run's own scalars (test/acc, ...): no copies
 
 
 def write_layout(logger: TensorBoardLogger) -> None:

@@ -11,7 +11,8 @@ scored on exactly the same sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -24,12 +25,14 @@ class TensorBatches:
     """An iterable of (x, y) batches sliced from whole tensors; reshuffled every epoch.
 
     The shuffle of epoch e is a pure function of (seed, e), so a run resumed at epoch e
-    sees the same batches as one that never stopped. Under DDP each rank takes every
-    world_size-th sample of the permutation.
+    sees the same batches as one that never stopped (the epoch is the trainer's `current_epoch`
+    as the pass starts). Under DDP each rank takes every world_size-th sample of the permutation.
 
     Resumable mid-epoch (Lightning saves `state_dict()` in checkpoints and loads it back before
     iterating): a run stopped after k batches of an epoch continues with batch k + 1 of the same
-    permutation, so a mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too.
+    permutation, so a mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too. The batches done
+    are counted as they reach a training step (`SyntheticDataModule.on_after_batch_transfer`), not as
+    they are fetched: Lightning fetches one ahead.
     """
 
     def __init__(
@@ -39,38 +42,37 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
-        epoch_fn: Callable[[], int] = lambda: 0,
-        rank: int = 0,
-        world_size: int = 1,
-        progress_fn: Callable[[], int] = lambda: 0,
+        trainer: pl.Trainer | None = None,
     ) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.progress_fn = progress_fn  # batches of the current epoch already trained
+        self.shuffle, self.seed = shuffle, seed
+        self.trainer = trainer  # its current_epoch picks each pass's permutation (0 without a trainer)
+        self.done = 0  # batches of the current pass that reached a training step
         self.skip = 0  # batches to skip on the next pass: set when resuming mid-epoch
-        self.shuffle, self.seed, self.epoch_fn = shuffle, seed, epoch_fn
-        self.rank, self.world_size = rank, world_size
-        self.n = len(x) // world_size  # equal share per rank, so every rank runs the same steps
+        self.rank, self.world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        self.n = len(x) // self.world_size  # equal share per rank, so every rank runs the same steps
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch = self.trainer.current_epoch if self.trainer else 0
         if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch_fn()))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", epoch))
             order = torch.randperm(len(self.x), generator=g).to(self.x.device)
         else:
             order = torch.arange(len(self.x), device=self.x.device)
         order = order[self.rank :: self.world_size][: self.n]
-        skip, self.skip = self.skip, 0
-        for start in range(skip * self.batch_size, self.n, self.batch_size):
+        self.done, self.skip = self.skip, 0
+        for start in range(self.done * self.batch_size, self.n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches_done": self.progress_fn()}
+        return {"batches_done": self.done}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        done = state.get("batches_done", 0)
+    def load_state_dict(self, state: dict[str, int]) -> None:  # Lightning calls it for a mid-epoch checkpoint
+        done = state["batches_done"]
         self.skip = done if done < len(self) else 0  # a whole epoch done: the next one starts afresh
 
 
@@ -93,6 +95,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.batch_size, self.seed, self.train_seed = batch_size, seed, train_seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.loaders: dict[str, TensorBatches] = {}  # the last made per split
 
     def split_seed(self, split: str) -> int:
         return split_seed(split, self.train_seed, self.seed)
@@ -108,7 +111,7 @@ class SyntheticDataModule(pl.LightningDataModule):
     def loader(self, split: str) -> TensorBatches:
         x, y = self.splits[split]
         trainer = self.trainer
-        return TensorBatches(
+        batches = TensorBatches(
             x,
             y,
             self.batch_size,
@@ -116,11 +119,15 @@ class SyntheticDataModule(pl.LightningDataModule):
             # turns shuffling off only for loaders with a sampler, which this one is not).
             shuffle=split == "train" and not (trainer is not None and trainer.overfit_batches),
             seed=self.train_seed,
-            epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-            progress_fn=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer else 0,
+            trainer=trainer,
         )
+        self.loaders[split] = batches
+        return batches
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:  # a training batch about to reach its step
+            self.loaders["train"].done += 1
+        return batch
 
     def train_dataloader(self) -> TensorBatches:
         return self.loader("train")

@@ -83,21 +83,23 @@ _checked: dict[str, Plan] = {}  # plans made by a run's checks (preflight, the s
 
 def check(c: dict[str, Any], folder: Path) -> Plan:
     """Every check a resume or a `ckpt_path` needs (ConfigError); the plan is kept for the run's `plan`."""
-    made = _checked[plan_key(c, folder)] = make_plan(c, folder)
+    made = _checked[plan_key(c, folder)] = make_plan(c, folder, recorded=True)
     return made
 
 
 def plan(c: dict[str, Any], folder: Path) -> Plan:
     """The run's plan: the one its checks made in this process (taken, so that a later run re-checks), else
-    made now. The checkpoints are read once per run."""
-    return _checked.pop(plan_key(c, folder), None) or make_plan(c, folder)
+    made now (a sweep job in a worker process, whose sweep checked it; `train` called directly, without
+    Hydra's record of the config). The checkpoints are read once per run."""
+    return _checked.pop(plan_key(c, folder), None) or make_plan(c, folder, recorded=False)
 
 
 def plan_key(c: dict[str, Any], folder: Path) -> str:
     return json.dumps([str(folder.resolve()), c], sort_keys=True, default=str)
 
 
-def make_plan(c: dict[str, Any], folder: Path) -> Plan:
+def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
+    """`recorded`: the run was started through Hydra, so its folder must hold the config it was trained with."""
     from attnlab.checkpoints import newest_checkpoint  # imported once the values are checked: it loads Lightning
 
     newest = None
@@ -109,11 +111,12 @@ def make_plan(c: dict[str, Any], folder: Path) -> Plan:
         return Plan(given, 0, 0, own=False) if given else Plan(None, 0, 0, own=False)
     path, ckpt = newest
     saved = run_folder.saved_config(folder)
-    if saved is None:
+    if saved is None and recorded:
         raise ConfigError(
             "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
         )
-    check_same_run(saved, c, folder)
+    if saved is not None:
+        check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     timer = c["callbacks"].get("timer")
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
