@@ -9,13 +9,13 @@ is composed, before any code run_folder. `validate` adds the checks a type canno
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -69,7 +69,7 @@ class EarlyStopConfig:
     """Stop when validation stops improving; `trainer.max_epochs` stays the cap. The report's verdict
     uses the same rule to tell "at chance" (a plateau) from "not converged" (still improving)."""
 
-    patience: Any = None  # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
+    patience: int | None = None  # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
     min_delta: float = 1e-3  # a val/loss lower by less than this is no improvement
 
 
@@ -78,21 +78,21 @@ class TrainerConfig:
     """Passed to `pytorch_lightning.Trainer` as keyword arguments: the ones attnlab reads or checks, typed
     here; any other Trainer argument is added with `+trainer.<name>=value` and checked against its signature."""
 
-    accelerator: str = "auto"
-    devices: Any = 1
+    accelerator: str = "auto"  # Lightning checks the names (attnlab.config.check_trainer), here and below
+    devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
     strategy: str = "auto"
     precision: str = "32-true"
     max_epochs: int = 10
     check_val_every_n_epoch: int = 1
     log_every_n_steps: int = 10
-    deterministic: Any = False
-    gradient_clip_val: Any = None
-    fast_dev_run: Any = False
-    limit_train_batches: Any = None
-    limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    overfit_batches: Any = 0.0
-    profiler: Any = None  # simple | advanced | pytorch
+    deterministic: bool | str = False  # True, False or "warn"
+    gradient_clip_val: float | None = None
+    fast_dev_run: bool | int = False
+    limit_train_batches: int | float | None = None  # an int counts batches, a float is a fraction
+    limit_val_batches: int | float | None = None
+    limit_test_batches: int | float | None = None
+    overfit_batches: int | float = 0.0
+    profiler: str | None = None  # simple | advanced | pytorch
     enable_progress_bar: bool = True
     enable_model_summary: bool = False  # Lightning's table of layers; verbose=true shows it too
 
@@ -103,7 +103,9 @@ class LoggerConfig:
 
     name: str = "tensorboard"  # tensorboard | csv | mlflow | wandb
     project: str = "attnlab"  # mlflow's experiment, wandb's project
-    save_dir: Any = None  # mlflow: a file store folder (default outputs/mlruns) or a tracking URI; wandb: its files
+    save_dir: str | None = (
+        None  # mlflow: a file store folder (default outputs/mlruns) or a tracking URI; wandb: its files
+    )
 
 
 @dataclass
@@ -111,7 +113,7 @@ class EvalSection:
     """Length generalisation (attnlab.evaluate): after training when `seq_lens` is set, or scripts/evaluate.py."""
 
     seq_lens: list[int] = field(default_factory=list)  # lengths to score the tested checkpoint at; [] for none
-    n: Any = None  # test sequences per length; null: the run's data.n_test
+    n: int | None = None  # test sequences per length; null: the run's data.n_test
     batch_size: int = 256
     untrained: str = "refuse"  # a length past the trained positions: refuse | skip (recorded) | mark (scored)
 
@@ -128,14 +130,14 @@ class TrainConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
-    torch_threads: Any = None  # torch.set_num_threads; None leaves PyTorch's default
+    torch_threads: int | None = None  # torch.set_num_threads; None leaves PyTorch's default
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
     verbose: bool = False  # also print the config, Lightning's messages, the model summary and the test table
     progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
     # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
     # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.resume).
     resume: bool = False
-    ckpt_path: Any = None  # a checkpoint file: continue training from it, into a new run folder
+    ckpt_path: str | None = None  # a checkpoint file: continue training from it, into a new run folder
     eval: EvalSection = field(default_factory=EvalSection)  # score the tested checkpoint at other lengths
 
 
@@ -205,24 +207,7 @@ POSITIVE = [
     "optim.lr",
     "trainer.max_epochs",
 ]
-PROFILERS = (None, "simple", "advanced", "pytorch")
 AT_LEAST_ONE = ["trainer.log_every_n_steps", "trainer.check_val_every_n_epoch"]
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-PRECISIONS = (
-    "32-true",
-    "64-true",
-    "16-mixed",
-    "bf16-mixed",
-    "16-true",
-    "bf16-true",
-    32,
-    64,
-    16,
-    "32",
-    "64",
-    "16",
-    "bf16",
-)
 PROGRESS = ("auto", "rich", "tqdm", "plain")
 
 
@@ -414,22 +399,8 @@ def check_numbers(c: dict[str, Any]) -> None:
     if clip is not None and not (is_number(clip) and math.isfinite(clip) and clip >= 0):
         raise ConfigError("trainer.gradient_clip_val", clip, "must be null (no clipping) or a number >= 0")
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        v = trainer[name]
-        if v is not None and not (is_number(v) and (v >= 1 if isinstance(v, int) else 0 < v <= 1)):
-            raise ConfigError(
-                f"trainer.{name}", v, "must be null (all), an integer >= 1 (batches) or a fraction in (0, 1]"
-            )
-    devices = trainer["devices"]
-    ok = devices == "auto" or devices == -1 or is_count(devices)
-    ok = ok or (isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices))
-    if not ok:
-        raise ConfigError(
-            "trainer.devices", devices, "must be an integer >= 1, -1 (all), 'auto' or a list of device ids"
-        )
-    if trainer["precision"] not in PRECISIONS:
-        raise ConfigError("trainer.precision", trainer["precision"], f"expected one of {list(PRECISIONS[:6])}")
-    if trainer["profiler"] not in PROFILERS:
-        raise ConfigError("trainer.profiler", trainer["profiler"], f"expected one of {list(PROFILERS)}")
+        if trainer[name] == 0:  # Lightning takes 0 (skip the stage); a run needs all three stages
+            raise ConfigError(f"trainer.{name}", 0, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
     patience, min_delta = c["early_stop"]["patience"], c["early_stop"]["min_delta"]
     if patience is not None and not is_count(patience):
         raise ConfigError("early_stop.patience", patience, "must be null (train all max_epochs) or an integer >= 1")
@@ -472,10 +443,58 @@ def validate(c: dict[str, Any]) -> None:
     check_trainer_extras(c)
     if c["progress"] not in PROGRESS:
         raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
-    accelerator = c["trainer"]["accelerator"]
-    if accelerator not in ACCELERATORS:
-        raise ConfigError("trainer.accelerator", accelerator, f"expected one of {list(ACCELERATORS)}")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    check_trainer(c["trainer"])
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    """Lightning checks its own arguments (accelerator, precision, devices, strategy, profiler, limits, ...):
+    a Trainer is built from the run's trainer section and dropped (nothing is trained or written), once per
+    distinct section, and what Lightning refuses becomes one line naming the key it names."""
+    key = json.dumps(trainer, sort_keys=True, default=str)
+    if key in _trainers_checked:
+        return
+    for name, value in trainer.items():  # Lightning's annotations first (deterministic: bool | "warn", ...)
+        check_typed(f"trainer.{name}", value, trainer_arguments(), name)
+    if trainer["accelerator"] in ("gpu", "cuda") and not cuda_available():
         raise ConfigError(
-            "trainer.accelerator", accelerator, "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu"
+            "trainer.accelerator",
+            trainer["accelerator"],
+            "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
         )
+    build_trainer_or_refuse(trainer)
+    _trainers_checked.add(key)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+_trainers_checked: set[str] = set()
+
+
+def build_trainer_or_refuse(trainer: dict[str, Any]) -> None:
+    import logging
+
+    import pytorch_lightning as pl
+
+    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)  # "GPU available: ...", said again by the run itself
+    try:
+        pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
+    except Exception as e:
+        message = " ".join(str(e.args[0] if e.args else e).split()) or type(e).__name__
+        named = [k for k in trainer if k.lower() in message.lower()]
+        # the argument the message is about: written `key=...` or `key` in it, else the longest name it holds
+        key = max(named, key=lambda k: (f"{k}=" in message or f"`{k}`" in message, len(k)), default=None)
+        if key is None:  # the settings this run changed from attnlab's defaults
+            defaults = TrainerConfig()
+            given = {k: v for k, v in trainer.items() if getattr(defaults, k, None) != v}
+            raise ConfigError("trainer", given, f"Lightning refuses it: {message}") from e
+        raise ConfigError(f"trainer.{key}", trainer[key], f"Lightning refuses it: {message}") from e
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)

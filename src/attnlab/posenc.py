@@ -92,13 +92,13 @@ class SinusoidalEncoding(PositionalEncoding):
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        # Cached for max_len, recomputed only for a longer sequence; not saved in checkpoints.
+        # Precomputed up to max_len (the lengths training uses); not saved in checkpoints.
         self.register_buffer("pe", sinusoid_table(max_len, d_model), persistent=False)
 
     def table(self, length: int) -> Tensor:
-        if length > self.pe.shape[0]:
-            self.pe = sinusoid_table(length, self.d_model).to(self.pe.device)
-        return self.pe[:length]
+        if length <= len(self.pe):
+            return self.pe[:length]
+        return sinusoid_table(length, self.d_model).to(self.pe.device)  # a longer evaluation length
 
     def embed(self, x: Tensor) -> Tensor:
         return x + self.table(x.shape[1]).to(x.dtype)  # (B, L, D) + (L, D)
