@@ -7,11 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from attnlab.config import run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ConfigError
 from attnlab.module import load_module
-from attnlab.run_folder import checkpoint_path, run_config
+from attnlab.run_folder import checkpoint_path
 
 
 def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:

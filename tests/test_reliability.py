@@ -51,7 +51,7 @@ def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) 
     "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
 )
 def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launcher: list[str]) -> None:
-    """With joblib the workers start once the first job passed its check (attnlab_sweeper.warm_workers):
+    """With joblib the workers start once the first job passed its check (attnlab_sweeper.workers.warm_workers):
     a later bad job still ends the sweep at once, leaving no worker behind."""
     sweep = tmp_path / "sweep"
     args = ("-m", *TINY, "data=halfswap", "data.seq_len=8,9", *launcher, f"hydra.sweep.dir={sweep}")

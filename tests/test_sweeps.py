@@ -88,7 +88,7 @@ def test_job_in_sweep_equals_the_same_run_alone(basic_sweep, tmp_path: Path) -> 
 def test_joblib_launcher(tmp_path: Path) -> None:
     proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", LAUNCHER_MESSAGES)
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    # The workers start while the jobs are checked (attnlab_sweeper.warm_workers) and still know the size
+    # The workers start while the jobs are checked (attnlab_sweeper.workers.warm_workers) and still know the size
     # (the two jobs with lr=1e30 fail: two of four done)
     assert sorted(re.findall(r"\] (\d)/4 done: ", proc.stdout)) == ["1", "2"], proc.stdout[-2000:]
     check_sweep(proc, sweep_dir)
@@ -176,14 +176,14 @@ def test_long_override_lists_still_make_valid_folder_names() -> None:
 def test_a_continued_sweep_keeps_the_folders_its_jobs_json_recorded(tmp_path: Path) -> None:
     """Folders named by an earlier version (all overrides) stay theirs when the sweep is continued, even
     with an override added for every job; a job the record lacks gets this version's name."""
-    from hydra_plugins.attnlab_sweeper import recorded_names
+    from attnlab.sweep_record import recorded_folders
 
     old = [["data=halfswap", "seed=0"], ["data=halfswap", "seed=1"]]
     (tmp_path / "jobs.json").write_text(json.dumps({"jobs": [{"overrides": o, "dir": ",".join(o)} for o in old]}))
     grid = [[*o, "resume=true", "trainer.max_epochs=40"] for o in [*old, ["data=halfswap", "seed=2"]]]
     names = ["seed=0", "seed=1", "seed=2"]
-    assert recorded_names(tmp_path, grid, names) == ["data=halfswap,seed=0", "data=halfswap,seed=1", "seed=2"]
-    assert recorded_names(tmp_path / "nowhere", grid, names) == names
+    assert recorded_folders(tmp_path, grid, names) == ["data=halfswap,seed=0", "data=halfswap,seed=1", "seed=2"]
+    assert recorded_folders(tmp_path / "nowhere", grid, names) == names
 
 
 @pytest.mark.parametrize(
@@ -223,7 +223,7 @@ def test_a_joblib_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int,
     """Each worker spends seconds importing torch and Lightning; one job runs in the sweep's process."""
     from types import SimpleNamespace
 
-    from hydra_plugins.attnlab_sweeper import no_more_workers_than_jobs
+    from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs
 
     launcher = SimpleNamespace(joblib={"n_jobs": n_jobs})
     no_more_workers_than_jobs(launcher, jobs)

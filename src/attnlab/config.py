@@ -498,3 +498,30 @@ def build_trainer_or_refuse(trainer: dict[str, Any]) -> None:
     finally:
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The plain config a run was trained with (its .hydra/config.yaml), checked against the schema: a file
+    that does not parse, has the wrong types or interpolations that do not resolve is a ConfigError."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
+        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
+        cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
+        return to_plain(cfg)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({reason})") from e
+
+
+def saved_config(folder: Path) -> dict[str, Any] | None:
+    """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
+    anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
+    try:
+        c = run_config(folder)
+    except Exception:
+        return None
+    return c if all(isinstance(c.get(k), dict) for k in ("data", "model", "optim", "trainer")) else None

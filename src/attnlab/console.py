@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from attnlab.run_folder import SWEEP_JOBS_ENV
+from attnlab.run_folder import METRICS
+from attnlab.sweep_record import sweep_of
 
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
 PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept
@@ -104,16 +104,16 @@ def lightning_messages(verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def job_label(job: Any) -> str:
-    total = os.environ.get(SWEEP_JOBS_ENV, "?")
-    return f"job {job.num + 1}/{total}"
+def job_label(job: Any, out: Path) -> str:
+    return f"job {job.num + 1}/{len(sweep_of(out)) or '?'}"
 
 
 def jobs_done(out: Path) -> str:
     """ "k/N": how many of the sweep's N jobs have finished (their metrics.json), this one included: jobs
     run in parallel, so a job's own number says nothing of the sweep's progress."""
-    total = os.environ.get(SWEEP_JOBS_ENV, "?")
-    return f"{sum(1 for _ in out.parent.glob('*/metrics.json'))}/{total}"
+    jobs = sweep_of(out)
+    done = sum(1 for job in jobs if (out.parent / job["dir"] / METRICS).is_file())
+    return f"{done}/{len(jobs) or '?'}"
 
 
 @rank_zero_only
@@ -124,7 +124,7 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
             print(OmegaConf.to_yaml(c), end="")
         print(f"[attnlab] output folder: {out}", flush=True)
     elif c["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
-        print(f"[attnlab] {job_label(job)} started: {out}", flush=True)
+        print(f"[attnlab] {job_label(job, out)} started: {out}", flush=True)
 
 
 @rank_zero_only

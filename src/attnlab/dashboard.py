@@ -13,7 +13,6 @@ positions shuffled, val/loss, train/loss, attention entropy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from attnlab.board import hparams_summaries  # one definition for runs and cells
 from attnlab.naming import lookup, varying_keys
+from attnlab.sweep_record import sweep_of
 
 # name shown in HParams -> config key
 HPARAMS = {
@@ -71,16 +71,10 @@ def is_debug(c: dict[str, Any]) -> bool:
 
 
 def sweep_varying(run_dir: Path) -> list[str]:
-    """The config keys whose values differ between the jobs of the sweep this run belongs to (read from
-    the sweep's jobs.json, which the sweeper writes before any job starts); [] for a single run."""
-    record = run_dir.parent / "jobs.json"
-    try:
-        jobs = json.loads(record.read_text())["jobs"]
-        if run_dir.name not in {job["dir"] for job in jobs}:
-            return []
-        _, varying = varying_keys([job["overrides"] for job in jobs])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+    """The config keys whose values differ between the jobs of the sweep this run belongs to; [] for a
+    single run."""
+    jobs = sweep_of(run_dir)
+    _, varying = varying_keys([job["overrides"] for job in jobs]) if jobs else ([], [])
     return [GROUP_KEYS.get(k, k) for k in varying]
 
 

@@ -33,9 +33,9 @@ import torch
 
 from attnlab import run_folder
 from attnlab.board import EVENTS
-from attnlab.config import check_eval, untrained_reason
+from attnlab.config import check_eval, run_config, untrained_reason
 from attnlab.errors import ConfigError
-from attnlab.run_folder import checkpoint_path, run_config
+from attnlab.run_folder import checkpoint_path
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import wilson
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import ConfigError, check_typed
-from attnlab.naming import run_name
 from attnlab.registry import Registry
+from attnlab.sweep_record import run_name
 
 # Lightning is imported by the builders, not here: config checks import this module, and a bad value
 # should be answered before Lightning loads.

@@ -1,12 +1,11 @@
 """The names the program gives and reads: a sweep job's folder (the values that vary between the jobs), a
-folder name that stays one path component, a value quoted for Hydra's override parser, a run's logger
-name, the value at a dotted key."""
+folder name that stays one path component, a value quoted for Hydra's override parser, the value at
+a dotted key."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -67,12 +66,6 @@ def hydra_quote(value: str) -> str:
     """A value Hydra's override parser takes verbatim (paths with '=', ',', spaces, quotes)."""
     escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
     return f"'{escaped}'"
-
-
-def run_name(out: Path) -> str:
-    """A sweep job's short folder name with its sweep (`2026-11-30_15-02-54_limitations/pos_enc=rope,seed=1`),
-    or a single run's folder name."""
-    return f"{out.parent.name}/{out.name}" if (out.parent / "jobs.json").is_file() else out.name
 
 
 def lookup(c: dict[str, Any], key: str) -> Any:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -34,11 +36,14 @@ from omegaconf import OmegaConf
 from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
+from attnlab.clock import process_seconds
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
+from attnlab.resume import continue_command
 from attnlab.scaling import SCALES
+from attnlab.sweep_record import read_jobs
 from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
 
 COLUMNS = {  # config key -> column name; always in results.csv
@@ -82,14 +87,8 @@ STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 
 
 def planned_jobs(sweep_dir: Path) -> list[Path]:
-    """The folders of every job the sweep planned (written by the sweeper before the first job runs); each
-    must stay inside the sweep (run_folder.inside: a ConfigError otherwise)."""
-    source = sweep_dir / "jobs.json"
-    try:
-        dirs = [job["dir"] for job in json.loads(source.read_text())["jobs"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [run_folder.inside(sweep_dir, d, "sweep", source) for d in dirs]
+    """The folders of every job the sweep planned (attnlab.sweep_record)."""
+    return [sweep_dir / job["dir"] for job in read_jobs(sweep_dir)]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -629,3 +628,29 @@ def write_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
         reference="attn/entropy_uniform",
     )
     return rows
+
+
+def conclude(sweep_dir: Path, code: int, began: float) -> int:
+    """The end of a sweep, however it ended: write the report, print the verdicts and how many jobs finished
+    (and how to continue the others); returns the sweep's exit code: `code` (a signal's, the launcher's)
+    where set, else 0 only when every job finished."""
+    try:
+        rows = write_report(sweep_dir)
+    except Exception as e:  # the report must not hide the outcome: say so, and fail
+        print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
+        return code or 1
+    bad = [r for r in rows if r["status"] != "ok"]
+    seconds = process_seconds(began)  # from process start: imports and the up-front checks included
+    failed = f", {len(bad)} did not finish" if bad else ""
+    print("\n".join(verdict_lines(rows)), flush=True)
+    print(
+        f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
+        f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
+        f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / 'tensorboard'))}",
+        flush=True,
+    )
+    for r in bad:
+        print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
+    if bad:
+        print(f"[attnlab] continue with: {continue_command(sweep_dir, sweep=True)}", file=sys.stderr)
+    return code or (1 if bad else 0)

@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import run_folder
-from attnlab.config import TrainConfig, to_plain, trainer_argument, validate
+from attnlab.config import TrainConfig, saved_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
 from attnlab.naming import flatten, hydra_quote
 
@@ -110,7 +110,7 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
         given = check_start_checkpoint(c)
         return Plan(given, 0, 0, own=False) if given else Plan(None, 0, 0, own=False)
     path, ckpt = newest
-    saved = run_folder.saved_config(folder)
+    saved = saved_config(folder)
     if saved is None and recorded:
         raise ConfigError(
             "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"

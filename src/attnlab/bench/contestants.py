@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnlab.run_folder import run_config
+from attnlab.config import run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,61 +1,77 @@
-"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): Hydra's basic sweeper, made to lose nothing.
+"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): a grid sweep that loses nothing.
 
-Before any job runs, every job's config is composed and checked (`config.validate`), and two jobs
-that would share a folder are refused. The sweep folder is claimed like a run folder
-(`attnlab.run_folder.claim`): two sweeps started in the same second get folders of their own.
+Before any job runs, every job's config is composed and checked (`config.validate`, and `resume.check`
+when continuing), and two jobs that would share a folder or a config are refused. Each job's folder is
+named by the values that vary (`attnlab.naming.job_names`) and recorded in jobs.json
+(`attnlab.sweep_record`). The sweep folder is claimed like a run folder (`attnlab.run_folder.claim`).
 
-Then the jobs run on whatever launcher is configured. A job never ends the sweep by failing: it
-leaves `FAILED` in its folder and the others go on. A signal (Ctrl-C, SIGTERM) stops the sweep
-after the running job has saved its checkpoint. Whatever happened, the report (results.csv,
-summary.md, plots) is written, and the exit code is 0 only when every job finished: 1 when some
-job failed or did not run, 128 + signal when the sweep was stopped.
+Then the jobs run on whatever launcher is configured (`workers.py`: joblib's worker processes). A job
+never ends the sweep by failing: it leaves `FAILED` in its folder and the others go on. A signal (Ctrl-C,
+SIGTERM) stops the sweep after the running job has saved its checkpoint. Whatever happened, the report is
+written and the exit code says how the sweep ended (`attnlab.report.conclude`).
 
-`python scripts/train.py -m resume=<sweep dir>` (rewritten by scripts/train.py into the sweep's own
-overrides plus `resume=true`) continues a sweep: finished jobs are kept as they are, the others
-resume from their newest checkpoint or start.
+`python scripts/train.py -m resume=<sweep dir>` (rewritten by attnlab.resume.resume_argv) continues a
+sweep: finished jobs are kept as they are, the others resume from their newest checkpoint or start.
 
-(Hydra loads sweepers only from the `hydra_plugins` namespace package, hence this folder. No `from
-__future__ import annotations` here: Hydra imports plugins in a way that breaks string annotations
-on dataclasses. `BasicSweeper` lives in `hydra._internal`; we reuse its parsing and batching.)
+Built on Hydra's public Sweeper interface; the grid is Hydra's basic sweeper's (`hydra.sweeper.params`,
+then the command line; a later value of a key replaces an earlier one). Hydra loads sweepers only from the
+`hydra_plugins` namespace package, hence this folder; no `from __future__ import annotations` here:
+Hydra imports plugins in a way that breaks string annotations on dataclasses.
 """
 
-import contextlib
-import functools
+import itertools
 import json
-import os
-import shlex
 import signal
 import sys
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict, read_write
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from attnlab import resume, run_folder
-from attnlab.clock import process_seconds
+from attnlab import resume, run_folder, sweep_record
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import hydra_quote, job_names
+from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, warm_workers
 
 
 @dataclass
-class ValidatingSweeperConf(BasicSweeperConf):
-    _target_: str = "hydra_plugins.attnlab_sweeper.ValidatingSweeper"
+class AttnlabSweeperConf:
+    _target_: str = "hydra_plugins.attnlab_sweeper.AttnlabSweeper"
+    params: dict[str, str] | None = None  # the grid, key -> values (`a,b`, `range(...)`), as the basic sweeper's
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="attnlab", node=ValidatingSweeperConf, provider="attnlab")
+ConfigStore.instance().store(group="hydra/sweeper", name="attnlab", node=AttnlabSweeperConf, provider="attnlab")
+
+
+def grid(parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
+    """Every combination of the swept values, each job a list of `key=value` overrides."""
+    choices: dict[str, list[str]] = {}  # key -> its values; a later override of a key replaces the earlier
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(key, override.input_line, "an interval sweep needs a sweeper that samples it")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def task_overrides(job: list[str]) -> list[str]:
+    """A job's overrides as the user wrote them: without the folder name the sweeper adds."""
+    return [o for o in job if not o.startswith("hydra.sweep.subdir=")]
 
 
 class SweepSignals:
-    """SIGTERM / SIGINT while jobs run: `Interrupted` in the sweep process (a job in this process has
-    its own handler, which saves its checkpoint first). After `defer()`: noted, so the report is always
+    """SIGTERM / SIGINT while jobs run: `Interrupted` in the sweep process (a job in this process has its
+    own handler, which saves its checkpoint first). After `defer()`: noted, so the report is always
     written, and the sweep then exits with 128 + signal."""
 
     def __init__(self) -> None:
@@ -80,208 +96,55 @@ class SweepSignals:
         raise Interrupted(signum)
 
 
-def import_attnlab() -> None:
-    import attnlab.train  # noqa: F401  (torch, Lightning and attnlab: the seconds a worker needs to start)
+def refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
-def exit_with_sweep(sweep_pid: int) -> None:
-    """Run first in every joblib worker: exit as soon as the sweep process that started it is gone
-    (its pid is passed in: it may have died while this worker was still starting).
-    loky notices a dead parent only when a worker next talks to it, so a sweep killed (SIGKILL, the OOM
-    killer) while its workers started or waited for work left them behind for good, each holding torch
-    in memory (tests/test_chaos.py counts them)."""
+class AttnlabSweeper(Sweeper):
+    def __init__(self, params: dict[str, str] | None = None) -> None:
+        self.params = params or {}
+        self.config: DictConfig | None = None
+        self.hydra_context: Any = None
+        self.launcher: Any = None
 
-    def watch() -> None:
-        while os.getppid() == sweep_pid:  # re-parented (to init or a subreaper) once the sweep has died
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="attnlab-exit-with-sweep", daemon=True).start()
-
-
-def workers_exit_with_sweep() -> None:
-    """Give this process's loky workers `exit_with_sweep` as their initializer. Hydra's joblib launcher
-    asks joblib for the backend by name ("loky") and has no initializer setting, so the name is
-    registered again here, in the sweep process only, with the initializer bound; the pool that
-    `warm_workers` starts and the launcher's then ask for the same settings and stay one pool."""
-    from joblib import register_parallel_backend
-    from joblib.parallel import BACKENDS  # not public: the class behind the name (CONTRIBUTING.md)
-
-    loky = BACKENDS["loky"]
-    if getattr(loky, "keywords", {}).get("initializer") is not exit_with_sweep:
-        bound = functools.partial(loky, initializer=exit_with_sweep, initargs=(os.getpid(),))
-        register_parallel_backend("loky", bound)
-
-
-def joblib_workers(settings: Any) -> int:
-    """How many workers the joblib launcher's settings start (n_jobs; -1: one per core)."""
-    from joblib import cpu_count
-
-    n_jobs = settings.get("n_jobs") or 1
-    return cpu_count() if n_jobs < 0 else n_jobs
-
-
-def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
-    """hydra/launcher=joblib starts `n_jobs` workers (-1: one per core) whatever the number of jobs, and
-    each spends seconds importing torch and Lightning: a sweep of fewer jobs gets as many workers as it
-    has jobs (one job: none, it runs in this process, as on the basic launcher)."""
-    settings = getattr(launcher, "joblib", None)
-    if settings is None:
-        return
-    if jobs < joblib_workers(settings):
-        settings["n_jobs"] = max(jobs, 1)  # the launcher's own settings (a dict), read when it launches
-
-
-def warm_workers(launcher: Any) -> bool:
-    """With hydra/launcher=joblib: start its worker processes now, in the background, so that their
-    start-up overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers
-    per process and the launcher reuses it, as it asks for the same settings (n_jobs, memmapping).
-    Returns whether workers were started."""
-    settings = getattr(launcher, "joblib", None)
-    if settings is None:
-        return False
-    from joblib import Parallel, delayed
-
-    workers_exit_with_sweep()
-    kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
-    if kwargs.get("max_nbytes"):  # as the launcher passes it
-        with contextlib.suppress(ValueError):
-            kwargs["max_nbytes"] = int(kwargs["max_nbytes"])
-    workers = joblib_workers(settings)
-
-    def start() -> None:
-        with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
-            Parallel(backend="loky", **kwargs)(delayed(import_attnlab)() for _ in range(workers))
-
-    threading.Thread(target=start, daemon=True).start()
-    return True
-
-
-def task_overrides(job: Sequence[str]) -> list[str]:
-    """A job's overrides as the user wrote them: without the folder name the sweeper adds."""
-    return [o for o in job if not o.startswith("hydra.sweep.subdir=")]
-
-
-def recorded_names(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> list[str]:
-    """The folders the sweep's jobs.json gave these jobs when it started (a job matches the record whose
-    overrides it has, `resume=` aside: a continuation may add some); `names` for jobs it does not hold."""
-    source = sweep_dir / "jobs.json"
-    try:
-        record = json.loads(source.read_text())["jobs"]
-        saved = [({o for o in job["overrides"] if not o.startswith("resume=")}, job["dir"]) for job in record]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return names
-    for _, folder in saved:  # a record is input: a job's folder stays inside its sweep (ConfigError)
-        run_folder.inside(sweep_dir, folder, "resume", source)
-    kept = []
-    for job, name in zip(grid, names, strict=True):
-        matches = [folder for overrides, folder in saved if overrides <= set(job)]
-        kept.append(matches[0] if len(matches) == 1 else name)
-    return kept
-
-
-class ValidatingSweeper(BasicSweeper):
-    def sweep(self, arguments: list[str]) -> Any:
-        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        began = time.perf_counter()
-        params = [*self._parse_config(), *arguments]
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(parser.parse_overrides(params), None)
-        grid = [list(job) for batch in self.overrides for job in batch]
-        # Each job's folder: the values that vary (attnlab.naming.job_names), set through Hydra's own key.
-        names = job_names(grid)
-        resuming = bool(self.config.get("resume"))
-        if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
-            try:
-                run_folder.check_no_links_out(Path(str(self.config.hydra.sweep.dir)), "resume", depth=0)
-                names = recorded_names(Path(str(self.config.hydra.sweep.dir)), grid, names)
-            except ConfigError as e:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(1)
-        if any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra):
-            jobs = grid  # the user's own folder names win
-        else:
-            jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(grid, names, strict=True)]
-        # Jobs print "job 3/30"; launchers' workers (joblib, submitit) inherit the environment.
-        os.environ[run_folder.SWEEP_JOBS_ENV] = str(len(jobs))
-        no_more_workers_than_jobs(self.launcher, len(jobs))
-        # Before any write. Workers start once the first job passed: a bad value given for the whole sweep
-        # fails every job, and is answered without waiting for workers to start and stop.
-        folders = self.check_jobs(
-            jobs, Path(str(self.config.hydra.sweep.dir)), resuming, after_first=lambda: warm_workers(self.launcher)
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
         )
+
+    def sweep(self, arguments: list[str]) -> None:
+        began = time.perf_counter()
+        assert self.config is not None
+        resuming = bool(self.config.get("resume"))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        try:
+            jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+            names = job_names(jobs)
+            if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
+                run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
+                names = sweep_record.recorded_folders(sweep_dir, jobs, names)
+        except ConfigError as e:
+            refuse(str(e))
+        if not any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra):
+            jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
+        no_more_workers_than_jobs(self.launcher, len(jobs))
+        # Workers start once the first job passed: a bad value given for the whole sweep fails every job, and
+        # is answered without waiting for workers to start and stop.
+        folders = self.check_jobs(jobs, sweep_dir, after_first=lambda: warm_workers(self.launcher))
         try:
             sweep_dir = self.claim_sweep_dir(resuming)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+            refuse(str(e))
         with SweepSignals() as signals:
             code = self.run_jobs(sweep_dir, jobs, folders, resuming, signals, began)
         run_folder.release(sweep_dir)
         if code:
             sys.exit(code)
 
-    def run_jobs(
-        self,
-        sweep_dir: Path,
-        jobs: list[list[str]],
-        folders: list[str],
-        resuming: bool,
-        signals: "SweepSignals",
-        began: float,
-    ) -> int:
-        """Launch the jobs not yet finished, then write the report; returns the exit code."""
-        if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
-            tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
-            OmegaConf.save(self.config, tmp)
-            os.replace(tmp, sweep_dir / "multirun.yaml")
-        run_folder.write_json_atomic(
-            sweep_dir / "jobs.json",
-            {"jobs": [{"overrides": task_overrides(j), "dir": f} for j, f in zip(jobs, folders, strict=True)]},
-        )
-        todo = [
-            j
-            for j, f in zip(jobs, folders, strict=True)
-            if not (resuming and run_folder.status(sweep_dir / f)[0] == "ok")
-        ]
-        kept = len(jobs) - len(todo)
-        print(
-            f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}"
-            + (f" ({kept} finished before, kept as they are)" if kept else ""),
-            flush=True,
-        )
-        code = 0
-        try:
-            if todo:
-                self.launcher.launch(todo, initial_job_idx=kept)
-        except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
-            code = e.exit_code
-        except KeyboardInterrupt:  # a parallel launcher's pool was stopped
-            code = 128 + signal.SIGINT
-        except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
-            print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
-            code = 1
-        signals.defer()  # a signal from here on waits until the report is written
-        code = self.finish(sweep_dir, code, began)
-        if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
-            name = signal.Signals(signals.deferred).name
-            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
-            return 128 + signals.deferred
-        return code
-
-    def claim_sweep_dir(self, resuming: bool) -> Path:
-        explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
-        wanted = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
-        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
-            with read_write(self.config.hydra):
-                self.config.hydra.sweep.dir = str(sweep_dir)
-                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
-        return sweep_dir
-
-    def check_jobs(
-        self, jobs: Sequence[Sequence[str]], sweep_dir: Path, resuming: bool, after_first: Any = lambda: False
-    ) -> list[str]:
+    def check_jobs(self, jobs: list[list[str]], sweep_dir: Path, after_first: Any) -> list[str]:
         """Each job's folder (relative to the sweep), after checking its config; a bad job ends the sweep
         before any job runs, with the job named."""
         folders: dict[str, int] = {}
@@ -303,39 +166,53 @@ class ValidatingSweeper(BasicSweeper):
                 configs[same] = num
                 resume.check(c, sweep_dir / folder)
             except ConfigError as e:
-                print(f"error: job #{num} ({' '.join(task_overrides(overrides))}): {e}", file=sys.stderr)
-                sys.exit(1)  # (a pool of warmed workers is shut down at exit, after they started: a few seconds)
+                refuse(f"job #{num} ({' '.join(task_overrides(overrides))}): {e}")
             folders[folder] = num
             if num == 0:
                 after_first()
         return list(folders)
 
-    def finish(self, sweep_dir: Path, code: int, began: float) -> int:
-        """Write the report and say how the sweep ended; returns the exit code."""
-        from attnlab.report import write_report
+    def claim_sweep_dir(self, resuming: bool) -> Path:
+        explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
+        wanted = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
+        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
+            with read_write(self.config.hydra):
+                self.config.hydra.sweep.dir = str(sweep_dir)
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
+        return sweep_dir
 
+    def run_jobs(
+        self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, signals: SweepSignals,
+        began: float,
+    ) -> int:  # fmt: skip
+        """Launch the jobs not yet finished, then conclude; returns the exit code."""
+        if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
+            tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
+            OmegaConf.save(self.config, tmp)
+            tmp.replace(sweep_dir / "multirun.yaml")
+        sweep_record.write_jobs(sweep_dir, [task_overrides(j) for j in jobs], folders)
+        done = [resuming and run_folder.status(sweep_dir / f)[0] == "ok" for f in folders]
+        todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
+        kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
+        print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
+        code = 0
         try:
-            rows = write_report(sweep_dir)
-        except Exception as e:  # the report must not hide the outcome: say so, and fail
-            print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
-            return code or 1
-        bad = [r for r in rows if r["status"] != "ok"]
-        seconds = process_seconds(began)  # from process start: imports and the up-front checks included
-        failed = f", {len(bad)} did not finish" if bad else ""
-        from attnlab.report import verdict_lines
+            if todo:
+                self.launcher.launch(todo, initial_job_idx=sum(done))
+        except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
+            code = e.exit_code
+        except KeyboardInterrupt:  # a parallel launcher's pool was stopped
+            code = 128 + signal.SIGINT
+        except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
+            print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
+            code = 1
+        signals.defer()  # a signal from here on waits until the report is written
+        from attnlab.report import conclude
 
-        print("\n".join(verdict_lines(rows)), flush=True)
-        print(
-            f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
-            f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
-            f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / 'tensorboard'))}",
-            flush=True,
-        )
-        for r in bad:
-            print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
-        if bad:
-            print(
-                f"[attnlab] continue with: python scripts/train.py -m resume={shlex.quote(str(sweep_dir))}",
-                file=sys.stderr,
-            )
-        return code or (1 if bad else 0)
+        code = conclude(sweep_dir, code, began)
+        if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
+            name = signal.Signals(signals.deferred).name
+            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
+            return 128 + signals.deferred
+        return code

@@ -1,0 +1,84 @@
+"""The life of hydra/launcher=joblib's worker processes under an attnlab sweep: as many as there are jobs
+(not one per core for a sweep of three), started while the jobs are checked, and gone with the sweep.
+
+(No `from __future__ import annotations` in hydra_plugins: Hydra imports plugins in a way that breaks
+string annotations on dataclasses.)
+"""
+
+import contextlib
+import functools
+import os
+import threading
+import time
+from typing import Any
+
+
+def import_attnlab() -> None:
+    import attnlab.train  # noqa: F401  (torch, Lightning and attnlab: the seconds a worker needs to start)
+
+
+def exit_with_sweep(sweep_pid: int) -> None:
+    """Run first in every joblib worker: exit as soon as the sweep process that started it is gone (its pid
+    is passed in: it may have died while this worker was still starting). loky notices a dead parent only
+    when a worker next talks to it, so a sweep killed (SIGKILL, the OOM killer) while its workers started
+    or waited for work left them behind, each holding torch in memory (tests/test_chaos.py counts them)."""
+
+    def watch() -> None:
+        while os.getppid() == sweep_pid:  # re-parented (to init or a subreaper) once the sweep has died
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="attnlab-exit-with-sweep", daemon=True).start()
+
+
+def workers_exit_with_sweep() -> None:
+    """Give this process's loky workers `exit_with_sweep` as their initializer. Hydra's joblib launcher asks
+    joblib for the backend by name ("loky") and has no initializer setting, so the name is registered again
+    here, in the sweep process only, with the initializer bound (CONTRIBUTING.md: private APIs)."""
+    from joblib import register_parallel_backend
+    from joblib.parallel import BACKENDS
+
+    loky = BACKENDS["loky"]
+    if getattr(loky, "keywords", {}).get("initializer") is not exit_with_sweep:
+        bound = functools.partial(loky, initializer=exit_with_sweep, initargs=(os.getpid(),))
+        register_parallel_backend("loky", bound)
+
+
+def joblib_workers(settings: Any) -> int:
+    """How many workers the joblib launcher's settings start (n_jobs; -1: one per core)."""
+    from joblib import cpu_count
+
+    n_jobs = settings.get("n_jobs") or 1
+    return cpu_count() if n_jobs < 0 else n_jobs
+
+
+def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
+    """hydra/launcher=joblib starts `n_jobs` workers (-1: one per core) whatever the number of jobs, and each
+    spends seconds importing torch and Lightning: a sweep of fewer jobs gets as many workers as it has jobs."""
+    settings = getattr(launcher, "joblib", None)
+    if settings is not None and jobs < joblib_workers(settings):
+        settings["n_jobs"] = max(jobs, 1)  # the launcher's own settings (a dict), read when it launches
+
+
+def warm_workers(launcher: Any) -> bool:
+    """With hydra/launcher=joblib: start its worker processes now, in the background, so that their start-up
+    overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers per process
+    and the launcher reuses it, as it asks for the same settings. Returns whether workers were started."""
+    settings = getattr(launcher, "joblib", None)
+    if settings is None:
+        return False
+    from joblib import Parallel, delayed
+
+    workers_exit_with_sweep()
+    kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
+    if kwargs.get("max_nbytes"):  # as the launcher passes it
+        with contextlib.suppress(ValueError):
+            kwargs["max_nbytes"] = int(kwargs["max_nbytes"])
+    workers = joblib_workers(settings)
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
+            Parallel(backend="loky", **kwargs)(delayed(import_attnlab)() for _ in range(workers))
+
+    threading.Thread(target=start, daemon=True).start()
+    return True
