@@ -170,7 +170,7 @@ def test_a_job_that_never_started_adds_no_columns(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for seed in (0, 1):
         add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}"], 0.5)
-    jobs = [{"dir": "s0"}, {"dir": "s1"}, {"dir": "s2"}]  # s2 planned, never started
+    jobs = [{"overrides": [f"seed={s}"], "dir": f"s{s}"} for s in (0, 1, 2)]  # s2 planned, never started
     (sweep / "jobs.json").write_text(json.dumps({"jobs": jobs}))
     write_report(sweep)
     summary = (sweep / "summary.md").read_text()

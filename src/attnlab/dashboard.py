@@ -19,25 +19,10 @@ from typing import Any
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from attnlab.board import hparams_summaries  # one definition for runs and cells
-from attnlab.naming import lookup, varying_keys
+from attnlab.naming import KEY_SETTINGS, lookup, varying_keys
 from attnlab.sweep_record import sweep_of
 
-# name shown in HParams -> config key
-HPARAMS = {
-    "task": "data.task",
-    "seq_len": "data.seq_len",
-    "dim": "data.dim",
-    "pos_enc": "model.pos_enc",
-    "scale": "model.scale",
-    "pool": "model.pool",
-    "d_model": "model.d_model",
-    "num_heads": "model.num_heads",
-    "num_layers": "model.num_layers",
-    "lr": "optim.lr",
-    "seed": "seed",
-    "max_epochs": "trainer.max_epochs",
-    "n_train": "data.n_train",
-}
+HPARAMS = KEY_SETTINGS  # a single run's HParams columns: name shown -> config key
 GROUP_KEYS = {"data": "data.task"}  # a config group override that varies -> the key it is shown by
 
 LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (TensorBoard colours by run)

@@ -1,6 +1,6 @@
 """The names the program gives and reads: a sweep job's folder (the values that vary between the jobs), a
-folder name that stays one path component, a value quoted for Hydra's override parser, the value at
-a dotted key."""
+folder name that stays one path component, a value quoted for Hydra's override parser, the names a
+run's key settings are shown by, the value at a dotted key."""
 
 from __future__ import annotations
 
@@ -9,6 +9,27 @@ import re
 from typing import Any
 
 from omegaconf import OmegaConf
+
+# A run's key settings under the names they are shown by (name -> config key), declared once: metrics.json's
+# `settings`, a single run's HParams row, the report's always-present columns. The budget is among them:
+# what "chance" or "learned" was reached with.
+KEY_SETTINGS = {
+    "task": "data.task",
+    "pos_enc": "model.pos_enc",
+    "seq_len": "data.seq_len",
+    "dim": "data.dim",
+    "scale": "model.scale",
+    "pool": "model.pool",
+    "d_model": "model.d_model",
+    "num_heads": "model.num_heads",
+    "num_layers": "model.num_layers",
+    "lr": "optim.lr",
+    "n_train": "data.n_train",
+    "batch_size": "data.batch_size",
+    "max_epochs": "trainer.max_epochs",
+    "patience": "early_stop.patience",
+    "seed": "seed",
+}
 
 SAFE_NAME = re.compile(r"[/\x00%]")
 

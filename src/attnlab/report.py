@@ -38,7 +38,7 @@ from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
 from attnlab.clock import process_seconds
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import flatten, safe_dirname
+from attnlab.naming import KEY_SETTINGS, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.resume import continue_command
@@ -46,21 +46,7 @@ from attnlab.scaling import SCALES
 from attnlab.sweep_record import read_jobs
 from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
 
-COLUMNS = {  # config key -> column name; always in results.csv
-    "data.task": "task",
-    "model.pos_enc": "pos_enc",
-    "data.seq_len": "seq_len",
-    "model.scale": "scale",
-    "model.pool": "pool",
-    "model.d_model": "d_model",
-    "model.num_heads": "num_heads",
-    "model.num_layers": "num_layers",
-    "optim.lr": "lr",
-    "data.n_train": "n_train",
-    "data.batch_size": "batch_size",
-    "trainer.max_epochs": "max_epochs",
-    "early_stop.patience": "patience",
-}
+COLUMNS = {key: name for name, key in KEY_SETTINGS.items() if name != "seed"}  # config key -> column name
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
 REGISTRY_ORDER = {  # rows in the order the registries list their names
     "model.pos_enc": POS_ENCODINGS.names(),

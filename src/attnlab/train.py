@@ -44,6 +44,7 @@ from attnlab.evaluate import record as record_evaluation
 from attnlab.evaluate import score as score_lengths
 from attnlab.loggers import build_callbacks, build_logger
 from attnlab.module import LitClassifier
+from attnlab.naming import KEY_SETTINGS, lookup
 from attnlab.provenance import as_markdown, provenance
 from attnlab.signals import StopOnSignal
 from attnlab.timing import StepClock
@@ -66,20 +67,7 @@ def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
 
 
 def key_settings(c: dict[str, Any]) -> dict[str, Any]:
-    data, model = c["data"], c["model"]
-    return {
-        "task": data["task"],
-        "seq_len": data["seq_len"],
-        "dim": data["dim"],
-        **{k: model[k] for k in ("pos_enc", "scale", "pool", "d_model", "num_heads", "num_layers")},
-        "lr": c["optim"]["lr"],
-        "seed": c["seed"],
-        # the budget: what "at chance" or "learned" was reached with
-        "n_train": data["n_train"],
-        "batch_size": data["batch_size"],
-        "max_epochs": c["trainer"]["max_epochs"],
-        "early_stop_patience": c["early_stop"]["patience"],
-    }
+    return {name: lookup(c, key) for name, key in KEY_SETTINGS.items()}
 
 
 def log_interval(c: dict[str, Any]) -> int:
