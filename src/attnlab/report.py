@@ -36,7 +36,6 @@ from omegaconf import OmegaConf
 from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
-from attnlab.clock import process_seconds
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
@@ -620,6 +619,8 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     """The end of a sweep, however it ended: write the report, print the verdicts and how many jobs finished
     (and how to continue the others); returns the sweep's exit code: `code` (a signal's, the launcher's)
     where set, else 0 only when every job finished."""
+    from attnlab.timing import process_seconds  # here: it imports Lightning, which scripts/report.py needs not
+
     try:
         rows = write_report(sweep_dir)
     except Exception as e:  # the report must not hide the outcome: say so, and fail

@@ -1,15 +1,32 @@
-"""Wall-clock measurements of training: step times and start-up latency."""
+"""Wall-clock measurements: how long this process has lived (so that "done in" counts the imports and
+checks too), step times and start-up latency."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from attnlab.clock import process_age
+
+def process_age() -> float | None:
+    """Seconds since this process started (from /proc on Linux); None where that is unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks after boot
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_seconds(began: float) -> float:
+    """Seconds since this process started (imports included), or since `began` where unknown."""
+    age = process_age()
+    return age if age is not None else time.perf_counter() - began
 
 
 def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: int, window: int) -> float | None:

@@ -8,7 +8,7 @@ Files under `output_dir`:
   metrics.json         the tested checkpoint (epoch, step) and its test/acc, test/loss, diagnostics; how training
                        ended and whether it converged; the key settings and provenance. Written last,
                        atomically: its presence means the run finished
-  FAILED / INTERRUPTED how the run ended otherwise (attnlab.runs); removed when it is resumed
+  FAILED / INTERRUPTED how the run ended otherwise (attnlab.run_folder); removed when it is resumed
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from attnlab import resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint
-from attnlab.clock import process_seconds
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
 from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
@@ -47,7 +46,7 @@ from attnlab.module import LitClassifier
 from attnlab.naming import KEY_SETTINGS, lookup
 from attnlab.provenance import as_markdown, provenance
 from attnlab.signals import StopOnSignal
-from attnlab.timing import StepClock
+from attnlab.timing import StepClock, process_seconds
 from attnlab.verdict import converged
 
 # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.

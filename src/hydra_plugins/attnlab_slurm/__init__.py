@@ -2,12 +2,12 @@
 comes back and *resumes* instead of starting over.
 
 - Time limit: SLURM sends SIGUSR2 `signal_delay_s` before the limit (`--signal=USR2@...`). The run
-  stops at its next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.faults.StopOnSignal),
+  stops at its next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.signals.StopOnSignal),
   then submitit requeues the job (up to `max_num_timeout` times).
 - Preemption or `scontrol requeue`: SLURM sends SIGTERM; the run saves its checkpoint the same way and
   SLURM puts the job back in the queue (`--requeue`).
 - Either way the job restarts with SLURM_RESTART_COUNT >= 1, and `attnlab.train` then continues its own
-  folder from its newest checkpoint (`runs.requeued`), appending to the same TensorBoard run.
+  folder from its newest checkpoint (`run_folder.requeued`), appending to the same TensorBoard run.
 
 Clusters without accounting: submitit polls `sacct`, which then fails on every poll (a warning each
 time) and never reports a job that ended without a result (cancelled, killed), so the sweep would wait
