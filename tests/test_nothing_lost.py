@@ -288,27 +288,23 @@ def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_a_job_with_a_bad_checkpoint_fails_alone(tmp_path: Path, launcher: str) -> None:
+def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(tmp_path: Path, launcher: str) -> None:
+    """Every job's `ckpt_path` is read when the sweep checks its jobs: one that does not load refuses the
+    sweep, naming the job, before anything is trained or written."""
     source = tmp_path / "source"
     train(compose_train(source, *TINY))
     good = source / "checkpoints" / "last.ckpt"
     sweep = tmp_path / "sweep"
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     proc = run_train(
-        "-m",
-        *TINY,
-        "trainer.max_epochs=2",
-        f"ckpt_path={good},/nonexistent.ckpt",
-        *extra,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
+        "-m", *TINY, "trainer.max_epochs=2", f"ckpt_path={good},/nonexistent.ckpt", *extra,
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
-    statuses = {r["job"].split(",")[0]: (r["status"], r.get("error", "")) for r in csv_rows(sweep / "results.csv")}
-    assert statuses[f"ckpt_path={str(good).replace('/', '%2F')}"] == ("ok", "")
-    state, reason = statuses["ckpt_path=%2Fnonexistent.ckpt"]
-    assert state == "failed" and "no such checkpoint file" in reason
-    assert "1/2 jobs ok" in proc.stdout
+    said = proc.stderr.strip().splitlines()[-1]
+    assert said.startswith("error: job #1 (") and "ckpt_path=/nonexistent.ckpt):" in said
+    assert said.endswith("ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file")
+    assert not sweep.exists()  # nothing written
 
 
 def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path: Path) -> None:
