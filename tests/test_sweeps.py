@@ -7,6 +7,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,41 @@ def test_a_joblib_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int,
     basic = SimpleNamespace()
     no_more_workers_than_jobs(basic, jobs)  # other launchers: untouched
     assert vars(basic) == {}
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
+    """The sweep runs in a process group of its own: when its process has exited, no process of the group
+    is left (its workers, loky's resource tracker), whether the sweep finished or was refused after its
+    workers had started."""
+    from .conftest import TRAIN, processes
+
+    bad = ["data.seq_len=8,7"] if refused else []  # the second job is refused (halfswap: an even length)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "-m", *TINY, "trainer.max_epochs=1", "seed=0,1", "data=halfswap", *bad,
+         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == (1 if refused else 0), err[-2000:]
+
+    def running_in_group() -> list[bytes]:
+        """Processes of the sweep's group that still run. A zombie (state Z) runs nothing: it is left only
+        where PID 1 does not reap orphans (this machine's), after a resource tracker saw the sweep go."""
+        found = []
+        for pid, _, command in processes():
+            try:
+                state, _, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(group) == proc.pid and state != "Z":
+                found.append(command)
+        return found
+
+    assert not [c for c in running_in_group() if b"LokyProcess" in c]  # its workers ended before the sweep did
+    # loky's and multiprocessing's resource trackers exit when they read the end of their pipe, which the
+    # sweep's exit closes: wait for that event (bounded), then nothing of the sweep may run
+    deadline = time.monotonic() + 30
+    while running_in_group() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running_in_group()
