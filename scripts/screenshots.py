@@ -1,16 +1,16 @@
 """Take PNG screenshots of TensorBoard's tabs with headless Chromium.
 
-    python scripts/screenshots.py LOGDIR OUTDIR [--port 0] [--width 1400 --height 1000] [--runs REGEX]
+    python scripts/screenshots.py LOGDIR OUTDIR [--width 1400 --height 1000] [--runs REGEX]
     make screenshots    # the limitations study's halfswap runs of seed 0, into docs/
 
-Starts TensorBoard on 127.0.0.1 (``--port 0`` picks a free port), waits until
-it has loaded at least one run, then writes into OUTDIR:
+Starts TensorBoard on a free port of 127.0.0.1, waits until it has loaded at
+least one run, then writes into OUTDIR:
 
     tensorboard_scalars.png  tensorboard_images.png
     tensorboard_hparams.png  tensorboard_custom_scalars.png
 
 A tab with no data (e.g. custom scalars without a layout) is still captured,
-showing TensorBoard's empty state. TensorBoard is always stopped at the end.
+showing TensorBoard's empty state.
 Needs the ``chromium`` binary (Debian: ``apt-get install chromium``).
 Exits 1 if any screenshot is missing or empty.
 """
@@ -85,7 +85,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logdir", type=Path, help="TensorBoard log directory (e.g. a sweep dir)")
     ap.add_argument("outdir", type=Path, help="where to write the PNGs")
-    ap.add_argument("--port", type=int, default=0, help="TensorBoard port (0 = pick a free one)")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
     ap.add_argument(
@@ -110,7 +109,7 @@ def main() -> int:
 
     size = (args.width, args.height)
     try:
-        with tensorboard(args.logdir, args.port) as base:
+        with tensorboard(args.logdir) as base:
             selection = run_selection(get_json(f"{base}/data/runs"), args.runs)
             ok = [
                 screenshot(

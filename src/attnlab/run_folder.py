@@ -16,12 +16,13 @@ A folder *holds a run* once it has `.hydra/` (written by Hydra when the run star
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from attnlab.errors import ConfigError
 
@@ -30,7 +31,7 @@ FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
 SWEEP_JOBS_ENV = "ATTNLAB_SWEEP_JOBS"  # a sweep's job count, for its jobs' "job k/N" lines (set by the sweeper)
 
-_held: dict[str, int] = {}  # folder -> file descriptor of its lock, for the life of this process
+_held: dict[str, FileLock] = {}  # folder -> its lock, held by this process
 
 
 # ---------------------------------------------------------------- locks and claims
@@ -41,15 +42,12 @@ def try_lock(folder: Path) -> bool:
     key = str(folder.resolve())
     if key in _held:
         return True
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(folder / LOCK, thread_local=False)  # flock(2): the kernel drops it when the process dies
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        lock.acquire(timeout=0)
+    except Timeout:
         return False
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held[key] = fd
+    _held[key] = lock
     return True
 
 
@@ -59,9 +57,9 @@ def held() -> list[Path]:
 
 
 def release(folder: Path) -> None:
-    fd = _held.pop(str(folder.resolve()), None)
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops the flock
+    lock = _held.pop(str(folder.resolve()), None)
+    if lock is not None:
+        lock.release()
 
 
 @contextlib.contextmanager
