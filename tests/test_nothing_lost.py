@@ -651,21 +651,6 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
     assert read_metrics(run_dir)["epochs"] == 3
 
 
-def test_a_run_saved_before_a_key_existed_still_resumes(compose_cfg) -> None:
-    """A key the run's version did not have counts as its default: a run saved before `logger`,
-    `callbacks`, `verbose` and `model.dim` existed resumes; one whose saved value differs is still refused."""
-    from attnlab.config import to_plain
-    from attnlab.errors import ConfigError
-    from attnlab.resume import check_same_run
-
-    new = to_plain(compose_cfg(*TINY))
-    old = {k: v for k, v in new.items() if k not in ("logger", "callbacks", "verbose")}
-    old["model"] = {k: v for k, v in new["model"].items() if k != "dim"}  # model.dim: ${data.dim}, added later
-    check_same_run(old, new, Path("run"))
-    with pytest.raises(ConfigError, match=r"would change logger.name \('tensorboard' -> 'csv'\)"):
-        check_same_run(old, to_plain(compose_cfg(*TINY, "logger=csv")), Path("run"))
-
-
 @pytest.mark.parametrize(
     "item,refused",
     [
