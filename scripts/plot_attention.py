@@ -22,7 +22,8 @@ def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:
     data.setup()
     x, y = data.splits["val"]
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
-    title = checkpoint_title(describe(c), module.loaded_from, ckpt)  # loaded_from: read with the weights
+    name = "tested (best.ckpt)" if ckpt == "best" else ckpt
+    title = checkpoint_title(describe(c), module.loaded_from, name)  # loaded_from: read with the weights
     fig = attention_figure(module.net, x[picks], layer, head, title)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
