@@ -19,6 +19,7 @@ then the command line; a later value of a key replaces an earlier one). Hydra lo
 Hydra imports plugins in a way that breaks string annotations on dataclasses.
 """
 
+import copy
 import itertools
 import json
 import signal
@@ -38,6 +39,7 @@ from attnlab import resume, run_folder, sweep_record
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import hydra_quote, job_names
+from attnlab.resume import CONFIG_GROUPS as GROUPS
 from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, warm_workers
 
 
@@ -62,6 +64,53 @@ def grid(parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
         else:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*choices.values())]
+
+
+class JobConfigs:
+    """Each job's config, as Hydra composes it, without composing every job from scratch: Hydra composes once
+    per distinct choice of config groups (`data=halfswap`, ...), and each job's values (`seed=3`,
+    `model.pos_enc=rope`, `+trainer.max_steps=5`) are set on a copy, as Hydra sets a command line's. What
+    that cannot reproduce (a deletion `~key`, a forced `++key`, a sweep folder named by Hydra's own
+    interpolation) is composed whole."""
+
+    def __init__(self, loader: Any, config: DictConfig) -> None:
+        self.loader, self.config = loader, config
+        self.parser = OverridesParser.create(config_loader=loader)
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
+        self.parsed: dict[str, Any] = {}
+        self.own_subdir = any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in config.hydra.overrides.hydra)
+
+    def parse(self, override: str) -> Any:
+        if override not in self.parsed:  # a grid repeats its values: each is parsed once
+            self.parsed[override] = self.parser.parse_overrides([override])[0]
+        return self.parsed[override]
+
+    def compose(self, overrides: list[str]) -> tuple[DictConfig, str]:
+        """The job's config without its `hydra` node, and its folder (hydra.sweep.subdir)."""
+        parsed = [self.parse(o) for o in overrides]
+        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0].lstrip("+~") in GROUPS)
+        values = [o for o in parsed if o.input_line not in groups and o.key_or_group != "hydra.sweep.subdir"]
+        if self.own_subdir or any(o.is_delete() or o.is_force_add() or o.package is not None for o in values):
+            return without_hydra(self.loader.load_sweep_config(self.config, list(overrides)))
+        if groups not in self.composed:
+            self.composed[groups] = without_hydra(self.loader.load_sweep_config(self.config, list(groups)))[0]
+        cfg = copy.deepcopy(self.composed[groups])  # the task's part only: Hydra's own node is 4x its size
+        for override in values:
+            key = override.key_or_group
+            try:
+                OmegaConf.update(cfg, key, override.value(), merge=True, force_add=override.is_add())
+            except Exception as e:  # an unknown key, a value of the wrong type: the sweep is refused
+                raise ConfigError(key, override.get_value_element_as_str(), str(e).splitlines()[0]) from e
+        folder = next(o.value() for o in parsed if o.key_or_group == "hydra.sweep.subdir")
+        return cfg, str(folder)
+
+
+def without_hydra(cfg: DictConfig) -> tuple[DictConfig, str]:
+    """A composed job config less its `hydra` node (its output_dir set by the caller), and its folder."""
+    folder = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, folder
 
 
 def task_overrides(job: list[str]) -> list[str]:
@@ -149,13 +198,12 @@ class AttnlabSweeper(Sweeper):
         before any job runs, with the job named."""
         folders: dict[str, int] = {}
         configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
+        composer = JobConfigs(self.hydra_context.config_loader, self.config)
         for num, overrides in enumerate(jobs):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            folder = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-            with open_dict(cfg):
-                del cfg["hydra"]
-                cfg.output_dir = str(sweep_dir / folder)
             try:
+                cfg, folder = composer.compose(overrides)
+                with open_dict(cfg):
+                    cfg.output_dir = str(sweep_dir / folder)
                 c = to_plain(cfg)
                 validate(c)
                 if folder in folders:
