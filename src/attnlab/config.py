@@ -441,7 +441,8 @@ def validate(c: dict[str, Any]) -> None:
     check_logger(c["logger"])
     check_callbacks(c["callbacks"])
     check_trainer_extras(c)
-    if c["ckpt_path"] is not None and not Path(c["ckpt_path"]).is_file():  # read later (attnlab.resume)
+    # Read later (attnlab.resume.plan); a resumed run goes on from its own checkpoints, if it has any.
+    if c["ckpt_path"] is not None and not c["resume"] and not Path(c["ckpt_path"]).is_file():
         raise ConfigError("ckpt_path", c["ckpt_path"], "no such checkpoint file")
     if c["progress"] not in PROGRESS:
         raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
