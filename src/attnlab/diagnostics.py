@@ -40,19 +40,24 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     with torch.no_grad():
         logits, maps = net.forward_with_weights(x)
     weights = maps[layer].weights[:, head].float().cpu()  # (2, L', L'); L' = L + a cls token's row
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
-    axes = fig.subplots(2, 2, gridspec_kw={"height_ratios": [1, 3]})
+    fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
+    halves = fig.add_gridspec(1, 2, left=0.07, right=0.9, top=0.86, bottom=0.09, wspace=0.5)
+    grids = [half.subgridspec(2, 2, width_ratios=[20, 1], height_ratios=[1, 3], wspace=0.05, hspace=0.25)
+             for half in halves]  # fmt: skip
+    strips = [fig.add_subplot(grid[0, 0]) for grid in grids]
+    heats = [fig.add_subplot(grid[1, 0], sharex=strip) for grid, strip in zip(grids, strips, strict=True)]
+    bars = [fig.add_subplot(grid[1, 1]) for grid in grids]
     prefix = weights.shape[-1] - x.shape[1]  # a cls token at position 0 has no input of its own
     for i, name in enumerate(CLASS_NAMES):
         seq = x[i, :, 0].float().cpu()
-        axes[0, i].bar(range(prefix, prefix + len(seq)), seq.numpy(), color="tab:gray")
-        axes[0, i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
-        axes[0, i].set_xlim(-0.5, weights.shape[-1] - 0.5)
-        axes[0, i].set_ylabel("x")
-        im = axes[1, i].imshow(weights[i].numpy(), cmap="viridis", vmin=0)
-        axes[1, i].set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
-        axes[1, i].set_ylabel("query position i")
-        fig.colorbar(im, ax=axes[1, i], shrink=0.8, label="weight")
+        strips[i].bar(range(prefix, prefix + len(seq)), seq.numpy(), color="tab:gray")
+        strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
+        strips[i].set_ylabel("x")
+        im = heats[i].imshow(weights[i].numpy(), cmap="viridis", vmin=0, aspect="auto")
+        heats[i].set_xlim(-0.5, weights.shape[-1] - 0.5)
+        heats[i].set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
+        heats[i].set_ylabel("query position i")
+        fig.colorbar(im, cax=bars[i], label="weight")
     fig.suptitle(f"{title}\nattention weights, layer {layer} head {head}", fontsize=10)
     return fig
 
@@ -62,12 +67,13 @@ def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure
     table = pos_enc.table(length)
     if table is None:
         return None
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     im = ax.imshow(table.detach().float().cpu().numpy(), cmap="viridis", aspect="auto")
     ax.set_xlabel(pos_enc.table_columns)
     ax.set_ylabel("position i")
     fig.colorbar(im, ax=ax, label="value")
+    fig.subplots_adjust(top=0.85)
     fig.suptitle(f"{title}\npositional encoding", fontsize=10)
     return fig
 
