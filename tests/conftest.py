@@ -148,24 +148,28 @@ def processes() -> list[tuple[int, int, bytes]]:
     return found
 
 
-def orphaned_workers(wait: float = 120) -> list[str]:
-    """joblib (loky) processes whose sweep is gone: their parent is no `scripts/train.py` process.
-    Waits up to `wait` seconds for them to exit (a worker notices within a second); what is left."""
+def running_in_groups(groups: set[int], wait: float = 120) -> list[str]:
+    """Command lines of the processes of the process groups `groups` (sweeps started with
+    `start_new_session=True`: each is its group's leader) that still run, once they have had up to `wait`
+    seconds to go: a joblib worker notices its sweep's death within a second, a resource tracker when its
+    pipe closes. A zombie (state Z) runs nothing: it stays only where PID 1 does not reap orphans."""
     import time
 
-    def orphans() -> list[str]:
-        now = processes()
-        sweeps = {pid for pid, _, command in now if b"scripts/train.py" in command}
-        return [
-            command.replace(b"\0", b" ").decode(errors="replace")[:120]
-            for _, parent, command in now
-            if b"loky" in command and parent not in sweeps
-        ]
+    def running() -> list[str]:
+        found = []
+        for pid, _, command in processes():
+            try:
+                state, _, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(group) in groups and state != "Z":
+                found.append(command.replace(b"\0", b" ").decode(errors="replace")[:120])
+        return found
 
     deadline = time.monotonic() + wait
-    while orphans() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return orphans()
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running()
 
 
 def start_local_slurm(where: Path) -> dict[str, str] | None:

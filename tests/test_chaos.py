@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, TRAIN, orphaned_workers, processes, run_train
+from .conftest import TINY, TRAIN, processes, run_train, running_in_groups
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
 # 4 jobs of 120 steps each: a kill lands in start-up, training, checkpoint writes, test or the report.
@@ -58,14 +58,16 @@ def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, calm: P
     rng = random.Random(f"chaos-{launcher}")
     command = ["-m", *GRID, *extra, f"hydra.sweep.dir={chaos}"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    codes, landed = [], 0
+    codes, landed, groups = [], 0, set()
     for attempt in range(3 * KILLS):
         # Output to files, not pipes: a SIGKILLed joblib sweep leaves workers behind that would hold a pipe open.
         log = tmp_path / f"attempt{attempt}"
         with open(f"{log}.out", "w") as stdout, open(f"{log}.err", "w") as stderr:
-            p = subprocess.Popen(
-                [sys.executable, str(TRAIN), *command], cwd=tmp_path, env=env, stdout=stdout, stderr=stderr
-            )
+            p = subprocess.Popen(  # a process group of its own: what it leaves running is found by group
+                [sys.executable, str(TRAIN), *command], cwd=tmp_path, env=env, stdout=stdout, stderr=stderr,
+                start_new_session=True,
+            )  # fmt: skip
+        groups.add(p.pid)
         if landed < KILLS:
             launched(chaos / "jobs.json", began=time.time() - 0.5, proc=p)  # the sweep is past its start-up
             time.sleep(rng.uniform(0.0, 2.0))  # then anywhere: a job's start, training, checkpoints, test, report
@@ -101,4 +103,4 @@ def test_a_sweep_killed_at_random_ends_as_if_undisturbed(tmp_path: Path, calm: P
             assert same_weights(calm_job / "checkpoints" / ckpt, chaos_job / "checkpoints" / ckpt), (name, ckpt, codes)
         assert len({p.name.split(".")[-2] for p in chaos_job.glob("events.*")}) >= 1
     assert "4/4 jobs ok" in out
-    assert not orphaned_workers()  # no joblib worker outlived its killed sweep
+    assert not running_in_groups(groups)  # nothing of a killed attempt (its workers, trackers) outlived it

@@ -7,7 +7,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -239,7 +238,13 @@ def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) ->
     """The sweep runs in a process group of its own: when its process has exited, no process of the group
     is left (its workers, loky's resource tracker), whether the sweep finished or was refused after its
     workers had started."""
-    from .conftest import TRAIN, processes
+    from .conftest import TRAIN, processes, running_in_groups
+
+    def group_of(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            return -1
 
     bad = ["data.seq_len=8,7"] if refused else []  # the second job is refused (halfswap: an even length)
     proc = subprocess.Popen(
@@ -250,57 +255,6 @@ def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) ->
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == (1 if refused else 0), err[-2000:]
 
-    def running_in_group() -> list[bytes]:
-        """Processes of the sweep's group that still run. A zombie (state Z) runs nothing: it is left only
-        where PID 1 does not reap orphans (this machine's), after a resource tracker saw the sweep go."""
-        found = []
-        for pid, _, command in processes():
-            try:
-                state, _, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:3]
-            except (OSError, ValueError):
-                continue
-            if int(group) == proc.pid and state != "Z":
-                found.append(command)
-        return found
-
-    assert not [c for c in running_in_group() if b"LokyProcess" in c]  # its workers ended before the sweep did
-    # loky's and multiprocessing's resource trackers exit when they read the end of their pipe, which the
-    # sweep's exit closes: wait for that event (bounded), then nothing of the sweep may run
-    deadline = time.monotonic() + 30
-    while running_in_group() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running_in_group()
-
-
-@pytest.mark.parametrize(
-    "args",
-    [["experiment=limitations"], ["experiment=seq_len_scan"],
-     ["seed=0,1", "data=halfswap,uniform", "model.pos_enc=rope,none", "+trainer.max_steps=5", "eval.seq_lens=[16,32]"]],
-)  # fmt: skip
-def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
-    """The sweeper composes once per choice of config groups and sets each job's values on a copy
-    (JobConfigs): the result is, job by job, the config Hydra composes from scratch."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import open_dict
-
-    from attnlab.config import to_plain
-    from hydra_plugins.attnlab_sweeper import JobConfigs, grid
-
-    def plain(cfg) -> dict:
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-            cfg.output_dir = "x"
-        return to_plain(cfg)
-
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        master = compose("train", overrides=[a for a in args if "," not in a], return_hydra_config=True)
-        loader = GlobalHydra.instance().config_loader()
-        params = master.hydra.sweeper.params or {}
-        jobs = grid(OverridesParser.create(config_loader=loader), [*(f"{k}={v}" for k, v in params.items()), *args])
-        composer = JobConfigs(loader, master)
-        for job in jobs:
-            ours, folder = composer.compose([*job, "hydra.sweep.subdir=job"])
-            assert folder == "job"
-            assert plain(ours) == plain(compose("train", overrides=job, return_hydra_config=True))
-    assert len(composer.composed) == (2 if "data=halfswap,uniform" in args or args == ["experiment=limitations"] else 1)
+    workers = [c for pid, _, c in processes() if b"LokyProcess" in c and group_of(pid) == proc.pid]
+    assert not workers  # gone when the sweep's process exited
+    assert not running_in_groups({proc.pid}, wait=30)  # and its resource trackers once their pipes closed
