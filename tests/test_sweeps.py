@@ -258,3 +258,37 @@ def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) ->
     workers = [c for pid, _, c in processes() if b"LokyProcess" in c and group_of(pid) == proc.pid]
     assert not workers  # gone when the sweep's process exited
     assert not running_in_groups({proc.pid}, wait=30)  # and its resource trackers once their pipes closed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["experiment=limitations"], ["experiment=seq_len_scan"],
+     ["seed=0,1", "data=halfswap,uniform", "model.pos_enc=rope,none", "+trainer.max_steps=5", "eval.seq_lens=[16,32]"]],
+)  # fmt: skip
+def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
+    """The sweeper composes once per choice of config groups and sets each job's values on a copy
+    (JobConfigs): the result is, job by job, the config Hydra composes from scratch."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+
+    from attnlab.config import to_plain
+    from hydra_plugins.attnlab_sweeper import JobConfigs, grid
+
+    def plain(cfg) -> dict:
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+            cfg.output_dir = "x"
+        return to_plain(cfg)
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        master = compose("train", overrides=[a for a in args if "," not in a], return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        params = master.hydra.sweeper.params or {}
+        jobs = grid(OverridesParser.create(config_loader=loader), [*(f"{k}={v}" for k, v in params.items()), *args])
+        composer = JobConfigs(loader, master)
+        for job in jobs:
+            ours, folder = composer.compose([*job, "hydra.sweep.subdir=job"])
+            assert folder == "job"
+            assert plain(ours) == plain(compose("train", overrides=job, return_hydra_config=True))
+    assert len(composer.composed) == (2 if "data=halfswap,uniform" in args or args == ["experiment=limitations"] else 1)
