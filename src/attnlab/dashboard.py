@@ -18,7 +18,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from attnlab.board import hparams_summaries  # one definition for runs and cells
+from attnlab.board import hparam_value as shown  # noqa: F401  (one definition for runs and cells)
+from attnlab.board import hparams_summaries
 from attnlab.naming import KEY_SETTINGS, lookup, varying_keys
 from attnlab.sweep_record import sweep_of
 
@@ -63,13 +64,6 @@ def sweep_varying(run_dir: Path) -> list[str]:
     return [GROUP_KEYS.get(k, k) for k in varying]
 
 
-def shown(value: Any) -> Any:
-    """An HParams value: numbers as numbers, anything else as text."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return value
-
-
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
     """The HParams row of a run (name -> value, as in the config) and the names its sweep varies: a sweep
     job's row is what the sweep varies, seed last; a single run's, every key setting, seed last."""
@@ -82,14 +76,11 @@ def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[st
     return row, {names.get(k, k) for k in varying}
 
 
-def write_hparams(
-    logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], metrics: dict[str, Any], step: int
-) -> None:
-    """The run's HParams row (with the experiment description) and its metrics, at `step`."""
+def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], step: int) -> None:
+    """The run's HParams row (with the experiment description), at `step`."""
     from torch.utils.tensorboard.writer import FileWriter
 
-    summaries = hparams_summaries({name: shown(value) for name, value in row.items()}, differs)
-    logger.experiment.flush()
+    summaries = hparams_summaries(row, differs)  # numbers stay numbers there (board.hparam_value)
     writer = FileWriter(logger.log_dir)  # public: a writer of ready-made summaries, into the run's folder
     for summary in summaries:
         writer.add_summary(summary, step)

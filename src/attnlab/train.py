@@ -372,7 +372,7 @@ def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metri
     if not is_debug(c):
         row, differs = hparams_of(c, out)
         if isinstance(logger, TensorBoard):
-            write_hparams(logger, row, differs, metrics, trainer.global_step)
+            write_hparams(logger, row, differs, trainer.global_step)
         else:
             logger.log_hyperparams(row)
             logger.log_metrics(
