@@ -263,11 +263,16 @@ def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) ->
 @pytest.mark.parametrize(
     "args",
     [["experiment=limitations"], ["experiment=seq_len_scan"],
-     ["seed=0,1", "data=halfswap,uniform", "model.pos_enc=rope,none", "+trainer.max_steps=5", "eval.seq_lens=[16,32]"]],
+     ["seed=0,1", "data=halfswap,uniform", "model.pos_enc=rope,none", "+trainer.max_steps=5", "eval.seq_lens=[16,32]"],
+     # values set on the plain copy, converted by their key's type (1 -> 1.0; 1 is not 1.0 for limit_train_batches)
+     ["optim.lr=1,0.5", "trainer.limit_train_batches=1,1.0", "+trainer.max_steps=5,6", "model.scale=sqrt,none"],
+     # set on a copy of the composition: a key another interpolates (model.dim: ${data.dim}), an interpolated
+     # value, lists of values
+     ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"]],
 )  # fmt: skip
 def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
-    """The sweeper composes once per choice of config groups and sets each job's values on a copy
-    (JobConfigs): the result is, job by job, the config Hydra composes from scratch."""
+    """The sweeper composes once per choice of config groups and sets each job's values on a plain copy
+    (JobConfigs): the result is, job by job and type by type, the config Hydra composes from scratch."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
@@ -288,7 +293,8 @@ def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]
         jobs = grid(OverridesParser.create(config_loader=loader), [*(f"{k}={v}" for k, v in params.items()), *args])
         composer = JobConfigs(loader, master)
         for job in jobs:
-            ours, folder = composer.compose([*job, "hydra.sweep.subdir=job"])
+            ours, folder = composer.compose(job, "job", output_dir="x")
             assert folder == "job"
-            assert plain(ours) == plain(compose("train", overrides=job, return_hydra_config=True))
+            hydras = plain(compose("train", overrides=job, return_hydra_config=True))
+            assert json.dumps(ours, sort_keys=True) == json.dumps(hydras, sort_keys=True), job
     assert len(composer.composed) == (2 if "data=halfswap,uniform" in args or args == ["experiment=limitations"] else 1)
