@@ -4,6 +4,7 @@ Text tab, so a number can be traced to the code that made it."""
 
 from __future__ import annotations
 
+import functools
 import platform
 import shlex
 import subprocess
@@ -34,6 +35,15 @@ def command() -> str:
     return shlex.join(["python", *sys.argv])
 
 
+@functools.cache
+def code() -> tuple[str | None, bool | None]:
+    """The git commit of the code and whether tracked files had changed, read once per process: the code a
+    process runs is what it imported (a sweep's worker runs many jobs; each git call costs 0.05 s here)."""
+    commit = git("rev-parse", "HEAD")
+    # tracked files changed since that commit (untracked ones are not code that ran)
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+
+
 def provenance() -> dict[str, Any]:
     import hydra
     import pytorch_lightning
@@ -41,11 +51,10 @@ def provenance() -> dict[str, Any]:
 
     import attnlab
 
-    commit = git("rev-parse", "HEAD")
+    commit, dirty = code()
     return {
         "git_commit": commit,  # None: not run from a git checkout
-        # tracked files changed since that commit (untracked ones are not code that ran)
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        "git_dirty": dirty,
         "versions": {
             "attnlab": attnlab.__version__,
             "torch": torch.__version__,
