@@ -42,7 +42,7 @@ from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import flatten, hydra_quote, job_names
 from attnlab.resume import CONFIG_GROUPS as GROUPS
-from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, warm_workers
+from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, stop_workers, warm_workers
 
 
 @dataclass
@@ -230,6 +230,12 @@ class AttnlabSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        try:
+            self.run_sweep(arguments)
+        finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
+            stop_workers(self.launcher)
+
+    def run_sweep(self, arguments: list[str]) -> None:
         began = time.perf_counter()
         assert self.config is not None
         resuming = bool(self.config.get("resume"))

@@ -5,6 +5,7 @@
 string annotations on dataclasses.)
 """
 
+import atexit
 import contextlib
 import functools
 import gc
@@ -53,6 +54,7 @@ def initialize_workers() -> None:
     if getattr(loky, "keywords", {}).get("initializer") is not start_worker:
         bound = functools.partial(loky, initializer=start_worker, initargs=(os.getpid(),))
         register_parallel_backend("loky", bound)
+        atexit.register(stop_trackers)  # before joblib registers its exit handlers: runs after them
 
 
 def joblib_workers(settings: Any) -> int:
@@ -93,3 +95,27 @@ def warm_workers(launcher: Any) -> bool:
 
     threading.Thread(target=start, daemon=True).start()
     return True
+
+
+def stop_workers(launcher: Any) -> None:
+    """With hydra/launcher=joblib: its workers shut down and waited for (joblib keeps idle workers until their
+    timeout), so that none outlives the sweep; the resource trackers follow at exit (`stop_trackers`)."""
+    if getattr(launcher, "joblib", None) is None:
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(reuse=True)  # the running one; where none runs, a new one starts nothing
+    getattr(executor, "terminate", executor.shutdown)()  # joblib's: also deletes its temporary folders
+
+
+def stop_trackers() -> None:
+    """At exit, after joblib's own exit handlers (registered later, so run earlier) have unregistered their
+    temporary folders: the resource trackers (Python's and loky's) that the workers' queues started in this
+    process are stopped and waited for. Else each stops only once it reads its pipe's end, after this process
+    has gone (python/cpython#88887, joblib/joblib#1786; CONTRIBUTING.md: private APIs)."""
+    from multiprocessing import resource_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    for tracker in (resource_tracker._resource_tracker, loky_tracker._resource_tracker):
+        tracker._stop()  # closes its pipe and waits for it; nothing where it was not started
