@@ -60,6 +60,7 @@ def test_table() -> None:
         {"what": "study", "command": "python scripts/train.py -m experiment=limitations", "jobs": 42,
          "seconds": {"attnlab": (50.0, 48.0, 52.0), "hand-written": (40.0, 39.0, 41.0)}, "rounds": 3},
         {"what": "one run", "command": "python scripts/train.py", "jobs": 1, "startup_s": 3.5,
+         "imports_s": {"torch": 1.5, "torch, pytorch_lightning": 3.0},
          "seconds": {"attnlab": (10.0, 9.0, 11.0), "hand-written": (9.0, 8.5, 9.5)}, "rounds": 3},
     ]  # fmt: skip
     table = render("python scripts/benchmark.py", "Machine: test", rows, processes)
@@ -69,6 +70,8 @@ def test_table() -> None:
     assert "| 42 | 50.0 (48.0–52.0) | 40.0 (39.0–41.0) | 0.80× | 3 |" in table
     assert "| 1 | 10.0 (9.0–11.0) | 9.0 (8.5–9.5) | 0.90× | 3 |" in table
     assert "first training step: 3.50 s" in table
+    assert "takes 3.00 s (torch 1.50 s" in table and "pytorch_lightning 1.50 s more" in table
+    assert "the other 0.50 s" in table
 
 
 @pytest.mark.slow
@@ -84,7 +87,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     assert "| study |" in table and "| one run |" in table
-    assert "Start-up" in table
+    assert "Start-up" in table and "The floor" in table
 
 
 def test_a_step_measurement_runs_in_a_process_of_its_own() -> None:

@@ -76,7 +76,11 @@ def train_vs_replay(
     by hand (`replay` of the folder it wrote), whole processes timed in turns, `rounds` times."""
     times: dict[str, list[float]] = {"attnlab": [], "hand-written": []}
     startup: list[float] = []
+    floor: dict[str, list[float]] = {"torch": [], "torch, pytorch_lightning": []}  # imports in a bare process
     for r in range(rounds):
+        if not sweep:
+            for modules in floor:
+                floor[modules].append(wall([sys.executable, "-c", f"import {modules}"]))
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "out"
             where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
@@ -91,5 +95,6 @@ def train_vs_replay(
         "jobs": jobs,
         "seconds": {who: (statistics.median(t), min(t), max(t)) for who, t in times.items()},
         "startup_s": statistics.median(startup) if startup else None,
+        "imports_s": {m: statistics.median(t) for m, t in floor.items() if t},
         "rounds": rounds,
     }
