@@ -57,6 +57,35 @@ def compose_train(output_dir: Path | str, *overrides: str) -> DictConfig:
         return compose("train", overrides=[f"output_dir={output_dir}", *overrides])
 
 
+def refused_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`python scripts/train.py ARGS` (a single run, not `-m`), which must be refused before Hydra writes
+    anything, in this process: its argv rewritten (`resume=<run>`: attnlab.resume.resume_argv), the config
+    Hydra composes from it, and the on_run_start callbacks Hydra calls then (conf/train.yaml: the run's
+    checks and the claim of its folder). Asserts the exit code the process would have (1); returns what it
+    said on stderr. For the checks, where a process of its own would prove nothing more (that Hydra calls
+    them before it writes into the run: a test that starts one)."""
+    from hydra._internal.callbacks import Callbacks
+
+    from attnlab import run_folder
+    from attnlab.resume import resume_argv
+
+    capsys.readouterr()
+    cfg = None
+    try:
+        with pytest.raises(SystemExit) as exited:
+            argv = resume_argv([str(TRAIN), *args])
+            assert "-m" not in argv and "--multirun" not in argv, "a sweep's checks run in Hydra's multirun"
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                cfg = compose("train", overrides=argv[1:], return_hydra_config=True)
+            Callbacks(cfg).on_run_start(config=cfg)
+    finally:
+        if cfg is not None:  # a folder claimed (not refused): let it go
+            run_folder.release(Path(str(cfg.hydra.run.dir)))
+    err = capsys.readouterr().err
+    assert exited.value.code == 1, err
+    return err
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """compose_cfg("data=halfswap", ...) -> the config train.py would get, writing under tmp_path."""

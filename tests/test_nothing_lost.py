@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,17 @@ from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import job_dirname
 from attnlab.train import train
 
-from .conftest import ROOT, TINY, TRAIN, compose_train, image_steps, read_metrics, run_train, scalar_steps
+from .conftest import (
+    ROOT,
+    TINY,
+    TRAIN,
+    compose_train,
+    image_steps,
+    read_metrics,
+    refused_in_process,
+    run_train,
+    scalar_steps,
+)
 
 # 64 steps per epoch: long enough to be killed in the middle of one.
 LONGER = [*TINY, "data.n_train=4096", "data=halfswap", "model.pos_enc=sinusoidal"]
@@ -63,11 +74,31 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    wait_until(path.exists, proc, f"{path} never appeared", timeout)
+
+
+def wait_until(happened: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Until `happened()` (an event of `proc`: a file written, a line printed), while `proc` runs."""
     deadline = time.time() + timeout
-    while not path.exists():
+    while not happened():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        assert time.time() < deadline, f"{path} never appeared"
+        assert time.time() < deadline, what
         time.sleep(0.01)
+
+
+def logged_after(run_dir: Path, tag: str, step: int) -> Callable[[], bool]:
+    """A check: the run's TensorBoard files hold `tag` at a step after `step` (read again only when they grew)."""
+    sizes: dict[Path, int] = {}
+
+    def check() -> bool:
+        now = {p: p.stat().st_size for p in run_dir.glob("events.out.tfevents.*")}
+        if now == sizes:
+            return False
+        sizes.clear()
+        sizes.update(now)
+        return max(scalar_steps(run_dir, tag), default=-1) > step
+
+    return check
 
 
 def job_dir(sweep: Path, item: str, proc: subprocess.Popen | None = None, timeout: float = 300) -> Path:
@@ -107,6 +138,21 @@ def own_copy(cli_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(cli_run, tmp_path / "run"))
 
 
+@pytest.fixture(scope="module")
+def cli_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished sweep of two tiny jobs (seed=0,1) of one step each, through scripts/train.py, with an extra
+    Lightning argument (`+trainer.max_steps=1`) in its records. Tests take a copy (`copy_sweep`)."""
+    tmp = tmp_path_factory.mktemp("cli_sweep")
+    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp / "sweep"
+
+
+def copy_sweep(cli_sweep: Path, where: Path) -> Path:
+    """A copy of `cli_sweep` at `where`, for one test alone (a sweep may move: resume=<sweep> names its folder)."""
+    return Path(shutil.copytree(cli_sweep, where))
+
+
 # ------------------------------------------------------------------ 1. a folder of its own
 
 
@@ -133,13 +179,12 @@ def test_sweeps_started_together_get_folders_of_their_own(tmp_path: Path) -> Non
     assert seeds == [0, 1, 10, 11]
 
 
-def test_an_explicit_folder_holding_a_run_is_refused(own_copy: Path, tmp_path: Path) -> None:
+def test_an_explicit_folder_holding_a_run_is_refused(own_copy: Path, capsys) -> None:
     run_dir = own_copy
     before = folder_bytes(run_dir)
-    again = run_train(*TINY, "seed=5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert again.returncode == 1
-    assert f"error: hydra.run.dir='{run_dir}' is invalid: holds another run" in again.stderr
-    assert f"resume={run_dir}" in again.stderr
+    err = refused_in_process(capsys, *TINY, "seed=5", f"hydra.run.dir={run_dir}")
+    assert f"error: hydra.run.dir='{run_dir}' is invalid: holds another run" in err
+    assert f"resume={run_dir}" in err
     assert {k: v for k, v in folder_bytes(run_dir).items() if k != run_folder.LOCK} == {
         k: v for k, v in before.items() if k != run_folder.LOCK
     }
@@ -147,9 +192,9 @@ def test_an_explicit_folder_holding_a_run_is_refused(own_copy: Path, tmp_path: P
 
 def test_a_running_run_cannot_be_resumed_twice(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = start(*LONGER, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = start(*TINY, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}", cwd=tmp_path)  # runs on: killed below
     try:
-        wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+        wait_for(run_dir / "checkpoints" / "last.ckpt", proc)  # a run with a checkpoint to resume from
         second = run_train(f"resume={run_dir}", cwd=tmp_path)
         assert second.returncode == 1
         assert "is still running in another process" in second.stderr
@@ -274,13 +319,26 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         (["optim.lr=0.1"], "would change optim.lr"),
     ],
 )
-def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, tmp_path: Path, args, expected) -> None:
-    """(That the budget may change: test_a_resumed_run_rerun_from_its_saved_config_trains_again.)"""
+def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, capsys, args, expected) -> None:
+    """The checks of `python scripts/train.py resume=<run> ARGS`, in this process (that the process refuses
+    before Hydra writes into the run: the test below). (That the budget may change:
+    test_a_resumed_run_rerun_from_its_saved_config_trains_again.)"""
     run_dir = own_copy
     before = folder_bytes(run_dir)
-    refused = run_train(f"resume={run_dir}", *args, cwd=tmp_path)
-    assert refused.returncode == 1 and expected in refused.stderr, refused.stderr[-2000:]
-    assert "trainer.max_epochs" in refused.stderr or "must be > 0" in refused.stderr  # names what may change
+    err = refused_in_process(capsys, f"resume={run_dir}", *args)
+    assert expected in err, err[-2000:]
+    assert "trainer.max_epochs" in err or "must be > 0" in err  # names what may change
+    assert folder_bytes(run_dir) == before
+
+
+def test_a_resume_refused_by_the_command_leaves_the_run_untouched(own_copy: Path, tmp_path: Path) -> None:
+    """A process of its own: the refusal comes before Hydra writes its record into the run, and exits 1."""
+    run_dir = own_copy
+    before = folder_bytes(run_dir)
+    refused = run_train(f"resume={run_dir}", "model.d_model=64", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: resume={str(run_dir)!r} is invalid")
+    assert "would change model.d_model (32 -> 64)" in refused.stderr
     assert folder_bytes(run_dir) == before
 
 
@@ -288,12 +346,12 @@ def test_a_refused_resume_leaves_the_run_untouched(own_copy: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(tmp_path: Path, launcher: str) -> None:
+def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(
+    cli_run: Path, tmp_path: Path, launcher: str
+) -> None:
     """Every job's `ckpt_path` is read when the sweep checks its jobs: one that does not load refuses the
     sweep, naming the job, before anything is trained or written."""
-    source = tmp_path / "source"
-    train(compose_train(source, *TINY))
-    good = source / "checkpoints" / "last.ckpt"
+    good = cli_run / "checkpoints" / "last.ckpt"  # a tiny run's, of 1 epoch (read only)
     sweep = tmp_path / "sweep"
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     proc = run_train(
@@ -307,13 +365,11 @@ def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(tmp_path: Pa
     assert not sweep.exists()  # nothing written
 
 
-def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path: Path) -> None:
+def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(cli_sweep: Path, tmp_path: Path) -> None:
     """A kill can cut a job's metrics.json short (seed=1) or its Hydra config (seed=0, killed while
     Hydra wrote it, before any checkpoint): the report counts the first as failed, and `resume=<sweep>`
     mends both (seed=0 trains again: without a checkpoint nothing depends on the config it lost)."""
-    sweep = tmp_path / "sweep"
-    proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = copy_sweep(cli_sweep, tmp_path / "sweep")
     whole = {seed: read_metrics(job_dir(sweep, seed)) for seed in ("seed=0", "seed=1")}
     (job_dir(sweep, "seed=1") / "metrics.json").write_text('{"test/acc": 0.9')  # cut short
     report = subprocess.run(
@@ -337,15 +393,16 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(tmp_path:
 def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: Path) -> None:
     """SIGKILL mid-epoch, `mv` the sweep, resume the job by its folder (which has '=' and ','): the
     result equals an uninterrupted run's, and TensorBoard holds every step once."""
-    args = [*LONGER, "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
+    args = [*LONGER, "trainer.max_epochs=3", "trainer.log_every_n_steps=1"]
     whole = tmp_path / "whole"
     train(compose_train(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
 
     sweep = tmp_path / "sweep"
     proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     job = job_dir(sweep, "num_heads=1", proc)  # the folder: the values that vary
-    wait_for(job / "checkpoints" / "last.ckpt", proc)
-    time.sleep(0.3)  # some way into the next epoch
+    wait_for(job / "checkpoints" / "last.ckpt", proc)  # the first epoch's (64 steps)
+    # some way into the next epoch: steps of it are in the job's TensorBoard file, which the resume must hide
+    wait_until(logged_after(job, "train/loss", 64), proc, "no step of epoch 2 logged")
     proc.kill()
     proc.wait()
     moved = tmp_path / "moved"
@@ -356,8 +413,8 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     assert "resuming" in resumed.stdout and "checkpoints/last.ckpt" in resumed.stdout
     assert_same_run(whole, job)
     steps = scalar_steps(job, "train/loss")
-    assert steps == scalar_steps(whole, "train/loss") and len(steps) == len(set(steps)) == 4 * 64
-    assert scalar_steps(job, "val/acc") == scalar_steps(whole, "val/acc") == [63, 127, 191, 255]
+    assert steps == scalar_steps(whole, "train/loss") and len(steps) == len(set(steps)) == 3 * 64
+    assert scalar_steps(job, "val/acc") == scalar_steps(whole, "val/acc") == [63, 127, 191]
     tested = read_metrics(whole)["tested_checkpoint"]["global_step"]  # the figures: of the tested checkpoint
     for tag in ("attention/layer0_head0", "pos_enc"):
         assert image_steps(job, tag) == image_steps(whole, tag) == [tested]
@@ -456,16 +513,15 @@ def test_override_values_cannot_leave_the_sweep(tmp_path: Path) -> None:
     assert "/" not in job_dirname("x=../../y") and job_dirname("x=a/b") != job_dirname("x=a%2Fb")
 
 
-def test_resume_refuses_code_in_a_run_record(own_copy: Path, tmp_path: Path) -> None:
+def test_resume_refuses_code_in_a_run_record(own_copy: Path, tmp_path: Path, capsys) -> None:
     run_dir = own_copy
     record = run_dir / ".hydra" / "overrides.yaml"
     pwned = tmp_path / "PWNED"
     record.write_text(
         record.read_text() + f"- +hydra.callbacks.evil._target_=os.makedirs\n- +hydra.callbacks.evil._args_=[{pwned}]\n"
     )
-    proc = run_train(f"resume={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "refusing its saved override '+hydra.callbacks.evil._target_=os.makedirs'" in proc.stderr
+    err = refused_in_process(capsys, f"resume={run_dir}")
+    assert "refusing its saved override '+hydra.callbacks.evil._target_=os.makedirs'" in err
     assert not pwned.exists()
 
 
@@ -495,11 +551,13 @@ def test_a_run_record_cannot_load_a_yaml_file_from_elsewhere(own_copy: Path, tmp
     assert not pwned.exists() and folder_bytes(run_dir) == before
 
 
-def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(tmp_path: Path) -> None:
-    """The same attack through multirun.yaml's task overrides on `-m resume=`, and a launcher named by path."""
-    sweep, pwned = tmp_path / "sweep", tmp_path / "PWNED"
-    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(
+    cli_sweep: Path, tmp_path: Path, capsys
+) -> None:
+    """The same attack through multirun.yaml's task overrides on `-m resume=`, and a launcher named by path:
+    refused where scripts/train.py rewrites its argv (resume_argv, here in this process), before Hydra
+    composes anything. (That the process does so: the run record's tests above.)"""
+    sweep, pwned = copy_sweep(cli_sweep, tmp_path / "sweep"), tmp_path / "PWNED"
     notes = evil_notes(sweep, pwned)
     record = sweep / "multirun.yaml"
     original = record.read_text()
@@ -512,18 +570,19 @@ def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(tmp
         saved.hydra.overrides[section].append(item)
         OmegaConf.save(saved, record)
         before = folder_bytes(sweep)
-        proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
-        assert proc.returncode == 1, proc.stderr[-2000:]
-        assert f"refusing its saved override {item!r}" in proc.stderr.strip().splitlines()[-1]
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            resume.resume_argv([str(TRAIN), "-m", f"resume={sweep}"])
+        err = capsys.readouterr().err
+        assert exited.value.code == 1, err[-2000:]
+        assert f"refusing its saved override {item!r}" in err.strip().splitlines()[-1]
         assert not pwned.exists() and folder_bytes(sweep) == before
         record.write_text(original)
 
 
 @pytest.mark.parametrize("escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", ""])
-def test_jobs_json_cannot_send_a_job_outside_its_sweep(tmp_path: Path, escape: str) -> None:
-    sweep = tmp_path / "deep" / "sweep"
-    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path: Path, escape: str) -> None:
+    sweep = copy_sweep(cli_sweep, tmp_path / "deep" / "sweep")
     shutil.rmtree(job_dir(sweep, "seed=1"))  # a job to run again on resume
     jobs = json.loads((sweep / "jobs.json").read_text())
     jobs["jobs"][1]["dir"] = escape
@@ -541,7 +600,9 @@ def test_jobs_json_cannot_send_a_job_outside_its_sweep(tmp_path: Path, escape: s
         collect(sweep)
 
 
-def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(tmp_path: Path) -> None:
+def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(
+    cli_sweep: Path, tmp_path: Path
+) -> None:
     """`+trainer.X` is saved as such in the records; the resume accepts it (a Lightning argument)."""
     run_dir = tmp_path / "run"
     proc = run_train(*TINY, "+trainer.accumulate_grad_batches=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -549,21 +610,21 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     proc = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_metrics(run_dir)["epochs"] == 2 and read_metrics(run_dir)["global_step"] == 4  # 4 batches / 2
-    sweep = tmp_path / "sweep"
-    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = copy_sweep(cli_sweep, tmp_path / "sweep")  # +trainer.max_steps=1 in its multirun.yaml
+    shutil.rmtree(job_dir(sweep, "seed=1"))  # a job to run again
     proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 finished before, kept as they are" in proc.stdout
+    assert read_metrics(job_dir(sweep, "seed=1"))["global_step"] == 1
 
 
-def test_a_resume_without_its_saved_config_is_refused(own_copy: Path, tmp_path: Path) -> None:
+def test_a_resume_without_its_saved_config_is_refused(own_copy: Path, capsys) -> None:
     """A record that cannot be read is a refusal, not a licence: without .hydra/config.yaml nothing could
     tell that `data=halfswap` changes a uniform run."""
     (own_copy / ".hydra" / "config.yaml").unlink()
     before = folder_bytes(own_copy)
-    proc = run_train(f"resume={own_copy}", "data=halfswap", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
+    err = refused_in_process(capsys, f"resume={own_copy}", "data=halfswap")
+    assert err.strip().splitlines()[-1] == (
         f"error: resume='{own_copy}' is invalid: .hydra/config.yaml is missing or unreadable: "
         "cannot check that this is the same run"
     )
@@ -704,7 +765,7 @@ def test_what_a_saved_launcher_setting_may_say(item: str, ok: bool) -> None:
             resume.check_saved_launcher(item, Path("record"))
 
 
-def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Path, tmp_path: Path) -> None:
+def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Path, tmp_path: Path, capsys) -> None:
     """A link planted in a run (its checkpoints, a file evaluate writes) would carry every write outside:
     resume and evaluate refuse the folder, and write nothing through it."""
     from attnlab.evaluate import evaluate_run
@@ -714,25 +775,22 @@ def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Pat
     (own_copy / "length_generalization.png").symlink_to(outside)
     with pytest.raises(ConfigError, match=r"holds a link to outside it \(length_generalization.png\)"):
         evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
-    proc = run_train(f"resume={own_copy}", "trainer.max_epochs=2", cwd=tmp_path)
-    assert proc.returncode == 1 and "holds a link to outside it" in proc.stderr.strip().splitlines()[-1]
+    err = refused_in_process(capsys, f"resume={own_copy}", "trainer.max_epochs=2")
+    assert "holds a link to outside it" in err.strip().splitlines()[-1]
     assert outside.read_text() == "keep me"
 
 
-def test_a_resume_compares_values_with_their_types_and_refuses_unloadable_checkpoints(
-    own_copy: Path, tmp_path: Path
-) -> None:
+def test_a_resume_compares_values_with_their_types_and_refuses_unloadable_checkpoints(own_copy: Path, capsys) -> None:
     """limit_train_batches=1 (one batch) is not 1.0 (all of them); checkpoints that exist but none loads
     are refused, never trained over from scratch."""
-    proc = run_train(f"resume={own_copy}", "trainer.limit_train_batches=1", "trainer.max_epochs=2", cwd=tmp_path)
-    assert proc.returncode == 1 and "trainer.limit_train_batches (None -> 1)" in proc.stderr
+    err = refused_in_process(capsys, f"resume={own_copy}", "trainer.limit_train_batches=1", "trainer.max_epochs=2")
+    assert "trainer.limit_train_batches (None -> 1)" in err
     before = folder_bytes(own_copy)
     for name in ("best.ckpt", "last.ckpt"):
         (own_copy / "checkpoints" / name).write_bytes(b"not a checkpoint")
     before = folder_bytes(own_copy)
-    proc = run_train(f"resume={own_copy}", "trainer.max_epochs=2", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "holds checkpoints none of which loads (last.ckpt, best.ckpt)" in proc.stderr.strip().splitlines()[-1]
+    err = refused_in_process(capsys, f"resume={own_copy}", "trainer.max_epochs=2")
+    assert "holds checkpoints none of which loads (last.ckpt, best.ckpt)" in err.strip().splitlines()[-1]
     assert folder_bytes(own_copy) == before
 
 
