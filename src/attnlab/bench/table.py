@@ -94,7 +94,7 @@ def render_processes(processes: list[dict[str, Any]]) -> list[str]:
         if "torch, pytorch_lightning" in imports:
             both, torch_only = imports["torch, pytorch_lightning"], imports["torch"]
             lines[-1] += (
-                f" The floor: a bare `python -c 'import torch, pytorch_lightning'` takes {both:.2f} s (torch "
+                f" The floor: `import torch, pytorch_lightning` takes {both:.2f} s in a fresh process (torch "
                 f"{torch_only:.2f} s, which the hand-written run imports too; pytorch_lightning "
                 f"{both - torch_only:.2f} s more). attnlab's own start-up, Hydra's composition, the checks, the "
                 f"data, model, logger and Trainer: the other {p['startup_s'] - both:.2f} s."
