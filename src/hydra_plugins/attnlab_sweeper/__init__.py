@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from attnlab import resume, run_folder, sweep_record
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.naming import flatten, hydra_quote, job_names
+from attnlab.naming import flatten, hydra_quote, job_names, lookup
 from attnlab.resume import CONFIG_GROUPS as GROUPS
 from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, stop_workers, warm_workers
 
@@ -120,23 +120,24 @@ class Composition:
         self.values: dict[str, Any] = {}  # override -> the plain value it sets
 
     def job(self, values: list[Any], output_dir: str) -> dict[str, Any]:
-        if self.plain is None or not all(self.plain_value_fits(o) for o in values):
-            job = copy.deepcopy(self.cfg)  # the task's part only: Hydra's own node is 4x its size
+        if self.plain is not None and all(self.plain_value_fits(o) for o in values):
+            c = copy.deepcopy(self.plain)
             for override in values:
-                set_value(job, override)
-            return plain(job, output_dir)
-        c = copy.deepcopy(self.plain)
+                if override.input_line not in self.values:
+                    set_value(self.probe, override)
+                    self.values[override.input_line] = plain_at(self.probe, override.key_or_group)
+                parent, _, name = override.key_or_group.rpartition(".")
+                section = lookup(c, parent) if parent else c
+                if not isinstance(section, dict):  # a section the composition lacks (callbacks.timer.X)
+                    break
+                section[name] = self.values[override.input_line]
+            else:
+                c["output_dir"] = output_dir
+                return c
+        job = copy.deepcopy(self.cfg)  # the task's part only: Hydra's own node is 4x its size
         for override in values:
-            if override.input_line not in self.values:
-                set_value(self.probe, override)
-                self.values[override.input_line] = plain_at(self.probe, override.key_or_group)
-            parent, _, name = override.key_or_group.rpartition(".")
-            section = c
-            for part in parent.split(".") if parent else []:
-                section = section[part]
-            section[name] = self.values[override.input_line]
-        c["output_dir"] = output_dir
-        return c
+            set_value(job, override)
+        return plain(job, output_dir)
 
     def plain_value_fits(self, override: Any) -> bool:
         """Whether the value can be set on the plain copy: a single value, without an interpolation, of a key
