@@ -5,7 +5,6 @@
 string annotations on dataclasses.)
 """
 
-import atexit
 import contextlib
 import functools
 import gc
@@ -54,7 +53,6 @@ def initialize_workers() -> None:
     if getattr(loky, "keywords", {}).get("initializer") is not start_worker:
         bound = functools.partial(loky, initializer=start_worker, initargs=(os.getpid(),))
         register_parallel_backend("loky", bound)
-        atexit.register(stop_trackers)  # before joblib registers its exit handlers: runs after them
 
 
 def joblib_workers(settings: Any) -> int:
@@ -93,29 +91,24 @@ def warm_workers(launcher: Any) -> bool:
         with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
             Parallel(backend="loky", **kwargs)(delayed(started)() for _ in range(workers))
 
-    threading.Thread(target=start, daemon=True).start()
+    warming.append(threading.Thread(target=start, daemon=True))
+    warming[-1].start()
     return True
+
+
+warming: list[threading.Thread] = []  # the threads of `warm_workers`, which `stop_workers` waits for
 
 
 def stop_workers(launcher: Any) -> None:
     """With hydra/launcher=joblib: its workers shut down and waited for (joblib keeps idle workers until their
-    timeout), so that none outlives the sweep; the resource trackers follow at exit (`stop_trackers`)."""
+    timeout), so that none outlives the sweep. The resource trackers that their queues started stop once
+    they read their pipe's end, just after this process: stopping them here (a private `_stop()`) waits for
+    every process holding the pipe, and hung a refused sweep whose workers were still starting."""
     if getattr(launcher, "joblib", None) is None:
         return
+    while warming:  # workers still starting (a sweep refused meanwhile) would start after the shutdown
+        warming.pop().join()
     from joblib.externals.loky import get_reusable_executor
 
     executor = get_reusable_executor(reuse=True)  # the running one; where none runs, a new one starts nothing
     getattr(executor, "terminate", executor.shutdown)()  # joblib's: also deletes its temporary folders
-
-
-def stop_trackers() -> None:
-    """At exit, after joblib's own exit handlers (registered later, so run earlier) have unregistered their
-    temporary folders: the resource trackers (Python's and loky's) that the workers' queues started in this
-    process are stopped and waited for. Else each stops only once it reads its pipe's end, after this process
-    has gone (python/cpython#88887, joblib/joblib#1786; CONTRIBUTING.md: private APIs)."""
-    from multiprocessing import resource_tracker
-
-    from joblib.externals.loky.backend import resource_tracker as loky_tracker
-
-    for tracker in (resource_tracker._resource_tracker, loky_tracker._resource_tracker):
-        tracker._stop()  # closes its pipe and waits for it; nothing where it was not started
