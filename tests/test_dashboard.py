@@ -107,8 +107,9 @@ def test_hparams_show_what_the_sweep_varies_seed_last_numbers_as_numbers(logdir:
 
 
 def test_a_single_run_shows_every_key_setting_seed_last() -> None:
+    from attnlab.board import hparam_value as shown
     from attnlab.config import to_plain
-    from attnlab.dashboard import hparams_of, shown
+    from attnlab.dashboard import hparams_of
 
     from .conftest import compose_train
 

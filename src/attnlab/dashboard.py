@@ -18,8 +18,7 @@ from typing import Any
 
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from attnlab.board import hparam_value as shown  # noqa: F401  (one definition for runs and cells)
-from attnlab.board import hparams_summaries
+from attnlab.board import hparams_summaries  # one definition for runs and cells
 from attnlab.naming import KEY_SETTINGS, lookup, varying_keys
 from attnlab.sweep_record import sweep_of
 

@@ -101,9 +101,9 @@ warming: list[threading.Thread] = []  # the threads of `warm_workers`, which `st
 
 def stop_workers(launcher: Any) -> None:
     """With hydra/launcher=joblib: its workers shut down and waited for (joblib keeps idle workers until their
-    timeout), so that none outlives the sweep. The resource trackers that their queues started stop once
-    they read their pipe's end, just after this process: stopping them here (a private `_stop()`) waits for
-    every process holding the pipe, and hung a refused sweep whose workers were still starting."""
+    timeout), so that none outlives the sweep. The resource trackers their queues started stop on their own
+    once they read their pipe's end, just after this process: stopping them here would wait for every
+    process holding that pipe, which can deadlock (python/cpython#146313)."""
     if getattr(launcher, "joblib", None) is None:
         return
     while warming:  # workers still starting (a sweep refused meanwhile) would start after the shutdown
