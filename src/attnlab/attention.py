@@ -29,9 +29,8 @@ def attention(
 
     Returns (output (..., L, Dv), weights (..., L, L)); each row of weights sums to 1.
     """
-    weights = attention_scores(q, k, scale, bias).softmax(
-        dim=-1
-    )  # row-wise: query i distributes its attention over keys j
+    # row-wise: query i distributes its attention over keys j
+    weights = attention_scores(q, k, scale, bias).softmax(dim=-1)
     return weights @ v, weights
 
 

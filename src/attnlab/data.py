@@ -97,32 +97,21 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.loaders: dict[str, TensorBatches] = {}  # the last made per split
 
-    def split_seed(self, split: str) -> int:
-        return split_seed(split, self.train_seed, self.seed)
-
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for split, n in self.sizes.items():
             if split not in self.splits:
                 # Generated on the CPU (same numbers on every device), then moved once: no per-step copy.
-                x, y = make_split(self.task, n, self.seq_len, self.dim, self.split_seed(split))
+                x, y = make_split(self.task, n, self.seq_len, self.dim, split_seed(split, self.train_seed, self.seed))
                 self.splits[split] = (x.to(device), y.to(device))
 
     def loader(self, split: str) -> TensorBatches:
-        x, y = self.splits[split]
         trainer = self.trainer
-        batches = TensorBatches(
-            x,
-            y,
-            self.batch_size,
-            # `trainer.overfit_batches` means the same few batches every epoch: no reshuffle (Lightning
-            # turns shuffling off only for loaders with a sampler, which this one is not).
-            shuffle=split == "train" and not (trainer is not None and trainer.overfit_batches),
-            seed=self.train_seed,
-            trainer=trainer,
-        )
-        self.loaders[split] = batches
-        return batches
+        # `trainer.overfit_batches` means the same few batches every epoch: no reshuffle (Lightning turns
+        # shuffling off only for loaders with a sampler, which this one is not).
+        shuffle = split == "train" and not (trainer is not None and trainer.overfit_batches)
+        self.loaders[split] = TensorBatches(*self.splits[split], self.batch_size, shuffle, self.train_seed, trainer)
+        return self.loaders[split]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:  # a training batch about to reach its step

@@ -142,11 +142,6 @@ class AttentionDiagnostics(pl.Callback):
     def start_shuffled(self, pl_module: pl.LightningModule) -> None:
         self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
 
-    @torch.no_grad()
-    def count_shuffled(self, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.shuffled.update(pl_module(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
-
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_shuffled(pl_module)
 
@@ -161,15 +156,14 @@ class AttentionDiagnostics(pl.Callback):
             self.tested = {name: float(value) for name, value in attention_stats(maps).items()}
             self.log_figures(trainer, pl_module, self.examples[0])
 
+    @torch.no_grad()
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
-        self.count_shuffled(pl_module, batch, batch_idx)
+        x, y = batch
+        self.shuffled.update(pl_module(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
 
-    def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
-    ) -> None:
-        self.count_shuffled(pl_module, batch, batch_idx)
+    on_test_batch_end = on_validation_batch_end
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log("test/acc_shuffled", self.shuffled.compute())  # compute() has reduced over processes

@@ -18,7 +18,7 @@ import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +134,7 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
     """The weights fix the model's shape; the optimizer state restored with them fixes lr and weight
     decay: a checkpoint's hyperparameters must match the run's config."""
     held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in c["optim"]}}
-    wanted = {
-        **{f"model.{k}": v for k, v in c["model"].items()},
-        **{f"optim.{k}": v for k, v in c["optim"].items()},
-    }
+    wanted = flatten({"model": c["model"], "optim": c["optim"]})
     differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
     if differ:
         raise ConfigError(key, str(path), f"was trained with other settings: {', '.join(differ)}")
@@ -199,17 +196,6 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         )
 
 
-def schema_keys(schema: Any, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for f in fields(schema):
-        section = f.default_factory  # type: ignore[misc]
-        if is_dataclass(section):
-            keys |= schema_keys(section, f"{prefix}{f.name}.")
-        else:
-            keys.add(f"{prefix}{f.name}")
-    return keys
-
-
 def group_options(group: str) -> list[str]:
     """The options of a config group: conf/<group>/<name>.yaml."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -241,7 +227,8 @@ def check_saved_override(item: str, source: Path) -> None:
         refuse(f"{key} is not taken from a record (give it on the command line)")
     # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
     # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
-    allowed = key in schema_keys(TrainConfig) or key.startswith("callbacks.") or trainer_argument(key)
+    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
+    allowed = key in schema or key.startswith("callbacks.") or trainer_argument(key)
     if not allowed:
         refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if UNSAFE_VALUE.search(value):

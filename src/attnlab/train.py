@@ -65,10 +65,6 @@ def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
     return data, module
 
 
-def key_settings(c: dict[str, Any]) -> dict[str, Any]:
-    return {name: lookup(c, key) for name, key in KEY_SETTINGS.items()}
-
-
 def log_interval(c: dict[str, Any]) -> int:
     """`trainer.log_every_n_steps`, at most one epoch's steps: an epoch shorter than the interval logs
     train/loss once per epoch instead of never (and Lightning does not warn about it)."""
@@ -93,13 +89,6 @@ def torch_threads(requested: int | None) -> int | None:
         if n_jobs is not None and n_jobs != 1:
             return max(1, cores // (cores if n_jobs < 0 else n_jobs))
     return None
-
-
-def best_val_acc(module: LitClassifier) -> float | None:
-    """The best validation accuracy of the whole run: kept in checkpoints, so it survives a resume
-    (even one with no epoch left to train); None when no validation epoch ran."""
-    best = float(module.val_acc_best.max_value)
-    return best if math.isfinite(best) else None
 
 
 def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
@@ -169,15 +158,16 @@ def run(
         data, module = build(c)
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
         callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
-        logger = make_logger(c, out, start_from, start_step)
+        origin = provenance()  # the code and command of this attempt (a resume may run newer code)
+        logger = make_logger(c, out, start_from, start_step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
         fitted = fit(trainer, module, data, start_from, stop)
         tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
-        metrics = results(c, fitted, tested, callbacks, logger)
+        metrics = results(c, fitted, tested, callbacks, origin)
         if trainer.is_global_zero and c["eval"]["seq_lens"]:  # the tested weights at other lengths
             record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
         if trainer.is_global_zero:  # under DDP, one process writes the results
-            record(c, out, trainer, logger.lightning, metrics)
+            record(c, out, trainer, logger, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
         return metrics
@@ -232,32 +222,20 @@ class RunCallbacks:
         self.all += build_callbacks(c["callbacks"])
 
 
-class RunLogger:
-    """The run's Lightning logger (logger=...), the TensorBoard one where it is that, and the provenance."""
-
-    def __init__(self, lightning: Any, origin: dict[str, Any]) -> None:
-        self.lightning, self.origin = lightning, origin
-        self.tensorboard = lightning if isinstance(lightning, TensorBoard) else None
-
-
-def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int) -> RunLogger:
-    logger = RunLogger(
-        build_logger(c["logger"], out, purge_step=start_step if start_from else None),
-        provenance(),  # the code and command of this attempt (a resume may run newer code): at its first step
-    )
-    if logger.tensorboard:
-        writer = logger.tensorboard.experiment
+def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
+    """The run's Lightning logger (logger=...); TensorBoard's also gets the config and the provenance."""
+    logger = build_logger(c["logger"], out, purge_step=start_step if start_from else None)
+    if isinstance(logger, TensorBoard):
+        writer = logger.experiment
         if not start_from:
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
             writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-            write_layout(logger.tensorboard)
-        writer.add_text("provenance", as_markdown(logger.origin), global_step=start_step)
+            write_layout(logger)
+        writer.add_text("provenance", as_markdown(origin), global_step=start_step)
     return logger
 
 
-def make_trainer(
-    c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: RunLogger, show_progress: bool
-) -> pl.Trainer:
+def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: Any, show_progress: bool) -> pl.Trainer:
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -267,9 +245,7 @@ def make_trainer(
         "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
         "log_every_n_steps": log_interval(c),
     }
-    return pl.Trainer(
-        **args, logger=logger.lightning, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out)
-    )
+    return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out))
 
 
 def fit(
@@ -281,8 +257,11 @@ def fit(
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
     if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
         raise stop.interrupted()
+    # The best validation accuracy of the whole run: kept in checkpoints, so it survives a resume (even one
+    # with no epoch left to train); None when no validation epoch ran.
+    best = float(module.val_acc_best.max_value)
     return {
-        "val/acc_best": best_val_acc(module),
+        "val/acc_best": best if math.isfinite(best) else None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "ended_by": ended_by(trainer),
@@ -336,7 +315,7 @@ def final_test(
 
 
 def results(
-    c: dict[str, Any], fitted: dict[str, Any], tested: dict[str, Any], callbacks: RunCallbacks, logger: RunLogger
+    c: dict[str, Any], fitted: dict[str, Any], tested: dict[str, Any], callbacks: RunCallbacks, origin: dict
 ) -> dict[str, Any]:
     """What metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it)."""
     startup = callbacks.clock.startup_seconds
@@ -359,8 +338,8 @@ def results(
         "fit_seconds": fitted["fit_seconds"],
         "startup_seconds": startup and round(startup, 3),  # process start -> first step
         "diagnostics": tested["diagnostics"],  # the tested checkpoint's attention statistics
-        "settings": key_settings(c),
-        "provenance": logger.origin,  # git commit (and whether the tree had changes), versions, the command
+        "settings": {name: lookup(c, key) for name, key in KEY_SETTINGS.items()},
+        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
     }
 
 
