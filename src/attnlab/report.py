@@ -47,11 +47,8 @@ from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
 
 COLUMNS = {key: name for name, key in KEY_SETTINGS.items() if name != "seed"}  # config key -> column name
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
-REGISTRY_ORDER = {  # rows in the order the registries list their names
-    "model.pos_enc": POS_ENCODINGS.names(),
-    "model.scale": SCALES.names(),
-    "model.pool": POOLINGS.names(),
-}
+# rows in the order the registries list their names
+REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
 # Keys that do not change what a job computes (or differ between jobs by construction; model.dim follows
 # data.dim): never grouped.
 NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", "progress", "verbose", "torch_threads"}
@@ -170,8 +167,8 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
     groups: dict[tuple, Rows] = defaultdict(list)
     for r in rows:
         if r["status"] == "ok" and r.get("test/acc") is not None:
-            values = (r["settings"].get(k) for k in keys)
-            groups[tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in values)].append(r)
+            setting = tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(r["settings"].get, keys))
+            groups[setting].append(r)
 
     def rank(key: str, value: Any) -> tuple:
         order = REGISTRY_ORDER.get(key, [])
@@ -196,19 +193,15 @@ def values(group: Rows, metric: str) -> list[float]:
 
 def pm(vals: list[float]) -> str:
     """'mean ± std' over seeds; '–' where there is no value, no ± for a single one."""
-    if not vals:
-        return "–"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
+    if len(vals) < 2:
+        return f"{vals[0]:.3f}" if vals else "–"
     return f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def span(vals: list[Any]) -> str:
     """'8' when every seed agrees, '5–8' when not."""
     vals = [v for v in vals if v is not None]
-    if not vals:
-        return "–"
-    lo, hi = min(vals), max(vals)
+    lo, hi = (min(vals), max(vals)) if vals else ("–", "–")
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
@@ -259,7 +252,7 @@ def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
 
 
-def summary_markdown(rows: Rows, keys: list[str], sweep_dir: Path) -> str:
+def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> str:
     count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
@@ -279,7 +272,7 @@ def summary_markdown(rows: Rows, keys: list[str], sweep_dir: Path) -> str:
     ]
     header = [*map(column, keys), "n", "test/acc", "seeds (95% CI)", "shuffled", "verdict", "tested epoch"]
     body = []
-    for setting, group in groups_of(rows, keys).items():
+    for setting, group in groups.items():
         entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
         # the mean attention entropy beside its uniform value log L: how far from uniform attention is
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
@@ -287,13 +280,10 @@ def summary_markdown(rows: Rows, keys: list[str], sweep_dir: Path) -> str:
         spans = [span([r.get(k) for r in group]) for k in ("tested_epoch", "epochs", "steps")]
         body.append([*setting, len(group), acc, seeds_cell(group), shuffled, verdict(group), *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
-    lines += length_sections(rows, keys)
-    bad = [r for r in rows if r["status"] != "ok"]
+    lines += length_sections(keys, {s: g for s, g in groups.items() if any(r["lengths"] for r in g)})
+    bad = [[f"`{r['job']}`", r["status"], r.get("error", "")] for r in rows if r["status"] != "ok"]
     if bad:
-        lines += ["", "## Jobs without results", ""]
-        lines += markdown_table(
-            ["job", "status", "error"], [[f"`{r['job']}`", r["status"], r.get("error", "")] for r in bad]
-        )
+        lines += ["", "## Jobs without results", "", *markdown_table(["job", "status", "error"], bad)]
     return "\n".join(lines) + "\n"
 
 
@@ -307,15 +297,9 @@ def length_cell(result: dict[str, Any] | None) -> str:
     return f"{result['acc']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
 
 
-def with_lengths(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
-    """The settings whose runs scored other lengths (evaluation.json of the tested checkpoint)."""
-    return {s: g for s, g in groups_of(rows, keys).items() if any(r["lengths"] for r in g)}
-
-
-def length_sections(rows: Rows, keys: list[str]) -> list[str]:
-    """A table per setting of the lengths its runs scored: per length the mean over seeds, each seed with its
-    interval, and the verdict by the same rule."""
-    groups = with_lengths(rows, keys)
+def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
+    """A table per setting whose runs scored other lengths (evaluation.json of the tested checkpoint): per
+    length the mean over seeds, each seed with its interval, and the verdict by the same rule."""
     if not groups:
         return []
     trained_at = sorted({r["settings"].get("data.seq_len") for g in groups.values() for r in g}, key=str)
@@ -385,10 +369,9 @@ def save(fig: Any, path: Path, title: str, **legend: Any) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_lengths(rows: Rows, keys: list[str], path: Path) -> None:
-    """A panel per setting: test accuracy against length, one line per seed with its 95% interval, the
-    training length and chance marked, lengths with untrained positions shaded."""
-    groups = with_lengths(rows, keys)
+def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
+    """A panel per setting whose runs scored other lengths: test accuracy against length, one line per seed
+    with its 95% interval, the training length and chance marked, lengths with untrained positions shaded."""
     cols = min(4, len(groups))
     nrows = -(-len(groups) // cols)
     fig, axes = figure(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True)
@@ -424,7 +407,7 @@ def plot_lengths(rows: Rows, keys: list[str], path: Path) -> None:
 def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> None:
     """Mean of `metric` against config key `x`, min–max over seeds, one line per combination of every
     other setting that varies (never averaged over a setting)."""
-    if x not in keys or len(distinct(rows, x)) < 2:
+    if x not in keys:  # it varies
         return
     others = [k for k in keys if k != x and len(distinct(rows, k)) > 1]
     groups = groups_of(rows, [*others, x])
@@ -486,10 +469,11 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> 
         metrics = {m: values(group, m) for m in (*BOARD_METRICS, "attn/entropy_uniform")}
         tested = span([r.get("tested_epoch") for r in group])
         seeds = seeds_cell(group).replace("<br>", "  \n")
-        cell = dict(name=safe_dirname(name), hparams={column(keys[i]): setting[i] for i in shown})
-        cell.update(jobs=[sweep_dir / r["job"] for r in group])
-        cell.update(metrics={m: statistics.fmean(v) for m, v in metrics.items() if v})
-        cells.append({**cell, "text": f"**{name}**: {verdict(group)} (tested epochs {tested})  \n{seeds}"})
+        cell = {"name": safe_dirname(name), "hparams": {column(keys[i]): setting[i] for i in shown}}
+        cell["jobs"] = [sweep_dir / r["job"] for r in group]
+        cell["metrics"] = {m: statistics.fmean(v) for m, v in metrics.items() if v}
+        cell["text"] = f"**{name}**: {verdict(group)} (tested epochs {tested})  \n{seeds}"
+        cells.append(cell)
     return cells
 
 
@@ -504,15 +488,16 @@ def write_report(sweep_dir: str | Path) -> Rows:
     columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *VERDICT, *DIAGNOSTICS]
     table = [{**r, **{k: r["settings"].get(k) for k in extra}} for r in rows]
     write_csv(sweep_dir / "results.csv", table, [*columns, "fit_seconds", "error"])
-    summary = summary_markdown(rows, keys, sweep_dir)
-    (sweep_dir / "summary.md").write_text(summary)
     groups = groups_of(rows, keys)
+    summary = summary_markdown(rows, keys, groups, sweep_dir)
+    (sweep_dir / "summary.md").write_text(summary)
     write_board(sweep_dir, board_cells(keys, groups, sweep_dir), summary)
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
     if lengths := length_rows(rows, keys):
         write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
-        plot_lengths(rows, keys, sweep_dir / "length_generalization.png")
+        scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}
+        plot_lengths(rows, keys, scored, sweep_dir / "length_generalization.png")
     plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
     entropy = sweep_dir / "entropy_vs_d_model.png"
     plot_lines(rows, keys, "model.d_model", "attn/entropy", entropy, "attention entropy (nats)", "attn/entropy_uniform")
