@@ -1,23 +1,19 @@
 """Results of a sweep: one table row per job, a summary over seeds, and plots.
 
-`python scripts/report.py <sweep dir>` writes into the sweep folder:
-  results.csv   one row per job: its settings, budget (epochs and steps trained), metrics, status
-  summary.md    test accuracy (and on position-shuffled sequences) mean ± std over seeds for each
-                combination of the settings that vary across the jobs, each seed with its 95% interval,
-                the budget, the tested epoch and a verdict (attnlab.verdict: the rule); failed jobs
-                listed; and where the runs scored other lengths (evaluation.json), a length-generalisation
-                table per setting
-  length_generalization.csv / .png   one row per job and length; a panel per setting, a line per seed
-  *.png         accuracy and shuffled accuracy per task x pos_enc, accuracy vs seq_len, attention
-                entropy vs d_model: each drawn when the sweep varies its x axis
+`python scripts/report.py <sweep dir>` (and the sweeper, hydra/sweeper=attnlab, at the end of every
+multirun however it ended) writes into the sweep folder: results.csv, a row per job (its settings, budget,
+metrics, status); summary.md, per combination of the settings that vary, test accuracy (and on
+position-shuffled sequences) mean ± std over seeds, each seed with its 95% interval, the budget, the
+tested epoch and a verdict (attnlab.verdict), then the jobs without results and, where the runs scored
+other lengths (evaluation.json), a length-generalisation table per setting; length_generalization.csv /
+.png; plots of accuracy and shuffled accuracy per task x pos_enc, accuracy vs seq_len and attention
+entropy vs d_model, each drawn when the sweep varies its x axis.
 
-Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep
-over `data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are
-the min-max over seeds: what the runs gave, inside [0, 1].
-
-The sweeper (hydra/sweeper=attnlab) writes it at the end of every multirun, however the sweep ended.
-Every job the sweep planned (its jobs.json) is a row: ok, failed (FAILED, or metrics.json unreadable),
-interrupted (stopped by a signal; resumable), unfinished (killed), or not started. None is dropped.
+Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over
+`data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are the min-max
+over seeds: what the runs gave, inside [0, 1]. Every job the sweep planned (its jobs.json) is a row: ok,
+failed (FAILED, or metrics.json unreadable), interrupted (stopped by a signal; resumable), unfinished
+(killed), or not started. None is dropped.
 """
 
 from __future__ import annotations
@@ -172,11 +168,8 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
 
     def rank(key: str, value: Any) -> tuple:
         order = REGISTRY_ORDER.get(key, [])
-        if value in order:
-            return (0, order.index(value), "")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return (0, value, "")
-        return (1, 0, str(value))
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        return (0, order.index(value)) if value in order else (0, value) if is_number else (1, str(value))
 
     return dict(sorted(groups.items(), key=lambda kv: tuple(map(rank, keys, kv[0]))))
 
@@ -372,19 +365,18 @@ def save(fig: Any, path: Path, title: str, **legend: Any) -> None:
 def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
     """A panel per setting whose runs scored other lengths: test accuracy against length, one line per seed
     with its 95% interval, the training length and chance marked, lengths with untrained positions shaded."""
+    import numpy as np
+
     cols = min(4, len(groups))
     nrows = -(-len(groups) // cols)
     fig, axes = figure(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True)
     shown = telling_apart(keys, groups)  # each panel titled by what tells it from the others
     for ax, (setting, group) in zip(axes.flat, groups.items(), strict=False):
         for i, r in enumerate(group):
-            scored = [(n, x) for n, x in sorted(r["lengths"].items()) if "acc" in x]
-            if scored:
-                xs, accs = [n for n, _ in scored], [x["acc"] for _, x in scored]
-                err = [[x["acc"] - x["ci"][0] for _, x in scored], [x["ci"][1] - x["acc"] for _, x in scored]]
-                ax.errorbar(
-                    xs, accs, yerr=err, marker="o", markersize=3, capsize=2, color=f"C{i}", label=f"seed {r['seed']}"
-                )
+            if scored := {n: x for n, x in sorted(r["lengths"].items()) if "acc" in x}:
+                acc, lo, hi = np.array([(x["acc"], *x["ci"]) for x in scored.values()]).T
+                style = {"marker": "o", "markersize": 3, "capsize": 2, "color": f"C{i}", "label": f"seed {r['seed']}"}
+                ax.errorbar(list(scored), acc, yerr=[acc - lo, hi - acc], **style)
         refused = sorted({n for r in group for n, x in r["lengths"].items() if "refused" in x})
         if refused:
             ax.axvspan(refused[0] / 1.3, refused[-1] * 1.3, color="0.9", label="untrained positions")
