@@ -11,11 +11,9 @@ from attnlab.report import write_report
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("sweep_dir", type=Path)
 args = parser.parse_args()
-if not args.sweep_dir.is_dir():
-    print(f"error: sweep_dir={str(args.sweep_dir)!r} is not a folder", file=sys.stderr)
-    sys.exit(1)
-if not os.access(args.sweep_dir, os.W_OK):  # before reading every job: the report is written there
-    print(f"error: sweep_dir={str(args.sweep_dir)!r} is not writable (the report goes there)", file=sys.stderr)
+if not args.sweep_dir.is_dir() or not os.access(args.sweep_dir, os.W_OK):  # before reading every job
+    problem = "is not writable (the report goes there)" if args.sweep_dir.is_dir() else "is not a folder"
+    print(f"error: sweep_dir={str(args.sweep_dir)!r} {problem}", file=sys.stderr)
     sys.exit(1)
 try:
     rows = write_report(args.sweep_dir)

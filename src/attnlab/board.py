@@ -32,7 +32,13 @@ EVENTS = "events.out.tfevents.*"  # a TensorBoard run's files (a run's are in it
 # HParams metrics: the runs' own scalars, under short labels. A cell logs its seeds' means under the same tags.
 METRICS = {"test/acc": "acc", "test/acc_shuffled": "shuffled", "test/loss": "loss", "val/acc_best": "val best"}
 CURVES = ("val/acc", "val/loss", "train/loss", "attn/entropy")  # averaged over the seeds of a cell
-LAYOUT_CATEGORY = "cell: mean over seeds, with min and max"
+# custom scalars: one chart per question, each mean beside its min and max (the entropy's beside the
+# uniform-attention runs)
+LAYOUT = {
+    "cell: mean over seeds, with min and max": {
+        f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max)?$"]] for tag in CURVES
+    }
+}
 
 
 def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
@@ -60,25 +66,14 @@ def cell_series(jobs: list[Path]) -> dict[str, dict[int, float]]:
                 by_step[step].append(value)
         if not by_step:
             continue
-        steps = sorted(by_step)
-        series[tag] = {s: statistics.fmean(by_step[s]) for s in steps}
-        series[f"{tag}/min"] = {s: min(by_step[s]) for s in steps}
-        series[f"{tag}/max"] = {s: max(by_step[s]) for s in steps}
+        for name, stat in ((tag, statistics.fmean), (f"{tag}/min", min), (f"{tag}/max", max)):
+            series[name] = {s: stat(by_step[s]) for s in sorted(by_step)}
     return series
-
-
-def layout() -> dict[str, Any]:
-    """Custom scalars: one chart per question, each mean beside its min and max (the entropy's beside the
-    uniform-attention runs)."""
-    charts = {f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max)?$"]] for tag in CURVES}
-    return {LAYOUT_CATEGORY: charts}
 
 
 def hparam_value(value: Any) -> Any:
     """Numbers as numbers (TensorBoard prints 256 as "256.00": accepted, for a range filter and a log axis)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return value
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str, Any] | None = None) -> list:
@@ -89,9 +84,8 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
-    row = {k: hparam_value(v) for k, v in row.items()}
     experiment, _, _ = hparams({k: hparam_value(v) for k, v in (declared or row).items()}, dict.fromkeys(METRICS, 0))
-    _, start, end = hparams(row, dict.fromkeys(METRICS, 0))
+    _, start, end = hparams({k: hparam_value(v) for k, v in row.items()}, dict.fromkeys(METRICS, 0))
     description = experiment.value[0].metadata.plugin_data
     data = HParamsPluginData.FromString(description.content)
     for info in data.experiment.hparam_infos:
@@ -102,11 +96,11 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
     return [experiment, start, end]
 
 
-def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> Path:
+def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> None:
     """Write `<sweep>/tensorboard/` anew: a run per cell, the `study` run, and a run per sequence length
-    holding the entropy of uniform attention (log L: a flat line in the entropy charts); returns the
-    folder. Each cell: {"name", "hparams" (key -> value), "jobs" (its seeds' folders), "metrics" (their
-    means, and attn/entropy_uniform where known), "text"}."""
+    holding the entropy of uniform attention (log L: a flat line in the entropy charts). Each cell: {"name",
+    "hparams" (key -> value), "jobs" (its seeds' folders), "metrics" (their means, and attn/entropy_uniform
+    where known), "text"}."""
     from torch.utils.tensorboard import SummaryWriter
 
     board = sweep_dir / FOLDER
@@ -120,7 +114,7 @@ def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> P
                 steps.update(points)
                 for step, value in points.items():
                     writer.add_scalar(tag, value, step)
-            writer.add_custom_scalars(layout())
+            writer.add_custom_scalars(LAYOUT)
             row = cell["hparams"]
             last = max((max(p) for p in series.values() if p), default=0)
             for proto in hparams_summaries(row, set(row), {**row, "seed": 0}):
@@ -137,4 +131,3 @@ def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> P
                 writer.add_scalar("attn/entropy", entropy, step)
     with SummaryWriter(str(board / "study")) as writer:
         writer.add_text("summary", summary)
-    return board

@@ -1,14 +1,10 @@
-"""What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout.
+"""What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`).
 
 HParams. Each finished run is one row. A sweep job's row holds what its sweep varies, `seed` last (the
 keys every job shares are constants: the Text tab has them); a single run's, the key settings
-(`HPARAMS`). Numbers stay numbers (TensorBoard prints 256 as "256.00"), so a column gets a range filter
-and a log axis. The metrics are the run's own test scalars and val/acc_best, under short display names
-(`METRICS`): no copies of them are logged. Debug runs (fast_dev_run, overfit_batches, limit_*_batches, a
-profiler) log no row: they measure nothing.
-
-Custom scalars. The charts a researcher reads first, one question each: val/acc, val/acc with the
-positions shuffled, val/loss, train/loss, attention entropy.
+(`HPARAMS`). Numbers stay numbers (board.hparam_value). The metrics are the run's own test scalars and
+val/acc_best, under short display names (board.METRICS): no copies of them are logged. Debug runs
+(fast_dev_run, overfit_batches, limit_*_batches, a profiler) log no row: they measure nothing.
 """
 
 from __future__ import annotations
@@ -55,23 +51,15 @@ def is_debug(c: dict[str, Any]) -> bool:
     return bool(t["fast_dev_run"] or t["overfit_batches"] or t["profiler"] or any(v is not None for v in limits))
 
 
-def sweep_varying(run_dir: Path) -> list[str]:
-    """The config keys whose values differ between the jobs of the sweep this run belongs to; [] for a
-    single run."""
-    jobs = sweep_of(run_dir)
-    _, varying = varying_keys([job["overrides"] for job in jobs]) if jobs else ([], [])
-    return [GROUP_KEYS.get(k, k) for k in varying]
-
-
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
     """The HParams row of a run (name -> value, as in the config) and the names its sweep varies: a sweep
     job's row is what the sweep varies, seed last; a single run's, every key setting, seed last."""
     names = {key: name for name, key in HPARAMS.items()}
-    varying = sweep_varying(run_dir)
-    keys = [k for k in varying if k != "seed" and lookup(c, k) is not None] or [
-        k for k in HPARAMS.values() if k != "seed"
-    ]
-    row = {names.get(k, k): lookup(c, k) for k in [*keys, "seed"]}
+    _, varying = varying_keys([job["overrides"] for job in sweep_of(run_dir)])  # none for a single run
+    varying = [GROUP_KEYS.get(k, k) for k in varying]
+    keys = [k for k in varying if k != "seed" and lookup(c, k) is not None]
+    keys = [*(keys or [k for k in HPARAMS.values() if k != "seed"]), "seed"]
+    row = {names.get(k, k): lookup(c, k) for k in keys}
     return row, {names.get(k, k) for k in varying}
 
 

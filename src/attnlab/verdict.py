@@ -1,19 +1,9 @@
 """How a result is called: convergence, a confidence interval per seed, a verdict per seed and per cell.
 
-The rules, stated once (the report's summary prints the same text, `RULE`):
-
-- **Converged**: the run's validation loss had stopped improving when training ended: over its last
-  `patience` epochs no val/loss was lower than the best before it by more than `min_delta`. This is
-  exactly the rule `early_stop.patience` stops on (Lightning's EarlyStopping, mode min; tested equal),
-  applied to the run's per-epoch history, so a run ended by max_steps, a timer or any other callback
-  is converged only if its history shows the plateau. Without `early_stop.patience` the plateau is
-  judged over `DEFAULT_PATIENCE` epochs.
-- **A seed** is called from its own test accuracy `acc` on `n` test sequences and the Wilson 95%
-  interval [lo, hi] of that proportion: `learned` when lo >= `LEARNED`; `chance` when the interval
-  holds chance (0.5) and the run converged, `not converged` when it holds chance and the run had
-  not; `below chance` when hi < 0.5; `above chance` otherwise.
-- **A cell** (one setting, several seeds): `not converged` when any seed is; the seeds' verdict when
-  they all agree; otherwise `mixed`, with the seeds of each verdict listed.
+The rules are stated once, in `RULE`, the text the report's summary prints. Convergence is exactly the
+rule `early_stop.patience` stops on (Lightning's EarlyStopping, mode min; tested equal), applied to the
+run's per-epoch val/loss history, so a run ended by max_steps, a timer or any other callback is converged
+only if its history shows the plateau.
 """
 
 from __future__ import annotations
@@ -21,8 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-NUM_CLASSES = 2
-CHANCE = 1 / NUM_CLASSES  # classes are balanced (tasks.make_split)
+CHANCE = 0.5  # two classes, balanced (tasks.make_split)
 LEARNED = 0.9  # a seed is "learned" when the low end of its 95% interval reaches this
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 DEFAULT_PATIENCE = 3  # epochs of no improvement that make a plateau when early_stop.patience is null
@@ -60,8 +49,7 @@ def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a proportion `acc` measured on `n` trials (95% by default)."""
     if n <= 0:
         raise ValueError(f"n must be > 0, got {n}")
-    k = round(acc * n)  # accuracies are counts / n: recover the count exactly
-    p = k / n
+    p = round(acc * n) / n  # accuracies are counts / n: recover the count exactly
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
@@ -88,8 +76,3 @@ def cell_verdict(seeds: Sequence[tuple[object, str]]) -> str:
         return verdicts[0]
     groups = {v: [str(s) for s, w in seeds if w == v] for v in dict.fromkeys(verdicts)}
     return "mixed (" + "; ".join(f"{v}: seed {', '.join(s)}" for v, s in groups.items()) + ")"
-
-
-def interval_text(acc: float, n: int) -> str:
-    lo, hi = wilson(acc, n)
-    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
