@@ -39,8 +39,7 @@ def command() -> str:
 def code() -> tuple[str | None, bool | None]:
     """The git commit of the code and whether tracked files had changed, read once per process: the code a
     process runs is what it imported (a sweep's worker runs many jobs; each git call costs 0.05 s here)."""
-    commit = git("rev-parse", "HEAD")
-    # tracked files changed since that commit (untracked ones are not code that ran)
+    commit = git("rev-parse", "HEAD")  # untracked files are not code that ran: not counted as changes
     return commit, bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
 
 
