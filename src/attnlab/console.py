@@ -89,15 +89,14 @@ def progress_bar(mode: str) -> ProgressBar:
 @contextlib.contextmanager
 def lightning_messages(verbose: bool) -> Iterator[None]:
     """Lightning's info messages only when verbose; its warnings always."""
-    loggers = [logging.getLogger(name) for name in (*LIGHTNING_LOGGERS, PROFILER_LOGGER)]
-    levels = [lg.level for lg in loggers]
+    levels = {lg: lg.level for lg in map(logging.getLogger, (*LIGHTNING_LOGGERS, PROFILER_LOGGER))}
     if not verbose:
-        for lg in loggers:
+        for lg in levels:
             lg.setLevel(logging.WARNING if lg.name in LIGHTNING_LOGGERS else logging.INFO)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, level in levels.items():
             lg.setLevel(level)
 
 

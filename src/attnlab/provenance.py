@@ -51,16 +51,11 @@ def provenance() -> dict[str, Any]:
     import attnlab
 
     commit, dirty = code()
+    versions = {m.__name__: m.__version__ for m in (attnlab, torch, pytorch_lightning, hydra)}
     return {
         "git_commit": commit,  # None: not run from a git checkout
         "git_dirty": dirty,
-        "versions": {
-            "attnlab": attnlab.__version__,
-            "torch": torch.__version__,
-            "pytorch_lightning": pytorch_lightning.__version__,
-            "hydra": hydra.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": {**versions, "python": platform.python_version()},
         "command": command(),
     }
 
