@@ -19,63 +19,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnlab.bench.measure import measure_step, train_vs_replay
-from attnlab.bench.table import Row, machine, median_result, render
+from attnlab.bench.measure import steps_in_turns, train_vs_replay
+from attnlab.bench.table import Row, machine, render
 
-# (batch, seq_len, steps, warm-up, window, steps per epoch)
-SHORT = [(256, 32, 330, 30, 25, 100), (1024, 32, 130, 10, 20, 40)]
-LONG_LENS, LONG_BATCH, LONG_STEPS = [1024, 4096, 8192, 16384], 8, 4
-QUICK_SHORT = [(64, 16, 40, 5, 5, 8)]
-QUICK_LONG_LENS, QUICK_LONG_BATCH, QUICK_LONG_STEPS = [64, 128], 2, 4
+SIZES = ("batch", "seq_len", "steps", "warmup", "window", "steps_per_epoch")  # of a per-step measurement
+SHORT = {False: [(256, 32, 330, 30, 25, 100), (1024, 32, 130, 10, 20, 40)], True: [(64, 16, 40, 5, 5, 8)]}  # [quick]
+LONG = {False: ([1024, 4096, 8192, 16384], 8, 4), True: ([64, 128], 2, 4)}  # [quick]: (seq_lens, batch, steps)
 QUICK_TRAIN = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64", "trainer.max_epochs=2"]
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+QUICK_STUDY = [*QUICK_TRAIN, "model.pos_enc=none,rope", "seed=0"]  # a handful of tiny jobs
 
 
 def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[Row]:
-    base = {"device": device, "d_model": 32, "threads": threads, "bf16": False}
-    short = QUICK_SHORT if quick else SHORT
-    long_lens, long_batch, long_steps = (
-        (QUICK_LONG_LENS, QUICK_LONG_BATCH, QUICK_LONG_STEPS) if quick else (LONG_LENS, LONG_BATCH, LONG_STEPS)
-    )
+    long_lens, batch, steps = LONG[quick]
     rows: list[Row] = []
     for bf16 in [False, True] if device.startswith("cuda") else [False]:
-        for batch, seq_len, steps, warmup, window, per_epoch in short:
-            # The contestants take turns, `rounds` times; each keeps the median of its rounds.
-            runs: dict[str, list[dict[str, Any]]] = {who: [] for who in ("seed loop", "naive Lightning", "attnlab")}
-            specs = {}
-            for _ in range(rounds):
-                for who in runs:
-                    specs[who] = {**base, "who": who, "batch": batch, "seq_len": seq_len, "steps": steps,
-                                  "warmup": warmup, "window": window, "steps_per_epoch": per_epoch,
-                                  "bf16": bf16}  # fmt: skip
-                    runs[who].append(measure_step(specs[who], timeout=300))
-                    log(f"  {who:16} B={batch:5} L={seq_len:6} bf16={bf16}: {runs[who][-1]}")
-            rows += [(who, specs[who], median_result(results)) for who, results in runs.items()]
-        for seq_len in long_lens:
-            for who in ("seed loop", "attnlab"):
-                steps = long_steps + 1  # one warm-up step, then one window per step
-                spec = {**base, "who": who, "batch": long_batch, "seq_len": seq_len, "steps": steps, "warmup": 1,
-                        "window": 1, "steps_per_epoch": steps, "bf16": bf16, "long": True}  # fmt: skip
-                rows.append((who, spec, measure_step(spec, timeout=240)))
-                log(f"  {who:16} B={long_batch:5} L={seq_len:6} bf16={bf16}: {rows[-1][2]}")
+        base = {"device": device, "d_model": 32, "threads": threads, "bf16": bf16}
+        for sizes in SHORT[quick]:
+            spec = {**base, **dict(zip(SIZES, sizes, strict=True))}
+            rows += steps_in_turns(("seed loop", "naive Lightning", "attnlab"), spec, rounds, timeout=300)
+        for seq_len in long_lens:  # one warm-up step, then one window per step
+            spec = {**base, **dict(zip(SIZES, (batch, seq_len, steps + 1, 1, 1, steps + 1), strict=True)), "long": True}
+            rows += steps_in_turns(("seed loop", "attnlab"), spec, 1, timeout=240)
     return rows
 
 
 def process_rows(device: str, rounds: int, quick: bool) -> list[dict[str, Any]]:
-    extra = ["trainer=gpu"] if device.startswith("cuda") else []
-    study = ["experiment=limitations", *extra]
-    run = [*extra]
-    if quick:  # a handful of tiny jobs
-        study += [*QUICK_TRAIN, "model.pos_enc=none,rope", "seed=0"]
-        run += QUICK_TRAIN
-    out = []
-    for what, args, sweep in (("study", study, True), ("one run", run, False)):
-        log(f"{what}: python scripts/train.py {'-m ' if sweep else ''}{' '.join(args)}")
-        out.append({"what": what, **train_vs_replay(args, sweep, rounds, device, log)})
-    return out
+    gpu = ["trainer=gpu"] if device.startswith("cuda") else []
+    return [
+        train_vs_replay(
+            "study", ["experiment=limitations", *gpu, *(QUICK_STUDY if quick else [])], True, rounds, device
+        ),
+        train_vs_replay("one run", [*gpu, *(QUICK_TRAIN if quick else [])], False, rounds, device),
+    ]
 
 
 def main() -> None:

@@ -40,13 +40,7 @@ SHOT_TIMEOUT_S = 90
 # --virtual-time-budget lets the JS app fetch data and draw its charts before
 # the capture (fast-forwarded, so ~2 s each); without it Chromium shoots an
 # empty page below the orange toolbar.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--hide-scrollbars",
-    "--virtual-time-budget=15000",
-)
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000")
 
 
 def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool:
@@ -69,15 +63,12 @@ def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool
 
 
 def run_selection(runs: list[str], pattern: str | None) -> str:
-    """The URL-hash parameter that selects the runs matching `pattern` (TensorBoard keeps the run
-    checkboxes in the hash as base64 JSON); "" for all runs."""
-    if pattern is None:
-        runs_shown = runs
-    else:
-        runs_shown = [r for r in runs if re.search(pattern, r)]
-        if not runs_shown:
-            raise RuntimeError(f"--runs {pattern!r} matches none of the {len(runs)} runs")
-    state = base64.b64encode(json.dumps({r: r in runs_shown for r in runs}).encode()).decode()
+    """The URL-hash parameter that selects the runs matching `pattern`, all runs if None (TensorBoard keeps
+    the run checkboxes in the hash as base64 JSON)."""
+    shown = [r for r in runs if pattern is None or re.search(pattern, r)]
+    if not shown:  # `runs` is never empty: tensorboard() waits for a run
+        raise RuntimeError(f"--runs {pattern!r} matches none of the {len(runs)} runs")
+    state = base64.b64encode(json.dumps({r: r in shown for r in runs}).encode()).decode()
     return "&runSelectionState=" + urllib.parse.quote(state)
 
 
@@ -88,35 +79,25 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
     ap.add_argument(
-        "--runs",
-        default=None,
-        help="regex: the runs to show (TensorBoard selects none by default past 40 runs); default: all",
+        "--runs", help="regex: the runs to show (TensorBoard selects none by default past 40 runs); default: all"
     )
     args = ap.parse_args()
 
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
-    if browser is None:
-        looked = ", ".join(BROWSERS)
-        print(
-            f"error: no Chromium found (looked for {looked}); install it with: apt-get install chromium",
-            file=sys.stderr,
-        )
-        return 1
-    if not args.logdir.is_dir():
-        print(f"error: log directory {args.logdir} does not exist", file=sys.stderr)
-        return 1
-    args.outdir.mkdir(parents=True, exist_ok=True)
-
-    size = (args.width, args.height)
     try:
+        if browser is None:
+            raise RuntimeError(
+                f"no Chromium found (looked for {', '.join(BROWSERS)}); install it with: apt-get install chromium"
+            )
+        if not args.logdir.is_dir():
+            raise RuntimeError(f"log directory {args.logdir} does not exist")
+        args.outdir.mkdir(parents=True, exist_ok=True)
         with tensorboard(args.logdir) as base:
             selection = run_selection(get_json(f"{base}/data/runs"), args.runs)
-            ok = [
-                screenshot(
-                    browser, f"{base}/?darkMode=false#{tab}{selection}", args.outdir / f"tensorboard_{tab}.png", size
-                )
-                for tab in TABS
+            shots = [
+                (f"{base}/?darkMode=false#{tab}{selection}", args.outdir / f"tensorboard_{tab}.png") for tab in TABS
             ]
+            ok = [screenshot(browser, url, png, (args.width, args.height)) for url, png in shots]
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

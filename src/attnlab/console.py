@@ -79,41 +79,25 @@ class RichBar(RichProgressBar):
         return f"{label:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
 
 
-PROGRESS_BARS = {"rich": RichBar, "tqdm": TQDMProgressBar, "plain": EpochLines}
-
-
 def progress_bar(mode: str) -> ProgressBar:
     if mode == "auto":
         mode = "rich" if sys.stdout.isatty() else "plain"
     # Rich keeps each finished epoch's bar on the terminal (by default it redraws one bar over them)
-    return RichBar(leave=True) if mode == "rich" else PROGRESS_BARS[mode]()
+    return {"rich": lambda: RichBar(leave=True), "tqdm": TQDMProgressBar, "plain": EpochLines}[mode]()
 
 
 @contextlib.contextmanager
 def lightning_messages(verbose: bool) -> Iterator[None]:
     """Lightning's info messages only when verbose; its warnings always."""
-    loggers = [logging.getLogger(name) for name in (*LIGHTNING_LOGGERS, PROFILER_LOGGER)]
-    levels = [lg.level for lg in loggers]
+    levels = {lg: lg.level for lg in map(logging.getLogger, (*LIGHTNING_LOGGERS, PROFILER_LOGGER))}
     if not verbose:
-        for lg in loggers:
+        for lg in levels:
             lg.setLevel(logging.WARNING if lg.name in LIGHTNING_LOGGERS else logging.INFO)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, level in levels.items():
             lg.setLevel(level)
-
-
-def job_label(job: Any, out: Path) -> str:
-    return f"job {job.num + 1}/{len(sweep_of(out)) or '?'}"
-
-
-def jobs_done(out: Path) -> str:
-    """ "k/N": how many of the sweep's N jobs have finished (their metrics.json), this one included: jobs
-    run in parallel, so a job's own number says nothing of the sweep's progress."""
-    jobs = sweep_of(out)
-    done = sum(1 for job in jobs if (out.parent / job["dir"] / METRICS).is_file())
-    return f"{done}/{len(jobs) or '?'}"
 
 
 @rank_zero_only
@@ -124,7 +108,7 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
             print(OmegaConf.to_yaml(c), end="")
         print(f"[attnlab] output folder: {out}", flush=True)
     elif c["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
-        print(f"[attnlab] {job_label(job, out)} started: {out}", flush=True)
+        print(f"[attnlab] job {job.num + 1}/{len(sweep_of(out)) or '?'} started: {out}", flush=True)
 
 
 @rank_zero_only
@@ -137,6 +121,8 @@ def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | 
     which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" if tested["file"] else "final weights"
     if job is None:
         print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
-    else:
+    else:  # k/N: how many of the sweep's jobs have finished, this one included (they run in parallel)
+        jobs = sweep_of(out)
+        done = f"{sum((out.parent / j['dir'] / METRICS).is_file() for j in jobs)}/{len(jobs) or '?'}"
         acc = metrics["test/acc"]
-        print(f"[attnlab] {jobs_done(out)} done: {out.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)
+        print(f"[attnlab] {done} done: {out.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)

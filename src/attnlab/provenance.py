@@ -39,8 +39,7 @@ def command() -> str:
 def code() -> tuple[str | None, bool | None]:
     """The git commit of the code and whether tracked files had changed, read once per process: the code a
     process runs is what it imported (a sweep's worker runs many jobs; each git call costs 0.05 s here)."""
-    commit = git("rev-parse", "HEAD")
-    # tracked files changed since that commit (untracked ones are not code that ran)
+    commit = git("rev-parse", "HEAD")  # untracked files are not code that ran: not counted as changes
     return commit, bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
 
 
@@ -52,16 +51,11 @@ def provenance() -> dict[str, Any]:
     import attnlab
 
     commit, dirty = code()
+    versions = {m.__name__: m.__version__ for m in (attnlab, torch, pytorch_lightning, hydra)}
     return {
         "git_commit": commit,  # None: not run from a git checkout
         "git_dirty": dirty,
-        "versions": {
-            "attnlab": attnlab.__version__,
-            "torch": torch.__version__,
-            "pytorch_lightning": pytorch_lightning.__version__,
-            "hydra": hydra.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": {**versions, "python": platform.python_version()},
         "command": command(),
     }
 

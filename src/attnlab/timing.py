@@ -25,8 +25,7 @@ def process_age() -> float | None:
 
 def process_seconds(began: float) -> float:
     """Seconds since this process started (imports included), or since `began` where unknown."""
-    age = process_age()
-    return age if age is not None else time.perf_counter() - began
+    return process_age() or time.perf_counter() - began
 
 
 def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: int, window: int) -> float | None:
@@ -34,12 +33,9 @@ def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: i
 
     `ends` holds (epoch, time at the end of a step). The first `warmup` steps are dropped; a window
     never spans an epoch boundary, so validation and checkpointing between epochs are not counted."""
-    rates = []
     ends = ends[warmup:]
-    for i in range(0, len(ends) - window, window):
-        (e0, t0), (e1, t1) = ends[i], ends[i + window]
-        if e0 == e1 and t1 > t0:
-            rates.append(window * batch_size / (t1 - t0))
+    pairs = [(ends[i], ends[i + window]) for i in range(0, len(ends) - window, window)]
+    rates = [window * batch_size / (t1 - t0) for (e0, t0), (e1, t1) in pairs if e0 == e1 and t1 > t0]
     return statistics.median(rates) if rates else None
 
 
@@ -54,15 +50,11 @@ class StepClock(pl.Callback):
         self.startup_seconds: float | None = None
         self.synchronize = synchronize
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         if self.startup_seconds is None:
             self.startup_seconds = process_age()
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         if self.synchronize and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self.ends.append((trainer.current_epoch, time.perf_counter()))

@@ -10,11 +10,7 @@ import sys
 from attnlab.bench.contestants import replay
 from attnlab.bench.measure import step_worker
 
-if __name__ == "__main__":
-    what, arg, *rest = sys.argv[1:]
-    if what == "step":
-        print(json.dumps(step_worker(json.loads(arg))))
-    elif what == "replay":
-        print(json.dumps(replay(arg, device=rest[0] if rest else "cpu")))
-    else:
-        raise SystemExit(f"unknown worker {what!r}: step or replay")
+what, arg, *device = sys.argv[1:]
+if what not in ("step", "replay"):
+    raise SystemExit(f"unknown worker {what!r}: step or replay")
+print(json.dumps(step_worker(json.loads(arg)) if what == "step" else replay(arg, *device)))

@@ -15,88 +15,87 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from attnlab.config import run_config
+from attnlab.tasks import make_split, split_seed
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text())[1]) / 1024
 
 
 # ----------------------------------------------------------------- per step
-def seed_model(d_model: int):
+class SeedAttention(nn.Module):
     """The seeds' classifier as a user would write it: explicit attention, max-pool, linear head."""
-    import torch
-    from torch import nn
 
-    class SeedAttention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Linear(1, d_model)
-            self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
-            self.out = nn.Linear(d_model, d_model)
-            self.head = nn.Linear(d_model, 2)
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, d_model)
+        self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
+        self.out = nn.Linear(d_model, d_model)
+        self.head = nn.Linear(d_model, 2)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.embed(x)
-            q, k, v = self.q(h), self.k(h), self.v(h)
-            weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d_model), dim=-1)  # (B, L, L)
-            return self.head(self.out(weights @ v).amax(dim=1))
-
-    return SeedAttention()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, L, L)
+        return self.head(self.out(weights @ v).amax(dim=1))
 
 
-def tensors(n: int, seq_len: int, device: str):
-    from attnlab.tasks import make_split
-
-    x, y = make_split("halfswap", n, seq_len, 1, seed=0)
+def tensors(spec: dict[str, Any], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """An epoch of halfswap sequences, `steps_per_epoch` batches."""
+    x, y = make_split("halfswap", spec["batch"] * spec["steps_per_epoch"], spec["seq_len"], 1, seed=0)
     return x.to(device), y.to(device)
 
 
-def run_seed_loop(spec: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    import torch.nn.functional as F
+def epoch_steps(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int, bf16: bool = False
+) -> Iterator[None]:
+    """The steps of one epoch by hand, whole-tensor batches in a shuffled order: yields after each."""
+    order = torch.randperm(len(x), device=x.device)
+    for i in range(0, len(x), batch):
+        idx = order[i : i + batch]
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        yield
 
-    device, batch, steps = spec["device"], spec["batch"], spec["steps"]
+
+def run_seed_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    device = spec["device"]
     torch.manual_seed(0)
-    model = seed_model(spec["d_model"]).to(device)
+    model = SeedAttention(spec["d_model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = tensors(batch * spec["steps_per_epoch"], spec["seq_len"], device)
+    x, y = tensors(spec, device)
     baseline = rss_mb()
-    ends = []
-    step = 0
-    while step < steps:
-        epoch = step // spec["steps_per_epoch"]
-        perm = torch.randperm(len(x), device=device)
-        for i in range(0, len(x), batch):
-            idx = perm[i : i + batch]
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=spec["bf16"]):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    ends: list[tuple[int, float]] = []
+    while len(ends) < spec["steps"]:
+        epoch = len(ends) // spec["steps_per_epoch"]
+        for _ in epoch_steps(model, opt, x, y, spec["batch"], spec["bf16"]):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             ends.append((epoch, time.perf_counter()))
-            step += 1
-            if step >= steps:
+            if len(ends) >= spec["steps"]:
                 break
     return {"ends": ends, "baseline_mb": baseline}
 
 
 def run_naive_lightning(spec: dict[str, Any]) -> dict[str, Any]:
     import pytorch_lightning as pl
-    import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
     from attnlab.timing import StepClock
@@ -104,7 +103,7 @@ def run_naive_lightning(spec: dict[str, Any]) -> dict[str, Any]:
     class Naive(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.model = seed_model(spec["d_model"])
+            self.model = SeedAttention(spec["d_model"])
 
         def training_step(self, batch, batch_idx):
             x, y = batch
@@ -116,8 +115,7 @@ def run_naive_lightning(spec: dict[str, Any]) -> dict[str, Any]:
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
     torch.manual_seed(0)
-    x, y = tensors(spec["batch"] * spec["steps_per_epoch"], spec["seq_len"], "cpu")
-    loader = DataLoader(TensorDataset(x, y), batch_size=spec["batch"], shuffle=True)
+    loader = DataLoader(TensorDataset(*tensors(spec, "cpu")), batch_size=spec["batch"], shuffle=True)
     clock = StepClock(synchronize=spec["device"].startswith("cuda"))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
@@ -144,26 +142,18 @@ def run_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
     from attnlab.train import train
 
     register_configs()
+    cuda, batch, seq_len = spec["device"].startswith("cuda"), spec["batch"], spec["seq_len"]
     epochs = math.ceil(spec["steps"] / spec["steps_per_epoch"])
+    overrides = (
+        f"data=halfswap model.pos_enc=sinusoidal model.d_model={spec['d_model']} model.max_len={seq_len} "
+        f"data.seq_len={seq_len} data.batch_size={batch} data.n_train={batch * spec['steps_per_epoch']} "
+        f"data.n_val={batch} data.n_test={batch} trainer.max_epochs={epochs} trainer.enable_progress_bar=false "
+        f"trainer.accelerator={'gpu' if cuda else 'cpu'} "
+        f"trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}"
+    ).split()
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        overrides = [
-            f"output_dir={tmp}",
-            "data=halfswap",
-            "model.pos_enc=sinusoidal",
-            f"model.d_model={spec['d_model']}",
-            f"model.max_len={spec['seq_len']}",
-            f"data.seq_len={spec['seq_len']}",
-            f"data.batch_size={spec['batch']}",
-            f"data.n_train={spec['batch'] * spec['steps_per_epoch']}",
-            f"data.n_val={spec['batch']}",
-            f"data.n_test={spec['batch']}",
-            f"trainer.max_epochs={epochs}",
-            f"trainer.accelerator={'gpu' if spec['device'].startswith('cuda') else 'cpu'}",
-            f"trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}",
-            "trainer.enable_progress_bar=false",
-        ]
-        cfg = compose("train", overrides)
-        clock = StepClock(synchronize=spec["device"].startswith("cuda"))
+        cfg = compose("train", [f"output_dir={tmp}", *overrides])
+        clock = StepClock(synchronize=cuda)
         baseline = rss_mb()
         train(cfg, extra_callbacks=[clock])
     return {"ends": clock.ends, "baseline_mb": baseline}
@@ -172,9 +162,7 @@ def run_attnlab(spec: dict[str, Any]) -> dict[str, Any]:
 CONTESTANTS = {"seed loop": run_seed_loop, "naive Lightning": run_naive_lightning, "attnlab": run_attnlab}
 
 
-def accuracy(model: Any, x: Any, y: Any, batch: int) -> float:
-    import torch
-
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
     with torch.no_grad():
         correct = sum((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum() for i in range(0, len(x), batch))
     return float(correct) / len(x)
@@ -186,38 +174,28 @@ def replay(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
     batches, a validation every epoch keeping the best weights, and a test of them, for as many epochs
     as the run trained. No logging, checkpoints or diagnostics: the reference a framework's cost is
     measured against. Returns {"runs": n, "seconds": time spent in here}."""
-    import torch
-    import torch.nn.functional as F
-
     from attnlab.model import AttentionClassifier
-    from attnlab.tasks import make_split, split_seed
 
     began = time.perf_counter()
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
         epochs = json.loads((run / "metrics.json").read_text())["epochs"]
         c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
-        data, batch = c["data"], c["data"]["batch_size"]
-        torch.manual_seed(c["seed"])
+        seed, data, batch = c["seed"], c["data"], c["data"]["batch_size"]
+        torch.manual_seed(seed)
         split = {}
         for s in ("train", "val", "test"):
-            x, y = make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"],
-                              split_seed(s, c["seed"], data["seed"]))  # fmt: skip
+            x, y = make_split(
+                data["task"], data[f"n_{s}"], data["seq_len"], data["dim"], split_seed(s, seed, data["seed"])
+            )
             split[s] = (x.to(device), y.to(device))
         model = AttentionClassifier(**c["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
-
         best, best_state = -1.0, None
-        x, y = split["train"]
         for _ in range(epochs):
-            order = torch.randperm(len(x), device=device)
             model.train()
-            for i in range(0, len(x), batch):
-                idx = order[i : i + batch]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            for _ in epoch_steps(model, opt, *split["train"], batch):
+                pass
             model.eval()
             if (acc := accuracy(model, *split["val"], batch)) > best:
                 best, best_state = acc, copy.deepcopy(model.state_dict())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from typing import Any
 
@@ -12,24 +13,6 @@ Row = tuple[str, dict[str, Any], dict[str, Any]]  # (contestant, spec, result)
 
 def fmt(v: float | None, unit: str = "") -> str:
     return "–" if v is None else f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}" if v < 10 else f"{v:.1f}{unit}"
-
-
-def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares (slope, intercept) of y over x."""
-    n = len(points)
-    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    return slope, my - slope * mx
-
-
-def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The round with the median throughput, with the spread of all rounds."""
-    good = [r for r in results if r.get("samples_per_s")]
-    if not good:
-        return results[0]
-    good.sort(key=lambda r: r["samples_per_s"])
-    middle = good[len(good) // 2]
-    return {**middle, "spread": (good[0]["samples_per_s"], good[-1]["samples_per_s"]), "rounds": len(good)}
 
 
 def machine(threads: int, device: str) -> str:
@@ -60,14 +43,14 @@ def render_steps(rows: list[Row]) -> list[str]:
             f"| {who} | {'bf16-mixed' if spec['bf16'] else 'fp32'} | {spec['batch']} | {spec['seq_len']} | {speed} | "
             f"{fmt(ratio) + '×' if ratio else '–'} | {fmt(res.get('peak_mb'))} | {spread} |"
         )
-    long_rows = [(s["seq_len"], r.get("peak_mb"), s["batch"]) for w, s, r in rows if w == "attnlab" and s.get("long")]
-    fused = [(n, mb) for n, mb, _ in long_rows if mb is not None]
+    fused = [(s["seq_len"], r["peak_mb"]) for w, s, r in rows if w == "attnlab" and s.get("long") and "peak_mb" in r]
     if len(fused) >= 2:
-        slope, intercept = linear_fit(fused)
+        slope, intercept = statistics.linear_regression(*zip(*fused, strict=True))
         points = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in fused)
+        batch = next(s["batch"] for _, s, _ in rows if s.get("long"))
         lines += [
             "",
-            f"attnlab peak memory vs seq_len (batch {long_rows[0][2]}): {points}; least-squares fit "
+            f"attnlab peak memory vs seq_len (batch {batch}): {points}; least-squares fit "
             f"{intercept:.0f} MB + {slope * 1024:.1f} MB per 1024 positions.",
         ]
     return lines
@@ -86,19 +69,16 @@ def render_processes(processes: list[dict[str, Any]]) -> list[str]:
             f"{h:.1f} ({h_lo:.1f}–{h_hi:.1f}) | {h / a:.2f}× | {p['rounds']} |"
         )
     for p in processes:
-        if p["what"] != "one run" or not p.get("startup_s"):
-            continue
-        lines += ["", f"Start-up, `python scripts/train.py` from process start to its first training step: "
-                      f"{p['startup_s']:.2f} s."]  # fmt: skip
-        imports = p.get("imports_s") or {}
-        if "torch, pytorch_lightning" in imports:
-            both, torch_only = imports["torch, pytorch_lightning"], imports["torch"]
-            lines[-1] += (
-                f" The floor: `import torch, pytorch_lightning` takes {both:.2f} s in a fresh process (torch "
-                f"{torch_only:.2f} s, which the hand-written run imports too; pytorch_lightning "
+        if p["what"] == "one run" and p.get("startup_s"):
+            both, torch_only = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"]
+            lines += [
+                "",
+                f"Start-up, `python scripts/train.py` from process start to its first training step: "
+                f"{p['startup_s']:.2f} s. The floor: `import torch, pytorch_lightning` takes {both:.2f} s in a fresh "
+                f"process (torch {torch_only:.2f} s, which the hand-written run imports too; pytorch_lightning "
                 f"{both - torch_only:.2f} s more). attnlab's own start-up, Hydra's composition, the checks, the "
-                f"data, model, logger and Trainer: the other {p['startup_s'] - both:.2f} s."
-            )
+                f"data, model, logger and Trainer: the other {p['startup_s'] - both:.2f} s.",
+            ]
     return lines
 
 
