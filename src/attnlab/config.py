@@ -402,10 +402,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
             trainer["accelerator"],
             "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
         )
-    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)  # "GPU available: ...", said again by the run itself
+    logging.disable(logging.WARNING)  # Lightning's "GPU available: ...", said again by the run itself
     try:
         pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
     except Exception as e:
@@ -419,8 +416,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
             raise ConfigError("trainer", given, f"Lightning refuses it: {message}") from e
         raise ConfigError(f"trainer.{key}", trainer[key], f"Lightning refuses it: {message}") from e
     finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
+        logging.disable(logging.NOTSET)
     _trainers_checked.add(checked_key)
 
 
@@ -445,7 +441,6 @@ def saved_config(folder: Path) -> dict[str, Any] | None:
     """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
     anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
     try:
-        c = run_config(folder)
+        return run_config(folder)
     except Exception:
         return None
-    return c if all(isinstance(c.get(k), dict) for k in ("data", "model", "optim", "trainer")) else None
