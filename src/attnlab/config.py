@@ -1,9 +1,8 @@
 """The structured-config schema: what every key is, its type and default.
 
-Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it,
-so a misspelled key, a wrong type or an unknown variant name fails when the config
-is composed, before any code runs. `validate` adds the checks a type cannot express
-(positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
+Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it, so a misspelled key, a wrong
+type or an unknown variant name fails when the config is composed, before any code runs. `validate` adds the checks
+a type cannot express (positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
 """
 
 from __future__ import annotations
@@ -237,7 +236,7 @@ def trainer_arguments() -> dict[str, Any]:
 def trainer_argument(key: str) -> bool:
     """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
     section, _, name = key.partition(".")
-    return section == "trainer" and "." not in name and name in trainer_arguments() and name not in SET_BY_ATTNLAB
+    return section == "trainer" and name in trainer_arguments() and name not in SET_BY_ATTNLAB
 
 
 def check_trainer_extra(name: str, value: Any) -> None:

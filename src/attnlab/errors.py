@@ -9,10 +9,8 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A config value that cannot work. The message names the key, the value and what is allowed.
-
-    `scripts/*.py` print it as one line and exit with code 1, before anything is trained or written.
-    """
+    """A config value that cannot work; the message names the key, the value and what is allowed. `scripts/*.py`
+    print it as one line and exit with code 1, before anything is trained or written."""
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed

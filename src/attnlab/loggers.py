@@ -29,8 +29,7 @@ from attnlab.sweep_record import run_name
 
 # Lightning is imported by the builders, not here: config checks import this module, and a bad value
 # should be answered before Lightning loads.
-LoggerBuilder = Callable[[dict[str, Any], Path, "int | None"], Any]
-LOGGERS: Registry[LoggerBuilder] = Registry("logger.name")
+LOGGERS: Registry[Callable[[dict[str, Any], Path, int | None], Any]] = Registry("logger.name")
 OPTIONAL = ("mlflow", "wandb")  # loggers whose package of the same name is an optional extra
 
 
