@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -41,6 +42,10 @@ AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be an integer >= 1")
 NOT_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 # Lightning takes 0 (skip the stage); a run needs all three stages
 NOT_ZERO: Rule = (lambda v: v != 0, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
+CUDA: Rule = (
+    lambda v: v not in ("gpu", "cuda") or torch.cuda.is_available(),
+    "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
+)
 
 
 def checked(default: Any, *rules: Rule) -> Any:
@@ -96,7 +101,7 @@ class TrainerConfig:
     """Passed to `pytorch_lightning.Trainer` as keyword arguments: the ones attnlab reads or checks, typed
     here; any other Trainer argument is added with `+trainer.<name>=value` and checked against its signature."""
 
-    accelerator: str = "auto"  # Lightning checks the names (attnlab.config.check_trainer), here and below
+    accelerator: str = checked("auto", CUDA)  # Lightning checks the names (config.check_trainer), here and below
     devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
     strategy: str = "auto"
     precision: str = "32-true"
@@ -393,14 +398,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     import logging
 
     import pytorch_lightning as pl
-    import torch
 
-    if trainer["accelerator"] in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.accelerator",
-            trainer["accelerator"],
-            "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
-        )
     logging.disable(logging.WARNING)  # Lightning's "GPU available: ...", said again by the run itself
     try:
         pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
