@@ -202,10 +202,8 @@ def register_configs() -> None:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python values (enums as their names): what the code consumes.
-
-    A `???` left unset or a broken `${...}` interpolation becomes a ConfigError naming the key and the
-    value as written."""
+    """The resolved config as plain Python values (enums as their names): what the code consumes. A `???` left
+    unset or a broken `${...}` interpolation becomes a ConfigError naming the key and the value as written."""
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
@@ -269,9 +267,8 @@ def check_trainer_extra(name: str, value: Any) -> None:
 
 def training_batches(c: dict[str, Any]) -> int:
     """Training batches per epoch (with trainer.limit_train_batches)."""
-    data, trainer = c["data"], c["trainer"]
-    batches = -(-data["n_train"] // data["batch_size"])
-    limit = trainer["limit_train_batches"]
+    batches = -(-c["data"]["n_train"] // c["data"]["batch_size"])
+    limit = c["trainer"]["limit_train_batches"]
     if isinstance(limit, float):
         return max(1, int(batches * limit))
     return batches if limit is None else min(batches, limit)

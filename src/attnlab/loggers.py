@@ -7,10 +7,10 @@ run can take (`callbacks=`): one small builder per name, chosen from a registry.
     python scripts/train.py callbacks=early_stopping        # stop when val/acc stops improving
     python scripts/train.py 'callbacks=[early_stopping,timer]'
 
-TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text,
-HParams and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the
-HParams row and metrics through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues
-its TensorBoard run and its metrics.csv; mlflow and wandb record each attempt as a run of its own.
+TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text, HParams
+and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the HParams row and metrics
+through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues its TensorBoard run and its
+metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
 
 from __future__ import annotations
