@@ -1,9 +1,8 @@
 """The structured-config schema: what every key is, its type and default.
 
-Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it,
-so a misspelled key, a wrong type or an unknown variant name fails when the config
-is composed, before any code run_folder. `validate` adds the checks a type cannot express
-(positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
+Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it, so a misspelled key, a wrong
+type or an unknown variant name fails when the config is composed, before any code runs. `validate` adds the checks
+a type cannot express (positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
 """
 
 from __future__ import annotations
@@ -12,15 +11,17 @@ import functools
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from attnlab.errors import ConfigError, check_typed, is_count, is_number
+from attnlab.errors import ConfigError, check_typed, fits
 from attnlab.loggers import check_callbacks, check_logger
 from attnlab.naming import lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
@@ -33,35 +34,56 @@ PosEncName = POS_ENCODINGS.enum()
 PoolName = POOLINGS.enum()
 ScaleName = SCALES.enum()
 
+# What a value must be beyond its type, declared on its field (`checked`) and tested by `check_section`:
+# (ok(value), what is allowed). A null is not tested: only a field typed `| None` can hold one.
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be an integer >= 1")
+NOT_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
+# Lightning takes 0 (skip the stage); a run needs all three stages
+NOT_ZERO: Rule = (lambda v: v != 0, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
+CUDA: Rule = (
+    lambda v: v not in ("gpu", "cuda") or torch.cuda.is_available(),
+    "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
+)
+
+
+def checked(default: Any, *rules: Rule) -> Any:
+    return field(default=default, metadata={"rules": rules})
+
+
+def one_of(*names: str) -> Rule:
+    return (lambda v: v in names, f"expected one of {list(names)}")
+
 
 @dataclass
 class DataConfig:
     task: TaskName = MISSING  # type: ignore[valid-type]
-    seq_len: int = 32
-    dim: int = 1  # n, the dimension of one observation
-    n_train: int = 8192
-    n_val: int = 1024
-    n_test: int = 1024
-    batch_size: int = 256
+    seq_len: int = checked(32, POSITIVE)
+    dim: int = checked(1, POSITIVE)  # n, the dimension of one observation
+    n_train: int = checked(8192, POSITIVE)
+    n_val: int = checked(1024, POSITIVE)
+    n_test: int = checked(1024, POSITIVE)
+    batch_size: int = checked(256, POSITIVE)
     seed: int = 1234  # fixes the val/test sets, independently of the run's seed
 
 
 @dataclass
 class ModelConfig:
     dim: int = II("data.dim")  # the input projection's width: the observations' dimension, data.dim
-    d_model: int = 32
-    num_heads: int = 1
-    num_layers: int = 1
+    d_model: int = checked(32, POSITIVE)
+    num_heads: int = checked(1, POSITIVE)
+    num_layers: int = checked(1, POSITIVE)
     scale: ScaleName = ScaleName["sqrt"]  # type: ignore[valid-type]
     pos_enc: PosEncName = PosEncName["none"]  # type: ignore[valid-type]
     pool: PoolName = PoolName["max"]  # type: ignore[valid-type]
-    max_len: int = 512  # positions a `learned` encoding has
+    max_len: int = checked(512, POSITIVE)  # positions a `learned` encoding has
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-3
-    weight_decay: float = 0.0
+    lr: float = checked(3e-3, POSITIVE, (math.isfinite, "must be a finite number > 0"))
+    weight_decay: float = checked(0.0, NOT_NEGATIVE)
 
 
 @dataclass
@@ -69,8 +91,9 @@ class EarlyStopConfig:
     """Stop when validation stops improving; `trainer.max_epochs` stays the cap. The report's verdict
     uses the same rule to tell "at chance" (a plateau) from "not converged" (still improving)."""
 
-    patience: int | None = None  # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
-    min_delta: float = 1e-3  # a val/loss lower by less than this is no improvement
+    # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
+    patience: int | None = checked(None, (lambda v: v >= 1, "must be null (train all max_epochs) or an integer >= 1"))
+    min_delta: float = checked(1e-3, NOT_NEGATIVE)  # a val/loss lower by less than this is no improvement
 
 
 @dataclass
@@ -78,19 +101,21 @@ class TrainerConfig:
     """Passed to `pytorch_lightning.Trainer` as keyword arguments: the ones attnlab reads or checks, typed
     here; any other Trainer argument is added with `+trainer.<name>=value` and checked against its signature."""
 
-    accelerator: str = "auto"  # Lightning checks the names (attnlab.config.check_trainer), here and below
+    accelerator: str = checked("auto", CUDA)  # Lightning checks the names (config.check_trainer), here and below
     devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: int = 10
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
+    max_epochs: int = checked(10, POSITIVE)
+    check_val_every_n_epoch: int = checked(1, AT_LEAST_ONE)
+    log_every_n_steps: int = checked(10, AT_LEAST_ONE)
     deterministic: bool | str = False  # True, False or "warn"
-    gradient_clip_val: float | None = None
+    gradient_clip_val: float | None = checked(
+        None, (lambda v: math.isfinite(v) and v >= 0, "must be null (no clipping) or a number >= 0")
+    )
     fast_dev_run: bool | int = False
-    limit_train_batches: int | float | None = None  # an int counts batches, a float is a fraction
-    limit_val_batches: int | float | None = None
-    limit_test_batches: int | float | None = None
+    limit_train_batches: int | float | None = checked(None, NOT_ZERO)  # an int counts batches, a float is a fraction
+    limit_val_batches: int | float | None = checked(None, NOT_ZERO)
+    limit_test_batches: int | float | None = checked(None, NOT_ZERO)
     overfit_batches: int | float = 0.0
     profiler: str | None = None  # simple | advanced | pytorch
     enable_progress_bar: bool = True
@@ -103,9 +128,8 @@ class LoggerConfig:
 
     name: str = "tensorboard"  # tensorboard | csv | mlflow | wandb
     project: str = "attnlab"  # mlflow's experiment, wandb's project
-    save_dir: str | None = (
-        None  # mlflow: a file store folder (default outputs/mlruns) or a tracking URI; wandb: its files
-    )
+    # mlflow: a file store folder (default outputs/mlruns) or a tracking URI; wandb: its files
+    save_dir: str | None = None
 
 
 @dataclass
@@ -113,9 +137,11 @@ class EvalSection:
     """Length generalisation (attnlab.evaluate): after training when `seq_lens` is set, or scripts/evaluate.py."""
 
     seq_lens: list[int] = field(default_factory=list)  # lengths to score the tested checkpoint at; [] for none
-    n: int | None = None  # test sequences per length; null: the run's data.n_test
-    batch_size: int = 256
-    untrained: str = "refuse"  # a length past the trained positions: refuse | skip (recorded) | mark (scored)
+    # test sequences per length; null: the run's data.n_test
+    n: int | None = checked(None, (lambda v: v > 0, "must be an integer > 0 or null (data.n_test)"))
+    batch_size: int = checked(256, (lambda v: v > 0, "must be an integer > 0"))
+    # a length past the trained positions: refuse | skip (recorded) | mark (scored)
+    untrained: str = checked("refuse", one_of("refuse", "skip", "mark"))
 
 
 @dataclass
@@ -128,12 +154,14 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # Extra Lightning callbacks, name -> arguments (attnlab.loggers.CALLBACKS); callbacks=<name> (conf/callbacks/)
     callbacks: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
+    seed: int = checked(0, (lambda v: 0 <= v < 2**32, "must be in 0..2**32-1"))
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
-    torch_threads: int | None = None  # torch.set_num_threads; None leaves PyTorch's default
+    # torch.set_num_threads; None leaves PyTorch's default
+    torch_threads: int | None = checked(None, (lambda v: v >= 1, "must be null (PyTorch's default) or an integer >= 1"))
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
     verbose: bool = False  # also print the config, Lightning's messages, the model summary and the test table
-    progress: str = "auto"  # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
+    # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
+    progress: str = checked("auto", one_of("auto", "rich", "tqdm", "plain"))
     # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
     # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.resume).
     resume: bool = False
@@ -174,41 +202,14 @@ def register_configs() -> None:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python values (enums as their names): what the code consumes.
-
-    A `???` left unset or a broken `${...}` interpolation becomes a ConfigError naming the key."""
+    """The resolved config as plain Python values (enums as their names): what the code consumes. A `???` left
+    unset or a broken `${...}` interpolation becomes a ConfigError naming the key and the value as written."""
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
-        what = (
-            "is not set (???)"
-            if isinstance(e, MissingMandatoryValue)
-            else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
-        )
-        raise ConfigError(e.full_key, raw_value(cfg, e.full_key), what) from e
-
-
-def raw_value(cfg: DictConfig, key: str) -> Any:
-    """The value at `key` as written, before interpolation (`${nope}`, `???`)."""
-    return lookup(OmegaConf.to_container(cfg, resolve=False), key)  # type: ignore[arg-type]
-
-
-POSITIVE = [
-    "data.seq_len",
-    "data.dim",
-    "data.n_train",
-    "data.n_val",
-    "data.n_test",
-    "data.batch_size",
-    "model.d_model",
-    "model.num_heads",
-    "model.num_layers",
-    "model.max_len",
-    "optim.lr",
-    "trainer.max_epochs",
-]
-AT_LEAST_ONE = ["trainer.log_every_n_steps", "trainer.check_val_every_n_epoch"]
-PROGRESS = ("auto", "rich", "tqdm", "plain")
+        missing = isinstance(e, MissingMandatoryValue)
+        what = "is not set (???)" if missing else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
+        raise ConfigError(e.full_key, lookup(OmegaConf.to_container(cfg), e.full_key), what) from e  # type: ignore[arg-type]
 
 
 SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use instead
@@ -235,79 +236,61 @@ def trainer_arguments() -> dict[str, Any]:
     return {p: hints.get(p, Any) for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"}
 
 
-def check_trainer_extras(c: dict[str, Any]) -> None:
-    """`+trainer.<name>=value`: the value's type from Lightning's own signature, and the bounds Lightning
-    enforces only once training runs (a run would leave a FAILED folder instead of this one line)."""
-    known = {f.name for f in fields(TrainerConfig)}
-    extras = {k: v for k, v in c["trainer"].items() if k not in known}
-    for name, value in extras.items():
-        check_typed(f"trainer.{name}", value, trainer_arguments(), name)
-        if name in AT_LEAST and value < AT_LEAST[name]:
-            raise ConfigError(f"trainer.{name}", value, f"must be an integer >= {AT_LEAST[name]}")
-    if extras.get("num_nodes", 1) > 1 and not os.environ.get("SLURM_JOB_ID"):
+def trainer_argument(key: str) -> bool:
+    """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
+    section, _, name = key.partition(".")
+    return section == "trainer" and name in trainer_arguments() and name not in SET_BY_ATTNLAB
+
+
+def check_trainer_extra(name: str, value: Any) -> None:
+    """`+trainer.<name>=value`: any other `pytorch_lightning.Trainer` argument, its type from Lightning's own
+    signature, and the bounds Lightning enforces only once training runs (a run would leave a FAILED folder
+    instead of this one line)."""
+    key = f"trainer.{name}"
+    if name in SET_BY_ATTNLAB:
+        raise ConfigError(key, value, f"is set by attnlab; use {SET_BY_ATTNLAB[name]}")
+    if name not in trainer_arguments():
         raise ConfigError(
-            "trainer.num_nodes",
-            extras["num_nodes"],
+            key, value, f"pytorch_lightning.Trainer has no such argument; it takes {list(trainer_arguments())}"
+        )
+    check_typed(key, value, trainer_arguments(), name)
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        raise ConfigError(key, value, f"must be an integer >= {AT_LEAST[name]}")
+    if name == "num_nodes" and value > 1 and not os.environ.get("SLURM_JOB_ID"):
+        raise ConfigError(
+            key,
+            value,
             "needs a cluster that starts a process on each node (hydra/launcher=slurm); on one machine use "
             "trainer.devices",
-        )
-    interval = extras.get("val_check_interval")
-    batches = training_batches(c)
-    if is_count(interval, least=None) and not 1 <= interval <= batches:
-        raise ConfigError(
-            "trainer.val_check_interval",
-            interval,
-            f"must be 1..{batches}, the training batches of an epoch, or a fraction",
         )
 
 
 def training_batches(c: dict[str, Any]) -> int:
     """Training batches per epoch (with trainer.limit_train_batches)."""
-    data, trainer = c["data"], c["trainer"]
-    batches = -(-data["n_train"] // data["batch_size"])
-    limit = trainer["limit_train_batches"]
-    if isinstance(limit, int):
-        return min(batches, limit)
+    batches = -(-c["data"]["n_train"] // c["data"]["batch_size"])
+    limit = c["trainer"]["limit_train_batches"]
     if isinstance(limit, float):
         return max(1, int(batches * limit))
-    return batches
+    return batches if limit is None else min(batches, limit)
 
 
-def trainer_argument(key: str) -> bool:
-    """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
-    if not key.startswith("trainer.") or key.count(".") != 1:
-        return False
-    name = key.split(".", 1)[1]
-    return name in trainer_arguments() and name not in SET_BY_ATTNLAB
-
-
-def check_trainer_extra(key: str, value: Any) -> None:
-    """`+trainer.<key>=value`: any other `pytorch_lightning.Trainer` argument, checked against its signature
-    (only imported when there is one: a bad value elsewhere is answered before Lightning loads)."""
-    accepted = list(trainer_arguments())
-    if key in SET_BY_ATTNLAB:
-        raise ConfigError(f"trainer.{key}", value, f"is set by attnlab; use {SET_BY_ATTNLAB[key]}")
-    if key not in accepted:
-        raise ConfigError(
-            f"trainer.{key}", value, f"pytorch_lightning.Trainer has no such argument; it takes {accepted}"
-        )
-
-
-def check_keys(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
-    """Refuse keys the schema lacks. Hydra's `+key=value` adds keys past the schema; this catches them.
-    The trainer section takes any other Trainer argument too (`+trainer.max_steps=100`)."""
+def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
+    """Refuse keys the schema lacks (Hydra's `+key=value` adds keys past it; the trainer section takes any
+    other Trainer argument, `+trainer.max_steps=100`) and values their field's rules refuse."""
     known = {f.name: f for f in fields(schema)}
     for key, value in c.items():
         if key not in known and schema is TrainerConfig:
             check_trainer_extra(key, value)
-            continue
-        if key not in known:
+        elif key not in known:
             raise ConfigError(
                 f"{prefix}{key}", value, f"unknown key; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}"
             )
-        section = known[key].default_factory  # a dataclass for a nested section, else dataclasses.MISSING
-        if is_dataclass(section):
-            check_keys(value, section, f"{prefix}{key}.")
+        elif is_dataclass(known[key].default_factory):  # a nested section
+            check_section(value, known[key].default_factory, f"{prefix}{key}.")
+        else:
+            for ok, allowed in known[key].metadata.get("rules", ()):
+                if value is not None and not ok(value):
+                    raise ConfigError(f"{prefix}{key}", value, allowed)
 
 
 def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> None:
@@ -315,9 +298,6 @@ def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> 
     (training length here, other lengths in scripts/evaluate.py)."""
     TASKS.build(data["task"]).check(seq_len)
     POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
-
-
-UNTRAINED = ("refuse", "skip", "mark")
 
 
 def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> str | None:
@@ -329,58 +309,41 @@ def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) 
     return f"untrained positions: pos_enc={model['pos_enc']} was trained at length {trained} (data.seq_len)"
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still give (Linux: MemAvailable), or None where that is unknown."""
+def check_memory(
+    key: str, sequences: int, seq_len: int, batch: int, data: dict[str, Any], model: dict[str, Any]
+) -> None:
+    """Refuse a run (or an evaluation) at `seq_len` that needs more memory than this machine can still give
+    (Linux: MemAvailable; elsewhere unknown). The need is a rough lower bound: its float32 sequences, twice
+    (generated, then offset), and one batch's activations and gradients through every layer; an encoding
+    with a bias adds its (H, L, L) table and the kernel's (B, H, L, L) scores, which it may materialise."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def memory_estimate(sequences: int, seq_len: int, batch: int, data: dict[str, Any], model: dict[str, Any]) -> int:
-    """A rough lower bound of the bytes a run (or an evaluation) at `seq_len` needs: its float32 sequences,
-    twice (generated, then offset), and one batch's activations and gradients through every layer; an
-    encoding with a bias adds its (H, L, L) table and the kernel's (B, H, L, L) scores, which it may
-    materialise."""
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return
     dim, d_model, heads, layers = data["dim"], model["d_model"], model["num_heads"], model["num_layers"]
-    total = 2 * sequences * seq_len * dim * 4
-    total += batch * seq_len * d_model * 4 * (12 * layers + 4)
+    need = 2 * sequences * seq_len * dim * 4
+    need += batch * seq_len * d_model * 4 * (12 * layers + 4)
     if POS_ENCODINGS.get(model["pos_enc"]).bias is not POS_ENCODINGS.get("none").bias:
-        total += heads * seq_len * seq_len * (4 * 3 + 8) + batch * heads * seq_len * seq_len * 4 * layers
-    return total
-
-
-def check_memory(key: str, value: Any, need: int) -> None:
-    free = available_memory()
-    if free is not None and need > free:
+        need += heads * seq_len * seq_len * (4 * 3 + 8) + batch * heads * seq_len * seq_len * 4 * layers
+    if need > free:
         raise ConfigError(
-            key, value, f"needs about {need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available here"
+            key, seq_len, f"needs about {need / 2**30:.1f} GiB of memory, and {free / 2**30:.1f} GiB is available here"
         )
 
 
 def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
     """`eval.*`: every length possible for the task and encoding (and trained, unless eval.untrained says
     otherwise), before anything is trained or evaluated."""
-    if ev["untrained"] not in UNTRAINED:
-        raise ConfigError("eval.untrained", ev["untrained"], f"expected one of {list(UNTRAINED)}")
-    for key in ("n", "batch_size"):
-        value = ev[key]
-        if not (value is None and key == "n") and not is_count(value):
-            raise ConfigError(
-                f"eval.{key}", value, "must be an integer > 0" + (" or null (data.n_test)" if key == "n" else "")
-            )
+    check_section(ev, EvalSection, "eval.")
     for length in ev["seq_lens"]:
-        if not is_count(length):
+        if not (fits(length, int) and length > 0):
             raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
         try:
             check_seq_len(data, model, length)
         except ConfigError as e:
             raise ConfigError("eval.seq_lens", length, e.allowed) from e
-        n = ev["n"] or data["n_test"]
-        check_memory("eval.seq_lens", length, memory_estimate(n, length, ev["batch_size"], data, model))
+        check_memory("eval.seq_lens", ev["n"] or data["n_test"], length, ev["batch_size"], data, model)
         reason = untrained_reason(data, model, length)
         if reason and ev["untrained"] == "refuse":
             raise ConfigError(
@@ -388,44 +351,10 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
             )
 
 
-def check_numbers(c: dict[str, Any]) -> None:
-    """Optimiser, trainer and thread values that Lightning or PyTorch would take and then misbehave on."""
-    optim, trainer = c["optim"], c["trainer"]
-    if not math.isfinite(optim["lr"]):
-        raise ConfigError("optim.lr", optim["lr"], "must be a finite number > 0")
-    if not (math.isfinite(optim["weight_decay"]) and optim["weight_decay"] >= 0):
-        raise ConfigError("optim.weight_decay", optim["weight_decay"], "must be a finite number >= 0")
-    clip = trainer["gradient_clip_val"]
-    if clip is not None and not (is_number(clip) and math.isfinite(clip) and clip >= 0):
-        raise ConfigError("trainer.gradient_clip_val", clip, "must be null (no clipping) or a number >= 0")
-    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if trainer[name] == 0:  # Lightning takes 0 (skip the stage); a run needs all three stages
-            raise ConfigError(f"trainer.{name}", 0, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
-    patience, min_delta = c["early_stop"]["patience"], c["early_stop"]["min_delta"]
-    if patience is not None and not is_count(patience):
-        raise ConfigError("early_stop.patience", patience, "must be null (train all max_epochs) or an integer >= 1")
-    if not (math.isfinite(min_delta) and min_delta >= 0):
-        raise ConfigError("early_stop.min_delta", min_delta, "must be a finite number >= 0")
-    threads = c["torch_threads"]
-    if threads is not None and not is_count(threads):
-        raise ConfigError("torch_threads", threads, "must be null (PyTorch's default) or an integer >= 1")
-
-
 def validate(c: dict[str, Any]) -> None:
     """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
-    check_keys(c)
-    for key in POSITIVE:
-        group, name = key.split(".")
-        if not c[group][name] > 0:
-            raise ConfigError(key, c[group][name], "must be > 0")
-    for key in AT_LEAST_ONE:
-        group, name = key.split(".")
-        if not (isinstance(c[group][name], int) and c[group][name] >= 1):
-            raise ConfigError(key, c[group][name], "must be an integer >= 1")
-    check_numbers(c)
-    if not 0 <= c["seed"] < 2**32:
-        raise ConfigError("seed", c["seed"], "must be in 0..2**32-1")
-    model, data = c["model"], c["data"]
+    check_section(c)
+    model, data, trainer = c["model"], c["data"], c["trainer"]
     if model["dim"] != data["dim"]:
         raise ConfigError("model.dim", model["dim"], f"must equal data.dim={data['dim']} (its default, ${{data.dim}})")
     if model["d_model"] % model["num_heads"]:
@@ -434,58 +363,40 @@ def validate(c: dict[str, Any]) -> None:
         )
     check_seq_len(data, model, data["seq_len"])
     sequences = data["n_train"] + data["n_val"] + data["n_test"]
-    check_memory(
-        "data.seq_len", data["seq_len"], memory_estimate(sequences, data["seq_len"], data["batch_size"], data, model)
-    )
+    check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     check_callbacks(c["callbacks"])
-    check_trainer_extras(c)
+    interval, batches = trainer.get("val_check_interval"), training_batches(c)
+    if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
+        raise ConfigError(
+            "trainer.val_check_interval",
+            interval,
+            f"must be 1..{batches}, the training batches of an epoch, or a fraction",
+        )
     # Read later (attnlab.resume.plan); a resumed run goes on from its own checkpoints, if it has any.
     if c["ckpt_path"] is not None and not c["resume"] and not Path(c["ckpt_path"]).is_file():
         raise ConfigError("ckpt_path", c["ckpt_path"], "no such checkpoint file")
-    if c["progress"] not in PROGRESS:
-        raise ConfigError("progress", c["progress"], f"expected one of {list(PROGRESS)}")
-    check_trainer(c["trainer"])
+    check_trainer(trainer)
+
+
+_trainers_checked: set[str] = set()
 
 
 def check_trainer(trainer: dict[str, Any]) -> None:
     """Lightning checks its own arguments (accelerator, precision, devices, strategy, profiler, limits, ...):
     a Trainer is built from the run's trainer section and dropped (nothing is trained or written), once per
     distinct section, and what Lightning refuses becomes one line naming the key it names."""
-    key = json.dumps(trainer, sort_keys=True, default=str)
-    if key in _trainers_checked:
+    checked_key = json.dumps(trainer, sort_keys=True, default=str)
+    if checked_key in _trainers_checked:
         return
     for name, value in trainer.items():  # Lightning's annotations first (deterministic: bool | "warn", ...)
         check_typed(f"trainer.{name}", value, trainer_arguments(), name)
-    if trainer["accelerator"] in ("gpu", "cuda") and not cuda_available():
-        raise ConfigError(
-            "trainer.accelerator",
-            trainer["accelerator"],
-            "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
-        )
-    build_trainer_or_refuse(trainer)
-    _trainers_checked.add(key)
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-_trainers_checked: set[str] = set()
-
-
-def build_trainer_or_refuse(trainer: dict[str, Any]) -> None:
     import logging
 
     import pytorch_lightning as pl
 
-    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)  # "GPU available: ...", said again by the run itself
+    logging.disable(logging.WARNING)  # Lightning's "GPU available: ...", said again by the run itself
     try:
         pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
     except Exception as e:
@@ -499,8 +410,8 @@ def build_trainer_or_refuse(trainer: dict[str, Any]) -> None:
             raise ConfigError("trainer", given, f"Lightning refuses it: {message}") from e
         raise ConfigError(f"trainer.{key}", trainer[key], f"Lightning refuses it: {message}") from e
     finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
+        logging.disable(logging.NOTSET)
+    _trainers_checked.add(checked_key)
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -524,7 +435,6 @@ def saved_config(folder: Path) -> dict[str, Any] | None:
     """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
     anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
     try:
-        c = run_config(folder)
+        return run_config(folder)
     except Exception:
         return None
-    return c if all(isinstance(c.get(k), dict) for k in ("data", "model", "optim", "trainer")) else None

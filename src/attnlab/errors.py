@@ -9,10 +9,8 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A config value that cannot work. The message names the key, the value and what is allowed.
-
-    `scripts/*.py` print it as one line and exit with code 1, before anything is trained or written.
-    """
+    """A config value that cannot work; the message names the key, the value and what is allowed. `scripts/*.py`
+    print it as one line and exit with code 1, before anything is trained or written."""
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
@@ -32,18 +30,9 @@ class Interrupted(BaseException):
         super().__init__(f"stopped by signal {signum}{where}{saved}")
 
 
-def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def is_count(v: Any, least: int | None = 1) -> bool:
-    """A whole number (not a bool), at least `least` unless that is None."""
-    return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
-
-
 def fits(value: Any, hint: Any) -> bool:
-    """`value` (a plain config value) is of the annotated type `hint`; a type this check does not know
-    passes (the class checks it)."""
+    """`value` (a plain config value) is of the annotated type `hint` (a bool is no number); a type this
+    check does not know passes (the class checks it)."""
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
@@ -51,16 +40,10 @@ def fits(value: Any, hint: Any) -> bool:
         return any(fits(value, arg) for arg in typing.get_args(hint))
     if origin is typing.Literal:
         return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return is_count(value, least=None)
+    if hint in (int, float) and isinstance(value, bool):
+        return False
     if hint is float:
-        return is_number(value)
-    if hint is str:
-        return isinstance(value, str)
+        return isinstance(value, int | float)
     if origin in (dict, list, tuple):
         return isinstance(value, origin)
     return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"

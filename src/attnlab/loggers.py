@@ -7,10 +7,10 @@ run can take (`callbacks=`): one small builder per name, chosen from a registry.
     python scripts/train.py callbacks=early_stopping        # stop when val/acc stops improving
     python scripts/train.py 'callbacks=[early_stopping,timer]'
 
-TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text,
-HParams and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the
-HParams row and metrics through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues
-its TensorBoard run and its metrics.csv; mlflow and wandb record each attempt as a run of its own.
+TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text, HParams
+and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the HParams row and metrics
+through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues its TensorBoard run and its
+metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from attnlab.sweep_record import run_name
 
 # Lightning is imported by the builders, not here: config checks import this module, and a bad value
 # should be answered before Lightning loads.
-LoggerBuilder = Callable[[dict[str, Any], Path, "int | None"], Any]
-LOGGERS: Registry[LoggerBuilder] = Registry("logger.name")
-PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger -> the package it needs (an optional extra)
+LOGGERS: Registry[Callable[[dict[str, Any], Path, int | None], Any]] = Registry("logger.name")
+OPTIONAL = ("mlflow", "wandb")  # loggers whose package of the same name is an optional extra
 
 
 @LOGGERS.register("tensorboard")
@@ -90,10 +89,10 @@ def wandb(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 
 def check_logger(lg: dict[str, Any]) -> None:
-    LOGGERS.get(lg["name"])  # an unknown name lists the valid ones
-    package = PACKAGES.get(lg["name"])
-    if package and importlib.util.find_spec(package) is None:
-        raise ConfigError("logger.name", lg["name"], f"needs the {package} package: pip install -e '.[{package}]'")
+    name = lg["name"]
+    LOGGERS.get(name)  # an unknown name lists the valid ones
+    if name in OPTIONAL and importlib.util.find_spec(name) is None:
+        raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
 
 
 def build_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
@@ -102,28 +101,28 @@ def build_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 # ---------------------------------------------------------------- callbacks
 
-
-def early_stopping() -> type:  # conf/callbacks/early_stopping.yaml: on val/acc
-    from pytorch_lightning.callbacks import EarlyStopping
-
-    return EarlyStopping
-
-
-def timer() -> type:  # conf/callbacks/timer.yaml: stop after a wall-clock duration
-    from pytorch_lightning.callbacks import Timer
-
-    return Timer
+# name -> its class in pytorch_lightning.callbacks (conf/callbacks/<name>.yaml sets its arguments)
+CALLBACKS: Registry[str] = Registry("callbacks")
+CALLBACKS.register("early_stopping")("EarlyStopping")  # on val/acc
+CALLBACKS.register("timer")("Timer")  # stop after a wall-clock duration
+# What a callback may watch: metrics every validation epoch logs (attnlab.module).
+MONITORABLE = ("val/loss", "val/acc", "val/acc_best", "train/acc")
 
 
-CALLBACKS: Registry[Callable[[], type]] = Registry("callbacks")  # name -> the Lightning callback class
-CALLBACKS.register("early_stopping")(early_stopping)
-CALLBACKS.register("timer")(timer)
+def callback_class(name: str) -> type:
+    import pytorch_lightning.callbacks
+
+    return getattr(pytorch_lightning.callbacks, CALLBACKS.get(name))
 
 
 def check_callbacks(chosen: dict[str, Any]) -> None:
-    """Each chosen callback exists and takes its settings (checked against the class's signature)."""
+    """Each chosen callback exists and takes its settings, before anything runs: arguments its class's
+    signature binds, each of the type the class annotates, a `monitor` that the run logs, and whatever the
+    class itself refuses when built (a mode, a duration)."""
+    import typing
+
     for name, kwargs in chosen.items():
-        cls = CALLBACKS.get(name)()
+        cls = callback_class(name)
         if not isinstance(kwargs, dict):
             raise ConfigError(f"callbacks.{name}", kwargs, "must be a mapping of the callback's arguments")
         try:
@@ -131,28 +130,16 @@ def check_callbacks(chosen: dict[str, Any]) -> None:
         except TypeError as e:
             allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
             raise ConfigError(f"callbacks.{name}", kwargs, f"{e}; {cls.__name__} takes {allowed}") from e
-        check_callback_values(name, cls, kwargs)
-
-
-# What a callback may watch: metrics every validation epoch logs (attnlab.module).
-MONITORABLE = ("val/loss", "val/acc", "val/acc_best", "train/acc")
-
-
-def check_callback_values(name: str, cls: type, kwargs: dict[str, Any]) -> None:
-    """Values by value, before anything runs: each of the type its class annotates, a `monitor` that the
-    run logs, and whatever the class itself refuses when built (a mode, a duration)."""
-    import typing
-
-    hints = typing.get_type_hints(cls.__init__)
-    for arg, value in kwargs.items():
-        check_typed(f"callbacks.{name}.{arg}", value, hints, arg)
-    if "monitor" in kwargs and kwargs["monitor"] not in MONITORABLE:
-        raise ConfigError(f"callbacks.{name}.monitor", kwargs["monitor"], f"the run logs {list(MONITORABLE)}")
-    try:
-        cls(**kwargs)
-    except Exception as e:
-        raise ConfigError(f"callbacks.{name}", kwargs, str(e).strip().splitlines()[0]) from e
+        hints = typing.get_type_hints(cls.__init__)
+        for arg, value in kwargs.items():
+            check_typed(f"callbacks.{name}.{arg}", value, hints, arg)
+        if "monitor" in kwargs and kwargs["monitor"] not in MONITORABLE:
+            raise ConfigError(f"callbacks.{name}.monitor", kwargs["monitor"], f"the run logs {list(MONITORABLE)}")
+        try:
+            cls(**kwargs)
+        except Exception as e:
+            raise ConfigError(f"callbacks.{name}", kwargs, str(e).strip().splitlines()[0]) from e
 
 
 def build_callbacks(chosen: dict[str, Any]) -> list[Any]:
-    return [CALLBACKS.get(name)()(**kwargs) for name, kwargs in chosen.items()]
+    return [callback_class(name)(**kwargs) for name, kwargs in chosen.items()]

@@ -31,13 +31,11 @@ KEY_SETTINGS = {
     "seed": "seed",
 }
 
-SAFE_NAME = re.compile(r"[/\x00%]")
-
 
 def safe_dirname(name: str) -> str:
     """A folder name that stays one path component whatever the override values: '/', NUL and '%'
     are percent-encoded (so names stay distinct), a name of dots gets a prefix."""
-    name = SAFE_NAME.sub(lambda m: f"%{ord(m.group()):02X}", name)
+    name = re.sub(r"[/\x00%]", lambda m: f"%{ord(m.group()):02X}", name)
     return f"_{name}" if set(name) <= {"."} else name
 
 
@@ -103,8 +101,5 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as {dotted key: value}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out

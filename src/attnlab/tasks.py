@@ -1,8 +1,7 @@
 """The synthetic classification tasks, `data.task`.
 
-A task turns balanced labels y (N,) into sequences x (N, L, n). Class A is label 0,
-class B label 1. Each task is one class registered by name; `check` refuses a
-sequence length the task cannot be run at.
+A task turns balanced labels y (N,) into sequences x (N, L, n). Class A is label 0, class B label 1. Each task is
+one class registered by name; `check` refuses a sequence length the task cannot be run at.
 """
 
 from __future__ import annotations
@@ -39,9 +38,8 @@ class Uniform(Task):
 class HalfSwap(Task):
     """Class A: first half ~ U(0, 1), second half ~ U(1, 2). Class B: the reverse.
 
-    Both classes hold the same multiset of value ranges, so a permutation-invariant
-    model is at chance; only position information separates them.
-    """
+    Both classes hold the same multiset of value ranges, so a permutation-invariant model is at chance; only
+    position information separates them."""
 
     def check(self, seq_len: int) -> None:
         if seq_len % 2:
