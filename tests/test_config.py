@@ -3,6 +3,7 @@
 import itertools
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
@@ -141,7 +142,9 @@ BAD = [
     (["eval.seq_lens=[0]"], "eval.seq_lens=0 is invalid: lengths must be integers > 0"),
     (["data.seq_len=10000000"], "data.seq_len=10000000 is invalid: needs about 5645.8 GiB of memory, and"),
     (["eval.seq_lens=[1000000000]"], "eval.seq_lens=1000000000 is invalid: needs about"),
-]  # fmt: skip + ([] if torch.cuda.is_available() else [(["trainer=gpu"], "use trainer.accelerator=auto or cpu")])
+]  # fmt: skip
+if not torch.cuda.is_available():
+    BAD.append((["trainer=gpu"], "trainer.accelerator='gpu' is invalid: no CUDA GPU is visible here; use"))
 
 
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
