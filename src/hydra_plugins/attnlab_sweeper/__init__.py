@@ -209,7 +209,7 @@ class AttnlabSweeper(Sweeper):
         began = time.perf_counter()
         resuming = bool(self.config.get("resume"))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the keys the command line set
+        given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         try:
             jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
