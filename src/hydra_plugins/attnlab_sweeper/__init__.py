@@ -1,13 +1,11 @@
 """`hydra/sweeper=attnlab` (the default of conf/train.yaml): a grid sweep that loses nothing.
 
 Before any job runs, every job's config is checked (`config.validate`; `resume.check` when continuing), and
-two jobs that would share a folder or a config are refused. Job folders are named by the values that vary
-(`naming.job_names`) and recorded in jobs.json (`sweep_record`), in a sweep folder claimed like a run's
-(`run_folder.claim`). Jobs run on the configured launcher (`workers.py`: joblib's worker processes). A failed
+two jobs that would share a folder or a config are refused; the jobs are recorded in jobs.json
+(`sweep_record`). They run on the configured launcher (`workers.py`: joblib's worker processes). A failed
 job leaves `FAILED` in its folder and the others go on; a signal (Ctrl-C, SIGTERM) stops the sweep once the
 running job has saved its checkpoint; whatever happened, the report is written and the exit code says how
-the sweep ended (`report.conclude`). `-m resume=<sweep dir>` continues a sweep: finished jobs are kept as
-they are, the others resume from their newest checkpoint or start.
+the sweep ended (`report.conclude`). `-m resume=<sweep dir>` continues a sweep: finished jobs are kept.
 
 The grid is Hydra's basic sweeper's (`hydra.sweeper.params`, then the command line; a later value of a key
 replaces an earlier one). Hydra finds sweepers only in the `hydra_plugins` namespace package, and imports
