@@ -50,13 +50,10 @@ def sweep_of(run_dir: Path) -> list[dict[str, Any]]:
 def recorded_folders(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> list[str]:
     """The folders the record gave these jobs when the sweep started (a job matches the record whose overrides
     it has, `resume=` aside: a continuation may add some); `names` for jobs it does not hold."""
-    saved = [
-        ({o for o in job["overrides"] if not o.startswith("resume=")}, job["dir"])
-        for job in read_jobs(sweep_dir, "resume")
-    ]
+    saved = [(job["overrides"], job["dir"]) for job in read_jobs(sweep_dir, "resume")]
     kept = []
     for job, name in zip(grid, names, strict=True):
-        matches = [folder for overrides, folder in saved if overrides <= set(job)]
+        matches = [folder for overrides, folder in saved if all(o in job or o.startswith("resume=") for o in overrides)]
         kept.append(matches[0] if len(matches) == 1 else name)
     return kept
 

@@ -1,19 +1,15 @@
 """`hydra/launcher=slurm`: submitit's SLURM launcher, with defaults under which a job that SLURM stops
-comes back and *resumes* instead of starting over.
+comes back and *resumes* instead of starting over. SLURM sends SIGUSR2 `signal_delay_s` before the time
+limit (`--signal=USR2@...`), SIGTERM on preemption or `scontrol requeue`; either way the run stops at its
+next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.signals.StopOnSignal), and submitit (up
+to `max_num_timeout` times) or SLURM (`--requeue`) puts the job back in the queue. It restarts with
+SLURM_RESTART_COUNT >= 1, and `attnlab.train` continues its own folder from its newest checkpoint
+(`run_folder.requeued`), appending to the same TensorBoard run.
 
-- Time limit: SLURM sends SIGUSR2 `signal_delay_s` before the limit (`--signal=USR2@...`). The run
-  stops at its next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.signals.StopOnSignal),
-  then submitit requeues the job (up to `max_num_timeout` times).
-- Preemption or `scontrol requeue`: SLURM sends SIGTERM; the run saves its checkpoint the same way and
-  SLURM puts the job back in the queue (`--requeue`).
-- Either way the job restarts with SLURM_RESTART_COUNT >= 1, and `attnlab.train` then continues its own
-  folder from its newest checkpoint (`run_folder.requeued`), appending to the same TensorBoard run.
-
-Clusters without accounting: submitit polls `sacct`, which then fails on every poll (a warning each
-time) and never reports a job that ended without a result (cancelled, killed), so the sweep would wait
-~10 minutes for it. The poll goes through `attnlab.slurm_states`, which falls back on `scontrol`.
-
-(Hydra loads launchers only from the `hydra_plugins` namespace package, hence this folder.)
+submitit polls `sacct`, which fails on clusters without accounting (a warning each poll) and never reports
+a job that ended without a result, so the sweep would wait ~10 minutes for it: the poll goes through
+`attnlab.slurm_states`, which falls back on `scontrol`. (Hydra loads launchers only from the
+`hydra_plugins` namespace package, hence this folder.)
 """
 
 import logging
@@ -26,20 +22,13 @@ from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
 
-class NoAccountingNoise(logging.Filter):
-    """Drops submitit's "Bypassing sacct error" warnings (accounting off), keeps the rest."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Bypassing sacct error" not in record.getMessage()
-
-
 class AttnlabSlurmLauncher(SlurmLauncher):
     def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
         import submitit
         import submitit.slurm.slurm as submitit_slurm
 
-        logging.getLogger("submitit").addFilter(NoAccountingNoise())
         # Without accounting, sacct fails on every poll (and says so on the terminal): ask scontrol instead.
+        logging.getLogger("submitit").addFilter(lambda record: "Bypassing sacct error" not in record.getMessage())
         submitit_slurm.SlurmInfoWatcher._make_command = quiet_sacct(submitit_slurm.SlurmInfoWatcher._make_command)
         # Say once what was submitted and where its logs go (Hydra's launcher submits and waits in one call).
         executor, submit = submitit.AutoExecutor, submitit.AutoExecutor.map_array
@@ -60,8 +49,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
 
 
 def quiet_sacct(make_command: Any) -> Any:
-    """submitit's poll, through attnlab.slurm_states: sacct where the cluster keeps accounting, else
-    scontrol in sacct's format, so a job that ends without a result is seen to end. Quiet either way."""
+    """submitit's poll, through attnlab.slurm_states (once, however many sweeps this process launches)."""
     if getattr(make_command, "quiet", False):
         return make_command
 

@@ -1,25 +1,19 @@
 """`hydra/sweeper=attnlab` (the default of conf/train.yaml): a grid sweep that loses nothing.
 
-Before any job runs, every job's config is composed and checked (`config.validate`, and `resume.check`
-when continuing), and two jobs that would share a folder or a config are refused. Each job's folder is
-named by the values that vary (`attnlab.naming.job_names`) and recorded in jobs.json
-(`attnlab.sweep_record`). The sweep folder is claimed like a run folder (`attnlab.run_folder.claim`).
+Before any job runs, every job's config is checked (`config.validate`; `resume.check` when continuing), and
+two jobs that would share a folder or a config are refused; the jobs are recorded in jobs.json
+(`sweep_record`). They run on the configured launcher (`workers.py`: joblib's worker processes). A failed
+job leaves `FAILED` in its folder and the others go on; a signal (Ctrl-C, SIGTERM) stops the sweep once the
+running job has saved its checkpoint; whatever happened, the report is written and the exit code says how
+the sweep ended (`report.conclude`). `-m resume=<sweep dir>` continues a sweep: finished jobs are kept.
 
-Then the jobs run on whatever launcher is configured (`workers.py`: joblib's worker processes). A job
-never ends the sweep by failing: it leaves `FAILED` in its folder and the others go on. A signal (Ctrl-C,
-SIGTERM) stops the sweep after the running job has saved its checkpoint. Whatever happened, the report is
-written and the exit code says how the sweep ended (`attnlab.report.conclude`).
-
-`python scripts/train.py -m resume=<sweep dir>` (rewritten by attnlab.resume.resume_argv) continues a
-sweep: finished jobs are kept as they are, the others resume from their newest checkpoint or start.
-
-Built on Hydra's public Sweeper interface; the grid is Hydra's basic sweeper's (`hydra.sweeper.params`,
-then the command line; a later value of a key replaces an earlier one). Hydra loads sweepers only from the
-`hydra_plugins` namespace package, hence this folder; no `from __future__ import annotations` here:
-Hydra imports plugins in a way that breaks string annotations on dataclasses.
+The grid is Hydra's basic sweeper's (`hydra.sweeper.params`, then the command line; a later value of a key
+replaces an earlier one). Hydra finds sweepers only in the `hydra_plugins` namespace package, and imports
+them in a way that breaks string annotations on dataclasses: no `from __future__ import annotations`.
 """
 
 import copy
+import functools
 import itertools
 import json
 import re
@@ -69,25 +63,18 @@ def grid(parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
 
 
 class JobConfigs:
-    """Each job's plain config (`config.to_plain`), as Hydra composes it, without composing every job from
-    scratch: Hydra composes once per distinct choice of config groups (`data=halfswap`, ...), and each job's
-    values (`seed=3`, `model.pos_enc=rope`) are set on a plain copy of that composition. Each distinct value
-    is checked and converted once, by setting it on a probe copy of the composition, as Hydra sets a command
-    line's. Set on a copy of the composition instead: a list or mapping value, a value with an interpolation
-    and a key another value interpolates (`model.dim: ${data.dim}`). Composed whole: a deletion `~key`, a
-    forced `++key`, and a sweep folder named by Hydra's own interpolation. A 1,000-job grid is checked in
-    about a second this way."""
+    """Each job's plain config (`config.to_plain`) as Hydra composes it, 1,000 jobs in about a second:
+    Hydra composes once per choice of config groups (`data=halfswap`), and each job's values (`seed=3`) are
+    set on a plain copy of that composition, each distinct value checked and converted once on a probe copy,
+    as Hydra sets a command line's. Set on a copy of the composition instead: lists, mappings, interpolated
+    values, keys an interpolation reads (`model.dim: ${data.dim}`) and keys in a section it lacks. Composed
+    whole: a deletion `~key`, a forced `++key`, and a sweep folder named by Hydra's own interpolation."""
 
     def __init__(self, loader: Any, config: DictConfig) -> None:
         self.loader, self.config = loader, config
-        self.parser = OverridesParser.create(config_loader=loader)
+        parser = OverridesParser.create(config_loader=loader)
+        self.parse = functools.cache(lambda override: parser.parse_overrides([override])[0])  # a grid repeats
         self.composed: dict[tuple[str, ...], Composition] = {}
-        self.parsed: dict[str, Any] = {}
-
-    def parse(self, override: str) -> Any:
-        if override not in self.parsed:  # a grid repeats its values: each is parsed once
-            self.parsed[override] = self.parser.parse_overrides([override])[0]
-        return self.parsed[override]
 
     def compose(self, overrides: list[str], folder: str | None, output_dir: str = "") -> tuple[dict[str, Any], str]:
         """The job's plain config (its output_dir set to `output_dir`), and its folder: `folder`, or where that
@@ -96,11 +83,11 @@ class JobConfigs:
         groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0].lstrip("+~") in GROUPS)
         values = [o for o in parsed if o.input_line not in groups]
         if folder is None or any(o.is_delete() or o.is_force_add() or o.package is not None for o in values):
-            cfg, subdir = without_hydra(self.loader.load_sweep_config(self.config, list(overrides)))
-            return plain(cfg, output_dir), folder or subdir
+            cfg = self.loader.load_sweep_config(self.config, list(overrides))
+            folder = folder or str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+            return plain(cfg, output_dir), folder
         if groups not in self.composed:
-            cfg = without_hydra(self.loader.load_sweep_config(self.config, list(groups)))[0]
-            self.composed[groups] = Composition(cfg)
+            self.composed[groups] = Composition(self.loader.load_sweep_config(self.config, list(groups)))
         return self.composed[groups].job(values, output_dir), folder
 
 
@@ -108,6 +95,8 @@ class Composition:
     """One composition of the config groups, and the jobs' values set on it (see JobConfigs)."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        with open_dict(cfg):
+            del cfg["hydra"]  # the task's part only: Hydra's own node is 4x its size
         self.cfg = cfg
         written = flatten(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
         # the keys its interpolations read: `data.dim` in `model.dim: ${data.dim}`
@@ -117,7 +106,7 @@ class Composition:
         except ConfigError:  # a `???` every job sets, say
             self.plain = None
         self.probe = copy.deepcopy(cfg)
-        self.values: dict[str, Any] = {}  # override -> the plain value it sets
+        self.values: dict[str, Any] = {}  # override -> the plain value it sets (an enum as its name)
 
     def job(self, values: list[Any], output_dir: str) -> dict[str, Any]:
         if self.plain is not None and all(self.plain_value_fits(o) for o in values):
@@ -125,7 +114,8 @@ class Composition:
             for override in values:
                 if override.input_line not in self.values:
                     set_value(self.probe, override)
-                    self.values[override.input_line] = plain_at(self.probe, override.key_or_group)
+                    value = OmegaConf.select(self.probe, override.key_or_group)
+                    self.values[override.input_line] = value.name if isinstance(value, Enum) else value
                 parent, _, name = override.key_or_group.rpartition(".")
                 section = lookup(c, parent) if parent else c
                 if not isinstance(section, dict):  # a section the composition lacks (callbacks.timer.X)
@@ -134,14 +124,13 @@ class Composition:
             else:
                 c["output_dir"] = output_dir
                 return c
-        job = copy.deepcopy(self.cfg)  # the task's part only: Hydra's own node is 4x its size
+        job = copy.deepcopy(self.cfg)
         for override in values:
             set_value(job, override)
         return plain(job, output_dir)
 
     def plain_value_fits(self, override: Any) -> bool:
-        """Whether the value can be set on the plain copy: a single value, without an interpolation, of a key
-        no interpolation reads (or holds)."""
+        """A single value without an interpolation, of a key no interpolation reads (or holds)."""
         key, value = override.key_or_group, override.value()
         if isinstance(value, list | dict) or (isinstance(value, str) and "${" in value):
             return False
@@ -160,29 +149,12 @@ def set_value(cfg: DictConfig, override: Any) -> None:
         raise ConfigError(key, override.get_value_element_as_str(), str(e).splitlines()[0]) from e
 
 
-def plain_at(cfg: DictConfig, key: str) -> Any:
-    """The plain value at `key` (an enum as its name)."""
-    value = OmegaConf.select(cfg, key)
-    return value.name if isinstance(value, Enum) else value
-
-
 def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
+    """A composed config as a job's plain config, less Hydra's own node."""
     with open_dict(cfg):
+        cfg.pop("hydra", None)
         cfg.output_dir = output_dir
     return to_plain(cfg)
-
-
-def without_hydra(cfg: DictConfig) -> tuple[DictConfig, str]:
-    """A composed job config less its `hydra` node (its output_dir set by the caller), and its folder."""
-    folder = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, folder
-
-
-def task_overrides(job: list[str]) -> list[str]:
-    """A job's overrides as the user wrote them: without the folder name the sweeper adds."""
-    return [o for o in job if not o.startswith("hydra.sweep.subdir=")]
 
 
 class SweepSignals:
@@ -190,9 +162,7 @@ class SweepSignals:
     own handler, which saves its checkpoint first). After `defer()`: noted, so the report is always
     written, and the sweep then exits with 128 + signal."""
 
-    def __init__(self) -> None:
-        self.deferred = 0
-        self.previous: dict[int, Any] = {}
+    deferred = 0
 
     def __enter__(self) -> "SweepSignals":
         self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -220,9 +190,6 @@ def refuse(message: str) -> None:
 class AttnlabSweeper(Sweeper):
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = params or {}
-        self.config: DictConfig | None = None
-        self.hydra_context: Any = None
-        self.launcher: Any = None
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -238,9 +205,9 @@ class AttnlabSweeper(Sweeper):
 
     def run_sweep(self, arguments: list[str]) -> None:
         began = time.perf_counter()
-        assert self.config is not None
         resuming = bool(self.config.get("resume"))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         try:
             jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
@@ -248,30 +215,25 @@ class AttnlabSweeper(Sweeper):
             if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
                 names = sweep_record.recorded_folders(sweep_dir, jobs, names)
+            no_more_workers_than_jobs(self.launcher, len(jobs))
+            own_subdir = "hydra.sweep.subdir" in given
+            folders = self.check_jobs(jobs, [None] * len(jobs) if own_subdir else names, sweep_dir)
+            if not own_subdir:
+                jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
+            wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
+            sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
         except ConfigError as e:
             refuse(str(e))
-        own_subdir = any(o.split("=", 1)[0] == "hydra.sweep.subdir" for o in self.config.hydra.overrides.hydra)
-        no_more_workers_than_jobs(self.launcher, len(jobs))
-        # Workers start once the first job passed: a bad value given for the whole sweep fails every job, and
-        # is answered without waiting for workers to start and stop.
-        folders = self.check_jobs(
-            jobs, [None] * len(jobs) if own_subdir else names, sweep_dir, lambda: warm_workers(self.launcher)
-        )
-        if not own_subdir:
-            jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
-        try:
-            sweep_dir = self.claim_sweep_dir(resuming)
-        except ConfigError as e:
-            refuse(str(e))
-        with SweepSignals() as signals:
-            code = self.run_jobs(sweep_dir, jobs, folders, resuming, signals, began)
+        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
+            with read_write(self.config.hydra):
+                self.config.hydra.sweep.dir = str(sweep_dir)
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
+        code = self.run_jobs(sweep_dir, jobs, folders, resuming, began)
         run_folder.release(sweep_dir)
         if code:
             sys.exit(code)
 
-    def check_jobs(
-        self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path, after_first: Any
-    ) -> list[str]:
+    def check_jobs(self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path) -> list[str]:
         """Each job's folder (relative to the sweep; `names`, or the command line's hydra.sweep.subdir), after
         checking its config; a bad job ends the sweep before any job runs, with the job named."""
         folders: dict[str, int] = {}
@@ -292,51 +254,45 @@ class AttnlabSweeper(Sweeper):
             except ConfigError as e:
                 refuse(f"job #{num} ({' '.join(overrides)}): {e}")
             folders[folder] = num
+            # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
+            # and is answered without waiting for workers to start and stop.
             if num == 0:
-                after_first()
+                warm_workers(self.launcher)
         return list(folders)
 
-    def claim_sweep_dir(self, resuming: bool) -> Path:
-        explicit = any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in self.config.hydra.overrides.hydra)
-        wanted = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
-        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
-            with read_write(self.config.hydra):
-                self.config.hydra.sweep.dir = str(sweep_dir)
-                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
-        return sweep_dir
-
-    def run_jobs(
-        self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, signals: SweepSignals,
-        began: float,
-    ) -> int:  # fmt: skip
+    def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, began: float) -> int:
         """Launch the jobs not yet finished, then conclude; returns the exit code."""
-        if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
-            tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
-            OmegaConf.save(self.config, tmp)
-            tmp.replace(sweep_dir / "multirun.yaml")
-        sweep_record.write_jobs(sweep_dir, [task_overrides(j) for j in jobs], folders)
-        done = [resuming and run_folder.status(sweep_dir / f)[0] == "ok" for f in folders]
-        todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
-        kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
-        print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
-        code = 0
-        try:
-            if todo:
-                self.launcher.launch(todo, initial_job_idx=sum(done))
-        except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
-            code = e.exit_code
-        except KeyboardInterrupt:  # a parallel launcher's pool was stopped
-            code = 128 + signal.SIGINT
-        except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
-            print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
-            code = 1
-        signals.defer()  # a signal from here on waits until the report is written
-        from attnlab.report import conclude
+        with SweepSignals() as signals:
+            if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
+                tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
+                OmegaConf.save(self.config, tmp)
+                tmp.replace(sweep_dir / "multirun.yaml")
+            # each job's overrides as the user wrote them: without the folder name the sweeper adds
+            overrides = [[o for o in job if not o.startswith("hydra.sweep.subdir=")] for job in jobs]
+            sweep_record.write_jobs(sweep_dir, overrides, folders)
+            done = [resuming and run_folder.status(sweep_dir / f)[0] == "ok" for f in folders]
+            todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
+            kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
+            print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
+            code = 0
+            try:
+                if todo:
+                    self.launcher.launch(todo, initial_job_idx=sum(done))
+            except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
+                code = e.exit_code
+            except KeyboardInterrupt:  # a parallel launcher's pool was stopped
+                code = 128 + signal.SIGINT
+            except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
+                print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
+                code = 1
+            signals.defer()  # a signal from here on waits until the report is written
+            from attnlab.report import conclude
 
-        code = conclude(sweep_dir, code, began)
-        if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
-            name = signal.Signals(signals.deferred).name
-            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
-            return 128 + signals.deferred
-        return code
+            code = conclude(sweep_dir, code, began)
+            if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
+                name = signal.Signals(signals.deferred).name
+                print(
+                    f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr
+                )
+                return 128 + signals.deferred
+            return code

@@ -1,6 +1,5 @@
 """The life of hydra/launcher=joblib's worker processes under an attnlab sweep: as many as there are jobs
 (not one per core for a sweep of three), started while the jobs are checked, and gone with the sweep.
-
 (No `from __future__ import annotations` in hydra_plugins: Hydra imports plugins in a way that breaks
 string annotations on dataclasses.)
 """
@@ -14,21 +13,13 @@ import time
 from typing import Any
 
 
-def started() -> None:
-    """A task that only makes a worker start (its initializer, `start_worker`, does the work)."""
-
-
 def start_worker(sweep_pid: int) -> None:
-    """Run first in every joblib worker.
-
-    It exits as soon as the sweep process that started it is gone (its pid is passed in: it may have died
-    while this worker was still starting). loky notices a dead parent only when a worker next talks to it,
-    so a sweep killed (SIGKILL, the OOM killer) while its workers started or waited for work left them
-    behind, each holding torch in memory (tests/test_chaos.py counts them).
-
-    It imports torch, Lightning and attnlab (the seconds a worker needs to start), then freezes them out of
-    the garbage collector: without psutil, loky runs `gc.collect()` after every task, which walked those
-    ~400,000 objects in 0.25 s here, a quarter of a short job; frozen, it walks what the jobs made."""
+    """Run first in every joblib worker. It exits once the sweep process that started it is gone (its pid is
+    passed in: the sweep may die while the worker starts): loky notices a dead parent only when a worker next
+    talks to it, so a killed sweep (SIGKILL, the OOM killer) left its workers behind, each holding torch.
+    It imports torch, Lightning and attnlab (the seconds a worker takes to start), then freezes them out of
+    the collector: without psutil, loky runs `gc.collect()` after every task, which walked those ~400,000
+    objects (0.25 s, a quarter of a short job); frozen, it walks what the jobs made."""
 
     def watch() -> None:
         while os.getppid() == sweep_pid:  # re-parented (to init or a subreaper) once the sweep has died
@@ -42,19 +33,6 @@ def start_worker(sweep_pid: int) -> None:
     gc.freeze()
 
 
-def initialize_workers() -> None:
-    """Give this process's loky workers `start_worker` as their initializer. Hydra's joblib launcher asks
-    joblib for the backend by name ("loky") and has no initializer setting, so the name is registered again
-    here, in the sweep process only, with the initializer bound (CONTRIBUTING.md: private APIs)."""
-    from joblib import register_parallel_backend
-    from joblib.parallel import BACKENDS
-
-    loky = BACKENDS["loky"]
-    if getattr(loky, "keywords", {}).get("initializer") is not start_worker:
-        bound = functools.partial(loky, initializer=start_worker, initargs=(os.getpid(),))
-        register_parallel_backend("loky", bound)
-
-
 def joblib_workers(settings: Any) -> int:
     """How many workers the joblib launcher's settings start (n_jobs; -1: one per core)."""
     from joblib import cpu_count
@@ -64,23 +42,28 @@ def joblib_workers(settings: Any) -> int:
 
 
 def no_more_workers_than_jobs(launcher: Any, jobs: int) -> None:
-    """hydra/launcher=joblib starts `n_jobs` workers (-1: one per core) whatever the number of jobs, and each
-    spends seconds importing torch and Lightning: a sweep of fewer jobs gets as many workers as it has jobs."""
+    """hydra/launcher=joblib starts `n_jobs` workers whatever the number of jobs, and each spends seconds
+    importing torch and Lightning: a sweep of fewer jobs gets as many workers as it has jobs."""
     settings = getattr(launcher, "joblib", None)
     if settings is not None and jobs < joblib_workers(settings):
         settings["n_jobs"] = max(jobs, 1)  # the launcher's own settings (a dict), read when it launches
 
 
-def warm_workers(launcher: Any) -> bool:
+def warm_workers(launcher: Any) -> None:
     """With hydra/launcher=joblib: start its worker processes now, in the background, so that their start-up
     overlaps the checks of the jobs instead of following them. joblib keeps one pool of workers per process
-    and the launcher reuses it, as it asks for the same settings. Returns whether workers were started."""
+    and the launcher reuses it, as it asks for the same settings."""
     settings = getattr(launcher, "joblib", None)
     if settings is None:
-        return False
-    from joblib import Parallel, delayed
+        return
+    from joblib import Parallel, delayed, register_parallel_backend
+    from joblib.parallel import BACKENDS
 
-    initialize_workers()
+    # Hydra's launcher asks joblib for the backend by name ("loky") and has no initializer setting: the name
+    # is registered again, in the sweep process only, with `start_worker` bound (CONTRIBUTING.md: private APIs).
+    loky = BACKENDS["loky"]
+    if getattr(loky, "keywords", {}).get("initializer") is not start_worker:
+        register_parallel_backend("loky", functools.partial(loky, initializer=start_worker, initargs=(os.getpid(),)))
     kwargs = {k: settings[k] for k in ("n_jobs", "temp_folder", "max_nbytes", "mmap_mode") if k in settings}
     if kwargs.get("max_nbytes"):  # as the launcher passes it
         with contextlib.suppress(ValueError):
@@ -89,11 +72,11 @@ def warm_workers(launcher: Any) -> bool:
 
     def start() -> None:
         with contextlib.suppress(Exception):  # only a head start: the launcher starts workers anyway
-            Parallel(backend="loky", **kwargs)(delayed(started)() for _ in range(workers))
+            # a task that only makes a worker start: its initializer, `start_worker`, does the work
+            Parallel(backend="loky", **kwargs)(delayed(os.getpid)() for _ in range(workers))
 
     warming.append(threading.Thread(target=start, daemon=True))
     warming[-1].start()
-    return True
 
 
 warming: list[threading.Thread] = []  # the threads of `warm_workers`, which `stop_workers` waits for
