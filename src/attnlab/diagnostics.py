@@ -1,14 +1,13 @@
 """What the model looks at, logged to TensorBoard at the end of every validation epoch.
 
 - figures of the tested checkpoint (Images tab, at its step): for every layer and head, one fixed
-  validation sequence per class above its attention weights, with axes and a colour bar (the figure
-  scripts/plot_attention.py saves), and the positional encoding's table where there is one;
+  validation sequence per class above its attention weights (the figure scripts/plot_attention.py
+  saves), and the positional encoding's table where there is one;
 - scalars: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in the tested
   checkpoint's statistics, a reference run in a study's view), mean max attention probability, std of
   pre-softmax scores within a row, gradient norm;
-- permutation sensitivity: `val/acc_shuffled`, accuracy on the validation sequences with
-  positions shuffled. Equal to `val/acc` for a permutation-invariant model; a model that uses
-  position falls to chance on halfswap.
+- permutation sensitivity: `val/acc_shuffled`, accuracy with each sequence's positions shuffled.
+  Equal to `val/acc` for a permutation-invariant model; one that uses position falls to chance on halfswap.
 
 All of it runs outside the training step, except the gradient norm, taken every
 `trainer.log_every_n_steps` steps without a host sync. The maps come from the explicit attention
