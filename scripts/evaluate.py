@@ -38,10 +38,9 @@ def main(cfg: DictConfig) -> None:
         result = entry["lengths"][length]
         if "refused" in result:
             print(f"{length:>8}  -         refused: {result['refused']}")
-            continue
-        lo, hi = result["ci"]
-        mark = "  untrained positions" if result["untrained_positions"] else ""
-        print(f"{length:>8}  {result['acc']:.4f}    [{lo:.3f}, {hi:.3f}]{mark}")
+        else:
+            mark = "  untrained positions" if result["untrained_positions"] else ""
+            print(f"{length:>8}  {result['acc']:.4f}    [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]{mark}")
     print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE} and its TensorBoard images")
 
 

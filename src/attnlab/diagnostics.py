@@ -1,14 +1,13 @@
 """What the model looks at, logged to TensorBoard at the end of every validation epoch.
 
 - figures of the tested checkpoint (Images tab, at its step): for every layer and head, one fixed
-  validation sequence per class above its attention weights, with axes and a colour bar (the figure
-  scripts/plot_attention.py saves), and the positional encoding's table where there is one;
+  validation sequence per class above its attention weights (the figure scripts/plot_attention.py
+  saves), and the positional encoding's table where there is one;
 - scalars: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in the tested
-  checkpoint's statistics, a reference run in a study's view),
-  mean max attention probability, std of pre-softmax scores within a row, gradient norm;
-- permutation sensitivity: `val/acc_shuffled`, accuracy on the validation sequences with
-  positions shuffled. Equal to `val/acc` for a permutation-invariant model; a model that uses
-  position falls to chance on halfswap.
+  checkpoint's statistics, a reference run in a study's view), mean max attention probability, std of
+  pre-softmax scores within a row, gradient norm;
+- permutation sensitivity: `val/acc_shuffled`, accuracy with each sequence's positions shuffled.
+  Equal to `val/acc` for a permutation-invariant model; one that uses position falls to chance on halfswap.
 
 All of it runs outside the training step, except the gradient norm, taken every
 `trainer.log_every_n_steps` steps without a host sync. The maps come from the explicit attention
@@ -119,13 +118,11 @@ class AttentionDiagnostics(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
         net = pl_module.net
-        d_model = net.head.in_features
-        length = net.pool.prepare(torch.zeros(1, x.shape[1], d_model, device=x.device)).shape[1]  # + a cls token
+        length = x.shape[1] + net.pool.prefix  # + a cls token
         per_example = len(net.layers) * net.layers[0].num_heads * length**2
         n_stat = min(self.num_stat_examples, len(x), MAX_MAP_ELEMENTS // per_example)
         if n_stat < len(CLASS_NAMES):
             rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")
-            self.examples = None
         else:
             first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
             self.examples = x[first_of_class], x[:n_stat]
@@ -139,15 +136,12 @@ class AttentionDiagnostics(pl.Callback):
             self.grad_norm_count += 1
 
     # Permutation sensitivity, on the validation set every epoch and on the test set at the end.
-    def start_shuffled(self, pl_module: pl.LightningModule) -> None:
-        self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
-
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start_shuffled(pl_module)
+        self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
 
     @torch.no_grad()
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start_shuffled(pl_module)
+        self.on_validation_epoch_start(trainer, pl_module)
         # The tested checkpoint's attention statistics, on the sequences every validation epoch used: the
         # numbers a report sets beside the test accuracy come from the same weights.
         self.tested = {}

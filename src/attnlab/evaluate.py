@@ -11,10 +11,10 @@ reproducible and never overlap training data; the training length gets the run's
 the tested checkpoint with `eval.n` = `data.n_test` gives back the run's test/acc exactly.
 
 Untrained positions: an encoding with one parameter per position or offset (learned, relative,
-symmetric) trained at length L has trained parameters only for positions (offsets) below L; the rest
-are still their initial random values. A longer length would score those. `eval.untrained` says what
-to do: `refuse` (the default: one line, nothing evaluated), `skip` (recorded as refused, the other
-lengths evaluated: a study over encodings), `mark` (evaluated, marked "untrained positions").
+symmetric) trained at length L leaves those from L on at their initial random values, which a longer
+length would score. `eval.untrained` says what to do: `refuse` (the default: one line, nothing
+evaluated), `skip` (recorded as refused, the other lengths evaluated: a study over encodings), `mark`
+(evaluated, marked "untrained positions").
 
 evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths":
 {L: {"acc", "ci" (Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}.
@@ -35,29 +35,21 @@ from attnlab import run_folder
 from attnlab.board import EVENTS
 from attnlab.config import check_eval, run_config, untrained_reason
 from attnlab.errors import ConfigError
-from attnlab.run_folder import checkpoint_path
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import wilson
 
-EVALUATION = "evaluation.json"  # in the run folder, beside metrics.json
-FIGURE = "length_generalization.png"  # in the run folder, and as an image in TensorBoard (eval/acc_vs_seq_len)
+EVALUATION = "evaluation.json"
+FIGURE = "length_generalization.png"
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    from attnlab.module import accuracy_metric  # here: a refused length answers before Lightning is imported
-
-    device = next(net.parameters()).device
-    metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was
-    for i in range(0, len(x), batch_size):
-        metric.update(net(x[i : i + batch_size].to(device)).argmax(-1), y[i : i + batch_size].to(device))
-    return float(metric.compute())
-
-
 def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{seq_len: result} for `ev["seq_lens"]` (checked already by `config.check_eval`)."""
+    from attnlab.module import accuracy_metric  # here: a refusal answers before Lightning is imported
+
     data, model = c["data"], c["model"]
-    n = ev["n"] or data["n_test"]
+    n, step = ev["n"] or data["n_test"], ev["batch_size"]
+    device = next(net.parameters()).device
     table: dict[str, dict[str, Any]] = {}
     was_training = net.training
     net.eval()
@@ -70,7 +62,10 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
         own = length == data["seq_len"]
         seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
         x, y = make_split(data["task"], n, length, data["dim"], seed)
-        acc = accuracy(net, x, y, ev["batch_size"])
+        metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was
+        for i in range(0, len(x), step):
+            metric.update(net(x[i : i + step].to(device)).argmax(-1), y[i : i + step].to(device))
+        acc = float(metric.compute())
         table[str(length)] = {"acc": acc, "ci": list(wilson(acc, n)), "untrained_positions": reason is not None}
     net.train(was_training)
     return table
@@ -79,18 +74,18 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
 def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict) -> dict[str, Any]:
     """Merge `table` into the run's evaluation.json (same checkpoint: more lengths; another: a new table, the
     old one kept under "earlier"), draw the figure, and return what was written."""
-    path = run_dir / EVALUATION
-    saved = read_evaluation(path)
-    entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": ev["n"] or c["data"]["n_test"]}
-    earlier = list(saved.get("earlier", []))
-    if saved.get("checkpoint") == checkpoint and saved.get("n") == entry["n"]:
-        table = {**saved.get("lengths", {}), **table}
+    saved = read_evaluation(run_dir / EVALUATION)
+    n = ev["n"] or c["data"]["n_test"]
+    earlier = saved.get("earlier", [])
+    if saved.get("checkpoint") == checkpoint and saved.get("n") == n:
+        table = {**saved["lengths"], **table}
     elif saved.get("lengths"):
-        earlier.append({k: saved.get(k) for k in ("checkpoint", "train_seq_len", "n", "lengths")})
-    entry["lengths"] = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
+        earlier = [*earlier, {k: saved.get(k) for k in ("checkpoint", "train_seq_len", "n", "lengths")}]
+    lengths = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
+    entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": n, "lengths": lengths}
     if earlier:
         entry["earlier"] = earlier
-    run_folder.write_json_atomic(path, entry)
+    run_folder.write_json_atomic(run_dir / EVALUATION, entry)
     figure = length_figure(entry)
     figure.savefig(run_dir / FIGURE, dpi=120)
     if any(run_dir.glob(EVENTS)):  # a run logged to TensorBoard (logger=tensorboard, the default)
@@ -102,34 +97,30 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
 
 
 def read_evaluation(path: Path) -> dict[str, Any]:
-    """A run's evaluation.json ({} where there is none), checked for the shape this module writes: a file read
+    """A run's evaluation.json ({} where there is none), checked for the shape `record` writes: a file read
     back is input, and one that is not what it should be is refused (ConfigError) rather than replaced."""
     if not path.exists():
         return {}
+    error = None
     try:
         saved = json.loads(path.read_text())
-        well_formed = written_shape(saved)
+        if (
+            isinstance(saved, dict)
+            and isinstance(saved.get("earlier", []), list)
+            and isinstance(saved.get("checkpoint"), dict)
+            and isinstance(saved.get("n"), int)
+            and all(
+                int(length) > 0
+                and isinstance(result, dict)
+                and ("refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2))
+                for length, result in saved["lengths"].items()
+            )
+        ):
+            return saved
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(
-            "evaluation", str(path), f"is not an evaluation this program wrote ({type(e).__name__}); move it away"
-        ) from e
-    if not well_formed:
-        raise ConfigError("evaluation", str(path), "is not an evaluation this program wrote; move it away")
-    return saved
-
-
-def written_shape(saved: Any) -> bool:
-    """`saved` has the shape `record` writes (raises KeyError, TypeError, ... on some that do not)."""
-    if not (isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)):
-        return False
-    if not (isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)):
-        return False
-    return all(
-        int(length) > 0
-        and isinstance(result, dict)
-        and ("refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2))
-        for length, result in saved["lengths"].items()
-    )
+        error = e
+    why = f" ({type(error).__name__})" if error else ""
+    raise ConfigError("evaluation", str(path), f"is not an evaluation this program wrote{why}; move it away") from error
 
 
 def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
@@ -151,11 +142,10 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
     with run_folder.locked(run_dir, "run_dir"):
-        path = checkpoint_path(run_dir, ckpt)
+        path = run_folder.checkpoint_path(run_dir, ckpt)
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
         module = load_module(path)  # weights, epoch and step from one read of the file
-        assert module.loaded_from is not None
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
         return record(run_dir, c, ev, score(module.net, c, ev), checkpoint)
 
@@ -163,21 +153,17 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
 def length_figure(entry: dict[str, Any]) -> Any:
     """Test accuracy against sequence length (log scale) with 95% intervals, the training length marked,
     chance drawn, lengths with untrained positions as open markers, refused ones named."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     table, ckpt = entry["lengths"], entry["checkpoint"]
-    lengths = [int(k) for k in table]
-    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
-    scored = [(int(k), v) for k, v in table.items() if "acc" in v]
-    xs = [k for k, _ in scored]
-    accs = [v["acc"] for _, v in scored]
-    errs = [[v["acc"] - v["ci"][0] for _, v in scored], [v["ci"][1] - v["acc"] for _, v in scored]]
-    ax.errorbar(xs, accs, yerr=errs, fmt="-", color="tab:blue", capsize=3, label="test/acc (95% CI)")
-    trained = [(k, v["acc"]) for k, v in scored if not v["untrained_positions"]]
-    untrained = [(k, v["acc"]) for k, v in scored if v["untrained_positions"]]
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    scored = {int(k): v for k, v in table.items() if "acc" in v}
+    accs = [v["acc"] for v in scored.values()]
+    errs = [[v["acc"] - v["ci"][0] for v in scored.values()], [v["ci"][1] - v["acc"] for v in scored.values()]]
+    ax.errorbar(list(scored), accs, yerr=errs, fmt="-", color="tab:blue", capsize=3, label="test/acc (95% CI)")
+    trained = [(k, v["acc"]) for k, v in scored.items() if not v["untrained_positions"]]
+    untrained = [(k, v["acc"]) for k, v in scored.items() if v["untrained_positions"]]
     if trained:
         ax.plot(*zip(*trained, strict=True), "o", color="tab:blue")
     if untrained:
@@ -185,17 +171,13 @@ def length_figure(entry: dict[str, Any]) -> Any:
     for k, v in table.items():
         if "refused" in v:
             ax.text(int(k), 0.52, "refused:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey")
-    ax.axvline(
-        entry["train_seq_len"], color="tab:red", linestyle="--", label=f"training length {entry['train_seq_len']}"
-    )
+    train_len = entry["train_seq_len"]
+    ax.axvline(train_len, color="tab:red", linestyle="--", label=f"training length {train_len}")
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("sequence length")
-    ax.set_ylabel(f"test accuracy ({entry['n']} sequences)")
-    ax.set_title(
-        f"length generalisation of {ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']})", fontsize=9
-    )
+    ax.set_xticks([int(k) for k in table], [str(int(k)) for k in table])
+    ax.set(ylim=(0.0, 1.02), xlabel="sequence length", ylabel=f"test accuracy ({entry['n']} sequences)")
+    title = f"length generalisation of {ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']})"
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
     return fig

@@ -20,9 +20,8 @@ HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitC
 
 
 def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
-    """The project's one accuracy (correct / total, reduced over DDP processes by `compute()`): the
-    module's train/val/test accuracy, the shuffled accuracy (attnlab.diagnostics) and the accuracy at
-    other lengths (attnlab.evaluate) all count the same way."""
+    """The project's one accuracy (correct / total, reduced over DDP processes by `compute()`): train/val/test,
+    shuffled (attnlab.diagnostics) and other lengths (attnlab.evaluate) all count the same way."""
     return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
 
@@ -84,8 +83,7 @@ class LitClassifier(pl.LightningModule):
         self.mean_loss["test_loss"].update(self.step(batch, "test"), weight=len(batch[1]))
 
     def end_epoch(self, stage: str, prog_bar: bool = True) -> dict[str, float]:
-        """Log the epoch's accuracy (and loss) of `stage`, reset them, and return them as floats.
-        torchmetrics' compute() already reduces over DDP processes."""
+        """Log, reset and return the epoch's accuracy (and loss) of `stage` (compute() reduces over DDP)."""
         values = {f"{stage}/acc": self.acc[f"{stage}_acc"].compute()}
         self.acc[f"{stage}_acc"].reset()
         if f"{stage}_loss" in self.mean_loss:
@@ -122,10 +120,9 @@ class LitClassifier(pl.LightningModule):
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> LitClassifier:
-    """The LightningModule stored in a checkpoint, weights loaded, in eval mode; its `loaded_from` names the
-    checkpoint's epoch and step, read in the same read as the weights (a checkpoint replaced meanwhile, by
-    a resume, cannot mislabel them). ConfigError (naming `key` and the file) for a file that does not load
-    or holds another model."""
+    """The LightningModule of a checkpoint, in eval mode; `loaded_from` (epoch, step) comes from the same read
+    as the weights, so a checkpoint replaced meanwhile by a resume cannot mislabel them. ConfigError (naming
+    `key` and the file) for a file that does not load or holds another model."""
     ckpt = read_checkpoint(path, key, map_location)
     try:
         module = LitClassifier(**ckpt["hyper_parameters"])

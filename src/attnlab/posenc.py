@@ -195,22 +195,18 @@ class OffsetBias(PositionalEncoding):
 
 
 class LearnedOffsetBias(OffsetBias):
-    """One trained bias per head and offset, up to `max_len` positions (and no further).
+    """One trained bias per head and offset, up to `max_len` positions (and no further): per signed offset
+    i - j (`signed`), or per distance |i - j|.
 
     Starts at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step.
     A zero start would be "no positions" until a gradient moves it, and on halfswap a distance-only
     bias gets none (nothing it can do lowers the loss): the control would never touch attention."""
 
+    signed = True
+
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        self.values = nn.Parameter(torch.randn(num_heads, self.num_offsets(max_len)))
-
-    @staticmethod
-    def num_offsets(max_len: int) -> int:
-        raise NotImplementedError
-
-    def index(self, offset: Tensor) -> Tensor:  # (L, L) of i - j -> (L, L) indices into `values`
-        raise NotImplementedError
+        self.values = nn.Parameter(torch.randn(num_heads, 2 * max_len - 1 if self.signed else max_len))
 
     @classmethod
     def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
@@ -219,7 +215,7 @@ class LearnedOffsetBias(OffsetBias):
             raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has offsets for model.max_len={max_len}")
 
     def offset_bias(self, offset: Tensor) -> Tensor:  # lengths past max_len are refused by `check`, up front
-        return self.values[:, self.index(offset)]  # (H, L, L)
+        return self.values[:, offset + self.max_len - 1 if self.signed else offset.abs()]  # (H, L, L)
 
     @staticmethod
     def trained_length(train_len: int) -> int:
@@ -230,25 +226,13 @@ class LearnedOffsetBias(OffsetBias):
 class RelativeBias(LearnedOffsetBias):
     """Learned bias per signed offset i - j (T5, Shaw et al.): tells before from after."""
 
-    @staticmethod
-    def num_offsets(max_len: int) -> int:
-        return 2 * max_len - 1
-
-    def index(self, offset: Tensor) -> Tensor:
-        return offset + self.max_len - 1
-
 
 @POS_ENCODINGS.register("symmetric")
 class SymmetricBias(LearnedOffsetBias):
     """Learned bias per distance |i - j|: as free as `relative`, but blind to direction. A control:
     it can reshape attention (near vs far) yet cannot tell a sequence from its reverse."""
 
-    @staticmethod
-    def num_offsets(max_len: int) -> int:
-        return max_len
-
-    def index(self, offset: Tensor) -> Tensor:
-        return offset.abs()
+    signed = False
 
 
 def alibi_slopes(num_heads: int) -> list[float]:
@@ -264,11 +248,8 @@ def alibi_slopes(num_heads: int) -> list[float]:
 class ALiBiEncoding(OffsetBias):
     """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores,
     with the paper's fixed slopes (`alibi_slopes`: m_h = 2^(-8 h / H) when H is a power of two; one
-    head: m = 2^-8, so the bias spans 0..0.12 at L = 32, a light touch on the scores).
-
-    A negative control: the bias depends only on |i - j|, so it cannot tell a sequence from its
-    reverse, and halfswap's class B is class A reversed. The model stays at chance there.
-    """
+    head: m = 2^-8, so the bias spans 0..0.12 at L = 32, a light touch on the scores). A negative
+    control: distance only, blind to a sequence's reverse (see above)."""
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)

@@ -18,21 +18,19 @@ class NoScale(nn.Module):
 
     def __init__(self, d_head: int) -> None:
         super().__init__()
-
-    def forward(self) -> float:
-        return 1.0
-
-
-@SCALES.register("sqrt")
-class SqrtScale(nn.Module):
-    """1/sqrt(d_head) (Vaswani et al.): keeps score variance ~1 at init whatever d_head is."""
-
-    def __init__(self, d_head: int) -> None:
-        super().__init__()
-        self.value = 1.0 / math.sqrt(d_head)
+        self.value = 1.0
 
     def forward(self) -> float:
         return self.value
+
+
+@SCALES.register("sqrt")
+class SqrtScale(NoScale):
+    """1/sqrt(d_head) (Vaswani et al.): keeps score variance ~1 at init whatever d_head is."""
+
+    def __init__(self, d_head: int) -> None:
+        super().__init__(d_head)
+        self.value = 1.0 / math.sqrt(d_head)
 
 
 @SCALES.register("learned")
