@@ -83,7 +83,7 @@ _checked: dict[str, Plan] = {}  # plans made by a run's checks (preflight, the s
 
 def check(c: dict[str, Any], folder: Path) -> Plan:
     """Every check a resume or a `ckpt_path` needs (ConfigError); the plan is kept for the run's `plan`."""
-    made = _checked[plan_key(c, folder)] = make_plan(c, folder, recorded=True)
+    _checked[canonical([str(folder.resolve()), c])] = made = make_plan(c, folder, recorded=True)
     return made
 
 
@@ -91,11 +91,7 @@ def plan(c: dict[str, Any], folder: Path) -> Plan:
     """The run's plan: the one its checks made in this process (taken, so that a later run re-checks), else
     made now (a sweep job in a worker process, whose sweep checked it; `train` called directly, without
     Hydra's record of the config). The checkpoints are read once per run."""
-    return _checked.pop(plan_key(c, folder), None) or make_plan(c, folder, recorded=False)
-
-
-def plan_key(c: dict[str, Any], folder: Path) -> str:
-    return canonical([str(folder.resolve()), c])
+    return _checked.pop(canonical([str(folder.resolve()), c]), None) or make_plan(c, folder, recorded=False)
 
 
 def canonical(value: Any) -> str:
@@ -292,10 +288,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     flags = [a for a in argv[1:] if a.startswith("-")]
     now = [a for a in argv[1:] if not a.startswith("-") and a.split("=", 1)[0] != "resume"]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
-    overrides: dict[str, str] = {}  # key -> override; later ones win
-    for item in [*saved, *now, "resume=true", where]:
-        overrides[item.split("=", 1)[0].lstrip("+~")] = item
-    return [argv[0], *flags, *overrides.values()]
+    overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
+    return [argv[0], *flags, *overrides.values()]  # one per key, the last given
 
 
 def preflight(config: Any) -> Path:

@@ -142,9 +142,9 @@ def run(
         fitted = fit(trainer, module, data, start_from, stop)
         tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
         metrics = results(c, fitted, tested, callbacks, origin)
-        if trainer.is_global_zero and c["eval"]["seq_lens"]:  # the tested weights at other lengths
-            record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
         if trainer.is_global_zero:  # under DDP, one process writes the results
+            if c["eval"]["seq_lens"]:  # the tested weights at other lengths
+                record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
             record(c, out, trainer, logger, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
