@@ -195,13 +195,17 @@ def check_saved_override(item: str, source: Path) -> None:
     project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
     only to options that exist in conf/ (by plain name: a `../` path would load any YAML file), and any
     other key only to a plain value (no `${...}` interpolation). Anything else is refused with one line."""
-    key, _, value = item.partition("=")
+    key, sep, value = item.partition("=")
     key = key.lstrip("+~")
 
     def refuse(why: str) -> None:
         raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
 
-    if not _ or "_target_" in item:
+    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
+    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
+    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
+    ours = key in CONFIG_GROUPS or key in schema or key.startswith("callbacks.")
+    if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:
         # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
@@ -213,12 +217,6 @@ def check_saved_override(item: str, source: Path) -> None:
         return
     if key in NOT_FROM_RECORDS:
         refuse(f"{key} is not taken from a record (give it on the command line)")
-    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
-    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
-    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
-    allowed = key in schema or key.startswith("callbacks.") or trainer_argument(key)
-    if not allowed:
-        refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if UNSAFE_VALUE.search(value):
         refuse("a saved value must be plain (no ${...} interpolation, no control characters)")
 
