@@ -16,23 +16,17 @@ def stopped_early(signum: int, frame: object) -> None:
     line and exit 128 + signal, no traceback. A folder already claimed is marked INTERRUPTED and the command
     that continues it printed; before that nothing was written, and there is nothing to resume."""
     # attnlab.run_folder not imported yet, or still being imported (the signal came during it): no folder is held
-    held_folders = getattr(sys.modules.get("attnlab.run_folder"), "held", None)
+    module = sys.modules.get("attnlab.run_folder")
+    held = module.held() if hasattr(module, "held") else []
     # ... and a folder claimed but not yet written by Hydra holds nothing to resume either
-    held = (
-        [f for f in held_folders() if (f / ".hydra").exists() or (f / "multirun.yaml").exists()] if held_folders else []
-    )
+    held = [f for f in held if (f / ".hydra").exists() or (f / "multirun.yaml").exists()]
     for folder in held:
-        run_folder_module = sys.modules["attnlab.run_folder"]  # held folders: imported
-        run_folder_module.write_marker(folder, run_folder_module.INTERRUPTED, f"signal {signum} during start-up\n")
-    name = signal.Signals(signum).name
+        module.write_marker(folder, module.INTERRUPTED, f"signal {signum} during start-up\n")
     if held:
-        sweep = "-m" in sys.argv or "--multirun" in sys.argv
-        print(
-            f"interrupted ({name}) during start-up. Continue with: {continue_command(held[0], sweep)}",
-            file=sys.stderr,
-        )
+        then = f". Continue with: {continue_command(held[0], '-m' in sys.argv or '--multirun' in sys.argv)}"
     else:
-        print(f"interrupted ({name}) during start-up, before anything was written: nothing to resume", file=sys.stderr)
+        then = ", before anything was written: nothing to resume"
+    print(f"interrupted ({signal.Signals(signum).name}) during start-up{then}", file=sys.stderr)
     sys.exit(128 + signum)
 
 

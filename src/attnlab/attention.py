@@ -1,12 +1,9 @@
 """Scaled dot-product attention, twice.
 
-`attention` is the from-scratch version of the seeds: scores QK^T, scaled,
-plus an optional additive bias, row-wise softmax, weighted sum of values. It
-returns the weights, so plots and diagnostics use it.
-
-`fused_attention` computes the same output with PyTorch's fused kernel
-(`F.scaled_dot_product_attention`), which never materialises the (L, L)
-matrix on the flash / memory-efficient backends. Training uses it.
+`attention` is the from-scratch version of the seeds: scores QK^T, scaled, plus an optional additive bias,
+row-wise softmax, weighted sum of values. It returns the weights, so plots and diagnostics use it.
+`fused_attention` computes the same output with PyTorch's fused kernel (`F.scaled_dot_product_attention`),
+which never materialises the (L, L) matrix on the flash / memory-efficient backends. Training uses it.
 `tests/test_attention.py` checks the two agree.
 """
 
@@ -25,11 +22,8 @@ def attention_scores(q: Tensor, k: Tensor, scale: float | Tensor = 1.0, bias: Te
 def attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Explicit attention. q, k: (..., L, Dh), v: (..., L, Dv), bias broadcastable to (..., L, L).
-
-    Returns (output (..., L, Dv), weights (..., L, L)); each row of weights sums to 1.
-    """
-    # row-wise: query i distributes its attention over keys j
+    """Explicit attention. q, k: (..., L, Dh), v: (..., L, Dv), bias broadcastable to (..., L, L). Returns
+    (output (..., L, Dv), weights (..., L, L)); row-wise: query i distributes its attention over keys j."""
     weights = attention_scores(q, k, scale, bias).softmax(dim=-1)
     return weights @ v, weights
 

@@ -73,10 +73,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
             "move them away to start the run again",
         )
-    if not found:
-        return None
-    *_, path, ckpt = min(found, key=lambda f: f[:2])
-    return path, ckpt
+    return min(found, key=lambda f: f[:2])[2:] if found else None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -106,12 +103,6 @@ class RunCheckpoint(ModelCheckpoint):
         def here(path: str) -> str:
             return os.path.join(self.dirpath, os.path.basename(path)) if path else path
 
-        moved = {
-            **state_dict,
-            "dirpath": self.dirpath,
-            "best_model_path": here(state_dict.get("best_model_path", "")),
-            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
-            "last_model_path": here(state_dict.get("last_model_path", "")),
-            "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
-        }
-        return super().load_state_dict(moved)
+        moved = {k: here(state_dict.get(k, "")) for k in ("best_model_path", "kth_best_model_path", "last_model_path")}
+        moved["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        return super().load_state_dict({**state_dict, "dirpath": self.dirpath, **moved})

@@ -1,12 +1,9 @@
-"""Synthetic data as whole tensors, served as whole batches.
+"""Synthetic data as whole tensors, served as whole batches: the model is tiny, so a per-sample Dataset +
+collate would dominate the step time. Each split is generated once as (x, y) tensors; an epoch is one
+permutation, and each batch one indexing operation.
 
-The model is tiny, so a per-sample Dataset + collate would dominate the step time.
-Each split is generated once as (x, y) tensors; an epoch is one permutation and
-each batch is one indexing operation.
-
-Seeds: the training set and its shuffling follow the run's `seed`; the validation
-and test sets follow `data.seed` only, so runs with different model seeds are
-scored on exactly the same sequences.
+Seeds: the training set and its shuffling follow the run's `seed`; the validation and test sets follow
+`data.seed` only, so runs with different model seeds are scored on exactly the same sequences.
 """
 
 from __future__ import annotations
@@ -24,15 +21,15 @@ from attnlab.tasks import derive_seed, make_split, split_seed
 class TensorBatches:
     """An iterable of (x, y) batches sliced from whole tensors; reshuffled every epoch.
 
-    The shuffle of epoch e is a pure function of (seed, e), so a run resumed at epoch e
-    sees the same batches as one that never stopped (the epoch is the trainer's `current_epoch`
-    as the pass starts). Under DDP each rank takes every world_size-th sample of the permutation.
+    The shuffle of epoch e (the trainer's `current_epoch` as the pass starts) is a pure function of (seed, e),
+    so a run resumed at epoch e sees the same batches as one that never stopped. Under DDP each rank takes
+    every world_size-th sample of the permutation.
 
-    Resumable mid-epoch (Lightning saves `state_dict()` in checkpoints and loads it back before
-    iterating): a run stopped after k batches of an epoch continues with batch k + 1 of the same
-    permutation, so a mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too. The batches done
-    are counted as they reach a training step (`SyntheticDataModule.on_after_batch_transfer`), not as
-    they are fetched: Lightning fetches one ahead.
+    Resumable mid-epoch (Lightning saves `state_dict()` in checkpoints and loads it back before iterating):
+    a run stopped after k batches of an epoch continues with batch k + 1 of the same permutation, so a
+    mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too. The batches done are counted as they
+    reach a training step (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched:
+    Lightning fetches one ahead.
     """
 
     def __init__(

@@ -1,10 +1,7 @@
-"""The self-attention sequence classifier of the seeds, from scratch.
-
-x (B, L, n) -> input projection -> [positional encoding] -> num_layers x multi-head
-self-attention -> pooling over the sequence -> linear head -> logits (B, 2).
-
-Deliberately nothing else (no feed-forward block, residual or normalisation): the
-point of the project is what attention + pooling alone can and cannot learn.
+"""The self-attention sequence classifier of the seeds, from scratch: x (B, L, n) -> input projection ->
+[positional encoding] -> num_layers x multi-head self-attention -> pooling over the sequence -> linear head
+-> logits (B, 2). Deliberately nothing else (no feed-forward block, residual or normalisation): the point
+of the project is what attention + pooling alone can and cannot learn.
 """
 
 from __future__ import annotations
@@ -33,11 +30,8 @@ class SelfAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, scale: str) -> None:
         super().__init__()
         self.num_heads, self.d_head = num_heads, d_model // num_heads  # divisible: config.validate
-        # One matrix each for all positions and all heads: Q = X W_q, K = X W_k, V = X W_v.
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        # One matrix each for all positions and all heads: Q = X W_q, K = X W_k, V = X W_v; then the output's.
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model) for _ in range(4))
         self.scale = SCALES.build(scale, self.d_head)
 
     def split_heads(self, t: Tensor) -> Tensor:  # (B, L, D) -> (B, H, L, Dh)

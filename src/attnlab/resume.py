@@ -83,7 +83,7 @@ _checked: dict[str, Plan] = {}  # plans made by a run's checks (preflight, the s
 
 def check(c: dict[str, Any], folder: Path) -> Plan:
     """Every check a resume or a `ckpt_path` needs (ConfigError); the plan is kept for the run's `plan`."""
-    made = _checked[plan_key(c, folder)] = make_plan(c, folder, recorded=True)
+    _checked[canonical([str(folder.resolve()), c])] = made = make_plan(c, folder, recorded=True)
     return made
 
 
@@ -91,11 +91,11 @@ def plan(c: dict[str, Any], folder: Path) -> Plan:
     """The run's plan: the one its checks made in this process (taken, so that a later run re-checks), else
     made now (a sweep job in a worker process, whose sweep checked it; `train` called directly, without
     Hydra's record of the config). The checkpoints are read once per run."""
-    return _checked.pop(plan_key(c, folder), None) or make_plan(c, folder, recorded=False)
+    return _checked.pop(canonical([str(folder.resolve()), c]), None) or make_plan(c, folder, recorded=False)
 
 
-def plan_key(c: dict[str, Any], folder: Path) -> str:
-    return json.dumps([str(folder.resolve()), c], sort_keys=True, default=str)
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
@@ -107,16 +107,15 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: nothing depends on its config
-        given = check_start_checkpoint(c)
-        return Plan(given, 0, 0, own=False) if given else Plan(None, 0, 0, own=False)
+        return Plan(check_start_checkpoint(c), 0, 0, own=False)
     path, ckpt = newest
     saved = saved_config(folder)
-    if saved is None and recorded:
+    if saved is not None:
+        check_same_run(saved, c, folder)
+    elif recorded:
         raise ConfigError(
             "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
         )
-    if saved is not None:
-        check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     timer = c["callbacks"].get("timer")
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
@@ -162,30 +161,25 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
 
 def duration_seconds(duration: Any) -> float:
     """A Timer duration ("DD:HH:MM:SS" or {days, hours, ...}) in seconds; infinite for None (no limit)."""
-
     if duration is None:
         return float("inf")
-    if isinstance(duration, dict):
-        return datetime.timedelta(**duration).total_seconds()
-    days, hours, minutes, seconds = (int(part) for part in str(duration).split(":"))
-    return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    if not isinstance(duration, dict):
+        duration = dict(zip(("days", "hours", "minutes", "seconds"), map(int, str(duration).split(":")), strict=True))
+    return datetime.timedelta(**duration).total_seconds()
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
     """Refuse a resume whose config (`new`) differs from the run's saved one (`saved`, read by
     config.saved_config: checked against the schema) outside RESUMABLE."""
     a, b = flatten(saved), flatten(new)
-
-    def same(x: Any, y: Any) -> bool:  # by type too: limit_train_batches=1 (one batch) is not 1.0 (all)
-        return json.dumps(x, sort_keys=True, default=str) == json.dumps(y, sort_keys=True, default=str)
-
+    # compared as JSON, so by type too: limit_train_batches=1 (one batch) is not 1.0 (all)
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
         if k not in RESUMABLE
         and k not in IGNORED_ON_RESUME
         and not k.startswith(RESUMABLE_CALLBACKS)
-        and not same(a.get(k), b.get(k))
+        and canonical(a.get(k)) != canonical(b.get(k))
     ]
     if changed:
         raise ConfigError(
@@ -196,28 +190,26 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         )
 
 
-def group_options(group: str) -> list[str]:
-    """The options of a config group: conf/<group>/<name>.yaml."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
 def check_saved_override(item: str, source: Path) -> None:
     """An entry of a run's or sweep's saved overrides is input, like any file read back: it may set only the
     project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
     only to options that exist in conf/ (by plain name: a `../` path would load any YAML file), and any
     other key only to a plain value (no `${...}` interpolation). Anything else is refused with one line."""
-
-    key, _, value = item.partition("=")
+    key, sep, value = item.partition("=")
     key = key.lstrip("+~")
 
     def refuse(why: str) -> None:
         raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
 
-    if not _ or "_target_" in item:
+    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
+    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
+    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
+    ours = key in CONFIG_GROUPS or key in schema or key.startswith("callbacks.")
+    if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:
         # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
-        options = group_options(key)
+        options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))  # conf/<group>/<name>.yaml
         inner = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
@@ -225,12 +217,6 @@ def check_saved_override(item: str, source: Path) -> None:
         return
     if key in NOT_FROM_RECORDS:
         refuse(f"{key} is not taken from a record (give it on the command line)")
-    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
-    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
-    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
-    allowed = key in schema or key.startswith("callbacks.") or trainer_argument(key)
-    if not allowed:
-        refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if UNSAFE_VALUE.search(value):
         refuse("a saved value must be plain (no ${...} interpolation, no control characters)")
 
@@ -265,14 +251,12 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
         launch = list(saved["hydra"]["overrides"]["hydra"]) if sweep else []
     except Exception as e:
         raise ConfigError("resume", str(folder), f"{record} is unreadable ({type(e).__name__})") from e
-    kept = []
     for item in [*task, *launch]:
         if not isinstance(item, str):
             raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not an override")
-    for item in task:
-        if item.split("=", 1)[0] != "resume":  # this resume sets its own
-            check_saved_override(item, record)
-            kept.append(item)
+    kept = [item for item in task if item.split("=", 1)[0] != "resume"]  # this resume sets its own
+    for item in kept:
+        check_saved_override(item, record)
     for item in launch:
         key = item.split("=", 1)[0]
         if key in ("hydra.sweep.dir", "hydra.mode"):  # set again by this resume and by -m
@@ -302,10 +286,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     flags = [a for a in argv[1:] if a.startswith("-")]
     now = [a for a in argv[1:] if not a.startswith("-") and a.split("=", 1)[0] != "resume"]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
-    overrides: dict[str, str] = {}  # key -> override; later ones win
-    for item in [*saved, *now, "resume=true", where]:
-        overrides[item.split("=", 1)[0].lstrip("+~")] = item
-    return [argv[0], *flags, *overrides.values()]
+    overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
+    return [argv[0], *flags, *overrides.values()]  # one per key, the last given
 
 
 def preflight(config: Any) -> Path:
@@ -331,15 +313,11 @@ class RunFolderCallback(Callback):
     into warnings, so a refusal exits here.)"""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        import sys
-
         try:
             folder = preflight(config)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
         except Exception as e:  # Hydra would turn it into a warning and run unchecked: a refusal instead
-            print(f"error: the run's checks failed: {type(e).__name__}: {e}", file=sys.stderr)
+            why = e if isinstance(e, ConfigError) else f"the run's checks failed: {type(e).__name__}: {e}"
+            print(f"error: {why}", file=sys.stderr)
             sys.exit(1)
         if folder != Path(str(config.hydra.run.dir)):
             with read_write(config.hydra):

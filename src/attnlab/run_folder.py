@@ -1,16 +1,10 @@
 """Run folders: one run per folder, locked while it runs, its status, and what is read back from it.
 
-A folder *holds a run* once it has `.hydra/` (written by Hydra when the run starts). The rules:
-- A new run claims a folder of its own. The default name (a timestamp) gets a `-2`, `-3`, ...
-  suffix when the folder is taken, so two runs started in the same second never share one; an
-  explicit `hydra.run.dir` / `hydra.sweep.dir` that holds a run is refused.
-- While a run or sweep works in a folder it holds an exclusive lock on `<folder>/.lock`
-  (`fcntl.flock`, released by the kernel when the process dies, even by SIGKILL), so a second
-  process can neither start nor resume a run that is still running.
-- A resume continues the *same* run (attnlab.resume says what may change).
-- The status of a run is in its folder: `metrics.json` (finished), `FAILED` (error, with the
-  traceback) or `INTERRUPTED` (stopped by a signal, resumable). Both markers are removed when the
-  run is resumed.
+A folder *holds a run* once it has `.hydra/` (written by Hydra when the run starts). While a run or sweep
+works in a folder it holds an exclusive lock on `<folder>/.lock` (`fcntl.flock`, released by the kernel when
+the process dies, even by SIGKILL), so a second process can neither start nor resume a run still running.
+A run's status is in its folder: `metrics.json` (finished), `FAILED` (error, with the traceback) or
+`INTERRUPTED` (stopped by a signal, resumable); a resume removes both markers.
 """
 
 from __future__ import annotations
@@ -32,9 +26,6 @@ PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, u
 SWEEP_JOBS_ENV = "ATTNLAB_SWEEP_JOBS"  # a sweep's job count, for its jobs' "job k/N" lines (set by the sweeper)
 
 _held: dict[str, FileLock] = {}  # folder -> its lock, held by this process
-
-
-# ---------------------------------------------------------------- locks and claims
 
 
 def try_lock(folder: Path) -> bool:
@@ -93,8 +84,9 @@ def holds_run(folder: Path, marker: str = ".hydra") -> bool:
 def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
     """Claim `folder` for a run (marker `.hydra`) or a sweep (marker `multirun.yaml`) and lock it.
 
-    New, default name: the first of folder, folder-2, folder-3, ... that is free. New, explicit name:
-    refused if it holds a run. Resuming: the folder must hold the run, and nobody else may run it."""
+    New, default name (a timestamp): the first of folder, folder-2, folder-3, ... that is free, so two runs
+    started in the same second never share one. New, explicit name: refused if it holds a run. Resuming:
+    the folder must hold the run (attnlab.resume says what may change), and nobody else may run it."""
     base = Path(folder)
     what = "sweep" if marker == "multirun.yaml" else "run"
     for n in range(1, 10_000):
@@ -125,17 +117,9 @@ def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: 
     raise ConfigError(key, str(base), "no free folder name")
 
 
-# ---------------------------------------------------------------- status and files
-
-
 def write_marker(folder: Path, name: str, text: str) -> None:
     with contextlib.suppress(OSError):  # the disk that failed the run may not take the note
         (folder / name).write_text(text)
-
-
-def clear_markers(folder: Path) -> None:
-    for name in (FAILED, INTERRUPTED):
-        (folder / name).unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -147,11 +131,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def status(folder: Path) -> tuple[str, str]:
     """(status, reason): ok | failed | interrupted | unfinished. A marker wins over metrics.json,
     so a failed run that something else wrote metrics into is still reported as failed."""
-    for name, state in ((FAILED, "failed"), (INTERRUPTED, "interrupted")):
-        path = folder / name
-        if path.is_file():
-            lines = path.read_text(errors="replace").strip().splitlines()
-            return state, lines[-1] if lines else ""
+    for name in (FAILED, INTERRUPTED):
+        if (folder / name).is_file():
+            lines = (folder / name).read_text(errors="replace").strip().splitlines()
+            return name.lower(), lines[-1] if lines else ""
     metrics = folder / METRICS
     if metrics.is_file():
         try:
@@ -167,13 +150,11 @@ def status(folder: Path) -> tuple[str, str]:
 def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
     """`folder / relative` for a relative path read from a record (jobs.json's job folders), refused unless it
     stays inside `folder`: no absolute path, no `..`, nothing that resolves elsewhere (a symlink)."""
-    path = Path(relative) if isinstance(relative, str) and relative and "\x00" not in relative else None
-    if path is None or path.is_absolute() or ".." in path.parts or path.name in ("", "."):
+    path = Path(relative if isinstance(relative, str) and relative and "\x00" not in relative else "..")
+    inward = not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
+    if not (inward and (folder / path).resolve().is_relative_to(folder.resolve())):
         raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
-    target = folder / path
-    if not target.resolve().is_relative_to(folder.resolve()):
-        raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
-    return target
+    return folder / path
 
 
 def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:

@@ -28,8 +28,8 @@ class StopOnSignal(pl.Callback):
     # stops the run at a safe point with its checkpoint, then hands the signal over (see __exit__).
     HANDED_OVER = (signal.SIGUSR2,)
 
-    def __init__(self, checkpoint_path: Path) -> None:
-        self.checkpoint_path = checkpoint_path
+    def __init__(self, folder: Path) -> None:
+        self.checkpoint_path = folder / "checkpoints" / "interrupted.ckpt"
         self.signum: int | None = None
         self.saved: str | None = None
         self.trainer: pl.Trainer | None = None
@@ -37,17 +37,15 @@ class StopOnSignal(pl.Callback):
 
     def __enter__(self) -> StopOnSignal:
         # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.signal(sig, self.handle)
-        for sig in self.HANDED_OVER:
-            if callable(signal.getsignal(sig)):
+        for sig in (*self.SIGNALS, *self.HANDED_OVER):
+            if sig in self.SIGNALS or callable(signal.getsignal(sig)):
                 self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
         previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if self.signum in self.HANDED_OVER:  # the run has stopped and saved: now the runner's own handling
             previous[self.signum](self.signum, None)  # submitit: requeue the job, exit
 
@@ -59,17 +57,16 @@ class StopOnSignal(pl.Callback):
         trainer = self.trainer
         if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
             raise Interrupted(signum, trainer.global_step if trainer else None)
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
-            self.stop(trainer)
+        self.stop(trainer, trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking)
         # Fitting: stop at the next point a checkpoint resumes from exactly (the hooks below). Never in
         # the middle of an epoch's validation: a checkpoint taken there would count the epoch as done
         # and resume past a validation, and a best checkpoint, that never happened.
 
-    @staticmethod
-    def stop(trainer: pl.Trainer) -> None:
-        # Lightning's own flag (no public setter): its loops stop at the end of the current batch with
-        # SIGTERMException, after which `on_exception` saves the checkpoint.
-        trainer._signal_connector.received_sigterm = True
+    def stop(self, trainer: pl.Trainer, now: bool = True) -> None:
+        """After a signal (and where `now`), raise Lightning's own flag (no public setter): its loops stop at
+        the end of the current batch with SIGTERMException, after which `on_exception` saves the checkpoint."""
+        if self.signum is not None and now:
+            trainer._signal_connector.received_sigterm = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning 2.6 puts its own SIGTERM handler in front of ours when fitting starts; it raises the stop
@@ -79,23 +76,18 @@ class StopOnSignal(pl.Callback):
             signal.signal(signal.SIGTERM, self.handle)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        batch_idx = args[-1]
-        if self.signum is not None and batch_idx + 1 < trainer.num_training_batches:  # the epoch's last: validation
-            self.stop(trainer)
+        self.stop(trainer, args[-1] + 1 < trainer.num_training_batches)  # the epoch's last batch: validation first
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.signum is not None and not trainer.sanity_checking:
-            self.stop(trainer)
+        self.stop(trainer, not trainer.sanity_checking)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.signum is not None:
-            self.stop(trainer)
+        self.stop(trainer)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # The epoch's checkpoints are written after this hook runs (best.ckpt, then last.ckpt): a signal
         # during the first lets the second finish, then stops.
-        if self.signum is not None and trainer.state.fn == TrainerFn.FITTING:
-            self.stop(trainer)
+        self.stop(trainer, trainer.state.fn == TrainerFn.FITTING)
 
     def interrupted(self) -> Interrupted:
         assert self.signum is not None

@@ -13,6 +13,7 @@ Files under `output_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -60,47 +61,17 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
     """The datamodule and the LightningModule for a plain config (see `to_plain`)."""
-    data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
-    module = LitClassifier(model=c["model"], **c["optim"])
-    return data, module
+    return SyntheticDataModule(**c["data"], train_seed=c["seed"]), LitClassifier(model=c["model"], **c["optim"])
 
 
-def log_interval(c: dict[str, Any]) -> int:
-    """`trainer.log_every_n_steps`, at most one epoch's steps: an epoch shorter than the interval logs
-    train/loss once per epoch instead of never (and Lightning does not warn about it)."""
-    return max(1, min(c["trainer"]["log_every_n_steps"], training_batches(c)))
-
-
-def sweep_job() -> Any | None:
-    """Hydra's job node when this run is one job of a multirun, else None."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return HydraConfig.get().job
-    return None
-
-
-def torch_threads(requested: int | None) -> int | None:
+def set_threads(requested: int | None, hydra: Any | None) -> None:
     """`torch_threads`, or when unset under a parallel launcher (joblib), the cores divided among its
-    jobs, so that n_jobs processes do not each start one thread per core. None: PyTorch's default."""
+    jobs, so that n_jobs processes do not each start one thread per core. Neither: PyTorch's default."""
+    n_jobs = hydra.launcher.get("n_jobs") if hydra is not None and not requested else None
+    if n_jobs not in (None, 1):
+        requested = 1 if n_jobs < 0 else max(1, (os.cpu_count() or 1) // n_jobs)
     if requested:
-        return requested
-    if HydraConfig.initialized():
-        n_jobs = HydraConfig.get().launcher.get("n_jobs")
-        cores = os.cpu_count() or 1
-        if n_jobs is not None and n_jobs != 1:
-            return max(1, cores // (cores if n_jobs < 0 else n_jobs))
-    return None
-
-
-def start_checkpoint(c: dict[str, Any], out: Path) -> tuple[str | None, int]:
-    """The checkpoint to start from and its global step (attnlab.resume.plan), said where it is a resume."""
-    start = resume.plan(c, out)
-    if c["resume"] and start.own:
-        print(f"[attnlab] resuming {out} from {start.checkpoint.relative_to(out)} "  # type: ignore[union-attr]
-              f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
-    elif c["resume"]:
-        begin = f"from {start.checkpoint}" if start.checkpoint else "from the beginning"
-        print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {begin}", flush=True)
-    return (str(start.checkpoint) if start.checkpoint else None), start.step
+        torch.set_num_threads(requested)
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
@@ -118,15 +89,16 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
         c["resume"] = True
     out = Path(c["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    if run_folder.secondary_process():  # a DDP worker Lightning started: the main process owns the folder
-        with StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
-            return run(c, out, stop, extra_callbacks, began)
-    if not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
+    main = not run_folder.secondary_process()  # else a DDP worker Lightning started: the main process owns the folder
+    if main and not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
         raise ConfigError(
             "output_dir", str(out), "holds another run's checkpoints; resume it (resume=true) or use a new folder"
         )
-    with run_folder.locked(out, "output_dir"), StopOnSignal(out / "checkpoints" / "interrupted.ckpt") as stop:
-        run_folder.clear_markers(out)  # this attempt decides how the run ends
+    with run_folder.locked(out, "output_dir") if main else contextlib.nullcontext(), StopOnSignal(out) as stop:
+        if not main:
+            return run(c, out, stop, extra_callbacks, began)
+        for marker in (run_folder.FAILED, run_folder.INTERRUPTED):  # this attempt decides how the run ends
+            (out / marker).unlink(missing_ok=True)
         if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
             os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
         try:
@@ -148,25 +120,31 @@ def run(
 ) -> dict[str, Any]:
     """Build, fit, test and record one run (the parts below, in this order)."""
     with lightning_messages(c["verbose"]):
-        job = sweep_job()
-        start_from, start_step = start_checkpoint(c, out)
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+        job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
+        start = resume.plan(c, out)
+        if c["resume"] and start.own:
+            print(f"[attnlab] resuming {out} from {start.checkpoint.relative_to(out)} "  # type: ignore[union-attr]
+                  f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
+        elif c["resume"]:
+            begin = f"from {start.checkpoint}" if start.checkpoint else "from the beginning"
+            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {begin}", flush=True)
+        start_from = str(start.checkpoint) if start.checkpoint else None
         announce_start(c, out, job)
-        threads = torch_threads(c["torch_threads"])
-        if threads:
-            torch.set_num_threads(threads)
+        set_threads(c["torch_threads"], hydra)
         pl.seed_everything(c["seed"], workers=True, verbose=False)
         data, module = build(c)
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
         callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
-        logger = make_logger(c, out, start_from, start_step, origin)
+        logger = make_logger(c, out, start_from, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
         fitted = fit(trainer, module, data, start_from, stop)
         tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
         metrics = results(c, fitted, tested, callbacks, origin)
-        if trainer.is_global_zero and c["eval"]["seq_lens"]:  # the tested weights at other lengths
-            record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
         if trainer.is_global_zero:  # under DDP, one process writes the results
+            if c["eval"]["seq_lens"]:  # the tested weights at other lengths
+                record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
             record(c, out, trainer, logger, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
@@ -187,33 +165,20 @@ class RunCallbacks:
     ) -> None:
         ckpt_dir = out / "checkpoints"
         same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
+        kept = {"dirpath": ckpt_dir, "enable_version_counter": False, "same_run": same_run}
         # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
-        self.checkpoint = RunCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor="val/loss",
-            mode="min",
-            enable_version_counter=False,
-            same_run=same_run,
-        )
+        self.checkpoint = RunCheckpoint(filename="best", monitor="val/loss", mode="min", **kept)
         # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
         # in epochs that also improved the best one, so a resume could go back many epochs.
-        last = RunCheckpoint(
-            dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False, same_run=same_run
-        )
+        last = RunCheckpoint(filename="last", monitor=None, **kept)
         self.clock = StepClock()
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
-        early = c["early_stop"]
-        if early["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
+        if c["early_stop"]["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
             # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
             # has no val/loss, and Lightning's default check would fail the run there.
-            self.all.append(
-                EarlyStopping(
-                    "val/loss", min_delta=early["min_delta"], patience=early["patience"], check_on_train_epoch_end=False
-                )
-            )
+            self.all.append(EarlyStopping("val/loss", **c["early_stop"], check_on_train_epoch_end=False))
         self.diagnostics = AttentionDiagnostics(describe(c)) if c["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
@@ -243,7 +208,9 @@ def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: 
         **c["trainer"],
         "enable_progress_bar": show_progress,
         "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
-        "log_every_n_steps": log_interval(c),
+        # At most one epoch's steps: an epoch shorter than the interval logs train/loss once per epoch
+        # instead of never (and Lightning does not warn about it).
+        "log_every_n_steps": max(1, min(c["trainer"]["log_every_n_steps"], training_batches(c))),
     }
     return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out))
 
