@@ -142,6 +142,7 @@ BAD = [
     (["eval.seq_lens=[0]"], "eval.seq_lens=0 is invalid: lengths must be integers > 0"),
     (["data.seq_len=10000000"], "data.seq_len=10000000 is invalid: needs about 5645.8 GiB of memory, and"),
     (["eval.seq_lens=[1000000000]"], "eval.seq_lens=1000000000 is invalid: needs about"),
+    (["~seed"], "seed=None is invalid: must be set; the schema requires it (~seed deleted it)"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     BAD.append((["trainer=gpu"], "trainer.accelerator='gpu' is invalid: no CUDA GPU is visible here; use"))

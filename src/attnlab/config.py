@@ -278,6 +278,8 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
     """Refuse keys the schema lacks (Hydra's `+key=value` adds keys past it; the trainer section takes any
     other Trainer argument, `+trainer.max_steps=100`) and values their field's rules refuse."""
     known = {f.name: f for f in fields(schema)}
+    for key in known.keys() - c.keys():  # deleted by a `~key` override: the code reads every key of the schema
+        raise ConfigError(f"{prefix}{key}", None, f"must be set; the schema requires it (~{prefix}{key} deleted it)")
     for key, value in c.items():
         if key not in known and schema is TrainerConfig:
             check_trainer_extra(key, value)
