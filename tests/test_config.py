@@ -100,6 +100,7 @@ BAD = [
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 is invalid: must be null (no clipping)"),
     (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 is invalid: must be null (all)"),
     (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 is invalid: must be null (all)"),
+    (["trainer.limit_train_batches=nan"], "trainer.limit_train_batches=nan is invalid: must be null (all)"),
     (["trainer.limit_val_batches=1.5"], "trainer.limit_val_batches=1.5 is invalid: Lightning refuses it: You have"),
     (
         ["trainer.profiler=../x"],
@@ -174,3 +175,13 @@ def test_a_config_file_that_is_not_yaml_is_one_line(tmp_path) -> None:
         f"config file='{tmp_path / 'experiment' / 'typo.yaml'}:3:2' is invalid: not valid YAML: expected ',' or ']', "
         "but got ':'"
     )
+
+
+def test_a_dotted_trainer_key_is_no_argument_without_asking_lightning(monkeypatch) -> None:
+    import attnlab.config
+
+    def lightning(*_):  # importing Lightning for a name that cannot be an argument: a slower refusal
+        raise AssertionError("Lightning's signature was read")
+
+    monkeypatch.setattr(attnlab.config, "trainer_arguments", lightning)
+    assert not attnlab.config.trainer_argument("trainer.foo.bar")

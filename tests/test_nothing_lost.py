@@ -734,6 +734,7 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
         ("seed=1\n", "a saved value must be plain"),
         ("+hydra.callbacks.x._target_=os.system", "no hydra.*, no _target_"),
         ("hydra.searchpath=[file:///tmp]", "no hydra.*"),
+        ("trainer.foo.bar=1", "may only set the project's config keys"),
     ],
 )
 def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:

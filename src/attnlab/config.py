@@ -40,8 +40,8 @@ Rule = tuple[Callable[[Any], bool], str]
 POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
 AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be an integer >= 1")
 NOT_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
-# Lightning takes 0 (skip the stage); a run needs all three stages
-NOT_ZERO: Rule = (lambda v: v != 0, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
+# Lightning takes 0 (skip the stage); a run needs all three stages. (NaN: Lightning takes it too, then fails.)
+SOME_BATCHES: Rule = (lambda v: v != 0 and v == v, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
 CUDA: Rule = (
     lambda v: v not in ("gpu", "cuda") or torch.cuda.is_available(),
     "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
@@ -113,9 +113,9 @@ class TrainerConfig:
         None, (lambda v: math.isfinite(v) and v >= 0, "must be null (no clipping) or a number >= 0")
     )
     fast_dev_run: bool | int = False
-    limit_train_batches: int | float | None = checked(None, NOT_ZERO)  # an int counts batches, a float is a fraction
-    limit_val_batches: int | float | None = checked(None, NOT_ZERO)
-    limit_test_batches: int | float | None = checked(None, NOT_ZERO)
+    limit_train_batches: int | float | None = checked(None, SOME_BATCHES)  # an int counts batches; a float: a fraction
+    limit_val_batches: int | float | None = checked(None, SOME_BATCHES)
+    limit_test_batches: int | float | None = checked(None, SOME_BATCHES)
     overfit_batches: int | float = 0.0
     profiler: str | None = None  # simple | advanced | pytorch
     enable_progress_bar: bool = True
@@ -239,7 +239,8 @@ def trainer_arguments() -> dict[str, Any]:
 def trainer_argument(key: str) -> bool:
     """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
     section, _, name = key.partition(".")
-    return section == "trainer" and name in trainer_arguments() and name not in SET_BY_ATTNLAB
+    # (a dotted name is no argument: refused without importing Lightning)
+    return section == "trainer" and "." not in name and name in trainer_arguments() and name not in SET_BY_ATTNLAB
 
 
 def check_trainer_extra(name: str, value: Any) -> None:
