@@ -337,8 +337,7 @@ def check_memory(
 
 def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
     """`eval.*`: every length possible for the task and encoding (and trained, unless eval.untrained says
-    otherwise), before anything is trained or evaluated."""
-    check_section(ev, EvalSection, "eval.")
+    otherwise), before anything is trained or evaluated. (Each key's own rules: `check_section`.)"""
     for length in ev["seq_lens"]:
         if not (fits(length, int) and length > 0):
             raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
@@ -399,7 +398,10 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
     import pytorch_lightning as pl
 
-    logging.disable(logging.WARNING)  # Lightning's "GPU available: ...", said again by the run itself
+    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)  # Lightning's "GPU available: ...", said again by the run itself
     try:
         pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
     except Exception as e:
@@ -413,7 +415,8 @@ def check_trainer(trainer: dict[str, Any]) -> None:
             raise ConfigError("trainer", given, f"Lightning refuses it: {message}") from e
         raise ConfigError(f"trainer.{key}", trainer[key], f"Lightning refuses it: {message}") from e
     finally:
-        logging.disable(logging.NOTSET)
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
     _trainers_checked.add(checked_key)
 
 

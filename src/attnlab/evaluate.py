@@ -33,7 +33,7 @@ import torch
 
 from attnlab import run_folder
 from attnlab.board import EVENTS
-from attnlab.config import check_eval, run_config, untrained_reason
+from attnlab.config import EvalSection, check_eval, check_section, run_config, untrained_reason
 from attnlab.errors import ConfigError
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import wilson
@@ -135,6 +135,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
     if not ev["seq_lens"]:
         raise ConfigError("eval.seq_lens", ev["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
+    check_section(ev, EvalSection, "eval.")
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")

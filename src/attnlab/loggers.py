@@ -110,9 +110,10 @@ MONITORABLE = ("val/loss", "val/acc", "val/acc_best", "train/acc")
 
 
 def callback_class(name: str) -> type:
+    class_name = CALLBACKS.get(name)  # an unknown name is refused before Lightning is imported
     import pytorch_lightning.callbacks
 
-    return getattr(pytorch_lightning.callbacks, CALLBACKS.get(name))
+    return getattr(pytorch_lightning.callbacks, class_name)
 
 
 def check_callbacks(chosen: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ start from another run's checkpoint (`ckpt_path`). Refusals are ConfigErrors, be
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 import shlex
@@ -190,6 +191,12 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         )
 
 
+@functools.cache
+def schema_keys() -> frozenset[str]:
+    """Every dotted key of the schema (the saved overrides of a resume are checked against them)."""
+    return frozenset(flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))  # type: ignore[arg-type]
+
+
 def check_saved_override(item: str, source: Path) -> None:
     """An entry of a run's or sweep's saved overrides is input, like any file read back: it may set only the
     project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
@@ -203,8 +210,7 @@ def check_saved_override(item: str, source: Path) -> None:
 
     # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
     # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
-    schema = flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))  # type: ignore[arg-type]
-    ours = key in CONFIG_GROUPS or key in schema or key.startswith("callbacks.")
+    ours = key in CONFIG_GROUPS or key in schema_keys() or key.startswith("callbacks.")
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:

@@ -25,7 +25,8 @@ def process_age() -> float | None:
 
 def process_seconds(began: float) -> float:
     """Seconds since this process started (imports included), or since `began` where unknown."""
-    return process_age() or time.perf_counter() - began
+    age = process_age()
+    return age if age is not None else time.perf_counter() - began
 
 
 def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: int, window: int) -> float | None:

@@ -10,7 +10,8 @@ import sys
 from attnlab.bench.contestants import replay
 from attnlab.bench.measure import step_worker
 
-what, arg, *device = sys.argv[1:]
-if what not in ("step", "replay"):
-    raise SystemExit(f"unknown worker {what!r}: step or replay")
-print(json.dumps(step_worker(json.loads(arg)) if what == "step" else replay(arg, *device)))
+if __name__ == "__main__":
+    what, arg, *device = sys.argv[1:]
+    if what not in ("step", "replay"):
+        raise SystemExit(f"unknown worker {what!r}: step or replay")
+    print(json.dumps(step_worker(json.loads(arg)) if what == "step" else replay(arg, *device)))
