@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -92,15 +93,41 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_train(tmp_path, *overrides)
 
 
+# The environment the tests run the command line in (a test adds to it).
+CLI_ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+
+
+@functools.cache
+def warm_server() -> Path:
+    """This pytest worker's warm server (tests/warm.py), started at its first use; its socket."""
+    import atexit
+    import shutil
+    import tempfile
+
+    socket_path = Path(tempfile.mkdtemp(prefix="attnlab-warm-")) / "socket"
+    command = [sys.executable, "-m", "tests.warm", str(socket_path)]
+    server = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    atexit.register(shutil.rmtree, socket_path.parent, ignore_errors=True)
+    atexit.register(server.kill)  # (atexit: last registered, first run)
+    return socket_path
+
+
+def python() -> list[str]:
+    """The command that runs `python SCRIPT ARGS` for a test: a process of its own, forked from a server
+    that has done the imports already (tests/warm.py); python itself until the server answers. For a test
+    about the start-up, or one that SIGKILLs the process or its group: [sys.executable]."""
+    return [sys.executable, "-S", str(ROOT / "tests" / "warm_run.py"), str(warm_server())]
+
+
 def run_train(
     *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python scripts/train.py ARGS` in a fresh process, from `cwd` (its outputs/ lands there);
-    `env`: variables to add."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", **(env or {})}
+    """`python scripts/train.py ARGS` in a process of its own (`python()`), from `cwd` (its outputs/ lands
+    there); `env`: variables to add."""
     return subprocess.run(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+        [*python(), str(TRAIN), *args], cwd=cwd, env={**CLI_ENV, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 @pytest.fixture

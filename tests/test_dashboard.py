@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from attnlab.board import METRICS
 from attnlab.dashboard import HPARAMS, LAYOUT, is_debug
 from attnlab.tbserver import get_json, tensorboard
 
-from .conftest import ROOT, TINY, read_metrics, run_train
+from .conftest import CLI_ENV, ROOT, TINY, python, read_metrics, run_train
 
 pytestmark = pytest.mark.slow
 GRID = ["data=halfswap,uniform", "model.pos_enc=none,rope"]
@@ -133,13 +132,14 @@ CHROMIUM = next((b for b in ("chromium", "chromium-browser", "google-chrome") if
 def test_screenshots_of_every_tab(logdir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
-            sys.executable,
+            *python(),
             str(ROOT / "scripts" / "screenshots.py"),
             str(logdir / "sweep"),
             str(tmp_path),
             "--runs",
             "rope",
         ],
+        env=CLI_ENV,
         capture_output=True,
         text=True,
         timeout=600,

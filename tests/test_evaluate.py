@@ -17,13 +17,15 @@ from attnlab.module import load_module
 from attnlab.report import collect
 from attnlab.verdict import wilson
 
-from .conftest import ROOT, TINY, compose_train, read_metrics, run_train, tensorboard_run
+from .conftest import CLI_ENV, ROOT, TINY, compose_train, python, read_metrics, run_train, tensorboard_run
 
 EVALUATE = ROOT / "scripts" / "evaluate.py"
 
 
 def evaluate(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EVALUATE), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*python(), str(EVALUATE), *args], cwd=cwd, env=CLI_ENV, capture_output=True, text=True, timeout=600
+    )
 
 
 def refused_early(*args: str, cwd) -> str:

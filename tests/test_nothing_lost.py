@@ -26,11 +26,13 @@ from attnlab.naming import job_dirname
 from attnlab.train import train
 
 from .conftest import (
+    CLI_ENV,
     ROOT,
     TINY,
     TRAIN,
     compose_train,
     image_steps,
+    python,
     read_metrics,
     refused_in_process,
     run_train,
@@ -66,11 +68,12 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert same_weights(a / "checkpoints" / name, b / "checkpoints" / name), name
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def start(*args: str, cwd: Path, sigkill: bool = False) -> subprocess.Popen:
+    """`python scripts/train.py ARGS`, running; `sigkill`: the test SIGKILLs it and acts at once (python itself)."""
     return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [*([sys.executable] if sigkill else python()), str(TRAIN), *args], cwd=cwd, env=CLI_ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -373,7 +376,7 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(cli_sweep
     whole = {seed: read_metrics(job_dir(sweep, seed)) for seed in ("seed=0", "seed=1")}
     (job_dir(sweep, "seed=1") / "metrics.json").write_text('{"test/acc": 0.9')  # cut short
     report = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep)], capture_output=True, text=True
+        [*python(), str(ROOT / "scripts" / "report.py"), str(sweep)], env=CLI_ENV, capture_output=True, text=True
     )
     assert report.returncode == 1 and "metrics.json is unreadable" in report.stdout
     (job_dir(sweep, "seed=0") / "metrics.json").unlink()
@@ -398,7 +401,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     train(compose_train(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
 
     sweep = tmp_path / "sweep"
-    proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = start("-m", *args, "seed=1", "model.num_heads=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path, sigkill=True)
     job = job_dir(sweep, "num_heads=1", proc)  # the folder: the values that vary
     wait_for(job / "checkpoints" / "last.ckpt", proc)  # the first epoch's (64 steps)
     # some way into the next epoch: steps of it are in the job's TensorBoard file, which the resume must hide

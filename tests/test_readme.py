@@ -21,7 +21,7 @@ import torch
 
 from attnlab import run_folder
 
-from .conftest import ROOT, TINY, run_train, start_local_slurm, stop_local_slurm
+from .conftest import ROOT, TINY, python, run_train, start_local_slurm, stop_local_slurm
 
 README = ROOT / "README.md"
 
@@ -109,8 +109,14 @@ def test_every_readme_command_runs(tmp_path: Path, slurm_env) -> None:
     run, sweep = tmp_path / "run0", tmp_path / "base_sweep"
     proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    env = {**(slurm_env or os.environ), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["PYTHONWARNINGS"] = "ignore"
+    # `python SCRIPT.py` and make's $(PY) SCRIPT.py run by the tests' warm server (conftest.python)
+    shim = tmp_path / "bin" / "python"
+    shim.parent.mkdir()
+    warm = shlex.join(python())
+    shim.write_text(f'#!/bin/sh\ncase "$1" in *.py) exec {warm} "$@";; esac\nexec {shlex.quote(sys.executable)} "$@"\n')
+    shim.chmod(0o755)
+    path = f"{shim.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**(slurm_env or os.environ), "PATH": path, "MAKEFLAGS": f"PY={shim}", "PYTHONWARNINGS": "ignore"}
     skipped, wrote = [], []
     for n, original in enumerate(commands):
         command = adapt(original, tmp_path, run, sweep, n, slurm=slurm_env is not None)

@@ -14,7 +14,7 @@ import torch
 from attnlab.checkpoints import AtomicCheckpointIO
 from attnlab.train import train
 
-from .conftest import TINY, TRAIN, compose_train, read_metrics, run_train, scalar_values
+from .conftest import CLI_ENV, TINY, TRAIN, compose_train, python, read_metrics, run_train, scalar_values
 
 # Long enough to be killed in the middle: 64 steps per epoch.
 LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "model.pos_enc=sinusoidal"]
@@ -77,8 +77,9 @@ def test_corrupt_checkpoint_never_trains_from_scratch(train_cli, tmp_path: Path)
 
 def start(run_dir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(TRAIN), *LONGER, *args, f"hydra.run.dir={run_dir}"],
+        [*python(), str(TRAIN), *LONGER, *args, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent,
+        env=CLI_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from attnlab.checkpoints import read_checkpoint
 from attnlab.train import train
 
-from .conftest import TINY, TRAIN, compose_train, scalar_steps, start_local_slurm, stop_local_slurm
+from .conftest import TINY, TRAIN, compose_train, python, scalar_steps, start_local_slurm, stop_local_slurm
 from .test_nothing_lost import RESULT_KEYS, same_weights
 
 MISSING = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
@@ -66,7 +65,7 @@ def no_sweep_left_behind():
 
 def sweep_on_slurm(env: dict[str, str], sweep: Path, *args: str) -> subprocess.Popen:
     log = open(sweep.parent / f"{sweep.name}.log", "w")  # noqa: SIM115 (the process writes it)
-    command = [sys.executable, str(TRAIN), "-m", *args, "hydra/launcher=slurm", "hydra.launcher.partition=debug"]
+    command = [*python(), str(TRAIN), "-m", *args, "hydra/launcher=slurm", "hydra.launcher.partition=debug"]
     proc = subprocess.Popen(
         [*command, f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -157,7 +156,7 @@ def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm
     (said,) = [line for line in log.splitlines() if line.startswith("[attnlab] SLURM job")]
     assert "2 tasks" in said and f"logs in {sweep}/.slurm/" in said
     continued = subprocess.run(
-        [sys.executable, str(TRAIN), "-m", f"resume={sweep}", "hydra/launcher=slurm", "hydra.launcher.partition=debug"],
+        [*python(), str(TRAIN), "-m", f"resume={sweep}", "hydra/launcher=slurm", "hydra.launcher.partition=debug"],
         cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert continued.returncode == 1, continued.stderr[-3000:]  # the NaN job fails again, as it should

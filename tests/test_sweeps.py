@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from attnlab.evaluate import evaluate_run
 from attnlab.train import train
 
-from .conftest import CONF, ROOT, TINY, compose_train, read_metrics, run_train
+from .conftest import CLI_ENV, CONF, ROOT, TINY, compose_train, python, read_metrics, run_train
 
 # 2 seeds x 2 learning rates; lr=1e30 makes the loss NaN at step 1, so those 2 jobs fail at run time.
 LAUNCHER_MESSAGES = "hydra.hydra_logging.root.level=INFO"  # Hydra's launcher says which it is (quiet by default)
@@ -69,7 +69,7 @@ def test_basic_launcher_and_report(basic_sweep, tmp_path: Path) -> None:
     # scripts/report.py gives the same files again, and says that jobs failed with its exit code
     (sweep_dir / "results.csv").unlink()
     report = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep_dir)], capture_output=True, text=True
+        [*python(), str(ROOT / "scripts" / "report.py"), str(sweep_dir)], env=CLI_ENV, capture_output=True, text=True
     )
     assert report.returncode == 1 and "Jobs without results" in report.stdout
     check_sweep(proc, sweep_dir)

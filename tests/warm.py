@@ -1,0 +1,156 @@
+"""A warm interpreter for the tests' command-line runs: `python scripts/train.py ...` forked from a process
+that has already imported torch, Lightning and Hydra, so that a test's run skips the ~3-5 s of imports.
+
+Most of the suite's time went to those imports, paid again by every one of its ~170 processes. The script
+still runs as a process of its own, as `python SCRIPT ARGS` would: its own pid, argv, working directory,
+environment, stdin/stdout/stderr, signal handling and exit status (a death by signal included). What
+differs is only what happened before its first line: the imports were done by the parent.
+
+Two parts:
+- the server (`serve`, one per pytest worker, started by conftest.warm_command): imports, then for each
+  request forks a child that runs the script with `runpy`, and reports its exit status;
+- the relay (tests/warm_run.py): what a test starts in place of `python SCRIPT`. It hands its stdin,
+  stdout and stderr to the server, forwards the signals it gets to the child and exits as the child did,
+  so `subprocess.run`/`Popen` see the script's own process (its pid aside).
+
+Not for tests about the start-up itself (signals during the imports, what is imported, import times), nor
+for ones that SIGKILL the process or its group: the relay dies alone (its child follows it, a moment
+later, when the relay's pipe closes). Those start `python` itself. So does the relay when no server
+answers, or the request's interpreter settings (`KEY`) differ from the server's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+
+# Read once by the interpreter at its start: a request may differ from the server in none of them.
+KEY = ("PYTHONWARNINGS", "PYTHONPATH", "OMP_NUM_THREADS", "PYTHONPROFILEIMPORTTIME", "PYTHONHASHSEED",
+       "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONSAFEPATH")  # fmt: skip
+IDLE_EXIT_S = 900  # with no child and no request for this long, the server exits (its pytest worker is gone)
+
+
+def key(env: dict[str, str]) -> dict[str, str | None]:
+    return {name: env.get(name) for name in KEY}
+
+
+def receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """One request: a 4-byte length, then JSON {argv, cwd, env}, with the relay's four fds."""
+    head, fds, _, _ = socket.recv_fds(conn, 4, 4)
+    size = int.from_bytes(head, "big")
+    body = b""
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ConnectionError("the relay went away mid-request")
+        body += chunk
+    return json.loads(body), fds
+
+
+def tell(conn: socket.socket, line: str) -> None:
+    with contextlib.suppress(OSError):  # the relay is gone (killed): its child follows it, nobody is left to tell
+        conn.sendall(f"{line}\n".encode())
+
+
+def serve(path: str) -> dict | None:
+    """Import, then answer requests until idle or orphaned. Returns in a forked child only: the request it runs."""
+    import matplotlib.figure  # noqa: F401
+    import pytorch_lightning  # noqa: F401
+    import torch  # noqa: F401
+    from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+
+    import attnlab.evaluate
+    import attnlab.report
+    import attnlab.train  # noqa: F401
+
+    # A fork copies only the thread that calls it: nothing may run beside this one.
+    assert threading.active_count() == 1, threading.enumerate()
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    idle_since = time.monotonic()
+    while True:
+        for _ in sel.select(timeout=0.02 if children else 1.0):
+            conn, _ = listener.accept()
+            try:
+                request, fds = receive(conn)
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            if key(request["env"]) != key(dict(os.environ)):
+                tell(conn, "no")  # the relay starts python itself
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                for other in children.values():
+                    other.close()
+                conn.close()
+                start_child(request, fds)
+                return request
+            for fd in fds:
+                os.close(fd)
+            tell(conn, f"pid {pid}")
+            children[pid] = conn
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            with children.pop(pid) as conn:
+                how = (
+                    f"signal {os.WTERMSIG(status)}"
+                    if os.WIFSIGNALED(status)
+                    else f"exit {os.waitstatus_to_exitcode(status)}"
+                )
+                tell(conn, how)
+        if children:
+            idle_since = time.monotonic()
+        elif os.getppid() != parent or time.monotonic() - idle_since > IDLE_EXIT_S:
+            listener.close()
+            os.unlink(path)
+            return None
+
+
+def start_child(request: dict, fds: list[int]) -> None:
+    """In the forked child: become `python ARGV` as started by the relay."""
+    stdin, stdout, stderr, relay_alive = fds
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.set_inheritable(relay_alive, False)
+
+    def follow_the_relay() -> None:  # the relay's end of this pipe closes when it exits, however it dies
+        os.read(relay_alive, 1)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=follow_the_relay, daemon=True).start()
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = list(request["argv"])
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python SCRIPT` has it
+
+
+def main() -> None:
+    request = serve(sys.argv[1])
+    if request is not None:  # the child: the script, then the interpreter's own exit (atexit, flush, status)
+        runpy.run_path(request["argv"][0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The relay of tests/warm.py: `python -S tests/warm_run.py SOCKET SCRIPT ARGS...` behaves as `python SCRIPT
+ARGS...`, run by the warm server at SOCKET (or, where none answers, by python itself). Standard library
+only, and started without site (-S): it must cost next to nothing."""
+
+import json
+import os
+import signal
+import socket
+import sys
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def python_itself(argv: list[str], pending: list[int]) -> None:
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+    if pending:  # a signal came meanwhile: the end of a python still starting
+        os.kill(os.getpid(), pending[0])
+    os.execv(sys.executable, [sys.executable, *argv])
+
+
+def main() -> None:
+    path, argv = sys.argv[1], sys.argv[2:]
+    child, pending = [], []  # a signal before the child's pid is known waits for it
+
+    def forward(signum: int, frame: object) -> None:
+        if child:
+            os.kill(child[0], signum)
+        else:
+            pending.append(signum)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.connect(path)
+    except OSError:
+        python_itself(argv, pending)
+    alive_read, _alive_write = os.pipe()  # kept open until this process ends: the child follows it
+    body = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    socket.send_fds(server, [len(body).to_bytes(4, "big")], [0, 1, 2, alive_read])
+    server.sendall(body)
+    os.close(alive_read)
+    replies = server.makefile("r")
+    answer = replies.readline().split()
+    if answer != ["pid", *answer[1:]]:
+        python_itself(argv, pending)  # settings that differ from the server's (tests/warm.py KEY)
+    child.append(int(answer[1]))
+    for signum in pending:
+        os.kill(child[0], signum)
+    how, value = replies.readline().split()  # (reads resume after a forwarded signal: PEP 475)
+    if how == "signal":
+        signal.signal(int(value), signal.SIG_DFL)
+        os.kill(os.getpid(), int(value))
+    sys.exit(int(value))
+
+
+if __name__ == "__main__":
+    main()
