@@ -8,7 +8,6 @@ a type cannot express (positive sizes, divisibility, ...). The YAML files under 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError, check_typed, fits
 from attnlab.loggers import check_callbacks, check_logger
-from attnlab.naming import lookup  # (importing naming registers the attnlab_job_dir resolver)
+from attnlab.naming import canonical, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -389,7 +388,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     """Lightning checks its own arguments (accelerator, precision, devices, strategy, profiler, limits, ...):
     a Trainer is built from the run's trainer section and dropped (nothing is trained or written), once per
     distinct section, and what Lightning refuses becomes one line naming the key it names."""
-    checked_key = json.dumps(trainer, sort_keys=True, default=str)
+    checked_key = canonical(trainer)
     if checked_key in _trainers_checked:
         return
     for name, value in trainer.items():  # Lightning's annotations first (deterministic: bool | "warn", ...)

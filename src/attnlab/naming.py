@@ -1,10 +1,11 @@
 """The names the program gives and reads: a sweep job's folder (the values that vary between the jobs), a
 folder name that stays one path component, a value quoted for Hydra's override parser, the names a
-run's key settings are shown by, the value at a dotted key."""
+run's key settings are shown by, the value at a dotted key, a value spelled one way for comparing."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -95,6 +96,12 @@ def lookup(c: dict[str, Any], key: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def canonical(value: Any) -> str:
+    """One spelling of a plain value (a config, a section, a setting), whatever its keys' order: two are
+    the same value when their spellings are equal."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -33,7 +33,7 @@ from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import KEY_SETTINGS, flatten, safe_dirname
+from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.resume import continue_command
@@ -143,7 +143,7 @@ def varying(rows: Rows) -> list[str]:
 
 def distinct(rows: Rows, key: str) -> set[str]:
     """The values of `key` among the jobs that started, as JSON text (1 and 1.0 differ; None is null)."""
-    return {json.dumps(r["settings"].get(key), sort_keys=True) for r in rows if r["settings"]}
+    return {canonical(r["settings"].get(key)) for r in rows if r["settings"]}
 
 
 def column(key: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import re
 import shlex
 import sys
@@ -29,7 +28,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from attnlab import run_folder
 from attnlab.config import TrainConfig, saved_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
-from attnlab.naming import flatten, hydra_quote
+from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
 RESUMABLE = (
@@ -93,10 +92,6 @@ def plan(c: dict[str, Any], folder: Path) -> Plan:
     made now (a sweep job in a worker process, whose sweep checked it; `train` called directly, without
     Hydra's record of the config). The checkpoints are read once per run."""
     return _checked.pop(canonical([str(folder.resolve()), c]), None) or make_plan(c, folder, recorded=False)
-
-
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:

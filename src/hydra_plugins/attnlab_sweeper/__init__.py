@@ -15,7 +15,6 @@ them in a way that breaks string annotations on dataclasses: no `from __future__
 import copy
 import functools
 import itertools
-import json
 import re
 import signal
 import sys
@@ -34,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from attnlab import resume, run_folder, sweep_record
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.naming import flatten, hydra_quote, job_names, lookup
+from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 from attnlab.resume import CONFIG_GROUPS as GROUPS
 from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, stop_workers, warm_workers
 
@@ -112,29 +111,33 @@ class Composition:
         if self.plain is not None and all(self.plain_value_fits(o) for o in values):
             c = copy.deepcopy(self.plain)
             for override in values:
-                if override.input_line not in self.values:
-                    set_value(self.probe, override)
-                    value = OmegaConf.select(self.probe, override.key_or_group)
-                    self.values[override.input_line] = value.name if isinstance(value, Enum) else value
                 parent, _, name = override.key_or_group.rpartition(".")
-                section = lookup(c, parent) if parent else c
-                if not isinstance(section, dict):  # a section the composition lacks (callbacks.timer.X)
-                    break
-                section[name] = self.values[override.input_line]
-            else:
-                c["output_dir"] = output_dir
-                return c
+                (lookup(c, parent) if parent else c)[name] = self.value(override)
+            c["output_dir"] = output_dir
+            return c
         job = copy.deepcopy(self.cfg)
         for override in values:
             set_value(job, override)
         return plain(job, output_dir)
 
     def plain_value_fits(self, override: Any) -> bool:
-        """A single value without an interpolation, of a key no interpolation reads (or holds)."""
+        """A single value without an interpolation, of a key no interpolation reads (or holds), in a section
+        the composition has (not `callbacks.timer.X` where no timer was chosen)."""
         key, value = override.key_or_group, override.value()
         if isinstance(value, list | dict) or (isinstance(value, str) and "${" in value):
             return False
+        parent = key.rpartition(".")[0]
+        if parent and not isinstance(lookup(self.plain, parent), dict):  # type: ignore[arg-type]
+            return False
         return not any(ref == key or ref.startswith(f"{key}.") or key.startswith(f"{ref}.") for ref in self.references)
+
+    def value(self, override: Any) -> Any:
+        """The plain value `override` sets (an enum as its name), as Hydra sets it: on the probe copy, once."""
+        if override.input_line not in self.values:
+            set_value(self.probe, override)
+            value = OmegaConf.select(self.probe, override.key_or_group)
+            self.values[override.input_line] = value.name if isinstance(value, Enum) else value
+        return self.values[override.input_line]
 
 
 INTERPOLATION = re.compile(r"\$\{\s*([^}:\s]*)\s*\}")  # ${data.dim}; a resolver's ${name:...} reads no task key
@@ -246,7 +249,7 @@ class AttnlabSweeper(Sweeper):
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
-                same = json.dumps({k: v for k, v in c.items() if k != "output_dir"}, sort_keys=True, default=str)
+                same = canonical({k: v for k, v in c.items() if k != "output_dir"})
                 if same in configs:
                     raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
                 configs[same] = num
