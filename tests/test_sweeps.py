@@ -233,6 +233,20 @@ def test_a_joblib_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int,
     assert vars(basic) == {}
 
 
+def test_a_sweep_that_started_no_worker_starts_no_executor_to_stop_them(monkeypatch) -> None:
+    """Refused at its first job, a joblib sweep has started no worker (they start once the first job passed):
+    stopping them must not start loky's executor, and with it a resource tracker process, only to stop it."""
+    import joblib.externals.loky
+
+    from hydra_plugins.attnlab_sweeper import workers
+
+    asked = []
+    monkeypatch.setattr(joblib.externals.loky, "get_reusable_executor", lambda **kw: asked.append(kw))
+    assert workers.warming == []
+    workers.stop_workers()
+    assert asked == []
+
+
 @pytest.mark.parametrize("refused", [False, True])
 def test_nothing_of_a_joblib_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
     """The sweep runs in a process group of its own: the moment its process has exited, none of its workers

@@ -204,7 +204,7 @@ class AttnlabSweeper(Sweeper):
         try:
             self.run_sweep(arguments)
         finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
-            stop_workers(self.launcher)
+            stop_workers()
 
     def run_sweep(self, arguments: list[str]) -> None:
         began = time.perf_counter()

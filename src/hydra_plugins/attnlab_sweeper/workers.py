@@ -79,15 +79,15 @@ def warm_workers(launcher: Any) -> None:
     warming[-1].start()
 
 
-warming: list[threading.Thread] = []  # the threads of `warm_workers`, which `stop_workers` waits for
+warming: list[threading.Thread] = []  # the thread of `warm_workers` (joblib only), which `stop_workers` waits for
 
 
-def stop_workers(launcher: Any) -> None:
+def stop_workers() -> None:
     """With hydra/launcher=joblib: its workers shut down and waited for (joblib keeps idle workers until their
     timeout), so that none outlives the sweep. The resource trackers their queues started stop on their own
     once they read their pipe's end, just after this process: stopping them here would wait for every
     process holding that pipe, which can deadlock (python/cpython#146313)."""
-    if getattr(launcher, "joblib", None) is None:
+    if not warming:  # no worker was started: another launcher, or the first job was refused
         return
     while warming:  # workers still starting (a sweep refused meanwhile) would start after the shutdown
         warming.pop().join()
