@@ -7,6 +7,7 @@ string annotations on dataclasses.)
 import contextlib
 import functools
 import gc
+import multiprocessing
 import os
 import threading
 import time
@@ -84,14 +85,20 @@ warming: list[threading.Thread] = []  # the thread of `warm_workers` (joblib onl
 
 def stop_workers() -> None:
     """With hydra/launcher=joblib: its workers shut down and waited for (joblib keeps idle workers until their
-    timeout), so that none outlives the sweep. The resource trackers their queues started stop on their own
-    once they read their pipe's end, just after this process: stopping them here would wait for every
-    process holding that pipe, which can deadlock (python/cpython#146313)."""
+    timeout), so that none outlives the sweep. Workers still starting (the sweep refused or stopped during its
+    checks) have done nothing yet: they are terminated at once rather than waited for through their seconds of
+    imports (joblib's warming call then fails, and its thread ends). The resource trackers their queues
+    started stop on their own once they read their pipe's end, just after this process: stopping them here
+    would wait for every process holding that pipe, which can deadlock (python/cpython#146313)."""
     if not warming:  # no worker was started: another launcher, or the first job was refused
         return
-    while warming:  # workers still starting (a sweep refused meanwhile) would start after the shutdown
-        warming.pop().join()
+    while warming:
+        thread = warming.pop()
+        while thread.is_alive():  # (a worker may be started meanwhile: each pass stops those there are)
+            for worker in multiprocessing.active_children():
+                worker.terminate()
+            thread.join(timeout=0.05)
     from joblib.externals.loky import get_reusable_executor
 
-    executor = get_reusable_executor(reuse=True)  # the running one; where none runs, a new one starts nothing
+    executor = get_reusable_executor(reuse=True)  # the running one (a new one where the workers were stopped)
     getattr(executor, "terminate", executor.shutdown)()  # joblib's: also deletes its temporary folders
