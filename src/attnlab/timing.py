@@ -13,12 +13,14 @@ import pytorch_lightning as pl
 import torch
 
 
-def process_age() -> float | None:
-    """Seconds since this process started (from /proc on Linux); None where that is unknown."""
+def process_age(stat: str | None = None, uptime: str | None = None) -> float | None:
+    """Seconds since this process started (from /proc on Linux); None where that is unknown. Given the text
+    of another process's /proc/<pid>/stat and of /proc/uptime read at one moment: its age at that moment."""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks after boot
-        return float(Path("/proc/uptime").read_text().split()[0]) - started
+        stat = Path("/proc/self/stat").read_text() if stat is None else stat
+        uptime = Path("/proc/uptime").read_text() if uptime is None else uptime
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, ticks
+        return float(uptime.split()[0]) - started
     except (OSError, ValueError, IndexError):
         return None
 

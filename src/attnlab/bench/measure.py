@@ -16,6 +16,7 @@ from typing import Any
 
 from attnlab.bench.contestants import CONTESTANTS, ROOT
 from attnlab.bench.table import Row
+from attnlab.timing import process_age
 
 MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
 # does not fit fails inside its own process instead of bringing the machine down
@@ -93,11 +94,15 @@ def wall(cmd: list[str]) -> float:
 
 
 def import_seconds(modules: str) -> float:
-    """Seconds `import <modules>` takes in a fresh process, timed inside it (the interpreter's own start and
-    exit left out)."""
-    code = f"import time; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+    """How old a fresh process is once `import <modules>` is done: on the clock of a run's start-up (process
+    start to first step, `timing.process_age`), so that the interpreter's own start counts on both sides."""
+    code = f"import {modules}; print(open('/proc/self/stat').read().strip(), open('/proc/uptime').read(), sep='\\n')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(proc.stdout.strip().splitlines()[-1])
+    stat, uptime = proc.stdout.strip().splitlines()[-2:]
+    age = process_age(stat, uptime)
+    if age is None:
+        raise RuntimeError(f"no process age from /proc: {proc.stdout[-500:]!r}")
+    return age
 
 
 def train_vs_replay(what: str, train_args: list[str], sweep: bool, rounds: int, device: str) -> dict[str, Any]:

@@ -69,13 +69,14 @@ def render_processes(processes: list[dict[str, Any]]) -> list[str]:
             f"{h:.1f} ({h_lo:.1f}–{h_hi:.1f}) | {h / a:.2f}× | {p['rounds']} |"
         )
     for p in processes:
-        if p["what"] == "one run" and p.get("startup_s"):
+        if p.get("imports_s") and p.get("startup_s"):  # a single run's row: its start-up against the floor
             both, torch_only = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"]
             lines += [
                 "",
                 f"Start-up, `python scripts/train.py` from process start to its first training step: "
-                f"{p['startup_s']:.2f} s. The floor: `import torch, pytorch_lightning` takes {both:.2f} s in a fresh "
-                f"process (torch {torch_only:.2f} s, which the hand-written run imports too; pytorch_lightning "
+                f'{p["startup_s"]:.2f} s. The floor, on the same clock: a fresh `python -c "import torch, '
+                f'pytorch_lightning"` is {both:.2f} s old once they are imported (with torch alone '
+                f"{torch_only:.2f} s, which the hand-written run imports too; pytorch_lightning "
                 f"{both - torch_only:.2f} s more). attnlab's own start-up, Hydra's composition, the checks, the "
                 f"data, model, logger and Trainer: the other {p['startup_s'] - both:.2f} s.",
             ]
