@@ -5,6 +5,7 @@ No timing assertions: how fast is a property of the machine, reported by the ben
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,18 @@ def test_replay_trains_every_run_of_a_folder_for_its_epochs(tmp_path: Path, monk
     assert replay(sweep)["runs"] == 2
     held = [json.loads(p.read_text())["global_step"] for p in sweep.glob("*/metrics.json")]
     assert len(steps) == sum(held) == 2 * 2 * (256 // 64)  # 2 runs x 2 epochs x 4 batches
+
+
+def test_the_hand_written_replay_process_does_not_import_lightning() -> None:
+    """The reference imports torch alone, as a hand-written script would: importing Lightning too (through a
+    module of the benchmark) would add its seconds to the reference and flatter attnlab's ratio."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import attnlab.bench.__main__"], env=env, capture_output=True, text=True, check=True
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and "attnlab.bench.contestants" in imported
+    assert "pytorch_lightning" not in imported and "lightning_fabric" not in imported
 
 
 def test_table() -> None:

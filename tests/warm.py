@@ -97,6 +97,7 @@ def serve(path: str) -> dict | None:
                 continue
             pid = os.fork()
             if pid == 0:
+                sel.close()
                 listener.close()
                 for other in children.values():
                     other.close()

@@ -16,7 +16,6 @@ from typing import Any
 
 from attnlab.bench.contestants import CONTESTANTS, ROOT
 from attnlab.bench.table import Row
-from attnlab.timing import process_age
 
 MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
 # does not fit fails inside its own process instead of bringing the machine down
@@ -96,6 +95,8 @@ def wall(cmd: list[str]) -> float:
 def import_seconds(modules: str) -> float:
     """How old a fresh process is once `import <modules>` is done: on the clock of a run's start-up (process
     start to first step, `timing.process_age`), so that the interpreter's own start counts on both sides."""
+    from attnlab.timing import process_age  # here: it imports Lightning, which the hand-written replay must not
+
     code = f"import {modules}; print(open('/proc/self/stat').read().strip(), open('/proc/uptime').read(), sep='\\n')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     stat, uptime = proc.stdout.strip().splitlines()[-2:]
