@@ -106,27 +106,31 @@ def warm_server() -> Path:
 
     socket_path = Path(tempfile.mkdtemp(prefix="attnlab-warm-")) / "socket"
     command = [sys.executable, "-m", "tests.warm", str(socket_path)]
-    server = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    with (socket_path.parent / "server.log").open("w") as log:  # its own errors: not in some test's captured output
+        server = subprocess.Popen(command, cwd=ROOT, env=CLI_ENV, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     atexit.register(shutil.rmtree, socket_path.parent, ignore_errors=True)
     atexit.register(server.kill)  # (atexit: last registered, first run)
     return socket_path
 
 
-def python() -> list[str]:
+def python(cold: bool = False) -> list[str]:
     """The command that runs `python SCRIPT ARGS` for a test: a process of its own, forked from a server
-    that has done the imports already (tests/warm.py); python itself until the server answers. For a test
-    about the start-up, or one that SIGKILLs the process or its group: [sys.executable]."""
+    that has done the imports already (tests/warm.py); python itself until the server answers. `cold`:
+    python itself, for a test about the start-up (its timing, the imports, what a fresh interpreter holds)
+    or one that SIGKILLs the process and acts at once."""
+    if cold:
+        return [sys.executable]
     return [sys.executable, "-S", str(ROOT / "tests" / "warm_run.py"), str(warm_server())]
 
 
 def run_train(
-    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None, cold: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """`python scripts/train.py ARGS` in a process of its own (`python()`), from `cwd` (its outputs/ lands
-    there); `env`: variables to add."""
+    """`python scripts/train.py ARGS` in a process of its own (`python(cold)`), from `cwd` (its outputs/
+    lands there); `env`: variables to add."""
     return subprocess.run(
-        [*python(), str(TRAIN), *args], cwd=cwd, env={**CLI_ENV, **(env or {})}, capture_output=True, text=True,
-        timeout=timeout,
+        [*python(cold), str(TRAIN), *args], cwd=cwd, env={**CLI_ENV, **(env or {})}, capture_output=True,
+        text=True, timeout=timeout,
     )  # fmt: skip
 
 
@@ -135,9 +139,11 @@ def train_cli(tmp_path: Path) -> Callable[..., tuple[subprocess.CompletedProcess
     """Run scripts/train.py into a fresh run folder; returns (process, run folder)."""
     counter = iter(range(10**6))
 
-    def _run(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+    def _run(
+        *args: str, env: dict[str, str] | None = None, cold: bool = False
+    ) -> tuple[subprocess.CompletedProcess[str], Path]:
         run_dir = tmp_path / f"run{next(counter)}"
-        return run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env), run_dir
+        return run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env, cold=cold), run_dir
 
     return _run
 

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +70,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 def start(*args: str, cwd: Path, sigkill: bool = False) -> subprocess.Popen:
     """`python scripts/train.py ARGS`, running; `sigkill`: the test SIGKILLs it and acts at once (python itself)."""
     return subprocess.Popen(
-        [*([sys.executable] if sigkill else python()), str(TRAIN), *args], cwd=cwd, env=CLI_ENV,
+        [*python(cold=sigkill), str(TRAIN), *args], cwd=cwd, env=CLI_ENV,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -177,7 +177,7 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     """Seed 0 in a process of its own and in this one (after whatever other tests did here): the same
     numbers; seed 1: others."""
     args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "data=halfswap", "model.pos_enc=rope"]
-    proc, a = train_cli(*args, "seed=0")
+    proc, a = train_cli(*args, "seed=0", cold=True)  # a fresh interpreter: nothing imported or run before
     assert proc.returncode == 0, proc.stderr[-2000:]
     b, c = tmp_path / "here0", tmp_path / "here1"
     train(compose_train(b, *args, "seed=0"))

@@ -2,6 +2,7 @@
 ARGS...`, run by the warm server at SOCKET (or, where none answers, by python itself). Standard library
 only, and started without site (-S): it must cost next to nothing."""
 
+import contextlib
 import json
 import os
 import signal
@@ -24,13 +25,16 @@ def main() -> None:
     child, pending = [], []  # a signal before the child's pid is known waits for it
 
     def forward(signum: int, frame: object) -> None:
-        if child:
-            os.kill(child[0], signum)
-        else:
+        if not child:
             pending.append(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):  # it has just ended: its status is on its way
+                os.kill(child[0], signum)
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
+    if os.getpgrp() == os.getpid():  # a group of its own (start_new_session): the test means this group's processes
+        python_itself(argv, pending)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         server.connect(path)
@@ -48,7 +52,10 @@ def main() -> None:
     child.append(int(answer[1]))
     for signum in pending:
         os.kill(child[0], signum)
-    how, value = replies.readline().split()  # (reads resume after a forwarded signal: PEP 475)
+    status = replies.readline().split()  # (reads resume after a forwarded signal: PEP 475)
+    if len(status) != 2:  # the server died: this relay cannot tell how the script ended (and its child follows it)
+        sys.exit(f"tests/warm_run.py: the warm server at {path} went away while {argv[0]} ran")
+    how, value = status
     if how == "signal":
         signal.signal(int(value), signal.SIG_DFL)
         os.kill(os.getpid(), int(value))
