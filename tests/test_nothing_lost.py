@@ -284,8 +284,9 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
 @pytest.mark.slow
 def test_a_signal_stops_a_sweep_which_then_continues(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    grid = ["-m", *LONGER, "trainer.max_epochs=2", "seed=0,1,2"]
+    grid = ["-m", *LONGER, "trainer.max_epochs=3", "seed=0,1,2"]
     proc = start(*grid, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    # seed=1's first epoch done: its two more epochs are the time the signal has to arrive in
     wait_for(job_dir(sweep, "seed=1", proc) / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
