@@ -73,6 +73,14 @@ def tell(conn: socket.socket, line: str) -> None:
         conn.sendall(f"{line}\n".encode())
 
 
+def decline(conn: socket.socket, fds: list[int]) -> None:
+    """Not this request: the relay starts python itself."""
+    tell(conn, "no")
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+
+
 def serve(path: str) -> dict | None:
     """Import, then answer requests until idle or orphaned. Returns in a forked child only: the request it runs."""
     import matplotlib.figure  # noqa: F401
@@ -108,10 +116,7 @@ def serve(path: str) -> dict | None:
                 conn.close()
                 continue
             if key(request["env"]) != key(dict(os.environ)):
-                tell(conn, "no")  # the relay starts python itself
-                conn.close()
-                for fd in fds:
-                    os.close(fd)
+                decline(conn, fds)
                 continue
             sys.stdout.flush()
             sys.stderr.flush()  # nothing buffered here may reach a child's output
@@ -119,10 +124,7 @@ def serve(path: str) -> dict | None:
                 pid = os.fork()
             except OSError as e:
                 print(f"warm server: fork failed: {e}", file=sys.stderr, flush=True)
-                tell(conn, "no")
-                conn.close()
-                for fd in fds:
-                    os.close(fd)
+                decline(conn, fds)
                 continue
             if pid == 0:
                 sel.close()

@@ -47,11 +47,11 @@ def main() -> None:
     os.close(alive_read)
     replies = server.makefile("r")
     answer = replies.readline().split()
-    if answer != ["pid", *answer[1:]]:
-        python_itself(argv, pending)  # settings that differ from the server's (tests/warm.py KEY)
+    if answer[:1] != ["pid"]:  # declined (tests/warm.py: an environment that differs from the server's, ...)
+        python_itself(argv, pending)
     child.append(int(answer[1]))
     for signum in pending:
-        os.kill(child[0], signum)
+        forward(signum, None)
     status = replies.readline().split()  # (reads resume after a forwarded signal: PEP 475)
     if len(status) != 2:  # the server died: this relay cannot tell how the script ended (and its child follows it)
         sys.exit(f"tests/warm_run.py: the warm server at {path} went away while {argv[0]} ran")
