@@ -60,21 +60,28 @@ def test_figures_of_the_tested_checkpoint_every_layer_and_head(runs) -> None:
 
 @pytest.mark.parametrize("pool", ["max", "cls"])
 def test_the_attention_figure_labels_itself(pool: str) -> None:
-    """Axes named, a colour bar with ticks, each input strip over the key positions it feeds (after a
-    cls token's column), and the title naming the checkpoint."""
+    """Axes named, both maps on one colour scale with a bar with ticks, each input strip over the key
+    positions it feeds (after a cls token's column), and the title naming the checkpoint."""
     net = AttentionClassifier(
         dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="sinusoidal", max_len=8, pool=pool, scale="sqrt"
     )
     x = torch.rand(2, 6, 1)
     fig = attention_figure(net, x, 0, 0, checkpoint_title("halfswap", {"epoch": 3, "global_step": 12}))
-    strip_a, _, map_a, _, colour_a, _ = fig.axes  # the subplots row by row, then the colour bars
+    strip_a, _, map_a, map_b, colour = fig.axes  # the subplots row by row, then the colour bar
     assert "tested checkpoint: epoch 3, step 12" in fig.get_suptitle()
     assert map_a.get_ylabel() == "query position i" and map_a.get_xlabel().startswith("key position j")
-    assert colour_a.get_ylabel() == "weight" and len(colour_a.get_yticks()) >= 3
+    assert colour.get_ylabel() == "weight" and len(colour.get_yticks()) >= 3
+    assert map_a.get_images()[0].get_clim() == map_b.get_images()[0].get_clim() == (0, fig_max(map_a, map_b))
     prefix = 1 if pool == "cls" else 0
-    assert [bar.get_x() + bar.get_width() / 2 for bar in strip_a.patches] == list(range(prefix, prefix + 6))
+    (step,) = strip_a.patches  # one step per input position, centred on its key column
+    assert list(step.get_data().edges + 0.5) == list(range(prefix, prefix + 7))
+    assert list(step.get_data().values) == x[0, :, 0].tolist()
     assert map_a.get_images()[0].get_array().shape == (6 + prefix, 6 + prefix)
     assert strip_a.get_xlim() == map_a.get_xlim()  # the strip lines up with the key columns
+
+
+def fig_max(*axes) -> float:
+    return max(float(ax.get_images()[0].get_array().max()) for ax in axes)
 
 
 def test_scalars(runs) -> None:

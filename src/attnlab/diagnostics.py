@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -35,30 +37,38 @@ MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 
 
 def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, title: str) -> Figure:
     """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key
-    columns, a colour bar with ticks). The figure `scripts/plot_attention.py` saves and TensorBoard shows."""
+    columns), both maps on one colour scale with its bar. The figure `scripts/plot_attention.py` saves
+    and TensorBoard shows."""
     with torch.no_grad():
         logits, maps = net.forward_with_weights(x)
-    weights = maps[layer].weights[:, head].float().cpu()  # (2, L', L'); L' = L + a cls token's row
+    weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
+    length = weights.shape[-1]
+    prefix = length - x.shape[1]  # a cls token at position 0 has no input of its own
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
-    halves = fig.add_gridspec(1, 2, left=0.07, right=0.9, top=0.86, bottom=0.09, wspace=0.5)
-    grids = [half.subgridspec(2, 2, width_ratios=[20, 1], height_ratios=[1, 3], wspace=0.05, hspace=0.25)
-             for half in halves]  # fmt: skip
-    strips = [fig.add_subplot(grid[0, 0]) for grid in grids]
-    heats = [fig.add_subplot(grid[1, 0], sharex=strip) for grid, strip in zip(grids, strips, strict=True)]
-    bars = [fig.add_subplot(grid[1, 1]) for grid in grids]
-    prefix = weights.shape[-1] - x.shape[1]  # a cls token at position 0 has no input of its own
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
+    strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
     for i, name in enumerate(CLASS_NAMES):
-        seq = x[i, :, 0].float().cpu()
-        strips[i].bar(range(prefix, prefix + len(seq)), seq.numpy(), color="tab:gray")
+        edges = np.arange(prefix, length + 1) - 0.5  # one step per key position that has an input
+        strips[i].stairs(x[i, :, 0].float().cpu().numpy(), edges, fill=True, color="tab:gray")
         strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
         strips[i].set_ylabel("x")
-        im = heats[i].imshow(weights[i].numpy(), cmap="viridis", vmin=0, aspect="auto")
-        heats[i].set_xlim(-0.5, weights.shape[-1] - 0.5)
+        image = heats[i].imshow(weights[i], cmap="viridis", vmin=0, vmax=weights.max(), aspect="auto")
         heats[i].set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
         heats[i].set_ylabel("query position i")
-        fig.colorbar(im, cax=bars[i], label="weight")
+        for ax in (strips[i], heats[i]):
+            ax.set_xlim(-0.5, length - 0.5)  # the strip lines up with the key columns
+            few_ticks(ax)
+    beside = heats[1].get_position()
+    bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
+    fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
     fig.suptitle(f"{title}\nattention weights, layer {layer} head {head}", fontsize=10)
     return fig
+
+
+def few_ticks(ax: Any) -> None:
+    """At most five whole-number ticks per axis: ticks are most of a figure's cost (measured: about 60%)."""
+    ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
 
 
 def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure | None:
@@ -71,7 +81,8 @@ def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure
     im = ax.imshow(table.detach().float().cpu().numpy(), cmap="viridis", aspect="auto")
     ax.set_xlabel(pos_enc.table_columns)
     ax.set_ylabel("position i")
-    fig.colorbar(im, ax=ax, label="value")
+    few_ticks(ax)
+    fig.colorbar(im, ax=ax, label="value", ticks=MaxNLocator(5))
     fig.subplots_adjust(top=0.85)
     fig.suptitle(f"{title}\npositional encoding", fontsize=10)
     return fig
