@@ -3,7 +3,7 @@
 `python scripts/train.py resume=<folder>` (`-m` for a sweep) is rewritten before Hydra parses anything
 (`resume_argv`): the folder's own saved overrides, checked as untrusted input (`check_saved_override`),
 then the ones given now, `resume=true` and the folder as output. A single run is then checked before
-Hydra writes into its folder (`RunFolderCallback`), a sweep's jobs by the sweeper, both through `plan`.
+Hydra writes into its folder (`RunFolderCallback`), a sweep's jobs by the sweeper, both through `check`.
 
 `plan(c, folder)`: where training starts. A resume continues from the folder's newest loadable
 checkpoint, provided its config differs from the saved one only in `RESUMABLE` keys (budget, display,
