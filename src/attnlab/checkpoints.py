@@ -73,7 +73,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
             "move them away to start the run again",
         )
-    return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # (a tie: the first found)
+    return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # a tie: CHECKPOINTS order
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
