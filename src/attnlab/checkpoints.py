@@ -56,7 +56,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     the loadable one with the most steps (mid-epoch ones resume exactly too: attnlab.data.TensorBatches).
     A file that does not load is skipped, never trusted; a folder of only such files is refused."""
     found, unloadable = [], []
-    for rank, name in enumerate(CHECKPOINTS):
+    for name in CHECKPOINTS:
         path = folder / "checkpoints" / f"{name}.ckpt"
         if not path.is_file():
             continue
@@ -65,7 +65,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
         except ConfigError:
             unloadable.append(path.name)
             continue
-        found.append((-int(ckpt["global_step"]), rank, path, ckpt))
+        found.append((path, ckpt))
     if not found and unloadable:  # (writes are atomic: a kill leaves <name>.tmp, never a cut .ckpt)
         raise ConfigError(
             "resume",
@@ -73,7 +73,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
             "move them away to start the run again",
         )
-    return min(found, key=lambda f: f[:2])[2:] if found else None
+    return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # a tie: CHECKPOINTS order
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

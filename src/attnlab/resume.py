@@ -3,7 +3,7 @@
 `python scripts/train.py resume=<folder>` (`-m` for a sweep) is rewritten before Hydra parses anything
 (`resume_argv`): the folder's own saved overrides, checked as untrusted input (`check_saved_override`),
 then the ones given now, `resume=true` and the folder as output. A single run is then checked before
-Hydra writes into its folder (`RunFolderCallback`), a sweep's jobs by the sweeper, both through `plan`.
+Hydra writes into its folder (`RunFolderCallback`), a sweep's jobs by the sweeper, both through `check`.
 
 `plan(c, folder)`: where training starts. A resume continues from the folder's newest loadable
 checkpoint, provided its config differs from the saved one only in `RESUMABLE` keys (budget, display,
@@ -18,9 +18,8 @@ import functools
 import re
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict, read_write
@@ -68,8 +67,7 @@ LAUNCHER_SETTINGS = (
 PLAIN_SETTING = re.compile(r"[A-Za-z0-9_.:+-]*")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """Where a run's training starts."""
 
     checkpoint: Path | None  # this run's newest checkpoint (a resume), or `ckpt_path`; None: from scratch
@@ -172,8 +170,7 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
-        if k not in RESUMABLE
-        and k not in IGNORED_ON_RESUME
+        if k not in (*RESUMABLE, *IGNORED_ON_RESUME)
         and not k.startswith(RESUMABLE_CALLBACKS)
         and canonical(a.get(k)) != canonical(b.get(k))
     ]
@@ -192,46 +189,45 @@ def schema_keys() -> frozenset[str]:
     return frozenset(flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))  # type: ignore[arg-type]
 
 
+def refuse(item: Any, source: Path, why: str) -> NoReturn:
+    raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
+
+
 def check_saved_override(item: str, source: Path) -> None:
     """An entry of a run's or sweep's saved overrides is input, like any file read back: it may set only the
     project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
     only to options that exist in conf/ (by plain name: a `../` path would load any YAML file), and any
-    other key only to a plain value (no `${...}` interpolation). Anything else is refused with one line."""
+    other key only to a plain value (no `${...}` interpolation)."""
     key, sep, value = item.partition("=")
     key = key.lstrip("+~")
-
-    def refuse(why: str) -> None:
-        raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
-
     # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
     # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
     ours = key in CONFIG_GROUPS or key in schema_keys() or key.startswith("callbacks.")
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
-        refuse("a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
+        refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:
         # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
         options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))  # conf/<group>/<name>.yaml
         inner = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
-                refuse(f"{key} may only name its options in conf/{key}/: {options}")
-        return
-    if key in NOT_FROM_RECORDS:
-        refuse(f"{key} is not taken from a record (give it on the command line)")
-    if UNSAFE_VALUE.search(value):
-        refuse("a saved value must be plain (no ${...} interpolation, no control characters)")
+                refuse(item, source, f"{key} may only name its options in conf/{key}/: {options}")
+    elif key in NOT_FROM_RECORDS:
+        refuse(item, source, f"{key} is not taken from a record (give it on the command line)")
+    elif UNSAFE_VALUE.search(value):
+        refuse(item, source, "a saved value must be plain (no ${...} interpolation, no control characters)")
 
 
 def check_saved_launcher(item: str, source: Path) -> None:
     """A sweep's saved launcher setting (multirun.yaml): `hydra/launcher=<plain name>`, or a plain value for
     one of its `hydra.launcher.*` settings; never a `_target_` or an interpolation."""
     key, _, value = item.partition("=")
-    setting = key.removeprefix("hydra.launcher.") if key.startswith("hydra.launcher.") else None
-    ok = (key == "hydra/launcher" and PLAIN_NAME.fullmatch(value)) or (
-        (key == "hydra.verbose" or setting in LAUNCHER_SETTINGS) and PLAIN_SETTING.fullmatch(value)
-    )
-    if not ok or "_target_" in item:
-        raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: not a plain launcher setting")
+    if not key.startswith(SWEEP_HYDRA_KEYS):
+        refuse(item, source, "not a launcher setting")
+    known = key in ("hydra/launcher", "hydra.verbose") or key.removeprefix("hydra.launcher.") in LAUNCHER_SETTINGS
+    plain = PLAIN_NAME if key == "hydra/launcher" else PLAIN_SETTING
+    if "_target_" in item or not (known and plain.fullmatch(value)):
+        refuse(item, source, "not a plain launcher setting")
 
 
 def continue_command(folder: Path, sweep: bool) -> str:
@@ -239,8 +235,7 @@ def continue_command(folder: Path, sweep: bool) -> str:
 
 
 def saved_overrides(folder: Path, sweep: bool) -> list[str]:
-    """What the run (its .hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked:
-    a folder is input like any other, and its overrides may set only the project's own keys."""
+    """What the run (its .hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked."""
     record = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not record.is_file():
         what = "sweep folder" if sweep else "run folder"
@@ -254,19 +249,15 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
         raise ConfigError("resume", str(folder), f"{record} is unreadable ({type(e).__name__})") from e
     for item in [*task, *launch]:
         if not isinstance(item, str):
-            raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not an override")
-    kept = [item for item in task if item.split("=", 1)[0] != "resume"]  # this resume sets its own
-    for item in kept:
+            refuse(item, record, "not an override")
+    # `resume`, `hydra.sweep.dir` and `hydra.mode`: set again by this resume and by -m
+    task = [item for item in task if item.split("=", 1)[0] != "resume"]
+    launch = [item for item in launch if item.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
+    for item in task:
         check_saved_override(item, record)
     for item in launch:
-        key = item.split("=", 1)[0]
-        if key in ("hydra.sweep.dir", "hydra.mode"):  # set again by this resume and by -m
-            continue
-        if not key.startswith(SWEEP_HYDRA_KEYS):
-            raise ConfigError("resume", str(record), f"refusing its saved override {item!r}: not a launcher setting")
         check_saved_launcher(item, record)
-        kept.append(item)
-    return kept
+    return [*task, *launch]
 
 
 def resume_argv(argv: list[str]) -> list[str]:

@@ -161,19 +161,12 @@ def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
     """Refuse a folder about to be written (a run resumed or evaluated, a sweep continued or reported) that
     holds a symbolic link leading outside it: every write would follow it (a lock, a checkpoint, a report)."""
     root = folder.resolve()
-
-    def walk(here: Path, level: int) -> None:
-        try:
-            entries = list(here.iterdir())
-        except OSError:
-            return
-        for entry in entries:
+    for here, dirs, files in os.walk(folder):  # (never into a linked folder: it is checked as a link)
+        for entry in (Path(here) / name for name in dirs + files):
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
                 raise ConfigError(key, str(folder), f"holds a link to outside it ({entry.relative_to(folder)})")
-            if level < depth and entry.is_dir() and not entry.is_symlink():
-                walk(entry, level + 1)
-
-    walk(folder, 0)
+        if len(Path(here).relative_to(folder).parts) >= depth:
+            dirs.clear()
 
 
 def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
