@@ -3,16 +3,10 @@
     python scripts/screenshots.py LOGDIR OUTDIR [--width 1400 --height 1000] [--runs REGEX]
     make screenshots    # the limitations study's halfswap runs of seed 0, into docs/
 
-Starts TensorBoard on a free port of 127.0.0.1, waits until it has loaded at
-least one run, then writes into OUTDIR:
-
-    tensorboard_scalars.png  tensorboard_images.png
-    tensorboard_hparams.png  tensorboard_custom_scalars.png
-
-A tab with no data (e.g. custom scalars without a layout) is still captured,
-showing TensorBoard's empty state.
-Needs the ``chromium`` binary (Debian: ``apt-get install chromium``).
-Exits 1 if any screenshot is missing or empty.
+Starts TensorBoard on a free port of 127.0.0.1, waits until it has loaded at least one run, then writes
+tensorboard_{scalars,images,hparams,custom_scalars}.png into OUTDIR; a tab with no data (e.g. custom scalars
+without a layout) shows TensorBoard's empty state. Needs the ``chromium`` binary (Debian: ``apt-get install
+chromium``). Exits 1 if any screenshot is missing or empty.
 """
 
 from __future__ import annotations
@@ -31,15 +25,13 @@ from pathlib import Path
 from attnlab.tbserver import get_json, tensorboard
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-# URL hashes, also used in the file names. TensorBoard 2.21 still serves the
-# classic dashboards: '#scalars' shows only scalar charts and '#images' only
-# images, whereas '#timeseries' mixes all card types (images may come first)
-# and opens a settings pane over the charts.
+# URL hashes, also used in the file names. TensorBoard 2.21 still serves the classic dashboards: '#scalars'
+# shows only scalar charts and '#images' only images, whereas '#timeseries' mixes all card types (images may
+# come first) and opens a settings pane over the charts.
 TABS = ("scalars", "images", "hparams", "custom_scalars")
 SHOT_TIMEOUT_S = 90
-# --virtual-time-budget lets the JS app fetch data and draw its charts before
-# the capture (fast-forwarded, so ~2 s each); without it Chromium shoots an
-# empty page below the orange toolbar.
+# --virtual-time-budget lets the JS app fetch data and draw its charts before the capture (fast-forwarded, so
+# ~2 s each); without it Chromium shoots an empty page below the orange toolbar.
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000")
 
 

@@ -13,6 +13,7 @@ Whole processes (`replay`): the trainings a run or sweep folder holds, written b
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -83,15 +84,13 @@ def run_seed_loop(spec: dict[str, Any]) -> dict[str, Any]:
     x, y = tensors(spec, device)
     baseline = rss_mb()
     ends: list[tuple[int, float]] = []
-    while len(ends) < spec["steps"]:
-        epoch = len(ends) // spec["steps_per_epoch"]
+    for epoch in itertools.count():
         for _ in epoch_steps(model, opt, x, y, spec["batch"], spec["bf16"]):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             ends.append((epoch, time.perf_counter()))
-            if len(ends) >= spec["steps"]:
-                break
-    return {"ends": ends, "baseline_mb": baseline}
+            if len(ends) == spec["steps"]:
+                return {"ends": ends, "baseline_mb": baseline}
 
 
 def run_naive_lightning(spec: dict[str, Any]) -> dict[str, Any]:

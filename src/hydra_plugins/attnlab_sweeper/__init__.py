@@ -51,13 +51,11 @@ def grid(parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
     """Every combination of the swept values, each job a list of `key=value` overrides."""
     choices: dict[str, list[str]] = {}  # key -> its values; a later override of a key replaces the earlier
     for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            if not override.is_discrete_sweep():
-                raise ConfigError(key, override.input_line, "an interval sweep needs a sweeper that samples it")
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        key, sweep = override.get_key_element(), override.is_sweep_override()
+        if sweep and not override.is_discrete_sweep():
+            raise ConfigError(key, override.input_line, "an interval sweep needs a sweeper that samples it")
+        values = override.sweep_string_iterator() if sweep else [override.get_value_element_as_str()]
+        choices[key] = [f"{key}={value}" for value in values]
     return [list(job) for job in itertools.product(*choices.values())]
 
 
@@ -162,8 +160,8 @@ def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
 
 class SweepSignals:
     """SIGTERM / SIGINT while jobs run: `Interrupted` in the sweep process (a job in this process has its
-    own handler, which saves its checkpoint first). After `defer()`: noted, so the report is always
-    written, and the sweep then exits with 128 + signal."""
+    own handler, which saves its checkpoint first). Once `deferred` is set (-1): noted, so the report is
+    always written, and the sweep then exits with 128 + signal."""
 
     deferred = 0
 
@@ -175,19 +173,10 @@ class SweepSignals:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def defer(self) -> None:
-        self.deferred = -1
-
     def handle(self, signum: int, frame: Any) -> None:
-        if self.deferred:
-            self.deferred = signum
-            return
-        raise Interrupted(signum)
-
-
-def refuse(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+        if not self.deferred:
+            raise Interrupted(signum)
+        self.deferred = signum
 
 
 class AttnlabSweeper(Sweeper):
@@ -226,7 +215,7 @@ class AttnlabSweeper(Sweeper):
             wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
             sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
         except ConfigError as e:
-            refuse(str(e))
+            sys.exit(f"error: {e}")
         if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
                 self.config.hydra.sweep.dir = str(sweep_dir)
@@ -255,7 +244,7 @@ class AttnlabSweeper(Sweeper):
                 configs[same] = num
                 resume.check(c, sweep_dir / folder)
             except ConfigError as e:
-                refuse(f"job #{num} ({' '.join(overrides)}): {e}")
+                sys.exit(f"error: job #{num} ({' '.join(overrides)}): {e}")
             folders[folder] = num
             # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
             # and is answered without waiting for workers to start and stop.
@@ -288,7 +277,7 @@ class AttnlabSweeper(Sweeper):
             except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
                 print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1
-            signals.defer()  # a signal from here on waits until the report is written
+            signals.deferred = -1  # a signal from here on waits until the report is written
             from attnlab.report import conclude
 
             code = conclude(sweep_dir, code, began)

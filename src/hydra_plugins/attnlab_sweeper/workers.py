@@ -1,8 +1,5 @@
 """The life of hydra/launcher=joblib's worker processes under an attnlab sweep: as many as there are jobs
-(not one per core for a sweep of three), started while the jobs are checked, and gone with the sweep.
-(No `from __future__ import annotations` in hydra_plugins: Hydra imports plugins in a way that breaks
-string annotations on dataclasses.)
-"""
+(not one per core for a sweep of three), started while the jobs are checked, and gone with the sweep."""
 
 import contextlib
 import functools
