@@ -397,12 +397,11 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
     import pytorch_lightning as pl
 
-    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)  # Lightning's "GPU available: ...", said again by the run itself
-    try:
-        pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
+    from attnlab.console import lightning_messages
+
+    try:  # quiet: Lightning's "GPU available: ...", said again by the run itself
+        with lightning_messages(verbose=False, level=logging.ERROR):
+            pl.Trainer(**trainer, logger=False, enable_checkpointing=False)
     except Exception as e:
         message = " ".join(str(e.args[0] if e.args else e).split()) or type(e).__name__
         named = [k for k in trainer if k.lower() in message.lower()]
@@ -413,9 +412,6 @@ def check_trainer(trainer: dict[str, Any]) -> None:
             given = {k: v for k, v in trainer.items() if getattr(defaults, k, None) != v}
             raise ConfigError("trainer", given, f"Lightning refuses it: {message}") from e
         raise ConfigError(f"trainer.{key}", trainer[key], f"Lightning refuses it: {message}") from e
-    finally:
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
     _trainers_checked.add(checked_key)
 
 

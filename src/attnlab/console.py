@@ -87,12 +87,12 @@ def progress_bar(mode: str) -> ProgressBar:
 
 
 @contextlib.contextmanager
-def lightning_messages(verbose: bool) -> Iterator[None]:
-    """Lightning's info messages only when verbose; its warnings always."""
+def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[None]:
+    """Lightning's info messages only when verbose; its messages of `level` and above always."""
     levels = {lg: lg.level for lg in map(logging.getLogger, (*LIGHTNING_LOGGERS, PROFILER_LOGGER))}
     if not verbose:
         for lg in levels:
-            lg.setLevel(logging.WARNING if lg.name in LIGHTNING_LOGGERS else logging.INFO)
+            lg.setLevel(level if lg.name in LIGHTNING_LOGGERS else logging.INFO)
     try:
         yield
     finally:

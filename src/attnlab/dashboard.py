@@ -67,12 +67,7 @@ def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[s
     """The run's HParams row (with the experiment description), at `step`."""
     from torch.utils.tensorboard.writer import FileWriter
 
-    summaries = hparams_summaries(row, differs)  # numbers stay numbers there (board.hparam_value)
     writer = FileWriter(logger.log_dir)  # public: a writer of ready-made summaries, into the run's folder
-    for summary in summaries:
+    for summary in hparams_summaries(row, differs):  # numbers stay numbers there (board.hparam_value)
         writer.add_summary(summary, step)
     writer.close()  # the metrics' values are the run's own scalars (test/acc, ...): no copies
-
-
-def write_layout(logger: TensorBoardLogger) -> None:
-    logger.experiment.add_custom_scalars(LAYOUT)

@@ -95,10 +95,6 @@ def check_logger(lg: dict[str, Any]) -> None:
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
 
 
-def build_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
-    return LOGGERS.get(lg["name"])(lg, out, purge_step)
-
-
 # ---------------------------------------------------------------- callbacks
 
 # name -> its class in pytorch_lightning.callbacks (conf/callbacks/<name>.yaml sets its arguments)
@@ -140,7 +136,3 @@ def check_callbacks(chosen: dict[str, Any]) -> None:
             cls(**kwargs)
         except Exception as e:
             raise ConfigError(f"callbacks.{name}", kwargs, str(e).strip().splitlines()[0]) from e
-
-
-def build_callbacks(chosen: dict[str, Any]) -> list[Any]:
-    return [callback_class(name)(**kwargs) for name, kwargs in chosen.items()]

@@ -36,13 +36,13 @@ from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
-from attnlab.dashboard import TensorBoard, hparams_of, is_debug, write_hparams, write_layout
+from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import record as record_evaluation
 from attnlab.evaluate import score as score_lengths
-from attnlab.loggers import build_callbacks, build_logger
+from attnlab.loggers import LOGGERS, callback_class
 from attnlab.module import LitClassifier
 from attnlab.naming import KEY_SETTINGS, lookup
 from attnlab.provenance import as_markdown, provenance
@@ -139,12 +139,10 @@ def run(
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(c, out, start_from, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
-        fitted = fit(trainer, module, data, start_from, stop)
-        tested = final_test(trainer, module, data, callbacks, stop, c["verbose"])
-        metrics = results(c, fitted, tested, callbacks, origin)
+        metrics, tested = fit_and_test(c, trainer, module, data, callbacks, start_from, stop, origin)
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if c["eval"]["seq_lens"]:  # the tested weights at other lengths
-                record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested["checkpoint"])
+                record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested)
             record(c, out, trainer, logger, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
@@ -184,18 +182,18 @@ class RunCallbacks:
             self.all.append(self.diagnostics)
         if show_progress:
             self.all.append(progress_bar(c["progress"]))
-        self.all += build_callbacks(c["callbacks"])
+        self.all += [callback_class(name)(**kwargs) for name, kwargs in c["callbacks"].items()]
 
 
 def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
     """The run's Lightning logger (logger=...); TensorBoard's also gets the config and the provenance."""
-    logger = build_logger(c["logger"], out, purge_step=start_step if start_from else None)
+    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from else None)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
         if not start_from:
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
             writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
-            write_layout(logger)
+            writer.add_custom_scalars(LAYOUT)
         writer.add_text("provenance", as_markdown(origin), global_step=start_step)
     return logger
 
@@ -215,26 +213,65 @@ def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: 
     return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out))
 
 
-def fit(
-    trainer: pl.Trainer, module: LitClassifier, data: SyntheticDataModule, start_from: str | None, stop: StopOnSignal
-) -> dict[str, Any]:
-    """Train; returns what the training itself tells (read before the test, whose loading of the best
-    checkpoint restores that epoch's history and state)."""
+def fit_and_test(
+    c: dict[str, Any],
+    trainer: pl.Trainer,
+    module: LitClassifier,
+    data: SyntheticDataModule,
+    callbacks: RunCallbacks,
+    start_from: str | None,
+    stop: StopOnSignal,
+    origin: dict,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, then test the best checkpoint (lowest val/loss), not whatever the last epoch left. Returns what
+    metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it) and the tested checkpoint (file,
+    epoch, step: read with its weights). Without a checkpoint (fast_dev_run) the final weights are tested,
+    and named so."""
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
     if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
         raise stop.interrupted()
-    # The best validation accuracy of the whole run: kept in checkpoints, so it survives a resume (even one
-    # with no epoch left to train); None when no validation epoch ran.
-    best = float(module.val_acc_best.max_value)
-    return {
-        "val/acc_best": best if math.isfinite(best) else None,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "ended_by": ended_by(trainer),
-        "history": {k: list(v) for k, v in module.history.items()},
-        "fit_seconds": round(time.perf_counter() - start, 3),
+    fit_seconds = round(time.perf_counter() - start, 3)
+    # What the training itself tells, read before the test, whose loading of the best checkpoint restores
+    # that epoch's history and state. The best validation accuracy of the whole run: kept in checkpoints, so
+    # it survives a resume (even one with no epoch left to train); None when no validation epoch ran.
+    best_acc = float(module.val_acc_best.max_value)
+    history = {k: list(v) for k, v in module.history.items()}
+    epochs, steps, end = trainer.current_epoch, trainer.global_step, ended_by(trainer)
+
+    best = callbacks.checkpoint.best_model_path or None
+    module.loaded_from = None
+    result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=c["verbose"])[0]
+    if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
+        raise stop.interrupted()
+    if best and module.loaded_from is not None:
+        tested = {"file": os.path.relpath(best, trainer.default_root_dir), **module.loaded_from}
+    else:
+        tested = {"file": None, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
+    startup, early = callbacks.clock.startup_seconds, c["early_stop"]
+    metrics = {
+        "val/acc_best": best_acc if math.isfinite(best_acc) else None,  # over the whole run, resumes included
+        "test/acc": result["test/acc"],  # of the tested checkpoint
+        "test/loss": result["test/loss"],
+        "test/acc_shuffled": result.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
+        # The model every test number above comes from: file (relative: the run folder can move), epoch
+        # (from 1), step, and the rule that chose it.
+        "tested_checkpoint": {**tested, "selected_by": "lowest val/loss"},
+        "epochs": epochs,  # the budget: epochs and steps trained, what ended training
+        "global_step": steps,
+        "ended_by": end,
+        "stopped_early": end == "early_stop",
+        # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
+        "converged": converged(history["val/loss"], early["patience"], early["min_delta"]),
+        "history": history,  # per epoch: val/acc, val/loss, train/acc
+        "fit_seconds": fit_seconds,
+        "startup_seconds": startup and round(startup, 3),  # process start -> first step
+        # the tested checkpoint's attention statistics
+        "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
+        "settings": {name: lookup(c, key) for name, key in KEY_SETTINGS.items()},
+        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
     }
+    return metrics, tested
 
 
 def ended_by(trainer: pl.Trainer) -> str:
@@ -250,64 +287,6 @@ def ended_by(trainer: pl.Trainer) -> str:
     if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
         return "timer"
     return "callback"
-
-
-def final_test(
-    trainer: pl.Trainer,
-    module: LitClassifier,
-    data: SyntheticDataModule,
-    callbacks: RunCallbacks,
-    stop: StopOnSignal,
-    verbose: bool,
-) -> dict[str, Any]:
-    """Test the best checkpoint (lowest val/loss), not whatever the last epoch left; returns its scores, which
-    checkpoint it was (file, epoch, step: read with its weights) and its attention statistics. Without a
-    checkpoint (fast_dev_run) the final weights are tested, and named so."""
-    best = callbacks.checkpoint.best_model_path or None
-    module.loaded_from = None
-    result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=verbose)[0]
-    if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
-        raise stop.interrupted()
-    if best and module.loaded_from is not None:
-        checkpoint = {"file": os.path.relpath(best, trainer.default_root_dir), **module.loaded_from}
-    else:
-        checkpoint = {"file": None, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
-    return {
-        "test/acc": result["test/acc"],
-        "test/loss": result["test/loss"],
-        "test/acc_shuffled": result.get("test/acc_shuffled"),
-        "checkpoint": checkpoint,
-        "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
-    }
-
-
-def results(
-    c: dict[str, Any], fitted: dict[str, Any], tested: dict[str, Any], callbacks: RunCallbacks, origin: dict
-) -> dict[str, Any]:
-    """What metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it)."""
-    startup = callbacks.clock.startup_seconds
-    early = c["early_stop"]
-    return {
-        "val/acc_best": fitted["val/acc_best"],  # over the whole run, resumes included
-        "test/acc": tested["test/acc"],  # of the tested checkpoint
-        "test/loss": tested["test/loss"],
-        "test/acc_shuffled": tested["test/acc_shuffled"],  # positions shuffled; needs diagnostics=true
-        # The model every test number above comes from: file (relative: the run folder can move), epoch
-        # (from 1), step, and the rule that chose it.
-        "tested_checkpoint": {**tested["checkpoint"], "selected_by": "lowest val/loss"},
-        "epochs": fitted["epochs"],  # the budget: epochs and steps trained, what ended training
-        "global_step": fitted["global_step"],
-        "ended_by": fitted["ended_by"],
-        "stopped_early": fitted["ended_by"] == "early_stop",
-        # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
-        "converged": converged(fitted["history"]["val/loss"], early["patience"], early["min_delta"]),
-        "history": fitted["history"],  # per epoch: val/acc, val/loss, train/acc
-        "fit_seconds": fitted["fit_seconds"],
-        "startup_seconds": startup and round(startup, 3),  # process start -> first step
-        "diagnostics": tested["diagnostics"],  # the tested checkpoint's attention statistics
-        "settings": {name: lookup(c, key) for name, key in KEY_SETTINGS.items()},
-        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
-    }
 
 
 def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any]) -> None:
