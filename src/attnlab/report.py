@@ -428,13 +428,12 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
     bars = ((-0.2, "test/acc", "test/acc", "C0"), (0.2, "test/acc_shuffled", "positions shuffled", "C1"))
     for ax, task in zip(axes[0], tasks, strict=True):
         settings = [s for s in groups if s[0] == task]
-        for offset, metric, name, color in bars:
-            for i, s in enumerate(settings):
+        for i, s in enumerate(settings):
+            for offset, metric, name, color in bars:
                 if vals := values(groups[s], metric):
                     m, lo, hi = min_max(vals)
                     ax.bar(i + offset, m, 0.4, yerr=[[lo], [hi]], capsize=3, color=color, label=None if i else name)
                     ax.plot([i + offset] * len(vals), vals, "k.", markersize=3)
-        for i, s in enumerate(settings):
             ax.text(i, 1.01, verdict(groups[s]), ha="center", va="bottom", fontsize=7)
         ax.axhline(CHANCE, color="gray", linestyle=":", label="chance", zorder=3)
         ax.set_xticks(range(len(settings)), ["\n".join(map(str, s[1:])) for s in settings], fontsize=8)
