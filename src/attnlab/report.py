@@ -1,10 +1,8 @@
 """Results of a sweep, written into its folder by `python scripts/report.py <sweep dir>` and by the sweeper
-(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv, a row per job (its
-settings, budget, metrics, status); summary.md, per combination of the settings that vary, test accuracy
-(and on position-shuffled sequences) mean ± std over seeds, each seed with its 95% interval, the budget,
-the tested epoch and a verdict (attnlab.verdict), the jobs without results and, where the runs scored other
-lengths (evaluation.json), a length-generalisation table per setting; length_generalization.csv / .png;
-the study view (attnlab.board); plots, each drawn when the sweep varies its x axis.
+(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv (a row per job),
+summary.md (per combination of the settings that vary: test accuracy over seeds, each seed's 95% interval,
+the budget, the tested epoch and a verdict, attnlab.verdict; the jobs without results; a table per setting
+whose runs scored other lengths), length_generalization.csv / .png, the study view (attnlab.board), plots.
 
 Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over
 `data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are the min-max
@@ -450,14 +448,12 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> 
     cells = []
     for setting, group in groups.items():
         name = label(keys, setting, shown, sep=",")
-        metrics = {m: values(group, m) for m in (*BOARD_METRICS, "attn/entropy_uniform")}
-        tested = span(group, "tested_epoch")
+        hparams = {column(keys[i]): setting[i] for i in shown}
+        means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
         seeds = seeds_cell(group, sep="  \n")
-        cell = {"name": safe_dirname(name), "hparams": {column(keys[i]): setting[i] for i in shown}}
-        cell["jobs"] = [sweep_dir / r["job"] for r in group]
-        cell["metrics"] = {m: statistics.fmean(v) for m, v in metrics.items() if v}
-        cell["text"] = f"**{name}**: {verdict(group)} (tested epochs {tested})  \n{seeds}"
-        cells.append(cell)
+        text = f"**{name}**: {verdict(group)} (tested epochs {span(group, 'tested_epoch')})  \n{seeds}"
+        jobs = [sweep_dir / r["job"] for r in group]
+        cells.append({"name": safe_dirname(name), "hparams": hparams, "jobs": jobs, "metrics": means, "text": text})
     return cells
 
 
