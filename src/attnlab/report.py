@@ -298,18 +298,17 @@ def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
         "random start; such a score would say nothing about what was learned.",
     ]
     for setting, group in groups.items():
-        seeds = [r["seed"] for r in group]
         body = []
         for n in sorted({n for r in group for n in r["lengths"]}):
             results = [r["lengths"].get(n) for r in group]
-            scored = [(s, x) for s, x in zip(seeds, results, strict=True) if x is not None and "acc" in x]
+            scored = [(r["seed"], r["lengths"][n]) for r in group if "acc" in r["lengths"].get(n, {})]
             mean = f"{statistics.fmean(x['acc'] for _, x in scored):.3f}" if scored else "–"
             called = cell_verdict([(s, x["verdict"]) for s, x in scored]) if scored else "not scored"
             if scored and len(scored) < len(results):  # a seed without this length (or not of its tested checkpoint)
                 called += f" ({len(scored)} of {len(results)} seeds)"
             body.append([n, mean, *map(length_cell, results), called])
         lines += ["", f"### {label(keys, setting)}", ""]
-        lines += markdown_table(["seq_len", "mean", *(f"seed {s}" for s in seeds), "verdict"], body)
+        lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
     return lines
 
 
