@@ -226,12 +226,6 @@ def budget_line(rows: Rows, keys: list[str]) -> str:
     return ", ".join(f"{key}={vals.pop()}" for key, vals in shared.items() if len(vals) == 1)
 
 
-def budget_title(rows: Rows, keys: list[str]) -> str:
-    oks = [r for r in rows if r["status"] == "ok"]
-    seeds = sorted({r["seed"] for r in oks}, key=str)
-    return f"{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}"
-
-
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in [header, *body]]
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
@@ -345,9 +339,11 @@ def figure(*grid: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, An
     return fig, fig.subplots(*grid, **kw)
 
 
-def save(fig: Any, path: Path, title: str, **legend: Any) -> None:
-    """The figure to `path`, titled (the budget) and with the first panel's legend."""
-    fig.suptitle(title, fontsize=8)
+def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **legend: Any) -> None:
+    """The figure to `path`, titled (`title`, then the budget) and with the first panel's legend."""
+    oks = [r for r in rows if r["status"] == "ok"]
+    seeds = sorted({r["seed"] for r in oks}, key=str)
+    fig.suptitle(f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}", fontsize=8)
     fig.legend(*fig.axes[0].get_legend_handles_labels(), **legend)
     fig.savefig(path, dpi=110)
 
@@ -382,8 +378,8 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("test accuracy (95% CI)")
-    title = f"length generalisation of the tested checkpoints; {budget_title(rows, keys)}"
-    save(fig, path, title, fontsize=7, loc="outside lower center", ncols=6)  # fewer entries: fewer columns
+    title = "length generalisation of the tested checkpoints; "
+    save(fig, path, rows, keys, title, fontsize=7, loc="outside lower center", ncols=6)  # fewer entries: fewer columns
 
 
 def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> None:
@@ -414,7 +410,7 @@ def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, yla
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x)
     ax.set_ylabel(f"{ylabel} (mean, min–max over seeds)")
-    save(fig, path, budget_title(rows, keys), fontsize=7, loc="outside right center")
+    save(fig, path, rows, keys, fontsize=7, loc="outside right center")
 
 
 def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
@@ -438,7 +434,7 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
         ax.set_ylim(0, 1.08)
         ax.set_title(f"task={task}")
     axes[0][0].set_ylabel("accuracy (mean, min–max over seeds)")
-    save(fig, path, budget_title(rows, keys), fontsize=8, loc="outside lower center", ncols=3)
+    save(fig, path, rows, keys, fontsize=8, loc="outside lower center", ncols=3)
 
 
 def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> Rows:
