@@ -17,12 +17,6 @@ from attnlab.naming import hydra_quote
 register_configs()
 
 
-def quote_run_dir(argv: list[str]) -> list[str]:
-    """`run_dir=<folder>` reaches Hydra quoted: a sweep job's folder (`data=halfswap,seed=1`) is no valid
-    override value as printed."""
-    return [f"run_dir={hydra_quote(a.split('=', 1)[1])}" if a.startswith("run_dir=") else a for a in argv]
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     ev = OmegaConf.to_container(cfg.eval, resolve=True)
@@ -45,5 +39,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = quote_run_dir(sys.argv)
+    # `run_dir=<folder>` reaches Hydra quoted: a sweep job's folder (`data=halfswap,seed=1`) is no valid
+    # override value as printed.
+    sys.argv = [f"run_dir={hydra_quote(a.split('=', 1)[1])}" if a.startswith("run_dir=") else a for a in sys.argv]
     main()

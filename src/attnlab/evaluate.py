@@ -36,7 +36,7 @@ from attnlab.board import EVENTS
 from attnlab.config import EvalSection, check_eval, check_section, run_config, untrained_reason
 from attnlab.errors import ConfigError
 from attnlab.tasks import derive_seed, make_split, split_seed
-from attnlab.verdict import wilson
+from attnlab.verdict import CHANCE, wilson
 
 EVALUATION = "evaluation.json"
 FIGURE = "length_generalization.png"
@@ -101,26 +101,24 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     back is input, and one that is not what it should be is refused (ConfigError) rather than replaced."""
     if not path.exists():
         return {}
-    error = None
+    refusal = "is not an evaluation this program wrote{}; move it away"
     try:
         saved = json.loads(path.read_text())
-        if (
-            isinstance(saved, dict)
-            and isinstance(saved.get("earlier", []), list)
-            and isinstance(saved.get("checkpoint"), dict)
-            and isinstance(saved.get("n"), int)
-            and all(
-                int(length) > 0
-                and isinstance(result, dict)
-                and ("refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2))
-                for length, result in saved["lengths"].items()
-            )
-        ):
-            return saved
+        fits = isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)
+        fits = fits and isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
+        fits = fits and all(int(length) > 0 and is_result(r) for length, r in saved["lengths"].items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        error = e
-    why = f" ({type(error).__name__})" if error else ""
-    raise ConfigError("evaluation", str(path), f"is not an evaluation this program wrote{why}; move it away") from error
+        raise ConfigError("evaluation", str(path), refusal.format(f" ({type(e).__name__})")) from e
+    if not fits:
+        raise ConfigError("evaluation", str(path), refusal.format(""))
+    return saved
+
+
+def is_result(result: Any) -> bool:
+    """A length's result as `score` writes it: refused, or an accuracy with its interval."""
+    return isinstance(result, dict) and (
+        "refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2)
+    )
 
 
 def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
@@ -174,7 +172,7 @@ def length_figure(entry: dict[str, Any]) -> Any:
             ax.text(int(k), 0.52, "refused:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey")
     train_len = entry["train_seq_len"]
     ax.axvline(train_len, color="tab:red", linestyle="--", label=f"training length {train_len}")
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.axhline(CHANCE, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log", base=2)
     ax.set_xticks([int(k) for k in table], [str(int(k)) for k in table])
     ax.set(ylim=(0.0, 1.02), xlabel="sequence length", ylabel=f"test accuracy ({entry['n']} sequences)")

@@ -1,13 +1,8 @@
-"""Results of a sweep: one table row per job, a summary over seeds, and plots.
-
-`python scripts/report.py <sweep dir>` (and the sweeper, hydra/sweeper=attnlab, at the end of every
-multirun however it ended) writes into the sweep folder: results.csv, a row per job (its settings, budget,
-metrics, status); summary.md, per combination of the settings that vary, test accuracy (and on
-position-shuffled sequences) mean ± std over seeds, each seed with its 95% interval, the budget, the
-tested epoch and a verdict (attnlab.verdict), then the jobs without results and, where the runs scored
-other lengths (evaluation.json), a length-generalisation table per setting; length_generalization.csv /
-.png; plots of accuracy and shuffled accuracy per task x pos_enc, accuracy vs seq_len and attention
-entropy vs d_model, each drawn when the sweep varies its x axis.
+"""Results of a sweep, written into its folder by `python scripts/report.py <sweep dir>` and by the sweeper
+(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv (a row per job),
+summary.md (per combination of the settings that vary: test accuracy over seeds, each seed's 95% interval,
+the budget, the tested epoch and a verdict, attnlab.verdict; the jobs without results; a table per setting
+whose runs scored other lengths), length_generalization.csv / .png, the study view (attnlab.board), plots.
 
 Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over
 `data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are the min-max
@@ -123,12 +118,9 @@ def joined_lengths(job_dir: Path, tested: dict[str, Any], is_converged: bool) ->
             table[int(length)] = {"refused": str(result["refused"])}
             continue
         acc, n = float(result["acc"]), int(entry["n"])
-        table[int(length)] = {
-            "acc": acc,
-            "ci": wilson(acc, n),
-            "untrained_positions": bool(result["untrained_positions"]),
-            "verdict": seed_verdict(acc, n, is_converged),
-        }
+        ci, untrained = wilson(acc, n), bool(result["untrained_positions"])
+        called = seed_verdict(acc, n, is_converged)
+        table[int(length)] = {"acc": acc, "ci": ci, "untrained_positions": untrained, "verdict": called}
     return table
 
 
@@ -162,7 +154,7 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
     (8 < 16 < 128), then names."""
     groups: dict[tuple, Rows] = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok" and r.get("test/acc") is not None:
+        if r["status"] == "ok":  # read_results read its test/acc, or it failed
             setting = tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(r["settings"].get, keys))
             groups[setting].append(r)
 
@@ -191,9 +183,9 @@ def pm(vals: list[float]) -> str:
     return f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
-def span(vals: list[Any]) -> str:
+def span(rows: Rows, key: str) -> str:
     """'8' when every seed agrees, '5–8' when not."""
-    vals = [v for v in vals if v is not None]
+    vals = [r[key] for r in rows if r.get(key) is not None]
     lo, hi = (min(vals), max(vals)) if vals else ("–", "–")
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
@@ -208,9 +200,9 @@ def verdict(group: Rows) -> str:
     return cell_verdict([(r["seed"], r["verdict"]) for r in group])
 
 
-def seeds_cell(group: Rows) -> str:
+def seeds_cell(group: Rows, sep: str = "<br>") -> str:
     """Each seed's test accuracy with its Wilson 95% interval."""
-    return "<br>".join(f"{r['seed']}: {r['test/acc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in group)
+    return sep.join(f"{r['seed']}: {r['test/acc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in group)
 
 
 def verdict_lines(rows: Rows) -> list[str]:
@@ -234,18 +226,12 @@ def budget_line(rows: Rows, keys: list[str]) -> str:
     return ", ".join(f"{key}={vals.pop()}" for key, vals in shared.items() if len(vals) == 1)
 
 
-def budget_title(rows: Rows, keys: list[str]) -> str:
-    oks = [r for r in rows if r["status"] == "ok"]
-    seeds = sorted({r["seed"] for r in oks}, key=str)
-    return f"{budget_line(rows, keys)}; epochs trained {span([r.get('epochs') for r in oks])}; seeds {seeds}"
-
-
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in [header, *body]]
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
 
 
-def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> str:
+def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], scored: dict, sweep_dir: Path) -> str:
     count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
@@ -270,10 +256,11 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], swe
         # the mean attention entropy beside its uniform value log L: how far from uniform attention is
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
-        spans = [span([r.get(k) for r in group]) for k in ("tested_epoch", "epochs", "steps")]
+        spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
         body.append([*setting, len(group), acc, seeds_cell(group), shuffled, verdict(group), *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
-    lines += length_sections(keys, {s: g for s, g in groups.items() if any(r["lengths"] for r in g)})
+    if scored:
+        lines += length_sections(keys, scored)
     bad = [[f"`{r['job']}`", r["status"], r.get("error", "")] for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "## Jobs without results", "", *markdown_table(["job", "status", "error"], bad)]
@@ -293,8 +280,6 @@ def length_cell(result: dict[str, Any] | None) -> str:
 def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
     """A table per setting whose runs scored other lengths (evaluation.json of the tested checkpoint): per
     length the mean over seeds, each seed with its interval, and the verdict by the same rule."""
-    if not groups:
-        return []
     trained_at = sorted({r["settings"].get("data.seq_len") for g in groups.values() for r in g}, key=str)
     lines = [
         "",
@@ -307,18 +292,17 @@ def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
         "random start; such a score would say nothing about what was learned.",
     ]
     for setting, group in groups.items():
-        seeds = [r["seed"] for r in group]
         body = []
         for n in sorted({n for r in group for n in r["lengths"]}):
             results = [r["lengths"].get(n) for r in group]
-            scored = [(s, x) for s, x in zip(seeds, results, strict=True) if x is not None and "acc" in x]
+            scored = [(r["seed"], r["lengths"][n]) for r in group if "acc" in r["lengths"].get(n, {})]
             mean = f"{statistics.fmean(x['acc'] for _, x in scored):.3f}" if scored else "–"
             called = cell_verdict([(s, x["verdict"]) for s, x in scored]) if scored else "not scored"
             if scored and len(scored) < len(results):  # a seed without this length (or not of its tested checkpoint)
                 called += f" ({len(scored)} of {len(results)} seeds)"
             body.append([n, mean, *map(length_cell, results), called])
         lines += ["", f"### {label(keys, setting)}", ""]
-        lines += markdown_table(["seq_len", "mean", *(f"seed {s}" for s in seeds), "verdict"], body)
+        lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
     return lines
 
 
@@ -355,9 +339,11 @@ def figure(*grid: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, An
     return fig, fig.subplots(*grid, **kw)
 
 
-def save(fig: Any, path: Path, title: str, **legend: Any) -> None:
-    """The figure to `path`, titled (the budget) and with the first panel's legend."""
-    fig.suptitle(title, fontsize=8)
+def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **legend: Any) -> None:
+    """The figure to `path`, titled (`title`, then the budget) and with the first panel's legend."""
+    oks = [r for r in rows if r["status"] == "ok"]
+    seeds = sorted({r["seed"] for r in oks}, key=str)
+    fig.suptitle(f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}", fontsize=8)
     fig.legend(*fig.axes[0].get_legend_handles_labels(), **legend)
     fig.savefig(path, dpi=110)
 
@@ -392,8 +378,8 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("test accuracy (95% CI)")
-    title = f"length generalisation of the tested checkpoints; {budget_title(rows, keys)}"
-    save(fig, path, title, fontsize=7, loc="outside lower center", ncols=6)  # fewer entries: fewer columns
+    title = "length generalisation of the tested checkpoints; "
+    save(fig, path, rows, keys, title, fontsize=7, loc="outside lower center", ncols=6)  # fewer entries: fewer columns
 
 
 def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> None:
@@ -424,7 +410,7 @@ def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, yla
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x)
     ax.set_ylabel(f"{ylabel} (mean, min–max over seeds)")
-    save(fig, path, budget_title(rows, keys), fontsize=7, loc="outside right center")
+    save(fig, path, rows, keys, fontsize=7, loc="outside right center")
 
 
 def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
@@ -435,13 +421,12 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
     bars = ((-0.2, "test/acc", "test/acc", "C0"), (0.2, "test/acc_shuffled", "positions shuffled", "C1"))
     for ax, task in zip(axes[0], tasks, strict=True):
         settings = [s for s in groups if s[0] == task]
-        for offset, metric, name, color in bars:
-            for i, s in enumerate(settings):
+        for i, s in enumerate(settings):
+            for offset, metric, name, color in bars:
                 if vals := values(groups[s], metric):
                     m, lo, hi = min_max(vals)
                     ax.bar(i + offset, m, 0.4, yerr=[[lo], [hi]], capsize=3, color=color, label=None if i else name)
                     ax.plot([i + offset] * len(vals), vals, "k.", markersize=3)
-        for i, s in enumerate(settings):
             ax.text(i, 1.01, verdict(groups[s]), ha="center", va="bottom", fontsize=7)
         ax.axhline(CHANCE, color="gray", linestyle=":", label="chance", zorder=3)
         ax.set_xticks(range(len(settings)), ["\n".join(map(str, s[1:])) for s in settings], fontsize=8)
@@ -449,7 +434,7 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
         ax.set_ylim(0, 1.08)
         ax.set_title(f"task={task}")
     axes[0][0].set_ylabel("accuracy (mean, min–max over seeds)")
-    save(fig, path, budget_title(rows, keys), fontsize=8, loc="outside lower center", ncols=3)
+    save(fig, path, rows, keys, fontsize=8, loc="outside lower center", ncols=3)
 
 
 def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> Rows:
@@ -458,14 +443,12 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> 
     cells = []
     for setting, group in groups.items():
         name = label(keys, setting, shown, sep=",")
-        metrics = {m: values(group, m) for m in (*BOARD_METRICS, "attn/entropy_uniform")}
-        tested = span([r.get("tested_epoch") for r in group])
-        seeds = seeds_cell(group).replace("<br>", "  \n")
-        cell = {"name": safe_dirname(name), "hparams": {column(keys[i]): setting[i] for i in shown}}
-        cell["jobs"] = [sweep_dir / r["job"] for r in group]
-        cell["metrics"] = {m: statistics.fmean(v) for m, v in metrics.items() if v}
-        cell["text"] = f"**{name}**: {verdict(group)} (tested epochs {tested})  \n{seeds}"
-        cells.append(cell)
+        hparams = {column(keys[i]): setting[i] for i in shown}
+        means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
+        seeds = seeds_cell(group, sep="  \n")
+        text = f"**{name}**: {verdict(group)} (tested epochs {span(group, 'tested_epoch')})  \n{seeds}"
+        jobs = [sweep_dir / r["job"] for r in group]
+        cells.append({"name": safe_dirname(name), "hparams": hparams, "jobs": jobs, "metrics": means, "text": text})
     return cells
 
 
@@ -481,14 +464,14 @@ def write_report(sweep_dir: str | Path) -> Rows:
     table = [{**r, **{k: r["settings"].get(k) for k in extra}} for r in rows]
     write_csv(sweep_dir / "results.csv", table, [*columns, "fit_seconds", "error"])
     groups = groups_of(rows, keys)
-    summary = summary_markdown(rows, keys, groups, sweep_dir)
+    scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}  # the runs that scored lengths
+    summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
     (sweep_dir / "summary.md").write_text(summary)
     write_board(sweep_dir, board_cells(keys, groups, sweep_dir), summary)
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
     if lengths := length_rows(rows, keys):
         write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
-        scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}
         plot_lengths(rows, keys, scored, sweep_dir / "length_generalization.png")
     plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
     entropy = sweep_dir / "entropy_vs_d_model.png"
