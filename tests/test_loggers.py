@@ -101,3 +101,16 @@ def test_early_stopping_callback_stops_on_val_acc(compose_cfg) -> None:
 def test_bad_logger_or_callback_fails_before_training(overrides, message, compose_cfg) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(to_plain(compose_cfg(*overrides)))
+
+
+def test_a_callback_that_refuses_without_a_message_is_named_by_its_error(compose_cfg, monkeypatch) -> None:
+    """An error with an empty message (a bare `assert`) is still one line naming the key, not an IndexError."""
+
+    class Refuses:
+        def __init__(self, monitor: str, mode: str, patience: int, min_delta: float) -> None:
+            raise ValueError()  # what a bare `assert` gives outside pytest
+
+    monkeypatch.setattr("attnlab.loggers.callback_class", lambda name: Refuses)
+    cfg = compose_cfg("callbacks=early_stopping", "callbacks.early_stopping.patience=5")
+    with pytest.raises(ConfigError, match=r"^callbacks.early_stopping=\{.*\} is invalid: ValueError$"):
+        validate(to_plain(cfg))

@@ -25,7 +25,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, first_line
 
 CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume candidates (newest_checkpoint)
 
@@ -40,8 +40,9 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         int(ckpt["epoch"]), int(ckpt["global_step"]), dict(ckpt["hyper_parameters"]), dict(ckpt["state_dict"])
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+        raise ConfigError(
+            key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        ) from e
     return ckpt
 
 

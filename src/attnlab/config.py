@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from attnlab.errors import ConfigError, check_typed, fits
+from attnlab.errors import ConfigError, check_typed, first_line, fits
 from attnlab.loggers import check_callbacks, check_logger
 from attnlab.naming import canonical, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
@@ -428,8 +428,7 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
         return to_plain(cfg)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({reason})") from e
+        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
 
 
 def saved_config(folder: Path) -> dict[str, Any] | None:

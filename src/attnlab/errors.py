@@ -30,6 +30,12 @@ class Interrupted(BaseException):
         super().__init__(f"stopped by signal {signum}{where}{saved}")
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to one line; its type's name when it has none (`assert` without a message)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def fits(value: Any, hint: Any) -> bool:
     """`value` (a plain config value) is of the annotated type `hint` (a bool is no number); a type this
     check does not know passes (the class checks it)."""

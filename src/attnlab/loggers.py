@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnlab.errors import ConfigError, check_typed
+from attnlab.errors import ConfigError, check_typed, first_line
 from attnlab.registry import Registry
 from attnlab.sweep_record import run_name
 
@@ -135,4 +135,4 @@ def check_callbacks(chosen: dict[str, Any]) -> None:
         try:
             cls(**kwargs)
         except Exception as e:
-            raise ConfigError(f"callbacks.{name}", kwargs, str(e).strip().splitlines()[0]) from e
+            raise ConfigError(f"callbacks.{name}", kwargs, first_line(e)) from e

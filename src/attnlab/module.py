@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from attnlab.checkpoints import epoch_step, read_checkpoint
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, first_line
 from attnlab.model import AttentionClassifier
 
 HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitClassifier.history`
@@ -128,7 +128,8 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", key:
         module = LitClassifier(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # hyperparameters or weights of another model
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {reason})") from e
+        raise ConfigError(
+            key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        ) from e
     module.loaded_from = epoch_step(ckpt)
     return module.eval()

@@ -215,7 +215,8 @@ class AttnlabSweeper(Sweeper):
             wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
             sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
         except ConfigError as e:
-            sys.exit(f"error: {e}")
+            print(f"error: {e}", file=sys.stderr, flush=True)  # now: the workers' stop comes after
+            sys.exit(1)
         if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
                 self.config.hydra.sweep.dir = str(sweep_dir)
@@ -244,7 +245,8 @@ class AttnlabSweeper(Sweeper):
                 configs[same] = num
                 resume.check(c, sweep_dir / folder)
             except ConfigError as e:
-                sys.exit(f"error: job #{num} ({' '.join(overrides)}): {e}")
+                print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
+                sys.exit(1)
             folders[folder] = num
             # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
             # and is answered without waiting for workers to start and stop.
