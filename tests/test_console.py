@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
+
+import pytest
+
+from attnlab.console import lightning_messages
 
 from .conftest import TINY, read_metrics, run_train
 
@@ -80,3 +86,24 @@ def test_a_sweep_prints_a_line_per_finished_job_and_its_verdicts(tmp_path) -> No
         f"[attnlab] curves: tensorboard --logdir {sweep / 'tensorboard'}",
     ]
     assert not any(n in proc.stdout + proc.stderr for n in (*NOISE, "[HYDRA]")), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("in_allocation", [False, True])
+def test_lightnings_srun_hint_only_inside_a_slurm_allocation(in_allocation, tmp_path, monkeypatch) -> None:
+    """With SLURM installed (`srun` on PATH) outside an allocation, Lightning's hint to prepend srun is wrong
+    for attnlab (hydra/launcher=slurm reaches the cluster) and is not shown; inside an allocation it is."""
+    import pytorch_lightning as pl
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for name in [n for n in os.environ if n.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    if in_allocation:
+        monkeypatch.setenv("SLURM_JOB_ID", "7")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # every warning, each time
+        with lightning_messages(verbose=False):
+            pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    hints = [w for w in shown if "The `srun` command is available" in str(w.message)]
+    assert len(hints) == in_allocation

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,12 @@ def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[
         for lg in levels:
             lg.setLevel(level if lg.name in LIGHTNING_LOGGERS else logging.INFO)
     try:
-        yield
+        with warnings.catch_warnings():
+            if "SLURM_JOB_ID" not in os.environ:  # not in an allocation: a workstation or a login node
+                # where SLURM is installed. Lightning's hint to prepend `srun` would be wrong here: attnlab
+                # reaches the cluster through hydra/launcher=slurm. (Inside an allocation it stays.)
+                warnings.filterwarnings("ignore", message="The `srun` command is available")
+            yield
     finally:
         for lg, level in levels.items():
             lg.setLevel(level)
