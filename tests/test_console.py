@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from attnlab.console import lightning_messages
+from attnlab.console import hide_lightning_warnings, lightning_messages
 
 from .conftest import TINY, read_metrics, run_train
 
@@ -91,7 +91,8 @@ def test_a_sweep_prints_a_line_per_finished_job_and_its_verdicts(tmp_path) -> No
 @pytest.mark.parametrize("in_allocation", [False, True])
 def test_lightnings_srun_hint_only_inside_a_slurm_allocation(in_allocation, tmp_path, monkeypatch) -> None:
     """With SLURM installed (`srun` on PATH) outside an allocation, Lightning's hint to prepend srun is wrong
-    for attnlab (hydra/launcher=slurm reaches the cluster) and is not shown; inside an allocation it is."""
+    for attnlab (hydra/launcher=slurm reaches the cluster) and is not shown; inside an allocation it is.
+    (attnlab.console sets its filters when imported, with the process's environment: set again here.)"""
     import pytorch_lightning as pl
 
     (tmp_path / "srun").write_text("#!/bin/sh\n")
@@ -102,8 +103,19 @@ def test_lightnings_srun_hint_only_inside_a_slurm_allocation(in_allocation, tmp_
     if in_allocation:
         monkeypatch.setenv("SLURM_JOB_ID", "7")
     with warnings.catch_warnings(record=True) as shown:
-        warnings.simplefilter("always")  # every warning, each time
-        with lightning_messages(verbose=False):
-            pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+        warnings.simplefilter("always")  # every warning, each time, but for attnlab's filters:
+        hide_lightning_warnings()
+        pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
     hints = [w for w in shown if "The `srun` command is available" in str(w.message)]
     assert len(hints) == in_allocation
+
+
+def test_a_warning_is_shown_once_per_process_not_once_per_run() -> None:
+    """Python's once-per-place record of warnings survives a run's message settings (a sweep's jobs in one
+    process, each inside lightning_messages, say a repeated warning once)."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")  # Python's default: once per place
+        for _ in range(3):
+            with lightning_messages(verbose=False):
+                warnings.warn("the same warning each run", UserWarning, stacklevel=1)
+    assert len(shown) == 1

@@ -80,6 +80,19 @@ def test_the_attention_figure_labels_itself(pool: str) -> None:
     assert strip_a.get_xlim() == map_a.get_xlim()  # the strip lines up with the key columns
 
 
+def test_a_nan_in_one_map_leaves_the_other_drawn() -> None:
+    """A diverged input (NaN) in one class's sequence: the other map keeps a finite shared scale."""
+    net = AttentionClassifier(
+        dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="sinusoidal", max_len=8, pool="max", scale="sqrt"
+    )
+    x = torch.rand(2, 6, 1)
+    x[1, 2, 0] = float("nan")
+    _, _, map_a, map_b, _ = attention_figure(net, x, 0, 0, "nan").axes
+    low, high = map_a.get_images()[0].get_clim()
+    assert low == 0 and math.isfinite(high) and high == fig_max(map_a)
+    assert map_b.get_images()[0].get_clim() == (low, high)
+
+
 def fig_max(*axes) -> float:
     return max(float(ax.get_images()[0].get_array().max()) for ax in axes)
 

@@ -27,6 +27,21 @@ from pytorch_lightning.utilities import rank_zero_only
 from attnlab.run_folder import METRICS
 from attnlab.sweep_record import sweep_of
 
+
+def hide_lightning_warnings() -> None:
+    """Lightning's warnings that say nothing to an attnlab user (once per process: at import)."""
+    # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # A resume continues its own checkpoints folder, by design (Lightning warns that it is not empty).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if "SLURM_JOB_ID" not in os.environ:  # not in an allocation: a workstation or a login node with SLURM
+        # installed, where the hint to prepend `srun` is wrong: attnlab reaches the cluster through
+        # hydra/launcher=slurm. Inside an allocation (salloc, then python without srun) it stays.
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+
+
+hide_lightning_warnings()  # before any Trainer: config.check_trainer's comes before the run's
+
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
 PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept
 
@@ -96,12 +111,7 @@ def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[
         for lg in levels:
             lg.setLevel(level if lg.name in LIGHTNING_LOGGERS else logging.INFO)
     try:
-        with warnings.catch_warnings():
-            if "SLURM_JOB_ID" not in os.environ:  # not in an allocation: a workstation or a login node
-                # where SLURM is installed. Lightning's hint to prepend `srun` would be wrong here: attnlab
-                # reaches the cluster through hydra/launcher=slurm. (Inside an allocation it stays.)
-                warnings.filterwarnings("ignore", message="The `srun` command is available")
-            yield
+        yield
     finally:
         for lg, level in levels.items():
             lg.setLevel(level)

@@ -44,6 +44,8 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
     length = weights.shape[-1]
     prefix = length - x.shape[1]  # a cls token at position 0 has no input of its own
+    finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
+    top = float(finite.max()) if finite.size else 1.0
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
@@ -52,7 +54,7 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
         strips[i].stairs(x[i, :, 0].float().cpu().numpy(), edges, fill=True, color="tab:gray")
         strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
         strips[i].set_ylabel("x")
-        image = heats[i].imshow(weights[i], cmap="viridis", vmin=0, vmax=weights.max(), aspect="auto")
+        image = heats[i].imshow(weights[i], cmap="viridis", vmin=0, vmax=top, aspect="auto")
         heats[i].set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
         heats[i].set_ylabel("query position i")
         for ax in (strips[i], heats[i]):

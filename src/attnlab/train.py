@@ -18,7 +18,6 @@ import math
 import os
 import time
 import traceback
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,6 @@ from attnlab.provenance import as_markdown, provenance
 from attnlab.signals import StopOnSignal
 from attnlab.timing import StepClock, process_seconds
 from attnlab.verdict import converged
-
-# Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-# A hint for Lightning's own multi-node launch through srun, printed wherever SLURM is installed; attnlab's
-# jobs reach SLURM through hydra/launcher=slurm (hydra_plugins.attnlab_slurm), which needs no srun.
-warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
-# A resume continues its own checkpoints folder, by design (Lightning warns that it is not empty).
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
