@@ -65,7 +65,7 @@ def refused_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     checks and the claim of its folder). Asserts the exit code the process would have (1); returns what it
     said on stderr. For the checks, where a process of its own would prove nothing more (that Hydra calls
     them before it writes into the run: a test that starts one)."""
-    from hydra._internal.callbacks import Callbacks
+    from hydra.utils import instantiate
 
     from attnlab import run_folder
     from attnlab.resume import resume_argv
@@ -78,7 +78,8 @@ def refused_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
             assert "-m" not in argv and "--multirun" not in argv, "a sweep's checks run in Hydra's multirun"
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose("train", overrides=argv[1:], return_hydra_config=True)
-            Callbacks(cfg).on_run_start(config=cfg)
+            for callback in cfg.hydra.callbacks.values():  # as Hydra calls them, in their order
+                instantiate(callback).on_run_start(config=cfg)
     finally:
         if cfg is not None:  # a folder claimed (not refused): let it go
             run_folder.release(Path(str(cfg.hydra.run.dir)))
