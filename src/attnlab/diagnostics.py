@@ -49,8 +49,8 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
+    edges = np.arange(prefix, length + 1) - 0.5  # one step per key position that has an input
     for i, name in enumerate(CLASS_NAMES):
-        edges = np.arange(prefix, length + 1) - 0.5  # one step per key position that has an input
         strips[i].stairs(x[i, :, 0].float().cpu().numpy(), edges, fill=True, color="tab:gray")
         strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
         strips[i].set_ylabel("x")

@@ -215,7 +215,7 @@ class AttnlabSweeper(Sweeper):
             wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
             sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)  # now: the workers' stop comes after
+            print(f"error: {e}", file=sys.stderr, flush=True)  # said before `sweep`'s finally stops the workers
             sys.exit(1)
         if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
