@@ -463,6 +463,24 @@ def test_resume_uses_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) ->
     assert_same_run(whole, run_dir)
 
 
+def test_a_kill_between_the_last_epochs_best_and_last_checkpoint_leaves_last_ckpt_final(tmp_path: Path, capsys) -> None:
+    """The final epoch wrote best.ckpt, then the run was killed before last.ckpt (seen in a chaos sweep): the
+    resume has nothing left to train, so last.ckpt must still become the final weights, not stay an epoch behind."""
+    args = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=learned"]
+    whole, run_dir, first = tmp_path / "whole", tmp_path / "run", tmp_path / "first"
+    train(compose_train(whole, *args))
+    assert torch.load(whole / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 8  # epoch 2 was best
+    train(compose_train(run_dir, *args))
+    train(compose_train(first, *TINY, "trainer.max_epochs=1", "data=halfswap", "model.pos_enc=learned"))
+    (run_dir / "metrics.json").unlink()  # killed before the test
+    shutil.copyfile(first / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")  # epoch 1's
+    assert not same_weights(whole / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+    train(compose_train(run_dir, *args, "resume=true"))
+    assert "from checkpoints/best.ckpt (epoch 2, step 8)" in capsys.readouterr().out
+    assert_same_run(whole, run_dir)
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
 # ------------------------------------------------------------------ 7. a new run from a checkpoint is a run of its own
 
 

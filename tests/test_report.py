@@ -253,3 +253,23 @@ def test_length_generalisation_table_per_setting_with_each_seed_and_untrained_le
     assert notes[("learned", "0", "64")] == "untrained positions (not scored)"
     assert notes[("rope", "0", "64")] == ""
     assert (sweep / "length_generalization.png").stat().st_size > 0
+
+
+def test_a_resumed_runs_curves_end_where_it_resumed_without_tensorboards_warning(tmp_path: Path, caplog) -> None:
+    """A resumed run's TensorBoard writer purges what its killed attempt logged after the checkpoint. Reading it
+    back (the study view's mean curves) keeps the resumed values and says nothing: TensorBoard's own warning
+    about it ("likely caused by a TensorFlow restart") was printed in the middle of a sweep's table."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from attnlab.board import read_curves
+
+    killed = SummaryWriter(tmp_path)
+    for step in range(5):
+        killed.add_scalar("val/acc", step / 8, step)  # (exact in float32)
+    killed.close()
+    resumed = SummaryWriter(tmp_path, purge_step=3)  # as attnlab.loggers does, from the checkpoint's step
+    resumed.add_scalar("val/acc", 0.75, 3)
+    resumed.close()
+    caplog.set_level("INFO")
+    assert read_curves(tmp_path) == {"val/acc": {0: 0.0, 1: 0.125, 2: 0.25, 3: 0.75}}
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text

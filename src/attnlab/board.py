@@ -47,7 +47,9 @@ def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its "Directory watcher advancing ..." lines
+    # Its "Directory watcher advancing ..." lines, and its warning about a resumed run's purge ("likely caused
+    # by a TensorFlow restart"): the purge is ours (the TensorBoard logger's purge_step), on purpose.
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])

@@ -18,6 +18,7 @@ checkpoint (`ckpt_path`) it is dropped, and the new run tracks its own best.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,17 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             "move them away to start the run again",
         )
     return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # a tie: CHECKPOINTS order
+
+
+def catch_up_last(newest: Path) -> None:
+    """Called with the checkpoint a run resumes from. An epoch's end writes best.ckpt, then last.ckpt: a kill
+    between the two leaves last.ckpt an epoch behind (or missing), and a resume with no epoch left to train
+    would never write it again, so the run's final weights would be the epoch before. best.ckpt is newest
+    only then (a tie goes to last.ckpt), and it is that epoch's end: it is copied over last.ckpt."""
+    if newest.name == "best.ckpt":
+        last, tmp = newest.with_name("last.ckpt"), newest.with_name("last.ckpt.tmp")
+        shutil.copyfile(newest, tmp)
+        os.replace(tmp, last)  # atomic, as every checkpoint write (AtomicCheckpointIO)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -32,7 +32,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from attnlab import resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
-from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint
+from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint, catch_up_last
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
 from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams
@@ -115,6 +115,8 @@ def run(
         job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
         start = resume.plan(c, out)
         if c["resume"] and start.own:
+            if not run_folder.secondary_process():  # (under DDP the main process owns the folder)
+                catch_up_last(start.checkpoint)  # type: ignore[arg-type]
             print(f"[attnlab] resuming {out} from {start.checkpoint.relative_to(out)} "  # type: ignore[union-attr]
                   f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
         elif c["resume"]:
