@@ -6,7 +6,8 @@ and a crafted pickle is refused without running. Every failure to read is a Conf
 nothing falls back to random weights.
 
 `AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a full
-disk or a kill during the write leaves the previous checkpoint whole.
+disk or a kill during the write leaves the previous checkpoint whole. `catch_up_last`: a resume mends a
+kill that came between an epoch's two writes (best.ckpt, then last.ckpt).
 
 `RunCheckpoint`: Lightning's ModelCheckpoint drops its best score when the folder it was saved from
 differs from the folder it runs in, so a run moved (`mv`) or copied (`cp -r`) and resumed would
@@ -27,6 +28,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from attnlab.errors import ConfigError, first_line
+from attnlab.run_folder import replacing
 
 CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume candidates (newest_checkpoint)
 
@@ -84,21 +86,14 @@ def catch_up_last(newest: Path) -> None:
     would never write it again, so the run's final weights would be the epoch before. best.ckpt is newest
     only then (a tie goes to last.ckpt), and it is that epoch's end: it is copied over last.ckpt."""
     if newest.name == "best.ckpt":
-        last, tmp = newest.with_name("last.ckpt"), newest.with_name("last.ckpt.tmp")
-        shutil.copyfile(newest, tmp)
-        os.replace(tmp, last)  # atomic, as every checkpoint write (AtomicCheckpointIO)
+        with replacing(newest.with_name("last.ckpt")) as tmp:
+            shutil.copyfile(newest, tmp)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with replacing(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -122,10 +122,22 @@ def write_marker(folder: Path, name: str, text: str) -> None:
         (folder / name).write_text(text)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """`<path>.tmp` to write, renamed over `path` when the block ends (atomic on POSIX: a reader, or a kill at
+    any moment, finds the old file or the new one, never half of one); removed if the block fails."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal (StopOnSignal raises in the block): the old file stays
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def status(folder: Path) -> tuple[str, str]:

@@ -258,9 +258,8 @@ class AttnlabSweeper(Sweeper):
         """Launch the jobs not yet finished, then conclude; returns the exit code."""
         with SweepSignals() as signals:
             if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
-                tmp = sweep_dir / "multirun.yaml.tmp"  # whole or absent, whenever the sweep is killed
-                OmegaConf.save(self.config, tmp)
-                tmp.replace(sweep_dir / "multirun.yaml")
+                with run_folder.replacing(sweep_dir / "multirun.yaml") as tmp:  # whole or absent, whenever killed
+                    OmegaConf.save(self.config, tmp)
             # each job's overrides as the user wrote them: without the folder name the sweeper adds
             overrides = [[o for o in job if not o.startswith("hydra.sweep.subdir=")] for job in jobs]
             sweep_record.write_jobs(sweep_dir, overrides, folders)
