@@ -4,6 +4,8 @@ python scripts/evaluate.py run_dir=outputs/runs/<run> eval.seq_lens=[16,32,64,12
 python scripts/evaluate.py run_dir=outputs/multiruns/<sweep>/data=halfswap,pos_enc=rope,seed=0   # as printed
 """
 
+import atexit
+import gc
 import sys
 
 import hydra
@@ -13,6 +15,8 @@ from attnlab.config import register_configs
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
 from attnlab.naming import hydra_quote
+
+atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
 register_configs()
 

@@ -4,6 +4,8 @@ python scripts/plot_attention.py outputs/runs/<run> docs/attention_halfswap.png 
 """
 
 import argparse
+import atexit
+import gc
 import sys
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title,
 from attnlab.errors import ConfigError
 from attnlab.module import load_module
 from attnlab.run_folder import checkpoint_path
+
+atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
 
 def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:

@@ -1,12 +1,16 @@
 """Tables and plots of a sweep: python scripts/report.py outputs/multiruns/<sweep>"""
 
 import argparse
+import atexit
+import gc
 import os
 import sys
 from pathlib import Path
 
 from attnlab.errors import ConfigError
 from attnlab.report import write_report
+
+atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("sweep_dir", type=Path)
