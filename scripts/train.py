@@ -40,7 +40,6 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 # skipped; the memory goes back to the system all the same. (The other scripts do the same.)
 atexit.register(gc.freeze)
 
-import errno  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -49,22 +48,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
-from attnlab.errors import ConfigError, Interrupted  # noqa: E402
+from attnlab.errors import ConfigError, Interrupted, run_failure  # noqa: E402
 from attnlab.resume import continue_command, resume_argv  # noqa: E402
 
 register_configs()
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def describe(e: Exception, out: Path) -> str:
-    """One line for a run-time failure; the traceback is in the run's FAILED file."""
-    if isinstance(e, ConfigError):
-        return str(e)
-    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-        # the file being written, not the temporary one it goes through (attnlab writes <name>.tmp, then renames)
-        name = str(e.filename).removesuffix(".tmp") if e.filename else out
-        return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
-    return f"{type(e).__name__}: {e} (traceback in {out / run_folder.FAILED})"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -87,7 +74,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as e:
         # A failure at run time (NaN loss, out of memory, full disk, ...): one line here, the traceback
         # in the run's FAILED file. In a sweep the other jobs go on and the sweep exits non-zero.
-        print(f"error: {describe(e, out)}", file=sys.stderr, flush=True)
+        print(f"error: {run_failure(e, out, out / run_folder.FAILED)}", file=sys.stderr, flush=True)
         if in_sweep:
             return None
         sys.exit(1)

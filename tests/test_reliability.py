@@ -252,3 +252,23 @@ def test_a_sweep_of_one_config_twice_is_refused(tmp_path: Path) -> None:
         "seed=01): job='seed=01' is invalid: job #0 has the same config: a seed or cell twice"
     )
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    "error,said",
+    [  # a checkpoint's write: the file, not its .tmp
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/last.ckpt.tmp"),
+         "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
+        # a copy (shutil.copyfile, resume's catch-up of last.ckpt): the one written, not the one read
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/best.ckpt", None,
+                 "run/checkpoints/last.ckpt.tmp"),
+         "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
+        (OSError(errno.EROFS, "Read-only file system"),
+         "cannot write run: Read-only file system; earlier checkpoints are intact"),
+        (ValueError("loss is nan"), "ValueError: loss is nan (traceback in run/FAILED)"),
+    ],
+)  # fmt: skip
+def test_a_run_time_failure_is_one_line_naming_the_file_written(error: Exception, said: str) -> None:
+    from attnlab.errors import run_failure
+
+    assert run_failure(error, Path("run"), Path("run/FAILED")) == said

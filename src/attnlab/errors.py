@@ -3,8 +3,10 @@ values that raise the commonest of them."""
 
 from __future__ import annotations
 
+import errno
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -28,6 +30,22 @@ class Interrupted(BaseException):
         where = f" at step {step}" if step is not None else ""
         saved = f"; checkpoint: {checkpoint}" if checkpoint else ""
         super().__init__(f"stopped by signal {signum}{where}{saved}")
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
+    """One line for a run-time failure in `folder` (scripts/train.py prints it); its traceback: `traceback_file`."""
+    if isinstance(e, ConfigError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+        # The file being written: a copy's destination (filename2; filename is what it read), and not the
+        # temporary <name>.tmp it goes through (attnlab writes that, then renames it).
+        written = e.filename2 or e.filename
+        name = str(written).removesuffix(".tmp") if written else folder
+        return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
+    return f"{type(e).__name__}: {e} (traceback in {traceback_file})"
 
 
 def first_line(e: BaseException) -> str:
