@@ -214,7 +214,7 @@ def processes() -> list[tuple[int, int, bytes]]:
 def running_in_groups(groups: set[int], wait: float = 120) -> list[str]:
     """Command lines of the processes of the process groups `groups` (sweeps started with
     `start_new_session=True`: each is its group's leader) that still run, once they have had up to `wait`
-    seconds to go: a joblib worker notices its sweep's death within a second, a resource tracker when its
+    seconds to go: a sweep's worker notices its sweep's death within a second, a resource tracker when its
     pipe closes. A zombie (state Z) runs nothing: it stays only where PID 1 does not reap orphans."""
     import time
 

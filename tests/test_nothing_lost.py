@@ -348,7 +348,7 @@ def test_a_resume_refused_by_the_command_leaves_the_run_untouched(own_copy: Path
 # ------------------------------------------------------------------ 4. the sweep's exit code tells the truth
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", "processes"])
 def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(
     cli_run: Path, tmp_path: Path, launcher: str
 ) -> None:
@@ -356,7 +356,7 @@ def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(
     sweep, naming the job, before anything is trained or written."""
     good = cli_run / "checkpoints" / "last.ckpt"  # a tiny run's, of 1 epoch (read only)
     sweep = tmp_path / "sweep"
-    extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    extra = [] if launcher == "basic" else ["hydra/launcher=processes", "hydra.launcher.n_jobs=2"]
     proc = run_train(
         "-m", *TINY, "trainer.max_epochs=2", f"ckpt_path={good},/nonexistent.ckpt", *extra,
         f"hydra.sweep.dir={sweep}", cwd=tmp_path,
@@ -769,7 +769,7 @@ def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
 @pytest.mark.parametrize(
     "item,ok",
     [
-        ("hydra/launcher=joblib", True),
+        ("hydra/launcher=processes", True),
         ("hydra.launcher.n_jobs=2", True),
         ("hydra.launcher.partition=debug", True),
         ("hydra/launcher=../../x", False),

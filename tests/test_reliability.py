@@ -48,12 +48,12 @@ def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) 
 
 
 @pytest.mark.parametrize(
-    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+    "launcher", [[], ["hydra/launcher=processes", "hydra.launcher.n_jobs=2"]], ids=["basic", "processes"]
 )
 def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launcher: list[str]) -> None:
-    """With joblib the workers start once the first job passed its check (attnlab_sweeper.workers.warm_workers):
+    """With processes the workers start once the first job passed its check (attnlab_sweeper.launcher: `start`):
     a later bad job still ends the sweep at once (that none of its processes outlives it:
-    test_sweeps.py::test_nothing_of_a_joblib_sweep_outlives_it[True])."""
+    test_sweeps.py::test_nothing_of_a_sweep_outlives_it[True])."""
     sweep = tmp_path / "sweep"
     args = ("-m", *TINY, "data=halfswap", "data.seq_len=8,9", *launcher, f"hydra.sweep.dir={sweep}")
     proc = run_train(*args, cwd=tmp_path)

@@ -31,6 +31,9 @@ class Interrupted(BaseException):
         saved = f"; checkpoint: {checkpoint}" if checkpoint else ""
         super().__init__(f"stopped by signal {signum}{where}{saved}")
 
+    def __reduce__(self) -> tuple:  # sent back from a sweep's worker process whole, not as its message
+        return Interrupted, (self.signum, self.step, self.checkpoint)
+
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 

@@ -21,6 +21,10 @@ from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 
 from attnlab.errors import Interrupted
 
+# A signal that came before a run's own handling began, noted by whoever handled it then (a sweep's worker
+# process: hydra_plugins/attnlab_sweeper/launcher.py): the run stops as it starts, before it trains.
+pending: int | None = None
+
 
 class StopOnSignal(pl.Callback):
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -36,6 +40,8 @@ class StopOnSignal(pl.Callback):
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
+        if pending is not None:
+            raise Interrupted(pending)
         # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.
         for sig in (*self.SIGNALS, *self.HANDED_OVER):
             if sig in self.SIGNALS or callable(signal.getsignal(sig)):
@@ -53,6 +59,8 @@ class StopOnSignal(pl.Callback):
         self.trainer = trainer
 
     def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a repeat (Ctrl-C reaches a sweep's workers, and the sweep passes it on)
+            return  # the run is stopping already: a second stop must not cut its checkpoint's save short
         self.signum = signum
         trainer = self.trainer
         if trainer is None or trainer.state.status != TrainerStatus.RUNNING:

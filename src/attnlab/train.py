@@ -56,7 +56,7 @@ def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
 
 
 def set_threads(requested: int | None, hydra: Any | None) -> None:
-    """`torch_threads`, or when unset under a parallel launcher (joblib), the cores divided among its
+    """`torch_threads`, or when unset under a parallel launcher (processes), the cores divided among its
     jobs, so that n_jobs processes do not each start one thread per core. Neither: PyTorch's default."""
     n_jobs = hydra.launcher.get("n_jobs") if hydra is not None and not requested else None
     if n_jobs not in (None, 1):

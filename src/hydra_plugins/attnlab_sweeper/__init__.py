@@ -2,7 +2,7 @@
 
 Before any job runs, every job's config is checked (`config.validate`; `resume.check` when continuing), and
 two jobs that would share a folder or a config are refused; the jobs are recorded in jobs.json
-(`sweep_record`). They run on the configured launcher (`workers.py`: joblib's worker processes). A failed
+(`sweep_record`). They run on the configured launcher (the studies': `launcher.py`, forked workers). A failed
 job leaves `FAILED` in its folder and the others go on; a signal (Ctrl-C, SIGTERM) stops the sweep once the
 running job has saved its checkpoint; whatever happened, the report is written and the exit code says how
 the sweep ended (`report.conclude`). `-m resume=<sweep dir>` continues a sweep: finished jobs are kept.
@@ -35,7 +35,7 @@ from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 from attnlab.resume import CONFIG_GROUPS as GROUPS
-from hydra_plugins.attnlab_sweeper.workers import no_more_workers_than_jobs, stop_workers, warm_workers
+from hydra_plugins.attnlab_sweeper.launcher import ProcessesLauncher
 
 
 @dataclass
@@ -193,7 +193,8 @@ class AttnlabSweeper(Sweeper):
         try:
             self.run_sweep(arguments)
         finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
-            stop_workers()
+            if isinstance(self.launcher, ProcessesLauncher):
+                self.launcher.stop(kill=True)
 
     def run_sweep(self, arguments: list[str]) -> None:
         began = time.perf_counter()
@@ -207,7 +208,6 @@ class AttnlabSweeper(Sweeper):
             if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
                 names = sweep_record.recorded_folders(sweep_dir, jobs, names)
-            no_more_workers_than_jobs(self.launcher, len(jobs))
             own_subdir = "hydra.sweep.subdir" in given
             folders = self.check_jobs(jobs, [None] * len(jobs) if own_subdir else names, sweep_dir)
             if not own_subdir:
@@ -250,8 +250,8 @@ class AttnlabSweeper(Sweeper):
             folders[folder] = num
             # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
             # and is answered without waiting for workers to start and stop.
-            if num == 0:
-                warm_workers(self.launcher)
+            if num == 0 and isinstance(self.launcher, ProcessesLauncher):
+                self.launcher.start(len(jobs))
         return list(folders)
 
     def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, began: float) -> int:
@@ -275,7 +275,7 @@ class AttnlabSweeper(Sweeper):
                 code = e.exit_code
             except KeyboardInterrupt:  # a parallel launcher's pool was stopped
                 code = 128 + signal.SIGINT
-            except Exception as e:  # the launcher itself broke (e.g. a joblib worker was killed): report all the same
+            except Exception as e:  # the launcher itself broke (e.g. a worker was killed): report all the same
                 print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1
             signals.deferred = -1  # a signal from here on waits until the report is written

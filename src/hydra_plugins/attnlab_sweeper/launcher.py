@@ -1,0 +1,168 @@
+"""`hydra/launcher=processes`: a sweep's jobs side by side, in worker processes forked from the sweep (the
+studies' launcher, conf/experiment/). One worker per core (`n_jobs: -1`), never more than there are jobs,
+torch's threads divided among them (attnlab.train.set_threads); a sweep of one job runs in this process.
+
+Each job is composed and run as Hydra's own launchers do (`load_sweep_config`, then `run_job`). Forked, a
+worker starts with torch, Hydra and the config store already imported, and needs nothing pickled but each
+job's overrides and the sweep's config; started while the sweeper checks the jobs (`start`), the workers
+import Lightning meanwhile. None outlives the sweep: the sweeper stops them however it ends (`stop`), and
+a worker whose sweep was killed (SIGKILL, the OOM killer) exits within half a second.
+
+Signals: a job stops at its next safe point and saves its checkpoint (attnlab.signals.StopOnSignal). A
+signal the sweep process receives is passed on to the workers (a terminal's Ctrl-C reaches them all
+anyway; `kill <sweep pid>` does not); a worker that has received one starts no further job.
+"""
+
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, open_dict, read_write
+
+from attnlab import signals
+from attnlab.errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessesLauncherConf:
+    _target_: str = "hydra_plugins.attnlab_sweeper.launcher.ProcessesLauncher"
+    n_jobs: int = -1  # worker processes: -1 one per core; never more than the sweep has jobs
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessesLauncherConf, provider="attnlab")
+
+
+class ProcessesLauncher(Launcher):
+    def __init__(self, n_jobs: int = -1) -> None:
+        self.n_jobs = n_jobs
+        self.executor: ProcessPoolExecutor | None = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def workers(self, jobs: int) -> int:
+        return max(1, min(jobs, os.cpu_count() or 1 if self.n_jobs < 0 else self.n_jobs))
+
+    def start(self, jobs: int) -> None:
+        """Fork the workers for a sweep of `jobs` jobs now (the sweeper calls it once the first job passed its
+        checks): they import Lightning while the other jobs are checked. One worker: none, jobs run here."""
+        if self.executor is not None or self.workers(jobs) == 1:
+            return
+        global launcher
+        launcher = self  # what the forked workers run jobs with (inherited, not pickled)
+        sys.stdout.flush()
+        sys.stderr.flush()  # else what the buffers hold would be printed again by each worker
+        gc.freeze()  # the sweep's objects stay shared with the workers, and out of their collections
+        fork = multiprocessing.get_context("fork")
+        self.executor = ProcessPoolExecutor(self.workers(jobs), fork, initializer=start_worker, initargs=(os.getpid(),))
+        self.executor.submit(int)  # forks every worker now (the executor forks them all at its first job)
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        setup_globals()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs = [(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        self.start(len(jobs))
+        log.info(f"Launching {len(jobs)} jobs on {self.workers(len(jobs))} worker processes")
+        if self.executor is None:
+            return [self.run(idx, overrides, self.config) for idx, overrides in jobs]
+        # The sweep's own overrides go along: the sweeper may have moved it to a free folder since the fork.
+        sweep = list(self.config.hydra.overrides.hydra)
+        futures = [self.executor.submit(run_in_worker, idx, overrides, sweep) for idx, overrides in jobs]
+        try:
+            returns = [future.result() for future in futures]
+        except Interrupted as e:  # this process was signalled, or a job was (and stopped)
+            self.stop(futures, e.signum)
+            raise
+        except BaseException:  # a worker died (BrokenProcessPool): the others stop and save first
+            self.stop(futures)
+            raise
+        self.stop()
+        return returns
+
+    def run(self, idx: int, overrides: list[str], config: DictConfig) -> JobReturn:
+        """One job, as Hydra's basic launcher runs it."""
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(config, overrides)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+            sweep_config.hydra.job.num = idx
+        HydraConfig.instance().set_config(sweep_config)
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    def stop(self, futures: list[Future] = (), signum: int | None = None, kill: bool = False) -> None:
+        """The workers gone: jobs not started are dropped, and with `signum` (this process's signal) passed
+        on to the jobs that run, which stop and save. `kill`: the sweep ends before its first job (refused
+        during its checks); its workers hold nothing yet but seconds of imports, and are not waited for."""
+        if self.executor is None:
+            return
+        executor, self.executor = self.executor, None
+        for future in futures:
+            future.cancel()
+        if kill or signum is not None:
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL if kill else signum)  # type: ignore[arg-type]
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+launcher: ProcessesLauncher | None = None  # in a worker: the sweep's launcher, as it was forked
+
+
+def start_worker(sweep_pid: int) -> None:
+    """Run first in every worker: its signals, its exit with the sweep, and the imports its jobs need."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    def watch() -> None:
+        while os.getppid() == sweep_pid:  # re-parented (to init or a subreaper) once the sweep has died
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="attnlab-exit-with-sweep", daemon=True).start()
+    import attnlab.train  # noqa: F401  (Lightning: seconds, here while the sweep checks its jobs)
+
+    gc.collect()
+    gc.freeze()  # out of the collector: each job's collections walk only what the jobs made
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM / SIGINT outside a run's own handling: noted, not raised (an exception from a
+    handler can land where it is swallowed, a finalizer). A job still starting stops as its run begins
+    (attnlab.signals.StopOnSignal), and the worker starts no other."""
+    signals.pending = signals.pending or signum
+
+
+def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn:
+    """Job `idx`, in a worker; `sweep`: the sweep's overrides of Hydra's settings, as they are now."""
+    if signals.pending is not None:
+        raise Interrupted(signals.pending)
+    assert launcher is not None
+    if list(launcher.config.hydra.overrides.hydra) != sweep:
+        with read_write(launcher.config.hydra):
+            launcher.config.hydra.overrides.hydra = sweep
+    try:
+        ret = launcher.run(idx, overrides, launcher.config)
+    except Interrupted as e:  # (by the run's own handling, which had taken over the signal)
+        signals.pending = e.signum
+        raise
+    ret.cfg, ret.hydra_cfg = None, None  # what the sweep needs back is how the job ended, not its config
+    return ret
