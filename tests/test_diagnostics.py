@@ -1,6 +1,7 @@
 """The TensorBoard diagnostics: written, readable back, and meaning what they say."""
 
 import contextlib
+import io
 import math
 from pathlib import Path
 
@@ -10,7 +11,13 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from attnlab.board import METRICS
 from attnlab.dashboard import HPARAMS
-from attnlab.diagnostics import attention_figure, attention_stats, checkpoint_title, shuffle_positions
+from attnlab.diagnostics import (
+    attention_figure,
+    attention_stats,
+    checkpoint_title,
+    encoding_figure,
+    shuffle_positions,
+)
 from attnlab.model import AttentionClassifier, AttentionMap
 from attnlab.train import train
 
@@ -91,6 +98,40 @@ def test_a_nan_in_one_map_leaves_the_other_drawn() -> None:
     low, high = map_a.get_images()[0].get_clim()
     assert low == 0 and math.isfinite(high) and high == fig_max(map_a)
     assert map_b.get_images()[0].get_clim() == (low, high)
+
+
+@pytest.mark.parametrize("pool", ["max", "cls"])
+def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> None:
+    """Figures are laid out once per shape and redrawn (diagnostics.laid_out): nothing of the previous
+    model's drawing (its maps, scale, input, prediction, title, table) may be left in the next one's."""
+    from attnlab import diagnostics
+
+    def net(seed: int) -> AttentionClassifier:
+        torch.manual_seed(seed)
+        return AttentionClassifier(
+            dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="learned", max_len=8, pool=pool, scale="sqrt"
+        )
+
+    def png(fig) -> bytes:
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
+        return out.getvalue()
+
+    first, second = net(0), net(1)
+    x0, x1 = torch.rand(2, 6, 1) * 2, torch.rand(2, 6, 1)
+    diagnostics.laid_out.clear()
+    drawn = [attention_figure(first, x0, 0, 0, "first"), encoding_figure(first.pos_enc, 6, "first")]
+    first_pngs = [png(fig) for fig in drawn]
+    redrawn = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
+    assert [id(fig) for fig in redrawn] == [id(fig) for fig in drawn]  # the same figures, redrawn
+    for strip, values in zip(redrawn[0].axes[:2], x1[:, :, 0], strict=True):  # each strip scaled to its input
+        low, high = strip.get_ylim()
+        assert low <= 0 and float(values.max()) <= high < 1.2 * float(values.max())
+    pngs = [png(fig) for fig in redrawn]
+    diagnostics.laid_out.clear()
+    anew = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
+    assert [png(fig) for fig in anew] == pngs
+    assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]
 
 
 def fig_max(*axes) -> float:
