@@ -89,7 +89,10 @@ def test_job_in_sweep_equals_the_same_run_alone(basic_sweep, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_processes_launcher(tmp_path: Path) -> None:
     proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=processes", "hydra.launcher.n_jobs=2", LAUNCHER_MESSAGES)
-    assert "Launching 4 jobs on 2 worker processes" in proc.stdout + proc.stderr
+    # the workers start while the jobs are checked, before the sweep has recorded its jobs and says so
+    said = proc.stdout
+    assert said.index("Started 2 worker processes") < said.index("[attnlab] sweep of 4 jobs"), said
+    assert "Launching 4 jobs on 2 worker processes" in said
     # The workers start while the jobs are checked (attnlab_sweeper.launcher: `start`) and still know the size
     # (the two jobs with lr=1e30 fail: two of four done)
     assert sorted(re.findall(r"\] (\d)/4 done: ", proc.stdout)) == ["1", "2"], proc.stdout[-2000:]
@@ -248,12 +251,14 @@ def test_nothing_of_a_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(TRAIN), "-m", *TINY, "trainer.max_epochs=1", "seed=0,1", "data=halfswap", *bad,
-             "hydra/launcher=processes", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+             "hydra/launcher=processes", "hydra.launcher.n_jobs=2", "hydra.hydra_logging.root.level=INFO",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"],
             cwd=tmp_path, start_new_session=True, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         proc.wait(timeout=600)
     assert proc.returncode == (1 if refused else 0), log.read_text()[-2000:]
 
+    assert "Started 2 worker processes" in log.read_text()  # (refused: after its first job passed its checks)
     assert not running_in_groups({proc.pid}, wait=0)  # its workers: gone when the sweep's process exited
 
 

@@ -35,7 +35,10 @@ from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 from attnlab.resume import CONFIG_GROUPS as GROUPS
-from hydra_plugins.attnlab_sweeper.launcher import ProcessesLauncher
+
+# The module, not its class: Hydra's plugin scan runs each plugin module again after this import, and
+# instantiates the launcher from the class that run made.
+from hydra_plugins.attnlab_sweeper import launcher as processes
 
 
 @dataclass
@@ -193,7 +196,7 @@ class AttnlabSweeper(Sweeper):
         try:
             self.run_sweep(arguments)
         finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
-            if isinstance(self.launcher, ProcessesLauncher):
+            if isinstance(self.launcher, processes.ProcessesLauncher):
                 self.launcher.stop(kill=True)
 
     def run_sweep(self, arguments: list[str]) -> None:
@@ -250,7 +253,7 @@ class AttnlabSweeper(Sweeper):
             folders[folder] = num
             # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
             # and is answered without waiting for workers to start and stop.
-            if num == 0 and isinstance(self.launcher, ProcessesLauncher):
+            if num == 0 and isinstance(self.launcher, processes.ProcessesLauncher):
                 self.launcher.start(len(jobs))
         return list(folders)
 

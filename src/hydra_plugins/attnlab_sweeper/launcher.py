@@ -32,7 +32,6 @@ from hydra.core.utils import JobReturn, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict, read_write
 
-from attnlab import signals
 from attnlab.errors import Interrupted
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,7 @@ class ProcessesLauncher(Launcher):
         fork = multiprocessing.get_context("fork")
         self.executor = ProcessPoolExecutor(self.workers(jobs), fork, initializer=start_worker, initargs=(os.getpid(),))
         self.executor.submit(int)  # forks every worker now (the executor forks them all at its first job)
+        log.info(f"Started {self.workers(jobs)} worker processes")
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         setup_globals()
@@ -125,6 +125,7 @@ class ProcessesLauncher(Launcher):
 
 
 launcher: ProcessesLauncher | None = None  # in a worker: the sweep's launcher, as it was forked
+received: int | None = None  # in a worker: the first SIGTERM / SIGINT outside a run's own handling
 
 
 def start_worker(sweep_pid: int) -> None:
@@ -147,14 +148,19 @@ def start_worker(sweep_pid: int) -> None:
 def on_signal(signum: int, frame: Any) -> None:
     """A worker's SIGTERM / SIGINT outside a run's own handling: noted, not raised (an exception from a
     handler can land where it is swallowed, a finalizer). A job still starting stops as its run begins
-    (attnlab.signals.StopOnSignal), and the worker starts no other."""
-    signals.pending = signals.pending or signum
+    (attnlab.signals.pending, seen by StopOnSignal), and the worker starts no other. (attnlab.signals is
+    not imported here: the sweep process imports this module at start-up, and it imports Lightning.)"""
+    global received
+    received = received or signum
+    if "attnlab.signals" in sys.modules:  # (imported by the worker's start, before any job)
+        sys.modules["attnlab.signals"].pending = received
 
 
 def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn:
     """Job `idx`, in a worker; `sweep`: the sweep's overrides of Hydra's settings, as they are now."""
-    if signals.pending is not None:
-        raise Interrupted(signals.pending)
+    global received
+    if received is not None:
+        raise Interrupted(received)
     assert launcher is not None
     if list(launcher.config.hydra.overrides.hydra) != sweep:
         with read_write(launcher.config.hydra):
@@ -162,7 +168,7 @@ def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn
     try:
         ret = launcher.run(idx, overrides, launcher.config)
     except Interrupted as e:  # (by the run's own handling, which had taken over the signal)
-        signals.pending = e.signum
+        received = e.signum
         raise
     ret.cfg, ret.hydra_cfg = None, None  # what the sweep needs back is how the job ended, not its config
     return ret
