@@ -223,7 +223,9 @@ def test_a_subdir_given_on_the_command_line_wins(tmp_path: Path) -> None:
     assert sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) == ["s0", "s1"]
 
 
-@pytest.mark.parametrize("n_jobs,jobs,workers", [(4, 2, 2), (-1, 1, 1), (2, 3, 2), (-1, 100, os.cpu_count())])
+@pytest.mark.parametrize(
+    "n_jobs,jobs,workers", [(4, 2, 2), (-1, 1, 1), (2, 3, 2), (-1, 100, len(os.sched_getaffinity(0)))]
+)
 def test_a_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int, workers: int) -> None:
     """Each worker costs a fork and Lightning's import; one job runs in the sweep's process."""
     from hydra_plugins.attnlab_sweeper.launcher import ProcessesLauncher

@@ -55,7 +55,8 @@ class ProcessesLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def workers(self, jobs: int) -> int:
-        return max(1, min(jobs, os.cpu_count() or 1 if self.n_jobs < 0 else self.n_jobs))
+        """n_jobs, or with -1 the cores this process may run on (a SLURM allocation's, not the node's)."""
+        return max(1, min(jobs, len(os.sched_getaffinity(0)) if self.n_jobs < 0 else self.n_jobs))
 
     def start(self, jobs: int) -> None:
         """Fork the workers for a sweep of `jobs` jobs now (the sweeper calls it once the first job passed its
