@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
 from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
@@ -62,8 +62,9 @@ def collect(sweep_dir: Path) -> Rows:
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     try:
-        cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"), enum_to_str=True)
-        settings = flatten(cfg)  # type: ignore[arg-type]
+        # YAML's safe loader, in C: what Hydra wrote (plain values), read as OmegaConf.load reads it (checked on
+        # 280 jobs' configs), 20x faster (a third of a study's report was OmegaConf's pure-Python loader)
+        settings = flatten(yaml.load((job_dir / ".hydra" / "config.yaml").read_text(), Loader=yaml.CSafeLoader))
     except Exception:  # never started (or its config is gone): a row all the same
         settings = {}
     row = {"job": str(job_dir.relative_to(sweep_dir))}
