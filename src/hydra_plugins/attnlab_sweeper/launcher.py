@@ -3,10 +3,11 @@ studies' launcher, conf/experiment/). One worker per core (`n_jobs: -1`), never 
 torch's threads divided among them (attnlab.train.set_threads); a sweep of one job runs in this process.
 
 Each job is composed and run as Hydra's own launchers do (`load_sweep_config`, then `run_job`). Forked, a
-worker starts with torch, Hydra and the config store already imported, and needs nothing pickled but each
-job's overrides and the sweep's config; started while the sweeper checks the jobs (`start`), the workers
-import Lightning meanwhile. None outlives the sweep: the sweeper stops them however it ends (`stop`), and
-a worker whose sweep was killed (SIGKILL, the OOM killer) exits within half a second.
+worker starts with torch, Hydra, the config store and the sweep's config already there, and is sent only
+each job's overrides (and the sweep's Hydra overrides: its folder may have changed since the fork); started
+while the sweeper checks the jobs (`start`), the workers import the rest (attnlab.train) meanwhile. None
+outlives the sweep: the sweeper stops them however it ends (`stop`), and a worker whose sweep was killed
+(SIGKILL, the OOM killer) exits within half a second.
 
 Signals: a job stops at its next safe point and saves its checkpoint (attnlab.signals.StopOnSignal). A
 signal the sweep process receives is passed on to the workers (a terminal's Ctrl-C reaches them all
