@@ -233,6 +233,34 @@ def test_a_sweep_starts_no_more_workers_than_jobs(n_jobs: int, jobs: int, worker
     assert ProcessesLauncher(n_jobs).workers(jobs) == workers
 
 
+def test_a_signal_a_worker_gets_between_runs_stops_its_next_run_before_it_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's handler notes the signal (raising it could land in a finalizer, which swallows it): the job
+    still starting stops as its run begins, with nothing trained, and the worker starts no other job."""
+    import pickle
+    import signal
+
+    from attnlab import signals
+    from attnlab.errors import Interrupted
+    from hydra_plugins.attnlab_sweeper import launcher
+
+    cfg = compose_train(tmp_path / "run", *TINY)  # (composed first: Hydra's first plugin scan runs the module anew)
+    monkeypatch.setattr(launcher, "received", None)
+    monkeypatch.setattr(signals, "pending", None)
+    launcher.on_signal(signal.SIGTERM, None)
+    launcher.on_signal(signal.SIGINT, None)  # a repeat (Ctrl-C, then the sweep's) changes nothing
+    assert launcher.received == signals.pending == signal.SIGTERM
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg)
+    assert stopped.value.signum == signal.SIGTERM and not (tmp_path / "run" / "checkpoints").exists()
+    with pytest.raises(Interrupted):  # no further job (and nothing of it composed)
+        launcher.run_in_worker(7, ["seed=7"], [])
+    # sent back to the sweep whole, not as its message
+    back = pickle.loads(pickle.dumps(Interrupted(signal.SIGINT, 12, "x.ckpt")))
+    assert (back.signum, back.step, back.checkpoint, back.exit_code) == (signal.SIGINT, 12, "x.ckpt", 130)
+
+
 def test_a_sweep_that_started_no_worker_has_none_to_stop() -> None:
     """Refused at its first job, a sweep has started no worker (they start once the first job passed)."""
     from hydra_plugins.attnlab_sweeper.launcher import ProcessesLauncher
