@@ -241,16 +241,15 @@ def test_a_signal_a_worker_gets_between_runs_stops_its_next_run_before_it_trains
     import pickle
     import signal
 
-    from attnlab import signals
+    from attnlab import errors
     from attnlab.errors import Interrupted
     from hydra_plugins.attnlab_sweeper import launcher
 
     cfg = compose_train(tmp_path / "run", *TINY)  # (composed first: Hydra's first plugin scan runs the module anew)
-    monkeypatch.setattr(launcher, "received", None)
-    monkeypatch.setattr(signals, "pending", None)
+    monkeypatch.setattr(errors, "pending_signal", None)
     launcher.on_signal(signal.SIGTERM, None)
     launcher.on_signal(signal.SIGINT, None)  # a repeat (Ctrl-C, then the sweep's) changes nothing
-    assert launcher.received == signals.pending == signal.SIGTERM
+    assert errors.pending_signal == signal.SIGTERM
     with pytest.raises(Interrupted) as stopped:
         train(cfg)
     assert stopped.value.signum == signal.SIGTERM and not (tmp_path / "run" / "checkpoints").exists()

@@ -231,9 +231,8 @@ class AttentionDiagnostics(pl.Callback):
         net = pl_module.net
 
         def log(tag: str, fig: Figure | None) -> None:  # at once: the next figure of its shape redraws it
-            for writer in writers:
-                if fig is not None:
-                    writer.add_figure(tag, fig, step, close=False)
+            for writer in writers if fig is not None else ():
+                writer.add_figure(tag, fig, step, close=False)
 
         for layer, block in enumerate(net.layers):
             for head in range(block.num_heads):

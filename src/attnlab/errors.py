@@ -35,6 +35,13 @@ class Interrupted(BaseException):
         return Interrupted, (self.signum, self.step, self.checkpoint)
 
 
+# A stop signal that came before a run's own handling (attnlab.signals.StopOnSignal) began, noted by the
+# process's handler then (a sweep's worker: hydra_plugins/attnlab_sweeper/launcher.py, which must not import
+# attnlab.signals: the sweep process imports it at start-up, and signals imports Lightning). A run that
+# starts after it stops at once, before it trains; the worker starts no further job.
+pending_signal: int | None = None
+
+
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 

@@ -19,11 +19,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 
+from attnlab import errors
 from attnlab.errors import Interrupted
-
-# A signal that came before a run's own handling began, noted by whoever handled it then (a sweep's worker
-# process: hydra_plugins/attnlab_sweeper/launcher.py): the run stops as it starts, before it trains.
-pending: int | None = None
 
 
 class StopOnSignal(pl.Callback):
@@ -40,8 +37,8 @@ class StopOnSignal(pl.Callback):
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
-        if pending is not None:
-            raise Interrupted(pending)
+        if errors.pending_signal is not None:  # (a sweep's worker got it while this job started)
+            raise Interrupted(errors.pending_signal)
         # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.
         for sig in (*self.SIGNALS, *self.HANDED_OVER):
             if sig in self.SIGNALS or callable(signal.getsignal(sig)):

@@ -33,6 +33,7 @@ from hydra.core.utils import JobReturn, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict, read_write
 
+from attnlab import errors
 from attnlab.errors import Interrupted
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class ProcessesLauncher(Launcher):
     def start(self, jobs: int) -> None:
         """Fork the workers for a sweep of `jobs` jobs now (the sweeper calls it once the first job passed its
         checks): they import Lightning while the other jobs are checked. One worker: none, jobs run here."""
-        if self.executor is not None or self.workers(jobs) == 1:
+        workers = self.workers(jobs)
+        if self.executor is not None or workers == 1:
             return
         global launcher
         launcher = self  # what the forked workers run jobs with (inherited, not pickled)
@@ -70,9 +72,9 @@ class ProcessesLauncher(Launcher):
         sys.stderr.flush()  # else what the buffers hold would be printed again by each worker
         gc.freeze()  # the sweep's objects stay shared with the workers, and out of their collections
         fork = multiprocessing.get_context("fork")
-        self.executor = ProcessPoolExecutor(self.workers(jobs), fork, initializer=start_worker, initargs=(os.getpid(),))
+        self.executor = ProcessPoolExecutor(workers, fork, initializer=start_worker, initargs=(os.getpid(),))
         self.executor.submit(int)  # forks every worker now (the executor forks them all at its first job)
-        log.info(f"Started {self.workers(jobs)} worker processes")
+        log.info(f"Started {workers} worker processes")
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         setup_globals()
@@ -127,7 +129,6 @@ class ProcessesLauncher(Launcher):
 
 
 launcher: ProcessesLauncher | None = None  # in a worker: the sweep's launcher, as it was forked
-received: int | None = None  # in a worker: the first SIGTERM / SIGINT outside a run's own handling
 
 
 def start_worker(sweep_pid: int) -> None:
@@ -148,21 +149,16 @@ def start_worker(sweep_pid: int) -> None:
 
 
 def on_signal(signum: int, frame: Any) -> None:
-    """A worker's SIGTERM / SIGINT outside a run's own handling: noted, not raised (an exception from a
-    handler can land where it is swallowed, a finalizer). A job still starting stops as its run begins
-    (attnlab.signals.pending, seen by StopOnSignal), and the worker starts no other. (attnlab.signals is
-    not imported here: the sweep process imports this module at start-up, and it imports Lightning.)"""
-    global received
-    received = received or signum
-    if "attnlab.signals" in sys.modules:  # (imported by the worker's start, before any job)
-        sys.modules["attnlab.signals"].pending = received
+    """A worker's SIGTERM / SIGINT outside a run's own handling: noted (`errors.pending_signal`), not raised
+    (an exception from a handler can land where it is swallowed, a finalizer). A job still starting stops as
+    its run begins, and the worker starts no other. A repeat changes nothing."""
+    errors.pending_signal = errors.pending_signal or signum
 
 
 def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn:
     """Job `idx`, in a worker; `sweep`: the sweep's overrides of Hydra's settings, as they are now."""
-    global received
-    if received is not None:
-        raise Interrupted(received)
+    if errors.pending_signal is not None:
+        raise Interrupted(errors.pending_signal)
     assert launcher is not None
     if list(launcher.config.hydra.overrides.hydra) != sweep:
         with read_write(launcher.config.hydra):
@@ -170,7 +166,7 @@ def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn
     try:
         ret = launcher.run(idx, overrides, launcher.config)
     except Interrupted as e:  # (by the run's own handling, which had taken over the signal)
-        received = e.signum
+        errors.pending_signal = e.signum
         raise
     ret.cfg, ret.hydra_cfg = None, None  # what the sweep needs back is how the job ended, not its config
     return ret
