@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attnlab.attention import attention, fused_attention
+from attnlab.attention import attention, attention_scores, fused_attention
 from attnlab.model import SelfAttention
 from attnlab.posenc import PositionalEncoding
 
@@ -19,7 +19,9 @@ def test_seed_worked_example() -> None:
     assert torch.equal(k, torch.tensor([[0.0, 1, 1], [4, 4, 0], [2, 3, 1]]))
     assert torch.equal(q, torch.tensor([[1.0, 0, 2], [2, 2, 2], [2, 1, 3]]))
     assert torch.equal(v, torch.tensor([[1.0, 2, 3], [2, 8, 0], [2, 6, 3]]))
-    out, weights = attention(q, k, v, scale=1.0)
+    scores = attention_scores(q, k, scale=1.0)
+    assert torch.equal(scores, torch.tensor([[2.0, 4, 4], [4, 16, 12], [4, 12, 10]]))
+    out, weights = attention(scores, v)
     expected_weights = torch.tensor(
         [
             [6.3379e-02, 4.6831e-01, 4.6831e-01],
@@ -55,7 +57,7 @@ def test_explicit_equals_fused(scale: float | torch.Tensor, with_bias: bool) -> 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 7, 5, generator=g) for _ in range(3))  # (B, H, L, Dh)
     bias = torch.randn(2, 7, 7, generator=g) if with_bias else None
-    out, weights = attention(q, k, v, scale, bias)
+    out, weights = attention(attention_scores(q, k, scale, bias), v)
     torch.testing.assert_close(fused_attention(q, k, v, scale, bias), out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 7))
     assert (weights >= 0).all()
@@ -96,4 +98,4 @@ def test_a_fixed_bias_takes_the_flash_kernel() -> None:
     bias = torch.randn(3, 16, 16)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises "No available kernel" if it cannot be used
         out = fused_attention(q, k, v, 0.5, bias)
-    torch.testing.assert_close(out, attention(q, k, v, 0.5, bias)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, attention(attention_scores(q, k, 0.5, bias), v)[0], atol=1e-5, rtol=1e-5)

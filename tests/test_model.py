@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attnlab.errors import ConfigError
-from attnlab.model import AttentionClassifier
+from attnlab.model import AttentionClassifier, SelfAttention
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 
@@ -80,8 +80,8 @@ def test_the_cls_token_carries_no_position(pos_enc: str) -> None:
     model = make(pos_enc=pos_enc, pool="cls", num_layers=1)
     x = torch.rand(3, 10, 2)
     _, (positioned,) = model.forward_with_weights(x)
-    model.pos_enc.rotate = lambda q, k, prefix=0: (q, k)  # embed stays: it is the observations' own
-    model.pos_enc.bias = lambda length, like, prefix=0: None
+    model.pos_enc.rotate = lambda t: t  # embed stays: it is the observations' own
+    model.pos_enc.bias = lambda length, like: None
     _, (plain,) = model.forward_with_weights(x)
     torch.testing.assert_close(positioned.scores[..., 0, :], plain.scores[..., 0, :], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(positioned.scores[..., :, 0], plain.scores[..., :, 0], atol=1e-6, rtol=1e-6)
@@ -107,6 +107,32 @@ def test_what_the_cls_token_scores_see_of_positions(pos_enc: str) -> None:
     )
     assert first_layer_same == (pos_enc in ("rope", "relative", "symmetric", "alibi"))
     assert not torch.allclose(maps[1].scores[..., 0, :], plain[1].scores[..., 0, :], atol=1e-6)
+
+
+def test_rope_beside_a_cls_token() -> None:
+    """One layer, rope, a cls token: the token's scores with every token, both ways, are those without
+    positions; the observations' scores with each other are rope's without the token, and depend on the
+    offset i - j only (identical observations: every diagonal constant, and not all diagonals alike)."""
+    torch.manual_seed(0)
+    layer = SelfAttention(d_model=16, num_heads=2, scale="sqrt")
+    rope, none = POS_ENCODINGS.build("rope", 16, 2, 32), POS_ENCODINGS.build("none", 16, 2, 32)
+    x = torch.randn(3, 11, 16)  # the token, then 10 observations
+    out, positioned = layer(x, rope, prefix=1, need_weights=True)
+    _, plain = layer(x, none, prefix=1, need_weights=True)
+    torch.testing.assert_close(positioned.scores[..., 0, :], plain.scores[..., 0, :], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(positioned.scores[..., :, 0], plain.scores[..., :, 0], atol=1e-6, rtol=1e-6)
+    _, alone = layer(x[:, 1:], rope, need_weights=True)
+    torch.testing.assert_close(positioned.scores[..., 1:, 1:], alone.scores, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(layer(x, rope, prefix=1)[0], out)  # the layer's default path: same output
+
+    _, same = layer(torch.randn(1, 1, 16).expand(1, 11, 16), rope, prefix=1, need_weights=True)
+    observations = same.scores[0, :, 1:, 1:]  # (H, 10, 10)
+    firsts = []
+    for offset in range(-9, 10):
+        diagonal = observations.diagonal(offset, dim1=-2, dim2=-1)  # (H, 10 - |offset|)
+        torch.testing.assert_close(diagonal, diagonal[:, :1].expand_as(diagonal), atol=1e-5, rtol=1e-5)
+        firsts.append(diagonal[:, 0])
+    assert torch.stack(firsts).std(0).min() > 1e-2
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -1,10 +1,9 @@
 """Scaled dot-product attention, twice.
 
-`attention` is the from-scratch version of the seeds: scores QK^T, scaled, plus an optional additive bias,
-row-wise softmax, weighted sum of values. It returns the weights, so plots and diagnostics use it.
-`fused_attention` computes the same output with PyTorch's fused kernel (`F.scaled_dot_product_attention`),
-which never materialises the (L, L) matrix on the flash / memory-efficient backends. Training uses it.
-`tests/test_attention.py` checks the two agree.
+`attention_scores` and `attention` are the from-scratch steps of the seeds: scores scale * QK^T (plus an
+optional additive bias), a row-wise softmax, the weighted sum of the values; they return the weights, for
+plots and diagnostics. `fused_attention` computes the same output with PyTorch's fused kernel, which never
+materialises the (L, L) matrix on the flash / memory-efficient backends: training uses it.
 """
 
 from __future__ import annotations
@@ -14,22 +13,20 @@ from torch import Tensor
 
 
 def attention_scores(q: Tensor, k: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None) -> Tensor:
-    """Pre-softmax scores (..., L, L): scores[i, j] = scale * q_i . k_j + bias[i, j]."""
+    """q, k: (..., L, Dh) -> scores (..., L, L), scores[i, j] = scale * q_i . k_j + bias[i, j]."""
     scores = (q @ k.transpose(-2, -1)) * scale
     return scores if bias is None else scores + bias
 
 
-def attention(
-    q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Explicit attention. q, k: (..., L, Dh), v: (..., L, Dv), bias broadcastable to (..., L, L). Returns
-    (output (..., L, Dv), weights (..., L, L)); row-wise: query i distributes its attention over keys j."""
-    weights = attention_scores(q, k, scale, bias).softmax(dim=-1)
+def attention(scores: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """scores (..., L, L), values v (..., L, Dv) -> (output (..., L, Dv), weights (..., L, L)): row i is how
+    query i distributes its attention over the keys j."""
+    weights = scores.softmax(dim=-1)
     return weights @ v, weights
 
 
 def fused_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | Tensor = 1.0, bias: Tensor | None = None) -> Tensor:
-    """Same output as `attention`, through the fused kernel; no weights."""
+    """`attention(attention_scores(q, k, scale, bias), v)`'s output through the fused kernel; no weights."""
     if isinstance(scale, Tensor):
         # The fused kernel takes the scale as a Python float; a learned scale is a
         # tensor that must stay in the autograd graph, so fold it into q instead.

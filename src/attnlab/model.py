@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention import attention, attention_scores, fused_attention
@@ -41,15 +42,24 @@ class SelfAttention(nn.Module):
     def forward(
         self, x: Tensor, pos: PositionalEncoding, prefix: int = 0, need_weights: bool = False
     ) -> tuple[Tensor, AttentionMap | None]:
-        """x: (B, L, D), whose first `prefix` tokens (a cls token) carry no position."""
+        """x: (B, L, D), whose first `prefix` tokens (a cls token) carry no position: the encoding acts on the
+        observations' scores with each other only."""
         B, L, D = x.shape
-        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        q, k = pos.rotate(q, k, prefix)  # (B, H, L, Dh), or wider channels where a prefix must stay unrotated
-        bias = pos.bias(L, x, prefix)  # (H, L, L) or None
-        if need_weights:  # explicit path: materialises the (B, H, L, L) weights
-            y, weights = attention(q, k, v, self.scale(), bias)
-            maps = AttentionMap(attention_scores(q, k, self.scale(), bias), weights)
+        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, L, Dh)
+        q_obs, k_obs = pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:])  # (B, H, L - prefix, Dh)
+        bias = pos.bias(L - prefix, x)  # (H, L - prefix, L - prefix) or None
+        if need_weights or (prefix and pos.rotary):
+            # Explicit: materialises the (B, H, L, L) scores. Rope beside a cls token always takes this path:
+            # the token meets every key unrotated, the observations meet each other rotated, and no single
+            # pair (Q, K) for the fused kernel gives both.
+            scores = attention_scores(q, k, self.scale())
+            scores[:, :, prefix:, prefix:] = attention_scores(q_obs, k_obs, self.scale(), bias)
+            y, weights = attention(scores, v)
+            maps = AttentionMap(scores, weights)
         else:  # hot path: fused kernel, same numbers
+            q, k = torch.cat((q[:, :, :prefix], q_obs), dim=2), torch.cat((k[:, :, :prefix], k_obs), dim=2)
+            if bias is not None:
+                bias = F.pad(bias, (prefix, 0, prefix, 0))  # (H, L, L): zero on a prefix token's row and column
             y, maps = fused_attention(q, k, v, self.scale(), bias), None
         y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
         return self.out_proj(y), maps
@@ -67,12 +77,11 @@ class AttentionClassifier(nn.Module):
         pos_enc: str,
         pool: str,
         max_len: int,
-        num_classes: int = 2,
     ) -> None:
         super().__init__()
         self.in_proj = nn.Linear(dim, d_model)  # observations of dimension n -> d_model
         self.layers = nn.ModuleList(SelfAttention(d_model, num_heads, scale) for _ in range(num_layers))
-        self.head = nn.Linear(d_model, num_classes)
+        self.head = nn.Linear(d_model, 2)  # logits of class A and class B
         # The variants' own parameters (a learned table, offset biases, a cls token) each draw from a stream
         # of their own, seeded from the run's: for one seed, every encoding and pooling starts from the same
         # projections and head, so a difference between them is the variant's, not the draw's.
@@ -84,20 +93,15 @@ class AttentionClassifier(nn.Module):
             self.pool = POOLINGS.build(pool, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, L, n) -> logits (B, num_classes), through the fused attention kernel."""
-        return self.run(x, need_weights=False)[0]
+        """(B, L, n) -> logits (B, 2), through the fused attention kernel."""
+        return self.forward_with_weights(x, need_weights=False)[0]
 
-    def forward_with_weights(self, x: Tensor) -> tuple[Tensor, list[AttentionMap]]:
+    def forward_with_weights(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, list[AttentionMap]]:
         """Logits plus each layer's attention scores and weights, through explicit attention."""
-        return self.run(x, need_weights=True)
-
-    def run(self, x: Tensor, need_weights: bool) -> tuple[Tensor, list[AttentionMap]]:
-        # Positions are those of the observations; a pooling token (cls) is added after, without one,
-        # and every layer is told how many such tokens lead the sequence.
+        # Positions are those of the observations: a pooling token (cls) is added after, without one.
         h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
         maps = []
         for layer in self.layers:  # each layer's output sequence is the next layer's input
             h, layer_map = layer(h, self.pos_enc, self.pool.prefix, need_weights)
-            if layer_map is not None:
-                maps.append(layer_map)
-        return self.head(self.pool(h)), maps  # (B, D) -> (B, num_classes)
+            maps.append(layer_map)
+        return self.head(self.pool(h)), maps  # (B, D) -> (B, 2)

@@ -1,16 +1,14 @@
 """Positional encodings, `model.pos_enc`.
 
-Self-attention followed by max/mean pooling is permutation invariant: it sees a set,
-not a sequence. A positional encoding is what breaks that symmetry. Every encoding
-is one class with the same three hooks; each overrides the hook it needs:
+Self-attention followed by max/mean pooling is permutation invariant: it sees a set, not a sequence. A
+positional encoding breaks that symmetry. Each is one class that overrides the hook it needs:
 
-- `embed(x)`: added to the token embeddings before the first layer (sinusoidal, learned);
-- `rotate(q, k, prefix)`: applied to queries and keys inside every layer (rotary);
-- `bias(L, like, prefix)`: an additive (H, L, L) term on the attention scores (distance biases).
+- `embed(x)`: added to the (B, L, D) token embeddings before the first layer (sinusoidal, learned);
+- `rotate(t)`: applied to the (B, H, L, Dh) queries and keys in every layer (rotary);
+- `bias(L, like)`: an additive (H, L, L) term on the scores in every layer (distance biases).
 
-`prefix` is the number of leading tokens that are not observations (the `cls` pooling token). They
-carry no position under any encoding: `embed` runs before they are added, and `rotate` / `bias`
-leave every score between such a token and any other exactly as without positions.
+They see only the observations, at positions 0..L-1: a leading token that is not one (the `cls` pooling
+token) carries no position, and the layer (`model.SelfAttention`) keeps the encoding off its scores.
 
 | name | hook | what the scores can see |
 |---|---|---|
@@ -21,8 +19,8 @@ leave every score between such a token and any other exactly as without position
 | symmetric | bias | the distance abs(i - j) only (one learned value per head and distance): a control |
 | alibi | bias | the distance abs(i - j), fixed slope m_h = 2^(-8h/H) (m = 1/256 with one head): a control |
 
-The two distance-only encodings cannot tell a sequence from its reverse, and halfswap's class B
-is class A reversed: they stay at chance there (`tests/test_science.py`).
+The two distance-only encodings cannot tell a sequence from its reverse, and halfswap's class B is class A
+reversed: they stay at chance there (`tests/test_science.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ import itertools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
@@ -42,6 +39,9 @@ POS_ENCODINGS: Registry[type[nn.Module]] = Registry("model.pos_enc")
 
 class PositionalEncoding(nn.Module):
     """No position information: every hook is the identity."""
+
+    rotary = False  # whether `rotate` does anything (the fused kernel cannot serve it beside a cls token)
+    table_columns = "channel"  # what a column of `table` is (a figure's x axis)
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__()
@@ -54,16 +54,14 @@ class PositionalEncoding(nn.Module):
     def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
         return x
 
-    def rotate(self, q: Tensor, k: Tensor, prefix: int = 0) -> tuple[Tensor, Tensor]:  # (B, H, L, Dh) each
-        return q, k
+    def rotate(self, t: Tensor) -> Tensor:  # (B, H, L, Dh) -> (B, H, L, Dh)
+        return t
 
-    def bias(self, length: int, like: Tensor, prefix: int = 0) -> Tensor | None:  # -> (H, L, L) or None
+    def bias(self, length: int, like: Tensor) -> Tensor | None:  # -> (H, L, L) of like's dtype and device
         return None
 
-    table_columns = "channel"  # what a column of `table` is (a figure's x axis)
-
     def table(self, length: int) -> Tensor | None:
-        """A (L, D) picture of the encoding, for plots; None where there is nothing to draw."""
+        """A (L, ·) picture of the encoding, for plots; None where there is nothing to draw."""
         return None
 
     @staticmethod
@@ -130,13 +128,15 @@ class LearnedEncoding(PositionalEncoding):
 
 @POS_ENCODINGS.register("rope")
 class RotaryEncoding(PositionalEncoding):
-    """Rotary embedding (Su et al.): rotate each (q, k) pair of channels by an angle proportional to
-    the position, so q_i . k_j depends on the signed offset i - j. Defined for any length."""
+    """Rotary embedding (Su et al.): rotate each pair of channels (c, c + Dh/2) of a query or key at position
+    p by the angle p * theta_c, so that q_i . k_j depends on the signed offset i - j. Defined for any length."""
+
+    rotary = True
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        self.d_head = d_model // num_heads  # even: `check`, when the config is validated
-        inv_freq = 10000.0 ** (-torch.arange(0, self.d_head, 2, dtype=torch.float32) / self.d_head)  # (Dh/2,)
+        d_head = d_model // num_heads  # even: `check`, when the config is validated
+        inv_freq = 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)  # theta_c: (Dh/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @staticmethod
@@ -149,28 +149,11 @@ class RotaryEncoding(PositionalEncoding):
     def angles(self, length: int) -> Tensor:  # (L, Dh/2)
         return torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)[:, None] * self.inv_freq
 
-    def rotate(self, q: Tensor, k: Tensor, prefix: int = 0) -> tuple[Tensor, Tensor]:
-        angles = self.angles(q.shape[-2] - prefix)  # observations at positions 0..L-1
-        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
-
-        def rot(t: Tensor) -> Tensor:  # (B, H, L, Dh): pairs (t1, t2) = (first half, second half)
-            t1, t2 = t.chunk(2, dim=-1)
-            return torch.cat((t1 * cos - t2 * sin, t1 * sin + t2 * cos), dim=-1)
-
-        if not prefix:
-            return rot(q), rot(k)
-
-        # A token without a position must meet every other one unrotated: q_c . k_j and q_i . k_c, not
-        # q_c . R(j) k_j (which would place it at position 0). Three blocks of channels do it in one
-        # product, so the fused kernel still serves; each pair of tokens meets in exactly one block:
-        #   queries [rotated obs | token's q | obs' q]  .  keys [rotated obs | every k | token's k]
-        def rot_obs(t: Tensor) -> Tensor:  # observations rotated by their position, prefix tokens zeroed
-            return torch.cat((torch.zeros_like(t[..., :prefix, :]), rot(t[..., prefix:, :])), dim=-2)
-
-        is_obs = (torch.arange(q.shape[-2], device=q.device) >= prefix).to(q.dtype)[:, None]  # (L, 1)
-        q_wide = torch.cat((rot_obs(q), q * (1 - is_obs), q * is_obs), dim=-1)  # (B, H, L, 3 Dh)
-        k_wide = torch.cat((rot_obs(k), k, k * (1 - is_obs)), dim=-1)
-        return q_wide, k_wide
+    def rotate(self, t: Tensor) -> Tensor:
+        angles = self.angles(t.shape[-2])
+        cos, sin = angles.cos().to(t.dtype), angles.sin().to(t.dtype)
+        t1, t2 = t.chunk(2, dim=-1)  # (B, H, L, Dh/2) each: the pairs' two coordinates
+        return torch.cat((t1 * cos - t2 * sin, t1 * sin + t2 * cos), dim=-1)
 
     def table(self, length: int) -> Tensor:
         return torch.cat((self.angles(length).cos(), self.angles(length).sin()), dim=-1)  # (L, Dh)
@@ -179,15 +162,14 @@ class RotaryEncoding(PositionalEncoding):
 class OffsetBias(PositionalEncoding):
     """Base of the encodings that add a bias b_h(i - j) to the scores; subclasses give `offset_bias`."""
 
+    table_columns = "key position j (bias of i - j, head 0)"
+
     def offset_bias(self, offset: Tensor) -> Tensor:  # (L, L) of i - j -> (H, L, L)
         raise NotImplementedError
 
-    def bias(self, length: int, like: Tensor, prefix: int = 0) -> Tensor:
-        pos = torch.arange(length - prefix, device=like.device)
-        bias = self.offset_bias(pos[:, None] - pos[None, :]).to(like.dtype)  # (H, L, L) over the observations
-        return F.pad(bias, (prefix, 0, prefix, 0))  # a prefix token's row and column: no bias
-
-    table_columns = "key position j (bias of i - j, head 0)"
+    def bias(self, length: int, like: Tensor) -> Tensor:
+        pos = torch.arange(length, device=like.device)
+        return self.offset_bias(pos[:, None] - pos[None, :]).to(like.dtype)
 
     def table(self, length: int) -> Tensor:
         like = next(itertools.chain(self.parameters(), self.buffers()))
@@ -246,10 +228,9 @@ def alibi_slopes(num_heads: int) -> list[float]:
 
 @POS_ENCODINGS.register("alibi")
 class ALiBiEncoding(OffsetBias):
-    """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores,
-    with the paper's fixed slopes (`alibi_slopes`: m_h = 2^(-8 h / H) when H is a power of two; one
-    head: m = 2^-8, so the bias spans 0..0.12 at L = 32, a light touch on the scores). A negative
-    control: distance only, blind to a sequence's reverse (see above)."""
+    """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores, with the
+    paper's fixed slopes (one head: m = 2^-8, a bias of at most 0.12 at L = 32, a light touch on the
+    scores). A negative control: distance only, blind to a sequence's reverse (see above)."""
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
