@@ -41,15 +41,19 @@ class PositionalEncoding(nn.Module):
     """No position information: every hook is the identity."""
 
     rotary = False  # whether `rotate` does anything (the fused kernel cannot serve it beside a cls token)
+    per_position = False  # one trained parameter per position or offset, up to max_len (and no further)
     table_columns = "channel"  # what a column of `table` is (a figure's x axis)
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__()
         self.d_model, self.num_heads, self.max_len = d_model, num_heads, max_len
 
-    @staticmethod
-    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+    @classmethod
+    def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
         """Raise ConfigError if this encoding cannot serve these settings (called before training)."""
+        if cls.per_position and seq_len > max_len:
+            name = POS_ENCODINGS.name_of(cls)
+            raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has model.max_len={max_len} positions")
 
     def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
         return x
@@ -64,11 +68,11 @@ class PositionalEncoding(nn.Module):
         """A (L, ·) picture of the encoding, for plots; None where there is nothing to draw."""
         return None
 
-    @staticmethod
-    def trained_length(train_len: int) -> int | None:
-        """The longest sequence whose positions training at `train_len` reached, or None: any length uses
-        only what training reached (no parameter per position). Longer ones score untrained parameters."""
-        return None
+    @classmethod
+    def trained_length(cls, train_len: int) -> int | None:
+        """The longest sequence whose positions training at `train_len` reached, or None: any length. Past
+        it, a parameter per position or offset never met in training still has its initial value."""
+        return train_len if cls.per_position else None
 
 
 POS_ENCODINGS.register("none")(PositionalEncoding)
@@ -76,12 +80,8 @@ POS_ENCODINGS.register("none")(PositionalEncoding)
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
     """(L, D) table of Vaswani et al.: PE[p, 2i] = sin(p / 10000^(2i/D)), PE[p, 2i+1] = cos(...)."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
-    return table
+    angles = torch.arange(length)[:, None] * torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)[:, :dim]  # sin, cos interleaved
 
 
 @POS_ENCODINGS.register("sinusoidal")
@@ -104,23 +104,16 @@ class SinusoidalEncoding(PositionalEncoding):
 
 @POS_ENCODINGS.register("learned")
 class LearnedEncoding(PositionalEncoding):
-    """One trained vector per position, up to `max_len` positions (and no further)."""
+    """One trained vector per position."""
+
+    per_position = True
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
         self.pe = nn.Parameter(0.02 * torch.randn(max_len, d_model))
 
-    @staticmethod
-    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
-        if seq_len > max_len:
-            raise ConfigError("data.seq_len", seq_len, f"pos_enc=learned has model.max_len={max_len} positions")
-
-    def table(self, length: int) -> Tensor:  # lengths past max_len are refused by `check`, up front
+    def table(self, length: int) -> Tensor:
         return self.pe[:length]
-
-    @staticmethod
-    def trained_length(train_len: int) -> int:
-        return train_len  # rows train_len.. never enter a forward pass: still their initial values
 
     def embed(self, x: Tensor) -> Tensor:
         return x + self.table(x.shape[1])
@@ -139,8 +132,8 @@ class RotaryEncoding(PositionalEncoding):
         inv_freq = 10000.0 ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)  # theta_c: (Dh/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    @staticmethod
-    def check(seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
+    @classmethod
+    def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
         if (d_model // num_heads) % 2:
             raise ConfigError(
                 "model.d_model", d_model, f"rope rotates channel pairs: d_model / num_heads={num_heads} must be even"
@@ -177,31 +170,21 @@ class OffsetBias(PositionalEncoding):
 
 
 class LearnedOffsetBias(OffsetBias):
-    """One trained bias per head and offset, up to `max_len` positions (and no further): per signed offset
-    i - j (`signed`), or per distance |i - j|.
+    """One trained bias per head and signed offset i - j (`signed`), or per distance |i - j|.
 
     Starts at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step.
     A zero start would be "no positions" until a gradient moves it, and on halfswap a distance-only
     bias gets none (nothing it can do lowers the loss): the control would never touch attention."""
 
     signed = True
+    per_position = True
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
         self.values = nn.Parameter(torch.randn(num_heads, 2 * max_len - 1 if self.signed else max_len))
 
-    @classmethod
-    def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
-        if seq_len > max_len:
-            name = POS_ENCODINGS.name_of(cls)
-            raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has offsets for model.max_len={max_len}")
-
-    def offset_bias(self, offset: Tensor) -> Tensor:  # lengths past max_len are refused by `check`, up front
+    def offset_bias(self, offset: Tensor) -> Tensor:
         return self.values[:, offset + self.max_len - 1 if self.signed else offset.abs()]  # (H, L, L)
-
-    @staticmethod
-    def trained_length(train_len: int) -> int:
-        return train_len  # offsets |i - j| >= train_len never occur in training: still their initial values
 
 
 @POS_ENCODINGS.register("relative")
@@ -229,8 +212,7 @@ def alibi_slopes(num_heads: int) -> list[float]:
 @POS_ENCODINGS.register("alibi")
 class ALiBiEncoding(OffsetBias):
     """Symmetric ALiBi (Press et al., without the causal mask): bias -m_h * |i - j| on the scores, with the
-    paper's fixed slopes (one head: m = 2^-8, a bias of at most 0.12 at L = 32, a light touch on the
-    scores). A negative control: distance only, blind to a sequence's reverse (see above)."""
+    paper's fixed slopes (one head: m = 2^-8, at most 0.12 at L = 32, a light touch). A negative control."""
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)

@@ -15,13 +15,6 @@ from attnlab.errors import ConfigError
 T = TypeVar("T")
 
 
-class Name(StrEnum):
-    """Base of the schema's name enums; prints as the bare name, so `${model.pos_enc}` reads "rope"."""
-
-    def __str__(self) -> str:
-        return self.value
-
-
 class Registry(Generic[T]):
     def __init__(self, key: str) -> None:
         self.key = key  # the config key that selects from this registry, e.g. "model.pos_enc"
@@ -50,7 +43,8 @@ class Registry(Generic[T]):
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
-    def enum(self) -> type[Name]:
-        """An Enum of the registered names, for the structured-config schema."""
+    def enum(self) -> type[StrEnum]:
+        """An Enum of the registered names, for the structured-config schema (a StrEnum prints as the bare
+        name, so `${model.pos_enc}` reads "rope")."""
         cls_name = "".join(part.title() for part in self.key.replace(".", "_").split("_"))
-        return Name(cls_name, {name: name for name in self._items})  # type: ignore[return-value]
+        return StrEnum(cls_name, {name: name for name in self._items})  # type: ignore[return-value]
