@@ -1,10 +1,7 @@
 """Wall-clock measurements: how long this process has lived (so that "done in" counts the imports and
 checks too), step times and start-up latency."""
 
-from __future__ import annotations
-
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -31,22 +28,9 @@ def process_seconds(began: float) -> float:
     return age if age is not None else time.perf_counter() - began
 
 
-def samples_per_second(ends: list[tuple[int, float]], batch_size: int, warmup: int, window: int) -> float | None:
-    """Median throughput over windows of `window` consecutive steps inside one epoch.
-
-    `ends` holds (epoch, time at the end of a step). The first `warmup` steps are dropped; a window
-    never spans an epoch boundary, so validation and checkpointing between epochs are not counted."""
-    ends = ends[warmup:]
-    pairs = [(ends[i], ends[i + window]) for i in range(0, len(ends) - window, window)]
-    rates = [window * batch_size / (t1 - t0) for (e0, t0), (e1, t1) in pairs if e0 == e1 and t1 > t0]
-    return statistics.median(rates) if rates else None
-
-
 class StepClock(pl.Callback):
-    """Records when every training step ends, and how old the process was at the first step.
-
-    `synchronize`: wait for the GPU before reading the clock (a benchmark's fair timing; a host sync
-    per step, so not in ordinary runs, where only the start-up time is used)."""
+    """Records when every training step ends, and how old the process was at the first step. `synchronize`:
+    wait for the GPU before reading the clock (the benchmark's fair timing; a host sync per step)."""
 
     def __init__(self, synchronize: bool = False) -> None:
         self.ends: list[tuple[int, float]] = []

@@ -1,0 +1,418 @@
+"""Speed of attnlab against the same work written by hand: `python scripts/benchmark.py [--only processes|steps]
+[--device cuda] [--quick]`, whose output is docs/benchmark.md.
+
+Whole processes: `python scripts/train.py -m experiment=limitations` (the README's study) and `python
+scripts/train.py` (one run), each against `replay` of the folder it wrote: the same trainings by hand in one
+process. Per step: the seed loop (the seeds' model by hand: explicit (L, L) attention, Adam, tensors, a Python
+loop), naive Lightning (that model, DataLoader(TensorDataset), self.log every step: the template recipe) and
+attnlab (scripts/train.py's own path); long sequences: the seed loop against attnlab; on CUDA, bf16-mixed too.
+
+Each measurement is a fresh process (`python -m attnlab.bench step|replay ...`), so that its memory peak is its
+own and a crash or out-of-memory becomes a table cell; the contestants take turns round after round, because this
+machine's speed drifts. This module imports torch, not Lightning: the hand-written replay must not pay for it.
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.config import run_config
+from attnlab.model import AttentionClassifier
+from attnlab.tasks import make_split, split_seed
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = ("batch", "seq_len", "steps", "warmup", "window", "steps_per_epoch")  # of a per-step measurement
+SHORT = {False: [(256, 32, 330, 30, 25, 100), (1024, 32, 130, 10, 20, 40)], True: [(64, 16, 40, 5, 5, 8)]}  # [quick]
+LONG = {False: ([1024, 4096, 8192, 16384], 8, 4), True: ([64, 128], 2, 4)}  # [quick]: (seq_lens, batch, steps)
+QUICK_TRAIN = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64", "trainer.max_epochs=2"]
+QUICK_STUDY = ["model.pos_enc=none,rope", "seed=0"]  # with QUICK_TRAIN: a handful of tiny jobs
+MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
+# does not fit fails inside its own process instead of bringing the machine down
+OOM_MARKERS = ("can't allocate memory", "MemoryError", "out of memory")
+Ends = list[tuple[int, float]]  # (epoch, time at the end of a step), one per step
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class SeedAttention(nn.Module):
+    """The seeds' classifier as a user would write it: explicit attention, max-pool, linear head."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, d_model)
+        self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
+        self.out = nn.Linear(d_model, d_model)
+        self.head = nn.Linear(d_model, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, L, L)
+        return self.head(self.out(weights @ v).amax(dim=1))
+
+
+def epoch_steps(
+    model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, batch: int, bf16: bool = False
+) -> Iterator[None]:
+    """The steps of one epoch by hand, whole-tensor batches in a shuffled order: yields after each."""
+    order = torch.randperm(len(x), device=x.device)
+    for i in range(0, len(x), batch):
+        idx = order[i : i + batch]
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        yield
+
+
+def halfswap(spec: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    return make_split("halfswap", spec["batch"] * spec["steps_per_epoch"], spec["seq_len"], 1, seed=0)
+
+
+# The contestants: each trains spec["steps"] steps, returning their Ends and the resident memory before training.
+def seed_loop(spec: dict[str, Any]) -> tuple[Ends, float]:
+    torch.manual_seed(0)
+    model = SeedAttention(spec["d_model"]).to(spec["device"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = (t.to(spec["device"]) for t in halfswap(spec))
+    baseline, ends = rss_mb(), []
+    for epoch in itertools.count():
+        for _ in epoch_steps(model, opt, x, y, spec["batch"], spec["bf16"]):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            ends.append((epoch, time.perf_counter()))
+            if len(ends) == spec["steps"]:
+                return ends, baseline
+
+
+def naive_lightning(spec: dict[str, Any]) -> tuple[Ends, float]:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from attnlab.timing import StepClock
+
+    class Naive(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SeedAttention(spec["d_model"])
+
+        def training_step(self, batch, batch_idx):
+            loss = F.cross_entropy(self.model(batch[0]), batch[1])
+            self.log("train_loss", loss, on_step=True, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(*halfswap(spec)), batch_size=spec["batch"], shuffle=True)
+    clock = StepClock(synchronize=spec["device"].startswith("cuda"))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(
+            accelerator="gpu" if spec["device"].startswith("cuda") else "cpu",
+            devices=1,
+            max_steps=spec["steps"],
+            precision="bf16-mixed" if spec["bf16"] else "32-true",
+            callbacks=[clock],
+            default_root_dir=tmp,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        baseline = rss_mb()
+        trainer.fit(Naive(), loader)
+    return clock.ends, baseline
+
+
+def attnlab(spec: dict[str, Any]) -> tuple[Ends, float]:
+    from hydra import compose, initialize_config_dir
+
+    from attnlab.config import register_configs
+    from attnlab.timing import StepClock
+    from attnlab.train import train
+
+    register_configs()
+    batch, seq_len, epochs = spec["batch"], spec["seq_len"], math.ceil(spec["steps"] / spec["steps_per_epoch"])
+    accelerator = "gpu" if spec["device"].startswith("cuda") else "cpu"
+    overrides = (
+        f"data=halfswap model.pos_enc=sinusoidal model.d_model={spec['d_model']} model.max_len={seq_len} "
+        f"data.seq_len={seq_len} data.batch_size={batch} data.n_train={batch * spec['steps_per_epoch']} "
+        f"data.n_val={batch} data.n_test={batch} trainer.max_epochs={epochs} trainer.enable_progress_bar=false "
+        f"trainer.accelerator={accelerator} trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}"
+    ).split()
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [f"output_dir={tmp}", *overrides])
+        clock = StepClock(synchronize=accelerator == "gpu")
+        baseline = rss_mb()
+        train(cfg, extra_callbacks=[clock])
+    return clock.ends, baseline
+
+
+CONTESTANTS = {"seed loop": seed_loop, "naive Lightning": naive_lightning, "attnlab": attnlab}
+
+
+def samples_per_second(ends: Ends, batch_size: int, warmup: int, window: int) -> float | None:
+    """Median throughput over windows of `window` steps after the first `warmup`. A window never spans an
+    epoch boundary, so that validation and checkpointing between epochs are not counted."""
+    ends = ends[warmup:]
+    pairs = [(ends[i], ends[i + window]) for i in range(0, len(ends) - window, window)]
+    rates = [window * batch_size / (t1 - t0) for (e0, t0), (e1, t1) in pairs if e0 == e1 and t1 > t0]
+    return statistics.median(rates) if rates else None
+
+
+def step_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    cuda = spec["device"].startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:  # CUDA reserves a huge virtual address space: an address-space limit would break it
+        resource.setrlimit(resource.RLIMIT_AS, ((MEMORY_LIMIT_GB + 8) * 2**30, resource.RLIM_INFINITY))  # + slack
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    ends, baseline_mb = CONTESTANTS[spec["who"]](spec)
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline_mb
+    speed = samples_per_second(ends, spec["batch"], spec["warmup"], spec["window"])
+    return {"samples_per_s": speed, "steps": len(ends), "peak_mb": peak_mb}
+
+
+def measure_step(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """`step_worker(spec)` in a fresh process; an error or out-of-memory becomes {"error": ...}."""
+    cmd = [sys.executable, "-m", "attnlab.bench", "step", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout:.0f} s"}
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.splitlines()[-1])
+    oom = proc.returncode == -9 or any(s in proc.stderr for s in OOM_MARKERS)
+    return {"error": "out of memory" if oom else f"failed (exit {proc.returncode})"}
+
+
+def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[str, Any]]:
+    """Rows {**spec, who, **its median round, speeds: all its rounds'}; the contestants of a row take turns."""
+    seq_lens, batch, steps = LONG[quick]
+    turns = []  # (contestants, spec, rounds, timeout)
+    for bf16 in [False, True] if device.startswith("cuda") else [False]:
+        base = {"device": device, "d_model": 32, "threads": threads, "bf16": bf16}
+        for sizes in SHORT[quick]:
+            spec = {**base, **dict(zip(SIZES, sizes, strict=True))}
+            turns.append((("seed loop", "naive Lightning", "attnlab"), spec, rounds, 300))
+        for seq_len in seq_lens:  # one warm-up step, then one window per step
+            spec = {**base, **dict(zip(SIZES, (batch, seq_len, steps + 1, 1, 1, steps + 1), strict=True)), "long": True}
+            turns.append((("seed loop", "attnlab"), spec, 1, 240))
+    rows = []
+    for contestants, spec, n, timeout in turns:
+        runs: dict[str, list[dict[str, Any]]] = {who: [] for who in contestants}
+        for _, who in itertools.product(range(n), contestants):
+            runs[who].append(measure_step({**spec, "who": who}, timeout))
+            print(f"  {who:16} B={spec['batch']:5} L={spec['seq_len']:6}: {runs[who][-1]}", file=sys.stderr)
+        for who, results in runs.items():
+            good = sorted((r for r in results if r.get("samples_per_s")), key=lambda r: r["samples_per_s"])
+            median = good[len(good) // 2] if good else results[0]
+            rows.append({**spec, "who": who, **median, "speeds": [r["samples_per_s"] for r in good]})
+    return rows
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
+    with torch.no_grad():
+        correct = sum((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum() for i in range(0, len(x), batch))
+    return float(correct) / len(x)
+
+
+def replay(folder: str | Path, device: str = "cpu") -> int:
+    """The trainings of a finished run or sweep folder by hand, in this process; returns how many. Each run's
+    data splits and epochs, attnlab's model with its settings, Adam, whole-tensor batches, validation every
+    epoch keeping the best weights, a test of them; no logging, checkpoints or diagnostics."""
+    runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
+    for run in runs:
+        c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
+        seed, data, batch = c["seed"], c["data"], c["data"]["batch_size"]
+        torch.manual_seed(seed)
+        split = {}
+        for s in ("train", "val", "test"):
+            seeds = split_seed(s, seed, data["seed"])
+            split[s] = [
+                t.to(device) for t in make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"], seeds)
+            ]
+        model = AttentionClassifier(**c["model"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
+        best, best_state = -1.0, None
+        for _ in range(json.loads((run / "metrics.json").read_text())["epochs"]):
+            model.train()
+            for _ in epoch_steps(model, opt, *split["train"], batch):
+                pass
+            model.eval()
+            if (acc := accuracy(model, *split["val"], batch)) > best:
+                best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        accuracy(model, *split["test"], batch)
+    return len(runs)
+
+
+def wall(cmd: list[str]) -> float:
+    """Seconds the whole process `cmd` took, start-up included; its failure stops the benchmark."""
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - began
+
+
+def import_seconds(modules: str) -> float:
+    """How old a fresh process is once `import <modules>` is done, on the clock of a run's start-up (process
+    start to first step): the interpreter's own start counts on both sides."""
+    from attnlab.timing import process_age  # here: it imports Lightning, which the hand-written replay must not
+
+    code = f"import {modules}; print(open('/proc/self/stat').read().strip(), open('/proc/uptime').read(), sep='\\n')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return process_age(*proc.stdout.strip().splitlines()[-2:])
+
+
+def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) -> dict[str, Any]:
+    """`python scripts/train.py <train_args>` against `replay` of the folder it wrote, whole processes in turns,
+    `rounds` times; for a single run (no -m), its start-up and the import floor too."""
+    sweep, command = train_args[0] == "-m", ["python", "scripts/train.py", *train_args]
+    print(f"{what}: {' '.join(command)}", file=sys.stderr)
+    times: dict[str, list[float]] = {"attnlab": [], "hand-written": []}
+    floor: dict[str, list[float]] = {"torch": [], "torch, pytorch_lightning": []}  # imports in a bare process
+    startup = []
+    for r in range(rounds):
+        for modules in [] if sweep else floor:
+            floor[modules].append(import_seconds(modules))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "out"
+            where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
+            times["attnlab"].append(wall([sys.executable, *command[1:], where]))
+            times["hand-written"].append(wall([sys.executable, "-m", "attnlab.bench", "replay", str(folder), device]))
+            metrics = list(folder.glob("**/metrics.json"))
+            startup.append(json.loads(metrics[0].read_text())["startup_seconds"])
+        print(f"  round {r + 1}: " + ", ".join(f"{who} {t[-1]:.1f} s" for who, t in times.items()), file=sys.stderr)
+    seconds = {who: (statistics.median(t), min(t), max(t)) for who, t in times.items()}
+    result = {"what": what, "command": " ".join(command), "jobs": len(metrics), "seconds": seconds, "rounds": rounds}
+    if not sweep:
+        result |= {
+            "startup_s": statistics.median(startup),
+            "imports_s": {m: statistics.median(t) for m, t in floor.items()},
+        }
+    return result
+
+
+PROCESSES = """## Whole processes
+
+Wall time of the whole process, start-up included, against the same trainings written by hand
+in one process (`attnlab.bench.replay`: each run's data, model and epochs; Adam, whole-tensor
+batches, validation every epoch, test of the best weights; no logging, checkpoints or diagnostics).
+The two take turns, round after round. `× hand-written` > 1: attnlab took less time.
+
+| what | command | jobs | attnlab: s, median (min–max) | hand-written: s | × hand-written | rounds |
+|---|---|---|---|---|---|---|"""
+STARTUP = """
+Start-up, `python scripts/train.py` from process start to its first training step: {startup:.2f} s. The floor, \
+on the same clock: a fresh `python -c "import torch, pytorch_lightning"` is {both:.2f} s old once they are imported \
+(with torch alone {torch:.2f} s, which the hand-written run imports too; pytorch_lightning {pl:.2f} s more). \
+attnlab's own start-up, Hydra's composition, the checks, the data, model, logger and Trainer: the other {own:.2f} s."""
+STEPS = """## Per training step (d_model 32, 1 head, 1 layer)
+
+| contestant | precision | batch | seq_len | samples/s | × seed loop | peak memory (MB) | rounds: min–max |
+|---|---|---|---|---|---|---|---|"""
+
+
+def fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def render(command: str, machine: str, rows: list[dict[str, Any]], processes: list[dict[str, Any]]) -> str:
+    """The markdown of docs/benchmark.md."""
+    lines = [f"# Benchmark: `{command}`", "", machine, ""]
+    if processes:
+        lines.append(PROCESSES)
+        for p in processes:
+            (a, a_lo, a_hi), (h, h_lo, h_hi) = p["seconds"]["attnlab"], p["seconds"]["hand-written"]
+            lines.append(
+                f"| {p['what']} | `{p['command']}` | {p['jobs']} | {a:.1f} ({a_lo:.1f}–{a_hi:.1f}) | "
+                f"{h:.1f} ({h_lo:.1f}–{h_hi:.1f}) | {h / a:.2f}× | {p['rounds']} |"
+            )
+        for p in [p for p in processes if "imports_s" in p]:  # a single run's start-up against the import floor
+            both, alone, startup = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"], p["startup_s"]
+            lines.append(STARTUP.format(startup=startup, both=both, torch=alone, pl=both - alone, own=startup - both))
+        lines.append("")
+    if rows:
+        lines.append(STEPS)
+        seed_loop = {}  # ratios against the seed loop at the same batch, length and precision
+        for r in rows:
+            key, speed, speeds = (r["batch"], r["seq_len"], r["bf16"]), r.get("samples_per_s"), r.get("speeds", [])
+            if r["who"] == "seed loop" and speed:
+                seed_loop[key] = speed
+            ratio = f"{fmt(speed / seed_loop[key])}×" if speed and key in seed_loop else "–"
+            spread = f"{fmt(min(speeds))}–{fmt(max(speeds))} ({len(speeds)})" if len(speeds) > 1 else "–"
+            lines.append(
+                f"| {r['who']} | {'bf16-mixed' if r['bf16'] else 'fp32'} | {r['batch']} | {r['seq_len']} | "
+                f"{r.get('error') or fmt(speed)} | {ratio} | {fmt(r.get('peak_mb'))} | {spread} |"
+            )
+        fused = [r for r in rows if r["who"] == "attnlab" and r.get("long") and "peak_mb" in r]
+        if len(fused) >= 2:
+            slope, intercept = statistics.linear_regression(
+                [r["seq_len"] for r in fused], [r["peak_mb"] for r in fused]
+            )
+            points = ", ".join(f"{r['seq_len']}: {r['peak_mb']:.0f} MB" for r in fused)
+            lines.append(
+                f"\nattnlab peak memory vs seq_len (batch {fused[0]['batch']}): {points}; least-squares fit "
+                f"{intercept:.0f} MB + {slope * 1024:.1f} MB per 1024 positions."
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
+    parser.add_argument("--only", choices=["processes", "steps"], help="one part of the benchmark")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per step measurement (0: default)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of each comparison")
+    parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
+    args = parser.parse_args()
+    cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
+    processes, rows = [], []
+    if args.only != "steps":
+        run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
+        study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
+        processes = [train_vs_replay("study", study, rounds, args.device)]
+        processes.append(train_vs_replay("one run", run, rounds, args.device))
+    if args.only != "processes":
+        rows = step_rows(args.device, args.threads, rounds, quick)
+    machine = (
+        f"Machine: {os.uname().machine}, {os.cpu_count()} CPU cores, "
+        f"{torch.cuda.get_device_name() if cuda else 'no GPU'}; torch {torch.__version__}, "
+        f"threads {args.threads or torch.get_num_threads()}; {time.strftime('%Y-%m-%d')}."
+    )
+    text = render(" ".join(["python scripts/benchmark.py", *sys.argv[1:]]), machine, rows, processes)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":  # the workers: python -m attnlab.bench step '<spec json>' | replay <folder> [device]
+    workers = {"step": lambda spec: step_worker(json.loads(spec)), "replay": replay}
+    print(json.dumps(workers[sys.argv[1]](*sys.argv[2:])))

@@ -1,2 +1,0 @@
-"""The benchmark behind `scripts/benchmark.py` and docs/benchmark.md: `contestants` (what is timed),
-`measure` (how) and `table` (the markdown)."""
