@@ -3,10 +3,8 @@
     python scripts/screenshots.py LOGDIR OUTDIR [--width 1400 --height 1000] [--runs REGEX]
     make screenshots    # the limitations study's halfswap runs of seed 0, into docs/
 
-Starts TensorBoard on a free port of 127.0.0.1, waits until it has loaded at least one run, then writes
-tensorboard_{scalars,images,hparams,custom_scalars}.png into OUTDIR; a tab with no data (e.g. custom scalars
-without a layout) shows TensorBoard's empty state. Needs the ``chromium`` binary (Debian: ``apt-get install
-chromium``). Exits 1 if any screenshot is missing or empty.
+Writes tensorboard_{scalars,images,hparams,custom_scalars}.png into OUTDIR. Needs ``chromium`` (Debian: ``apt-get
+install chromium``). Exits 1 if any screenshot is missing or empty.
 """
 
 from __future__ import annotations
@@ -25,18 +23,15 @@ from pathlib import Path
 from attnlab.tbserver import get_json, tensorboard
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-# URL hashes, also used in the file names. TensorBoard 2.21 still serves the classic dashboards: '#scalars'
-# shows only scalar charts and '#images' only images, whereas '#timeseries' mixes all card types (images may
-# come first) and opens a settings pane over the charts.
+# URL hashes and file names: the classic dashboards ('#timeseries' mixes card types under a settings pane).
 TABS = ("scalars", "images", "hparams", "custom_scalars")
 SHOT_TIMEOUT_S = 90
-# --virtual-time-budget lets the JS app fetch data and draw its charts before the capture (fast-forwarded, so
-# ~2 s each); without it Chromium shoots an empty page below the orange toolbar.
+# --virtual-time-budget: the app fetches and draws before the capture (else an empty page under the toolbar).
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000")
 
 
 def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool:
-    """Capture url into out; print one line; return False if no PNG was written."""
+    """Capture url into out; False if no PNG was written."""
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="tb-shot-") as profile:
         window = f"--window-size={size[0]},{size[1]}"
@@ -55,8 +50,7 @@ def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool
 
 
 def run_selection(runs: list[str], pattern: str | None) -> str:
-    """The URL-hash parameter that selects the runs matching `pattern`, all runs if None (TensorBoard keeps
-    the run checkboxes in the hash as base64 JSON)."""
+    """The URL-hash parameter selecting the runs matching `pattern` (all if None), as base64 JSON."""
     shown = [r for r in runs if pattern is None or re.search(pattern, r)]
     if not shown:  # `runs` is never empty: tensorboard() waits for a run
         raise RuntimeError(f"--runs {pattern!r} matches none of the {len(runs)} runs")

@@ -14,10 +14,8 @@ from pathlib import Path
 
 
 def stopped_early(signum: int, frame: object) -> None:
-    """SIGTERM / SIGINT before the run's own handling starts (imports, composing, claiming the folder): one
-    line and exit 128 + signal, no traceback. A folder already claimed is marked INTERRUPTED and the command
-    that continues it printed; before that nothing was written, and there is nothing to resume."""
-    # attnlab.run_folder not imported yet, or still being imported (the signal came during it): no folder is held
+    """SIGTERM / SIGINT before the run's own handling: one line, exit 128 + signal, a claimed folder marked."""
+    # attnlab.run_folder not imported yet, or still being imported: no folder is held
     module = sys.modules.get("attnlab.run_folder")
     held = module.held() if hasattr(module, "held") else []
     # ... and a folder claimed but not yet written by Hydra holds nothing to resume either
@@ -35,9 +33,8 @@ def stopped_early(signum: int, frame: object) -> None:
 # First, before the imports (seconds of them): from here on no signal leaves a traceback or a silent exit.
 for _sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_sig, stopped_early)
-# At exit, after the exit handlers (logging's flush, joblib's cleanup), Python's last garbage collections walk
-# every object torch, Lightning and Hydra made: 1.3 s of every command (docs/benchmark.md). Frozen, they are
-# skipped; the memory goes back to the system all the same. (The other scripts do the same.)
+# At exit Python's last collections walk every object torch, Lightning and Hydra made: 1.3 s (docs/benchmark.md).
+# Frozen after the exit handlers, they are skipped.
 atexit.register(gc.freeze)
 
 
@@ -72,8 +69,7 @@ def main(cfg: DictConfig) -> float | None:
         print(f"interrupted: {e}. Continue with: {continue_command(out, sweep=False)}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
-        # A failure at run time (NaN loss, out of memory, full disk, ...): one line here, the traceback
-        # in the run's FAILED file. In a sweep the other jobs go on and the sweep exits non-zero.
+        # NaN loss, out of memory, full disk: one line, the traceback in FAILED; a sweep's other jobs go on.
         print(f"error: {run_failure(e, out, out / run_folder.FAILED)}", file=sys.stderr, flush=True)
         if in_sweep:
             return None

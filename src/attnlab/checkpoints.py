@@ -1,19 +1,6 @@
-"""Checkpoints: read safely, the one a run resumes from, written so that no kill corrupts one, and kept
-right when a run folder moves.
-
-Read with `torch.load(weights_only=True)`: hyperparameters are plain values, so nothing needs unpickling,
-and a crafted pickle is refused without running. Every failure to read is a ConfigError naming the file;
-nothing falls back to random weights.
-
-`AtomicCheckpointIO`: a checkpoint is written to `<name>.tmp` and renamed over the old one, so a full
-disk or a kill during the write leaves the previous checkpoint whole. `catch_up_last`: a resume mends a
-kill that came between an epoch's two writes (best.ckpt, then last.ckpt).
-
-`RunCheckpoint`: Lightning's ModelCheckpoint drops its best score when the folder it was saved from
-differs from the folder it runs in, so a run moved (`mv`) or copied (`cp -r`) and resumed would
-overwrite best.ckpt with a worse epoch, or test the *original* folder's file. Here the saved state
-follows the run: in the same run it is re-pointed at this folder; in a new run started from another's
-checkpoint (`ckpt_path`) it is dropped, and the new run tracks its own best.
+"""Checkpoints: read safely (`torch.load(weights_only=True)`: a crafted pickle is refused without running; a
+failure to read is a ConfigError naming the file), written atomically (`AtomicCheckpointIO`: a kill or a full
+disk leaves the previous one whole), and kept right when a run folder moves (`RunCheckpoint`).
 """
 
 from __future__ import annotations
@@ -34,8 +21,7 @@ CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume
 
 
 def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint of attnlab's, read safely. ConfigError (naming `key` and the file) for a
-    missing, truncated, garbage or foreign file, or one whose pickle would need code to run."""
+    """ConfigError for a missing, truncated, garbage or foreign file, or a pickle that would need code to run."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(key, str(path), "no such checkpoint file")
@@ -50,15 +36,13 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
 
 
 def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
-    """{"epoch", "global_step"} of a checkpoint; epochs counted from 1, as the console does. An end-of-epoch
-    checkpoint is saved during its epoch (Lightning's `epoch` is that epoch, from 0)."""
+    """{"epoch", "global_step"}, epochs from 1 as the console counts them (Lightning's `epoch` is from 0)."""
     return {"epoch": int(ckpt["epoch"]) + 1, "global_step": int(ckpt["global_step"])}
 
 
 def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to resume `folder` from, and its contents: of last.ckpt, best.ckpt and interrupted.ckpt
-    the loadable one with the most steps (mid-epoch ones resume exactly too: attnlab.data.TensorBatches).
-    A file that does not load is skipped, never trusted; a folder of only such files is refused."""
+    """The loadable checkpoint with the most steps and its contents; one that does not load is skipped, never
+    trusted, and a folder of only such files is refused."""
     found, unloadable = [], []
     for name in CHECKPOINTS:
         path = folder / "checkpoints" / f"{name}.ckpt"
@@ -81,10 +65,9 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def catch_up_last(newest: Path) -> None:
-    """Called with the checkpoint a run resumes from. An epoch's end writes best.ckpt, then last.ckpt: a kill
-    between the two leaves last.ckpt an epoch behind (or missing), and a resume with no epoch left to train
-    would never write it again, so the run's final weights would be the epoch before. best.ckpt is newest
-    only then (a tie goes to last.ckpt), and it is that epoch's end: it is copied over last.ckpt."""
+    """An epoch's end writes best.ckpt, then last.ckpt: a kill between the two leaves last.ckpt an epoch behind,
+    and a resume with nothing left to train would never write it. Only then is best.ckpt the newest (a tie goes
+    to last.ckpt): it is copied over last.ckpt."""
     if newest.name == "best.ckpt":
         with replacing(newest.with_name("last.ckpt")) as tmp:
             shutil.copyfile(newest, tmp)
@@ -97,6 +80,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint forgets its best score when resumed in another folder than it was saved from (a run moved
+    or copied): best.ckpt would be overwritten by a worse epoch. The state follows the run into this folder, or
+    is dropped in a new run started from another's checkpoint (`ckpt_path`)."""
+
     def __init__(self, *args: Any, same_run: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.same_run = same_run  # resuming this run (maybe moved), or a new run from another's checkpoint

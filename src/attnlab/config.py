@@ -1,9 +1,6 @@
-"""The structured-config schema: what every key is, its type and default.
-
-Registered in Hydra's ConfigStore as `train_schema`; `conf/train.yaml` builds on it, so a misspelled key, a wrong
-type or an unknown variant name fails when the config is composed, before any code runs. `validate` adds the checks
-a type cannot express (positive sizes, divisibility, ...). The YAML files under `conf/` hold only deltas.
-"""
+"""The config schema (every key, its type and default; conf/ holds only deltas), registered as `train_schema`
+so that a misspelled key, a wrong type or an unknown variant fails when Hydra composes, and `validate`: the
+checks a type cannot express."""
 
 from __future__ import annotations
 
@@ -33,8 +30,8 @@ PosEncName = POS_ENCODINGS.enum()
 PoolName = POOLINGS.enum()
 ScaleName = SCALES.enum()
 
-# What a value must be beyond its type, declared on its field (`checked`) and tested by `check_section`:
-# (ok(value), what is allowed). A null is not tested: only a field typed `| None` can hold one.
+# (ok(value), what is allowed): what a value must be beyond its type, declared on its field (`checked`), tested
+# by `check_section`. A null is not tested: only a field typed `| None` can hold one.
 Rule = tuple[Callable[[Any], bool], str]
 POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
 AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be an integer >= 1")
@@ -87,8 +84,8 @@ class OptimConfig:
 
 @dataclass
 class EarlyStopConfig:
-    """Stop when validation stops improving; `trainer.max_epochs` stays the cap. The report's verdict
-    uses the same rule to tell "at chance" (a plateau) from "not converged" (still improving)."""
+    """Stop when val/loss stops improving (trainer.max_epochs stays the cap); the report's verdict uses the same
+    rule to tell "at chance" (a plateau) from "not converged"."""
 
     # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
     patience: int | None = checked(None, (lambda v: v >= 1, "must be null (train all max_epochs) or an integer >= 1"))
@@ -97,8 +94,7 @@ class EarlyStopConfig:
 
 @dataclass
 class TrainerConfig:
-    """Passed to `pytorch_lightning.Trainer` as keyword arguments: the ones attnlab reads or checks, typed
-    here; any other Trainer argument is added with `+trainer.<name>=value` and checked against its signature."""
+    """`pytorch_lightning.Trainer`'s arguments attnlab reads, typed; any other with `+trainer.<name>=value`."""
 
     accelerator: str = checked("auto", CUDA)  # Lightning checks the names (config.check_trainer), here and below
     devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
@@ -123,7 +119,7 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where scalars and hyperparameters go (attnlab.loggers); chosen with logger=<name> (conf/logger/)."""
+    """Where scalars and hyperparameters go (attnlab.loggers): logger=<name>."""
 
     name: str = "tensorboard"  # tensorboard | csv | mlflow | wandb
     project: str = "attnlab"  # mlflow's experiment, wandb's project
@@ -182,7 +178,7 @@ class EvaluateConfig:
 
 
 def check_yaml_files(folder: Path) -> None:
-    """Every YAML file under `folder` (conf/) parses, or a ConfigError names the file and the place."""
+    """Every YAML file under `folder` parses, or a ConfigError names the file and the place."""
     import yaml
 
     for path in sorted(folder.rglob("*.yaml")):
@@ -201,8 +197,7 @@ def register_configs() -> None:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python values (enums as their names): what the code consumes. A `???` left
-    unset or a broken `${...}` interpolation becomes a ConfigError naming the key and the value as written."""
+    """The resolved config as plain values (enums as names); a `???` left or a broken `${...}` is a ConfigError."""
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
@@ -224,8 +219,7 @@ AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_
 
 @functools.cache
 def trainer_arguments() -> dict[str, Any]:
-    """`pytorch_lightning.Trainer`'s arguments -> their annotated types (imported only when a `+trainer.X` is
-    given: a bad value elsewhere is answered before Lightning loads)."""
+    """`pytorch_lightning.Trainer`'s arguments -> their types (Lightning imported only for a `+trainer.X`)."""
     import inspect
     import typing
 
@@ -236,16 +230,14 @@ def trainer_arguments() -> dict[str, Any]:
 
 
 def trainer_argument(key: str) -> bool:
-    """`trainer.<name>` where <name> is an argument of `pytorch_lightning.Trainer` that attnlab does not set."""
+    """`trainer.<name>`, a Trainer argument attnlab does not set (a dotted name: no, without importing Lightning)."""
     section, _, name = key.partition(".")
-    # (a dotted name is no argument: refused without importing Lightning)
     return section == "trainer" and "." not in name and name in trainer_arguments() and name not in SET_BY_ATTNLAB
 
 
 def check_trainer_extra(name: str, value: Any) -> None:
-    """`+trainer.<name>=value`: any other `pytorch_lightning.Trainer` argument, its type from Lightning's own
-    signature, and the bounds Lightning enforces only once training runs (a run would leave a FAILED folder
-    instead of this one line)."""
+    """`+trainer.<name>=value`: typed by Lightning's signature, and the bounds Lightning enforces only once
+    training runs (a FAILED folder instead of this one line)."""
     key = f"trainer.{name}"
     if name in SET_BY_ATTNLAB:
         raise ConfigError(key, value, f"is set by attnlab; use {SET_BY_ATTNLAB[name]}")
@@ -257,12 +249,8 @@ def check_trainer_extra(name: str, value: Any) -> None:
     if name in AT_LEAST and value < AT_LEAST[name]:
         raise ConfigError(key, value, f"must be an integer >= {AT_LEAST[name]}")
     if name == "num_nodes" and value > 1 and not os.environ.get("SLURM_JOB_ID"):
-        raise ConfigError(
-            key,
-            value,
-            "needs a cluster that starts a process on each node (hydra/launcher=slurm); on one machine use "
-            "trainer.devices",
-        )
+        why = "needs a cluster that starts a process on each node (hydra/launcher=slurm); here use trainer.devices"
+        raise ConfigError(key, value, why)
 
 
 def training_batches(c: dict[str, Any]) -> int:
@@ -275,8 +263,8 @@ def training_batches(c: dict[str, Any]) -> int:
 
 
 def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "") -> None:
-    """Refuse keys the schema lacks (Hydra's `+key=value` adds keys past it; the trainer section takes any
-    other Trainer argument, `+trainer.max_steps=100`) and values their field's rules refuse."""
+    """Refuse keys the schema lacks (a `+key=value`; the trainer section takes any Trainer argument) and
+    values their field's rules refuse."""
     known = {f.name: f for f in fields(schema)}
     for key in known.keys() - c.keys():  # deleted by a `~key` override: the code reads every key of the schema
         raise ConfigError(f"{prefix}{key}", None, f"must be set; the schema requires it (~{prefix}{key} deleted it)")
@@ -296,8 +284,7 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
 
 
 def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> None:
-    """Raise ConfigError if the task or the positional encoding cannot run at this length
-    (training length here, other lengths in scripts/evaluate.py)."""
+    """ConfigError if the task or the positional encoding cannot run at this length."""
     TASKS.build(data["task"]).check(seq_len)
     POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
 
@@ -314,10 +301,9 @@ def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) 
 def check_memory(
     key: str, sequences: int, seq_len: int, batch: int, data: dict[str, Any], model: dict[str, Any]
 ) -> None:
-    """Refuse a run (or an evaluation) at `seq_len` that needs more memory than this machine can still give
-    (Linux: MemAvailable; elsewhere unknown). The need is a rough lower bound: its float32 sequences, twice
-    (generated, then offset), and one batch's activations and gradients through every layer; an encoding
-    with a bias adds its (H, L, L) table and the kernel's (B, H, L, L) scores, which it may materialise."""
+    """Refuse a run (or an evaluation) at `seq_len` that needs more memory than MemAvailable (Linux). A rough
+    lower bound: the float32 sequences twice (generated, then offset), one batch's activations and gradients
+    per layer, and for an encoding with a bias its (H, L, L) table and the (B, H, L, L) scores."""
     try:
         meminfo = Path("/proc/meminfo").read_text().splitlines()
         free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
@@ -335,8 +321,7 @@ def check_memory(
 
 
 def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
-    """`eval.*`: every length possible for the task and encoding (and trained, unless eval.untrained says
-    otherwise), before anything is trained or evaluated. (Each key's own rules: `check_section`.)"""
+    """Every eval.seq_lens length possible for the task and encoding, and trained unless eval.untrained allows."""
     for length in ev["seq_lens"]:
         if not (fits(length, int) and length > 0):
             raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
@@ -353,7 +338,7 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
 
 
 def validate(c: dict[str, Any]) -> None:
-    """Raise ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
+    """ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
     check_section(c)
     model, data, trainer = c["model"], c["data"], c["trainer"]
     if model["dim"] != data["dim"]:
@@ -370,11 +355,8 @@ def validate(c: dict[str, Any]) -> None:
     check_callbacks(c["callbacks"])
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
     if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
-        raise ConfigError(
-            "trainer.val_check_interval",
-            interval,
-            f"must be 1..{batches}, the training batches of an epoch, or a fraction",
-        )
+        why = f"must be 1..{batches}, the training batches of an epoch, or a fraction"
+        raise ConfigError("trainer.val_check_interval", interval, why)
     # Read later (attnlab.resume.plan); a resumed run goes on from its own checkpoints, if it has any.
     if c["ckpt_path"] is not None and not c["resume"] and not Path(c["ckpt_path"]).is_file():
         raise ConfigError("ckpt_path", c["ckpt_path"], "no such checkpoint file")
@@ -385,9 +367,8 @@ _trainers_checked: set[str] = set()
 
 
 def check_trainer(trainer: dict[str, Any]) -> None:
-    """Lightning checks its own arguments (accelerator, precision, devices, strategy, profiler, limits, ...):
-    a Trainer is built from the run's trainer section and dropped (nothing is trained or written), once per
-    distinct section, and what Lightning refuses becomes one line naming the key it names."""
+    """Lightning checks its own arguments: a Trainer is built from the trainer section and dropped (once per
+    distinct section), and what it refuses becomes one line naming the key."""
     checked_key = canonical(trainer)
     if checked_key in _trainers_checked:
         return
@@ -416,8 +397,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The plain config a run was trained with (its .hydra/config.yaml), checked against the schema: a file
-    that does not parse, has the wrong types or interpolations that do not resolve is a ConfigError."""
+    """The plain config a run was trained with (.hydra/config.yaml), checked against the schema (ConfigError)."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
@@ -432,8 +412,7 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def saved_config(folder: Path) -> dict[str, Any] | None:
-    """The config a run saved, or None when a kill cut it short (or it is missing): Hydra writes it
-    anew when the run continues, and the checkpoints' own hyperparameters are checked on load."""
+    """The config a run saved, or None (a kill cut it short: Hydra writes it anew; checkpoints are checked)."""
     try:
         return run_config(folder)
     except Exception:

@@ -1,11 +1,6 @@
-"""What a run prints. Quiet by default: a run prints its folder, one progress display and one
-closing line; a sweep job one line when it starts and one when it ends. `verbose=true` adds the
-resolved config, Lightning's messages, the model summary and the test table.
-
-`progress=auto` picks Lightning's Rich progress bar on a terminal and one plain line per epoch
-elsewhere (log files, CI, SLURM), where a redrawn bar turns into thousands of lines. Both number
-epochs from 1, as the closing and resume lines do.
-"""
+"""What a run prints: its folder, one progress display and a closing line (a sweep job: a line at its end);
+`verbose=true` adds the config, Lightning's messages, the model summary and the test table. `progress=auto`:
+Rich on a terminal, a line per epoch elsewhere (a redrawn bar in a log file is thousands of lines)."""
 
 from __future__ import annotations
 
@@ -29,14 +24,13 @@ from attnlab.sweep_record import sweep_of
 
 
 def hide_lightning_warnings() -> None:
-    """Lightning's warnings that say nothing to an attnlab user (once per process: at import)."""
+    """Lightning's warnings that say nothing to an attnlab user."""
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per run; nothing for a user to do.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # A resume continues its own checkpoints folder, by design (Lightning warns that it is not empty).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    if "SLURM_JOB_ID" not in os.environ:  # not in an allocation: a workstation or a login node with SLURM
-        # installed, where the hint to prepend `srun` is wrong: attnlab reaches the cluster through
-        # hydra/launcher=slurm. Inside an allocation (salloc, then python without srun) it stays.
+    if "SLURM_JOB_ID" not in os.environ:  # outside an allocation the hint to prepend `srun` is wrong:
+        # attnlab reaches the cluster through hydra/launcher=slurm.
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
@@ -47,10 +41,8 @@ PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (
 
 
 class EpochLines(ProgressBar):
-    """One line per epoch: epoch, step, the epoch's logged metrics, seconds.
-
-    Printed when the next epoch starts (or training ends): at the callbacks' `on_train_epoch_end` the
-    LightningModule has not yet computed the epoch's train/acc, and the line would show the last one."""
+    """One line per epoch, printed when the next starts (or training ends): at the callbacks'
+    `on_train_epoch_end` the module has not yet computed the epoch's train/acc."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,9 +78,7 @@ class EpochLines(ProgressBar):
 
 
 class RichBar(RichProgressBar):
-    """Lightning's Rich bar, with epochs numbered from 1 like the plain lines ("Epoch 1/10", not "0/9").
-    Lightning has no public setting for this label; its `_get_train_description` is the one hook
-    (tests/test_console.py checks the label, so a Lightning change shows up there)."""
+    """Rich's bar with epochs from 1 ("Epoch 1/10"); `_get_train_description` is the only hook (tested)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         cap = self.trainer.max_epochs
@@ -119,7 +109,6 @@ def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[
 
 @rank_zero_only
 def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
-    """Single run: its folder (and the resolved config when verbose). Sweep job: which job of how many."""
     if job is None:
         if c["verbose"]:
             print(OmegaConf.to_yaml(c), end="")
@@ -130,8 +119,7 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
 
 @rank_zero_only
 def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
-    """The closing line (under 100 columns: the folder goes on a line of its own): the tested checkpoint's
-    scores, and which checkpoint that is. A sweep job: one line, with the sweep's progress (k/N done)."""
+    """The tested checkpoint's scores and which it is; a sweep job's line has the sweep's progress (k/N done)."""
     names = {"test/acc": "test/acc", "test/acc_shuffled": "shuffled", "test/loss": "loss"}
     shown = ", ".join(f"{n} {metrics[k]:.4f}" for k, n in names.items() if metrics.get(k) is not None)
     tested = metrics["tested_checkpoint"]

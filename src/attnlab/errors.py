@@ -1,5 +1,4 @@
-"""The exception types scripts turn into one line and an exit code, and the type checks of plain config
-values that raise the commonest of them."""
+"""The exceptions scripts turn into one line and an exit code, and the type checks of plain config values."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and what is allowed. `scripts/*.py`
-    print it as one line and exit with code 1, before anything is trained or written."""
+    """A value that cannot work: one line naming the key, the value and what is allowed (scripts exit 1)."""
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
@@ -20,9 +18,8 @@ class ConfigError(ValueError):
 
 
 class Interrupted(BaseException):
-    """Stopped by a signal (SIGTERM, SIGINT). Like KeyboardInterrupt, a request to stop rather than an
-    error, so it is a BaseException: Hydra's job runner lets it through, and a sweep stops with it
-    instead of counting one failed job and starting the next."""
+    """Stopped by a signal. A BaseException, like KeyboardInterrupt: Hydra's job runner lets it through, and a
+    sweep stops instead of counting a failed job and starting the next."""
 
     def __init__(self, signum: int, step: int | None = None, checkpoint: str | None = None) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
@@ -35,10 +32,8 @@ class Interrupted(BaseException):
         return Interrupted, (self.signum, self.step, self.checkpoint)
 
 
-# A stop signal that came before a run's own handling (attnlab.signals.StopOnSignal) began, noted by the
-# process's handler then (a sweep's worker: hydra_plugins/attnlab_sweeper/launcher.py, which must not import
-# attnlab.signals: the sweep process imports it at start-up, and signals imports Lightning). A run that
-# starts after it stops at once, before it trains; the worker starts no further job.
+# A stop signal a sweep's worker got outside a run's own handling (launcher.py; here, not in attnlab.signals,
+# which imports Lightning): the next run stops before it trains, and the worker starts no further job.
 pending_signal: int | None = None
 
 
@@ -46,12 +41,11 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 
 def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
-    """One line for a run-time failure in `folder` (scripts/train.py prints it); its traceback: `traceback_file`."""
+    """One line for a run-time failure in `folder`; its traceback is in `traceback_file`."""
     if isinstance(e, ConfigError):
         return str(e)
     if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-        # The file being written: a copy's destination (filename2; filename is what it read), and not the
-        # temporary <name>.tmp it goes through (attnlab writes that, then renames it).
+        # The file being written: a copy's destination (filename2), named without the .tmp it goes through.
         written = e.filename2 or e.filename
         name = str(written).removesuffix(".tmp") if written else folder
         return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
@@ -59,14 +53,13 @@ def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
 
 
 def first_line(e: BaseException) -> str:
-    """An exception's message cut to one line; its type's name when it has none (`assert` without a message)."""
+    """An exception's message cut to one line; its type's name when it has none."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
 def fits(value: Any, hint: Any) -> bool:
-    """`value` (a plain config value) is of the annotated type `hint` (a bool is no number); a type this
-    check does not know passes (the class checks it)."""
+    """A plain value is of the annotated type `hint` (a bool is no number); a type not known here passes."""
     origin = typing.get_origin(hint)
     if hint is Any:
         return True

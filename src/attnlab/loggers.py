@@ -1,15 +1,6 @@
-"""Where a run's scalars and hyperparameters go (`logger=`), and the extra Lightning callbacks a
-run can take (`callbacks=`): one small builder per name, chosen from a registry.
-
-    python scripts/train.py logger=csv                      # <run>/csv/metrics.csv
-    python scripts/train.py logger=mlflow                   # outputs/mlruns (pip install -e '.[mlflow]')
-    python scripts/train.py logger=wandb                    # offline, <run>/wandb (pip install -e '.[wandb]')
-    python scripts/train.py callbacks=early_stopping        # stop when val/acc stops improving
-    python scripts/train.py 'callbacks=[early_stopping,timer]'
-
-TensorBoard (the default) gets everything: curves, attention images, the config and provenance as text, HParams
-and the custom-scalars layout (attnlab.dashboard). The others get the scalars, and the HParams row and metrics
-through Lightning's `log_hyperparams` / `log_metrics`. A resumed run continues its TensorBoard run and its
+"""Where a run's scalars go (`logger=tensorboard|csv|mlflow|wandb`) and the extra Lightning callbacks a run can
+take (`callbacks=early_stopping|timer`): one builder per name, from a registry. TensorBoard gets everything
+(attnlab.dashboard); the others the scalars and the HParams row. A resume continues its TensorBoard run and its
 metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
 
@@ -27,8 +18,7 @@ from attnlab.errors import ConfigError, check_typed, first_line
 from attnlab.registry import Registry
 from attnlab.sweep_record import run_name
 
-# Lightning is imported by the builders, not here: config checks import this module, and a bad value
-# should be answered before Lightning loads.
+# Lightning is imported by the builders: config checks import this module before Lightning loads.
 LOGGERS: Registry[Callable[[dict[str, Any], Path, int | None], Any]] = Registry("logger.name")
 OPTIONAL = ("mlflow", "wandb")  # loggers whose package of the same name is an optional extra
 
@@ -37,10 +27,9 @@ OPTIONAL = ("mlflow", "wandb")  # loggers whose package of the same name is an o
 def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
     from attnlab.dashboard import TensorBoard
 
-    # A resumed run appends to the same TensorBoard run. Everything logged before a checkpoint of step S
-    # has a step < S (an epoch's validation is logged at S - 1), so `purge_step=S` hides exactly what the
-    # interrupted attempt logged after its checkpoint: no step appears twice, none is lost.
-    # The event files go in the run folder itself, so TensorBoard names the run by its folder (the job's name).
+    # A resume appends to the same run: all logged before a checkpoint of step S has a step < S, so
+    # `purge_step=S` hides exactly what the interrupted attempt logged after it. The event files go in the
+    # run folder itself: TensorBoard names the run by it.
     return TensorBoard(save_dir=str(out), name="", version="", default_hp_metric=False, purge_step=purge_step)
 
 
@@ -51,9 +40,8 @@ def csv_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
     logger = CSVLogger(save_dir=str(out), name="csv", version="")
     table = Path(logger.log_dir) / "metrics.csv"
     if purge_step is not None and table.is_file():
-        # A resumed run: Lightning's CSV writer deletes metrics.csv when it starts. Its rows from before the
-        # checkpoint are logged again and written at once; later ones (the interrupted attempt logged them
-        # after its checkpoint) are dropped, as TensorBoard's purge_step does.
+        # Lightning's CSV writer deletes metrics.csv when it starts: rows from before the checkpoint are
+        # logged again, later ones dropped (TensorBoard's purge_step).
         with table.open(newline="") as f:
             rows = list(csv.DictReader(f))
         for row in rows:
@@ -113,9 +101,8 @@ def callback_class(name: str) -> type:
 
 
 def check_callbacks(chosen: dict[str, Any]) -> None:
-    """Each chosen callback exists and takes its settings, before anything runs: arguments its class's
-    signature binds, each of the type the class annotates, a `monitor` that the run logs, and whatever the
-    class itself refuses when built (a mode, a duration)."""
+    """Each chosen callback exists and takes its settings: its signature's arguments and types, a `monitor` the
+    run logs, and whatever the class refuses when built."""
     import typing
 
     for name, kwargs in chosen.items():

@@ -1,6 +1,4 @@
-"""The names the program gives and reads: a sweep job's folder (the values that vary between the jobs), a
-folder name that stays one path component, a value quoted for Hydra's override parser, the names a
-run's key settings are shown by, the value at a dotted key, a value spelled one way for comparing."""
+"""Names given and read: sweep jobs' folders, Hydra quoting, a run's key settings, dotted keys, one spelling."""
 
 from __future__ import annotations
 
@@ -11,9 +9,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-# A run's key settings under the names they are shown by (name -> config key), declared once: metrics.json's
-# `settings`, a single run's HParams row, the report's always-present columns. The budget is among them:
-# what "chance" or "learned" was reached with.
+# A run's key settings, name -> config key: metrics.json's `settings`, a run's HParams row, the report's columns.
+# The budget is among them: what "chance" or "learned" was reached with.
 KEY_SETTINGS = {
     "task": "data.task",
     "pos_enc": "model.pos_enc",
@@ -34,15 +31,13 @@ KEY_SETTINGS = {
 
 
 def safe_dirname(name: str) -> str:
-    """A folder name that stays one path component whatever the override values: '/', NUL and '%'
-    are percent-encoded (so names stay distinct), a name of dots gets a prefix."""
+    """One path component whatever the values: '/', NUL and '%' percent-encoded, a name of dots prefixed."""
     name = re.sub(r"[/\x00%]", lambda m: f"%{ord(m.group()):02X}", name)
     return f"_{name}" if set(name) <= {"."} else name
 
 
 def job_dirname(overrides: str, limit: int = 200) -> str:
-    """A sweep job's folder name: its overrides (`data=halfswap,seed=1`); when that is too long for
-    a file name (255 bytes), its first characters and a hash of the rest."""
+    """A sweep job's folder: its overrides (`data=halfswap,seed=1`); past `limit`, cut and hashed."""
     if not overrides:
         return "job"
     overrides = safe_dirname(overrides)  # values like ../../x stay inside the sweep
@@ -56,18 +51,15 @@ NOT_IN_JOB_NAMES = ("experiment", "resume")  # the sweep folder's name says the 
 
 
 def varying_keys(jobs: list[list[str]]) -> tuple[list[dict[str, str]], list[str]]:
-    """Each job's overrides as {key: value}, and the keys whose values differ between the jobs (in the
-    order they first appear). Used for the jobs' folder names and for their HParams (attnlab.dashboard)."""
+    """Each job's overrides as {key: value}, and the keys whose values differ between the jobs."""
     parsed = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
     keys = dict.fromkeys(k for job in parsed for k in job)
     return parsed, [k for k in keys if len({job.get(k) for job in parsed}) > 1]
 
 
 def job_names(jobs: list[list[str]]) -> list[str]:
-    """Short folder names for a sweep's jobs: the values that vary between them, keyed by the last part of
-    the key (`data=halfswap,pos_enc=rope,seed=1`; the full key where two would read the same), so that
-    TensorBoard's run list and HParams tell the jobs apart at a glance. Keys every job shares are in the
-    sweep's multirun.yaml and each job's .hydra/. A single job keeps all its overrides."""
+    """Short folder names: the values that vary between the jobs, by the key's last part where unambiguous
+    (`data=halfswap,pos_enc=rope,seed=1`), so that TensorBoard's run list tells them apart at a glance."""
     parsed, varying = varying_keys(jobs)
     if len(jobs) == 1:
         varying = list(parsed[0])
@@ -77,8 +69,7 @@ def job_names(jobs: list[list[str]]) -> list[str]:
     return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]
 
 
-# Used by conf/train.yaml's hydra.sweep.subdir. Registered on import (attnlab.config imports this module),
-# because launchers resolve the job folder in their worker processes, which import it to unpickle the task.
+# conf/train.yaml's hydra.sweep.subdir; registered on import: launchers' workers resolve it too.
 OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
 
 
@@ -99,8 +90,7 @@ def lookup(c: dict[str, Any], key: str) -> Any:
 
 
 def canonical(value: Any) -> str:
-    """One spelling of a plain value (a config, a section, a setting), whatever its keys' order: two are
-    the same value when their spellings are equal."""
+    """One spelling of a plain value whatever its keys' order: equal values, equal spellings."""
     return json.dumps(value, sort_keys=True, default=str)
 
 

@@ -1,6 +1,4 @@
-"""Where a result came from: the code (git commit, and whether the tree had changes), the versions of
-what ran it, and the command that reproduces the run. Written into metrics.json and TensorBoard's
-Text tab, so a number can be traced to the code that made it."""
+"""Where a result came from (metrics.json, TensorBoard's Text tab): git commit and changes, versions, command."""
 
 from __future__ import annotations
 
@@ -24,9 +22,7 @@ def git(*args: str) -> str | None:
 
 
 def command() -> str:
-    """The command that trains this run again, from the start: scripts/train.py with the run's own
-    overrides (a sweep job's too, whose process a launcher started; a resume's without `resume`),
-    else this process's command line."""
+    """The command that trains this run again from the start: its overrides (not `resume`), else argv."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
@@ -37,8 +33,7 @@ def command() -> str:
 
 @functools.cache
 def code() -> tuple[str | None, bool | None]:
-    """The git commit of the code and whether tracked files had changed, read once per process: the code a
-    process runs is what it imported (a sweep's worker runs many jobs; each git call costs 0.05 s here)."""
+    """The commit and whether tracked files had changed, once per process: the code it imported."""
     commit = git("rev-parse", "HEAD")  # untracked files are not code that ran: not counted as changes
     return commit, bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
 
@@ -61,7 +56,6 @@ def provenance() -> dict[str, Any]:
 
 
 def as_markdown(p: dict[str, Any]) -> str:
-    """For TensorBoard's Text tab."""
     state = "unknown (not a git checkout)" if p["git_commit"] is None else f"`{p['git_commit']}`"
     if p["git_dirty"]:
         state += " (with changes to tracked files)"

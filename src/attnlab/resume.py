@@ -1,14 +1,10 @@
-"""Resuming: one plan per run, computed once, and the checks that make a resume continue the same run.
+"""Resuming: one plan per run (`plan`), and the checks that make a resume continue the same run.
 
-`python scripts/train.py resume=<folder>` (`-m` for a sweep) is rewritten before Hydra parses anything
-(`resume_argv`): the folder's own saved overrides, checked as untrusted input (`check_saved_override`),
-then the ones given now, `resume=true` and the folder as output. A single run is then checked before
-Hydra writes into its folder (`RunFolderCallback`), a sweep's jobs by the sweeper, both through `check`.
-
-`plan(c, folder)`: where training starts. A resume continues from the folder's newest loadable
-checkpoint, provided its config differs from the saved one only in `RESUMABLE` keys (budget, display,
-threads: never what the checkpoints hold) and the checkpoint holds a model of this config; a new run may
-start from another run's checkpoint (`ckpt_path`). Refusals are ConfigErrors, before a file is touched.
+`scripts/train.py resume=<folder>` (`-m` for a sweep) becomes the folder's saved overrides, checked as untrusted
+input, then the ones given now (`resume_argv`, before Hydra parses anything). A resume may change only
+`RESUMABLE` keys (budget, display, threads: never what the checkpoints hold) and continues from the folder's
+newest loadable checkpoint; a new run may start from another run's checkpoint (`ckpt_path`). Refusals are
+ConfigErrors, raised before a file is touched.
 """
 
 from __future__ import annotations
@@ -45,20 +41,17 @@ RESUMABLE = (
     "eval.batch_size",
     "eval.untrained",
 )
-# ... and the settings of the callbacks that end training (budgets, like trainer.max_epochs)
-RESUMABLE_CALLBACKS = ("callbacks.timer.", "callbacks.early_stopping.")
+RESUMABLE_CALLBACKS = ("callbacks.timer.", "callbacks.early_stopping.")  # budgets, like trainer.max_epochs
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
-CONFIG_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "experiment", "debug")  # conf/<group>/ folders
-# Hydra settings a continued sweep takes over from the original (how its jobs were launched).
-SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
-CONF = Path(__file__).resolve().parents[2] / "conf"  # the project's config groups (scripts/train.py: ../conf)
+CONFIG_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "experiment", "debug")  # conf/<group>/
+SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
+CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 # an interpolation (its resolvers read the environment, files), also as Hydra's escaped `$\{`, or control characters
 UNSAFE_VALUE = re.compile(r"\$\\?\{|[\x00-\x1f]")
-# Keys a record may not set: where the run writes (the folder being resumed decides that) and where a logger
-# sends its data (a path or URL: give it on the command line when resuming).
+# Not taken from a record: where the run writes (the folder being resumed decides) and where a logger sends data.
 NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
-# A sweep's launcher settings a record may carry: plain numbers and names. Not `setup`, `srun_args`,
+# A sweep's launcher settings a record may carry: plain numbers and names; not `setup`, `srun_args`,
 # `additional_parameters` (shell lines) or `submitit_folder` (a path).
 LAUNCHER_SETTINGS = (
     "n_jobs", "partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "account", "qos",
@@ -86,14 +79,13 @@ def check(c: dict[str, Any], folder: Path) -> Plan:
 
 
 def plan(c: dict[str, Any], folder: Path) -> Plan:
-    """The run's plan: the one its checks made in this process (taken, so that a later run re-checks), else
-    made now (a sweep job in a worker process, whose sweep checked it; `train` called directly, without
-    Hydra's record of the config). The checkpoints are read once per run."""
+    """The plan the run's checks made in this process (taken: a later run re-checks), else made now (a sweep's
+    job in a worker; `train` called without Hydra). The checkpoints are read once per run."""
     return _checked.pop(canonical([str(folder.resolve()), c]), None) or make_plan(c, folder, recorded=False)
 
 
 def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
-    """`recorded`: the run was started through Hydra, so its folder must hold the config it was trained with."""
+    """`recorded`: started through Hydra, so the folder must hold the config the run was trained with."""
     from attnlab.checkpoints import newest_checkpoint  # imported once the values are checked: it loads Lightning
 
     newest = None
@@ -107,25 +99,20 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
     if saved is not None:
         check_same_run(saved, c, folder)
     elif recorded:
-        raise ConfigError(
-            "resume", str(folder), ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
-        )
+        why = ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
+        raise ConfigError("resume", str(folder), why)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     timer = c["callbacks"].get("timer")
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
     if timer and trained >= duration_seconds(timer.get("duration")):
-        raise ConfigError(
-            "callbacks.timer.duration",
-            timer.get("duration"),
-            f"this run's timer has run out ({trained:.0f} s trained): nothing would train; "
-            "give a longer duration to continue it",
-        )
+        why = f"this run's timer has run out ({trained:.0f} s trained): nothing would train; give a longer duration"
+        raise ConfigError("callbacks.timer.duration", timer.get("duration"), why)
     return Plan(path, int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), own=True)
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
-    """The weights fix the model's shape; the optimizer state restored with them fixes lr and weight
-    decay: a checkpoint's hyperparameters must match the run's config."""
+    """The weights fix the model's shape, the optimizer state restored with them lr and weight decay: a
+    checkpoint's hyperparameters must match the run's config."""
     held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in c["optim"]}}
     wanted = flatten({"model": c["model"], "optim": c["optim"]})
     differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
@@ -134,8 +121,7 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
 
 
 def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
-    """`ckpt_path`: a new run that starts from another run's checkpoint. It must load, hold a model of
-    this run's shape, and leave epochs to train (else nothing would be trained or saved here)."""
+    """`ckpt_path`: it must load, hold a model of this run's shape, and leave epochs to train."""
     from attnlab.checkpoints import read_checkpoint
 
     if not c["ckpt_path"]:
@@ -145,11 +131,8 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     check_held_settings(ckpt["hyper_parameters"], c, "ckpt_path", path)
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
-        raise ConfigError(
-            "ckpt_path",
-            str(path),
-            f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it",
-        )
+        why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
+        raise ConfigError("ckpt_path", str(path), why)
     return path
 
 
@@ -163,8 +146,7 @@ def duration_seconds(duration: Any) -> float:
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
-    """Refuse a resume whose config (`new`) differs from the run's saved one (`saved`, read by
-    config.saved_config: checked against the schema) outside RESUMABLE."""
+    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE."""
     a, b = flatten(saved), flatten(new)
     # compared as JSON, so by type too: limit_train_batches=1 (one batch) is not 1.0 (all)
     changed = [
@@ -175,17 +157,12 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         and canonical(a.get(k)) != canonical(b.get(k))
     ]
     if changed:
-        raise ConfigError(
-            "resume",
-            str(folder),
-            f"would change {', '.join(changed)}, which the checkpoints depend on; "
-            f"only {', '.join(RESUMABLE)} may change when resuming",
-        )
+        why = f"would change {', '.join(changed)}, which the checkpoints depend on; only {', '.join(RESUMABLE)} may"
+        raise ConfigError("resume", str(folder), f"{why} change when resuming")
 
 
 @functools.cache
 def schema_keys() -> frozenset[str]:
-    """Every dotted key of the schema (the saved overrides of a resume are checked against them)."""
     return frozenset(flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))  # type: ignore[arg-type]
 
 
@@ -194,20 +171,18 @@ def refuse(item: Any, source: Path, why: str) -> NoReturn:
 
 
 def check_saved_override(item: str, source: Path) -> None:
-    """An entry of a run's or sweep's saved overrides is input, like any file read back: it may set only the
-    project's own config keys (no `hydra.*`: callbacks and launchers are code; no `_target_`), a config group
-    only to options that exist in conf/ (by plain name: a `../` path would load any YAML file), and any
-    other key only to a plain value (no `${...}` interpolation)."""
+    """A saved override is input: it may set only the project's config keys (no `hydra.*`, no `_target_`), a
+    config group only to an option in conf/ by plain name (a `../` path would load any YAML file), any other
+    key only to a plain value (no `${...}`)."""
     key, sep, value = item.partition("=")
     key = key.lstrip("+~")
-    # callbacks.<name>.<argument>: a mapping the schema leaves open, checked against the callback's signature;
-    # trainer.<argument> (saved as +trainer.X): any Trainer argument, checked against Lightning's signature
+    # callbacks.<name>.<argument>: checked against the callback's signature; +trainer.X against Lightning's
     ours = key in CONFIG_GROUPS or key in schema_keys() or key.startswith("callbacks.")
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:
         # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
-        options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))  # conf/<group>/<name>.yaml
+        options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
         inner = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
@@ -219,8 +194,7 @@ def check_saved_override(item: str, source: Path) -> None:
 
 
 def check_saved_launcher(item: str, source: Path) -> None:
-    """A sweep's saved launcher setting (multirun.yaml): `hydra/launcher=<plain name>`, or a plain value for
-    one of its `hydra.launcher.*` settings; never a `_target_` or an interpolation."""
+    """A sweep's saved `hydra/launcher=<plain name>`, or a plain value of a known `hydra.launcher.*` setting."""
     key, _, value = item.partition("=")
     if not key.startswith(SWEEP_HYDRA_KEYS):
         refuse(item, source, "not a launcher setting")
@@ -235,13 +209,13 @@ def continue_command(folder: Path, sweep: bool) -> str:
 
 
 def saved_overrides(folder: Path, sweep: bool) -> list[str]:
-    """What the run (its .hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked."""
+    """What the run (.hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked."""
     record = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not record.is_file():
-        what = "sweep folder" if sweep else "run folder"
-        raise ConfigError("resume", str(folder), f"not a {what} ({record} does not exist)")
-    try:
-        # As written: unresolved, so that an interpolation in a record is seen (and refused), never run.
+        raise ConfigError(
+            "resume", str(folder), f"not a {'sweep' if sweep else 'run'} folder ({record} does not exist)"
+        )
+    try:  # unresolved: an interpolation in a record is seen (and refused), never run
         saved = OmegaConf.to_container(OmegaConf.load(record), resolve=False)
         task = list(saved["hydra"]["overrides"]["task"] if sweep else saved)
         launch = list(saved["hydra"]["overrides"]["hydra"]) if sweep else []
@@ -261,10 +235,8 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
 
 
 def resume_argv(argv: list[str]) -> list[str]:
-    """`resume=<folder>` becomes the folder's own overrides (so the same config is composed), then the
-    ones given now (which win, e.g. trainer.max_epochs=40), `resume=true` and the folder as output.
-    Done before Hydra parses anything: a sweep job's folder name (`data=halfswap,seed=1`) is no
-    valid override value, so it reaches Hydra quoted."""
+    """`resume=<folder>` becomes the folder's own overrides, the ones given now (which win), `resume=true` and
+    the folder as output, quoted for Hydra (a job folder `data=halfswap,seed=1` is no valid value otherwise)."""
     given = [a for a in argv[1:] if a.split("=", 1)[0] == "resume"]
     if not given:
         return argv
@@ -283,8 +255,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def preflight(config: Any) -> Path:
-    """All checks of a single run that need no training, before Hydra writes anything; then claim
-    its folder. Returns the folder (maybe suffixed). `config` is Hydra's full config (with `hydra`)."""
+    """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
     task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     wanted = Path(str(config.hydra.run.dir))
     with open_dict(task):
@@ -299,15 +270,13 @@ def preflight(config: Any) -> Path:
 
 
 class RunFolderCallback(Callback):
-    """Checks a single run and claims its folder in `on_run_start`, which Hydra calls after composing
-    the config and before it creates the folder or writes `.hydra/`: a refused run leaves nothing
-    behind, and a refused resume leaves its run untouched. (Hydra turns exceptions raised in callbacks
-    into warnings, so a refusal exits here.)"""
+    """`preflight` in `on_run_start`, which Hydra calls before it creates the folder: a refused run leaves
+    nothing behind. Hydra turns a callback's exception into a warning, so a refusal exits here."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         try:
             folder = preflight(config)
-        except Exception as e:  # Hydra would turn it into a warning and run unchecked: a refusal instead
+        except Exception as e:
             why = e if isinstance(e, ConfigError) else f"the run's checks failed: {type(e).__name__}: {e}"
             print(f"error: {why}", file=sys.stderr)
             sys.exit(1)

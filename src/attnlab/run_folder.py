@@ -1,10 +1,6 @@
-"""Run folders: one run per folder, locked while it runs, its status, and what is read back from it.
-
-A folder *holds a run* once it has `.hydra/` (written by Hydra when the run starts). While a run or sweep
-works in a folder it holds an exclusive lock on `<folder>/.lock` (`fcntl.flock`, released by the kernel when
-the process dies, even by SIGKILL), so a second process can neither start nor resume a run still running.
-A run's status is in its folder: `metrics.json` (finished), `FAILED` (error, with the traceback) or
-`INTERRUPTED` (stopped by a signal, resumable); a resume removes both markers.
+"""Run folders: one run per folder, locked while it runs (`.lock`, flock: the kernel releases it when the
+process dies, even by SIGKILL), its status (`metrics.json`: finished; `FAILED` with the traceback;
+`INTERRUPTED`: resumable), atomic writes, and paths read back from records kept inside it.
 """
 
 from __future__ import annotations
@@ -23,13 +19,11 @@ from attnlab.errors import ConfigError
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
-SWEEP_JOBS_ENV = "ATTNLAB_SWEEP_JOBS"  # a sweep's job count, for its jobs' "job k/N" lines (set by the sweeper)
 
 _held: dict[str, FileLock] = {}  # folder -> its lock, held by this process
 
 
 def try_lock(folder: Path) -> bool:
-    """Take `folder`'s lock (non-blocking); False when another process holds it."""
     key = str(folder.resolve())
     if key in _held:
         return True
@@ -43,7 +37,6 @@ def try_lock(folder: Path) -> bool:
 
 
 def held() -> list[Path]:
-    """The folders this process holds the lock of (a run's or a sweep's)."""
     return [Path(p) for p in _held]
 
 
@@ -55,7 +48,6 @@ def release(folder: Path) -> None:
 
 @contextlib.contextmanager
 def locked(folder: Path, key: str) -> Iterator[None]:
-    """Hold `folder`'s lock for the block; ConfigError(key) if another process has it."""
     if not try_lock(folder):
         raise ConfigError(key, str(folder), "another process is running in this folder right now")
     try:
@@ -65,14 +57,12 @@ def locked(folder: Path, key: str) -> Iterator[None]:
 
 
 def requeued() -> bool:
-    """This process is a SLURM job that SLURM restarted (time limit, preemption, `scontrol requeue`):
-    it continues its own run folder (hydra/launcher=slurm)."""
+    """SLURM restarted this job (time limit, preemption): it continues its own folder (hydra/launcher=slurm)."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
 def secondary_process() -> bool:
-    """A process Lightning started for DDP rank > 0 (it re-runs the script into the same folder, which
-    the first process has claimed and locked)."""
+    """A DDP process of rank > 0: it re-runs the script into the folder rank 0 has claimed and locked."""
     return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
@@ -82,11 +72,9 @@ def holds_run(folder: Path, marker: str = ".hydra") -> bool:
 
 
 def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
-    """Claim `folder` for a run (marker `.hydra`) or a sweep (marker `multirun.yaml`) and lock it.
-
-    New, default name (a timestamp): the first of folder, folder-2, folder-3, ... that is free, so two runs
-    started in the same second never share one. New, explicit name: refused if it holds a run. Resuming:
-    the folder must hold the run (attnlab.resume says what may change), and nobody else may run it."""
+    """Claim and lock `folder` for a run (marker `.hydra`) or a sweep (`multirun.yaml`). A default (timestamped)
+    name: the first free of folder, folder-2, ...; an explicit one: refused if it holds a run; resuming: it must
+    hold the run, and nobody else may be running it."""
     base = Path(folder)
     what = "sweep" if marker == "multirun.yaml" else "run"
     for n in range(1, 10_000):
@@ -124,8 +112,8 @@ def write_marker(folder: Path, name: str, text: str) -> None:
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """`<path>.tmp` to write, renamed over `path` when the block ends (atomic on POSIX: a reader, or a kill at
-    any moment, finds the old file or the new one, never half of one); removed if the block fails."""
+    """`<path>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the old
+    file or the new one, never half of one); removed if the block fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
@@ -141,8 +129,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def status(folder: Path) -> tuple[str, str]:
-    """(status, reason): ok | failed | interrupted | unfinished. A marker wins over metrics.json,
-    so a failed run that something else wrote metrics into is still reported as failed."""
+    """(ok | failed | interrupted | unfinished, reason). A marker wins over metrics.json."""
     for name in (FAILED, INTERRUPTED):
         if (folder / name).is_file():
             lines = (folder / name).read_text(errors="replace").strip().splitlines()
@@ -160,8 +147,8 @@ def status(folder: Path) -> tuple[str, str]:
 
 
 def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
-    """`folder / relative` for a relative path read from a record (jobs.json's job folders), refused unless it
-    stays inside `folder`: no absolute path, no `..`, nothing that resolves elsewhere (a symlink)."""
+    """`folder / relative` for a path read from a record, refused unless it stays inside (no absolute path,
+    no `..`, no symlink out)."""
     path = Path(relative if isinstance(relative, str) and relative and "\x00" not in relative else "..")
     inward = not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
     if not (inward and (folder / path).resolve().is_relative_to(folder.resolve())):
@@ -170,8 +157,8 @@ def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
 
 
 def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
-    """Refuse a folder about to be written (a run resumed or evaluated, a sweep continued or reported) that
-    holds a symbolic link leading outside it: every write would follow it (a lock, a checkpoint, a report)."""
+    """Refuse a folder about to be written (resumed, evaluated, reported) that holds a symbolic link to
+    outside it: every write would follow it."""
     root = folder.resolve()
     for here, dirs, files in os.walk(folder):  # (never into a linked folder: it is checked as a link)
         for entry in (Path(here) / name for name in dirs + files):

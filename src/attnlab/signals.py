@@ -1,13 +1,8 @@
-"""Signals in every phase of a run.
-
-`StopOnSignal`: SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) are handled from the start
-of a run to its last write; so is SIGUSR2 (SLURM's time-limit warning) where a job runner handles it.
-While Lightning fits, the current step (or the epoch's validation, with its checkpoints) finishes,
-then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; outside Lightning's loops
-(building, between fit and test, writing metrics.json) the run stops at once. Either way `train` ends
-with `Interrupted`, which scripts/train.py turns into exit code 128 + signal and the command that
-continues the run. (Lightning 2.6 alone turns SIGTERM into exit code 0, which a scheduler reads as
-success, and does not guard its test loop against SIGINT at all.)
+"""Signals in every phase of a run: SIGTERM, SIGINT (and SIGUSR2, SLURM's time-limit warning, where a job runner
+handles it) from a run's start to its last write. While fitting, the current step (or the epoch's validation and
+its checkpoints) finishes, then `checkpoints/interrupted.ckpt` is saved; a test stops after its batch; elsewhere
+the run stops at once. `train` then raises `Interrupted` (exit 128 + signal). Lightning 2.6 alone exits 0 on
+SIGTERM, which a scheduler reads as success, and does not guard its test loop against SIGINT.
 """
 
 from __future__ import annotations
@@ -25,8 +20,7 @@ from attnlab.errors import Interrupted
 
 class StopOnSignal(pl.Callback):
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
-    # SLURM's time-limit warning, when a job runner (submitit) handles it: it requeues the job. Ours first
-    # stops the run at a safe point with its checkpoint, then hands the signal over (see __exit__).
+    # SLURM's time-limit warning, when submitit handles it (requeue): the run stops and saves, then hands it over.
     HANDED_OVER = (signal.SIGUSR2,)
 
     def __init__(self, folder: Path) -> None:
@@ -68,8 +62,8 @@ class StopOnSignal(pl.Callback):
         # and resume past a validation, and a best checkpoint, that never happened.
 
     def stop(self, trainer: pl.Trainer, now: bool = True) -> None:
-        """After a signal (and where `now`), raise Lightning's own flag (no public setter): its loops stop at
-        the end of the current batch with SIGTERMException, after which `on_exception` saves the checkpoint."""
+        """After a signal, where `now`: Lightning's own flag (no public setter) stops its loops after the current
+        batch with SIGTERMException, and `on_exception` saves the checkpoint."""
         if self.signum is not None and now:
             trainer._signal_connector.received_sigterm = True
 

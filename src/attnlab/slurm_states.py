@@ -1,9 +1,5 @@
-"""`python -m attnlab.slurm_states <sacct arguments>`: the states of SLURM jobs, as `sacct --parsable2`
-prints them, also on clusters without accounting. There sacct fails, and submitit (which polls it) would
-wait ~10 minutes for a job that ended without writing its result (cancelled, killed): `scontrol show job`
-(which knows every job for MinJobAge after it ends) answers instead, in sacct's format.
-hydra/launcher=slurm (`hydra_plugins.attnlab_slurm`) polls through this.
-"""
+"""`python -m attnlab.slurm_states <sacct arguments>`: job states as `sacct --parsable2` prints them; where sacct
+fails (no accounting), from `scontrol show job`, which knows a job for MinJobAge after it ends."""
 
 from __future__ import annotations
 

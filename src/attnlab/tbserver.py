@@ -1,9 +1,4 @@
-"""A TensorBoard server on 127.0.0.1 and its HTTP data API: what
-scripts/screenshots.py photographs and tests/test_dashboard.py queries.
-
-    with tensorboard(Path("outputs/multiruns/<sweep>")) as base:
-        get_json(f"{base}/data/runs")
-"""
+"""A TensorBoard server on 127.0.0.1 and its HTTP data API, for scripts/screenshots.py and the tests."""
 
 from __future__ import annotations
 
@@ -19,7 +14,7 @@ START_TIMEOUT_S = 120
 
 
 def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
-    """GET `url`, or POST `body` as JSON (the HParams plugin's queries), and decode the answer."""
+    """GET `url`, or POST `body` as JSON (the HParams plugin's queries)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
     with urllib.request.urlopen(request, timeout=30) as resp:
@@ -28,9 +23,8 @@ def get_json(url: str, body: dict[str, Any] | None = None) -> Any:
 
 @contextlib.contextmanager
 def tensorboard(logdir: Path) -> Iterator[str]:
-    """TensorBoard (`tensorboard.program`, in this process) on a free port of 127.0.0.1, its logdir loaded
-    once; yields its base URL once it lists a run and serves scalars (it loads event files in a thread of
-    its own, after the server answers). The server lives as long as the process: TensorBoard has no stop."""
+    """TensorBoard in this process on a free port, logdir loaded once; yields its URL once it serves a run's
+    scalars. It lives as long as the process: TensorBoard has no stop."""
     from tensorboard import program
 
     board = program.TensorBoard()

@@ -1,14 +1,9 @@
-"""One training run: build from the config, fit, test on the best checkpoint, write metrics.json.
+"""One training run: build from the config, fit, test the best checkpoint, write metrics.json.
 
-Files under `output_dir`:
-  .hydra/config.yaml   the composed config (written by Hydra)
-  events.out.tfevents.* TensorBoard event files (in the folder itself: TensorBoard names the run by it)
-  checkpoints/         best.ckpt (lowest val/loss: the tested model), last.ckpt (every epoch), interrupted.ckpt
-  evaluation.json      with eval.seq_lens: the tested checkpoint at other lengths (attnlab.evaluate)
-  metrics.json         the tested checkpoint (epoch, step) and its test/acc, test/loss, diagnostics; how training
-                       ended and whether it converged; the key settings and provenance. Written last,
-                       atomically: its presence means the run finished
-  FAILED / INTERRUPTED how the run ended otherwise (attnlab.run_folder); removed when it is resumed
+Files under `output_dir`: .hydra/ (Hydra's record), TensorBoard's event files (in the folder itself: TensorBoard
+names the run by it), checkpoints/ (best.ckpt: lowest val/loss, the tested model; last.ckpt: every epoch;
+interrupted.ckpt), evaluation.json (eval.seq_lens), metrics.json (written last, atomically: the run finished),
+FAILED / INTERRUPTED (how it ended otherwise; removed when it is resumed).
 """
 
 from __future__ import annotations
@@ -51,13 +46,12 @@ from attnlab.verdict import converged
 
 
 def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
-    """The datamodule and the LightningModule for a plain config (see `to_plain`)."""
     return SyntheticDataModule(**c["data"], train_seed=c["seed"]), LitClassifier(model=c["model"], **c["optim"])
 
 
 def set_threads(requested: int | None, hydra: Any | None) -> None:
-    """`torch_threads`, or when unset under a parallel launcher (processes), the cores divided among its
-    jobs, so that n_jobs processes do not each start one thread per core. Neither: PyTorch's default."""
+    """`torch_threads`, else under a parallel launcher the cores divided among its jobs (n_jobs processes
+    must not each start a thread per core), else PyTorch's default."""
     n_jobs = hydra.launcher.get("n_jobs") if hydra is not None and not requested else None
     if n_jobs not in (None, 1):
         requested = 1 if n_jobs < 0 else max(1, (os.cpu_count() or 1) // n_jobs)
@@ -66,12 +60,9 @@ def set_threads(requested: int | None, hydra: Any | None) -> None:
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
-    """Run one experiment; returns what it writes to metrics.json. `extra_callbacks` are added to
-    the trainer's (scripts/benchmark.py times steps with one). `checked`: the config was validated
-    already (scripts/train.py: by `resume.preflight` for a single run, by the sweeper for a sweep's jobs).
-
-    Holds the folder's lock throughout; leaves FAILED (traceback) or INTERRUPTED in it when it does not
-    finish, and raises: ConfigError / any error, or `Interrupted` after a signal."""
+    """Run one experiment; returns what it writes to metrics.json. `checked`: validated already (by
+    `resume.preflight` or the sweeper). Holds the folder's lock throughout; a run that does not finish leaves
+    FAILED (traceback) or INTERRUPTED and raises (`Interrupted` after a signal)."""
     began = time.perf_counter()
     c = to_plain(cfg)
     if not checked:
@@ -109,7 +100,6 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
 def run(
     c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
 ) -> dict[str, Any]:
-    """Build, fit, test and record one run (the parts below, in this order)."""
     with lightning_messages(c["verbose"]):
         hydra = HydraConfig.get() if HydraConfig.initialized() else None
         job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
@@ -143,8 +133,6 @@ def run(
 
 
 class RunCallbacks:
-    """The callbacks of a run: its checkpoints, signal handling, step clock and what the config adds."""
-
     def __init__(
         self,
         c: dict[str, Any],
@@ -179,7 +167,7 @@ class RunCallbacks:
 
 
 def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
-    """The run's Lightning logger (logger=...); TensorBoard's also gets the config and the provenance."""
+    """The run's logger (logger=...); TensorBoard's also gets the config and the provenance as text."""
     logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from else None)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
@@ -199,8 +187,7 @@ def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: 
         **c["trainer"],
         "enable_progress_bar": show_progress,
         "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
-        # At most one epoch's steps: an epoch shorter than the interval logs train/loss once per epoch
-        # instead of never (and Lightning does not warn about it).
+        # At most an epoch's steps: an epoch shorter than the interval would never log train/loss.
         "log_every_n_steps": max(1, min(c["trainer"]["log_every_n_steps"], training_batches(c))),
     }
     return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out))
@@ -216,18 +203,15 @@ def fit_and_test(
     stop: StopOnSignal,
     origin: dict,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train, then test the best checkpoint (lowest val/loss), not whatever the last epoch left. Returns what
-    metrics.json holds (attnlab.report, attnlab.evaluate and resumes read it) and the tested checkpoint (file,
-    epoch, step: read with its weights). Without a checkpoint (fast_dev_run) the final weights are tested,
-    and named so."""
+    """Train, then test the best checkpoint (lowest val/loss), not whatever the last epoch left; without one
+    (fast_dev_run) the final weights, named so. Returns metrics.json's contents and the tested checkpoint."""
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
     if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
         raise stop.interrupted()
     fit_seconds = round(time.perf_counter() - start, 3)
-    # What the training itself tells, read before the test, whose loading of the best checkpoint restores
-    # that epoch's history and state. The best validation accuracy of the whole run: kept in checkpoints, so
-    # it survives a resume (even one with no epoch left to train); None when no validation epoch ran.
+    # Read before the test, whose loading of the best checkpoint restores that epoch's history and state.
+    # val_acc_best is kept in checkpoints: it survives a resume; None when no validation epoch ran.
     best_acc = float(module.val_acc_best.max_value)
     history = {k: list(v) for k, v in module.history.items()}
     epochs, steps, end = trainer.current_epoch, trainer.global_step, ended_by(trainer)
@@ -268,8 +252,7 @@ def fit_and_test(
 
 
 def ended_by(trainer: pl.Trainer) -> str:
-    """What ended the fit: `early_stop` (the val/loss rule fired at the last validation), `max_epochs`,
-    `max_steps`, `timer`, or `callback` (another callback stopped it)."""
+    """early_stop (the val/loss rule), max_epochs, max_steps, timer, or callback (another callback)."""
     for callback in trainer.early_stopping_callbacks:
         if callback.wait_count >= callback.patience:
             return "early_stop" if callback.monitor == "val/loss" else f"early_stopping on {callback.monitor}"
@@ -283,10 +266,8 @@ def ended_by(trainer: pl.Trainer) -> str:
 
 
 def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any]) -> None:
-    """The HParams row, then metrics.json: the one place the run's results are written."""
-    # HParams: the key settings (and whatever else the sweep varies) beside the final metrics, one row
-    # per run; a debug run is no result and gets no row. Metrics under tags of their own (hparams/...):
-    # under val/acc_best or test/acc they would add a point to the real curve.
+    """The HParams row (none for a debug run), then metrics.json: the one place the results are written.
+    Metrics under tags of their own (hparams/...): under test/acc they would add a point to the real curve."""
     if not is_debug(c):
         row, differs = hparams_of(c, out)
         if isinstance(logger, TensorBoard):

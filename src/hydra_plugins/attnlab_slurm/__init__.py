@@ -1,15 +1,8 @@
-"""`hydra/launcher=slurm`: submitit's SLURM launcher, with defaults under which a job that SLURM stops
-comes back and *resumes* instead of starting over. SLURM sends SIGUSR2 `signal_delay_s` before the time
-limit (`--signal=USR2@...`), SIGTERM on preemption or `scontrol requeue`; either way the run stops at its
-next safe point and saves `checkpoints/interrupted.ckpt` (attnlab.signals.StopOnSignal), and submitit (up
-to `max_num_timeout` times) or SLURM (`--requeue`) puts the job back in the queue. It restarts with
-SLURM_RESTART_COUNT >= 1, and `attnlab.train` continues its own folder from its newest checkpoint
-(`run_folder.requeued`), appending to the same TensorBoard run.
-
-submitit polls `sacct`, which fails on clusters without accounting (a warning each poll) and never reports
-a job that ended without a result, so the sweep would wait ~10 minutes for it: the poll goes through
-`attnlab.slurm_states`, which falls back on `scontrol`. (Hydra loads launchers only from the
-`hydra_plugins` namespace package, hence this folder.)
+"""`hydra/launcher=slurm`: submitit's SLURM launcher, with defaults under which a job SLURM stops comes back and
+resumes. SIGUSR2 before the time limit, or SIGTERM on preemption: the run saves `interrupted.ckpt`, submitit or
+SLURM (`--requeue`) requeues it, and it continues its own folder (`run_folder.requeued`). submitit polls `sacct`,
+which fails without accounting and never reports a job that ended without a result: the poll goes through
+`attnlab.slurm_states` (falls back on `scontrol`).
 """
 
 import logging
@@ -49,7 +42,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
 
 
 def quiet_sacct(make_command: Any) -> Any:
-    """submitit's poll, through attnlab.slurm_states (once, however many sweeps this process launches)."""
+    """submitit's poll, through attnlab.slurm_states (wrapped once)."""
     if getattr(make_command, "quiet", False):
         return make_command
 

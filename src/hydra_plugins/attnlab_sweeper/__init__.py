@@ -1,15 +1,12 @@
-"""`hydra/sweeper=attnlab` (the default of conf/train.yaml): a grid sweep that loses nothing.
+"""`hydra/sweeper=attnlab` (conf/train.yaml's default): a grid sweep that loses nothing.
 
-Before any job runs, every job's config is checked (`config.validate`; `resume.check` when continuing), and
-two jobs that would share a folder or a config are refused; the jobs are recorded in jobs.json
-(`sweep_record`). They run on the configured launcher (the studies': `launcher.py`, forked workers). A failed
-job leaves `FAILED` in its folder and the others go on; a signal (Ctrl-C, SIGTERM) stops the sweep once the
-running job has saved its checkpoint; whatever happened, the report is written and the exit code says how
-the sweep ended (`report.conclude`). `-m resume=<sweep dir>` continues a sweep: finished jobs are kept.
+Every job's config is checked before any job runs (`config.validate`, `resume.check`; two jobs sharing a folder
+or a config are refused) and recorded (`sweep_record`). A failed job leaves `FAILED` and the others go on; a
+signal stops the sweep once the running jobs have saved; however it ended, the report is written and the exit
+code says how (`report.conclude`). `-m resume=<sweep dir>` continues a sweep, keeping its finished jobs.
 
-The grid is Hydra's basic sweeper's (`hydra.sweeper.params`, then the command line; a later value of a key
-replaces an earlier one). Hydra finds sweepers only in the `hydra_plugins` namespace package, and imports
-them in a way that breaks string annotations on dataclasses: no `from __future__ import annotations`.
+The grid is Hydra's basic sweeper's (`hydra.sweeper.params`, then the command line; a later value of a key wins).
+Hydra imports sweepers in a way that breaks string annotations on dataclasses: no `from __future__ import`.
 """
 
 import copy
@@ -63,12 +60,11 @@ def grid(parser: OverridesParser, arguments: list[str]) -> list[list[str]]:
 
 
 class JobConfigs:
-    """Each job's plain config (`config.to_plain`) as Hydra composes it, 1,000 jobs in about a second:
-    Hydra composes once per choice of config groups (`data=halfswap`), and each job's values (`seed=3`) are
-    set on a plain copy of that composition, each distinct value checked and converted once on a probe copy,
-    as Hydra sets a command line's. Set on a copy of the composition instead: lists, mappings, interpolated
-    values, keys an interpolation reads (`model.dim: ${data.dim}`) and keys in a section it lacks. Composed
-    whole: a deletion `~key`, a forced `++key`, and a sweep folder named by Hydra's own interpolation."""
+    """Each job's plain config as Hydra composes it, 1,000 jobs in about a second: Hydra composes once per
+    choice of config groups (`data=halfswap`); each job's values (`seed=3`) are set on a plain copy, each distinct
+    value converted once on a probe, as Hydra sets a command line's. Values that could resolve differently
+    (lists, mappings, interpolations, keys an interpolation reads) are set on a copy of the composition; a `~key`,
+    a `++key` or a folder named by Hydra's own interpolation is composed whole."""
 
     def __init__(self, loader: Any, config: DictConfig) -> None:
         self.loader, self.config = loader, config
@@ -77,8 +73,7 @@ class JobConfigs:
         self.composed: dict[tuple[str, ...], Composition] = {}
 
     def compose(self, overrides: list[str], folder: str | None, output_dir: str = "") -> tuple[dict[str, Any], str]:
-        """The job's plain config (its output_dir set to `output_dir`), and its folder: `folder`, or where that
-        is None, the hydra.sweep.subdir given on the command line, resolved for the job."""
+        """The job's plain config, and its folder: `folder`, or else its resolved hydra.sweep.subdir."""
         parsed = [self.parse(o) for o in overrides]
         groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0].lstrip("+~") in GROUPS)
         values = [o for o in parsed if o.input_line not in groups]
@@ -92,7 +87,7 @@ class JobConfigs:
 
 
 class Composition:
-    """One composition of the config groups, and the jobs' values set on it (see JobConfigs)."""
+    """One composition of the config groups, and the jobs' values set on it."""
 
     def __init__(self, cfg: DictConfig) -> None:
         with open_dict(cfg):
@@ -122,8 +117,7 @@ class Composition:
         return plain(job, output_dir)
 
     def plain_value_fits(self, override: Any) -> bool:
-        """A single value without an interpolation, of a key no interpolation reads (or holds), in a section
-        the composition has (not `callbacks.timer.X` where no timer was chosen)."""
+        """A single plain value, of a key no interpolation reads, in a section the composition has."""
         key, value = override.key_or_group, override.value()
         if isinstance(value, list | dict) or (isinstance(value, str) and "${" in value):
             return False
@@ -133,7 +127,7 @@ class Composition:
         return not any(ref == key or ref.startswith(f"{key}.") or key.startswith(f"{ref}.") for ref in self.references)
 
     def value(self, override: Any) -> Any:
-        """The plain value `override` sets (an enum as its name), as Hydra sets it: on the probe copy, once."""
+        """The plain value `override` sets (an enum as its name), set once on the probe as Hydra sets it."""
         if override.input_line not in self.values:
             set_value(self.probe, override)
             value = OmegaConf.select(self.probe, override.key_or_group)
@@ -142,8 +136,7 @@ class Composition:
 
 
 def plain_copy(value: Any) -> Any:
-    """A copy of a plain config (dicts, lists, scalars): `copy.deepcopy`'s bookkeeping was a third of the checks
-    of a 1,000-job grid."""
+    """A copy of a plain config: `copy.deepcopy`'s bookkeeping was a third of a 1,000-job grid's checks."""
     if isinstance(value, dict):
         return {k: plain_copy(v) for k, v in value.items()}
     return [plain_copy(v) for v in value] if isinstance(value, list) else value
@@ -153,7 +146,7 @@ INTERPOLATION = re.compile(r"\$\{\s*([^}:\s]*)\s*\}")  # ${data.dim}; a resolver
 
 
 def set_value(cfg: DictConfig, override: Any) -> None:
-    """A job's `key=value` on a config, as Hydra sets a command line's; ConfigError where it does not fit."""
+    """A job's `key=value`, set as Hydra sets a command line's; ConfigError where it does not fit."""
     key = override.key_or_group
     try:
         OmegaConf.update(cfg, key, override.value(), merge=True, force_add=override.is_add())
@@ -162,7 +155,6 @@ def set_value(cfg: DictConfig, override: Any) -> None:
 
 
 def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
-    """A composed config as a job's plain config, less Hydra's own node."""
     with open_dict(cfg):
         cfg.pop("hydra", None)
         cfg.output_dir = output_dir
@@ -170,9 +162,8 @@ def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
 
 
 class SweepSignals:
-    """SIGTERM / SIGINT while jobs run: `Interrupted` in the sweep process (a job in this process has its
-    own handler, which saves its checkpoint first). Once `deferred` is set (-1): noted, so the report is
-    always written, and the sweep then exits with 128 + signal."""
+    """SIGTERM / SIGINT while jobs run: `Interrupted`. Once `deferred` is set (-1): noted, so that the report
+    is written whole, and the sweep then exits with 128 + signal."""
 
     deferred = 0
 
@@ -238,8 +229,8 @@ class AttnlabSweeper(Sweeper):
             sys.exit(code)
 
     def check_jobs(self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path) -> list[str]:
-        """Each job's folder (relative to the sweep; `names`, or the command line's hydra.sweep.subdir), after
-        checking its config; a bad job ends the sweep before any job runs, with the job named."""
+        """Each job's folder (`names`, or the command line's hydra.sweep.subdir) once its config passed; a bad
+        job ends the sweep before any job runs, named."""
         folders: dict[str, int] = {}
         configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
@@ -259,14 +250,12 @@ class AttnlabSweeper(Sweeper):
                 print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
                 sys.exit(1)
             folders[folder] = num
-            # Workers start once the first job passed: a bad value given for the whole sweep fails every job,
-            # and is answered without waiting for workers to start and stop.
+            # Workers start once the first job passed: a bad value for the whole sweep is answered at once.
             if num == 0 and isinstance(self.launcher, processes.ProcessesLauncher):
                 self.launcher.start(len(jobs))
         return list(folders)
 
     def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, began: float) -> int:
-        """Launch the jobs not yet finished, then conclude; returns the exit code."""
         with SweepSignals() as signals:
             if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
                 with run_folder.replacing(sweep_dir / "multirun.yaml") as tmp:  # whole or absent, whenever killed

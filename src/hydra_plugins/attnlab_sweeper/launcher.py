@@ -1,17 +1,9 @@
-"""`hydra/launcher=processes`: a sweep's jobs side by side, in worker processes forked from the sweep (the
-studies' launcher, conf/experiment/). One worker per core (`n_jobs: -1`), never more than there are jobs,
-torch's threads divided among them (attnlab.train.set_threads); a sweep of one job runs in this process.
-
-Each job is composed and run as Hydra's own launchers do (`load_sweep_config`, then `run_job`). Forked, a
-worker starts with torch, Hydra, the config store and the sweep's config already there, and is sent only
-each job's overrides (and the sweep's Hydra overrides: its folder may have changed since the fork); started
-while the sweeper checks the jobs (`start`), the workers import the rest (attnlab.train) meanwhile. None
-outlives the sweep: the sweeper stops them however it ends (`stop`), and a worker whose sweep was killed
-(SIGKILL, the OOM killer) exits within half a second.
-
-Signals: a job stops at its next safe point and saves its checkpoint (attnlab.signals.StopOnSignal). A
-signal the sweep process receives is passed on to the workers (a terminal's Ctrl-C reaches them all
-anyway; `kill <sweep pid>` does not); a worker that has received one starts no further job.
+"""`hydra/launcher=processes`: a sweep's jobs in worker processes forked from the sweep, one per core (never more
+than jobs; torch's threads divided among them), each job run as Hydra's launchers run one (`load_sweep_config`,
+`run_job`). Forked while the sweeper checks the jobs (`start`), a worker has the config already and imports
+Lightning meanwhile; it is sent only overrides. None outlives the sweep: the sweeper stops them however it ends,
+passing its signal on (`kill <sweep pid>` reaches only the sweep), and a worker whose sweep was SIGKILLed exits
+within half a second.
 """
 
 import gc
@@ -61,8 +53,7 @@ class ProcessesLauncher(Launcher):
         return max(1, min(jobs, len(os.sched_getaffinity(0)) if self.n_jobs < 0 else self.n_jobs))
 
     def start(self, jobs: int) -> None:
-        """Fork the workers for a sweep of `jobs` jobs now (the sweeper calls it once the first job passed its
-        checks): they import Lightning while the other jobs are checked. One worker: none, jobs run here."""
+        """Fork the workers now, to import Lightning while the other jobs are checked (one: jobs run here)."""
         workers = self.workers(jobs)
         if self.executor is not None or workers == 1:
             return
@@ -98,8 +89,7 @@ class ProcessesLauncher(Launcher):
         self.stop()
         return returns
 
-    def run(self, idx: int, overrides: list[str], config: DictConfig) -> JobReturn:
-        """One job, as Hydra's basic launcher runs it."""
+    def run(self, idx: int, overrides: list[str], config: DictConfig) -> JobReturn:  # as Hydra's basic launcher
         sweep_config = self.hydra_context.config_loader.load_sweep_config(config, overrides)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
@@ -114,9 +104,8 @@ class ProcessesLauncher(Launcher):
         )
 
     def stop(self, futures: list[Future] = (), signum: int | None = None, kill: bool = False) -> None:
-        """The workers gone: jobs not started are dropped, and with `signum` (this process's signal) passed
-        on to the jobs that run, which stop and save. `kill`: the sweep ends before its first job (refused
-        during its checks); its workers hold nothing yet but seconds of imports, and are not waited for."""
+        """Jobs not started dropped; `signum` passed on to the running ones, which stop and save. `kill`: the
+        sweep ends before its first job; its workers hold nothing but imports."""
         if self.executor is None:
             return
         executor, self.executor = self.executor, None
@@ -132,7 +121,7 @@ launcher: ProcessesLauncher | None = None  # in a worker: the sweep's launcher, 
 
 
 def start_worker(sweep_pid: int) -> None:
-    """Run first in every worker: its signals, its exit with the sweep, and the imports its jobs need."""
+    """First in every worker: its signals, its exit with the sweep, and the imports its jobs need."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
 
@@ -149,14 +138,13 @@ def start_worker(sweep_pid: int) -> None:
 
 
 def on_signal(signum: int, frame: Any) -> None:
-    """A worker's SIGTERM / SIGINT outside a run's own handling: noted (`errors.pending_signal`), not raised
-    (an exception from a handler can land where it is swallowed, a finalizer). A job still starting stops as
-    its run begins, and the worker starts no other. A repeat changes nothing."""
+    """A worker's SIGTERM / SIGINT outside a run's handling: noted, not raised (raised from a handler it can
+    land in a finalizer and be swallowed)."""
     errors.pending_signal = errors.pending_signal or signum
 
 
 def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn:
-    """Job `idx`, in a worker; `sweep`: the sweep's overrides of Hydra's settings, as they are now."""
+    """Job `idx`, in a worker; `sweep`: the sweep's Hydra overrides now (its folder may have moved since)."""
     if errors.pending_signal is not None:
         raise Interrupted(errors.pending_signal)
     assert launcher is not None
