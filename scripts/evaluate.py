@@ -27,8 +27,7 @@ def main(cfg: DictConfig) -> None:
     try:
         entry = evaluate_run(cfg.run_dir, ev, ev.pop("ckpt"))
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"error: {err}")
     ckpt = entry["checkpoint"]
     print(f"{ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']}), {entry['n']} sequences per length")
     print(f"{'seq_len':>8}  test/acc  95% CI")

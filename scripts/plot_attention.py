@@ -18,32 +18,25 @@ from attnlab.run_folder import checkpoint_path
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
-
-def plot(run_dir: Path, out: Path, ckpt: str, layer: int, head: int) -> None:
-    c = run_config(run_dir)
-    module = load_module(checkpoint_path(run_dir, ckpt))
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("run_dir", type=Path)
+parser.add_argument("out", type=Path)
+parser.add_argument("--ckpt", default="best")
+parser.add_argument("--layer", type=int, default=0)
+parser.add_argument("--head", type=int, default=0)
+args = parser.parse_args()
+try:
+    c = run_config(args.run_dir)
+    module = load_module(checkpoint_path(args.run_dir, args.ckpt))
     data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
-    name = "tested (best.ckpt)" if ckpt == "best" else ckpt
+    name = "tested (best.ckpt)" if args.ckpt == "best" else args.ckpt
     title = checkpoint_title(describe(c), module.loaded_from, name)  # loaded_from: read with the weights
-    fig = attention_figure(module.net, x[picks], layer, head, title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--ckpt", default="best")
-    parser.add_argument("--layer", type=int, default=0)
-    parser.add_argument("--head", type=int, default=0)
-    args = parser.parse_args()
-    try:
-        plot(args.run_dir, args.out, args.ckpt, args.layer, args.head)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    fig = attention_figure(module.net, x[picks], args.layer, args.head, title)
+except ConfigError as e:
+    sys.exit(f"error: {e}")
+args.out.parent.mkdir(parents=True, exist_ok=True)
+fig.savefig(args.out, dpi=110)
+print(f"wrote {args.out}")

@@ -17,13 +17,11 @@ parser.add_argument("sweep_dir", type=Path)
 args = parser.parse_args()
 if not args.sweep_dir.is_dir() or not os.access(args.sweep_dir, os.W_OK):  # before reading every job
     problem = "is not writable (the report goes there)" if args.sweep_dir.is_dir() else "is not a folder"
-    print(f"error: sweep_dir={str(args.sweep_dir)!r} {problem}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} {problem}")
 try:
     rows = write_report(args.sweep_dir)
 except (FileNotFoundError, ConfigError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(f"error: {e}")
 print((args.sweep_dir / "summary.md").read_text())
 print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}")
 sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)

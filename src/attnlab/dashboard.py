@@ -1,10 +1,9 @@
 """What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`).
 
-HParams. Each finished run is one row. A sweep job's row holds what its sweep varies, `seed` last (the
-keys every job shares are constants: the Text tab has them); a single run's, the key settings
-(`HPARAMS`). Numbers stay numbers (board.hparam_value). The metrics are the run's own test scalars and
-val/acc_best, under short display names (board.METRICS): no copies of them are logged. Debug runs
-(fast_dev_run, overfit_batches, limit_*_batches, a profiler) log no row: they measure nothing.
+A sweep job's HParams row holds what its sweep varies, `seed` last (the constants are in the Text tab); a single
+run's, the key settings (`HPARAMS`). Its metrics are the run's own test scalars and val/acc_best, under short
+names (board.METRICS). Debug runs (fast_dev_run, overfit_batches, limit_*_batches, a profiler) measure nothing
+and log no row.
 """
 
 from __future__ import annotations
@@ -33,9 +32,8 @@ LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (Tenso
 
 
 class TensorBoard(TensorBoardLogger):
-    """Lightning's TensorBoardLogger without the `epoch` series Lightning adds to every logging call (a
-    chart of 0, 1, 2, ... that opens first in the Scalars tab and says nothing the x axis does not), and
-    without its hparams.yaml."""
+    """Lightning's TensorBoardLogger without the `epoch` series it adds to every logging call (a chart of 0, 1,
+    2, ... that opens first and says nothing the x axis does not), and without its hparams.yaml."""
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
@@ -52,8 +50,7 @@ def is_debug(c: dict[str, Any]) -> bool:
 
 
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
-    """The HParams row of a run (name -> value, as in the config) and the names its sweep varies: a sweep
-    job's row is what the sweep varies, seed last; a single run's, every key setting, seed last."""
+    """The run's HParams row (name -> value, as in the config) and the names its sweep varies."""
     names = {key: name for name, key in HPARAMS.items()}
     _, varying = varying_keys([job["overrides"] for job in sweep_of(run_dir)])  # none for a single run
     varying = [GROUP_KEYS.get(k, k) for k in varying]
@@ -64,10 +61,9 @@ def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[st
 
 
 def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], step: int) -> None:
-    """The run's HParams row (with the experiment description), at `step`."""
     from torch.utils.tensorboard.writer import FileWriter
 
     writer = FileWriter(logger.log_dir)  # public: a writer of ready-made summaries, into the run's folder
-    for summary in hparams_summaries(row, differs):  # numbers stay numbers there (board.hparam_value)
+    for summary in hparams_summaries(row, differs):
         writer.add_summary(summary, step)
     writer.close()  # the metrics' values are the run's own scalars (test/acc, ...): no copies

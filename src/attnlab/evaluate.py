@@ -1,25 +1,20 @@
 """Length generalisation: a trained checkpoint scored on test sets of other sequence lengths.
 
-Two ways in: `scripts/evaluate.py run_dir=<run>` scores a finished run's checkpoint (the tested one,
-`best`, by default), and a run with `eval.seq_lens` set scores its tested checkpoint itself, right
-after its test (`experiment=length_generalization`). Either way the results go to the run folder's
-own `evaluation.json` (never into metrics.json, the training record), to `length_generalization.png`,
-and to TensorBoard (image `eval/acc_vs_seq_len`).
+`scripts/evaluate.py run_dir=<run>` scores a finished run's checkpoint (the tested one, `best`, by default), and
+a run with `eval.seq_lens` set scores its tested checkpoint itself, after its test. The results go to the run's
+own evaluation.json (never into metrics.json, the training record), length_generalization.png and TensorBoard
+(image `eval/acc_vs_seq_len`). Each length gets a fresh test set from `data.seed` and the length (reproducible,
+never training data); the training length gets the run's own test set, so the tested checkpoint with `eval.n` =
+`data.n_test` gives back the run's test/acc exactly.
 
-Each length gets a fresh test set from the run's `data.seed` (and the length), so the numbers are
-reproducible and never overlap training data; the training length gets the run's own test set, so
-the tested checkpoint with `eval.n` = `data.n_test` gives back the run's test/acc exactly.
+Untrained positions: an encoding with one parameter per position or offset (learned, relative, symmetric)
+trained at length L leaves those from L on at their random start, which a longer length would score.
+`eval.untrained`: `refuse` (the default: one line, nothing evaluated), `skip` (recorded as refused, the other
+lengths evaluated: a study over encodings) or `mark` (evaluated, marked "untrained positions").
 
-Untrained positions: an encoding with one parameter per position or offset (learned, relative,
-symmetric) trained at length L leaves those from L on at their initial random values, which a longer
-length would score. `eval.untrained` says what to do: `refuse` (the default: one line, nothing
-evaluated), `skip` (recorded as refused, the other lengths evaluated: a study over encodings), `mark`
-(evaluated, marked "untrained positions").
-
-evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths":
-{L: {"acc", "ci" (Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}.
-Evaluating the same checkpoint again adds lengths; another checkpoint starts a new table and the
-old one moves to "earlier".
+evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths": {L: {"acc", "ci"
+(Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}. The same checkpoint evaluated
+again adds lengths; another starts a new table, the old one kept in "earlier".
 """
 
 from __future__ import annotations
@@ -106,7 +101,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         saved = json.loads(path.read_text())
         fits = isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)
         fits = fits and isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
-        fits = fits and all(int(length) > 0 and is_result(r) for length, r in saved["lengths"].items())
+        for length, r in saved["lengths"].items() if fits else ():  # each refused, or a score with its interval
+            fits = fits and int(length) > 0 and isinstance(r, dict)
+            fits = fits and ("refused" in r or (isinstance(r["acc"], float | int) and len(r["ci"]) == 2))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError("evaluation", str(path), refusal.format(f" ({type(e).__name__})")) from e
     if not fits:
@@ -114,17 +111,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return saved
 
 
-def is_result(result: Any) -> bool:
-    """A length's result as `score` writes it: refused, or an accuracy with its interval."""
-    return isinstance(result, dict) and (
-        "refused" in result or (isinstance(result["acc"], float | int) and len(result["ci"]) == 2)
-    )
-
-
 def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
-    """scripts/evaluate.py: score checkpoint `ckpt` of a finished run at `ev["seq_lens"]`; returns the entry
-    written to evaluation.json. Every refusal (a length, a run that did not finish or is being trained,
-    a folder that cannot be written) is a ConfigError raised before anything is evaluated."""
+    """Score checkpoint `ckpt` of a finished run at `ev["seq_lens"]` into its evaluation.json (returned). Every
+    refusal (a length, a run unfinished or being trained, a folder not writable) comes before any scoring."""
     run_dir = Path(run_dir)
     c = run_config(run_dir)
     state, reason = run_folder.status(run_dir)
@@ -161,12 +150,9 @@ def length_figure(entry: dict[str, Any]) -> Any:
     accs = [v["acc"] for v in scored.values()]
     errs = [[v["acc"] - v["ci"][0] for v in scored.values()], [v["ci"][1] - v["acc"] for v in scored.values()]]
     ax.errorbar(list(scored), accs, yerr=errs, fmt="-", color="tab:blue", capsize=3, label="test/acc (95% CI)")
-    trained = [(k, v["acc"]) for k, v in scored.items() if not v["untrained_positions"]]
-    untrained = [(k, v["acc"]) for k, v in scored.items() if v["untrained_positions"]]
-    if trained:
-        ax.plot(*zip(*trained, strict=True), "o", color="tab:blue")
-    if untrained:
-        ax.plot(*zip(*untrained, strict=True), "o", mfc="white", color="tab:red", label="untrained positions")
+    for untrained, style in ((False, {}), (True, {"mfc": "white", "color": "tab:red", "label": "untrained positions"})):
+        if points := [(k, v["acc"]) for k, v in scored.items() if bool(v["untrained_positions"]) is untrained]:
+            ax.plot(*zip(*points, strict=True), "o", **{"color": "tab:blue", **style})
     for k, v in table.items():
         if "refused" in v:
             ax.text(int(k), 0.52, "refused:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey")

@@ -1,14 +1,12 @@
 """Results of a sweep, written into its folder by `python scripts/report.py <sweep dir>` and by the sweeper
-(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv (a row per job),
-summary.md (per combination of the settings that vary: test accuracy over seeds, each seed's 95% interval,
-the budget, the tested epoch and a verdict, attnlab.verdict; the jobs without results; a table per setting
-whose runs scored other lengths), length_generalization.csv / .png, the study view (attnlab.board), plots.
+(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv (a row per planned job, none
+dropped: ok, failed, interrupted (resumable), unfinished (killed) or not started), summary.md (a row per
+combination of the settings that vary, with each seed's 95% interval, the budget and a verdict: attnlab.verdict;
+a table per setting whose runs scored other lengths), length_generalization.csv / .png, the study view
+(attnlab.board) and plots.
 
-Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over
-`data.n_train` (or any key added later) is never averaged as if it were seeds. Error bars are the min-max
-over seeds: what the runs gave, inside [0, 1]. Every job the sweep planned (its jobs.json) is a row: ok,
-failed (FAILED, or metrics.json unreadable), interrupted (stopped by a signal; resumable), unfinished
-(killed), or not started. None is dropped.
+Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over any key is
+never averaged as if it were seeds. Error bars are the min-max over seeds: what the runs gave, inside [0, 1].
 """
 
 from __future__ import annotations
@@ -50,6 +48,7 @@ VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML was built with it
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
+NOT_SCORED = "untrained positions (not scored)"
 Rows = list[dict[str, Any]]
 
 
@@ -62,9 +61,7 @@ def collect(sweep_dir: Path) -> Rows:
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
-    try:
-        # YAML's safe loader, in C: what Hydra wrote (plain values), read as OmegaConf.load reads it (checked on
-        # 280 jobs' configs), 20x faster (a third of a study's report was OmegaConf's pure-Python loader)
+    try:  # YAML's C safe loader reads Hydra's plain values as OmegaConf.load does, 20x faster
         settings = flatten(yaml.load((job_dir / ".hydra" / "config.yaml").read_text(), Loader=SAFE_LOADER))
     except Exception:  # never started (or its config is gone): a row all the same
         settings = {}
@@ -86,8 +83,6 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
 
 
 def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """A finished job's metrics, its tested checkpoint, its seed's verdict (attnlab.verdict) and, where it
-    scored other lengths of that same checkpoint, its evaluation."""
     metrics = json.loads((job_dir / run_folder.METRICS).read_text())
     diagnostics = metrics.get("diagnostics") or {}
     read = {k: metrics.get(k) for k in METRICS} | {k: diagnostics.get(k) for k in DIAGNOSTICS}
@@ -96,39 +91,35 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         row["train/acc"] = float(train_acc[-1])
     tested = metrics["tested_checkpoint"]
     row.update(epochs=int(metrics["epochs"]), steps=int(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
-    row.update(
-        converged=bool(metrics["converged"]), tested_epoch=int(tested["epoch"]), tested_step=int(tested["global_step"])
-    )
-    n, acc = int(settings["data.n_test"]), float(metrics["test/acc"])
-    row.update(n_test=n, verdict=seed_verdict(acc, n, row["converged"]), fit_seconds=metrics.get("fit_seconds"))
+    row.update(tested_epoch=int(tested["epoch"]), tested_step=int(tested["global_step"]))
+    n, acc, done = int(settings["data.n_test"]), float(metrics["test/acc"]), bool(metrics["converged"])
+    row.update(converged=done, n_test=n, verdict=seed_verdict(acc, n, done), fit_seconds=metrics.get("fit_seconds"))
     row["ci_low"], row["ci_high"] = wilson(acc, n)
-    row["lengths"] = joined_lengths(job_dir, tested, row["converged"])
+    row["lengths"] = joined_lengths(job_dir, tested, done)
     return row
 
 
-def joined_lengths(job_dir: Path, tested: dict[str, Any], is_converged: bool) -> dict[int, dict[str, Any]]:
-    """{seq_len: result} of the job's evaluation.json (read and checked by attnlab.evaluate) when it scored
-    the checkpoint the job tested (another checkpoint's numbers would be another model's), each scored length
-    with its interval and seed verdict recomputed from its accuracy and count."""
+def joined_lengths(job_dir: Path, tested: dict[str, Any], done: bool) -> dict[int, dict[str, Any]]:
+    """{seq_len: its row of length_generalization.csv} from the job's evaluation.json where it scored the
+    checkpoint the job tested (another checkpoint's numbers would be another model's)."""
     entry = read_evaluation(job_dir / EVALUATION)
     same = ("file", "epoch", "global_step")
     if not entry or [entry["checkpoint"].get(k) for k in same] != [tested.get(k) for k in same]:
         return {}
     table = {}
     for length, result in entry["lengths"].items():
-        if "refused" in result:
-            table[int(length)] = {"refused": str(result["refused"])}
-            continue
-        acc, n = float(result["acc"]), int(entry["n"])
-        ci, untrained = wilson(acc, n), bool(result["untrained_positions"])
-        called = seed_verdict(acc, n, is_converged)
-        table[int(length)] = {"acc": acc, "ci": ci, "untrained_positions": untrained, "verdict": called}
+        scored = {"acc": None, "ci_low": None, "ci_high": None, "verdict": None, "note": NOT_SCORED}
+        if "refused" not in result:  # the interval and the verdict recomputed from the accuracy and the count
+            acc, n = float(result["acc"]), int(entry["n"])
+            scored.update(acc=acc, verdict=seed_verdict(acc, n, done))
+            scored["ci_low"], scored["ci_high"] = wilson(acc, n)
+            scored["note"] = "untrained positions" if bool(result["untrained_positions"]) else ""
+        table[int(length)] = scored
     return table
 
 
 def varying(rows: Rows) -> list[str]:
-    """Config keys whose value differs between the jobs (task and pos_enc always), seed excluded, in the
-    order of the table's columns."""
+    """Config keys whose value differs between the jobs (task and pos_enc always), in the table's order."""
     keys = {k for r in rows for k in r["settings"]}  # a job that never started has no config to compare
     order = {k: i for i, k in enumerate(COLUMNS)}
     differ = [k for k in keys if k in ALWAYS_GROUPED or len(distinct(rows, k)) > 1]
@@ -145,18 +136,15 @@ def column(key: str) -> str:
 
 
 def label(keys: list[str], setting: tuple, shown: list[int] | None = None, sep: str = ", ") -> str:
-    """'key=value' of the settings at positions `shown` (all by default)."""
     return sep.join(f"{column(keys[i])}={setting[i]}" for i in (shown or range(len(keys))))
 
 
 def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
-    """The finished jobs of each setting (the seeds), keyed by their values of `keys` (a list-valued setting,
-    eval.seq_lens say, as its text), in a meaningful order: registered names in their registry's order
-    (encodings: none first, the distance-only controls last; scales: none, sqrt, learned), numbers by value
-    (8 < 16 < 128), then names."""
+    """The finished jobs of each setting (its seeds), keyed by their values of `keys` (a list as its text): names
+    a registry lists in its order (encodings: the distance-only controls last), numbers by value, then names."""
     groups: dict[tuple, Rows] = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok":  # read_results read its test/acc, or it failed
+        if r["status"] == "ok":
             setting = tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(r["settings"].get, keys))
             groups[setting].append(r)
 
@@ -169,8 +157,8 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
 
 
 def telling_apart(keys: list[str], groups: dict[tuple, Any]) -> list[int]:
-    """The positions of `keys` whose values differ between the groups (all of them where none does): what a
-    cell's name, a panel's title or a console line needs to tell the cells apart."""
+    """The positions of `keys` whose values differ between the groups (all where none does): what a cell's
+    name, a panel's title or a console line needs."""
     return [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
 
 
@@ -203,13 +191,11 @@ def verdict(group: Rows) -> str:
 
 
 def seeds_cell(group: Rows, sep: str = "<br>") -> str:
-    """Each seed's test accuracy with its Wilson 95% interval."""
     return sep.join(f"{r['seed']}: {r['test/acc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in group)
 
 
 def verdict_lines(rows: Rows) -> list[str]:
-    """The sweep's verdicts as the console shows them at its end: a line per cell (the settings that vary,
-    the seeds' mean test accuracy, the verdict), columns aligned; summary.md has the whole table."""
+    """The console's table at a sweep's end: a line per cell, its mean test accuracy and verdict."""
     keys = varying(rows)
     groups = groups_of(rows, keys)
     shown = telling_apart(keys, groups)
@@ -255,7 +241,6 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     body = []
     for setting, group in groups.items():
         entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
-        # the mean attention entropy beside its uniform value log L: how far from uniform attention is
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
         spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
@@ -269,19 +254,9 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     return "\n".join(lines) + "\n"
 
 
-def length_cell(result: dict[str, Any] | None) -> str:
-    if result is None:
-        return "–"
-    if "refused" in result:
-        return "untrained positions (not scored)"
-    lo, hi = result["ci"]
-    mark = " untrained positions" if result["untrained_positions"] else ""
-    return f"{result['acc']:.3f} [{lo:.3f}, {hi:.3f}]{mark}"
-
-
 def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
-    """A table per setting whose runs scored other lengths (evaluation.json of the tested checkpoint): per
-    length the mean over seeds, each seed with its interval, and the verdict by the same rule."""
+    """A table per setting whose runs scored other lengths: per length the mean over seeds, each seed with its
+    interval, and the verdict by the same rule."""
     trained_at = sorted({r["settings"].get("data.seq_len") for g in groups.values() for r in g}, key=str)
     lines = [
         "",
@@ -289,7 +264,7 @@ def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
         "",
         f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
         "fresh test sets of other lengths (the training length: the run's own test set), each seed with its "
-        "Wilson 95% interval and the verdict by the rule above. `untrained positions (not scored)`: the length "
+        f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length "
         "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
         "random start; such a score would say nothing about what was learned.",
     ]
@@ -297,15 +272,20 @@ def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
         body = []
         for n in sorted({n for r in group for n in r["lengths"]}):
             results = [r["lengths"].get(n) for r in group]
-            scored = [(r["seed"], r["lengths"][n]) for r in group if "acc" in r["lengths"].get(n, {})]
+            scored = [(r["seed"], x) for r, x in zip(group, results, strict=True) if x and x["acc"] is not None]
             mean = f"{statistics.fmean(x['acc'] for _, x in scored):.3f}" if scored else "–"
             called = cell_verdict([(s, x["verdict"]) for s, x in scored]) if scored else "not scored"
             if scored and len(scored) < len(results):  # a seed without this length (or not of its tested checkpoint)
                 called += f" ({len(scored)} of {len(results)} seeds)"
-            body.append([n, mean, *map(length_cell, results), called])
+            cells = [" ".join(filter(None, (score_text(x), x["note"]))) if x else "–" for x in results]
+            body.append([n, mean, *cells, called])
         lines += ["", f"### {label(keys, setting)}", ""]
         lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
     return lines
+
+
+def score_text(x: dict[str, Any]) -> str:
+    return "" if x["acc"] is None else f"{x['acc']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}]"
 
 
 def write_csv(path: Path, rows: Rows, columns: list[str]) -> None:
@@ -319,17 +299,10 @@ def length_rows(rows: Rows, keys: list[str]) -> Rows:
     """length_generalization.csv: a row per job and length it scored."""
     out = []
     for r in rows:
-        for n, result in sorted(r.get("lengths", {}).items()):
-            ci = result.get("ci", (None, None))
-            refused = "refused" in result
-            note = "untrained positions" + (" (not scored)" if refused else "")
-            out.append({
-                "job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"],
-                "train_seq_len": r["settings"].get("data.seq_len"), "seq_len": n, "acc": result.get("acc"),
-                "ci_low": ci[0], "ci_high": ci[1], "verdict": result.get("verdict"),
-                "note": note if refused or result.get("untrained_positions") else "",
-                "tested_epoch": r["tested_epoch"], "tested_step": r["tested_step"],
-            })  # fmt: skip
+        job = {"job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"]}
+        job["train_seq_len"] = r["settings"].get("data.seq_len")
+        tested = {"tested_epoch": r.get("tested_epoch"), "tested_step": r.get("tested_step")}
+        out += [{**job, "seq_len": n, **result, **tested} for n, result in sorted(r.get("lengths", {}).items())]
     return out
 
 
@@ -353,20 +326,18 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
 def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
     """A panel per setting whose runs scored other lengths: test accuracy against length, one line per seed
     with its 95% interval, the training length and chance marked, lengths with untrained positions shaded."""
-    import numpy as np
-
     cols = min(4, len(groups))
     nrows = -(-len(groups) // cols)
     fig, axes = figure(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True)
     shown = telling_apart(keys, groups)  # each panel titled by what tells it from the others
     for ax, (setting, group) in zip(axes.flat, groups.items(), strict=False):
         for i, r in enumerate(group):
-            if scored := {n: x for n, x in sorted(r["lengths"].items()) if "acc" in x}:
-                acc, lo, hi = np.array([(x["acc"], *x["ci"]) for x in scored.values()]).T
+            if scored := [(n, x) for n, x in sorted(r["lengths"].items()) if x["acc"] is not None]:
+                acc = [x["acc"] for _, x in scored]
+                yerr = [[x["acc"] - x["ci_low"] for _, x in scored], [x["ci_high"] - x["acc"] for _, x in scored]]
                 style = {"marker": "o", "markersize": 3, "capsize": 2, "color": f"C{i}", "label": f"seed {r['seed']}"}
-                ax.errorbar(list(scored), acc, yerr=[acc - lo, hi - acc], **style)
-        refused = sorted({n for r in group for n, x in r["lengths"].items() if "refused" in x})
-        if refused:
+                ax.errorbar([n for n, _ in scored], acc, yerr=yerr, **style)
+        if refused := sorted({n for r in group for n, x in r["lengths"].items() if x["acc"] is None}):
             ax.axvspan(refused[0] / 1.3, refused[-1] * 1.3, color="0.9", label="untrained positions")
         train_len = group[0]["settings"].get("data.seq_len")
         ax.axvline(train_len, color="tab:red", linestyle="--", linewidth=1, label="training length")
@@ -385,33 +356,30 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
 
 
 def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> None:
-    """Mean of `metric` against config key `x`, min–max over seeds, one line per combination of every
-    other setting that varies (never averaged over a setting)."""
-    if x not in keys:  # it varies
+    """Mean of `metric` against config key `x` where it varies, min–max over seeds, one line per combination of
+    every other setting that varies (never averaged over a setting); `reference`: a dashed line's metric."""
+    if x not in keys:
         return
     others = [k for k in keys if k != x and len(distinct(rows, k)) > 1]
-    groups = groups_of(rows, [*others, x])
     lines: dict[tuple, dict[Any, list[float]]] = defaultdict(dict)
     ref: dict[Any, list[float]] = defaultdict(list)
-    for (*setting, at), group in groups.items():
+    for (*setting, at), group in groups_of(rows, [*others, x]).items():
         if vals := values(group, metric):
             lines[tuple(setting)][at] = vals
-        ref[at] += values(group, reference) if reference else []
+        ref[at] += values(group, reference)  # none without a reference
     if not lines:
         return
     fig, ax = figure(figsize=(8, 4.5))
     for setting, points in lines.items():
         means, below, above = zip(*map(min_max, points.values()), strict=True)
         ax.errorbar(list(points), means, yerr=[below, above], marker="o", capsize=3, label=label(others, setting))
-    if reference:
-        xs = [at for at in sorted(ref) if ref[at]]
+    if xs := [at for at in sorted(ref) if ref[at]]:
         ax.plot(xs, [statistics.fmean(ref[at]) for at in xs], "k--", label="uniform attention (log L)")
     if metric.endswith("acc"):
         ax.axhline(CHANCE, color="gray", linestyle=":", label="chance")
         ax.set_ylim(0.3, 1.02)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(x)
-    ax.set_ylabel(f"{ylabel} (mean, min–max over seeds)")
+    ax.set(xlabel=x, ylabel=f"{ylabel} (mean, min–max over seeds)")
     save(fig, path, rows, keys, fontsize=7, loc="outside right center")
 
 
@@ -432,9 +400,7 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
             ax.text(i, 1.01, verdict(groups[s]), ha="center", va="bottom", fontsize=7)
         ax.axhline(CHANCE, color="gray", linestyle=":", label="chance", zorder=3)
         ax.set_xticks(range(len(settings)), ["\n".join(map(str, s[1:])) for s in settings], fontsize=8)
-        ax.set_xlabel(" / ".join(map(column, keys[1:])))  # pos_enc, then anything else that varies
-        ax.set_ylim(0, 1.08)
-        ax.set_title(f"task={task}")
+        ax.set(xlabel=" / ".join(map(column, keys[1:])), ylim=(0, 1.08), title=f"task={task}")  # pos_enc, then others
     axes[0][0].set_ylabel("accuracy (mean, min–max over seeds)")
     save(fig, path, rows, keys, fontsize=8, loc="outside lower center", ncols=3)
 
@@ -482,9 +448,8 @@ def write_report(sweep_dir: str | Path) -> Rows:
 
 
 def conclude(sweep_dir: Path, code: int, began: float) -> int:
-    """The end of a sweep, however it ended: write the report, print the verdicts and how many jobs finished
-    (and how to continue the others); returns the sweep's exit code: `code` (a signal's, the launcher's)
-    where set, else 0 only when every job finished."""
+    """The end of a sweep, however it ended: the report, the verdicts, how many jobs finished and how to continue
+    the others; the exit code: `code` (a signal's, the launcher's) where set, else 0 only when all finished."""
     from attnlab.timing import process_seconds  # here: it imports Lightning, which scripts/report.py needs not
 
     try:

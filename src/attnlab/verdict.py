@@ -1,9 +1,8 @@
 """How a result is called: convergence, a confidence interval per seed, a verdict per seed and per cell.
 
-The rules are stated once, in `RULE`, the text the report's summary prints. Convergence is exactly the
-rule `early_stop.patience` stops on (Lightning's EarlyStopping, mode min; tested equal), applied to the
-run's per-epoch val/loss history, so a run ended by max_steps, a timer or any other callback is converged
-only if its history shows the plateau.
+`RULE` states the rules, as the report's summary prints them. Convergence is the rule `early_stop.patience`
+stops on (Lightning's EarlyStopping, mode min; tested equal), applied to the run's val/loss history, so a run
+ended by max_steps, a timer or any other callback is converged only if its history shows the plateau.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ RULE = (
 
 
 def epochs_without_improvement(val_loss: Sequence[float], min_delta: float) -> int:
-    """Lightning's EarlyStopping wait count (monitor val/loss, mode min) after these epochs: the epochs
-    since the last one whose val/loss beat the best before it by more than `min_delta`."""
+    """EarlyStopping's wait count after these epochs: the epochs since the last one whose val/loss beat the
+    best before it by more than `min_delta`."""
     best, wait = math.inf, 0
     for value in val_loss:
         if value < best - min_delta:
@@ -40,19 +39,18 @@ def epochs_without_improvement(val_loss: Sequence[float], min_delta: float) -> i
 
 
 def converged(val_loss: Sequence[float], patience: int | None, min_delta: float) -> bool:
-    """The val/loss history ends on a plateau of `patience` epochs (DEFAULT_PATIENCE when None): the rule
-    `early_stop` stops on. Fewer epochs than that cannot show a plateau."""
+    """The history ends on a plateau of `patience` epochs: fewer epochs than that cannot show one."""
     return epochs_without_improvement(val_loss, min_delta) >= (patience or DEFAULT_PATIENCE)
 
 
-def wilson(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion `acc` measured on `n` trials (95% by default)."""
+def wilson(acc: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of a proportion `acc` measured on `n` trials."""
     if n <= 0:
         raise ValueError(f"n must be > 0, got {n}")
     p = round(acc * n) / n  # accuracies are counts / n: recover the count exactly
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    denom = 1 + Z95 * Z95 / n
+    centre = (p + Z95 * Z95 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
