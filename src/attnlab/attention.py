@@ -1,10 +1,7 @@
-"""Scaled dot-product attention, twice.
-
-`attention_scores` and `attention` are the from-scratch steps of the seeds: scores scale * QK^T (plus an
-optional additive bias), a row-wise softmax, the weighted sum of the values; they return the weights, for
-plots and diagnostics. `fused_attention` computes the same output with PyTorch's fused kernel, which never
-materialises the (L, L) matrix on the flash / memory-efficient backends: training uses it.
-"""
+"""Scaled dot-product attention, twice: the seeds' steps from scratch (`attention_scores`, then `attention`:
+row-wise softmax, weighted sum of the values), which give the weights to plots and diagnostics; and PyTorch's
+fused kernel (`fused_attention`), which never materialises the (L, L) matrix on the flash / memory-efficient
+backends: training uses it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """Synthetic data as whole tensors, served as whole batches: the model is tiny, so a per-sample Dataset +
-collate would dominate the step time. Each split is generated once as (x, y) tensors; an epoch is one
-permutation, and each batch one indexing operation.
-
-Seeds: the training set and its shuffling follow the run's `seed`; the validation and test sets follow
-`data.seed` only, so runs with different model seeds are scored on exactly the same sequences.
+collate would dominate the step time. Each split is generated once as (x, y) tensors (seeds:
+`attnlab.tasks.split_seed`); an epoch is one permutation, and each batch one indexing operation.
 """
 
 from __future__ import annotations
@@ -23,13 +20,10 @@ class TensorBatches:
 
     The shuffle of epoch e (the trainer's `current_epoch` as the pass starts) is a pure function of (seed, e),
     so a run resumed at epoch e sees the same batches as one that never stopped. Under DDP each rank takes
-    every world_size-th sample of the permutation.
-
-    Resumable mid-epoch (Lightning saves `state_dict()` in checkpoints and loads it back before iterating):
-    a run stopped after k batches of an epoch continues with batch k + 1 of the same permutation, so a
-    mid-epoch checkpoint (`interrupted.ckpt`) resumes exactly too. The batches done are counted as they
-    reach a training step (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched:
-    Lightning fetches one ahead.
+    every world_size-th sample of the permutation. Lightning saves `state_dict()` in checkpoints and loads it
+    back before iterating, so a run stopped after k batches of an epoch (`interrupted.ckpt`) continues with
+    batch k + 1 of the same permutation. The batches done are counted as they reach a training step
+    (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched: Lightning fetches one ahead.
     """
 
     def __init__(
@@ -68,7 +62,7 @@ class TensorBatches:
     def state_dict(self) -> dict[str, int]:
         return {"batches_done": self.done}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:  # Lightning calls it for a mid-epoch checkpoint
+    def load_state_dict(self, state: dict[str, int]) -> None:
         done = state["batches_done"]
         self.skip = done if done < len(self) else 0  # a whole epoch done: the next one starts afresh
 
@@ -92,7 +86,6 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.batch_size, self.seed, self.train_seed = batch_size, seed, train_seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
-        self.loaders: dict[str, TensorBatches] = {}  # the last made per split
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -102,24 +95,22 @@ class SyntheticDataModule(pl.LightningDataModule):
                 x, y = make_split(self.task, n, self.seq_len, self.dim, split_seed(split, self.train_seed, self.seed))
                 self.splits[split] = (x.to(device), y.to(device))
 
-    def loader(self, split: str) -> TensorBatches:
-        trainer = self.trainer
+    def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        return TensorBatches(*self.splits[split], self.batch_size, shuffle, self.train_seed, self.trainer)
+
+    def train_dataloader(self) -> TensorBatches:
         # `trainer.overfit_batches` means the same few batches every epoch: no reshuffle (Lightning turns
         # shuffling off only for loaders with a sampler, which this one is not).
-        shuffle = split == "train" and not (trainer is not None and trainer.overfit_batches)
-        self.loaders[split] = TensorBatches(*self.splits[split], self.batch_size, shuffle, self.train_seed, trainer)
-        return self.loaders[split]
+        self.train_batches = self.batches("train", shuffle=not (self.trainer and self.trainer.overfit_batches))
+        return self.train_batches
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self.batches("test")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:  # a training batch about to reach its step
-            self.loaders["train"].done += 1
+            self.train_batches.done += 1
         return batch
-
-    def train_dataloader(self) -> TensorBatches:
-        return self.loader("train")
-
-    def val_dataloader(self) -> TensorBatches:
-        return self.loader("val")
-
-    def test_dataloader(self) -> TensorBatches:
-        return self.loader("test")

@@ -1,18 +1,16 @@
-"""What the model looks at, logged to TensorBoard at the end of every validation epoch.
+"""What the model looks at, logged to TensorBoard (`AttentionDiagnostics`).
 
-- figures of the tested checkpoint (Images tab, at its step): for every layer and head, one fixed
-  validation sequence per class above its attention weights (the figure scripts/plot_attention.py
-  saves), and the positional encoding's table where there is one;
-- scalars: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in the tested
-  checkpoint's statistics, a reference run in a study's view), mean max attention probability, std of
-  pre-softmax scores within a row, gradient norm;
-- permutation sensitivity: `val/acc_shuffled`, accuracy with each sequence's positions shuffled.
-  Equal to `val/acc` for a permutation-invariant model; one that uses position falls to chance on halfswap.
+- every validation epoch: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in
+  the tested checkpoint's statistics), mean max attention probability, std of the pre-softmax scores within
+  a row, the gradient norm (every `trainer.log_every_n_steps` steps, without a host sync), and
+  `val/acc_shuffled`: the accuracy with each sequence's positions shuffled, equal to `val/acc` for a
+  permutation-invariant model, at chance on halfswap for one that solved it by position;
+- the tested checkpoint's figures (Images tab, at its step): one fixed validation sequence per class above
+  its attention weights, for every layer and head (scripts/plot_attention.py saves the same figure), and
+  the positional encoding's table.
 
-All of it runs outside the training step, except the gradient norm, taken every
-`trainer.log_every_n_steps` steps without a host sync. The maps come from the explicit attention
-path, which materialises (L, L) matrices: for long sequences fewer examples are used, and past
-MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning); shuffled accuracy stays.
+The maps come from the explicit path, which materialises (L, L) matrices: long sequences use fewer examples,
+and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning); shuffled accuracy stays.
 """
 
 from __future__ import annotations
@@ -153,7 +151,7 @@ class AttentionDiagnostics(pl.Callback):
     def __init__(self, run: str, num_stat_examples: int = 256) -> None:
         self.run = run  # `describe` of the run: the figures' titles
         self.num_stat_examples = num_stat_examples
-        self.examples: tuple[Tensor, Tensor] | None = None
+        self.examples: tuple[Tensor, Tensor] | None = None  # (one per class, for figures; more, for statistics)
         self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -167,14 +165,15 @@ class AttentionDiagnostics(pl.Callback):
         else:
             first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
             self.examples = x[first_of_class], x[:n_stat]
-        self.grad_norm_sum = torch.zeros((), device=pl_module.device)
-        self.grad_norm_count = 0
+        self.grad_norms: list[Tensor] = []  # this epoch's, on the device
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if trainer.global_step % trainer.log_every_n_steps == 0:
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-            self.grad_norm_sum += torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            self.grad_norm_count += 1
+            self.grad_norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    def stats(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
+        return attention_stats(pl_module.net.forward_with_weights(self.examples[1])[1])
 
     # Permutation sensitivity, on the validation set every epoch and on the test set at the end.
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -187,8 +186,7 @@ class AttentionDiagnostics(pl.Callback):
         # numbers a report sets beside the test accuracy come from the same weights.
         self.tested = {}
         if self.examples is not None:
-            _, maps = pl_module.net.forward_with_weights(self.examples[1])
-            self.tested = {name: float(value) for name, value in attention_stats(maps).items()}
+            self.tested = {name: float(value) for name, value in self.stats(pl_module).items()}
             self.log_figures(trainer, pl_module, self.examples[0])
 
     @torch.no_grad()
@@ -208,16 +206,12 @@ class AttentionDiagnostics(pl.Callback):
         if trainer.sanity_checking:
             return
         pl_module.log("val/acc_shuffled", self.shuffled.compute())
-        if self.grad_norm_count:
-            pl_module.log("train/grad_norm", self.grad_norm_sum / self.grad_norm_count, sync_dist=True)
-            self.grad_norm_sum.zero_()
-            self.grad_norm_count = 0
-        if self.examples is None:
-            return
-        _, maps = pl_module.net.forward_with_weights(self.examples[1])
-        for name, value in attention_stats(maps).items():
-            if name != "attn/entropy_uniform":  # a constant: a flat chart of its own says nothing
-                pl_module.log(name, value, sync_dist=True)
+        if self.grad_norms:
+            pl_module.log("train/grad_norm", torch.stack(self.grad_norms).mean(), sync_dist=True)
+            self.grad_norms.clear()
+        if self.examples is not None:  # all but the uniform entropy, a constant: a flat chart says nothing
+            stats = self.stats(pl_module)
+            pl_module.log_dict({k: v for k, v in stats.items() if k != "attn/entropy_uniform"}, sync_dist=True)
 
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
         """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and

@@ -35,17 +35,14 @@ class SelfAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model) for _ in range(4))
         self.scale = SCALES.build(scale, self.d_head)
 
-    def split_heads(self, t: Tensor) -> Tensor:  # (B, L, D) -> (B, H, L, Dh)
-        B, L, _ = t.shape
-        return t.view(B, L, self.num_heads, self.d_head).transpose(1, 2)
-
     def forward(
         self, x: Tensor, pos: PositionalEncoding, prefix: int = 0, need_weights: bool = False
     ) -> tuple[Tensor, AttentionMap | None]:
         """x: (B, L, D), whose first `prefix` tokens (a cls token) carry no position: the encoding acts on the
         observations' scores with each other only."""
         B, L, D = x.shape
-        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, L, Dh)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, L, D) each
+        q, k, v = (t.view(B, L, self.num_heads, self.d_head).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         q_obs, k_obs = pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:])  # (B, H, L - prefix, Dh)
         bias = pos.bias(L - prefix, x)  # (H, L - prefix, L - prefix) or None
         if need_weights or (prefix and pos.rotary):

@@ -28,8 +28,7 @@ def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
 class LitClassifier(pl.LightningModule):
     def __init__(self, model: dict[str, Any], lr: float, weight_decay: float) -> None:  # attnlab.config
         super().__init__()
-        # Plain dicts and numbers only, so checkpoints load with torch.load(weights_only=True).
-        # Not sent to the logger here: train.py logs the whole run config with its final metrics.
+        # Plain dicts and numbers, so checkpoints load with weights_only=True; train.py logs the whole config.
         self.save_hyperparameters(logger=False)
         self.net = AttentionClassifier(**model)
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
@@ -38,8 +37,8 @@ class LitClassifier(pl.LightningModule):
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
-        # One value per finished epoch; kept in checkpoints. The report reads it from metrics.json to
-        # tell a model at chance from one still learning when its budget ran out.
+        # One value per finished epoch, kept in checkpoints: the report tells from it (through metrics.json)
+        # a model at chance from one still learning when its budget ran out.
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
         # The checkpoint these weights were last loaded from (epoch counted from 1, global step), read from
         # the same file as the weights: what a test or an evaluation names as the model it scored.

@@ -1,14 +1,10 @@
 """Positional encodings, `model.pos_enc`.
 
 Self-attention followed by max/mean pooling is permutation invariant: it sees a set, not a sequence. A
-positional encoding breaks that symmetry. Each is one class that overrides the hook it needs:
-
-- `embed(x)`: added to the (B, L, D) token embeddings before the first layer (sinusoidal, learned);
-- `rotate(t)`: applied to the (B, H, L, Dh) queries and keys in every layer (rotary);
-- `bias(L, like)`: an additive (H, L, L) term on the scores in every layer (distance biases).
-
-They see only the observations, at positions 0..L-1: a leading token that is not one (the `cls` pooling
-token) carries no position, and the layer (`model.SelfAttention`) keeps the encoding off its scores.
+positional encoding breaks that symmetry. Each is one class that overrides the hook of `PositionalEncoding`
+it needs: `embed` (the token embeddings), `rotate` (queries and keys) or `bias` (the scores). The hooks see
+only the observations, at positions 0..L-1: a leading token that is not one (the `cls` pooling token)
+carries no position, and the layer (`model.SelfAttention`) keeps the encoding off its scores.
 
 | name | hook | what the scores can see |
 |---|---|---|
@@ -55,13 +51,13 @@ class PositionalEncoding(nn.Module):
             name = POS_ENCODINGS.name_of(cls)
             raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has model.max_len={max_len} positions")
 
-    def embed(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
+    def embed(self, x: Tensor) -> Tensor:  # token embeddings before the first layer: (B, L, D) -> (B, L, D)
         return x
 
-    def rotate(self, t: Tensor) -> Tensor:  # (B, H, L, Dh) -> (B, H, L, Dh)
+    def rotate(self, t: Tensor) -> Tensor:  # queries and keys in every layer: (B, H, L, Dh) -> (B, H, L, Dh)
         return t
 
-    def bias(self, length: int, like: Tensor) -> Tensor | None:  # -> (H, L, L) of like's dtype and device
+    def bias(self, length: int, like: Tensor) -> Tensor | None:  # added to every layer's scores: (H, L, L)
         return None
 
     def table(self, length: int) -> Tensor | None:
@@ -134,10 +130,8 @@ class RotaryEncoding(PositionalEncoding):
 
     @classmethod
     def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
-        if (d_model // num_heads) % 2:
-            raise ConfigError(
-                "model.d_model", d_model, f"rope rotates channel pairs: d_model / num_heads={num_heads} must be even"
-            )
+        if (d_head := d_model // num_heads) % 2:
+            raise ConfigError("model.d_model", d_model, f"rope rotates channel pairs: {d_head} per head is odd")
 
     def angles(self, length: int) -> Tensor:  # (L, Dh/2)
         return torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)[:, None] * self.inv_freq
@@ -169,14 +163,16 @@ class OffsetBias(PositionalEncoding):
         return self.bias(length, like)[0].detach()  # (L, L), first head
 
 
-class LearnedOffsetBias(OffsetBias):
-    """One trained bias per head and signed offset i - j (`signed`), or per distance |i - j|.
+@POS_ENCODINGS.register("relative")
+class RelativeBias(OffsetBias):
+    """One trained bias per head and signed offset i - j (T5, Shaw et al.): tells before from after.
 
     Starts at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step.
     A zero start would be "no positions" until a gradient moves it, and on halfswap a distance-only
-    bias gets none (nothing it can do lowers the loss): the control would never touch attention."""
+    bias (`symmetric`) gets none (nothing it can do lowers the loss): that control would never touch
+    attention."""
 
-    signed = True
+    signed = True  # False: one bias per distance |i - j|
     per_position = True
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
@@ -187,13 +183,8 @@ class LearnedOffsetBias(OffsetBias):
         return self.values[:, offset + self.max_len - 1 if self.signed else offset.abs()]  # (H, L, L)
 
 
-@POS_ENCODINGS.register("relative")
-class RelativeBias(LearnedOffsetBias):
-    """Learned bias per signed offset i - j (T5, Shaw et al.): tells before from after."""
-
-
 @POS_ENCODINGS.register("symmetric")
-class SymmetricBias(LearnedOffsetBias):
+class SymmetricBias(RelativeBias):
     """Learned bias per distance |i - j|: as free as `relative`, but blind to direction. A control:
     it can reshape attention (near vs far) yet cannot tell a sequence from its reverse."""
 

@@ -1,8 +1,6 @@
-"""Name -> class registries for the variants (positional encodings, pooling, scaling, tasks).
-
-Each variant is one small class registered under the name users type in the config. The config schema turns every
-registry into an Enum, so an unknown name fails when Hydra composes the config and the message lists the valid names.
-"""
+"""Name -> class registries for the variants (positional encodings, pooling, scaling, tasks): each variant is
+one small class registered under the name the config uses. The config schema turns every registry into an Enum,
+so an unknown name fails when Hydra composes the config, with the valid names listed."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The synthetic classification tasks, `data.task`.
-
-A task turns balanced labels y (N,) into sequences x (N, L, n). Class A is label 0, class B label 1. Each task is
-one class registered by name; `check` refuses a sequence length the task cannot be run at.
-"""
+"""The synthetic classification tasks, `data.task`: each turns balanced labels y (N,), class A = 0 and
+class B = 1, into sequences x (N, L, n)."""
 
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ TASKS: Registry[type[Task]] = Registry("data.task")
 
 class Task:
     def check(self, seq_len: int) -> None:
-        """Raise ConfigError if the task is ill-posed at this length."""
+        """Raise ConfigError if the task is ill-posed at this length (called before training)."""
 
     def sample(self, y: Tensor, seq_len: int, dim: int, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
