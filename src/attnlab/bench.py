@@ -1,15 +1,12 @@
-"""Speed of attnlab against the same work written by hand: `python scripts/benchmark.py [--only processes|steps]
-[--device cuda] [--quick]`, whose output is docs/benchmark.md.
+"""Speed of attnlab against the same work written by hand (scripts/benchmark.py; its output: docs/benchmark.md).
 
-Whole processes: `python scripts/train.py -m experiment=limitations` (the README's study) and `python
-scripts/train.py` (one run), each against `replay` of the folder it wrote: the same trainings by hand in one
-process. Per step: the seed loop (the seeds' model by hand: explicit (L, L) attention, Adam, tensors, a Python
-loop), naive Lightning (that model, DataLoader(TensorDataset), self.log every step: the template recipe) and
-attnlab (scripts/train.py's own path); long sequences: the seed loop against attnlab; on CUDA, bf16-mixed too.
-
-Each measurement is a fresh process (`python -m attnlab.bench step|replay ...`), so that its memory peak is its
-own and a crash or out-of-memory becomes a table cell; the contestants take turns round after round, because this
-machine's speed drifts. This module imports torch, not Lightning: the hand-written replay must not pay for it.
+Whole processes: the README's study (`python scripts/train.py -m experiment=limitations`) and one run, each against
+`replay` of the folder it wrote, the same trainings by hand in one process. Per step: the seed loop (the seeds'
+model by hand: explicit (L, L) attention, Adam, tensors), naive Lightning (that model, DataLoader(TensorDataset),
+self.log every step) and attnlab's own path; long sequences: the seed loop against attnlab.
+Each measurement is a fresh process (`python -m attnlab.bench step|replay ...`): its memory peak is its own and a
+crash or out-of-memory becomes a table cell. Contestants take turns round after round: this machine's speed drifts.
+This module imports torch, not Lightning: the hand-written replay must not pay for Lightning's import.
 """
 
 import argparse
@@ -68,9 +65,7 @@ class SeedAttention(nn.Module):
         return self.head(self.out(weights @ v).amax(dim=1))
 
 
-def epoch_steps(
-    model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, batch: int, bf16: bool = False
-) -> Iterator[None]:
+def epoch_steps(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, batch: int, bf16: bool) -> Iterator:
     """The steps of one epoch by hand, whole-tensor batches in a shuffled order: yields after each."""
     order = torch.randperm(len(x), device=x.device)
     for i in range(0, len(x), batch):
@@ -170,8 +165,7 @@ CONTESTANTS = {"seed loop": seed_loop, "naive Lightning": naive_lightning, "attn
 
 
 def samples_per_second(ends: Ends, batch_size: int, warmup: int, window: int) -> float | None:
-    """Median throughput over windows of `window` steps after the first `warmup`. A window never spans an
-    epoch boundary, so that validation and checkpointing between epochs are not counted."""
+    """Median samples/s over windows of `window` steps after `warmup`, none across epochs (validation, checkpoints)."""
     ends = ends[warmup:]
     pairs = [(ends[i], ends[i + window]) for i in range(0, len(ends) - window, window)]
     rates = [window * batch_size / (t1 - t0) for (e0, t0), (e1, t1) in pairs if e0 == e1 and t1 > t0]
@@ -179,18 +173,15 @@ def samples_per_second(ends: Ends, batch_size: int, warmup: int, window: int) ->
 
 
 def step_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One per-step measurement, in this fresh process: its peaks are the contestant's."""
     cuda = spec["device"].startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    else:  # CUDA reserves a huge virtual address space: an address-space limit would break it
+    if not cuda:  # CUDA reserves a huge virtual address space: an address-space limit would break it
         resource.setrlimit(resource.RLIMIT_AS, ((MEMORY_LIMIT_GB + 8) * 2**30, resource.RLIM_INFINITY))  # + slack
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     ends, baseline_mb = CONTESTANTS[spec["who"]](spec)
-    if cuda:
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline_mb
+    rss_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_peak_mb - baseline_mb
     speed = samples_per_second(ends, spec["batch"], spec["warmup"], spec["window"])
     return {"samples_per_s": speed, "steps": len(ends), "peak_mb": peak_mb}
 
@@ -246,20 +237,18 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
         c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
-        seed, data, batch = c["seed"], c["data"], c["data"]["batch_size"]
+        seed, d, batch = c["seed"], c["data"], c["data"]["batch_size"]
         torch.manual_seed(seed)
         split = {}
         for s in ("train", "val", "test"):
-            seeds = split_seed(s, seed, data["seed"])
-            split[s] = [
-                t.to(device) for t in make_split(data["task"], data[f"n_{s}"], data["seq_len"], data["dim"], seeds)
-            ]
+            x, y = make_split(d["task"], d[f"n_{s}"], d["seq_len"], d["dim"], split_seed(s, seed, d["seed"]))
+            split[s] = (x.to(device), y.to(device))
         model = AttentionClassifier(**c["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
         best, best_state = -1.0, None
         for _ in range(json.loads((run / "metrics.json").read_text())["epochs"]):
             model.train()
-            for _ in epoch_steps(model, opt, *split["train"], batch):
+            for _ in epoch_steps(model, opt, *split["train"], batch, bf16=False):
                 pass
             model.eval()
             if (acc := accuracy(model, *split["val"], batch)) > best:
@@ -311,10 +300,8 @@ def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) 
     seconds = {who: (statistics.median(t), min(t), max(t)) for who, t in times.items()}
     result = {"what": what, "command": " ".join(command), "jobs": len(metrics), "seconds": seconds, "rounds": rounds}
     if not sweep:
-        result |= {
-            "startup_s": statistics.median(startup),
-            "imports_s": {m: statistics.median(t) for m, t in floor.items()},
-        }
+        result["imports_s"] = {modules: statistics.median(t) for modules, t in floor.items()}
+        result["startup_s"] = statistics.median(startup)
     return result
 
 
@@ -370,14 +357,13 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
                 f"| {r['who']} | {'bf16-mixed' if r['bf16'] else 'fp32'} | {r['batch']} | {r['seq_len']} | "
                 f"{r.get('error') or fmt(speed)} | {ratio} | {fmt(r.get('peak_mb'))} | {spread} |"
             )
-        fused = [r for r in rows if r["who"] == "attnlab" and r.get("long") and "peak_mb" in r]
+        long = [r for r in rows if r.get("long")]
+        fused = [(r["seq_len"], r["peak_mb"]) for r in long if r["who"] == "attnlab" and "peak_mb" in r]
         if len(fused) >= 2:
-            slope, intercept = statistics.linear_regression(
-                [r["seq_len"] for r in fused], [r["peak_mb"] for r in fused]
-            )
-            points = ", ".join(f"{r['seq_len']}: {r['peak_mb']:.0f} MB" for r in fused)
+            slope, intercept = statistics.linear_regression(*zip(*fused, strict=True))
+            points = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in fused)
             lines.append(
-                f"\nattnlab peak memory vs seq_len (batch {fused[0]['batch']}): {points}; least-squares fit "
+                f"\nattnlab peak memory vs seq_len (batch {long[0]['batch']}): {points}; least-squares fit "
                 f"{intercept:.0f} MB + {slope * 1024:.1f} MB per 1024 positions."
             )
         lines.append("")
@@ -386,7 +372,7 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (adds bf16-mixed rows)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
     parser.add_argument("--only", choices=["processes", "steps"], help="one part of the benchmark")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per step measurement (0: default)")
