@@ -102,7 +102,7 @@ def test_a_nan_in_one_map_leaves_the_other_drawn() -> None:
 
 @pytest.mark.parametrize("pool", ["max", "cls"])
 def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> None:
-    """Figures are laid out once per shape and redrawn (diagnostics.laid_out): nothing of the previous
+    """Figures are laid out once per shape and redrawn (diagnostics.*_layout): nothing of the previous
     model's drawing (its maps, scale, input, prediction, title, table) may be left in the next one's."""
     from attnlab import diagnostics
 
@@ -119,7 +119,8 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
 
     first, second = net(0), net(1)
     x0, x1 = torch.rand(2, 6, 1) * 2, torch.rand(2, 6, 1)
-    diagnostics.laid_out.clear()
+    diagnostics.attention_layout.cache_clear()
+    diagnostics.encoding_layout.cache_clear()
     drawn = [attention_figure(first, x0, 0, 0, "first"), encoding_figure(first.pos_enc, 6, "first")]
     first_pngs = [png(fig) for fig in drawn]
     redrawn = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
@@ -128,7 +129,8 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
         low, high = strip.get_ylim()
         assert low <= 0 and float(values.max()) <= high < 1.2 * float(values.max())
     pngs = [png(fig) for fig in redrawn]
-    diagnostics.laid_out.clear()
+    diagnostics.attention_layout.cache_clear()
+    diagnostics.encoding_layout.cache_clear()
     anew = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
     assert [png(fig) for fig in anew] == pngs
     assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]

@@ -48,12 +48,9 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.trainer.current_epoch if self.trainer else 0
-        if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", epoch))
-            order = torch.randperm(len(self.x), generator=g).to(self.x.device)
-        else:
-            order = torch.arange(len(self.x), device=self.x.device)
-        order = order[self.rank :: self.world_size][: self.n]
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", epoch))
+        order = torch.randperm(len(self.x), generator=g) if self.shuffle else torch.arange(len(self.x))
+        order = order.to(self.x.device)[self.rank :: self.world_size][: self.n]
         self.done, self.skip = self.skip, 0
         for start in range(self.done * self.batch_size, self.n, self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -68,35 +65,23 @@ class TensorBatches:
 
 
 class SyntheticDataModule(pl.LightningDataModule):
-    def __init__(  # the arguments of attnlab.config.DataConfig (their defaults are there, and only there)
-        self,
-        *,
-        task: str,
-        seq_len: int,
-        dim: int,
-        n_train: int,
-        n_val: int,
-        n_test: int,
-        batch_size: int,
-        seed: int,
-        train_seed: int,
-    ) -> None:
+    def __init__(self, *, train_seed: int, **data: Any) -> None:  # data: the fields of attnlab.config.DataConfig
         super().__init__()
-        self.task, self.seq_len, self.dim = task, seq_len, dim
-        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
-        self.batch_size, self.seed, self.train_seed = batch_size, seed, train_seed
+        self.data, self.train_seed = data, train_seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        d = self.data
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        for split, n in self.sizes.items():
+        for split in ("train", "val", "test"):
             if split not in self.splits:
                 # Generated on the CPU (same numbers on every device), then moved once: no per-step copy.
-                x, y = make_split(self.task, n, self.seq_len, self.dim, split_seed(split, self.train_seed, self.seed))
+                seed = split_seed(split, self.train_seed, d["seed"])
+                x, y = make_split(d["task"], d[f"n_{split}"], d["seq_len"], d["dim"], seed)
                 self.splits[split] = (x.to(device), y.to(device))
 
     def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
-        return TensorBatches(*self.splits[split], self.batch_size, shuffle, self.train_seed, self.trainer)
+        return TensorBatches(*self.splits[split], self.data["batch_size"], shuffle, self.train_seed, self.trainer)
 
     def train_dataloader(self) -> TensorBatches:
         # `trainer.overfit_batches` means the same few batches every epoch: no reshuffle (Lightning turns

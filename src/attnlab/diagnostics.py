@@ -15,6 +15,7 @@ and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning); sh
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -31,29 +32,20 @@ from attnlab.module import accuracy_metric
 
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
-
-
-# Figures laid out once per process and shape, their data replaced by each later call: the axes, ticks and
-# labels are about half of a figure's cost (attention figure, L=32: ~110 ms redrawn against ~210 ms anew).
-# A figure returned is therefore redrawn by the next call of the same shape: save or log it first.
-laid_out: dict[tuple, tuple] = {}
+STAT_EXAMPLES = 256  # validation sequences the attention statistics average over, at most
 
 
 def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, title: str) -> Figure:
     """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key
     columns), both maps on one colour scale with its bar. The figure `scripts/plot_attention.py` saves
-    and TensorBoard shows."""
+    and TensorBoard shows; the next call of the same shape redraws it (`attention_layout`)."""
     with torch.no_grad():
         logits, maps = net.forward_with_weights(x)
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
-    length = weights.shape[-1]
-    prefix = length - x.shape[1]  # a cls token at position 0 has no input of its own
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
-    key = ("attention", length, prefix)
-    if key not in laid_out:
-        laid_out[key] = attention_layout(length, prefix)
-    fig, strips, heats = laid_out[key]
+    length = weights.shape[-1]
+    fig, strips, heats = attention_layout(length, prefix=length - x.shape[1])  # a cls token has no input
     for i, name in enumerate(CLASS_NAMES):
         strips[i].patches[0].set_data(values=x[i, :, 0].float().cpu().numpy())
         strips[i].relim()
@@ -65,6 +57,9 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     return fig
 
 
+# Figures are laid out once per process and shape, their data replaced by each later call: the axes, ticks
+# and labels are about half of a figure's cost (attention figure, L=32: ~110 ms redrawn against ~210 ms anew).
+@functools.cache
 def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[Any]]:
     """The attention figure's axes for `length` key positions (the first `prefix` without an input)."""
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
@@ -86,6 +81,19 @@ def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[
     return fig, strips, heats
 
 
+@functools.cache
+def encoding_layout(shape: tuple[int, int], columns: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    image = ax.imshow(np.zeros(shape), cmap="viridis", aspect="auto")
+    ax.set_xlabel(columns)
+    ax.set_ylabel("position i")
+    few_ticks(ax)
+    fig.colorbar(image, ax=ax, label="value", ticks=MaxNLocator(5))
+    fig.subplots_adjust(top=0.85)
+    return fig, image
+
+
 def few_ticks(ax: Any) -> None:
     """At most five whole-number ticks per axis: ticks are most of a figure's cost (measured: about 60%)."""
     ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
@@ -93,23 +101,13 @@ def few_ticks(ax: Any) -> None:
 
 
 def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure | None:
-    """The positional encoding's table over `length` positions, with its scale; None where it has none."""
+    """The positional encoding's table over `length` positions, with its scale; None where it has none. The
+    next call of the same shape redraws it (`encoding_layout`)."""
     table = pos_enc.table(length)
     if table is None:
         return None
     values = table.detach().float().cpu().numpy()
-    key = ("encoding", values.shape, pos_enc.table_columns)
-    if key not in laid_out:
-        fig = Figure(figsize=(6, 4.5))
-        ax = fig.subplots()
-        image = ax.imshow(values, cmap="viridis", aspect="auto")
-        ax.set_xlabel(pos_enc.table_columns)
-        ax.set_ylabel("position i")
-        few_ticks(ax)
-        fig.colorbar(image, ax=ax, label="value", ticks=MaxNLocator(5))
-        fig.subplots_adjust(top=0.85)
-        laid_out[key] = fig, image
-    fig, image = laid_out[key]
+    fig, image = encoding_layout(values.shape, pos_enc.table_columns)
     image.set_data(values)
     image.set_clim(np.nanmin(values), np.nanmax(values))  # as imshow scales a table it is given
     fig.suptitle(f"{title}\npositional encoding", fontsize=10)
@@ -148,9 +146,8 @@ def shuffle_positions(x: Tensor, seed: int) -> Tensor:
 
 
 class AttentionDiagnostics(pl.Callback):
-    def __init__(self, run: str, num_stat_examples: int = 256) -> None:
+    def __init__(self, run: str) -> None:
         self.run = run  # `describe` of the run: the figures' titles
-        self.num_stat_examples = num_stat_examples
         self.examples: tuple[Tensor, Tensor] | None = None  # (one per class, for figures; more, for statistics)
         self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
 
@@ -159,7 +156,7 @@ class AttentionDiagnostics(pl.Callback):
         net = pl_module.net
         length = x.shape[1] + net.pool.prefix  # + a cls token
         per_example = len(net.layers) * net.layers[0].num_heads * length**2
-        n_stat = min(self.num_stat_examples, len(x), MAX_MAP_ELEMENTS // per_example)
+        n_stat = min(STAT_EXAMPLES, len(x), MAX_MAP_ELEMENTS // per_example)
         if n_stat < len(CLASS_NAMES):
             rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")
         else:
@@ -184,7 +181,6 @@ class AttentionDiagnostics(pl.Callback):
         self.on_validation_epoch_start(trainer, pl_module)
         # The tested checkpoint's attention statistics, on the sequences every validation epoch used: the
         # numbers a report sets beside the test accuracy come from the same weights.
-        self.tested = {}
         if self.examples is not None:
             self.tested = {name: float(value) for name, value in self.stats(pl_module).items()}
             self.log_figures(trainer, pl_module, self.examples[0])
@@ -194,7 +190,7 @@ class AttentionDiagnostics(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
         x, y = batch
-        self.shuffled.update(pl_module(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
+        self.shuffled.update(pl_module.net(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
 
     on_test_batch_end = on_validation_batch_end
 
@@ -221,8 +217,7 @@ class AttentionDiagnostics(pl.Callback):
             return
         which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
         step = which["global_step"] if which else trainer.global_step
-        title = checkpoint_title(self.run, which)
-        net = pl_module.net
+        title, net = checkpoint_title(self.run, which), pl_module.net
 
         def log(tag: str, fig: Figure | None) -> None:  # at once: the next figure of its shape redraws it
             for writer in writers if fig is not None else ():

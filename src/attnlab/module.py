@@ -44,9 +44,6 @@ class LitClassifier(pl.LightningModule):
         # the same file as the weights: what a test or an evaluation names as the model it scored.
         self.loaded_from: dict[str, int] | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         logits = self.net(x)  # (B, C)

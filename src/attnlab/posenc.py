@@ -33,6 +33,7 @@ from attnlab.registry import Registry
 POS_ENCODINGS: Registry[type[nn.Module]] = Registry("model.pos_enc")
 
 
+@POS_ENCODINGS.register("none")
 class PositionalEncoding(nn.Module):
     """No position information: every hook is the identity."""
 
@@ -60,8 +61,7 @@ class PositionalEncoding(nn.Module):
     def bias(self, length: int, like: Tensor) -> Tensor | None:  # added to every layer's scores: (H, L, L)
         return None
 
-    def table(self, length: int) -> Tensor | None:
-        """A (L, ·) picture of the encoding, for plots; None where there is nothing to draw."""
+    def table(self, length: int) -> Tensor | None:  # an (L, ·) picture of the encoding for plots, if any
         return None
 
     @classmethod
@@ -69,9 +69,6 @@ class PositionalEncoding(nn.Module):
         """The longest sequence whose positions training at `train_len` reached, or None: any length. Past
         it, a parameter per position or offset never met in training still has its initial value."""
         return train_len if cls.per_position else None
-
-
-POS_ENCODINGS.register("none")(PositionalEncoding)
 
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
@@ -82,11 +79,10 @@ def sinusoid_table(length: int, dim: int) -> Tensor:
 
 @POS_ENCODINGS.register("sinusoidal")
 class SinusoidalEncoding(PositionalEncoding):
-    """Fixed sin/cos table added to the embeddings; defined for any length."""
+    """Fixed sin/cos table added to the embeddings; defined for any length, precomputed up to max_len."""
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
-        # Precomputed up to max_len (the lengths training uses); not saved in checkpoints.
         self.register_buffer("pe", sinusoid_table(max_len, d_model), persistent=False)
 
     def table(self, length: int) -> Tensor:
