@@ -1,7 +1,6 @@
 """Synthetic data as whole tensors, served as whole batches: the model is tiny, so a per-sample Dataset +
 collate would dominate the step time. Each split is generated once as (x, y) tensors (seeds:
-`attnlab.tasks.split_seed`); an epoch is one permutation, and each batch one indexing operation.
-"""
+`attnlab.tasks.split_seed`); an epoch is one permutation, and each batch one indexing operation."""
 
 from __future__ import annotations
 
@@ -19,25 +18,17 @@ class TensorBatches:
     """An iterable of (x, y) batches sliced from whole tensors; reshuffled every epoch.
 
     The shuffle of epoch e (the trainer's `current_epoch` as the pass starts) is a pure function of (seed, e),
-    so a run resumed at epoch e sees the same batches as one that never stopped. Under DDP each rank takes
-    every world_size-th sample of the permutation. Lightning saves `state_dict()` in checkpoints and loads it
-    back before iterating, so a run stopped after k batches of an epoch (`interrupted.ckpt`) continues with
-    batch k + 1 of the same permutation. The batches done are counted as they reach a training step
-    (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched: Lightning fetches one ahead.
-    """
+    so a resumed run sees the same batches as one that never stopped; under DDP each rank takes every
+    world_size-th sample of it. Lightning keeps `state_dict()` in checkpoints, so a run stopped after k batches
+    of an epoch (`interrupted.ckpt`) continues with batch k + 1. Batches are counted as they reach a training
+    step (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched: Lightning fetches one ahead."""
 
     def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        trainer: pl.Trainer | None = None,
+        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0, trainer: Any = None
     ) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.seed = shuffle, seed
-        self.trainer = trainer  # its current_epoch picks each pass's permutation (0 without a trainer)
+        self.trainer = trainer  # a pl.Trainer: its current_epoch picks each pass's permutation (0 without one)
         self.done = 0  # batches of the current pass that reached a training step
         self.skip = 0  # batches to skip on the next pass: set when resuming mid-epoch
         self.rank, self.world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)

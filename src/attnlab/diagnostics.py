@@ -2,16 +2,13 @@
 
 - every validation epoch: attention entropy (nats; uniform attention has log L: `attn/entropy_uniform` in
   the tested checkpoint's statistics), mean max attention probability, std of the pre-softmax scores within
-  a row, the gradient norm (every `trainer.log_every_n_steps` steps, without a host sync), and
-  `val/acc_shuffled`: the accuracy with each sequence's positions shuffled, equal to `val/acc` for a
-  permutation-invariant model, at chance on halfswap for one that solved it by position;
-- the tested checkpoint's figures (Images tab, at its step): one fixed validation sequence per class above
-  its attention weights, for every layer and head (scripts/plot_attention.py saves the same figure), and
-  the positional encoding's table.
+  a row, the gradient norm, and `val/acc_shuffled`: the accuracy with each sequence's positions shuffled,
+  equal to `val/acc` for a permutation-invariant model, at chance on halfswap for one that uses position;
+- the tested checkpoint's figures (Images tab): one fixed validation sequence per class above its attention
+  weights, for every layer and head, and the positional encoding's table.
 
 The maps come from the explicit path, which materialises (L, L) matrices: long sequences use fewer examples,
-and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning); shuffled accuracy stays.
-"""
+and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning)."""
 
 from __future__ import annotations
 
@@ -172,7 +169,6 @@ class AttentionDiagnostics(pl.Callback):
     def stats(self, pl_module: pl.LightningModule) -> dict[str, Tensor]:
         return attention_stats(pl_module.net.forward_with_weights(self.examples[1])[1])
 
-    # Permutation sensitivity, on the validation set every epoch and on the test set at the end.
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
 

@@ -1,8 +1,7 @@
 """The self-attention sequence classifier of the seeds, from scratch: x (B, L, n) -> input projection ->
 [positional encoding] -> num_layers x multi-head self-attention -> pooling over the sequence -> linear head
 -> logits (B, 2). Deliberately nothing else (no feed-forward block, residual or normalisation): the point
-of the project is what attention + pooling alone can and cannot learn.
-"""
+of the project is what attention + pooling alone can and cannot learn."""
 
 from __future__ import annotations
 
@@ -55,26 +54,18 @@ class SelfAttention(nn.Module):
             maps = AttentionMap(scores, weights)
         else:  # hot path: fused kernel, same numbers
             q, k = torch.cat((q[:, :, :prefix], q_obs), dim=2), torch.cat((k[:, :, :prefix], k_obs), dim=2)
-            if bias is not None:
-                bias = F.pad(bias, (prefix, 0, prefix, 0))  # (H, L, L): zero on a prefix token's row and column
+            if bias is not None:  # (H, L, L): zero on a prefix token's row and column
+                bias = F.pad(bias, (prefix, 0, prefix, 0))
             y, maps = fused_attention(q, k, v, self.scale(), bias), None
         y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
         return self.out_proj(y), maps
 
 
 class AttentionClassifier(nn.Module):
-    def __init__(  # the arguments of attnlab.config.ModelConfig (their defaults are there, and only there)
-        self,
-        *,
-        dim: int,
-        d_model: int,
-        num_heads: int,
-        num_layers: int,
-        scale: str,
-        pos_enc: str,
-        pool: str,
-        max_len: int,
+    def __init__(
+        self, dim: int, d_model: int, num_heads: int, num_layers: int, scale: str, pos_enc: str, pool: str, max_len: int
     ) -> None:
+        """The fields of attnlab.config.ModelConfig (their defaults are there, and only there)."""
         super().__init__()
         self.in_proj = nn.Linear(dim, d_model)  # observations of dimension n -> d_model
         self.layers = nn.ModuleList(SelfAttention(d_model, num_heads, scale) for _ in range(num_layers))

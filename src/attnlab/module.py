@@ -124,8 +124,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", key:
         module = LitClassifier(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # hyperparameters or weights of another model
-        raise ConfigError(
-            key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
-        ) from e
+        reason = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        raise ConfigError(key, str(path), reason) from e
     module.loaded_from = epoch_step(ckpt)
     return module.eval()

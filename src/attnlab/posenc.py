@@ -66,8 +66,8 @@ class PositionalEncoding(nn.Module):
 
     @classmethod
     def trained_length(cls, train_len: int) -> int | None:
-        """The longest sequence whose positions training at `train_len` reached, or None: any length. Past
-        it, a parameter per position or offset never met in training still has its initial value."""
+        """The longest length whose positions training at `train_len` reached (past it, parameters still at
+        their initial values), or None: any length."""
         return train_len if cls.per_position else None
 
 
@@ -86,9 +86,7 @@ class SinusoidalEncoding(PositionalEncoding):
         self.register_buffer("pe", sinusoid_table(max_len, d_model), persistent=False)
 
     def table(self, length: int) -> Tensor:
-        if length <= len(self.pe):
-            return self.pe[:length]
-        return sinusoid_table(length, self.d_model).to(self.pe.device)  # a longer evaluation length
+        return self.pe[:length] if length <= len(self.pe) else sinusoid_table(length, self.d_model).to(self.pe.device)
 
     def embed(self, x: Tensor) -> Tensor:
         return x + self.table(x.shape[1]).to(x.dtype)  # (B, L, D) + (L, D)
@@ -161,12 +159,10 @@ class OffsetBias(PositionalEncoding):
 
 @POS_ENCODINGS.register("relative")
 class RelativeBias(OffsetBias):
-    """One trained bias per head and signed offset i - j (T5, Shaw et al.): tells before from after.
-
-    Starts at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step.
-    A zero start would be "no positions" until a gradient moves it, and on halfswap a distance-only
-    bias (`symmetric`) gets none (nothing it can do lowers the loss): that control would never touch
-    attention."""
+    """One trained bias per head and signed offset i - j (T5, Shaw et al.): tells before from after. Starts
+    at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step: from zero, a
+    distance-only bias (`symmetric`) would get no gradient on halfswap (nothing it can do lowers the loss),
+    and that control would never touch attention."""
 
     signed = True  # False: one bias per distance |i - j|
     per_position = True
