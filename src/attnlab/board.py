@@ -1,12 +1,9 @@
-"""A study's TensorBoard view, `<sweep>/tensorboard/`: the folder a sweep's last line points to.
+"""A study's TensorBoard view, `<sweep>/tensorboard/` (README: "A study's view"), written by the report.
 
-TensorBoard selects no run by default once a logdir holds more than 40, so a 42-job study opened at its sweep
-folder shows empty charts until runs are ticked by hand. This folder holds far fewer, so every chart is drawn at
-first sight: a run per cell (the settings that vary, seeds aside) with the seeds' mean of each curve and their
-min and max as series of their own (`val/acc/min`), charts that put each mean beside its min and max, an HParams
-row and the cell's verdict in the Text tab; `study`, summary.md in the Text tab; `uniform attention, L=<L>`, the
-entropy of uniform attention (log L), a flat line in the entropy charts. Each seed's own run stays in its job
-folder: `tensorboard --logdir <sweep>` opens them all. The report (attnlab.report) writes it.
+TensorBoard selects no run by default once a logdir holds more than 40, so a 42-job study opened at its folder
+shows empty charts. This folder holds a run per cell (the settings that vary, seeds aside: the seeds' mean, min
+and max curves, an HParams row, the verdict), the `study` run (summary.md) and `uniform attention, L=<L>` (log L,
+a flat line in the entropy charts): well under 40, so every chart is drawn at first sight.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`).
 
-A sweep job's HParams row holds what its sweep varies, `seed` last (the constants are in the Text tab); a single
-run's, the key settings (`HPARAMS`). Its metrics are the run's own test scalars and val/acc_best, under short
-names (board.METRICS). Debug runs (fast_dev_run, overfit_batches, limit_*_batches, a profiler) measure nothing
-and log no row.
+A sweep job's HParams row holds what its sweep varies, `seed` last; a single run's, the key settings (`HPARAMS`);
+its metrics are the run's own test scalars (board.METRICS). Debug runs measure nothing and log no row.
 """
 
 from __future__ import annotations

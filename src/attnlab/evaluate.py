@@ -1,16 +1,10 @@
-"""Length generalisation: a trained checkpoint scored on test sets of other sequence lengths.
+"""Length generalisation (README: "Length generalisation"): a trained checkpoint scored on test sets of other
+lengths, by `scripts/evaluate.py run_dir=<run>` or by a run with `eval.seq_lens` set, after its test.
 
-`scripts/evaluate.py run_dir=<run>` scores a finished run's checkpoint (the tested one, `best`, by default), and
-a run with `eval.seq_lens` set scores its tested checkpoint itself, after its test. The results go to the run's
-own evaluation.json (never into metrics.json, the training record), length_generalization.png and TensorBoard
-(image `eval/acc_vs_seq_len`). Each length gets a fresh test set from `data.seed` and the length (reproducible,
-never training data); the training length gets the run's own test set, so the tested checkpoint with `eval.n` =
-`data.n_test` gives back the run's test/acc exactly.
-
-Untrained positions: an encoding with one parameter per position or offset (learned, relative, symmetric)
-trained at length L leaves those from L on at their random start, which a longer length would score.
-`eval.untrained`: `refuse` (the default: one line, nothing evaluated), `skip` (recorded as refused, the other
-lengths evaluated: a study over encodings) or `mark` (evaluated, marked "untrained positions").
+Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set,
+so the tested checkpoint with `eval.n` = `data.n_test` gives back its test/acc exactly. Lengths past the positions
+an encoding with a parameter per position (offset) was trained on would score parameters still at their random
+start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused) or marks them.
 
 evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths": {L: {"acc", "ci"
 (Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}. The same checkpoint evaluated

@@ -1,12 +1,7 @@
-"""Results of a sweep, written into its folder by `python scripts/report.py <sweep dir>` and by the sweeper
-(hydra/sweeper=attnlab) at the end of every multirun however it ended: results.csv (a row per planned job, none
-dropped: ok, failed, interrupted (resumable), unfinished (killed) or not started), summary.md (a row per
-combination of the settings that vary, with each seed's 95% interval, the budget and a verdict: attnlab.verdict;
-a table per setting whose runs scored other lengths), length_generalization.csv / .png, the study view
-(attnlab.board) and plots.
-
-Rows are grouped by every config value that differs between the jobs except `seed`, so a sweep over any key is
-never averaged as if it were seeds. Error bars are the min-max over seeds: what the runs gave, inside [0, 1].
+"""A sweep's report, written into its folder when the sweep ends, however it ends, and by `python
+scripts/report.py <sweep dir>` (README: "Studies and sweeps"): results.csv, a row per planned job, none dropped;
+summary.md, a row per combination of the settings that vary (any key but `seed`: never averaged as if seeds);
+length_generalization.csv / .png; the study view (attnlab.board); plots, whose error bars are the seeds' min-max.
 """
 
 from __future__ import annotations
@@ -36,10 +31,8 @@ from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
 
 COLUMNS = {key: name for name, key in KEY_SETTINGS.items() if name != "seed"}  # config key -> column name
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
-# rows in the order the registries list their names
 REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
-# Keys that do not change what a job computes (or differ between jobs by construction; model.dim follows
-# data.dim): never grouped.
+# never grouped: keys that do not change what a job computes, or differ by construction (model.dim is data.dim)
 NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", "progress", "verbose", "torch_threads"}
 NOT_SETTINGS |= {"trainer.enable_progress_bar", "trainer.enable_model_summary"}
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc"]
@@ -157,8 +150,7 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
 
 
 def telling_apart(keys: list[str], groups: dict[tuple, Any]) -> list[int]:
-    """The positions of `keys` whose values differ between the groups (all where none does): what a cell's
-    name, a panel's title or a console line needs."""
+    """The positions of `keys` whose values differ between the groups (all where none does): what names a cell."""
     return [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
 
 
@@ -190,21 +182,8 @@ def verdict(group: Rows) -> str:
     return cell_verdict([(r["seed"], r["verdict"]) for r in group])
 
 
-def seeds_cell(group: Rows, sep: str = "<br>") -> str:
-    return sep.join(f"{r['seed']}: {r['test/acc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in group)
-
-
-def verdict_lines(rows: Rows) -> list[str]:
-    """The console's table at a sweep's end: a line per cell, its mean test accuracy and verdict."""
-    keys = varying(rows)
-    groups = groups_of(rows, keys)
-    shown = telling_apart(keys, groups)
-    table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
-    for setting, group in groups.items():
-        mean = statistics.fmean(values(group, "test/acc"))
-        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
-    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
+def score(x: dict[str, Any], acc: str = "acc") -> str:
+    return f"{x[acc]:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}]"
 
 
 def budget_line(rows: Rows, keys: list[str]) -> str:
@@ -244,48 +223,38 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
         spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
-        body.append([*setting, len(group), acc, seeds_cell(group), shuffled, verdict(group), *spans, entropy_cell])
+        seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
+        body.append([*setting, len(group), acc, seeds, shuffled, verdict(group), *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
-    if scored:
-        lines += length_sections(keys, scored)
+    if scored:  # a table per setting whose runs scored other lengths: per length each seed, the mean, the verdict
+        trained_at = sorted({r["settings"].get("data.seq_len") for g in scored.values() for r in g}, key=str)
+        lines += [
+            "",
+            "## Length generalisation",
+            "",
+            f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
+            "fresh test sets of other lengths (the training length: the run's own test set), each seed with its "
+            f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length "
+            "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
+            "random start; such a score would say nothing about what was learned.",
+        ]
+    for setting, group in scored.items():
+        body = []
+        for n in sorted({n for r in group for n in r["lengths"]}):
+            results = [r["lengths"].get(n, {"acc": None, "note": "–"}) for r in group]  # "–": a seed without it
+            seeds = [(r["seed"], x) for r, x in zip(group, results, strict=True) if x["acc"] is not None]
+            mean = f"{statistics.fmean(x['acc'] for _, x in seeds):.3f}" if seeds else "–"
+            called = cell_verdict([(s, x["verdict"]) for s, x in seeds]) if seeds else "not scored"
+            if seeds and len(seeds) < len(results):  # a seed without this length (or not of its tested checkpoint)
+                called += f" ({len(seeds)} of {len(results)} seeds)"
+            cells = [x["note"] if x["acc"] is None else f"{score(x)} {x['note']}".rstrip() for x in results]
+            body.append([n, mean, *cells, called])
+        lines += ["", f"### {label(keys, setting)}", ""]
+        lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
     bad = [[f"`{r['job']}`", r["status"], r.get("error", "")] for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "## Jobs without results", "", *markdown_table(["job", "status", "error"], bad)]
     return "\n".join(lines) + "\n"
-
-
-def length_sections(keys: list[str], groups: dict[tuple, Rows]) -> list[str]:
-    """A table per setting whose runs scored other lengths: per length the mean over seeds, each seed with its
-    interval, and the verdict by the same rule."""
-    trained_at = sorted({r["settings"].get("data.seq_len") for g in groups.values() for r in g}, key=str)
-    lines = [
-        "",
-        "## Length generalisation",
-        "",
-        f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
-        "fresh test sets of other lengths (the training length: the run's own test set), each seed with its "
-        f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length "
-        "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
-        "random start; such a score would say nothing about what was learned.",
-    ]
-    for setting, group in groups.items():
-        body = []
-        for n in sorted({n for r in group for n in r["lengths"]}):
-            results = [r["lengths"].get(n) for r in group]
-            scored = [(r["seed"], x) for r, x in zip(group, results, strict=True) if x and x["acc"] is not None]
-            mean = f"{statistics.fmean(x['acc'] for _, x in scored):.3f}" if scored else "–"
-            called = cell_verdict([(s, x["verdict"]) for s, x in scored]) if scored else "not scored"
-            if scored and len(scored) < len(results):  # a seed without this length (or not of its tested checkpoint)
-                called += f" ({len(scored)} of {len(results)} seeds)"
-            cells = [" ".join(filter(None, (score_text(x), x["note"]))) if x else "–" for x in results]
-            body.append([n, mean, *cells, called])
-        lines += ["", f"### {label(keys, setting)}", ""]
-        lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
-    return lines
-
-
-def score_text(x: dict[str, Any]) -> str:
-    return "" if x["acc"] is None else f"{x['acc']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}]"
 
 
 def write_csv(path: Path, rows: Rows, columns: list[str]) -> None:
@@ -293,17 +262,6 @@ def write_csv(path: Path, rows: Rows, columns: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def length_rows(rows: Rows, keys: list[str]) -> Rows:
-    """length_generalization.csv: a row per job and length it scored."""
-    out = []
-    for r in rows:
-        job = {"job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"]}
-        job["train_seq_len"] = r["settings"].get("data.seq_len")
-        tested = {"tested_epoch": r.get("tested_epoch"), "tested_step": r.get("tested_step")}
-        out += [{**job, "seq_len": n, **result, **tested} for n, result in sorted(r.get("lengths", {}).items())]
-    return out
 
 
 def figure(*grid: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, Any]:
@@ -324,8 +282,7 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
 
 
 def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
-    """A panel per setting whose runs scored other lengths: test accuracy against length, one line per seed
-    with its 95% interval, the training length and chance marked, lengths with untrained positions shaded."""
+    """A panel per setting whose runs scored other lengths: a line per seed, lengths with untrained positions shaded."""
     cols = min(4, len(groups))
     nrows = -(-len(groups) // cols)
     fig, axes = figure(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False, sharey=True)
@@ -384,8 +341,7 @@ def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, yla
 
 
 def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
-    """Per task, test accuracy beside the accuracy on position-shuffled sequences for each encoding
-    (and any other setting that varies), mean with min–max over seeds and each seed as a dot."""
+    """Per task and setting, test accuracy beside shuffled accuracy: mean, min–max over seeds, each seed a dot."""
     tasks = sorted({s[0] for s in groups})
     fig, axes = figure(1, len(tasks), figsize=(max(6.0, 0.9 * len(groups) + 3), 4.2), squeeze=False)
     bars = ((-0.2, "test/acc", "test/acc", "C0"), (0.2, "test/acc_shuffled", "positions shuffled", "C1"))
@@ -413,7 +369,7 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> 
         name = label(keys, setting, shown, sep=",")
         hparams = {column(keys[i]): setting[i] for i in shown}
         means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
-        seeds = seeds_cell(group, sep="  \n")
+        seeds = "  \n".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
         text = f"**{name}**: {verdict(group)} (tested epochs {span(group, 'tested_epoch')})  \n{seeds}"
         jobs = [sweep_dir / r["job"] for r in group]
         cells.append({"name": safe_dirname(name), "hparams": hparams, "jobs": jobs, "metrics": means, "text": text})
@@ -438,7 +394,13 @@ def write_report(sweep_dir: str | Path) -> Rows:
     write_board(sweep_dir, board_cells(keys, groups, sweep_dir), summary)
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
-    if lengths := length_rows(rows, keys):
+    lengths = []  # a row per job and length it scored
+    for r in rows:
+        job = {"job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"]}
+        job["train_seq_len"] = r["settings"].get("data.seq_len")
+        tested = {"tested_epoch": r.get("tested_epoch"), "tested_step": r.get("tested_step")}
+        lengths += [{**job, "seq_len": n, **x, **tested} for n, x in sorted(r.get("lengths", {}).items())]
+    if lengths:
         write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
         plot_lengths(rows, keys, scored, sweep_dir / "length_generalization.png")
     plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
@@ -460,7 +422,15 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     bad = [r for r in rows if r["status"] != "ok"]
     seconds = process_seconds(began)  # from process start: imports and the up-front checks included
     failed = f", {len(bad)} did not finish" if bad else ""
-    print("\n".join(verdict_lines(rows)), flush=True)
+    keys = varying(rows)  # the verdicts: a line per cell (summary.md has the whole table)
+    groups = groups_of(rows, keys)
+    shown = telling_apart(keys, groups)
+    table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
+    for setting, group in groups.items():
+        mean = statistics.fmean(values(group, "test/acc"))
+        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
     print(
         f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
         f"[attnlab] report: {sweep_dir / 'summary.md'}\n"

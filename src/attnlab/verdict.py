@@ -1,8 +1,6 @@
-"""How a result is called: convergence, a confidence interval per seed, a verdict per seed and per cell.
-
-`RULE` states the rules, as the report's summary prints them. Convergence is the rule `early_stop.patience`
-stops on (Lightning's EarlyStopping, mode min; tested equal), applied to the run's val/loss history, so a run
-ended by max_steps, a timer or any other callback is converged only if its history shows the plateau.
+"""How a result is called (README: "How a verdict is reached"), stated once in `RULE`. Convergence is the rule
+`early_stop.patience` stops on (Lightning's EarlyStopping, mode min; tested equal), applied to the run's val/loss
+history, so a run ended by max_steps, a timer or any other callback converged only if its history shows it.
 """
 
 from __future__ import annotations
