@@ -8,6 +8,7 @@ a flat line in the entropy charts): well under 40, so every chart is drawn at fi
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import statistics
@@ -29,12 +30,10 @@ LAYOUT = {
 
 def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
     """{tag: {step: value}} of a job's TensorBoard run, for CURVES."""
-    import logging
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    # Its "Directory watcher advancing ..." lines, and its warning about a resumed run's purge ("likely caused
-    # by a TensorFlow restart"): the purge is ours (the TensorBoard logger's purge_step), on purpose.
+    # Its "Directory watcher advancing" lines, and its warning about a resumed run's purge ("likely caused by a
+    # TensorFlow restart"): the purge is ours (the logger's purge_step), on purpose.
     logging.getLogger("tensorboard").setLevel(logging.ERROR)
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
     acc.Reload()
