@@ -42,21 +42,20 @@ class SelfAttention(nn.Module):
         B, L, D = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, L, D) each
         q, k, v = (t.view(B, L, self.num_heads, self.d_head).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        q_obs, k_obs = pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:])  # (B, H, L - prefix, Dh)
-        bias = pos.bias(L - prefix, x)  # (H, L - prefix, L - prefix) or None
+        bias = pos.bias(L - prefix, x)  # over the observations: (H, L - prefix, L - prefix) or None
         if need_weights or (prefix and pos.rotary):
             # Explicit: materialises the (B, H, L, L) scores. Rope beside a cls token always takes this path:
             # the token meets every key unrotated, the observations meet each other rotated, and no single
             # pair (Q, K) for the fused kernel gives both.
-            scores = attention_scores(q, k, self.scale())
+            scores = attention_scores(q, k, self.scale())  # a prefix token's row and column: as without positions
+            q_obs, k_obs = pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:])
             scores[:, :, prefix:, prefix:] = attention_scores(q_obs, k_obs, self.scale(), bias)
             y, weights = attention(scores, v)
             maps = AttentionMap(scores, weights)
-        else:  # hot path: fused kernel, same numbers
-            q, k = torch.cat((q[:, :, :prefix], q_obs), dim=2), torch.cat((k[:, :, :prefix], k_obs), dim=2)
+        else:  # hot path: fused kernel, same numbers (a prefix comes here only where rotate does nothing)
             if bias is not None:  # (H, L, L): zero on a prefix token's row and column
                 bias = F.pad(bias, (prefix, 0, prefix, 0))
-            y, maps = fused_attention(q, k, v, self.scale(), bias), None
+            y, maps = fused_attention(pos.rotate(q), pos.rotate(k), v, self.scale(), bias), None
         y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
         return self.out_proj(y), maps
 
