@@ -84,7 +84,7 @@ class AttentionClassifier(nn.Module):
         return self.forward_with_weights(x, need_weights=False)[0]
 
     def forward_with_weights(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, list[AttentionMap]]:
-        """Logits plus each layer's attention scores and weights, through explicit attention."""
+        """Logits and each layer's AttentionMap, through explicit attention (else fused, and the maps None)."""
         # Positions are those of the observations: a pooling token (cls) is added after, without one.
         h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
         maps = []
