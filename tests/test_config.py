@@ -185,3 +185,18 @@ def test_a_dotted_trainer_key_is_no_argument_without_asking_lightning(monkeypatc
 
     monkeypatch.setattr(attnlab.config, "trainer_arguments", lightning)
     assert not attnlab.config.trainer_argument("trainer.foo.bar")
+
+
+def test_rope_beside_a_cls_token_counts_the_scores_it_materialises(compose_cfg) -> None:
+    """At 8,000 positions the fused kernel's rope run fits this machine; beside a cls token rope takes the explicit
+    path, whose (B, H, L, L) scores (65 GB at batch 256) do not."""
+    from attnlab.config import check_memory
+
+    for pool, fits in (("max", True), ("cls", False)):
+        c = to_plain(compose_cfg("data=halfswap", "model.pos_enc=rope", f"model.pool={pool}"))
+        try:
+            check_memory("data.seq_len", 10240, 8000, 256, c["data"], c["model"])
+        except ConfigError as e:
+            assert not fits and "needs about" in str(e), (pool, e)
+        else:
+            assert fits, pool

@@ -303,7 +303,8 @@ def check_memory(
 ) -> None:
     """Refuse a run (or an evaluation) at `seq_len` that needs more memory than MemAvailable (Linux). A rough
     lower bound: the float32 sequences twice (generated, then offset), one batch's activations and gradients
-    per layer, and for an encoding with a bias its (H, L, L) table and the (B, H, L, L) scores."""
+    per layer, and where the scores may be materialised (an encoding with a bias; rope beside a cls token,
+    attnlab.model) the (H, L, L) table and the (B, H, L, L) scores."""
     try:
         meminfo = Path("/proc/meminfo").read_text().splitlines()
         free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
@@ -312,7 +313,8 @@ def check_memory(
     dim, d_model, heads, layers = data["dim"], model["d_model"], model["num_heads"], model["num_layers"]
     need = 2 * sequences * seq_len * dim * 4
     need += batch * seq_len * d_model * 4 * (12 * layers + 4)
-    if POS_ENCODINGS.get(model["pos_enc"]).bias is not POS_ENCODINGS.get("none").bias:
+    encoding = POS_ENCODINGS.get(model["pos_enc"])
+    if encoding.bias is not POS_ENCODINGS.get("none").bias or (encoding.rotary and POOLINGS.get(model["pool"]).prefix):
         need += heads * seq_len * seq_len * (4 * 3 + 8) + batch * heads * seq_len * seq_len * 4 * layers
     if need > free:
         raise ConfigError(
