@@ -14,7 +14,7 @@ import pytest
 
 from attnlab.bench import CONTESTANTS, import_seconds, measure_step, render, replay, samples_per_second
 
-from .conftest import ROOT, TINY, run_train
+from .conftest import TINY, run_train
 
 TINY_SPEC = {"device": "cpu", "d_model": 8, "threads": 0, "bf16": False, "batch": 16, "seq_len": 8, "steps": 12,
              "warmup": 2, "window": 2, "steps_per_epoch": 6}  # fmt: skip
@@ -80,22 +80,6 @@ def test_table() -> None:
     assert 'pytorch_lightning"` is 3.00 s old once they are imported (with torch alone 1.50 s' in table
     assert "pytorch_lightning 1.50 s more" in table
     assert "the other 0.50 s" in table
-
-
-@pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path: Path) -> None:
-    """The whole-process rows, as `make benchmark` runs them (the per-step rows: below and above)."""
-    out = tmp_path / "bench.md"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--only", "processes", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = out.read_text()
-    assert "| study |" in table and "| one run |" in table
-    assert "Start-up" in table and "The floor" in table
 
 
 def test_import_seconds_are_a_fresh_process_age_once_imported() -> None:
