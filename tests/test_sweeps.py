@@ -101,9 +101,15 @@ def test_processes_launcher(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_submitit_local_launcher(tmp_path: Path) -> None:
-    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=submitit_local", LAUNCHER_MESSAGES)
+    """Jobs in processes submitit starts (the task pickled, not forked): one seed (the later `seed=0` replaces
+    the grid's), a job that finishes and one that fails."""
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=submitit_local", LAUNCHER_MESSAGES, "seed=0")
     assert "Submitit 'local'" in proc.stdout + proc.stderr
-    check_sweep(proc, sweep_dir)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    rows = {r["job"]: r for r in read_csv(sweep_dir / "results.csv")}
+    assert {job: r["status"] for job, r in rows.items()} == {"lr=0.003": "ok", "lr=1e+30": "failed"}, rows
+    assert "FloatingPointError" in (sweep_dir / "lr=1e+30" / "FAILED").read_text()
+    assert float(rows["lr=0.003"]["test/acc"]) == read_metrics(sweep_dir / "lr=0.003")["test/acc"]
 
 
 @pytest.mark.slow
