@@ -281,7 +281,7 @@ def import_seconds(modules: str) -> float:
 def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) -> dict[str, Any]:
     """`python scripts/train.py <train_args>` against `replay` of the folder it wrote, whole processes in turns,
     `rounds` times; for a single run (no -m), its start-up and the import floor too."""
-    sweep, command = train_args[0] == "-m", ["python", "scripts/train.py", *train_args]
+    sweep, command = train_args[:1] == ["-m"], ["python", "scripts/train.py", *train_args]
     print(f"{what}: {' '.join(command)}", file=sys.stderr)
     times: dict[str, list[float]] = {"attnlab": [], "hand-written": []}
     floor: dict[str, list[float]] = {"torch": [], "torch, pytorch_lightning": []}  # imports in a bare process
