@@ -108,7 +108,9 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr[-2000:]
     rows = {r["job"]: r for r in read_csv(sweep_dir / "results.csv")}
     assert {job: r["status"] for job, r in rows.items()} == {"lr=0.003": "ok", "lr=1e+30": "failed"}, rows
-    assert "FloatingPointError" in (sweep_dir / "lr=1e+30" / "FAILED").read_text()
+    assert "FloatingPointError" in (sweep_dir / "lr=1e+30" / "FAILED").read_text() and "failed: " in proc.stderr
+    for job in rows:  # nobody shares a TensorBoard run
+        assert list((sweep_dir / job).glob("events.out.tfevents.*")), job
     assert float(rows["lr=0.003"]["test/acc"]) == read_metrics(sweep_dir / "lr=0.003")["test/acc"]
 
 

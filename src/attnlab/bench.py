@@ -216,7 +216,10 @@ def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[
         runs: dict[str, list[dict[str, Any]]] = {who: [] for who in contestants}
         for _, who in itertools.product(range(n), contestants):
             runs[who].append(measure_step({**spec, "who": who}, timeout))
-            print(f"  {who:16} B={spec['batch']:5} L={spec['seq_len']:6}: {runs[who][-1]}", file=sys.stderr)
+            print(
+                f"  {who:16} B={spec['batch']:5} L={spec['seq_len']:6} bf16={spec['bf16']}: {runs[who][-1]}",
+                file=sys.stderr,
+            )
         for who, results in runs.items():
             good = sorted((r for r in results if r.get("samples_per_s")), key=lambda r: r["samples_per_s"])
             median = good[len(good) // 2] if good else results[0]
@@ -275,7 +278,9 @@ def import_seconds(modules: str) -> float:
 
     code = f"import {modules}; print(open('/proc/self/stat').read().strip(), open('/proc/uptime').read(), sep='\\n')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return process_age(*proc.stdout.strip().splitlines()[-2:])
+    if (age := process_age(*proc.stdout.strip().splitlines()[-2:])) is None:
+        raise RuntimeError(f"no process age from /proc: {proc.stdout[-500:]!r}")
+    return age
 
 
 def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) -> dict[str, Any]:
@@ -371,7 +376,15 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    examples = """examples:
+  python scripts/benchmark.py                      # everything (CPU: ~20 minutes on 2 cores)
+  python scripts/benchmark.py --only processes     # the study and the one-run rows
+  python scripts/benchmark.py --device cuda        # on a GPU: adds bf16 mixed precision rows
+  python scripts/benchmark.py --quick --out /tmp/bench.md   # tiny sizes: checks that it runs"""
+    doc = __doc__.split("\nEach measurement")[0]  # what is measured; not how the module is built
+    parser = argparse.ArgumentParser(
+        description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adds bf16-mixed rows)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
     parser.add_argument("--only", choices=["processes", "steps"], help="one part of the benchmark")

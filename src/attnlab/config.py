@@ -249,7 +249,8 @@ def check_trainer_extra(name: str, value: Any) -> None:
     if name in AT_LEAST and value < AT_LEAST[name]:
         raise ConfigError(key, value, f"must be an integer >= {AT_LEAST[name]}")
     if name == "num_nodes" and value > 1 and not os.environ.get("SLURM_JOB_ID"):
-        why = "needs a cluster that starts a process on each node (hydra/launcher=slurm); here use trainer.devices"
+        why = "needs a cluster that starts a process on each node (hydra/launcher=slurm); on one machine use "
+        why += "trainer.devices"
         raise ConfigError(key, value, why)
 
 

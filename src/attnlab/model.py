@@ -80,11 +80,12 @@ class AttentionClassifier(nn.Module):
             self.pool = POOLINGS.build(pool, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, L, n) -> logits (B, 2), through the fused attention kernel."""
+        """(B, L, n) -> logits (B, 2), through the fused attention kernel (rope beside a cls token: explicit)."""
         return self.forward_with_weights(x, need_weights=False)[0]
 
     def forward_with_weights(self, x: Tensor, need_weights: bool = True) -> tuple[Tensor, list[AttentionMap]]:
-        """Logits and each layer's AttentionMap, through explicit attention (else fused, and the maps None)."""
+        """Logits and each layer's AttentionMap, through explicit attention; with need_weights=False the fused
+        kernel and maps of None (except rope beside a cls token, which is always explicit)."""
         # Positions are those of the observations: a pooling token (cls) is added after, without one.
         h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
         maps = []

@@ -105,7 +105,8 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
     timer = c["callbacks"].get("timer")
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
     if timer and trained >= duration_seconds(timer.get("duration")):
-        why = f"this run's timer has run out ({trained:.0f} s trained): nothing would train; give a longer duration"
+        why = f"this run's timer has run out ({trained:.0f} s trained): nothing would train; "
+        why += "give a longer duration to continue it"
         raise ConfigError("callbacks.timer.duration", timer.get("duration"), why)
     return Plan(path, int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), own=True)
 
