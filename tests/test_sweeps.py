@@ -88,7 +88,9 @@ def test_job_in_sweep_equals_the_same_run_alone(basic_sweep, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_processes_launcher(tmp_path: Path) -> None:
-    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=processes", "hydra.launcher.n_jobs=2", LAUNCHER_MESSAGES)
+    # the launcher's own messages: hydra.verbose, a setting a continued sweep takes over from its record
+    verbose = "hydra.verbose=hydra_plugins.attnlab_sweeper.launcher"
+    proc, sweep_dir = run_sweep(tmp_path, "hydra/launcher=processes", "hydra.launcher.n_jobs=2", verbose)
     # the workers start while the jobs are checked, before the sweep has recorded its jobs and says so
     said = proc.stdout
     assert said.index("Started 2 worker processes") < said.index("[attnlab] sweep of 4 jobs"), said
@@ -97,6 +99,10 @@ def test_processes_launcher(tmp_path: Path) -> None:
     # (the two jobs with lr=1e30 fail: two of four done)
     assert sorted(re.findall(r"\] (\d)/4 done: ", proc.stdout)) == ["1", "2"], proc.stdout[-2000:]
     check_sweep(proc, sweep_dir)
+    # Continued, its two failed jobs left: workers for those two, not for the grid's four (n_jobs allows four)
+    again = run_train("-m", f"resume={sweep_dir}", "hydra.launcher.n_jobs=4", cwd=tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr[-2000:]  # lr=1e30 fails again
+    assert "Started 2 worker processes" in again.stdout and "Launching 2 jobs on 2" in again.stdout, again.stdout
 
 
 @pytest.mark.slow

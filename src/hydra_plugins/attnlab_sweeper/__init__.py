@@ -161,6 +161,10 @@ def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
     return to_plain(cfg)
 
 
+def finished(job_dir: Path) -> bool:
+    return run_folder.status(job_dir)[0] == "ok"
+
+
 class SweepSignals:
     """SIGTERM / SIGINT while jobs run: `Interrupted`. Once `deferred` is set (-1): noted, so that the report
     is written whole, and the sweep then exits with 128 + signal."""
@@ -211,7 +215,9 @@ class AttnlabSweeper(Sweeper):
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
                 names = sweep_record.recorded_folders(sweep_dir, jobs, names)
             own_subdir = "hydra.sweep.subdir" in given
-            folders = self.check_jobs(jobs, [None] * len(jobs) if own_subdir else names, sweep_dir)
+            # workers for the jobs left: a continued sweep's finished jobs are kept (own subdirs: not known yet)
+            left = len(jobs) if own_subdir or not resuming else sum(not finished(sweep_dir / n) for n in names)
+            folders = self.check_jobs(jobs, [None] * len(jobs) if own_subdir else names, sweep_dir, left)
             if not own_subdir:
                 jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
             wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
@@ -228,7 +234,7 @@ class AttnlabSweeper(Sweeper):
         if code:
             sys.exit(code)
 
-    def check_jobs(self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path) -> list[str]:
+    def check_jobs(self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path, left: int) -> list[str]:
         """Each job's folder (`names`, or the command line's hydra.sweep.subdir) once its config passed; a bad
         job ends the sweep before any job runs, named."""
         folders: dict[str, int] = {}
@@ -252,7 +258,7 @@ class AttnlabSweeper(Sweeper):
             folders[folder] = num
             # Workers start once the first job passed: a bad value for the whole sweep is answered at once.
             if num == 0 and isinstance(self.launcher, processes.ProcessesLauncher):
-                self.launcher.start(len(jobs))
+                self.launcher.start(left)
         return list(folders)
 
     def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, began: float) -> int:
@@ -263,7 +269,7 @@ class AttnlabSweeper(Sweeper):
             # each job's overrides as the user wrote them: without the folder name the sweeper adds
             overrides = [[o for o in job if not o.startswith("hydra.sweep.subdir=")] for job in jobs]
             sweep_record.write_jobs(sweep_dir, overrides, folders)
-            done = [resuming and run_folder.status(sweep_dir / f)[0] == "ok" for f in folders]
+            done = [resuming and finished(sweep_dir / f) for f in folders]
             todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
             kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
             print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
