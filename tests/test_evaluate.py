@@ -284,3 +284,40 @@ def test_make_evaluate_with_its_default_lengths(learned_run, tmp_path) -> None:
     assert "error: eval.seq_lens=24 is invalid: pos_enc=learned has model.max_len=16" in given.stderr, given.stderr[
         -2000:
     ]
+
+
+GOOD_EVALUATION = {
+    "checkpoint": {"file": "checkpoints/best.ckpt", "epoch": 1, "global_step": 4},
+    "train_seq_len": 8,
+    "n": 64,
+    "lengths": {"8": {"acc": 0.5, "ci": [0.38, 0.62], "untrained_positions": False}, "16": {"refused": "why"}},
+    "earlier": [],
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lengths": {"0": {"refused": "x"}}},
+        {"lengths": {"8": "0.5"}},
+        {"lengths": {"8": {"acc": "0.5", "ci": [0.4, 0.6]}}},
+        {"lengths": {"8": {"acc": 0.5, "ci": "ab"}}},
+        {"lengths": {"8": {"acc": 0.5, "ci": [0.4, "0.6"]}}},
+        {"lengths": {"8": {"acc": 0.5, "ci": [0.4, 0.5, 0.6]}}},
+        {"lengths": ["8"]},
+        {"checkpoint": "best"},
+        {"n": "64"},
+        {"earlier": {}},
+    ],
+)
+def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_path, change) -> None:
+    """evaluation.json is read back as input (the report sets its numbers beside the run's): every field of the
+    shape `record` writes is checked, and a file that differs is refused, never half read."""
+    from attnlab.evaluate import read_evaluation
+
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(GOOD_EVALUATION))
+    assert read_evaluation(path) == GOOD_EVALUATION
+    path.write_text(json.dumps({**GOOD_EVALUATION, **change}))
+    with pytest.raises(ConfigError, match="is not an evaluation this program wrote"):
+        read_evaluation(path)

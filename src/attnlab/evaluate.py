@@ -97,7 +97,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         fits = fits and isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
         for length, r in saved["lengths"].items() if fits else ():  # each refused, or a score with its interval
             fits = fits and int(length) > 0 and isinstance(r, dict)
-            fits = fits and ("refused" in r or (isinstance(r["acc"], float | int) and len(r["ci"]) == 2))
+            ci = r.get("ci") if fits else None
+            interval = isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, float | int) for v in ci)
+            fits = fits and ("refused" in r or (isinstance(r["acc"], float | int) and interval))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError("evaluation", str(path), refusal.format(f" ({type(e).__name__})")) from e
     if not fits:
