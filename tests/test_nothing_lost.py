@@ -601,6 +601,28 @@ def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(
         record.write_text(original)
 
 
+def test_a_sweeps_other_hydra_settings_are_named_and_left_out_and_it_continues(
+    cli_sweep: Path, tmp_path: Path, capsys
+) -> None:
+    """Of a sweep's saved Hydra settings only how its jobs were launched is taken over (a record is input): the
+    others, a logging level the user gave or a callback a crafted record adds, are named and left out, and the
+    sweep continues (it was refused before: a sweep started with a logging setting could not be continued)."""
+    sweep = copy_sweep(cli_sweep, tmp_path / "sweep")
+    record = sweep / "multirun.yaml"
+    saved = OmegaConf.load(record)
+    extra = ["hydra.hydra_logging.root.level=INFO", "+hydra.callbacks.x._target_=os.system"]
+    saved.hydra.overrides.hydra.extend(extra)
+    OmegaConf.save(saved, record)
+    argv = resume.resume_argv([str(TRAIN), "-m", f"resume={sweep}"])
+    assert not set(extra) & set(argv), argv
+    err = capsys.readouterr().err
+    for item in extra:
+        assert f"[attnlab] not taken over from {record}: {item!r}" in err, err
+    proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(2 finished before, kept as they are)" in proc.stdout
+
+
 @pytest.mark.parametrize("escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", ""])
 def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path: Path, escape: str) -> None:
     sweep = copy_sweep(cli_sweep, tmp_path / "deep" / "sweep")

@@ -197,8 +197,6 @@ def check_saved_override(item: str, source: Path) -> None:
 def check_saved_launcher(item: str, source: Path) -> None:
     """A sweep's saved `hydra/launcher=<plain name>`, or a plain value of a known `hydra.launcher.*` setting."""
     key, _, value = item.partition("=")
-    if not key.startswith(SWEEP_HYDRA_KEYS):
-        refuse(item, source, "not a launcher setting")
     known = key in ("hydra/launcher", "hydra.verbose") or key.removeprefix("hydra.launcher.") in LAUNCHER_SETTINGS
     plain = PLAIN_NAME if key == "hydra/launcher" else PLAIN_SETTING
     if "_target_" in item or not (known and plain.fullmatch(value)):
@@ -230,6 +228,11 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     launch = [item for item in launch if item.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
     for item in task:
         check_saved_override(item, record)
+    # Of the sweep's Hydra settings only how its jobs were launched is taken over; the others (logging, say) are
+    # not run from a record, and said so: a sweep started with them still continues.
+    for item in [item for item in launch if not item.startswith(SWEEP_HYDRA_KEYS)]:
+        print(f"[attnlab] not taken over from {record}: {item!r} (give it again if wanted)", file=sys.stderr)
+    launch = [item for item in launch if item.startswith(SWEEP_HYDRA_KEYS)]
     for item in launch:
         check_saved_launcher(item, record)
     return [*task, *launch]
