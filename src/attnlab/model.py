@@ -47,13 +47,14 @@ class SelfAttention(nn.Module):
             # Explicit: materialises the (B, H, L, L) scores. Rope beside a cls token always takes this path:
             # the token meets every key unrotated, the observations meet each other rotated, and no single
             # pair (Q, K) for the fused kernel gives both.
-            scores = attention_scores(q, k, self.scale())  # a prefix token's row and column: as without positions
-            q_obs, k_obs = pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:])
-            scores[:, :, prefix:, prefix:] = attention_scores(q_obs, k_obs, self.scale(), bias)
+            scores = attention_scores(pos.rotate(q[:, :, prefix:]), pos.rotate(k[:, :, prefix:]), self.scale(), bias)
+            if prefix:  # a prefix token's row and column: as without positions
+                observations, scores = scores, attention_scores(q, k, self.scale())
+                scores[:, :, prefix:, prefix:] = observations
             y, weights = attention(scores, v)
             maps = AttentionMap(scores, weights)
         else:  # hot path: fused kernel, same numbers (a prefix comes here only where rotate does nothing)
-            if bias is not None:  # (H, L, L): zero on a prefix token's row and column
+            if bias is not None and prefix:  # (H, L, L): zero on a prefix token's row and column
                 bias = F.pad(bias, (prefix, 0, prefix, 0))
             y, maps = fused_attention(pos.rotate(q), pos.rotate(k), v, self.scale(), bias), None
         y = y.transpose(1, 2).reshape(B, L, D)  # concatenate heads: (B, L, H * Dh)
