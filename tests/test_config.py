@@ -47,7 +47,6 @@ BAD = [
     (["experiment=limitatons"], "Could not find 'experiment/limitatons'"),
     (["debug=fdrr"], "Could not find 'debug/fdrr'"),
     (["logger=tensorbord"], "Could not find 'logger/tensorbord'"),
-    (["callbacks=early_stoping"], "Could not find 'callbacks/early_stoping'"),
     (["model.pos_enc=rotory"], "Invalid value 'rotory', expected one of [none, sinusoidal, learned, rope, relative"),
     (["model.scale=cubic"], "Invalid value 'cubic'"),
     (["model.d_modle=64"], "Key 'd_modle' not in 'ModelConfig'"),
@@ -112,21 +111,10 @@ BAD = [
     (["early_stop.patience=0"], "early_stop.patience=0 is invalid: must be null (train all max_epochs) or an"),
     # values checked by value, not only by name: each refused before anything runs or is written
     (
-        ["callbacks=early_stopping", "callbacks.early_stopping.patience=abc"],
-        "callbacks.early_stopping.patience='abc' is invalid: must be of type int",
+        ["trainer.max_time=garbage"],
+        "trainer={'max_time': 'garbage'} is invalid: Lightning refuses it: `Timer(duration='garbage')` is not a valid",
     ),
-    (
-        ["callbacks=early_stopping", "callbacks.early_stopping.mode=bogus"],
-        "'mode': 'bogus', 'patience': 5, 'min_delta': 0.0} is invalid: `mode` can be min, max, got bogus",
-    ),
-    (
-        ["callbacks=early_stopping", "callbacks.early_stopping.monitor=nonexistent"],
-        "callbacks.early_stopping.monitor='nonexistent' is invalid: the run logs ['val/loss', 'val/acc'",
-    ),
-    (
-        ["callbacks=timer", "callbacks.timer.duration=garbage"],
-        "callbacks.timer={'duration': 'garbage'} is invalid: `Timer(duration='garbage')` is not a valid duration",
-    ),
+    (["+trainer.callbacks=[]"], "trainer.callbacks=[] is invalid: is set by attnlab; use early_stop.patience or"),
     (["+trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid: must be of type int"),
     (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is invalid: must be an integer >= 1"),
     (

@@ -1,5 +1,5 @@
-"""logger= and callbacks= config groups: each logger gets the scalars and the HParams row; callbacks
-are Lightning's own, checked against their signatures before anything runs."""
+"""The logger= config group: each logger gets the scalars and the HParams row; a bad name fails before anything
+runs."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import yaml
 from attnlab.config import to_plain, validate
 from attnlab.dashboard import HPARAMS
 from attnlab.errors import ConfigError
-from attnlab.loggers import CALLBACKS, LOGGERS
+from attnlab.loggers import LOGGERS
 
 from .conftest import CONF, TINY, read_metrics
 
 
-def test_every_logger_and_callback_has_a_config_file() -> None:
+def test_every_logger_has_a_config_file() -> None:
     assert sorted(p.stem for p in (CONF / "logger").glob("*.yaml")) == sorted(LOGGERS.names())
-    assert sorted(p.stem for p in (CONF / "callbacks").glob("*.yaml")) == sorted(CALLBACKS.names())
 
 
 def test_csv_logger_gets_the_scalars_and_the_hparams_row(compose_cfg, tmp_path) -> None:
@@ -76,41 +75,6 @@ def test_optional_loggers_log_offline(name, compose_cfg, tmp_path, monkeypatch) 
         assert list(offline.glob("*.wandb"))  # the run's record, for `wandb sync`
 
 
-def test_early_stopping_callback_stops_on_val_acc(compose_cfg) -> None:
-    from attnlab.train import train
-
-    # No gain in accuracy reaches min_delta=1.0: the first epoch sets the best, the second one stops.
-    stop = ["callbacks=early_stopping", "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0"]
-    metrics = train(compose_cfg(*TINY, "trainer.max_epochs=10", *stop))
-    assert metrics["epochs"] == 2 and metrics["ended_by"] == "early_stopping on val/acc"
-    assert not metrics["stopped_early"]  # the val/loss rule (early_stop.patience) did not end it
-    assert len(metrics["history"]["val/acc"]) == 2
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (
-            ["callbacks=early_stopping", "+callbacks.early_stopping.patiense=3"],
-            r"callbacks.early_stopping=.* is invalid: .*unexpected keyword argument 'patiense'; EarlyStopping takes",
-        ),
-        (["+callbacks.swa={}"], r"callbacks='swa' is invalid: expected one of \['early_stopping', 'timer'\]"),
-        (["logger.name=neptune"], r"logger.name='neptune' is invalid: expected one of \['tensorboard', 'csv'"),
-    ],
-)
-def test_bad_logger_or_callback_fails_before_training(overrides, message, compose_cfg) -> None:
-    with pytest.raises(ConfigError, match=message):
-        validate(to_plain(compose_cfg(*overrides)))
-
-
-def test_a_callback_that_refuses_without_a_message_is_named_by_its_error(compose_cfg, monkeypatch) -> None:
-    """An error with an empty message (a bare `assert`) is still one line naming the key, not an IndexError."""
-
-    class Refuses:
-        def __init__(self, monitor: str, mode: str, patience: int, min_delta: float) -> None:
-            raise ValueError()  # what a bare `assert` gives outside pytest
-
-    monkeypatch.setattr("attnlab.loggers.callback_class", lambda name: Refuses)
-    cfg = compose_cfg("callbacks=early_stopping", "callbacks.early_stopping.patience=5")
-    with pytest.raises(ConfigError, match=r"^callbacks.early_stopping=\{.*\} is invalid: ValueError$"):
-        validate(to_plain(cfg))
+def test_an_unknown_logger_fails_before_training(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"logger.name='neptune' is invalid: expected one of \['tensorboard', 'csv'"):
+        validate(to_plain(compose_cfg("logger.name=neptune")))

@@ -763,8 +763,7 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
     [
         ("data=halfswap", None),
         ("data=halfswap,uniform", None),  # a sweep over a group, as multirun.yaml records it
-        ("callbacks=[early_stopping,timer]", None),
-        ("callbacks=[timer],[early_stopping,timer]", None),
+        ("logger=csv,tensorboard", None),
         ("data=choice(halfswap,uniform)", None),
         ("+trainer.accumulate_grad_batches=2", None),
         ("ckpt_path=/elsewhere/a.ckpt", None),  # read only, and checked when loaded

@@ -215,8 +215,8 @@ def test_a_signal_during_the_imports_is_one_line_and_writes_nothing(tmp_path: Pa
 
 
 def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -> None:
-    """A resume that would train nothing (the restored timer has run out) is refused with one line; a
-    longer duration, which a resume may change, continues the run."""
+    """A resume that would train nothing (the restored timer of trainer.max_time has run out) is refused with one
+    line; a longer max_time, which a resume may change, continues the run."""
     from omegaconf import OmegaConf
 
     from attnlab import resume
@@ -224,19 +224,17 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     from attnlab.errors import ConfigError
 
     run_dir = tmp_path / "run"
-    timer = ["callbacks=timer", "trainer.max_epochs=1000", "data.n_train=4096"]
-    cfg = compose_train(run_dir, *TINY, *timer, "callbacks.timer.duration=00:00:00:01")
+    timer = ["trainer.max_epochs=1000", "data.n_train=4096"]
+    cfg = compose_train(run_dir, *TINY, *timer, "trainer.max_time=00:00:00:01")
     first = train(cfg)
     assert (first["ended_by"] == "timer" and not first["converged"]) or first["epochs"] < 1000
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    again = to_plain(compose_train(run_dir, *TINY, *timer, "callbacks.timer.duration=00:00:00:01", "resume=true"))
-    with pytest.raises(
-        ConfigError, match=r"^callbacks.timer.duration='00:00:00:01' is invalid: this run's timer has run"
-    ):
+    again = to_plain(compose_train(run_dir, *TINY, *timer, "trainer.max_time=00:00:00:01", "resume=true"))
+    with pytest.raises(ConfigError, match=r"^trainer.max_time='00:00:00:01' is invalid: this run's timer has run"):
         resume.check(again, run_dir)
     longer = compose_train(run_dir, *TINY, *timer, "trainer.max_epochs=" + str(first["epochs"] + 2),
-                           "callbacks.timer.duration=00:01:00:00", "resume=true")  # fmt: skip
+                           "trainer.max_time=00:01:00:00", "resume=true")  # fmt: skip
     assert resume.check(to_plain(longer), run_dir).own
     metrics = train(longer)
     assert metrics["epochs"] == first["epochs"] + 2 and metrics["ended_by"] == "max_epochs"

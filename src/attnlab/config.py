@@ -18,7 +18,7 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError, check_typed, first_line, fits
-from attnlab.loggers import check_callbacks, check_logger
+from attnlab.loggers import check_logger
 from attnlab.naming import canonical, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
@@ -113,6 +113,7 @@ class TrainerConfig:
     limit_test_batches: int | float | None = checked(None, SOME_BATCHES)
     overfit_batches: int | float = 0.0
     profiler: str | None = None  # simple | advanced | pytorch
+    max_time: str | None = None  # "DD:HH:MM:SS": stop training after this wall-clock time, then test as usual
     enable_progress_bar: bool = True
     enable_model_summary: bool = False  # Lightning's table of layers; verbose=true shows it too
 
@@ -147,8 +148,6 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    # Extra Lightning callbacks, name -> arguments (attnlab.loggers.CALLBACKS); callbacks=<name> (conf/callbacks/)
-    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = checked(0, (lambda v: 0 <= v < 2**32, "must be in 0..2**32-1"))
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     # torch.set_num_threads; None leaves PyTorch's default
@@ -208,7 +207,7 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
 
 SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use instead
     "logger": "logger=<name>",
-    "callbacks": "callbacks=<name>",
+    "callbacks": "early_stop.patience or trainer.max_time to stop early",
     "plugins": "nothing: attnlab sets its checkpoint and SLURM plugins",
     "default_root_dir": "hydra.run.dir",
     "enable_checkpointing": "nothing: best.ckpt and last.ckpt are how runs resume",
@@ -355,7 +354,6 @@ def validate(c: dict[str, Any]) -> None:
     check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
-    check_callbacks(c["callbacks"])
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
     if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
         why = f"must be 1..{batches}, the training batches of an epoch, or a fraction"

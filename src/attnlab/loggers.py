@@ -1,5 +1,5 @@
-"""Where a run's scalars go (`logger=tensorboard|csv|mlflow|wandb`) and the extra Lightning callbacks a run can
-take (`callbacks=early_stopping|timer`): one builder per name, from a registry. TensorBoard gets everything
+"""Where a run's scalars go (`logger=tensorboard|csv|mlflow|wandb`): one builder per name, from a registry (not
+Hydra's `instantiate`: a config is input, and a `_target_` would import and call anything). TensorBoard gets everything
 (attnlab.dashboard); the others the scalars and the HParams row. A resume continues its TensorBoard run and its
 metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnlab.errors import ConfigError, check_typed, first_line
+from attnlab.errors import ConfigError
 from attnlab.registry import Registry
 from attnlab.sweep_record import run_name
 
@@ -81,45 +80,3 @@ def check_logger(lg: dict[str, Any]) -> None:
     LOGGERS.get(name)  # an unknown name lists the valid ones
     if name in OPTIONAL and importlib.util.find_spec(name) is None:
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
-
-
-# ---------------------------------------------------------------- callbacks
-
-# name -> its class in pytorch_lightning.callbacks (conf/callbacks/<name>.yaml sets its arguments)
-CALLBACKS: Registry[str] = Registry("callbacks")
-CALLBACKS.register("early_stopping")("EarlyStopping")  # on val/acc
-CALLBACKS.register("timer")("Timer")  # stop after a wall-clock duration
-# What a callback may watch: metrics every validation epoch logs (attnlab.module).
-MONITORABLE = ("val/loss", "val/acc", "val/acc_best", "train/acc")
-
-
-def callback_class(name: str) -> type:
-    class_name = CALLBACKS.get(name)  # an unknown name is refused before Lightning is imported
-    import pytorch_lightning.callbacks
-
-    return getattr(pytorch_lightning.callbacks, class_name)
-
-
-def check_callbacks(chosen: dict[str, Any]) -> None:
-    """Each chosen callback exists and takes its settings: its signature's arguments and types, a `monitor` the
-    run logs, and whatever the class refuses when built."""
-    import typing
-
-    for name, kwargs in chosen.items():
-        cls = callback_class(name)
-        if not isinstance(kwargs, dict):
-            raise ConfigError(f"callbacks.{name}", kwargs, "must be a mapping of the callback's arguments")
-        try:
-            inspect.signature(cls).bind(**kwargs)
-        except TypeError as e:
-            allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-            raise ConfigError(f"callbacks.{name}", kwargs, f"{e}; {cls.__name__} takes {allowed}") from e
-        hints = typing.get_type_hints(cls.__init__)
-        for arg, value in kwargs.items():
-            check_typed(f"callbacks.{name}.{arg}", value, hints, arg)
-        if "monitor" in kwargs and kwargs["monitor"] not in MONITORABLE:
-            raise ConfigError(f"callbacks.{name}.monitor", kwargs["monitor"], f"the run logs {list(MONITORABLE)}")
-        try:
-            cls(**kwargs)
-        except Exception as e:
-            raise ConfigError(f"callbacks.{name}", kwargs, first_line(e)) from e

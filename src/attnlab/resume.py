@@ -28,6 +28,7 @@ from attnlab.naming import canonical, flatten, hydra_quote
 # Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
 RESUMABLE = (
     "trainer.max_epochs",
+    "trainer.max_time",
     "early_stop.patience",
     "early_stop.min_delta",
     "trainer.enable_progress_bar",
@@ -41,9 +42,8 @@ RESUMABLE = (
     "eval.batch_size",
     "eval.untrained",
 )
-RESUMABLE_CALLBACKS = ("callbacks.timer.", "callbacks.early_stopping.")  # budgets, like trainer.max_epochs
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
-CONFIG_GROUPS = ("data", "model", "trainer", "logger", "callbacks", "experiment", "debug")  # conf/<group>/
+CONFIG_GROUPS = ("data", "model", "trainer", "logger", "experiment", "debug")  # conf/<group>/
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -102,12 +102,12 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
         why = ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
         raise ConfigError("resume", str(folder), why)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
-    timer = c["callbacks"].get("timer")
+    max_time = c["trainer"]["max_time"]  # Lightning's Timer, whose elapsed time the checkpoint holds
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
-    if timer and trained >= duration_seconds(timer.get("duration")):
+    if max_time and trained >= duration_seconds(max_time):
         why = f"this run's timer has run out ({trained:.0f} s trained): nothing would train; "
-        why += "give a longer duration to continue it"
-        raise ConfigError("callbacks.timer.duration", timer.get("duration"), why)
+        why += "give a longer trainer.max_time to continue it"
+        raise ConfigError("trainer.max_time", max_time, why)
     return Plan(path, int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), own=True)
 
 
@@ -137,13 +137,10 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     return path
 
 
-def duration_seconds(duration: Any) -> float:
-    """A Timer duration ("DD:HH:MM:SS" or {days, hours, ...}) in seconds; infinite for None (no limit)."""
-    if duration is None:
-        return float("inf")
-    if not isinstance(duration, dict):
-        duration = dict(zip(("days", "hours", "minutes", "seconds"), map(int, str(duration).split(":")), strict=True))
-    return datetime.timedelta(**duration).total_seconds()
+def duration_seconds(duration: str) -> float:
+    """trainer.max_time ("DD:HH:MM:SS", checked by Lightning) in seconds."""
+    days, hours, minutes, seconds = map(int, duration.split(":"))
+    return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
@@ -153,9 +150,7 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
     changed = [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
-        if k not in (*RESUMABLE, *IGNORED_ON_RESUME)
-        and not k.startswith(RESUMABLE_CALLBACKS)
-        and canonical(a.get(k)) != canonical(b.get(k))
+        if k not in (*RESUMABLE, *IGNORED_ON_RESUME) and canonical(a.get(k)) != canonical(b.get(k))
     ]
     if changed:
         why = f"would change {', '.join(changed)}, which the checkpoints depend on; only {', '.join(RESUMABLE)} may"
@@ -177,8 +172,7 @@ def check_saved_override(item: str, source: Path) -> None:
     key only to a plain value (no `${...}`)."""
     key, sep, value = item.partition("=")
     key = key.lstrip("+~")
-    # callbacks.<name>.<argument>: checked against the callback's signature; +trainer.X against Lightning's
-    ours = key in CONFIG_GROUPS or key in schema_keys() or key.startswith("callbacks.")
+    ours = key in CONFIG_GROUPS or key in schema_keys()  # or +trainer.X, checked against Lightning's signature
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if key in CONFIG_GROUPS:

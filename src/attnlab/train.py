@@ -36,7 +36,7 @@ from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.evaluate import record as record_evaluation
 from attnlab.evaluate import score as score_lengths
-from attnlab.loggers import LOGGERS, callback_class
+from attnlab.loggers import LOGGERS
 from attnlab.module import LitClassifier
 from attnlab.naming import KEY_SETTINGS, lookup
 from attnlab.provenance import as_markdown, provenance
@@ -163,7 +163,6 @@ class RunCallbacks:
             self.all.append(self.diagnostics)
         if show_progress:
             self.all.append(progress_bar(c["progress"]))
-        self.all += [callback_class(name)(**kwargs) for name, kwargs in c["callbacks"].items()]
 
 
 def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
@@ -252,10 +251,9 @@ def fit_and_test(
 
 
 def ended_by(trainer: pl.Trainer) -> str:
-    """early_stop (the val/loss rule), max_epochs, max_steps, timer, or callback (another callback)."""
-    for callback in trainer.early_stopping_callbacks:
-        if callback.wait_count >= callback.patience:
-            return "early_stop" if callback.monitor == "val/loss" else f"early_stopping on {callback.monitor}"
+    """early_stop (the val/loss rule), max_epochs, max_steps, timer (trainer.max_time), or callback (another)."""
+    if any(callback.wait_count >= callback.patience for callback in trainer.early_stopping_callbacks):
+        return "early_stop"
     if trainer.current_epoch >= trainer.max_epochs:
         return "max_epochs"
     if 0 <= trainer.max_steps <= trainer.global_step:
