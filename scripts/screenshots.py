@@ -49,44 +49,34 @@ def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool
     return True
 
 
-def run_selection(runs: list[str], pattern: str | None) -> str:
-    """The URL-hash parameter selecting the runs matching `pattern` (all if None), as base64 JSON."""
-    shown = [r for r in runs if pattern is None or re.search(pattern, r)]
-    if not shown:  # `runs` is never empty: tensorboard() waits for a run
-        raise RuntimeError(f"--runs {pattern!r} matches none of the {len(runs)} runs")
-    state = base64.b64encode(json.dumps({r: r in shown for r in runs}).encode()).decode()
-    return "&runSelectionState=" + urllib.parse.quote(state)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("logdir", type=Path, help="TensorBoard log directory (e.g. a sweep dir)")
     ap.add_argument("outdir", type=Path, help="where to write the PNGs")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
-    ap.add_argument(
-        "--runs", help="regex: the runs to show (TensorBoard selects none by default past 40 runs); default: all"
-    )
+    ap.add_argument("--runs", help="regex: the runs to show (TensorBoard selects none past 40 runs); default: all")
     args = ap.parse_args()
-
     browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
-    try:
-        if browser is None:
-            raise RuntimeError(
-                f"no Chromium found (looked for {', '.join(BROWSERS)}); install it with: apt-get install chromium"
-            )
-        if not args.logdir.is_dir():
-            raise RuntimeError(f"log directory {args.logdir} does not exist")
-        args.outdir.mkdir(parents=True, exist_ok=True)
-        with tensorboard(args.logdir) as base:
-            selection = run_selection(get_json(f"{base}/data/runs"), args.runs)
-            shots = [
-                (f"{base}/?darkMode=false#{tab}{selection}", args.outdir / f"tensorboard_{tab}.png") for tab in TABS
-            ]
-            ok = [screenshot(browser, url, png, (args.width, args.height)) for url, png in shots]
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if browser is None:
+        sys.exit(
+            f"error: no Chromium found (looked for {', '.join(BROWSERS)}); install it with: apt-get install chromium"
+        )
+    if not args.logdir.is_dir():
+        sys.exit(f"error: log directory {args.logdir} does not exist")
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    with tensorboard(args.logdir) as base:
+        runs = get_json(f"{base}/data/runs")
+        if not runs:
+            sys.exit(f"error: no TensorBoard run in {args.logdir}")
+        shown = {r: args.runs is None or re.search(args.runs, r) is not None for r in runs}
+        if not any(shown.values()):
+            sys.exit(f"error: --runs {args.runs!r} matches none of the {len(runs)} runs")
+        selection = urllib.parse.quote(base64.b64encode(json.dumps(shown).encode()).decode())
+        ok = []
+        for tab in TABS:
+            url = f"{base}/?darkMode=false#{tab}&runSelectionState={selection}"
+            ok.append(screenshot(browser, url, args.outdir / f"tensorboard_{tab}.png", (args.width, args.height)))
     return 0 if all(ok) else 1
 
 
