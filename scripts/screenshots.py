@@ -7,8 +7,6 @@ Writes tensorboard_{scalars,images,hparams,custom_scalars}.png into OUTDIR. Need
 install chromium``). Exits 1 if any screenshot is missing or empty.
 """
 
-from __future__ import annotations
-
 import argparse
 import base64
 import json

@@ -6,8 +6,6 @@ and max curves, an HParams row, the verdict), the `study` run (summary.md) and `
 a flat line in the entropy charts): well under 40, so every chart is drawn at first sight.
 """
 
-from __future__ import annotations
-
 import logging
 import math
 import shutil

@@ -2,8 +2,6 @@
 `verbose=true` adds the config, Lightning's messages, the model summary and the test table. `progress=auto`:
 Rich on a terminal, a line per epoch elsewhere (a redrawn bar in a log file is thousands of lines)."""
 
-from __future__ import annotations
-
 import contextlib
 import logging
 import os

@@ -4,8 +4,6 @@ A sweep job's HParams row holds what its sweep varies, `seed` last; a single run
 its metrics are the run's own test scalars (board.METRICS). Debug runs measure nothing and log no row.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

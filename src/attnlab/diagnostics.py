@@ -10,8 +10,6 @@
 The maps come from the explicit path, which materialises (L, L) matrices: long sequences use fewer examples,
 and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning)."""
 
-from __future__ import annotations
-
 import functools
 import math
 from typing import Any
@@ -32,17 +30,15 @@ MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 
 STAT_EXAMPLES = 256  # validation sequences the attention statistics average over, at most
 
 
+@torch.no_grad()
 def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, title: str) -> Figure:
-    """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key
-    columns), both maps on one colour scale with its bar. The figure `scripts/plot_attention.py` saves
-    and TensorBoard shows; the next call of the same shape redraws it (`attention_layout`)."""
-    with torch.no_grad():
-        logits, maps = net.forward_with_weights(x)
+    """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key columns),
+    both maps on one colour scale. The next call of the same shape redraws it (`attention_layout`)."""
+    logits, maps = net.forward_with_weights(x)
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
-    length = weights.shape[-1]
-    fig, strips, heats = attention_layout(length, prefix=length - x.shape[1])  # a cls token has no input
+    fig, strips, heats = attention_layout(weights.shape[-1], prefix=weights.shape[-1] - x.shape[1])
     for i, name in enumerate(CLASS_NAMES):
         strips[i].patches[0].set_data(values=x[i, :, 0].float().cpu().numpy())
         strips[i].relim()
@@ -98,8 +94,7 @@ def few_ticks(ax: Any) -> None:
 
 
 def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure | None:
-    """The positional encoding's table over `length` positions, with its scale; None where it has none. The
-    next call of the same shape redraws it (`encoding_layout`)."""
+    """The positional encoding's table over `length` positions; None where it has none; redrawn (`encoding_layout`)."""
     table = pos_enc.table(length)
     if table is None:
         return None
@@ -151,8 +146,7 @@ class AttentionDiagnostics(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
         net = pl_module.net
-        length = x.shape[1] + net.pool.prefix  # + a cls token
-        per_example = len(net.layers) * net.layers[0].num_heads * length**2
+        per_example = len(net.layers) * net.layers[0].num_heads * (x.shape[1] + net.pool.prefix) ** 2  # + a cls
         n_stat = min(STAT_EXAMPLES, len(x), MAX_MAP_ELEMENTS // per_example)
         if n_stat < len(CLASS_NAMES):
             rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")

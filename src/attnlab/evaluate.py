@@ -11,8 +11,6 @@ evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n"
 again adds lengths; another starts a new table, the old one kept in "earlier".
 """
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path

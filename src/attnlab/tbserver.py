@@ -1,7 +1,5 @@
 """A TensorBoard server on 127.0.0.1 and its HTTP data API, for scripts/screenshots.py and the tests."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import urllib.request
