@@ -22,10 +22,14 @@ class AttnlabSlurmLauncher(SlurmLauncher):
 
         # Without accounting, sacct fails on every poll (and says so on the terminal): ask scontrol instead.
         logging.getLogger("submitit").addFilter(lambda record: "Bypassing sacct error" not in record.getMessage())
-        submitit_slurm.SlurmInfoWatcher._make_command = quiet_sacct(submitit_slurm.SlurmInfoWatcher._make_command)
-        # Say once what was submitted and where its logs go (Hydra's launcher submits and waits in one call).
-        executor, submit = submitit.AutoExecutor, submitit.AutoExecutor.map_array
+        executor, watcher = submitit.AutoExecutor, submitit_slurm.SlurmInfoWatcher
+        submit, sacct = executor.map_array, watcher._make_command
 
+        def poll_command(self: Any) -> Any:
+            command = sacct(self)
+            return None if command is None else [sys.executable, "-m", "attnlab.slurm_states", *command[1:]]
+
+        # Say once what was submitted and where its logs go (Hydra's launcher submits and waits in one call).
         def map_array(self: Any, fn: Any, *iterable: Any) -> Any:
             jobs = submit(self, fn, *iterable)
             array = jobs[0].job_id.split("_")[0]
@@ -34,24 +38,11 @@ class AttnlabSlurmLauncher(SlurmLauncher):
             print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
             return jobs
 
-        executor.map_array = map_array
-        try:
+        executor.map_array, watcher._make_command = map_array, poll_command
+        try:  # (the launch waits for its jobs: submitit polls only until this returns)
             return super().launch(job_overrides, initial_job_idx)
         finally:
-            executor.map_array = submit
-
-
-def quiet_sacct(make_command: Any) -> Any:
-    """submitit's poll, through attnlab.slurm_states (wrapped once)."""
-    if getattr(make_command, "quiet", False):
-        return make_command
-
-    def quiet(self: Any) -> Any:
-        command = make_command(self)
-        return None if command is None else [sys.executable, "-m", "attnlab.slurm_states", *command[1:]]
-
-    quiet.quiet = True  # type: ignore[attr-defined]
-    return quiet
+            executor.map_array, watcher._make_command = submit, sacct
 
 
 @dataclass

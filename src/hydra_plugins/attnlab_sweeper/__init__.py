@@ -165,84 +165,52 @@ def finished(job_dir: Path) -> bool:
     return run_folder.status(job_dir)[0] == "ok"
 
 
-class SweepSignals:
-    """SIGTERM / SIGINT while jobs run: `Interrupted`. Once `deferred` is set (-1): noted, so that the report
-    is written whole, and the sweep then exits with 128 + signal."""
-
-    deferred = 0
-
-    def __enter__(self) -> "SweepSignals":
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if not self.deferred:
-            raise Interrupted(signum)
-        self.deferred = signum
-
-
 class AttnlabSweeper(Sweeper):
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = params or {}
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        self.resuming = bool(config.get("resume"))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        self.forks = isinstance(self.launcher, processes.ProcessesLauncher)  # its workers start while jobs are checked
 
     def sweep(self, arguments: list[str]) -> None:
-        try:
-            self.run_sweep(arguments)
-        finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
-            if isinstance(self.launcher, processes.ProcessesLauncher):
-                self.launcher.stop(kill=True)
-
-    def run_sweep(self, arguments: list[str]) -> None:
         began = time.perf_counter()
-        resuming = bool(self.config.get("resume"))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         try:
-            jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
-            names = job_names(jobs)
-            if resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
-                run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
-                names = sweep_record.recorded_folders(sweep_dir, jobs, names)
-            own_subdir = "hydra.sweep.subdir" in given
-            # workers for the jobs left: a continued sweep's finished jobs are kept (own subdirs: not known yet)
-            left = len(jobs) if own_subdir or not resuming else sum(not finished(sweep_dir / n) for n in names)
-            folders = self.check_jobs(jobs, [None] * len(jobs) if own_subdir else names, sweep_dir, left)
-            if not own_subdir:
-                jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
-            wanted, explicit = sweep_dir, "hydra.sweep.dir" in given
-            sweep_dir = run_folder.claim(wanted, "hydra.sweep.dir", explicit, resuming, marker="multirun.yaml")
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)  # said before `sweep`'s finally stops the workers
-            sys.exit(1)
-        if sweep_dir != wanted:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
-            with read_write(self.config.hydra):
-                self.config.hydra.sweep.dir = str(sweep_dir)
-                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(sweep_dir))}")
-        code = self.run_jobs(sweep_dir, jobs, folders, resuming, began)
+            sweep_dir, jobs, folders = self.check(arguments)
+            code = self.run_jobs(sweep_dir, jobs, folders, began)
+        finally:  # however it ends (a refusal after the workers started, a signal): nothing is left running
+            if self.forks:
+                self.launcher.stop(kill=True)
         run_folder.release(sweep_dir)
         if code:
             sys.exit(code)
 
-    def check_jobs(self, jobs: list[list[str]], names: list[str | None], sweep_dir: Path, left: int) -> list[str]:
-        """Each job's folder (`names`, or the command line's hydra.sweep.subdir) once its config passed; a bad
-        job ends the sweep before any job runs, named."""
-        folders: dict[str, int] = {}
-        configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
-        composer = JobConfigs(self.hydra_context.config_loader, self.config)
-        for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
-            try:
-                c, folder = composer.compose(overrides, name)
+    def check(self, arguments: list[str]) -> tuple[Path, list[list[str]], list[str]]:
+        """The sweep's folder, claimed, its jobs and their folders (`job_names`, or the command line's
+        hydra.sweep.subdir), once every job's config passed; a bad job ends the sweep before any job runs, named."""
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
+        own_subdir = "hydra.sweep.subdir" in given
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        refused = ""  # the job a refusal names
+        try:
+            jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+            names = job_names(jobs)
+            if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
+                run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
+                names = sweep_record.recorded_folders(sweep_dir, jobs, names)
+            # workers for the jobs left: a continued sweep's finished jobs are kept (own subdirs: not known yet)
+            left = len(jobs) if own_subdir or not self.resuming else sum(not finished(sweep_dir / n) for n in names)
+            folders: dict[str, int] = {}
+            configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
+            composer = JobConfigs(self.hydra_context.config_loader, self.config)
+            for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
+                refused = f"job #{num} ({' '.join(overrides)}): "
+                c, folder = composer.compose(overrides, None if own_subdir else name)
                 c["output_dir"] = str(sweep_dir / folder)
                 validate(c)
                 if folder in folders:
@@ -250,26 +218,35 @@ class AttnlabSweeper(Sweeper):
                 same = canonical({k: v for k, v in c.items() if k != "output_dir"})
                 if same in configs:
                     raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
-                configs[same] = num
                 resume.check(c, sweep_dir / folder)
-            except ConfigError as e:
-                print(f"error: job #{num} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
-                sys.exit(1)
-            folders[folder] = num
-            # Workers start once the first job passed: a bad value for the whole sweep is answered at once.
-            if num == 0 and isinstance(self.launcher, processes.ProcessesLauncher):
-                self.launcher.start(left)
-        return list(folders)
+                folders[folder], configs[same] = num, num
+                if num == 0 and self.forks:  # once the first job passed: a bad value for them all is said at once
+                    self.launcher.start(left)
+            refused = ""
+            if not own_subdir:
+                jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
+            explicit = "hydra.sweep.dir" in given
+            claimed = run_folder.claim(sweep_dir, "hydra.sweep.dir", explicit, self.resuming, marker="multirun.yaml")
+        except ConfigError as e:
+            print(f"error: {refused}{e}", file=sys.stderr, flush=True)  # said before `sweep`'s finally stops workers
+            sys.exit(1)
+        if claimed != sweep_dir:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
+            with read_write(self.config.hydra):
+                self.config.hydra.sweep.dir = str(claimed)
+                self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quote(str(claimed))}")
+        return claimed, jobs, list(folders)
 
-    def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], resuming: bool, began: float) -> int:
-        with SweepSignals() as signals:
+    def run_jobs(self, sweep_dir: Path, jobs: list[list[str]], folders: list[str], began: float) -> int:
+        self.deferred = 0
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
             if not (sweep_dir / "multirun.yaml").exists():  # a continued sweep keeps its original record
                 with run_folder.replacing(sweep_dir / "multirun.yaml") as tmp:  # whole or absent, whenever killed
                     OmegaConf.save(self.config, tmp)
             # each job's overrides as the user wrote them: without the folder name the sweeper adds
             overrides = [[o for o in job if not o.startswith("hydra.sweep.subdir=")] for job in jobs]
             sweep_record.write_jobs(sweep_dir, overrides, folders)
-            done = [resuming and finished(sweep_dir / f) for f in folders]
+            done = [self.resuming and finished(sweep_dir / f) for f in folders]
             todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
             kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
             print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
@@ -284,14 +261,22 @@ class AttnlabSweeper(Sweeper):
             except Exception as e:  # the launcher itself broke (e.g. a worker was killed): report all the same
                 print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1
-            signals.deferred = -1  # a signal from here on waits until the report is written
+            self.deferred = -1  # a signal from here on waits until the report is written
             from attnlab.report import conclude
 
             code = conclude(sweep_dir, code, began)
-            if signals.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
-                name = signal.Signals(signals.deferred).name
-                print(
-                    f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr
-                )
-                return 128 + signals.deferred
-            return code
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
+            name = signal.Signals(self.deferred).name
+            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
+            return 128 + self.deferred
+        return code
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """SIGTERM / SIGINT while jobs run: `Interrupted`. Once `deferred` is set (-1): noted, so that the report
+        is written whole, and the sweep then exits with 128 + signal."""
+        if not self.deferred:
+            raise Interrupted(signum)
+        self.deferred = signum

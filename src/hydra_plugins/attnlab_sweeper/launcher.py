@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,43 +74,32 @@ class ProcessesLauncher(Launcher):
         self.start(len(jobs))
         log.info(f"Launching {len(jobs)} jobs on {self.workers(len(jobs))} worker processes")
         if self.executor is None:
-            return [self.run(idx, overrides, self.config) for idx, overrides in jobs]
+            return [self.run(idx, overrides) for idx, overrides in jobs]
         # The sweep's own overrides go along: the sweeper may have moved it to a free folder since the fork.
         sweep = list(self.config.hydra.overrides.hydra)
         futures = [self.executor.submit(run_in_worker, idx, overrides, sweep) for idx, overrides in jobs]
         try:
-            returns = [future.result() for future in futures]
-        except Interrupted as e:  # this process was signalled, or a job was (and stopped)
-            self.stop(futures, e.signum)
+            return [future.result() for future in futures]
+        except Interrupted as e:  # this process was signalled, or a job was (and stopped): passed on
+            self.stop(e.signum)
             raise
-        except BaseException:  # a worker died (BrokenProcessPool): the others stop and save first
-            self.stop(futures)
-            raise
-        self.stop()
-        return returns
+        finally:  # all done, or a worker died (BrokenProcessPool)
+            self.stop()
 
-    def run(self, idx: int, overrides: list[str], config: DictConfig) -> JobReturn:  # as Hydra's basic launcher
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(config, overrides)
+    def run(self, idx: int, overrides: list[str]) -> JobReturn:  # as Hydra's basic launcher
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
             sweep_config.hydra.job.num = idx
         HydraConfig.instance().set_config(sweep_config)
-        return run_job(
-            hydra_context=self.hydra_context,
-            task_function=self.task_function,
-            config=sweep_config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
+        return run_job(self.task_function, sweep_config, "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context)
 
-    def stop(self, futures: list[Future] = (), signum: int | None = None, kill: bool = False) -> None:
+    def stop(self, signum: int | None = None, kill: bool = False) -> None:
         """Jobs not started dropped; `signum` passed on to the running ones, which stop and save. `kill`: the
         sweep ends before its first job; its workers hold nothing but imports."""
         if self.executor is None:
             return
         executor, self.executor = self.executor, None
-        for future in futures:
-            future.cancel()
         if kill or signum is not None:
             for worker in multiprocessing.active_children():
                 os.kill(worker.pid, signal.SIGKILL if kill else signum)  # type: ignore[arg-type]
@@ -148,11 +137,10 @@ def run_in_worker(idx: int, overrides: list[str], sweep: list[str]) -> JobReturn
     if errors.pending_signal is not None:
         raise Interrupted(errors.pending_signal)
     assert launcher is not None
-    if list(launcher.config.hydra.overrides.hydra) != sweep:
-        with read_write(launcher.config.hydra):
-            launcher.config.hydra.overrides.hydra = sweep
+    with read_write(launcher.config.hydra):
+        launcher.config.hydra.overrides.hydra = sweep
     try:
-        ret = launcher.run(idx, overrides, launcher.config)
+        ret = launcher.run(idx, overrides)
     except Interrupted as e:  # (by the run's own handling, which had taken over the signal)
         errors.pending_signal = e.signum
         raise
