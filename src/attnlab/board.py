@@ -1,10 +1,8 @@
-"""A study's TensorBoard view, `<sweep>/tensorboard/` (README: "A study's view"), written by the report.
-
-TensorBoard selects no run by default once a logdir holds more than 40, so a 42-job study opened at its folder
-shows empty charts. This folder holds a run per cell (the settings that vary, seeds aside: the seeds' mean, min
-and max curves, an HParams row, the verdict), the `study` run (summary.md) and `uniform attention, L=<L>` (log L,
-a flat line in the entropy charts): well under 40, so every chart is drawn at first sight.
-"""
+"""A study's TensorBoard view, `<sweep>/tensorboard/` (README: "A study's view"), written by the report: a run per
+cell (the settings that vary, seeds aside: the seeds' mean, min and max curves, an HParams row, the verdict), the
+`study` run (summary.md) and `uniform attention, L=<L>` (log L, a flat line in the entropy charts). TensorBoard
+selects no run past 40 in a logdir (a 42-job study opened at its folder shows empty charts): here every chart is
+drawn at first sight."""
 
 import logging
 import math

@@ -133,8 +133,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
 
 
 def length_figure(entry: dict[str, Any]) -> Any:
-    """Test accuracy against sequence length (log scale) with 95% intervals, the training length marked,
-    chance drawn, lengths with untrained positions as open markers, refused ones named."""
+    """Test accuracy against sequence length (log scale) with 95% intervals; untrained positions marked."""
     from matplotlib.figure import Figure
 
     table, ckpt = entry["lengths"], entry["checkpoint"]
