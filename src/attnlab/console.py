@@ -34,9 +34,6 @@ def hide_lightning_warnings() -> None:
 
 hide_lightning_warnings()  # before any Trainer: config.check_trainer's comes before the run's
 
-LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # "GPU available", tips, "Restoring states", ...
-PROFILER_LOGGER = "pytorch_lightning.profilers"  # the report trainer.profiler (debug=profiler) asked for: kept
-
 
 class EpochLines(ProgressBar):
     """One line per epoch, printed when the next starts (or training ends): at the callbacks'
@@ -94,15 +91,16 @@ def progress_bar(mode: str) -> ProgressBar:
 @contextlib.contextmanager
 def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[None]:
     """Lightning's info messages only when verbose; its messages of `level` and above always."""
-    levels = {lg: lg.level for lg in map(logging.getLogger, (*LIGHTNING_LOGGERS, PROFILER_LOGGER))}
-    if not verbose:
-        for lg in levels:
-            lg.setLevel(level if lg.name in LIGHTNING_LOGGERS else logging.INFO)
+    # "GPU available", tips, "Restoring states", ...; the profiler's report, which debug=profiler asked for, kept
+    quiet = {"pytorch_lightning": level, "lightning_fabric": level, "pytorch_lightning.profilers": logging.INFO}
+    saved = {name: logging.getLogger(name).level for name in quiet}
+    for name, quiet_level in quiet.items() if not verbose else ():
+        logging.getLogger(name).setLevel(quiet_level)
     try:
         yield
     finally:
-        for lg, level in levels.items():
-            lg.setLevel(level)
+        for name, saved_level in saved.items():
+            logging.getLogger(name).setLevel(saved_level)
 
 
 @rank_zero_only
