@@ -15,13 +15,13 @@ import json
 import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import linear_regression, median
 from typing import Any
 
 import torch
@@ -35,7 +35,8 @@ from attnlab.tasks import make_split, split_seed
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = ("batch", "seq_len", "steps", "warmup", "window", "steps_per_epoch")  # of a per-step measurement
 SHORT = {False: [(256, 32, 330, 30, 25, 100), (1024, 32, 130, 10, 20, 40)], True: [(64, 16, 40, 5, 5, 8)]}  # [quick]
-LONG = {False: ([1024, 4096, 8192, 16384], 8, 4), True: ([64, 128], 2, 4)}  # [quick]: (seq_lens, batch, steps)
+# long sequences, one round: a warm-up step, then a window per step
+LONG = {False: [(8, n, 5, 1, 1, 5) for n in (1024, 4096, 8192, 16384)], True: [(2, n, 5, 1, 1, 5) for n in (64, 128)]}
 QUICK_TRAIN = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64", "trainer.max_epochs=2"]
 QUICK_STUDY = ["model.pos_enc=none,rope", "seed=0"]  # with QUICK_TRAIN: a handful of tiny jobs
 MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
@@ -104,13 +105,9 @@ def naive_lightning(spec: dict[str, Any]) -> tuple[Ends, float]:
 
     from attnlab.timing import StepClock
 
-    class Naive(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = SeedAttention(spec["d_model"])
-
+    class Naive(SeedAttention, pl.LightningModule):
         def training_step(self, batch, batch_idx):
-            loss = F.cross_entropy(self.model(batch[0]), batch[1])
+            loss = F.cross_entropy(self(batch[0]), batch[1])
             self.log("train_loss", loss, on_step=True, prog_bar=True)
             return loss
 
@@ -119,7 +116,7 @@ def naive_lightning(spec: dict[str, Any]) -> tuple[Ends, float]:
 
     torch.manual_seed(0)
     loader = DataLoader(TensorDataset(*halfswap(spec)), batch_size=spec["batch"], shuffle=True)
-    clock = StepClock(synchronize=spec["device"].startswith("cuda"))
+    clock = StepClock(synchronize=True)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
             accelerator="gpu" if spec["device"].startswith("cuda") else "cpu",
@@ -133,7 +130,7 @@ def naive_lightning(spec: dict[str, Any]) -> tuple[Ends, float]:
             enable_model_summary=False,
         )
         baseline = rss_mb()
-        trainer.fit(Naive(), loader)
+        trainer.fit(Naive(spec["d_model"]), loader)
     return clock.ends, baseline
 
 
@@ -146,16 +143,16 @@ def attnlab(spec: dict[str, Any]) -> tuple[Ends, float]:
 
     register_configs()
     batch, seq_len, epochs = spec["batch"], spec["seq_len"], math.ceil(spec["steps"] / spec["steps_per_epoch"])
-    accelerator = "gpu" if spec["device"].startswith("cuda") else "cpu"
     overrides = (
         f"data=halfswap model.pos_enc=sinusoidal model.d_model={spec['d_model']} model.max_len={seq_len} "
         f"data.seq_len={seq_len} data.batch_size={batch} data.n_train={batch * spec['steps_per_epoch']} "
         f"data.n_val={batch} data.n_test={batch} trainer.max_epochs={epochs} trainer.enable_progress_bar=false "
-        f"trainer.accelerator={accelerator} trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}"
+        f"trainer.accelerator={'gpu' if spec['device'].startswith('cuda') else 'cpu'} "
+        f"trainer.precision={'bf16-mixed' if spec['bf16'] else '32-true'}"
     ).split()
+    clock = StepClock(synchronize=True)
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", [f"output_dir={tmp}", *overrides])
-        clock = StepClock(synchronize=accelerator == "gpu")
         baseline = rss_mb()
         train(cfg, extra_callbacks=[clock])
     return clock.ends, baseline
@@ -169,7 +166,7 @@ def samples_per_second(ends: Ends, batch_size: int, warmup: int, window: int) ->
     ends = ends[warmup:]
     pairs = [(ends[i], ends[i + window]) for i in range(0, len(ends) - window, window)]
     rates = [window * batch_size / (t1 - t0) for (e0, t0), (e1, t1) in pairs if e0 == e1 and t1 > t0]
-    return statistics.median(rates) if rates else None
+    return median(rates) if rates else None
 
 
 def step_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -201,18 +198,16 @@ def measure_step(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[str, Any]]:
     """Rows {**spec, who, **its median round, speeds: all its rounds'}; the contestants of a row take turns."""
-    seq_lens, batch, steps = LONG[quick]
-    turns = []  # (contestants, spec, rounds, timeout)
+    turns = []  # (spec, contestants, rounds, timeout)
     for bf16 in [False, True] if device.startswith("cuda") else [False]:
         base = {"device": device, "d_model": 32, "threads": threads, "bf16": bf16}
         for sizes in SHORT[quick]:
-            spec = {**base, **dict(zip(SIZES, sizes, strict=True))}
-            turns.append((("seed loop", "naive Lightning", "attnlab"), spec, rounds, 300))
-        for seq_len in seq_lens:  # one warm-up step, then one window per step
-            spec = {**base, **dict(zip(SIZES, (batch, seq_len, steps + 1, 1, 1, steps + 1), strict=True)), "long": True}
-            turns.append((("seed loop", "attnlab"), spec, 1, 240))
+            turns.append(({**base, **dict(zip(SIZES, sizes, strict=True))}, list(CONTESTANTS), rounds, 300))
+        for sizes in LONG[quick]:
+            spec = {**base, **dict(zip(SIZES, sizes, strict=True)), "long": True}
+            turns.append((spec, ["seed loop", "attnlab"], 1, 240))
     rows = []
-    for contestants, spec, n, timeout in turns:
+    for spec, contestants, n, timeout in turns:
         runs: dict[str, list[dict[str, Any]]] = {who: [] for who in contestants}
         for _, who in itertools.product(range(n), contestants):
             runs[who].append(measure_step({**spec, "who": who}, timeout))
@@ -222,8 +217,8 @@ def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[
             )
         for who, results in runs.items():
             good = sorted((r for r in results if r.get("samples_per_s")), key=lambda r: r["samples_per_s"])
-            median = good[len(good) // 2] if good else results[0]
-            rows.append({**spec, "who": who, **median, "speeds": [r["samples_per_s"] for r in good]})
+            median_round = good[len(good) // 2] if good else results[0]
+            rows.append({**spec, "who": who, **median_round, "speeds": [r["samples_per_s"] for r in good]})
     return rows
 
 
@@ -234,9 +229,8 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
 
 
 def replay(folder: str | Path, device: str = "cpu") -> int:
-    """The trainings of a finished run or sweep folder by hand, in this process; returns how many. Each run's
-    data splits and epochs, attnlab's model with its settings, Adam, whole-tensor batches, validation every
-    epoch keeping the best weights, a test of them; no logging, checkpoints or diagnostics."""
+    """The trainings of a finished run or sweep folder by hand, in this process, as PROCESSES describes them;
+    returns how many."""
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
         c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
@@ -248,7 +242,7 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
             split[s] = (x.to(device), y.to(device))
         model = AttentionClassifier(**c["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
-        best, best_state = -1.0, None
+        best, best_state = -1.0, model.state_dict()
         for _ in range(json.loads((run / "metrics.json").read_text())["epochs"]):
             model.train()
             for _ in epoch_steps(model, opt, *split["train"], batch, bf16=False):
@@ -256,8 +250,7 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
             model.eval()
             if (acc := accuracy(model, *split["val"], batch)) > best:
                 best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        model.load_state_dict(best_state)
         accuracy(model, *split["test"], batch)
     return len(runs)
 
@@ -302,11 +295,10 @@ def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) 
             metrics = list(folder.glob("**/metrics.json"))
             startup.append(json.loads(metrics[0].read_text())["startup_seconds"])
         print(f"  round {r + 1}: " + ", ".join(f"{who} {t[-1]:.1f} s" for who, t in times.items()), file=sys.stderr)
-    seconds = {who: (statistics.median(t), min(t), max(t)) for who, t in times.items()}
+    seconds = {who: (median(t), min(t), max(t)) for who, t in times.items()}
     result = {"what": what, "command": " ".join(command), "jobs": len(metrics), "seconds": seconds, "rounds": rounds}
     if not sweep:
-        result["imports_s"] = {modules: statistics.median(t) for modules, t in floor.items()}
-        result["startup_s"] = statistics.median(startup)
+        result |= {"imports_s": {modules: median(t) for modules, t in floor.items()}, "startup_s": median(startup)}
     return result
 
 
@@ -340,10 +332,10 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
     if processes:
         lines.append(PROCESSES)
         for p in processes:
-            (a, a_lo, a_hi), (h, h_lo, h_hi) = p["seconds"]["attnlab"], p["seconds"]["hand-written"]
+            a, h = p["seconds"]["attnlab"], p["seconds"]["hand-written"]
+            spans = " | ".join(f"{m:.1f} ({lo:.1f}–{hi:.1f})" for m, lo, hi in (a, h))
             lines.append(
-                f"| {p['what']} | `{p['command']}` | {p['jobs']} | {a:.1f} ({a_lo:.1f}–{a_hi:.1f}) | "
-                f"{h:.1f} ({h_lo:.1f}–{h_hi:.1f}) | {h / a:.2f}× | {p['rounds']} |"
+                f"| {p['what']} | `{p['command']}` | {p['jobs']} | {spans} | {h[0] / a[0]:.2f}× | {p['rounds']} |"
             )
         for p in [p for p in processes if "imports_s" in p]:  # a single run's start-up against the import floor
             both, alone, startup = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"], p["startup_s"]
@@ -365,7 +357,7 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
         long = [r for r in rows if r.get("long")]
         fused = [(r["seq_len"], r["peak_mb"]) for r in long if r["who"] == "attnlab" and "peak_mb" in r]
         if len(fused) >= 2:
-            slope, intercept = statistics.linear_regression(*zip(*fused, strict=True))
+            slope, intercept = linear_regression(*zip(*fused, strict=True))
             points = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in fused)
             lines.append(
                 f"\nattnlab peak memory vs seq_len (batch {long[0]['batch']}): {points}; least-squares fit "
@@ -393,14 +385,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args()
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
-    processes, rows = [], []
-    if args.only != "steps":
-        run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
-        study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
-        processes = [train_vs_replay("study", study, rounds, args.device)]
-        processes.append(train_vs_replay("one run", run, rounds, args.device))
-    if args.only != "processes":
-        rows = step_rows(args.device, args.threads, rounds, quick)
+    run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
+    study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
+    jobs = [] if args.only == "steps" else [("study", study), ("one run", run)]
+    processes = [train_vs_replay(what, train_args, rounds, args.device) for what, train_args in jobs]
+    rows = [] if args.only == "processes" else step_rows(args.device, args.threads, rounds, quick)
     machine = (
         f"Machine: {os.uname().machine}, {os.cpu_count()} CPU cores, "
         f"{torch.cuda.get_device_name() if cuda else 'no GPU'}; torch {torch.__version__}, "

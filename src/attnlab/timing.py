@@ -4,7 +4,6 @@ checks too), step times and start-up latency."""
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -24,8 +23,7 @@ def process_age(stat: str | None = None, uptime: str | None = None) -> float | N
 
 def process_seconds(began: float) -> float:
     """Seconds since this process started (imports included), or since `began` where unknown."""
-    age = process_age()
-    return age if age is not None else time.perf_counter() - began
+    return process_age() or time.perf_counter() - began
 
 
 class StepClock(pl.Callback):
@@ -37,11 +35,11 @@ class StepClock(pl.Callback):
         self.startup_seconds: float | None = None
         self.synchronize = synchronize
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: object) -> None:
         if self.startup_seconds is None:
             self.startup_seconds = process_age()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: object) -> None:
         if self.synchronize and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self.ends.append((trainer.current_epoch, time.perf_counter()))
