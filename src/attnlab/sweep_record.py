@@ -10,17 +10,15 @@ from typing import Any
 from attnlab.errors import ConfigError
 from attnlab.run_folder import inside, write_json_atomic
 
-JOBS = "jobs.json"
-
 
 def write_jobs(sweep_dir: Path, jobs: list[list[str]], folders: list[str]) -> None:
     record = [{"overrides": overrides, "dir": folder} for overrides, folder in zip(jobs, folders, strict=True)]
-    write_json_atomic(sweep_dir / JOBS, {"jobs": record})
+    write_json_atomic(sweep_dir / "jobs.json", {"jobs": record})
 
 
 def read_jobs(sweep_dir: Path, key: str = "sweep") -> list[dict[str, Any]]:
     """The jobs, [] without a readable record; ConfigError for a folder outside the sweep."""
-    source = sweep_dir / JOBS
+    source = sweep_dir / "jobs.json"
     try:
         jobs = json.loads(source.read_text())["jobs"]
         jobs = [{"overrides": [str(o) for o in job["overrides"]], "dir": job["dir"]} for job in jobs]
