@@ -39,8 +39,10 @@ SHORT = {False: [(256, 32, 330, 30, 25, 100), (1024, 32, 130, 10, 20, 40)], True
 LONG = {False: [(8, n, 5, 1, 1, 5) for n in (1024, 4096, 8192, 16384)], True: [(2, n, 5, 1, 1, 5) for n in (64, 128)]}
 QUICK_TRAIN = ["data.n_train=256", "data.n_val=128", "data.n_test=128", "data.batch_size=64", "trainer.max_epochs=2"]
 QUICK_STUDY = ["model.pos_enc=none,rope", "seed=0"]  # with QUICK_TRAIN: a handful of tiny jobs
-MEMORY_LIMIT_GB = 16  # per CPU measurement, below this machine's 24 GB: an explicit (L, L) matrix that
-# does not fit fails inside its own process instead of bringing the machine down
+# What a CPU measurement may use; its address space is limited to this plus 8 GB that torch reserves and never
+# touches, this machine's 24 GB: an explicit (L, L) matrix that does not fit fails inside its own process
+# instead of bringing the machine down.
+MEMORY_LIMIT_GB = 16
 OOM_MARKERS = ("can't allocate memory", "MemoryError", "out of memory")
 Ends = list[tuple[int, float]]  # (epoch, time at the end of a step), one per step
 
@@ -355,12 +357,14 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
                 f"{r.get('error') or fmt(speed)} | {ratio} | {fmt(r.get('peak_mb'))} | {spread} |"
             )
         long = [r for r in rows if r.get("long")]
-        fused = [(r["seq_len"], r["peak_mb"]) for r in long if r["who"] == "attnlab" and "peak_mb" in r]
+        fused = [
+            (r["seq_len"], r["peak_mb"]) for r in long if r["who"] == "attnlab" and not r["bf16"] and "peak_mb" in r
+        ]
         if len(fused) >= 2:
             slope, intercept = linear_regression(*zip(*fused, strict=True))
             points = ", ".join(f"{n}: {mb:.0f} MB" for n, mb in fused)
             lines.append(
-                f"\nattnlab peak memory vs seq_len (batch {long[0]['batch']}): {points}; least-squares fit "
+                f"\nattnlab peak memory vs seq_len (fp32, batch {long[0]['batch']}): {points}; least-squares fit "
                 f"{intercept:.0f} MB + {slope * 1024:.1f} MB per 1024 positions."
             )
         lines.append("")
