@@ -3,8 +3,6 @@ row-wise softmax, weighted sum of the values), which give the weights to plots a
 fused kernel (`fused_attention`), which never materialises the (L, L) matrix on the flash / memory-efficient
 backends: training uses it."""
 
-from __future__ import annotations
-
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -3,8 +3,6 @@ failure to read is a ConfigError naming the file), written atomically (`AtomicCh
 disk leaves the previous one whole), and kept right when a run folder moves (`RunCheckpoint`).
 """
 
-from __future__ import annotations
-
 import os
 import shutil
 from pathlib import Path

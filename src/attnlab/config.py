@@ -2,8 +2,6 @@
 so that a misspelled key, a wrong type or an unknown variant fails when Hydra composes, and `validate`: the
 checks a type cannot express."""
 
-from __future__ import annotations
-
 import functools
 import math
 import os

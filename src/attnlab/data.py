@@ -2,8 +2,6 @@
 collate would dominate the step time. Each split is generated once as (x, y) tensors (seeds:
 `attnlab.tasks.split_seed`); an epoch is one permutation, and each batch one indexing operation."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Any
 

@@ -1,7 +1,5 @@
 """The exceptions scripts turn into one line and an exit code, and the type checks of plain config values."""
 
-from __future__ import annotations
-
 import errno
 import types
 import typing

@@ -4,8 +4,6 @@ Hydra's `instantiate`: a config is input, and a `_target_` would import and call
 metrics.csv; mlflow and wandb record each attempt as a run of its own.
 """
 
-from __future__ import annotations
-
 import csv
 import importlib.util
 import os

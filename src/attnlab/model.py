@@ -3,8 +3,6 @@
 -> logits (B, 2). Deliberately nothing else (no feed-forward block, residual or normalisation): the point
 of the project is what attention + pooling alone can and cannot learn."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import torch

@@ -1,7 +1,5 @@
 """The LightningModule: loss, optimiser and metrics around `AttentionClassifier`."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

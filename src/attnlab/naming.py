@@ -1,7 +1,5 @@
 """Names given and read: sweep jobs' folders, Hydra quoting, a run's key settings, dotted keys, one spelling."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import re

@@ -1,8 +1,6 @@
 """Sequence pooling, `model.pool`: (B, L, D) -> (B, D), the sequence vector fed to the head. A pooling may
 also `prepare` the sequence before the attention layers (cls prepends its token)."""
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor, nn
 

@@ -19,8 +19,6 @@ The two distance-only encodings cannot tell a sequence from its reverse, and hal
 reversed: they stay at chance there (`tests/test_science.py`).
 """
 
-from __future__ import annotations
-
 import itertools
 import math
 

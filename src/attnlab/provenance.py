@@ -1,7 +1,5 @@
 """Where a result came from (metrics.json, TensorBoard's Text tab): git commit and changes, versions, command."""
 
-from __future__ import annotations
-
 import functools
 import platform
 import shlex

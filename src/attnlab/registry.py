@@ -2,8 +2,6 @@
 one small class registered under the name the config uses. The config schema turns every registry into an Enum,
 so an unknown name fails when Hydra composes the config, with the valid names listed."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Generic, TypeVar

@@ -4,8 +4,6 @@ summary.md, a row per combination of the settings that vary (any key but `seed`:
 length_generalization.csv / .png; the study view (attnlab.board); plots, whose error bars are the seeds' min-max.
 """
 
-from __future__ import annotations
-
 import csv
 import json
 import shlex

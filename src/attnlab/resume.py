@@ -7,8 +7,6 @@ newest loadable checkpoint; a new run may start from another run's checkpoint (`
 ConfigErrors, raised before a file is touched.
 """
 
-from __future__ import annotations
-
 import datetime
 import functools
 import re

@@ -3,8 +3,6 @@ process dies, even by SIGKILL), its status (`metrics.json`: finished; `FAILED` w
 `INTERRUPTED`: resumable), atomic writes, and paths read back from records kept inside it.
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

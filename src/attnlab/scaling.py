@@ -1,7 +1,5 @@
 """Attention score scaling, `model.scale`: the factor that multiplies QK^T before the softmax."""
 
-from __future__ import annotations
-
 import math
 
 import torch

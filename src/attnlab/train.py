@@ -6,8 +6,6 @@ interrupted.ckpt), evaluation.json (eval.seq_lens), metrics.json (written last, 
 FAILED / INTERRUPTED (how it ended otherwise; removed when it is resumed).
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os

@@ -3,8 +3,6 @@
 history, so a run ended by max_steps, a timer or any other callback converged only if its history shows it.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 
