@@ -69,8 +69,8 @@ class JobConfigs:
 
     def __init__(self, loader: Any, config: DictConfig) -> None:
         self.loader, self.config = loader, config
-        parser = OverridesParser.create(config_loader=loader)
-        self.parse = functools.cache(lambda override: parser.parse_overrides([override])[0])  # a grid repeats
+        self.parser = OverridesParser.create(config_loader=loader)
+        self.parse = functools.cache(lambda override: self.parser.parse_overrides([override])[0])  # a grid repeats
         self.composed: dict[tuple[str, ...], Composition] = {}
 
     def compose(self, overrides: list[str], folder: str | None, output_dir: str = "") -> tuple[dict[str, Any], str]:
@@ -189,10 +189,10 @@ class AttnlabSweeper(Sweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
         own_subdir = "hydra.sweep.subdir" in given
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
-            jobs = grid(parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+            jobs = grid(composer.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             names = job_names(jobs)
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
@@ -201,7 +201,6 @@ class AttnlabSweeper(Sweeper):
             left = len(jobs) if own_subdir or not self.resuming else sum(not finished(sweep_dir / n) for n in names)
             folders: dict[str, int] = {}
             configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
-            composer = JobConfigs(self.hydra_context.config_loader, self.config)
             for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
                 refused = f"job #{num} ({' '.join(overrides)}): "
                 c, folder = composer.compose(overrides, None if own_subdir else name)
