@@ -1,8 +1,6 @@
 """`python -m attnlab.slurm_states <sacct arguments>`: job states as `sacct --parsable2` prints them; where sacct
 fails (no accounting), from `scontrol show job`, which knows a job for MinJobAge after it ends."""
 
-from __future__ import annotations
-
 import contextlib
 import subprocess
 import sys

@@ -1,8 +1,6 @@
 """`<sweep>/jobs.json`, written before any job runs: {"jobs": [{"overrides": [...], "dir": "<folder>"}]}. Read
 back as input by the jobs, a continuation and the report: folders stay inside the sweep; unreadable is none."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Any
