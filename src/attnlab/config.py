@@ -42,8 +42,26 @@ CUDA: Rule = (
 )
 
 
-def checked(default: Any, *rules: Rule) -> Any:
-    return field(default=default, metadata={"rules": rules})
+# What a key is to a resume and a report, declared on its field (`kind`): `display` (how a run is shown or run,
+# never what it computes: a report never groups by it), `budget` (how long it trains), `device` (where),
+# `eval` (what is scored after training). A resume may change any of these (attnlab.resume.RESUMABLE), never a
+# key without a kind: what the checkpoints hold.
+KINDS = ("display", "budget", "device", "eval")
+
+
+def checked(default: Any, *rules: Rule, kind: str = "") -> Any:
+    return field(default=default, metadata={"rules": rules, "kind": kind})
+
+
+def keys_of_kind(*kinds: str, schema: Any = None, prefix: str = "") -> list[str]:
+    """The dotted keys of the schema whose field is of one of `kinds`, in the schema's order."""
+    keys = []
+    for f in fields(schema or TrainConfig):
+        if is_dataclass(f.default_factory):
+            keys += keys_of_kind(*kinds, schema=f.default_factory, prefix=f"{prefix}{f.name}.")
+        elif f.metadata.get("kind") in kinds:
+            keys.append(prefix + f.name)
+    return keys
 
 
 def one_of(*names: str) -> Rule:
@@ -86,19 +104,23 @@ class EarlyStopConfig:
     rule to tell "at chance" (a plateau) from "not converged"."""
 
     # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
-    patience: int | None = checked(None, (lambda v: v >= 1, "must be null (train all max_epochs) or an integer >= 1"))
-    min_delta: float = checked(1e-3, NOT_NEGATIVE)  # a val/loss lower by less than this is no improvement
+    patience: int | None = checked(
+        None, (lambda v: v >= 1, "must be null (train all max_epochs) or an integer >= 1"), kind="budget"
+    )
+    min_delta: float = checked(1e-3, NOT_NEGATIVE, kind="budget")  # a val/loss lower by less than this: no gain
 
 
 @dataclass
 class TrainerConfig:
     """`pytorch_lightning.Trainer`'s arguments attnlab reads, typed; any other with `+trainer.<name>=value`."""
 
-    accelerator: str = checked("auto", CUDA)  # Lightning checks the names (config.check_trainer), here and below
+    accelerator: str = checked(
+        "auto", CUDA, kind="device"
+    )  # Lightning checks the names (check_trainer), here and below
     devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
     strategy: str = "auto"
     precision: str = "32-true"
-    max_epochs: int = checked(10, POSITIVE)
+    max_epochs: int = checked(10, POSITIVE, kind="budget")
     check_val_every_n_epoch: int = checked(1, AT_LEAST_ONE)
     log_every_n_steps: int = checked(10, AT_LEAST_ONE)
     deterministic: bool | str = False  # True, False or "warn"
@@ -111,9 +133,9 @@ class TrainerConfig:
     limit_test_batches: int | float | None = checked(None, SOME_BATCHES)
     overfit_batches: int | float = 0.0
     profiler: str | None = None  # simple | advanced | pytorch
-    max_time: str | None = None  # "DD:HH:MM:SS": stop training after this wall-clock time, then test as usual
-    enable_progress_bar: bool = True
-    enable_model_summary: bool = False  # Lightning's table of layers; verbose=true shows it too
+    max_time: str | None = checked(None, kind="budget")  # "DD:HH:MM:SS": stop training then, and test as usual
+    enable_progress_bar: bool = checked(True, kind="display")
+    enable_model_summary: bool = checked(False, kind="display")  # Lightning's table of layers; verbose=true too
 
 
 @dataclass
@@ -130,12 +152,13 @@ class LoggerConfig:
 class EvalSection:
     """Length generalisation (attnlab.evaluate): after training when `seq_lens` is set, or scripts/evaluate.py."""
 
-    seq_lens: list[int] = field(default_factory=list)  # lengths to score the tested checkpoint at; [] for none
+    # lengths to score the tested checkpoint at; [] for none
+    seq_lens: list[int] = field(default_factory=list, metadata={"kind": "eval"})
     # test sequences per length; null: the run's data.n_test
-    n: int | None = checked(None, (lambda v: v > 0, "must be an integer > 0 or null (data.n_test)"))
-    batch_size: int = checked(256, (lambda v: v > 0, "must be an integer > 0"))
+    n: int | None = checked(None, (lambda v: v > 0, "must be an integer > 0 or null (data.n_test)"), kind="eval")
+    batch_size: int = checked(256, (lambda v: v > 0, "must be an integer > 0"), kind="eval")
     # a length past the trained positions: refuse | skip (recorded) | mark (scored)
-    untrained: str = checked("refuse", one_of("refuse", "skip", "mark"))
+    untrained: str = checked("refuse", one_of("refuse", "skip", "mark"), kind="eval")
 
 
 @dataclass
@@ -149,11 +172,14 @@ class TrainConfig:
     seed: int = checked(0, (lambda v: 0 <= v < 2**32, "must be in 0..2**32-1"))
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     # torch.set_num_threads; None leaves PyTorch's default
-    torch_threads: int | None = checked(None, (lambda v: v >= 1, "must be null (PyTorch's default) or an integer >= 1"))
+    torch_threads: int | None = checked(
+        None, (lambda v: v >= 1, "must be null (PyTorch's default) or an integer >= 1"), kind="display"
+    )
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
-    verbose: bool = False  # also print the config, Lightning's messages, the model summary and the test table
+    # also print the config, Lightning's messages, the model summary and the test table
+    verbose: bool = checked(False, kind="display")
     # auto (rich on a terminal, one line per epoch otherwise) | rich | tqdm | plain
-    progress: str = checked("auto", one_of("auto", "rich", "tqdm", "plain"))
+    progress: str = checked("auto", one_of("auto", "rich", "tqdm", "plain"), kind="display")
     # true: continue the run in output_dir from its newest checkpoint (from scratch if it has none).
     # `python scripts/train.py resume=<run dir>` sets this and the folder (attnlab.resume).
     resume: bool = False

@@ -18,6 +18,7 @@ import yaml
 from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import write_board
+from attnlab.config import keys_of_kind
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
@@ -31,8 +32,7 @@ COLUMNS = {key: name for name, key in KEY_SETTINGS.items() if name != "seed"}  #
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
 REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
 # never grouped: keys that do not change what a job computes, or differ by construction (model.dim is data.dim)
-NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", "progress", "verbose", "torch_threads"}
-NOT_SETTINGS |= {"trainer.enable_progress_bar", "trainer.enable_model_summary"}
+NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", *keys_of_kind("display")}
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc"]
 BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]
 VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]

@@ -19,27 +19,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import run_folder
-from attnlab.config import TrainConfig, saved_config, to_plain, trainer_argument, validate
+from attnlab.config import KINDS, TrainConfig, keys_of_kind, saved_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
 from attnlab.naming import canonical, flatten, hydra_quote
 
-# Keys a resume may change: how long to train and how to show it, never what the checkpoints hold.
-RESUMABLE = (
-    "trainer.max_epochs",
-    "trainer.max_time",
-    "early_stop.patience",
-    "early_stop.min_delta",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.accelerator",
-    "progress",
-    "verbose",
-    "torch_threads",
-    "eval.seq_lens",  # what is scored after the test, not what is trained
-    "eval.n",
-    "eval.batch_size",
-    "eval.untrained",
-)
+# Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
+# checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
+RESUMABLE = tuple(keys_of_kind(*KINDS))
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 CONFIG_GROUPS = ("data", "model", "trainer", "logger", "experiment", "debug")  # conf/<group>/
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
