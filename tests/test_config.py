@@ -188,3 +188,16 @@ def test_rope_beside_a_cls_token_counts_the_scores_it_materialises(compose_cfg) 
             assert not fits and "needs about" in str(e), (pool, e)
         else:
             assert fits, pool
+
+
+def test_what_a_resume_may_change_and_a_report_never_groups_by_is_declared_on_the_schema() -> None:
+    """The kinds on the schema's fields: a resume may change the budget, the display, the device and what is
+    scored after training, nothing the checkpoints hold; a report groups by anything but the display."""
+    from attnlab.report import NOT_SETTINGS
+    from attnlab.resume import RESUMABLE
+
+    display = {"trainer.enable_progress_bar", "trainer.enable_model_summary", "torch_threads", "verbose", "progress"}
+    budget = {"trainer.max_epochs", "trainer.max_time", "early_stop.patience", "early_stop.min_delta"}
+    scored_after = {"eval.seq_lens", "eval.n", "eval.batch_size", "eval.untrained"}
+    assert set(RESUMABLE) == display | budget | scored_after | {"trainer.accelerator"}
+    assert set(NOT_SETTINGS) == display | {"seed", "model.dim", "output_dir", "resume"}
