@@ -38,7 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
-# Small and quick, for tests that train: a few batches of short sequences, no progress bar.
+# Small and quick, for tests that train: a few batches of short sequences, no progress bar, no diagnostics (the
+# tested checkpoint's figures cost more than such a training).
 TINY = [
     "data.n_train=256",
     "data.n_val=128",
@@ -48,6 +49,7 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
+    "diagnostics=false",  # attention statistics and figures: tests that read them set diagnostics=true
 ]
 
 

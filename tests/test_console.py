@@ -12,7 +12,7 @@ from attnlab.console import hide_lightning_warnings, lightning_messages
 
 from .conftest import TINY, read_metrics, run_train
 
-QUIET = [a for a in TINY if not a.startswith("trainer.enable_")]  # the defaults: progress on, no model table
+QUIET = [a for a in TINY if not a.startswith(("trainer.enable_", "diagnostics"))]  # the defaults: progress on, ...
 NOISE = (
     "GPU available",
     "litlogger",

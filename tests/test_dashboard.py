@@ -29,7 +29,9 @@ NAMES = [
 def logdir(tmp_path_factory) -> Path:
     """logs/sweep: 2 tasks x 2 encodings, 2 epochs each; logs/debug: a debug=limit run."""
     logs = tmp_path_factory.mktemp("logs")
-    sweep = run_train("-m", *TINY, "trainer.max_epochs=2", *GRID, f"hydra.sweep.dir={logs / 'sweep'}", cwd=logs)
+    sweep = run_train(
+        "-m", *TINY, "diagnostics=true", "trainer.max_epochs=2", *GRID, f"hydra.sweep.dir={logs / 'sweep'}", cwd=logs
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     debug = run_train(*TINY, "debug=limit", f"hydra.run.dir={logs / 'debug'}", cwd=logs)
     assert debug.returncode == 0, debug.stderr[-3000:]

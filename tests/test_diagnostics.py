@@ -46,8 +46,8 @@ def runs(tmp_path_factory) -> dict:
     for pos_enc in ("none", "sinusoidal"):
         out = tmp_path_factory.mktemp(pos_enc)
         cfg = compose_train(
-            out, *TINY, "data=halfswap", f"model.pos_enc={pos_enc}", "model.num_heads=2", "model.num_layers=2",
-            "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+            out, *TINY, "diagnostics=true", "data=halfswap", f"model.pos_enc={pos_enc}", "model.num_heads=2",
+            "model.num_layers=2", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         )  # fmt: skip
         result[pos_enc] = (train(cfg), read_events(out))
         result[f"{pos_enc} folder"] = out

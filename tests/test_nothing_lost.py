@@ -221,7 +221,8 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.sig)
 
 
-PHASE_ARGS = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=learned"]  # 4 steps per epoch
+# 4 steps per epoch; the default diagnostics, whose state and figures a resume must also get right
+PHASE_ARGS = [*TINY, "trainer.max_epochs=2", "data=halfswap", "model.pos_enc=learned", "diagnostics=true"]
 
 
 @pytest.fixture(scope="module")
@@ -396,7 +397,7 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(cli_sweep
 def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: Path) -> None:
     """SIGKILL mid-epoch, `mv` the sweep, resume the job by its folder (which has '=' and ','): the
     result equals an uninterrupted run's, and TensorBoard holds every step once."""
-    args = [*LONGER, "trainer.max_epochs=3", "trainer.log_every_n_steps=1"]
+    args = [*LONGER, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "diagnostics=true"]
     whole = tmp_path / "whole"
     train(compose_train(whole, *args, "seed=1"))  # in-process: the same numbers as a process of its own
 
@@ -659,6 +660,19 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 finished before, kept as they are" in proc.stdout
     assert read_metrics(job_dir(sweep, "seed=1"))["global_step"] == 1
+
+
+def test_a_run_of_an_earlier_schema_is_refused_naming_the_key(own_copy: Path, capsys) -> None:
+    """A run whose saved config holds a key the schema no longer has (`callbacks`, before early_stop.patience and
+    trainer.max_time replaced it) cannot be checked against this one: refused, naming the key, nothing touched."""
+    saved = own_copy / ".hydra" / "config.yaml"
+    saved.write_text(saved.read_text() + "callbacks: {}\n")
+    before = folder_bytes(own_copy)
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: resume='{own_copy}' is invalid: its .hydra/config.yaml does not load (Key"), err
+    assert "'callbacks' not in" in last and last.endswith(": cannot check that this is the same run"), err
+    assert folder_bytes(own_copy) == before
 
 
 def test_a_resume_without_its_saved_config_is_refused(own_copy: Path, capsys) -> None:

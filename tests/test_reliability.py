@@ -177,6 +177,7 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     """Seed 0 in a process of its own and in this one (after whatever other tests did here): the same
     numbers; seed 1: others."""
     args = [*TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "data=halfswap", "model.pos_enc=rope"]
+    args += ["diagnostics=true"]  # the default path: its shuffled accuracy draws positions from a generator of its own
     proc, a = train_cli(*args, "seed=0", cold=True)  # a fresh interpreter: nothing imported or run before
     assert proc.returncode == 0, proc.stderr[-2000:]
     b, c = tmp_path / "here0", tmp_path / "here1"
@@ -184,7 +185,7 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     train(compose_train(c, *args, "seed=1"))
     losses = {run: scalar_values(run, "train/loss") for run in (a, b, c)}
     assert losses[a] == losses[b] and len(losses[a]) == 8
-    keys = ("val/acc_best", "test/acc", "test/loss")
+    keys = ("val/acc_best", "test/acc", "test/loss", "test/acc_shuffled", "diagnostics")
     assert [read_metrics(a)[k] for k in keys] == [read_metrics(b)[k] for k in keys]
     assert losses[a] != losses[c] and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
 

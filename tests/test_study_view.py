@@ -30,7 +30,13 @@ def study(tmp_path_factory) -> tuple[Path, str]:
     """A 42-job limitations study at test sizes; its folder and the logdir its last line prints."""
     tmp = tmp_path_factory.mktemp("study")
     proc = run_train(
-        "-m", "experiment=limitations", *TINY, "trainer.max_epochs=3", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp
+        "-m",
+        "experiment=limitations",
+        *TINY,
+        "diagnostics=true",
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
+        cwd=tmp,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (printed,) = re.findall(r"^\[attnlab\] curves: tensorboard --logdir (\S+)$", proc.stdout, re.M)

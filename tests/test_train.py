@@ -133,7 +133,7 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
 
     from .conftest import compose_train
 
-    cfg = compose_train(tmp_path, *TINY, "data=uniform", "trainer.max_epochs=8")
+    cfg = compose_train(tmp_path, *TINY, "diagnostics=true", "data=uniform", "trainer.max_epochs=8")
     metrics = train(cfg)
     val_loss, val_acc = metrics["history"]["val/loss"], metrics["history"]["val/acc"]
     first_at_best_acc = val_acc.index(max(val_acc)) + 1  # what the old rule (val/acc, strict gain) tested

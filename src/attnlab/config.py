@@ -434,11 +434,3 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         return to_plain(cfg)
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
-
-
-def saved_config(folder: Path) -> dict[str, Any] | None:
-    """The config a run saved, or None (a kill cut it short: Hydra writes it anew; checkpoints are checked)."""
-    try:
-        return run_config(folder)
-    except Exception:
-        return None

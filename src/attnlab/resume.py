@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict, read_write
 
 from attnlab import run_folder
-from attnlab.config import KINDS, TrainConfig, keys_of_kind, saved_config, to_plain, trainer_argument, validate
+from attnlab.config import KINDS, TrainConfig, keys_of_kind, run_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
 from attnlab.naming import canonical, flatten, hydra_quote
 
@@ -79,12 +79,16 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: nothing depends on its config
         return Plan(check_start_checkpoint(c), 0, 0, own=False)
     path, ckpt = newest
-    saved = saved_config(folder)
-    if saved is not None:
-        check_same_run(saved, c, folder)
-    elif recorded:
-        why = ".hydra/config.yaml is missing or unreadable: cannot check that this is the same run"
-        raise ConfigError("resume", str(folder), why)
+    try:
+        check_same_run(run_config(folder), c, folder)
+    except ConfigError as e:
+        if e.key != "run_dir":  # refused by check_same_run
+            raise
+        if recorded:  # (else a job in a sweep's worker, or `train` without Hydra: the sweep or caller checked it)
+            # a kill cut Hydra's writing of it short, or a run of an earlier schema (a key it no longer has)
+            saved = folder / ".hydra" / "config.yaml"
+            what = e.allowed if saved.is_file() else ".hydra/config.yaml is missing or unreadable"
+            raise ConfigError("resume", str(folder), f"{what}: cannot check that this is the same run") from e
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     max_time = c["trainer"]["max_time"]  # Lightning's Timer, whose elapsed time the checkpoint holds
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
