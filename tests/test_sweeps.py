@@ -311,6 +311,8 @@ def test_nothing_of_a_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
      ["seed=0,1", "data=halfswap,uniform", "model.pos_enc=rope,none", "+trainer.max_steps=5", "eval.seq_lens=[16,32]"],
      # values set on the plain copy, converted by their key's type (1 -> 1.0; 1 is not 1.0 for limit_train_batches)
      ["optim.lr=1,0.5", "trainer.limit_train_batches=1,1.0", "+trainer.max_steps=5,6", "model.scale=sqrt,none"],
+     # a value under a section the composition lacks: set on a copy instead
+     ["seed=0,1", "+extra.key=1,2"],
      # set on a copy of the composition: a key another interpolates (model.dim: ${data.dim}), an interpolated
      # value, lists of values
      ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"]],

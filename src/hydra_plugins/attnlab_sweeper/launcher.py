@@ -79,6 +79,8 @@ class ProcessesLauncher(Launcher):
         try:
             return [future.result() for future in futures]
         except Interrupted as e:  # this process was signalled, or a job was (and stopped): passed on
+            for future in futures:  # first: a worker that returns now must not take another job
+                future.cancel()
             self.stop(e.signum)
             raise
         finally:  # all done, or a worker died (BrokenProcessPool)
