@@ -114,9 +114,8 @@ class EarlyStopConfig:
 class TrainerConfig:
     """`pytorch_lightning.Trainer`'s arguments attnlab reads, typed; any other with `+trainer.<name>=value`."""
 
-    accelerator: str = checked(
-        "auto", CUDA, kind="device"
-    )  # Lightning checks the names (check_trainer), here and below
+    # Lightning checks the names (check_trainer), here and below
+    accelerator: str = checked("auto", CUDA, kind="device")
     devices: Any = 1  # an integer, -1 (all), "auto" or a list of device ids
     strategy: str = "auto"
     precision: str = "32-true"

@@ -80,15 +80,14 @@ def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
         return Plan(check_start_checkpoint(c), 0, 0, own=False)
     path, ckpt = newest
     try:
-        check_same_run(run_config(folder), c, folder)
-    except ConfigError as e:
-        if e.key != "run_dir":  # refused by check_same_run
-            raise
+        saved = run_config(folder)
+    except ConfigError as e:  # a kill cut Hydra's writing of it short, or a run of an earlier schema
         if recorded:  # (else a job in a sweep's worker, or `train` without Hydra: the sweep or caller checked it)
-            # a kill cut Hydra's writing of it short, or a run of an earlier schema (a key it no longer has)
-            saved = folder / ".hydra" / "config.yaml"
-            what = e.allowed if saved.is_file() else ".hydra/config.yaml is missing or unreadable"
+            missing = not (folder / ".hydra" / "config.yaml").is_file()
+            what = ".hydra/config.yaml is missing or unreadable" if missing else e.allowed
             raise ConfigError("resume", str(folder), f"{what}: cannot check that this is the same run") from e
+    else:
+        check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     max_time = c["trainer"]["max_time"]  # Lightning's Timer, whose elapsed time the checkpoint holds
     trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
