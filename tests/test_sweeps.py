@@ -317,15 +317,18 @@ def test_nothing_of_a_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
      # value, lists of values
      ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"]],
 )  # fmt: skip
-def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
+def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
     """The sweeper composes once per choice of config groups and sets each job's values on a plain copy
-    (JobConfigs): the result is, job by job and type by type, the config Hydra composes from scratch."""
+    (JobConfigs), and the launcher on a copy of Hydra's whole config (`job_config`, the job's folder added as the
+    sweeper adds it): each is, job by job and type by type, the config Hydra composes from scratch."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import open_dict
+    from hydra.types import HydraContext
+    from omegaconf import OmegaConf, open_dict
 
     from attnlab.config import to_plain
     from hydra_plugins.attnlab_sweeper import JobConfigs, grid
+    from hydra_plugins.attnlab_sweeper.launcher import ProcessesLauncher
 
     def plain(cfg) -> dict:
         with open_dict(cfg):
@@ -339,9 +342,14 @@ def test_each_job_is_checked_on_the_config_hydra_composes_for_it(args: list[str]
         params = master.hydra.sweeper.params or {}
         jobs = grid(OverridesParser.create(config_loader=loader), [*(f"{k}={v}" for k, v in params.items()), *args])
         composer = JobConfigs(loader, master)
+        launcher = ProcessesLauncher()
+        launcher.setup(hydra_context=HydraContext(loader, callbacks=None), task_function=None, config=master)
         for job in jobs:
             ours, folder = composer.compose(job, "job", output_dir="x")
             assert folder == "job"
             hydras = plain(compose("train", overrides=job, return_hydra_config=True))
             assert json.dumps(ours, sort_keys=True) == json.dumps(hydras, sort_keys=True), job
+            run = [*job[::-1], "hydra.sweep.subdir='a=1,b=2'"]  # reversed: Hydra sorts them in override_dirname
+            hydras = OmegaConf.to_yaml(loader.load_sweep_config(master, run))
+            assert OmegaConf.to_yaml(launcher.job_config(run)) == hydras, job
     assert len(composer.composed) == (2 if "data=halfswap,uniform" in args or args == ["experiment=limitations"] else 1)
