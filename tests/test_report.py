@@ -255,21 +255,21 @@ def test_length_generalisation_table_per_setting_with_each_seed_and_untrained_le
     assert (sweep / "length_generalization.png").stat().st_size > 0
 
 
-def test_a_resumed_runs_curves_end_where_it_resumed_without_tensorboards_warning(tmp_path: Path, caplog) -> None:
-    """A resumed run's TensorBoard writer purges what its killed attempt logged after the checkpoint. Reading it
-    back (the study view's mean curves) keeps the resumed values and says nothing: TensorBoard's own warning
-    about it ("likely caused by a TensorFlow restart") was printed in the middle of a sweep's table."""
-    from torch.utils.tensorboard import SummaryWriter
+def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(tmp_path: Path) -> None:
+    """A cell's curves come from its jobs' metrics.json history (`board.curves`), not from reading their event
+    files back: the same steps and values as each run's TensorBoard scalars, a resumed run's too (continued
+    from its checkpoint's history, as its TensorBoard run continues from the checkpoint's step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from attnlab.board import read_curves
+    from attnlab.board import CURVES, curves
+    from attnlab.train import train
 
-    killed = SummaryWriter(tmp_path)
-    for step in range(5):
-        killed.add_scalar("val/acc", step / 8, step)  # (exact in float32)
-    killed.close()
-    resumed = SummaryWriter(tmp_path, purge_step=3)  # as attnlab.loggers does, from the checkpoint's step
-    resumed.add_scalar("val/acc", 0.75, 3)
-    resumed.close()
-    caplog.set_level("INFO")
-    assert read_curves(tmp_path) == {"val/acc": {0: 0.0, 1: 0.125, 2: 0.25, 3: 0.75}}
-    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+    from .conftest import TINY
+
+    train(compose_train(tmp_path, *TINY, "diagnostics=true"))
+    metrics = train(compose_train(tmp_path, *TINY, "diagnostics=true", "trainer.max_epochs=3", "resume=true"))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = {tag: {e.step: pytest.approx(e.value) for e in events.Scalars(tag)} for tag in CURVES}
+    assert curves(metrics["history"]) == logged
+    assert list(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch

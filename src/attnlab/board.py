@@ -1,10 +1,10 @@
 """A study's TensorBoard view, `<sweep>/tensorboard/` (README: "A study's view"), written by the report: a run per
-cell (the settings that vary, seeds aside: the seeds' mean, min and max curves, an HParams row, the verdict), the
+cell (the settings that vary, seeds aside: the seeds' mean, min and max curves, from their metrics.json's history;
+an HParams row, the verdict), the
 `study` run (summary.md) and `uniform attention, L=<L>` (log L, a flat line in the entropy charts). TensorBoard
 selects no run past 40 in a logdir (a 42-job study opened at its folder shows empty charts): here every chart is
 drawn at first sight."""
 
-import logging
 import math
 import shutil
 import statistics
@@ -16,7 +16,7 @@ FOLDER = "tensorboard"  # in the sweep folder
 EVENTS = "events.out.tfevents.*"  # a TensorBoard run's files (a run's are in its own folder)
 # HParams metrics: the runs' own scalars, under short labels. A cell logs its seeds' means under the same tags.
 METRICS = {"test/acc": "acc", "test/acc_shuffled": "shuffled", "test/loss": "loss", "val/acc_best": "val best"}
-CURVES = ("val/acc", "val/loss", "train/loss", "attn/entropy")  # averaged over the seeds of a cell
+CURVES = ("val/acc", "val/loss", "val/acc_shuffled", "attn/entropy")  # averaged over the seeds of a cell
 LAYOUT = {
     "cell: mean over seeds, with min and max": {
         f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max)?$"]] for tag in CURVES
@@ -24,25 +24,20 @@ LAYOUT = {
 }
 
 
-def read_curves(tb_dir: Path) -> dict[str, dict[int, float]]:
-    """{tag: {step: value}} of a job's TensorBoard run, for CURVES."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    # Its "Directory watcher advancing" lines, and its warning about a resumed run's purge ("likely caused by a
-    # TensorFlow restart"): the purge is ours (the logger's purge_step), on purpose.
-    logging.getLogger("tensorboard").setLevel(logging.ERROR)
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 1, "histograms": 1, "tensors": 1})
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    return {t: {e.step: e.value for e in acc.Scalars(t)} for t in CURVES if t in tags}
+def curves(history: dict[str, list[Any]]) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of a run's CURVES, from its metrics.json's history (the values its TensorBoard run
+    holds: reading those back costs a second a study, checksumming the figures). Paired with the validations'
+    steps from the last one back: a run started from a checkpoint without diagnostics has them only later."""
+    steps = [int(s) for s in history.get("step", [])][::-1]
+    return {t: dict(zip(steps, map(float, history[t][::-1]), strict=False)) for t in CURVES if history.get(t)}
 
 
-def cell_series(jobs: list[Path]) -> dict[str, dict[int, float]]:
-    """Mean, min and max over the seeds at every step any of them logged (a seed stopped early adds
-    nothing past its last step)."""
+def cell_series(runs: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, float]]:
+    """Mean, min and max over the seeds (`curves` of each) at every step any of them logged (a seed stopped
+    early adds nothing past its last step)."""
     by_step: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for curves in [read_curves(j) for j in jobs if any(j.glob(EVENTS))]:
-        for tag, points in curves.items():
+    for run in runs:
+        for tag, points in run.items():
             for step, value in points.items():
                 by_step[tag][step].append(value)
     series = {}
@@ -78,7 +73,7 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
 
 def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> None:
     """Write `<sweep>/tensorboard/` anew (derived from the jobs). Each cell: {"name", "hparams" (key -> value),
-    "jobs" (its seeds' folders), "metrics" (their means, and attn/entropy_uniform where known), "text"}."""
+    "curves" (its seeds'), "metrics" (their means, and attn/entropy_uniform where known), "text"}."""
     from torch.utils.tensorboard import SummaryWriter
 
     board = sweep_dir / FOLDER
@@ -86,7 +81,7 @@ def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> N
         shutil.rmtree(board)
     steps: set[int] = set()
     for cell in cells:
-        series = cell_series(cell["jobs"])
+        series = cell_series(cell["curves"])
         with SummaryWriter(str(board / cell["name"])) as writer:
             for tag, points in series.items():
                 steps.update(points)

@@ -191,13 +191,16 @@ class AttentionDiagnostics(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        pl_module.log("val/acc_shuffled", self.shuffled.compute())
+        shuffled = self.shuffled.compute()
+        pl_module.log("val/acc_shuffled", shuffled)
+        pl_module.history["val/acc_shuffled"].append(float(shuffled))
         if self.grad_norms:
             pl_module.log("train/grad_norm", torch.stack(self.grad_norms).mean(), sync_dist=True)
             self.grad_norms.clear()
         if self.examples is not None:  # all but the uniform entropy, a constant: a flat chart says nothing
-            stats = self.stats(pl_module)
+            stats = self.stats(pl_module)  # (the same sequences and weights in every DDP process)
             pl_module.log_dict({k: v for k, v in stats.items() if k != "attn/entropy_uniform"}, sync_dist=True)
+            pl_module.history["attn/entropy"].append(float(stats["attn/entropy"]))
 
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
         """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and

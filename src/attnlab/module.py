@@ -14,7 +14,9 @@ from attnlab.checkpoints import epoch_step, read_checkpoint
 from attnlab.errors import ConfigError, first_line
 from attnlab.model import AttentionClassifier
 
-HISTORY = ("val/acc", "val/loss", "train/acc")  # per-epoch values kept in `LitClassifier.history`
+# Kept in `LitClassifier.history`: per validation, the step TensorBoard shows it at, its val/acc and val/loss
+# (and attnlab.diagnostics' val/acc_shuffled and attn/entropy); per training epoch, train/acc.
+HISTORY = ("step", "val/acc", "val/loss", "val/acc_shuffled", "attn/entropy", "train/acc")
 
 
 def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
@@ -92,6 +94,7 @@ class LitClassifier(pl.LightningModule):
             return
         self.val_acc_best(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.history["step"].append(self.global_step - 1)  # Lightning logs it at the last batch's step
         self.history["val/acc"].append(values["val/acc"])
         self.history["val/loss"].append(values["val/loss"])
 

@@ -17,7 +17,7 @@ import yaml
 
 from attnlab import run_folder
 from attnlab.board import METRICS as BOARD_METRICS
-from attnlab.board import write_board
+from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -80,6 +80,7 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: None if v is None else float(v) for k, v in read.items()}
     if train_acc := metrics["history"].get("train/acc"):
         row["train/acc"] = float(train_acc[-1])
+    row["curves"] = curves(metrics["history"])  # (the study view's)
     tested = metrics["tested_checkpoint"]
     row.update(epochs=int(metrics["epochs"]), steps=int(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
     row.update(tested_epoch=int(tested["epoch"]), tested_step=int(tested["global_step"]))
@@ -359,7 +360,7 @@ def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path
     save(fig, path, rows, keys, fontsize=8, loc="outside lower center", ncols=3)
 
 
-def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> Rows:
+def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
     """The study view's cells (attnlab.board): named by the settings that tell them apart."""
     shown = telling_apart(keys, groups)
     cells = []
@@ -369,8 +370,8 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows], sweep_dir: Path) -> 
         means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
         seeds = "  \n".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
         text = f"**{name}**: {verdict(group)} (tested epochs {span(group, 'tested_epoch')})  \n{seeds}"
-        jobs = [sweep_dir / r["job"] for r in group]
-        cells.append({"name": safe_dirname(name), "hparams": hparams, "jobs": jobs, "metrics": means, "text": text})
+        cell = {"name": safe_dirname(name), "hparams": hparams, "curves": [r["curves"] for r in group]}
+        cells.append({**cell, "metrics": means, "text": text})
     return cells
 
 
@@ -389,7 +390,7 @@ def write_report(sweep_dir: str | Path) -> Rows:
     scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}  # the runs that scored lengths
     summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
     (sweep_dir / "summary.md").write_text(summary)
-    write_board(sweep_dir, board_cells(keys, groups, sweep_dir), summary)
+    write_board(sweep_dir, board_cells(keys, groups), summary)
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
     lengths = []  # a row per job and length it scored

@@ -237,7 +237,7 @@ def fit_and_test(
         "stopped_early": end == "early_stop",
         # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
         "converged": converged(history["val/loss"], early["patience"], early["min_delta"]),
-        "history": history,  # per epoch: val/acc, val/loss, train/acc
+        "history": history,  # per validation: its step, val/acc, val/loss, ...; per epoch: train/acc (module.HISTORY)
         "fit_seconds": fit_seconds,
         "startup_seconds": startup and round(startup, 3),  # process start -> first step
         # the tested checkpoint's attention statistics
