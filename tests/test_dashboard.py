@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from attnlab.board import METRICS
-from attnlab.dashboard import HPARAMS, LAYOUT, is_debug
+from attnlab.dashboard import LAYOUT, is_debug
+from attnlab.naming import KEY_SETTINGS
 from attnlab.tbserver import get_json, tensorboard
 
 from .conftest import CLI_ENV, ROOT, TINY, python, read_metrics, run_train
@@ -115,7 +116,7 @@ def test_a_single_run_shows_every_key_setting_seed_last() -> None:
     from .conftest import compose_train
 
     row, differs = hparams_of(to_plain(compose_train("/tmp/x", "data=halfswap")), Path("/tmp/x"))
-    assert list(row)[-1] == "seed" and set(row) == set(HPARAMS) and not differs
+    assert list(row)[-1] == "seed" and set(row) == set(KEY_SETTINGS) and not differs
     assert shown(256) == 256 and shown(3e-3) == 3e-3 and shown("rope") == "rope" and shown(True) == "True"
 
 

@@ -10,7 +10,6 @@ import torch
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from attnlab.board import METRICS
-from attnlab.dashboard import HPARAMS
 from attnlab.diagnostics import (
     attention_figure,
     attention_stats,
@@ -19,6 +18,7 @@ from attnlab.diagnostics import (
     shuffle_positions,
 )
 from attnlab.model import AttentionClassifier, AttentionMap
+from attnlab.naming import KEY_SETTINGS
 from attnlab.train import train
 
 from .conftest import TINY, compose_train, tensorboard_run
@@ -167,7 +167,7 @@ def test_hparams_and_config_text(runs) -> None:
     assert {m.name.tag: m.display_name for m in experiment.metric_infos} == METRICS  # the run's own scalars
     start = plugin_data_pb2.HParamsPluginData.FromString(events["hparams"]["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert set(hparams) == set(HPARAMS)  # the key settings, not the 40 keys of the config
+    assert set(hparams) == set(KEY_SETTINGS)  # the key settings, not the 40 keys of the config
     assert hparams["pos_enc"].string_value == "sinusoidal" and hparams["seq_len"].number_value == 8
     assert hparams["lr"].number_value == pytest.approx(3e-3)
     assert "hp_metric" not in events["scalars"]

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from attnlab.config import to_plain, validate
-from attnlab.dashboard import HPARAMS
 from attnlab.errors import ConfigError
 from attnlab.loggers import LOGGERS
+from attnlab.naming import KEY_SETTINGS
 
 from .conftest import CONF, TINY, read_metrics
 
@@ -33,7 +33,7 @@ def test_csv_logger_gets_the_scalars_and_the_hparams_row(compose_cfg, tmp_path) 
     final = [r for r in rows if r.get("hparams/test/acc")]
     assert [float(r["hparams/test/acc"]) for r in final] == [pytest.approx(metrics["test/acc"])]
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert set(hparams) == set(HPARAMS) and hparams["seq_len"] == 8 and hparams["task"] == "uniform"  # real types
+    assert set(hparams) == set(KEY_SETTINGS) and hparams["seq_len"] == 8 and hparams["task"] == "uniform"  # real types
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # TensorBoard only when chosen
     assert read_metrics(tmp_path)["test/acc"] == metrics["test/acc"]
 

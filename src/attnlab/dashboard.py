@@ -1,7 +1,8 @@
 """What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`).
 
-A sweep job's HParams row holds what its sweep varies, `seed` last; a single run's, the key settings (`HPARAMS`);
-its metrics are the run's own test scalars (board.METRICS). Debug runs measure nothing and log no row.
+A sweep job's HParams row holds what its sweep varies, `seed` last; a single run's, the key settings
+(`naming.KEY_SETTINGS`); its metrics are the run's own test scalars (board.METRICS). Debug runs measure nothing and
+log no row.
 """
 
 from pathlib import Path
@@ -13,7 +14,6 @@ from attnlab.board import hparams_summaries  # one definition for runs and cells
 from attnlab.naming import KEY_SETTINGS, lookup, varying_keys
 from attnlab.sweep_record import sweep_of
 
-HPARAMS = KEY_SETTINGS  # a single run's HParams columns: name shown -> config key
 GROUP_KEYS = {"data": "data.task"}  # a config group override that varies -> the key it is shown by
 
 LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (TensorBoard colours by run)
@@ -47,11 +47,11 @@ def is_debug(c: dict[str, Any]) -> bool:
 
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
     """The run's HParams row (name -> value, as in the config) and the names its sweep varies."""
-    names = {key: name for name, key in HPARAMS.items()}
+    names = {key: name for name, key in KEY_SETTINGS.items()}
     _, varying = varying_keys([job["overrides"] for job in sweep_of(run_dir)])  # none for a single run
     varying = [GROUP_KEYS.get(k, k) for k in varying]
     keys = [k for k in varying if k != "seed" and lookup(c, k) is not None]
-    keys = [*(keys or [k for k in HPARAMS.values() if k != "seed"]), "seed"]
+    keys = [*(keys or [k for k in KEY_SETTINGS.values() if k != "seed"]), "seed"]
     row = {names.get(k, k): lookup(c, k) for k in keys}
     return row, {names.get(k, k) for k in varying}
 
