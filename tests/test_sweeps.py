@@ -315,9 +315,11 @@ def test_nothing_of_a_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
      ["seed=0,1", "+extra.key=1,2"],
      # set on a copy of the composition: a key another interpolates (model.dim: ${data.dim}), an interpolated
      # value, lists of values
-     ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"]],
+     ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"],
+     # a config group a user added (conf/optim/, not in conf/train.yaml's defaults): a group, composed by Hydra
+     ["+optim=fast,slow", "seed=0,1"]],
 )  # fmt: skip
-def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: list[str]) -> None:
+def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: list[str], tmp_path: Path) -> None:
     """The sweeper composes once per choice of config groups and sets each job's values on a plain copy
     (JobConfigs), and the launcher on a copy of Hydra's whole config (`job_config`, the job's folder added as the
     sweeper adds it): each is, job by job and type by type, the config Hydra composes from scratch."""
@@ -336,7 +338,12 @@ def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: l
             cfg.output_dir = "x"
         return to_plain(cfg)
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    conf = tmp_path / "conf"  # the project's, with a group of the user's own
+    shutil.copytree(CONF, conf)
+    (conf / "optim").mkdir()
+    (conf / "optim" / "fast.yaml").write_text("lr: 0.01\n")
+    (conf / "optim" / "slow.yaml").write_text("lr: 0.0001\n")
+    with initialize_config_dir(str(conf), version_base="1.3"):
         master = compose("train", overrides=[a for a in args if "," not in a], return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()
         params = master.hydra.sweeper.params or {}
@@ -352,4 +359,5 @@ def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: l
             run = [*job[::-1], "hydra.sweep.subdir='a=1,b=2'"]  # reversed: Hydra sorts them in override_dirname
             hydras = OmegaConf.to_yaml(loader.load_sweep_config(master, run))
             assert OmegaConf.to_yaml(launcher.job_config(run)) == hydras, job
-    assert len(composer.composed) == (2 if "data=halfswap,uniform" in args or args == ["experiment=limitations"] else 1)
+    two = {"data=halfswap,uniform", "experiment=limitations", "+optim=fast,slow"}  # two choices of groups
+    assert len(composer.composed) == (2 if two & set(args) else 1)

@@ -32,7 +32,6 @@ from attnlab import resume, run_folder, sweep_record
 from attnlab.config import to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
-from attnlab.resume import CONFIG_GROUPS as GROUPS
 
 # The module, not its class: Hydra's plugin scan runs each plugin module again after this import, and
 # instantiates the launcher from the class that run made.
@@ -72,11 +71,12 @@ class JobConfigs:
         self.parser = OverridesParser.create(config_loader=loader)
         self.parse = functools.cache(lambda override: self.parser.parse_overrides([override])[0])  # a grid repeats
         self.composed: dict[tuple[str, ...], Composition] = {}
+        self.groups = frozenset(loader.list_groups(""))  # conf/<group>/, and hydra's
 
     def compose(self, overrides: list[str], folder: str | None, output_dir: str = "") -> tuple[dict[str, Any], str]:
         """The job's plain config, and its folder: `folder`, or else its resolved hydra.sweep.subdir."""
         parsed = [self.parse(o) for o in overrides]
-        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0].lstrip("+~") in GROUPS)
+        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
         values = [o for o in parsed if o.input_line not in groups]
         if folder is None or any(o.is_delete() or o.is_force_add() or o.package is not None for o in values):
             cfg = self.loader.load_sweep_config(self.config, list(overrides))

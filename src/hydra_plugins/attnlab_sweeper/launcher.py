@@ -29,7 +29,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import errors
 from attnlab.errors import Interrupted
-from attnlab.resume import CONFIG_GROUPS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,7 @@ class ProcessesLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         parser = OverridesParser.create(config_loader=hydra_context.config_loader)
         self.parse = functools.cache(lambda override: parser.parse_overrides([override])[0])  # a grid repeats
+        self.groups = frozenset(hydra_context.config_loader.list_groups(""))  # conf/<group>/, and hydra's
 
     def workers(self, jobs: int) -> int:
         """n_jobs, or with -1 the cores this process may run on (a SLURM allocation's, not the node's)."""
@@ -108,7 +108,7 @@ class ProcessesLauncher(Launcher):
         is composed whole."""
         load = self.hydra_context.config_loader.load_sweep_config
         parsed = [self.parse(o) for o in overrides]
-        groups = tuple(o.input_line for o in parsed if "/" in o.key_or_group or o.key_or_group in CONFIG_GROUPS)
+        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
         values = [o for o in parsed if o.input_line not in groups]
         if any(o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None for o in values):
             return load(self.config, overrides)
