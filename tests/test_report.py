@@ -272,4 +272,4 @@ def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(
     events.Reload()
     logged = {tag: {e.step: pytest.approx(e.value) for e in events.Scalars(tag)} for tag in CURVES}
     assert curves(metrics["history"]) == logged
-    assert list(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch
+    assert sorted(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch (files read in any order)
