@@ -1,9 +1,8 @@
 """A study's TensorBoard view, `<sweep>/tensorboard/` (README: "A study's view"), written by the report: a run per
 cell (the settings that vary, seeds aside: the seeds' mean, min and max curves, from their metrics.json's history;
-an HParams row, the verdict), the
-`study` run (summary.md) and `uniform attention, L=<L>` (log L, a flat line in the entropy charts). TensorBoard
-selects no run past 40 in a logdir (a 42-job study opened at its folder shows empty charts): here every chart is
-drawn at first sight."""
+an HParams row, the verdict), the `study` run (summary.md) and `uniform attention, L=<L>` (log L, a flat line in
+the entropy charts). TensorBoard selects no run past 40 in a logdir (a 42-job study opened at its folder shows
+empty charts): here every chart is drawn at first sight."""
 
 import math
 import shutil

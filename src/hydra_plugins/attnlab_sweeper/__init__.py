@@ -10,7 +10,6 @@ Hydra imports sweepers in a way that breaks string annotations on dataclasses: n
 """
 
 import copy
-import functools
 import itertools
 import pickle
 import re
@@ -68,16 +67,12 @@ class JobConfigs:
 
     def __init__(self, loader: Any, config: DictConfig) -> None:
         self.loader, self.config = loader, config
-        self.parser = OverridesParser.create(config_loader=loader)
-        self.parse = functools.cache(lambda override: self.parser.parse_overrides([override])[0])  # a grid repeats
+        self.overrides = processes.Overrides(loader)
         self.composed: dict[tuple[str, ...], Composition] = {}
-        self.groups = frozenset(loader.list_groups(""))  # conf/<group>/, and hydra's
 
     def compose(self, overrides: list[str], folder: str | None, output_dir: str = "") -> tuple[dict[str, Any], str]:
         """The job's plain config, and its folder: `folder`, or else its resolved hydra.sweep.subdir."""
-        parsed = [self.parse(o) for o in overrides]
-        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
-        values = [o for o in parsed if o.input_line not in groups]
+        _, groups, values = self.overrides.split(overrides)
         if folder is None or any(o.is_delete() or o.is_force_add() or o.package is not None for o in values):
             cfg = self.loader.load_sweep_config(self.config, list(overrides))
             folder = folder or str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
@@ -192,7 +187,7 @@ class AttnlabSweeper(Sweeper):
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
-            jobs = grid(composer.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+            jobs = grid(composer.overrides.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             names = job_names(jobs)
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)

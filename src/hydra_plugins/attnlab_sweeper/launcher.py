@@ -42,17 +42,31 @@ class ProcessesLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessesLauncherConf, provider="attnlab")
 
 
+class Overrides:
+    """A sweep's overrides, each parsed once (a grid repeats them), told apart: choices of config groups (which
+    Hydra composes) and values (set on a composition)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.parser = OverridesParser.create(config_loader=loader)
+        self.parse = functools.cache(lambda override: self.parser.parse_overrides([override])[0])
+        self.groups = frozenset(loader.list_groups(""))  # conf/<group>/, and hydra's
+
+    def split(self, overrides: list[str]) -> tuple[list[Any], tuple[str, ...], list[Any]]:
+        """(all parsed, the group choices as written, the values)."""
+        parsed = [self.parse(o) for o in overrides]
+        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
+        return parsed, groups, [o for o in parsed if o.input_line not in groups]
+
+
 class ProcessesLauncher(Launcher):
     def __init__(self, n_jobs: int = -1) -> None:
         self.n_jobs = n_jobs
         self.executor: ProcessPoolExecutor | None = None
-        self.compositions: dict[tuple[str, ...], DictConfig] = {}  # Hydra's, per choice of config groups
+        self.compositions: dict[tuple, DictConfig] = {}  # Hydra's, per sweep folder and choice of config groups
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        parser = OverridesParser.create(config_loader=hydra_context.config_loader)
-        self.parse = functools.cache(lambda override: parser.parse_overrides([override])[0])  # a grid repeats
-        self.groups = frozenset(hydra_context.config_loader.list_groups(""))  # conf/<group>/, and hydra's
+        self.overrides = Overrides(hydra_context.config_loader)
 
     def workers(self, jobs: int) -> int:
         """n_jobs, or with -1 the cores this process may run on (a SLURM allocation's, not the node's)."""
@@ -107,13 +121,11 @@ class ProcessesLauncher(Launcher):
         sets a command line's (after composing), and recorded as Hydra records them. A `+`, `++` or `~` value
         is composed whole."""
         load = self.hydra_context.config_loader.load_sweep_config
-        parsed = [self.parse(o) for o in overrides]
-        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
-        values = [o for o in parsed if o.input_line not in groups]
+        parsed, groups, values = self.overrides.split(overrides)
         if any(o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None for o in values):
             return load(self.config, overrides)
         sweep = list(self.config.hydra.overrides.hydra)  # the sweep's own (its folder): part of the composition
-        key = (*sweep, "", *groups)
+        key = (tuple(sweep), groups)
         if key not in self.compositions:
             self.compositions[key] = load(self.config, list(groups))
         cfg = copy.deepcopy(self.compositions[key])
