@@ -273,3 +273,22 @@ def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(
     logged = {tag: {e.step: pytest.approx(e.value) for e in events.Scalars(tag)} for tag in CURVES}
     assert curves(metrics["history"]) == logged
     assert sorted(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch (files read in any order)
+
+
+@pytest.mark.parametrize(
+    ("history", "reason"),
+    [({"step": [1e300], "val/acc": [0.5]}, "history step 1e+300 is not a step"),  # TensorBoard's writer: a crash
+     ({"step": ["../x"], "val/acc": [0.5]}, "history step '../x' is not a step"),
+     ({"step": [-1], "val/acc": [0.5]}, "history step -1 is not a step"),
+     ({"step": [3], "val/acc": "ab"}, "could not convert string to float")],
+)  # fmt: skip
+def test_a_crafted_history_fails_its_row_and_the_report_is_written(tmp_path: Path, history, reason) -> None:
+    """metrics.json is input: a history the study view cannot draw makes its job's row `failed`, saying why."""
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    add_job(tmp_path, "s1", ["seed=1"], 0.5)
+    metrics = json.loads((tmp_path / "s1" / "metrics.json").read_text())
+    (tmp_path / "s1" / "metrics.json").write_text(json.dumps({**metrics, "history": history}))
+    rows = {r["job"]: r for r in write_report(tmp_path)}
+    assert rows["s0"]["status"] == "ok" and rows["s1"]["status"] == "failed"
+    assert reason in rows["s1"]["error"]
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "tensorboard" / "study").is_dir()

@@ -27,8 +27,15 @@ def curves(history: dict[str, list[Any]]) -> dict[str, dict[int, float]]:
     """{tag: {step: value}} of a run's CURVES, from its metrics.json's history (the values its TensorBoard run
     holds: reading those back costs a second a study, checksumming the figures). Paired with the validations'
     steps from the last one back: a run started from a checkpoint without diagnostics has them only later."""
-    steps = [int(s) for s in history.get("step", [])][::-1]
+    steps = list(map(step, history.get("step", [])))[::-1]
     return {t: dict(zip(steps, map(float, history[t][::-1]), strict=False)) for t in CURVES if history.get(t)}
+
+
+def step(value: Any) -> int:
+    """A recorded step, as TensorBoard can take it; ValueError for anything else (a record is input)."""
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"history step {value!r} is not a step")
+    return value
 
 
 def cell_series(runs: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, float]]:
