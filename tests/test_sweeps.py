@@ -317,7 +317,9 @@ def test_nothing_of_a_sweep_outlives_it(tmp_path: Path, refused: bool) -> None:
      # value, lists of values
      ["data.dim=1,2", "data.seed=${seed},7", "eval.seq_lens=[8],[8,16]"],
      # a config group a user added (conf/optim/, not in conf/train.yaml's defaults): a group, composed by Hydra
-     ["+optim=fast,slow", "seed=0,1"]],
+     ["+optim=fast,slow", "seed=0,1"],
+     # where Hydra finds the config groups: composed with, not set on a composition
+     ["seed=0,1", "hydra.searchpath=[pkg://attnlab],[pkg://hydra_plugins]"]],
 )  # fmt: skip
 def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: list[str], tmp_path: Path) -> None:
     """The sweeper composes once per choice of config groups and sets each job's values on a plain copy
@@ -359,5 +361,8 @@ def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: l
             run = [*job[::-1], "hydra.sweep.subdir='a=1,b=2'"]  # reversed: Hydra sorts them in override_dirname
             hydras = OmegaConf.to_yaml(loader.load_sweep_config(master, run))
             assert OmegaConf.to_yaml(launcher.job_config(run)) == hydras, job
-    two = {"data=halfswap,uniform", "experiment=limitations", "+optim=fast,slow"}  # two choices of groups
+    two = {  # two choices of what Hydra composes from
+        "data=halfswap,uniform", "experiment=limitations", "+optim=fast,slow",
+        "hydra.searchpath=[pkg://attnlab],[pkg://hydra_plugins]",
+    }  # fmt: skip
     assert len(composer.composed) == (2 if two & set(args) else 1)

@@ -42,9 +42,12 @@ class ProcessesLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessesLauncherConf, provider="attnlab")
 
 
+SEARCHPATH = "hydra.searchpath"
+
+
 class Overrides:
-    """A sweep's overrides, each parsed once (a grid repeats them), told apart: choices of config groups (which
-    Hydra composes) and values (set on a composition)."""
+    """A sweep's overrides, each parsed once (a grid repeats them), told apart: what Hydra composes from (choices
+    of config groups, and `hydra.searchpath`, where it finds them) and values (set on a composition)."""
 
     def __init__(self, loader: Any) -> None:
         self.parser = OverridesParser.create(config_loader=loader)
@@ -52,9 +55,10 @@ class Overrides:
         self.groups = frozenset(loader.list_groups(""))  # conf/<group>/, and hydra's
 
     def split(self, overrides: list[str]) -> tuple[list[Any], tuple[str, ...], list[Any]]:
-        """(all parsed, the group choices as written, the values)."""
+        """(all parsed, what Hydra composes from as written, the values)."""
         parsed = [self.parse(o) for o in overrides]
-        groups = tuple(o.input_line for o in parsed if o.key_or_group.split("/")[0] in self.groups)
+        composed = [o for o in parsed if o.key_or_group.split("/")[0] in self.groups or o.key_or_group == SEARCHPATH]
+        groups = tuple(o.input_line for o in composed)
         return parsed, groups, [o for o in parsed if o.input_line not in groups]
 
 
