@@ -802,6 +802,35 @@ def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    "item,refused",
+    [
+        ("+optim=fast", None),
+        ("optim=[fast,slow]", None),
+        ("+optim=../data/halfswap", "optim may only name its options in conf/optim/: ['fast', 'slow']"),
+        ("+optim=nope", "optim may only name its options in conf/optim/"),
+        ("+notes=a", "may only set the project's config keys"),  # a file, not a group folder
+        ("+data/../optim=fast", "may only set the project's config keys"),
+    ],
+)
+def test_a_config_group_a_user_added_may_be_named_by_a_record(
+    item: str, refused: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group is a folder of conf/ (`+optim=fast,slow` sweeps over conf/optim/), named only by its options."""
+    conf = tmp_path / "conf"
+    shutil.copytree(resume.CONF, conf)
+    (conf / "optim").mkdir()
+    for name in ("fast", "slow"):
+        (conf / "optim" / f"{name}.yaml").write_text("lr: 0.01\n")
+    (conf / "notes").write_text("not a group\n")
+    monkeypatch.setattr(resume, "CONF", conf)
+    if refused is None:
+        resume.check_saved_override(item, Path("record"))
+    else:
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            resume.check_saved_override(item, Path("record"))
+
+
+@pytest.mark.parametrize(
     "item,ok",
     [
         ("hydra/launcher=processes", True),

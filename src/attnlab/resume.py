@@ -27,7 +27,6 @@ from attnlab.naming import canonical, flatten, hydra_quote
 # checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
 RESUMABLE = tuple(keys_of_kind(*KINDS))
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
-CONFIG_GROUPS = ("data", "model", "trainer", "logger", "experiment", "debug")  # conf/<group>/
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -159,10 +158,11 @@ def check_saved_override(item: str, source: Path) -> None:
     key only to a plain value (no `${...}`)."""
     key, sep, value = item.partition("=")
     key = key.lstrip("+~")
-    ours = key in CONFIG_GROUPS or key in schema_keys()  # or +trainer.X, checked against Lightning's signature
+    group = PLAIN_NAME.fullmatch(key) and (CONF / key).is_dir()  # conf/<group>/: the project's or a user's own
+    ours = group or key in schema_keys()  # or +trainer.X, checked against Lightning's signature
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
-    if key in CONFIG_GROUPS:
+    if group:
         # one option, a list of them ([a,b]), or a sweep over either (a,b  [a],[a,b]  choice(a,b))
         options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
         inner = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
