@@ -233,10 +233,10 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     again = to_plain(compose_train(run_dir, *TINY, *timer, "trainer.max_time=00:00:00:01", "resume=true"))
     with pytest.raises(ConfigError, match=r"^trainer.max_time='00:00:00:01' is invalid: this run's timer has run"):
-        resume.check(again, run_dir)
+        resume.plan(again, run_dir, recorded=True)
     longer = compose_train(run_dir, *TINY, *timer, "trainer.max_epochs=" + str(first["epochs"] + 2),
                            "trainer.max_time=00:01:00:00", "resume=true")  # fmt: skip
-    assert resume.check(to_plain(longer), run_dir).own
+    assert resume.plan(to_plain(longer), run_dir, recorded=True).own
     metrics = train(longer)
     assert metrics["epochs"] == first["epochs"] + 2 and metrics["ended_by"] == "max_epochs"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError, check_typed, first_line, fits
@@ -218,8 +218,13 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain values (enums as names); a `???` left or a broken `${...}` is a ConfigError."""
+def to_plain(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
+    """The resolved config as plain values (enums as names); with `output_dir`, a composed config's own part
+    (Hydra's node left out) run there. A `???` left or a broken `${...}` is a ConfigError."""
+    if output_dir is not None:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        with open_dict(cfg):
+            cfg.output_dir = output_dir  # Hydra's runtime folder, interpolated in conf/train.yaml
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
@@ -428,8 +433,6 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         schema = OmegaConf.structured(TrainConfig)
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
-        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
-        cfg.output_dir = str(run_dir)  # was an interpolation into Hydra's runtime
-        return to_plain(cfg)
+        return to_plain(OmegaConf.merge(schema, OmegaConf.load(path)), str(run_dir))
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import OmegaConf, read_write
 
 from attnlab import run_folder
 from attnlab.config import KINDS, TrainConfig, keys_of_kind, run_config, to_plain, trainer_argument, validate
@@ -52,23 +52,10 @@ class Plan(NamedTuple):
     own: bool  # the checkpoint is this run's own (a resume), not another run's (ckpt_path)
 
 
-_checked: dict[str, Plan] = {}  # plans made by a run's checks (preflight, the sweeper), for its train() here
-
-
-def check(c: dict[str, Any], folder: Path) -> Plan:
-    """Every check a resume or a `ckpt_path` needs (ConfigError); the plan is kept for the run's `plan`."""
-    _checked[canonical([str(folder.resolve()), c])] = made = make_plan(c, folder, recorded=True)
-    return made
-
-
-def plan(c: dict[str, Any], folder: Path) -> Plan:
-    """The plan the run's checks made in this process (taken: a later run re-checks), else made now (a sweep's
-    job in a worker; `train` called without Hydra). The checkpoints are read once per run."""
-    return _checked.pop(canonical([str(folder.resolve()), c]), None) or make_plan(c, folder, recorded=False)
-
-
-def make_plan(c: dict[str, Any], folder: Path, recorded: bool) -> Plan:
-    """`recorded`: started through Hydra, so the folder must hold the config the run was trained with."""
+def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
+    """Every check a resume or a `ckpt_path` needs (ConfigError), and where training starts. `recorded`: the
+    run's checks before Hydra writes (preflight, the sweeper), so the folder must hold the config the run was
+    trained with; `train` plans again, from the checkpoints as they are then."""
     from attnlab.checkpoints import newest_checkpoint  # imported once the values are checked: it loads Lightning
 
     newest = None
@@ -241,15 +228,12 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 def preflight(config: Any) -> Path:
     """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
-    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     wanted = Path(str(config.hydra.run.dir))
-    with open_dict(task):
-        task.output_dir = str(wanted)
-    c = to_plain(task)
+    c = to_plain(config, str(wanted))
     validate(c)
     if run_folder.secondary_process():
         return wanted
-    check(c, wanted)
+    plan(c, wanted, recorded=True)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
 

@@ -120,7 +120,8 @@ def run(
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(c, out, start_from, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
-        metrics, tested = fit_and_test(c, trainer, module, data, callbacks, start_from, stop, origin)
+        metrics, tested = fit_and_test(c, trainer, module, data, callbacks)
+        metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if c["eval"]["seq_lens"]:  # the tested weights at other lengths
                 record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested)
@@ -132,14 +133,9 @@ def run(
 
 class RunCallbacks:
     def __init__(
-        self,
-        c: dict[str, Any],
-        out: Path,
-        start_from: str | None,
-        stop: StopOnSignal,
-        extra: list[pl.Callback],
-        show_progress: bool,
+        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: list, progress: bool
     ) -> None:
+        self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
         ckpt_dir = out / "checkpoints"
         same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
         kept = {"dirpath": ckpt_dir, "enable_version_counter": False, "same_run": same_run}
@@ -159,7 +155,7 @@ class RunCallbacks:
         self.diagnostics = AttentionDiagnostics(describe(c)) if c["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
-        if show_progress:
+        if progress:
             self.all.append(progress_bar(c["progress"]))
 
 
@@ -191,19 +187,12 @@ def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: 
 
 
 def fit_and_test(
-    c: dict[str, Any],
-    trainer: pl.Trainer,
-    module: LitClassifier,
-    data: SyntheticDataModule,
-    callbacks: RunCallbacks,
-    start_from: str | None,
-    stop: StopOnSignal,
-    origin: dict,
+    c: dict[str, Any], trainer: pl.Trainer, module: LitClassifier, data: SyntheticDataModule, callbacks: RunCallbacks
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, then test the best checkpoint (lowest val/loss), not whatever the last epoch left; without one
     (fast_dev_run) the final weights, named so. Returns metrics.json's contents and the tested checkpoint."""
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=start_from, weights_only=True)
+    start, stop = time.perf_counter(), callbacks.stop
+    trainer.fit(module, datamodule=data, ckpt_path=callbacks.start_from, weights_only=True)
     if stop.signum is not None:  # a signal in the fit's last moments, after Lightning's last check
         raise stop.interrupted()
     fit_seconds = round(time.perf_counter() - start, 3)
@@ -243,7 +232,6 @@ def fit_and_test(
         # the tested checkpoint's attention statistics
         "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
         "settings": {name: lookup(c, key) for name, key in KEY_SETTINGS.items()},
-        "provenance": origin,  # git commit (and whether the tree had changes), versions, the command
     }
     return metrics, tested
 

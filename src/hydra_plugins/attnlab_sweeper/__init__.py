@@ -1,6 +1,6 @@
 """`hydra/sweeper=attnlab` (conf/train.yaml's default): a grid sweep that loses nothing.
 
-Every job's config is checked before any job runs (`config.validate`, `resume.check`; two jobs sharing a folder
+Every job's config is checked before any job runs (`config.validate`, `resume.plan`; two jobs sharing a folder
 or a config are refused) and recorded (`sweep_record`). A failed job leaves `FAILED` and the others go on; a
 signal stops the sweep once the running jobs have saved; however it ended, the report is written and the exit
 code says how (`report.conclude`). `-m resume=<sweep dir>` continues a sweep, keeping its finished jobs.
@@ -76,7 +76,7 @@ class JobConfigs:
         if folder is None or any(o.is_delete() or o.is_force_add() or o.package is not None for o in values):
             cfg = self.loader.load_sweep_config(self.config, list(overrides))
             folder = folder or str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-            return plain(cfg, output_dir), folder
+            return to_plain(cfg, output_dir), folder
         if groups not in self.composed:
             self.composed[groups] = Composition(self.loader.load_sweep_config(self.config, list(groups)))
         return self.composed[groups].job(values, output_dir), folder
@@ -93,7 +93,7 @@ class Composition:
         # the keys its interpolations read: `data.dim` in `model.dim: ${data.dim}`
         self.references = {ref for v in written.values() if isinstance(v, str) for ref in INTERPOLATION.findall(v)}
         try:
-            self.plain: dict[str, Any] | None = plain(copy.deepcopy(cfg), "")
+            self.plain: dict[str, Any] | None = to_plain(cfg, "")
         except ConfigError:  # a `???` every job sets, say
             self.plain = None
         self.probe = copy.deepcopy(cfg)
@@ -110,7 +110,7 @@ class Composition:
         job = copy.deepcopy(self.cfg)
         for override in values:
             set_value(job, override)
-        return plain(job, output_dir)
+        return to_plain(job, output_dir)
 
     def plain_value_fits(self, override: Any) -> bool:
         """A single plain value, of a key no interpolation reads, in a section the composition has."""
@@ -141,13 +141,6 @@ def set_value(cfg: DictConfig, override: Any) -> None:
         OmegaConf.update(cfg, key, override.value(), merge=True, force_add=override.is_add())
     except Exception as e:  # an unknown key, a value of the wrong type: the sweep is refused
         raise ConfigError(key, override.get_value_element_as_str(), str(e).splitlines()[0]) from e
-
-
-def plain(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-        cfg.output_dir = output_dir
-    return to_plain(cfg)
 
 
 def finished(job_dir: Path) -> bool:
@@ -206,7 +199,7 @@ class AttnlabSweeper(Sweeper):
                 same = canonical({k: v for k, v in c.items() if k != "output_dir"})
                 if same in configs:
                     raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
-                resume.check(c, sweep_dir / folder)
+                resume.plan(c, sweep_dir / folder, recorded=True)
                 folders[folder], configs[same] = num, num
                 if num == 0 and self.forks:  # once the first job passed: a bad value for them all is said at once
                     self.launcher.start(left)
