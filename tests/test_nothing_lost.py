@@ -624,6 +624,18 @@ def test_a_sweeps_other_hydra_settings_are_named_and_left_out_and_it_continues(
     assert "(2 finished before, kept as they are)" in proc.stdout
 
 
+def test_a_hydra_flag_keeps_its_value_when_a_run_is_resumed(tmp_path: Path) -> None:
+    """`resume=<run> --cfg job`: `job` is --cfg's value, not an override (Hydra refused `--cfg data=...`)."""
+    run = tmp_path / "run"
+    assert run_train(*TINY, "seed=3", f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    for flags in (["--cfg", "job"], ["--info", "config"], ["-c", "job", "--resolve"], ["--info"]):
+        argv = resume.resume_argv([str(TRAIN), f"resume={run}", *flags])
+        assert argv[1 : 1 + len(flags)] == flags and "seed=3" in argv and "resume=true" in argv, argv
+    proc = run_train(f"resume={run}", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "seed: 3\n" in proc.stdout and "resume: true\n" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", ""])
 def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path: Path, escape: str) -> None:
     sweep = copy_sweep(cli_sweep, tmp_path / "deep" / "sweep")
@@ -810,6 +822,8 @@ def test_what_a_saved_override_may_say(item: str, refused: str | None) -> None:
         ("+optim=nope", "optim may only name its options in conf/optim/"),
         ("+notes=a", "may only set the project's config keys"),  # a file, not a group folder
         ("+data/../optim=fast", "may only set the project's config keys"),
+        ("+hydra=loud", "no hydra.*"),  # conf/hydra/ holds Hydra's settings (a launcher, logging)
+        ("~hydra", "no hydra.*"),
     ],
 )
 def test_a_config_group_a_user_added_may_be_named_by_a_record(
@@ -822,6 +836,8 @@ def test_a_config_group_a_user_added_may_be_named_by_a_record(
     for name in ("fast", "slow"):
         (conf / "optim" / f"{name}.yaml").write_text("lr: 0.01\n")
     (conf / "notes").write_text("not a group\n")
+    (conf / "hydra").mkdir()
+    (conf / "hydra" / "loud.yaml").write_text("# @package _global_\nhydra: {job: {name: x}}\n")
     monkeypatch.setattr(resume, "CONF", conf)
     if refused is None:
         resume.check_saved_override(item, Path("record"))

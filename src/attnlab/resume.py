@@ -41,6 +41,10 @@ LAUNCHER_SETTINGS = (
     "array_parallelism", "max_num_timeout", "signal_delay_s", "nodes", "tasks_per_node",
 )  # fmt: skip
 PLAIN_SETTING = re.compile(r"[A-Za-z0-9_.:+-]*")
+# Hydra's command-line flags that take the next argument as their value (`--cfg job`), not an override
+HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun")  # fmt: skip
+INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
 
 
 class Plan(NamedTuple):
@@ -145,7 +149,8 @@ def check_saved_override(item: str, source: Path) -> None:
     key only to a plain value (no `${...}`)."""
     key, sep, value = item.partition("=")
     key = key.lstrip("+~")
-    group = PLAIN_NAME.fullmatch(key) and (CONF / key).is_dir()  # conf/<group>/: the project's or a user's own
+    # conf/<group>/: the project's or a user's own; not conf/hydra/ (Hydra's settings: never from a record)
+    group = PLAIN_NAME.fullmatch(key) and key != "hydra" and (CONF / key).is_dir()
     ours = group or key in schema_keys()  # or +trainer.X, checked against Lightning's signature
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
@@ -219,8 +224,13 @@ def resume_argv(argv: list[str]) -> list[str]:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    flags = [a for a in argv[1:] if a.startswith("-")]
-    now = [a for a in argv[1:] if not a.startswith("-") and a.split("=", 1)[0] != "resume"]
+    flags, now, args = [], [], argv[1:]
+    for i, arg in enumerate(args):  # Hydra's flags (`--cfg job`: the flag's value with it), the overrides given now
+        before = args[i - 1] if i else ""
+        if arg.startswith("-") or before in HYDRA_VALUE_FLAGS or (before in ("--info", "-i") and arg in INFO_TOPICS):
+            flags.append(arg)
+        elif arg.split("=", 1)[0] != "resume":
+            now.append(arg)
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
     overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
     return [argv[0], *flags, *overrides.values()]  # one per key, the last given

@@ -107,10 +107,12 @@ class Composition:
                 (lookup(c, parent) if parent else c)[name] = self.value(override)
             c["output_dir"] = output_dir
             return c
-        job = copy.deepcopy(self.cfg)
+        job = copy.deepcopy(self.cfg)  # Hydra's node already left out: set in place, not copied again
         for override in values:
             set_value(job, override)
-        return to_plain(job, output_dir)
+        with open_dict(job):
+            job.output_dir = output_dir
+        return to_plain(job)
 
     def plain_value_fits(self, override: Any) -> bool:
         """A single plain value, of a key no interpolation reads, in a section the composition has."""
