@@ -194,6 +194,9 @@ def test_stats_units() -> None:
     stats = attention_stats([AttentionMap(torch.zeros(1, 1, 4, 4), uniform)])
     torch.testing.assert_close(stats["attn/entropy"], stats["attn/entropy_uniform"])
     assert stats["attn/max_prob"] == pytest.approx(0.25) and stats["attn/score_std"] == 0
+    scores = torch.randn(3, 2, 5, 7) * 4 + 100  # a large mean: the std must not lose its digits to it
+    stats = attention_stats([AttentionMap(scores, scores.softmax(-1))])
+    torch.testing.assert_close(stats["attn/score_std"], scores.std(-1).mean())
     x = torch.arange(12.0).view(2, 6, 1)
     shuffled = shuffle_positions(x, seed=0)
     assert torch.equal(shuffled.sort(dim=1).values, x) and not torch.equal(shuffled, x)
