@@ -374,7 +374,7 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
 def main() -> None:
     examples = """examples:
   python scripts/benchmark.py                      # everything (CPU: ~20 minutes on 2 cores)
-  python scripts/benchmark.py --only processes     # the study and the one-run rows
+  python scripts/benchmark.py --only processes     # the study (with and without diagnostics) and one run
   python scripts/benchmark.py --device cuda        # on a GPU: adds bf16 mixed precision rows
   python scripts/benchmark.py --quick --out /tmp/bench.md   # tiny sizes: checks that it runs"""
     doc = __doc__.split("\nEach measurement")[0]  # what is measured; not how the module is built
@@ -391,7 +391,9 @@ def main() -> None:
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
     run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
     study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
-    jobs = [] if args.only == "steps" else [("study", study), ("one run", run)]
+    # the study again without the diagnostics (figures, statistics, shuffled accuracy), which the replay does not do
+    bare = ("study, diagnostics=false", [*study, "diagnostics=false"])
+    jobs = [] if args.only == "steps" else [("study", study), bare, ("one run", run)]
     processes = [train_vs_replay(what, train_args, rounds, args.device) for what, train_args in jobs]
     rows = [] if args.only == "processes" else step_rows(args.device, args.threads, rounds, quick)
     machine = (
