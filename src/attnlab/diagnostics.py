@@ -183,6 +183,8 @@ class AttentionDiagnostics(pl.Callback):
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
+        if trainer.sanity_checking:  # its numbers are dropped (on_validation_epoch_end)
+            return
         x, y = batch
         self.shuffled.update(pl_module.net(shuffle_positions(x, seed=batch_idx)).argmax(-1), y)
 
