@@ -208,3 +208,20 @@ def test_a_killed_job_that_is_requeued_resumes(slurm, undisturbed, tmp_path: Pat
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
     steps = scalar_steps(job, "train/loss")
     assert steps == sorted(set(steps)) == scalar_steps(undisturbed, "train/loss")
+
+
+def test_a_single_job_is_named_and_seen_to_end_when_cancelled(slurm, tmp_path: Path) -> None:
+    """A one-job sweep is submitted as a plain job, not an array: the line names it and its log folder, and a
+    scancel of it ends the sweep (its state from scontrol, the cluster keeping no accounting)."""
+    sweep = tmp_path / "sweep"
+    proc = sweep_on_slurm(slurm, sweep, *JOB)
+    wait_for("*/checkpoints/last.ckpt", sweep, proc)
+    (job_id,) = [i for i, state in squeue(slurm) if state == "RUNNING"]
+    subprocess.run(["scancel", job_id], env=slurm, check=True)
+    assert proc.wait(timeout=300) == 1
+    log = (tmp_path / "sweep.log").read_text()
+    (said,) = [line for line in log.splitlines() if line.startswith("[attnlab] SLURM job")]
+    assert said == f"[attnlab] SLURM job {job_id}; logs in {sweep}/.slurm/{job_id}", log
+    assert f"SLURM job {job_id} ended CANCELLED without a result" in log, log
+    ((row,),) = [csv_rows(sweep / "results.csv")]
+    assert row["status"] == "interrupted" and "signal 15" in row["error"], row

@@ -20,9 +20,12 @@ from hydra.core.singleton import Singleton
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-# A job in one of these is not over (submitit's own list); any other state is an end.
-GOING = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED", "CONFIGURING", "SUSPENDED"}
-POLL_S = 10  # how often the states are asked for; result files are looked for every second
+# What SLURM reports of a job that has ended; any other state (PENDING, RUNNING, REQUEUE_HOLD, SIGNALING, ...)
+# is not an end. An end counts once two polls in a row report it: a requeued job passes through some of them.
+END = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+END |= {"PREEMPTED"}  # an end where SLURM cancels a preempted job; requeued (as here), it is pending again
+POLL_S = 10  # how often the states (and every job's result file) are asked for
+GRACE_S = 15  # how long a result may take to appear after its job ended (60 s after COMPLETED)
 
 
 class AttnlabSlurmLauncher(SlurmLauncher):
@@ -49,10 +52,20 @@ class AttnlabSlurmLauncher(SlurmLauncher):
         )
         array = jobs[0].job_id.split("_")[0]
         folder = str(executor.folder).replace("%j", array)
-        tasks = f"{array}_0..{array}_{len(jobs) - 1}"
-        print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
+        if "_" in jobs[0].job_id:  # an array; a single job is submitted as a plain one
+            tasks = f"{array}_0..{array}_{len(jobs) - 1}"
+            print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
+        else:
+            print(f"[attnlab] SLURM job {array}; logs in {folder}", flush=True)
         wait(jobs)
         return [job.results()[0] for job in jobs]
+
+
+def written(job: Any) -> bool:
+    """Every task of the job has written its result file (a chmod first: a network file system looks again)."""
+    with contextlib.suppress(OSError):
+        job.paths.folder.chmod(job.paths.folder.stat().st_mode)
+    return all(job.task(i).paths.result_pickle.exists() for i in range(job.num_tasks))
 
 
 def wait(jobs: list[Any]) -> None:
@@ -60,38 +73,62 @@ def wait(jobs: list[Any]) -> None:
     one that ended without a result (cancelled, killed), once all have."""
     from submitit.core.utils import UncompletedJobError
 
-    ended: dict[str, str] = {}
-    asked = 0.0
-    while pending := [j for j in jobs if j.job_id not in ended and not j.paths.result_pickle.exists()]:
+    ended: dict[str, str] = {}  # job id -> its end, reported by two polls in a row
+    ending: dict[str, str] = {}  # ... by the last poll
+    pending, asked = list(jobs), 0.0
+    while pending:
         if time.monotonic() - asked >= POLL_S:
-            asked, now = time.monotonic(), states({j.job_id.split("_")[0] for j in pending})
-            ended |= {j.job_id: now[j.job_id] for j in pending if now.get(j.job_id, "UNKNOWN") not in GOING}
-        time.sleep(1)
-    for job in jobs:  # a completed job's result may reach a shared file system after SLURM says it ended
-        grace = time.monotonic() + (60 if ended.get(job.job_id) == "COMPLETED" else 2)
-        while not job.paths.result_pickle.exists() and time.monotonic() < grace:
+            pending = [j for j in pending if not written(j)]
+            now = states({j.job_id.split("_")[0] for j in pending}) if pending else {}
+            said = {j.job_id: now[j.job_id] for j in pending if now.get(j.job_id) in END}
+            ended |= {job: state for job, state in said.items() if ending.get(job) == state}
+            pending, ending, asked = [j for j in pending if j.job_id not in ended], said, time.monotonic()
+        while pending and written(pending[0]):  # between polls, the first job still going (as submitit waits)
+            pending.pop(0)
+        time.sleep(1 if pending else 0)
+    for job in jobs:  # a result may reach a shared file system after SLURM says the job ended
+        grace = time.monotonic() + (4 if ended.get(job.job_id) == "COMPLETED" else 1) * GRACE_S
+        while not written(job) and time.monotonic() < grace:
             time.sleep(0.5)
-        if not job.paths.result_pickle.exists():
-            raise UncompletedJobError(f"SLURM job {job.job_id} ended {ended[job.job_id]} without a result")
+        if not written(job):
+            why = f"ended {ended[job.job_id]} without a result; its log: {job.paths.stderr}"
+            raise UncompletedJobError(f"SLURM job {job.job_id} {why}")
+
+
+def task_ids(job: str, tasks: str) -> list[str]:
+    """A job's task ids: `tasks` as SLURM writes an array's ("4", "[5-7]", "2-3%4", "1,3-5"); a plain job's own id."""
+    if not tasks:
+        return [job]
+    ids = []
+    for part in tasks.strip("[]").split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        ids += [f"{job}_{n}" for n in range(int(first), int(last or first) + 1)]
+    return ids
 
 
 def states(arrays: set[str]) -> dict[str, str]:
-    """Each task's state ("<array>_<task>" -> RUNNING, CANCELLED, ...): from sacct, else from scontrol."""
+    """Each task's state ("<array>_<task>", or a plain job's id -> RUNNING, CANCELLED, ...): from sacct, else
+    (no accounting) from scontrol, which knows a job for MinJobAge after it ends."""
+    found: dict[str, str] = {}
     with contextlib.suppress(FileNotFoundError):
         sacct = subprocess.run(
             ["sacct", "-o", "JobID,State", "--parsable2", "--noheader", f"--jobs={','.join(sorted(arrays))}"],
             capture_output=True, text=True,
         )  # fmt: skip
         if sacct.returncode == 0:
-            return {job: state.split()[0] for job, state in (line.split("|")[:2] for line in sacct.stdout.splitlines())}
-    found = {}
+            for line in sacct.stdout.splitlines():
+                job, _, state = line.partition("|")
+                if state.strip() and "." not in job:  # not a step of a job (123_4.batch)
+                    with contextlib.suppress(ValueError):
+                        found |= dict.fromkeys(task_ids(*job.partition("_")[::2]), state.split()[0])
+            return found
     for array in arrays:
         shown = subprocess.run(["scontrol", "-o", "show", "job", array], capture_output=True, text=True)
         for record in shown.stdout.splitlines():
             fields = dict(item.split("=", 1) for item in record.split() if "=" in item)
-            task = fields.get("ArrayTaskId", "")
-            if task.isdigit():  # not the array's pending remainder ("2-3%4"): pending, as is
-                found[f"{fields.get('ArrayJobId')}_{task}"] = fields.get("JobState", "UNKNOWN")
+            job, tasks = fields.get("ArrayJobId", fields.get("JobId", "")), fields.get("ArrayTaskId", "")
+            with contextlib.suppress(ValueError):
+                found |= dict.fromkeys(task_ids(job, tasks), fields.get("JobState", "UNKNOWN"))
     return found
 
 
