@@ -30,6 +30,8 @@ pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=NOT_INSTALLED),
     pytest.mark.skipif(os.geteuid() != 0, reason="the local SLURM cluster runs its jobs as root"),
 ]
+# The local cluster's partition; its states asked every 2 s (10 s by default: a real cluster's scheduler is shared)
+ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.poll_s=2"]
 # One job of 4 epochs x 40 steps: long enough to be stopped in the middle.
 JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "model.pos_enc=sinusoidal", "seed=0"]
 
@@ -65,7 +67,7 @@ def no_sweep_left_behind():
 
 def sweep_on_slurm(env: dict[str, str], sweep: Path, *args: str) -> subprocess.Popen:
     log = open(sweep.parent / f"{sweep.name}.log", "w")  # noqa: SIM115 (the process writes it)
-    command = [*python(), str(TRAIN), "-m", *args, "hydra/launcher=slurm", "hydra.launcher.partition=debug"]
+    command = [*python(), str(TRAIN), "-m", *args, *ON_SLURM]
     proc = subprocess.Popen(
         [*command, f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, env=env, stdout=log, stderr=subprocess.STDOUT
     )
@@ -156,7 +158,7 @@ def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm
     (said,) = [line for line in log.splitlines() if line.startswith("[attnlab] SLURM job")]
     assert "2 tasks" in said and f"logs in {sweep}/.slurm/" in said
     continued = subprocess.run(
-        [*python(), str(TRAIN), "-m", f"resume={sweep}", "hydra/launcher=slurm", "hydra.launcher.partition=debug"],
+        [*python(), str(TRAIN), "-m", f"resume={sweep}", *ON_SLURM],
         cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert continued.returncode == 1, continued.stderr[-3000:]  # the NaN job fails again, as it should

@@ -12,6 +12,8 @@ from submitit.core.utils import UncompletedJobError
 
 import hydra_plugins.attnlab_slurm as slurm
 
+POLL_S = 10  # the launcher's default (AttnlabSlurmConf.poll_s)
+
 SACCT = """123_0|RUNNING
 123_0.batch|RUNNING
 123_[2-3%1]|PENDING
@@ -95,8 +97,8 @@ def test_a_held_or_signalled_state_seen_once_is_not_an_end(tmp_path: Path, monke
     jobs = [Job(tmp_path, "7_0"), Job(tmp_path, "7_1")]
     script = [{"7_0": "RUNNING", "7_1": "REQUEUE_HOLD"}, {"7_0": "done", "7_1": "CANCELLED"}, {"7_1": "RUNNING"}]
     asked = polls(monkeypatch, jobs, [*script, {"7_1": "done"}])
-    slurm.wait(jobs)
-    assert len(asked) == 4 and asked == sorted(asked) and asked[1] - asked[0] >= slurm.POLL_S
+    slurm.wait(jobs, POLL_S)
+    assert len(asked) == 4 and asked == sorted(asked) and asked[1] - asked[0] >= POLL_S
 
 
 def test_a_job_that_ends_without_a_result_is_named_once_every_job_has_ended(tmp_path: Path, monkeypatch, clock) -> None:
@@ -105,7 +107,7 @@ def test_a_job_that_ends_without_a_result_is_named_once_every_job_has_ended(tmp_
     script = [{"8_1": "CANCELLED", "9": "RUNNING"}, {"8_0": "done", "8_1": "CANCELLED"}, {"9": "RUNNING"}]
     asked = polls(monkeypatch, jobs, [*script, {"9": "done"}])
     with pytest.raises(UncompletedJobError, match=r"SLURM job 8_1 ended CANCELLED without a result; its log: e"):
-        slurm.wait(jobs)
+        slurm.wait(jobs, POLL_S)
     assert len(asked) == 4 and jobs[2].paths.result_pickle.exists()
 
 
@@ -117,8 +119,8 @@ def test_a_result_written_after_the_job_ended_is_waited_for(tmp_path: Path, monk
 
     def late(seconds: float) -> None:  # the result lands 3 s after the second poll
         sleep(seconds)
-        if clock.t >= slurm.POLL_S + 3:
+        if clock.t >= POLL_S + 3:
             job.paths.result_pickle.touch()
 
     monkeypatch.setattr(slurm.time, "sleep", late)
-    slurm.wait(jobs)
+    slurm.wait(jobs, POLL_S)

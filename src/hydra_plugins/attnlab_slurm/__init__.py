@@ -24,7 +24,6 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 # is not an end. An end counts once two polls in a row report it: a requeued job passes through some of them.
 END = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 END |= {"PREEMPTED"}  # an end where SLURM cancels a preempted job; requeued (as here), it is pending again
-POLL_S = 10  # how often the states (and every job's result file) are asked for
 GRACE_S = 15  # how long a result may take to appear after its job ended (60 s after COMPLETED)
 
 
@@ -34,6 +33,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
         import submitit
 
         params = dict(self.params)
+        poll_s = params.pop("poll_s")
         executor = submitit.AutoExecutor(
             folder=params.pop("submitit_folder"), cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
         )
@@ -57,7 +57,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
             print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
         else:
             print(f"[attnlab] SLURM job {array}; logs in {folder}", flush=True)
-        wait(jobs)
+        wait(jobs, poll_s)
         return [job.results()[0] for job in jobs]
 
 
@@ -68,16 +68,17 @@ def written(job: Any) -> bool:
     return all(job.task(i).paths.result_pickle.exists() for i in range(job.num_tasks))
 
 
-def wait(jobs: list[Any]) -> None:
-    """Until every job has written its result or SLURM says it has ended; submitit.UncompletedJobError for
-    one that ended without a result (cancelled, killed), once all have."""
+def wait(jobs: list[Any], poll_s: float) -> None:
+    """Until every job has written its result or SLURM says it has ended (asked every `poll_s`, with every
+    job's result file); submitit.UncompletedJobError for one that ended without a result (cancelled, killed),
+    once all have."""
     from submitit.core.utils import UncompletedJobError
 
     ended: dict[str, str] = {}  # job id -> its end, reported by two polls in a row
     ending: dict[str, str] = {}  # ... by the last poll
     pending, asked = list(jobs), 0.0
     while pending:
-        if time.monotonic() - asked >= POLL_S:
+        if time.monotonic() - asked >= poll_s:
             pending = [j for j in pending if not written(j)]
             now = states({j.job_id.split("_")[0] for j in pending}) if pending else {}
             said = {j.job_id: now[j.job_id] for j in pending if now.get(j.job_id) in END}
@@ -139,6 +140,7 @@ class AttnlabSlurmConf(SlurmQueueConf):
     submitit_folder: str = "${hydra.sweep.dir}/.slurm/%j"  # each job's stdout/stderr, by SLURM job id
     timeout_min: int = 60
     signal_delay_s: int = 60  # USR2 this long before the time limit: time to finish a step and save
+    poll_s: int = 10  # how often the sweep asks SLURM for its jobs' states (sacct, else scontrol)
     max_num_timeout: int = 20  # requeues after hitting the time limit (each resumes, none starts over)
     additional_parameters: dict[str, Any] = field(default_factory=lambda: {"requeue": True})  # preemption
 
