@@ -33,7 +33,8 @@ STAT_EXAMPLES = 256  # validation sequences the attention statistics average ove
 @torch.no_grad()
 def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, title: str) -> Figure:
     """One sequence per class, x (2, L, n): each input above its attention weights (query rows, key columns),
-    both maps on one colour scale. The next call of the same shape redraws it (`attention_layout`)."""
+    both inputs on one scale, both maps on one colour scale. The next call of the same shape redraws it
+    (`attention_layout`)."""
     logits, maps = net.forward_with_weights(x)
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
@@ -59,15 +60,20 @@ def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
     edges = np.arange(prefix, length + 1) - 0.5  # one step per key position that has an input
+    strips[1].sharey(strips[0])  # both inputs on one scale; the right-hand axes repeat the left's ticks unlabelled
     for strip, heat in zip(strips, heats, strict=True):
         strip.stairs(np.zeros(length - prefix), edges, fill=True, color="tab:gray")
-        strip.set_ylabel("x")
+        strip.tick_params(labelbottom=False)  # the map below labels the key positions
         image = heat.imshow(np.zeros((length, length)), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         heat.set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
         heat.set_ylabel("query position i")
         for ax in (strip, heat):
             ax.set_xlim(-0.5, length - 0.5)  # the strip lines up with the key columns
             few_ticks(ax)
+    strips[0].set_ylabel("x")
+    strips[1].tick_params(labelleft=False)
+    heats[1].tick_params(labelleft=False)
+    heats[1].set_ylabel("")
     beside = heats[1].get_position()
     bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
     fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
