@@ -12,7 +12,6 @@ import contextlib
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,8 +21,10 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 # What SLURM reports of a job that has ended; any other state (PENDING, RUNNING, REQUEUE_HOLD, SIGNALING, ...)
 # is not an end. An end counts once two polls in a row report it: a requeued job passes through some of them.
-END = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-END |= {"PREEMPTED"}  # an end where SLURM cancels a preempted job; requeued (as here), it is pending again
+# PREEMPTED is an end where SLURM cancels a preempted job; requeued (as here), the job is pending again.
+END = {
+    "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED",
+}  # fmt: skip
 GRACE_S = 15  # how long a result may take to appear after its job ended (60 s after COMPLETED)
 
 
@@ -39,7 +40,6 @@ class AttnlabSlurmLauncher(SlurmLauncher):
         )
         common = set(BaseQueueConf.__dataclass_fields__)
         executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         state = Singleton.get_state()
         nums = [initial_job_idx + i for i in range(len(job_overrides))]
         jobs = executor.map_array(  # what each job runs: this launcher's __call__, as submitit's Hydra launcher
