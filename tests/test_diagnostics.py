@@ -103,7 +103,9 @@ def test_a_nan_in_one_map_leaves_the_other_drawn() -> None:
 @pytest.mark.parametrize("pool", ["max", "cls"])
 def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> None:
     """Figures are laid out once per shape and redrawn (diagnostics.*_layout): nothing of the previous
-    model's drawing (its maps, scale, input, prediction, title, table) may be left in the next one's."""
+    model's drawing (its maps, scale, input, prediction, title, table) may be left in the next one's; and the
+    PNG logged (diagnostics.png: the unchanging parts rendered once, the rest drawn over them) is, pixel for
+    pixel, the figure drawn whole."""
     from attnlab import diagnostics
 
     def net(seed: int) -> AttentionClassifier:
@@ -123,17 +125,25 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
     diagnostics.encoding_layout.cache_clear()
     drawn = [attention_figure(first, x0, 0, 0, "first"), encoding_figure(first.pos_enc, 6, "first")]
     first_pngs = [png(fig) for fig in drawn]
+    assert [pixels(diagnostics.png(fig)) for fig in drawn] == [pixels(p) for p in first_pngs]
     redrawn = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
     assert [id(fig) for fig in redrawn] == [id(fig) for fig in drawn]  # the same figures, redrawn
     strips = redrawn[0].axes[:2]  # both inputs on one scale, fitted to this model's inputs (not the first's)
     low, high = strips[0].get_ylim()
     assert strips[1].get_ylim() == (low, high) and low <= 0 and float(x1.max()) <= high < 1.2 * float(x1.max())
     pngs = [png(fig) for fig in redrawn]
+    assert [pixels(diagnostics.png(fig)) for fig in redrawn] == [pixels(p) for p in pngs]
     diagnostics.attention_layout.cache_clear()
     diagnostics.encoding_layout.cache_clear()
     anew = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
     assert [png(fig) for fig in anew] == pngs
     assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]
+
+
+def pixels(png: bytes) -> bytes:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).convert("RGB").tobytes()
 
 
 def fig_max(*axes) -> float:

@@ -57,9 +57,16 @@ def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[st
 
 
 def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], step: int) -> None:
+    # the metrics' values are the run's own scalars (test/acc, ...): no copies
+    write_summaries(logger.log_dir, hparams_summaries(row, differs), step)
+
+
+def write_summaries(folder: str, summaries: list[Any], step: int) -> None:
+    """Ready-made summaries (HParams, encoded images) into a TensorBoard run's folder, with the public FileWriter
+    (a logger's SummaryWriter is closed after fit; reopening it is private)."""
     from torch.utils.tensorboard.writer import FileWriter
 
-    writer = FileWriter(logger.log_dir)  # public: a writer of ready-made summaries, into the run's folder
-    for summary in hparams_summaries(row, differs):
+    writer = FileWriter(folder)
+    for summary in summaries:
         writer.add_summary(summary, step)
-    writer.close()  # the metrics' values are the run's own scalars (test/acc, ...): no copies
+    writer.close()

@@ -11,17 +11,24 @@ The maps come from the explicit path, which materialises (L, L) matrices: long s
 and past MAX_MAP_ELEMENTS even for one the maps are skipped (with a warning)."""
 
 import functools
+import io
 import math
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
+from attnlab.dashboard import write_summaries
 from attnlab.model import AttentionMap
 from attnlab.module import accuracy_metric
 
@@ -55,7 +62,8 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
 # and labels are about half of a figure's cost (attention figure, L=32: ~110 ms redrawn against ~210 ms anew).
 @functools.cache
 def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[Any]]:
-    """The attention figure's axes for `length` key positions (the first `prefix` without an input)."""
+    """The attention figure's axes for `length` key positions (the first `prefix` without an input); what each
+    call changes is listed in REDRAWN."""
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
@@ -77,6 +85,8 @@ def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[
     beside = heats[1].get_position()
     bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
     fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
+    maps = [artist for heat in heats for artist in (heat.images[0], *heat.spines.values())]  # frames over maps
+    REDRAWN[fig] = [*strips, *maps, bar, fig.suptitle("")]
     return fig, strips, heats
 
 
@@ -88,9 +98,47 @@ def encoding_layout(shape: tuple[int, int], columns: str) -> tuple[Figure, Any]:
     ax.set_xlabel(columns)
     ax.set_ylabel("position i")
     few_ticks(ax)
-    fig.colorbar(image, ax=ax, label="value", ticks=MaxNLocator(5))
+    bar = fig.colorbar(image, ax=ax, label="value", ticks=MaxNLocator(5))
     fig.subplots_adjust(top=0.85)
+    REDRAWN[fig] = [image, *ax.spines.values(), bar.ax, fig.suptitle("")]
     return fig, image
+
+
+# A laid-out figure -> the artists a redraw changes. The rest (the maps' axes, ticks and labels: most of a figure's
+# cost) is rendered once and copied under them (`png`, matplotlib's blitting): an attention figure at L=32 went
+# from 101 to 58 ms, PNG included.
+REDRAWN: dict[Figure, list[Artist]] = {}
+
+
+@functools.cache
+def background(fig: Figure) -> Any:
+    """The figure rendered once without its REDRAWN artists."""
+    for artist in REDRAWN[fig]:
+        artist.set_animated(True)  # left out of a whole draw
+    FigureCanvasAgg(fig).draw()
+    for artist in REDRAWN[fig]:
+        artist.set_animated(False)  # a figure saved whole (scripts/plot_attention.py) draws them all
+    return fig.canvas.copy_from_bbox(fig.bbox)
+
+
+def png(fig: Figure) -> bytes:
+    """A laid-out figure as PNG: its background copied, its REDRAWN artists drawn over it, as a whole draw would."""
+    behind = background(fig)  # the first call gives the figure an Agg canvas and draws it whole
+    canvas = fig.canvas
+    canvas.restore_region(behind)
+    for artist in REDRAWN[fig]:
+        fig.draw_artist(artist)
+    out = io.BytesIO()
+    pixels = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+    pixels.save(out, "png", compress_level=1)  # 15% larger than the default level, in half the time
+    return out.getvalue()
+
+
+def image_summary(tag: str, fig: Figure) -> Summary:
+    """The figure as TensorBoard's image (SummaryWriter.add_figure would take its pixels through float32)."""
+    encoded, (width, height) = png(fig), fig.canvas.get_width_height()
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def few_ticks(ax: Any) -> None:
@@ -217,18 +265,17 @@ class AttentionDiagnostics(pl.Callback):
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
         """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and
         the positional encoding's. Drawn once, not every epoch: a figure costs about as much as an epoch."""
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_figure")]
-        if not writers:
+        folders = [lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not folders:
             return
         which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
-        step = which["global_step"] if which else trainer.global_step
         title, net = checkpoint_title(self.run, which), pl_module.net
-
-        def log(tag: str, fig: Figure | None) -> None:  # at once: the next figure of its shape redraws it
-            for writer in writers if fig is not None else ():
-                writer.add_figure(tag, fig, step, close=False)
-
-        for layer, block in enumerate(net.layers):
-            for head in range(block.num_heads):
-                log(f"attention/layer{layer}_head{head}", attention_figure(net, fixed, layer, head, title))
-        log("pos_enc", encoding_figure(net.pos_enc, fixed.shape[1], title))
+        summaries = [  # each encoded at once: the next figure of its shape redraws it
+            image_summary(f"attention/layer{layer}_head{head}", attention_figure(net, fixed, layer, head, title))
+            for layer, block in enumerate(net.layers)
+            for head in range(block.num_heads)
+        ]
+        if (table := encoding_figure(net.pos_enc, fixed.shape[1], title)) is not None:
+            summaries.append(image_summary("pos_enc", table))
+        for folder in folders:
+            write_summaries(folder, summaries, which["global_step"] if which else trainer.global_step)
