@@ -203,11 +203,9 @@ def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[
     turns = []  # (spec, contestants, rounds, timeout)
     for bf16 in [False, True] if device.startswith("cuda") else [False]:
         base = {"device": device, "d_model": 32, "threads": threads, "bf16": bf16}
-        for sizes in SHORT[quick]:
-            turns.append(({**base, **dict(zip(SIZES, sizes, strict=True))}, list(CONTESTANTS), rounds, 300))
-        for sizes in LONG[quick]:
-            spec = {**base, **dict(zip(SIZES, sizes, strict=True)), "long": True}
-            turns.append((spec, ["seed loop", "attnlab"], 1, 240))
+        turns += [({**base, **dict(zip(SIZES, s, strict=True))}, list(CONTESTANTS), rounds, 300) for s in SHORT[quick]]
+        long = {**base, "long": True}
+        turns += [({**long, **dict(zip(SIZES, s, strict=True))}, ["seed loop", "attnlab"], 1, 240) for s in LONG[quick]]
     rows = []
     for spec, contestants, n, timeout in turns:
         runs: dict[str, list[dict[str, Any]]] = {who: [] for who in contestants}

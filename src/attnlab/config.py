@@ -68,6 +68,10 @@ def one_of(*names: str) -> Rule:
     return (lambda v: v in names, f"expected one of {list(names)}")
 
 
+def or_null(rule: Rule, null: str) -> Rule:  # the rule of a `| None` field, saying what null means
+    return rule[0], f"must be null ({null}) or {rule[1].removeprefix('must be ')}"
+
+
 @dataclass
 class DataConfig:
     task: TaskName = MISSING  # type: ignore[valid-type]
@@ -104,9 +108,7 @@ class EarlyStopConfig:
     rule to tell "at chance" (a plateau) from "not converged"."""
 
     # null: train all trainer.max_epochs; N: stop after N epochs without a better val/loss
-    patience: int | None = checked(
-        None, (lambda v: v >= 1, "must be null (train all max_epochs) or an integer >= 1"), kind="budget"
-    )
+    patience: int | None = checked(None, or_null(AT_LEAST_ONE, "train all max_epochs"), kind="budget")
     min_delta: float = checked(1e-3, NOT_NEGATIVE, kind="budget")  # a val/loss lower by less than this: no gain
 
 
@@ -123,9 +125,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = checked(1, AT_LEAST_ONE)
     log_every_n_steps: int = checked(10, AT_LEAST_ONE)
     deterministic: bool | str = False  # True, False or "warn"
-    gradient_clip_val: float | None = checked(
-        None, (lambda v: math.isfinite(v) and v >= 0, "must be null (no clipping) or a number >= 0")
-    )
+    gradient_clip_val: float | None = checked(None, or_null(NOT_NEGATIVE, "no clipping"))
     fast_dev_run: bool | int = False
     limit_train_batches: int | float | None = checked(None, SOME_BATCHES)  # an int counts batches; a float: a fraction
     limit_val_batches: int | float | None = checked(None, SOME_BATCHES)
@@ -171,9 +171,7 @@ class TrainConfig:
     seed: int = checked(0, (lambda v: 0 <= v < 2**32, "must be in 0..2**32-1"))
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     # torch.set_num_threads; None leaves PyTorch's default
-    torch_threads: int | None = checked(
-        None, (lambda v: v >= 1, "must be null (PyTorch's default) or an integer >= 1"), kind="display"
-    )
+    torch_threads: int | None = checked(None, or_null(AT_LEAST_ONE, "PyTorch's default"), kind="display")
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
     # also print the config, Lightning's messages, the model summary and the test table
     verbose: bool = checked(False, kind="display")
@@ -314,16 +312,18 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
 def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> None:
     """ConfigError if the task or the positional encoding cannot run at this length."""
     TASKS.build(data["task"]).check(seq_len)
-    POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
+    encoding, max_len = POS_ENCODINGS.get(model["pos_enc"]), model["max_len"]
+    if encoding.per_position and seq_len > max_len:
+        raise ConfigError("data.seq_len", seq_len, f"pos_enc={model['pos_enc']} has model.max_len={max_len} positions")
+    encoding.check(seq_len, model["d_model"], model["num_heads"], max_len)
 
 
 def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> str | None:
     """Why scoring a model trained on `data` at `seq_len` would use parameters training never reached
     (positions or offsets past the training length), or None when it would not."""
-    trained = POS_ENCODINGS.get(model["pos_enc"]).trained_length(data["seq_len"])
-    if trained is None or seq_len <= trained:
+    if not POS_ENCODINGS.get(model["pos_enc"]).per_position or seq_len <= data["seq_len"]:
         return None
-    return f"untrained positions: pos_enc={model['pos_enc']} was trained at length {trained} (data.seq_len)"
+    return f"untrained positions: pos_enc={model['pos_enc']} was trained at length {data['seq_len']} (data.seq_len)"
 
 
 def check_memory(

@@ -77,7 +77,5 @@ def fits(value: Any, hint: Any) -> bool:
 def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
     hint = hints.get(name, Any)
     if not fits(value, hint):
-        shown = (
-            hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "None")
-        )
-        raise ConfigError(key, value, f"must be of type {shown}")
+        shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        raise ConfigError(key, value, f"must be of type {shown.replace('NoneType', 'None')}")

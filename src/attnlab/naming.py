@@ -9,23 +9,11 @@ from omegaconf import OmegaConf
 
 # A run's key settings, name -> config key: metrics.json's `settings`, a run's HParams row, the report's columns.
 # The budget is among them: what "chance" or "learned" was reached with.
-KEY_SETTINGS = {
-    "task": "data.task",
-    "pos_enc": "model.pos_enc",
-    "seq_len": "data.seq_len",
-    "dim": "data.dim",
-    "scale": "model.scale",
-    "pool": "model.pool",
-    "d_model": "model.d_model",
-    "num_heads": "model.num_heads",
-    "num_layers": "model.num_layers",
-    "lr": "optim.lr",
-    "n_train": "data.n_train",
-    "batch_size": "data.batch_size",
-    "max_epochs": "trainer.max_epochs",
-    "patience": "early_stop.patience",
-    "seed": "seed",
-}
+KEY_SETTINGS = {key.rpartition(".")[2]: key for key in (  # each named by its last part
+    "data.task", "model.pos_enc", "data.seq_len", "data.dim", "model.scale", "model.pool", "model.d_model",
+    "model.num_heads", "model.num_layers", "optim.lr", "data.n_train", "data.batch_size", "trainer.max_epochs",
+    "early_stop.patience", "seed",
+)}  # fmt: skip
 
 
 def safe_dirname(name: str) -> str:
@@ -81,9 +69,7 @@ def lookup(c: dict[str, Any], key: str) -> Any:
     """The value at a dotted key (`model.pos_enc`) of a plain config; None where there is none."""
     node: Any = c
     for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
+        node = node.get(part) if isinstance(node, dict) else None
     return node
 
 

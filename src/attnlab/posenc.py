@@ -37,7 +37,6 @@ class PositionalEncoding(nn.Module):
 
     rotary = False  # whether `rotate` does anything (the fused kernel cannot serve it beside a cls token)
     per_position = False  # one trained parameter per position or offset, up to max_len (and no further)
-    per_position_text = "model.max_len={} positions"  # what it has, in the refusal of a longer seq_len
     table_columns = "channel"  # what a column of `table` is (a figure's x axis)
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
@@ -46,10 +45,8 @@ class PositionalEncoding(nn.Module):
 
     @classmethod
     def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
-        """Raise ConfigError if this encoding cannot serve these settings (called before training)."""
-        if cls.per_position and seq_len > max_len:
-            name = POS_ENCODINGS.name_of(cls)
-            raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has {cls.per_position_text.format(max_len)}")
+        """Raise ConfigError if this encoding cannot serve these settings (called before training; a
+        `per_position` one past max_len is refused by attnlab.config.check_seq_len)."""
 
     def embed(self, x: Tensor) -> Tensor:  # token embeddings before the first layer: (B, L, D) -> (B, L, D)
         return x
@@ -62,12 +59,6 @@ class PositionalEncoding(nn.Module):
 
     def table(self, length: int) -> Tensor | None:  # an (L, ·) picture of the encoding for plots, if any
         return None
-
-    @classmethod
-    def trained_length(cls, train_len: int) -> int | None:
-        """The longest length whose positions training at `train_len` reached (past it, parameters still at
-        their initial values), or None: any length."""
-        return train_len if cls.per_position else None
 
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
@@ -165,7 +156,6 @@ class RelativeBias(OffsetBias):
 
     signed = True  # False: one bias per distance |i - j|
     per_position = True
-    per_position_text = "offsets for model.max_len={}"
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
