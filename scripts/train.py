@@ -23,7 +23,7 @@ def stopped_early(signum: int, frame: object) -> None:
     for folder in held:
         module.write_marker(folder, module.INTERRUPTED, f"signal {signum} during start-up\n")
     if held:
-        then = f". Continue with: {continue_command(held[0], '-m' in sys.argv or '--multirun' in sys.argv)}"
+        then = f". Continue with: {module.continue_command(held[0], '-m' in sys.argv or '--multirun' in sys.argv)}"
     else:
         then = ", before anything was written: nothing to resume"
     print(f"interrupted ({signal.Signals(signum).name}) during start-up{then}", file=sys.stderr)
@@ -46,7 +46,7 @@ from omegaconf import DictConfig  # noqa: E402
 from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
 from attnlab.errors import ConfigError, Interrupted, run_failure  # noqa: E402
-from attnlab.resume import continue_command, resume_argv  # noqa: E402
+from attnlab.resume import resume_argv  # noqa: E402
 
 register_configs()
 
@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> float | None:
         if in_sweep:  # stops the sweep; the sweeper writes the report and prints how to continue
             print(f"[attnlab] interrupted: {e} ({out})", file=sys.stderr, flush=True)
             raise
-        print(f"interrupted: {e}. Continue with: {continue_command(out, sweep=False)}", file=sys.stderr)
+        print(f"interrupted: {e}. Continue with: {run_folder.continue_command(out, sweep=False)}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
         # NaN loss, out of memory, full disk: one line, the traceback in FAILED; a sweep's other jobs go on.

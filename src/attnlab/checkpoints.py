@@ -27,9 +27,8 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         int(ckpt["epoch"]), int(ckpt["global_step"]), dict(ckpt["hyper_parameters"]), dict(ckpt["state_dict"])
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
-        raise ConfigError(
-            key, str(path), f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
-        ) from e
+        why = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        raise ConfigError(key, str(path), why) from e
     return ckpt
 
 
@@ -53,12 +52,8 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             continue
         found.append((path, ckpt))
     if not found and unloadable:  # (writes are atomic: a kill leaves <name>.tmp, never a cut .ckpt)
-        raise ConfigError(
-            "resume",
-            str(folder),
-            f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
-            "move them away to start the run again",
-        )
+        why = f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
+        raise ConfigError("resume", str(folder), why + "move them away to start the run again")
     return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # a tie: CHECKPOINTS order
 
 

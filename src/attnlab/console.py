@@ -41,15 +41,11 @@ class EpochLines(ProgressBar):
 
     def __init__(self) -> None:
         super().__init__()
-        self.enabled = True
         self.started = time.perf_counter()
         self.pending: tuple[int, int, float] | None = None  # (epoch, step, seconds) of a finished epoch
 
-    def disable(self) -> None:
-        self.enabled = False
-
-    def enable(self) -> None:
-        self.enabled = True
+    def disable(self) -> None:  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
+        pass
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)
@@ -62,22 +58,20 @@ class EpochLines(ProgressBar):
         self.flush(trainer, pl_module)
 
     def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pending is None or not (self.enabled and trainer.is_global_zero):
+        if self.pending is None or not trainer.is_global_zero:
             return
         epoch, step, seconds = self.pending
         self.pending = None
         metrics = self.get_metrics(trainer, pl_module)
         shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" in k)
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        print(f"epoch {epoch + 1}/{epochs} step {step} {shown} ({seconds:.1f} s)", flush=True)
+        print(f"epoch {epoch + 1}/{trainer.max_epochs} step {step} {shown} ({seconds:.1f} s)", flush=True)
 
 
 class RichBar(RichProgressBar):
     """Rich's bar with epochs from 1 ("Epoch 1/10"); `_get_train_description` is the only hook (tested)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
-        cap = self.trainer.max_epochs
-        label = f"Epoch {current_epoch + 1}" + (f"/{cap}" if cap and cap > 0 else "")
+        label = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"  # (config.TrainerConfig: max_epochs > 0)
         return f"{label:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
 
 

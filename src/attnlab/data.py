@@ -24,8 +24,7 @@ class TensorBatches:
     def __init__(
         self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0, trainer: Any = None
     ) -> None:
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.shuffle, self.seed = shuffle, seed
+        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
         self.trainer = trainer  # a pl.Trainer: its current_epoch picks each pass's permutation (0 without one)
         self.done = 0  # batches of the current pass that reached a training step
         self.skip = 0  # batches to skip on the next pass: set when resuming mid-epoch

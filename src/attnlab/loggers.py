@@ -17,7 +17,6 @@ from attnlab.sweep_record import run_name
 
 # Lightning is imported by the builders: config checks import this module before Lightning loads.
 LOGGERS: Registry[Callable[[dict[str, Any], Path, int | None], Any]] = Registry("logger.name")
-OPTIONAL = ("mlflow", "wandb")  # loggers whose package of the same name is an optional extra
 
 
 @LOGGERS.register("tensorboard")
@@ -76,5 +75,5 @@ def wandb(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 def check_logger(lg: dict[str, Any]) -> None:
     name = lg["name"]
     LOGGERS.get(name)  # an unknown name lists the valid ones
-    if name in OPTIONAL and importlib.util.find_spec(name) is None:
+    if name in ("mlflow", "wandb") and importlib.util.find_spec(name) is None:  # optional extras, named as the package
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")

@@ -94,9 +94,8 @@ class LitClassifier(pl.LightningModule):
             return
         self.val_acc_best(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-        self.history["step"].append(self.global_step - 1)  # Lightning logs it at the last batch's step
-        self.history["val/acc"].append(values["val/acc"])
-        self.history["val/loss"].append(values["val/loss"])
+        for key, value in {"step": self.global_step - 1, **values}.items():  # step: the last batch's, as Lightning logs
+            self.history[key].append(value)
 
     def on_train_epoch_end(self) -> None:
         self.history["train/acc"].append(self.end_epoch("train")["train/acc"])

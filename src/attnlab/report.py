@@ -23,7 +23,6 @@ from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
-from attnlab.resume import continue_command
 from attnlab.scaling import SCALES
 from attnlab.sweep_record import read_jobs
 from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
@@ -439,5 +438,5 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     for r in bad:
         print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
     if bad:
-        print(f"[attnlab] continue with: {continue_command(sweep_dir, sweep=True)}", file=sys.stderr)
+        print(f"[attnlab] continue with: {run_folder.continue_command(sweep_dir, sweep=True)}", file=sys.stderr)
     return code or (1 if bad else 0)

@@ -7,10 +7,8 @@ newest loadable checkpoint; a new run may start from another run's checkpoint (`
 ConfigErrors, raised before a file is touched.
 """
 
-import datetime
 import functools
 import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -60,7 +58,9 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     """Every check a resume or a `ckpt_path` needs (ConfigError), and where training starts. `recorded`: the
     run's checks before Hydra writes (preflight, the sweeper), so the folder must hold the config the run was
     trained with; `train` plans again, from the checkpoints as they are then."""
-    from attnlab.checkpoints import newest_checkpoint  # imported once the values are checked: it loads Lightning
+    from pytorch_lightning.callbacks import Timer  # imported once the values are checked
+
+    from attnlab.checkpoints import newest_checkpoint
 
     newest = None
     if c["resume"] and run_folder.holds_run(folder):
@@ -79,12 +79,12 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     else:
         check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
-    max_time = c["trainer"]["max_time"]  # Lightning's Timer, whose elapsed time the checkpoint holds
-    trained = float(ckpt.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train", 0.0))
-    if max_time and trained >= duration_seconds(max_time):
-        why = f"this run's timer has run out ({trained:.0f} s trained): nothing would train; "
-        why += "give a longer trainer.max_time to continue it"
-        raise ConfigError("trainer.max_time", max_time, why)
+    if max_time := c["trainer"]["max_time"]:  # Lightning's Timer, restored from the checkpoint as `fit` restores it
+        timer = Timer(max_time)
+        timer.load_state_dict(ckpt.get("callbacks", {}).get("Timer", {}))
+        if timer.time_remaining() <= 0:  # type: ignore[operator]
+            why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
+            raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
     return Plan(path, int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), own=True)
 
 
@@ -112,12 +112,6 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
         raise ConfigError("ckpt_path", str(path), why)
     return path
-
-
-def duration_seconds(duration: str) -> float:
-    """trainer.max_time ("DD:HH:MM:SS", checked by Lightning) in seconds."""
-    days, hours, minutes, seconds = map(int, duration.split(":"))
-    return datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
@@ -176,17 +170,12 @@ def check_saved_launcher(item: str, source: Path) -> None:
         refuse(item, source, "not a plain launcher setting")
 
 
-def continue_command(folder: Path, sweep: bool) -> str:
-    return f"python scripts/train.py {'-m ' if sweep else ''}resume={shlex.quote(str(folder))}"
-
-
 def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     """What the run (.hydra/overrides.yaml) or sweep (multirun.yaml) was started with, checked."""
     record = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not record.is_file():
-        raise ConfigError(
-            "resume", str(folder), f"not a {'sweep' if sweep else 'run'} folder ({record} does not exist)"
-        )
+        why = f"not a {'sweep' if sweep else 'run'} folder ({record} does not exist)"
+        raise ConfigError("resume", str(folder), why)
     try:  # unresolved: an interpolation in a record is seen (and refused), never run
         saved = OmegaConf.to_container(OmegaConf.load(record), resolve=False)
         task = list(saved["hydra"]["overrides"]["task"] if sweep else saved)

@@ -6,6 +6,7 @@ process dies, even by SIGKILL), its status (`metrics.json`: finished; `FAILED` w
 import contextlib
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,13 @@ def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: 
                 return path
             release(path)
         if explicit:
-            raise ConfigError(
-                key,
-                str(path),
-                f"holds another {what}; choose a new folder, or continue it with "
-                f"`python scripts/train.py {'-m ' if what == 'sweep' else ''}resume={path}`",
-            )
+            how = f"choose a new folder, or continue it with `{continue_command(path, what == 'sweep')}`"
+            raise ConfigError(key, str(path), f"holds another {what}; {how}")
     raise ConfigError(key, str(base), "no free folder name")
+
+
+def continue_command(folder: Path, sweep: bool) -> str:
+    return f"python scripts/train.py {'-m ' if sweep else ''}resume={shlex.quote(str(folder))}"
 
 
 def write_marker(folder: Path, name: str, text: str) -> None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from attnlab import resume, run_folder
+from attnlab import evaluate, resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint, catch_up_last
 from attnlab.config import to_plain, training_batches, validate
@@ -32,8 +32,6 @@ from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_h
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.evaluate import record as record_evaluation
-from attnlab.evaluate import score as score_lengths
 from attnlab.loggers import LOGGERS
 from attnlab.module import LitClassifier
 from attnlab.naming import KEY_SETTINGS, lookup
@@ -71,9 +69,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
     out.mkdir(parents=True, exist_ok=True)
     main = not run_folder.secondary_process()  # else a DDP worker Lightning started: the main process owns the folder
     if main and not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
-        raise ConfigError(
-            "output_dir", str(out), "holds another run's checkpoints; resume it (resume=true) or use a new folder"
-        )
+        why = "holds another run's checkpoints; resume it (resume=true) or use a new folder"
+        raise ConfigError("output_dir", str(out), why)
     with run_folder.locked(out, "output_dir") if main else contextlib.nullcontext(), StopOnSignal(out) as stop:
         if not main:
             return run(c, out, stop, extra_callbacks, began)
@@ -116,7 +113,7 @@ def run(
         pl.seed_everything(c["seed"], workers=True, verbose=False)
         data, module = build(c)
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
-        callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
+        callbacks = RunCallbacks(c, out, start_from, start.own, stop, [*extra_callbacks], show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(c, out, start_from, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
@@ -124,7 +121,7 @@ def run(
         metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if c["eval"]["seq_lens"]:  # the tested weights at other lengths
-                record_evaluation(out, c, c["eval"], score_lengths(module.net, c, c["eval"]), tested)
+                evaluate.record(out, c, c["eval"], evaluate.score(module.net, c, c["eval"]), tested)
             record(c, out, trainer, logger, metrics)
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
@@ -133,12 +130,11 @@ def run(
 
 class RunCallbacks:
     def __init__(
-        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: list, progress: bool
+        self, c: dict, out: Path, start_from: str | None, own: bool, stop: StopOnSignal, extra: list, progress: bool
     ) -> None:
         self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
         ckpt_dir = out / "checkpoints"
-        same_run = start_from is not None and Path(start_from).parent == ckpt_dir  # this run's own checkpoint
-        kept = {"dirpath": ckpt_dir, "enable_version_counter": False, "same_run": same_run}
+        kept = {"dirpath": ckpt_dir, "enable_version_counter": False, "same_run": own}  # own: resuming this run
         # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.

@@ -42,9 +42,6 @@ class ProcessesLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="processes", node=ProcessesLauncherConf, provider="attnlab")
 
 
-SEARCHPATH = "hydra.searchpath"
-
-
 class Overrides:
     """A sweep's overrides, each parsed once (a grid repeats them), told apart: what Hydra composes from (choices
     of config groups, and `hydra.searchpath`, where it finds them) and values (set on a composition)."""
@@ -52,12 +49,12 @@ class Overrides:
     def __init__(self, loader: Any) -> None:
         self.parser = OverridesParser.create(config_loader=loader)
         self.parse = functools.cache(lambda override: self.parser.parse_overrides([override])[0])
-        self.groups = frozenset(loader.list_groups(""))  # conf/<group>/, and hydra's
+        self.groups = frozenset([*loader.list_groups(""), "hydra.searchpath"])  # conf/<group>/, hydra's; where they are
 
     def split(self, overrides: list[str]) -> tuple[list[Any], tuple[str, ...], list[Any]]:
         """(all parsed, what Hydra composes from as written, the values)."""
         parsed = [self.parse(o) for o in overrides]
-        composed = [o for o in parsed if o.key_or_group.split("/")[0] in self.groups or o.key_or_group == SEARCHPATH]
+        composed = [o for o in parsed if o.key_or_group.split("/")[0] in self.groups]
         groups = tuple(o.input_line for o in composed)
         return parsed, groups, [o for o in parsed if o.input_line not in groups]
 
