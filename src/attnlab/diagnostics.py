@@ -34,7 +34,10 @@ from attnlab.module import accuracy_metric
 
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
-STAT_EXAMPLES = 256  # validation sequences the attention statistics average over, at most
+# Validation sequences the attention statistics average over, at most. On the docs' halfswap/rope run the
+# entropy's standard error over sequences is 0.009 nats at 64 (0.005 at 256; the entropy falls from 3.46 to 2.09
+# in training), at a quarter of 256's cost each validation (1.3 against 5.8 ms).
+STAT_EXAMPLES = 64
 
 
 @torch.no_grad()
