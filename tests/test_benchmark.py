@@ -64,18 +64,20 @@ def test_table() -> None:
     ]
     processes = [
         {"what": "study", "command": "python scripts/train.py -m experiment=limitations", "jobs": 42,
-         "seconds": {"attnlab": (50.0, 48.0, 52.0), "hand-written": (40.0, 39.0, 41.0)}, "rounds": 3},
+         "seconds": {"attnlab": (50.0, 48.0, 52.0), "hand-written": (40.0, 39.0, 41.0)}, "rounds": 3,
+         "pairs": (0.81, 0.75, 0.85)},
         {"what": "one run", "command": "python scripts/train.py", "jobs": 1, "startup_s": 3.5,
          "imports_s": {"torch": 1.5, "torch, pytorch_lightning": 3.0},
-         "seconds": {"attnlab": (10.0, 9.0, 11.0), "hand-written": (9.0, 8.5, 9.5)}, "rounds": 3},
+         "seconds": {"attnlab": (10.0, 9.0, 11.0), "hand-written": (9.0, 8.5, 9.5)}, "rounds": 3,
+         "pairs": (0.9, 0.88, 0.95)},
     ]  # fmt: skip
     table = render("python scripts/benchmark.py", "Machine: test", rows, processes)
     assert "| seed loop | fp32 | 16 | 8 | 1,000 | 1.00× | 10.0 | – |" in table  # one round: no spread
     assert "| attnlab | fp32 | 16 | 8 | 900 | 0.90× | 12.0 | 850–950 (3) |" in table
     assert "| seed loop | fp32 | 16 | 64 | out of memory | – | – | – |" in table
     assert "10 MB + 160.0 MB per 1024 positions" in table
-    assert "| 42 | 50.0 (48.0–52.0) | 40.0 (39.0–41.0) | 0.80× | 3 |" in table
-    assert "| 1 | 10.0 (9.0–11.0) | 9.0 (8.5–9.5) | 0.90× | 3 |" in table
+    assert "| 42 | 50.0 (48.0–52.0) | 40.0 (39.0–41.0) | 0.80× | 0.81× (0.75–0.85) | 3 |" in table
+    assert "| 1 | 10.0 (9.0–11.0) | 9.0 (8.5–9.5) | 0.90× | 0.90× (0.88–0.95) | 3 |" in table
     assert "first training step: 3.50 s" in table
     assert 'pytorch_lightning"` is 3.00 s old once they are imported (with torch alone 1.50 s' in table
     assert "pytorch_lightning 1.50 s more" in table

@@ -296,7 +296,9 @@ def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) 
             startup.append(json.loads(metrics[0].read_text())["startup_seconds"])
         print(f"  round {r + 1}: " + ", ".join(f"{who} {t[-1]:.1f} s" for who, t in times.items()), file=sys.stderr)
     seconds = {who: (median(t), min(t), max(t)) for who, t in times.items()}
+    pairs = [h / a for a, h in zip(times["attnlab"], times["hand-written"], strict=True)]
     result = {"what": what, "command": " ".join(command), "jobs": len(metrics), "seconds": seconds, "rounds": rounds}
+    result["pairs"] = (median(pairs), min(pairs), max(pairs))
     if not sweep:
         result |= {"imports_s": {modules: median(t) for modules, t in floor.items()}, "startup_s": median(startup)}
     return result
@@ -307,10 +309,12 @@ PROCESSES = """## Whole processes
 Wall time of the whole process, start-up included, against the same trainings written by hand
 in one process (`attnlab.bench.replay`: each run's data, model and epochs; Adam, whole-tensor
 batches, validation every epoch, test of the best weights; no logging, checkpoints or diagnostics).
-The two take turns, round after round. `× hand-written` > 1: attnlab took less time.
+The two take turns, round after round. `× hand-written` > 1: attnlab took less time; the ratio of the medians,
+then, per round, the median (min–max) of each round's own ratio: the two ran back to back, so a drift of this
+machine's speed cancels within a round.
 
-| what | command | jobs | attnlab: s, median (min–max) | hand-written: s | × hand-written | rounds |
-|---|---|---|---|---|---|---|"""
+| what | command | jobs | attnlab: s, median (min–max) | hand-written: s | × hand-written | per round | rounds |
+|---|---|---|---|---|---|---|---|"""
 STARTUP = """
 Start-up, `python scripts/train.py` from process start to its first training step: {startup:.2f} s. The floor, \
 on the same clock: a fresh `python -c "import torch, pytorch_lightning"` is {both:.2f} s old once they are imported \
@@ -334,9 +338,8 @@ def render(command: str, machine: str, rows: list[dict[str, Any]], processes: li
         for p in processes:
             a, h = p["seconds"]["attnlab"], p["seconds"]["hand-written"]
             spans = " | ".join(f"{m:.1f} ({lo:.1f}–{hi:.1f})" for m, lo, hi in (a, h))
-            lines.append(
-                f"| {p['what']} | `{p['command']}` | {p['jobs']} | {spans} | {h[0] / a[0]:.2f}× | {p['rounds']} |"
-            )
+            ratios = "{:.2f}× ({:.2f}–{:.2f}) | {}".format(*p["pairs"], p["rounds"])
+            lines.append(f"| {p['what']} | `{p['command']}` | {p['jobs']} | {spans} | {h[0] / a[0]:.2f}× | {ratios} |")
         for p in [p for p in processes if "imports_s" in p]:  # a single run's start-up against the import floor
             both, alone, startup = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"], p["startup_s"]
             lines.append(STARTUP.format(startup=startup, both=both, torch=alone, pl=both - alone, own=startup - both))
