@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from attnlab.evaluate import evaluate_run
 from attnlab.train import train
 
-from .conftest import CLI_ENV, CONF, ROOT, TINY, compose_train, python, read_metrics, run_train
+from .conftest import CLI_ENV, CONF, ROOT, TINY, compose_train, image_steps, python, read_metrics, run_train
 
 # 2 seeds x 2 learning rates; lr=1e30 makes the loss NaN at step 1, so those 2 jobs fail at run time.
 LAUNCHER_MESSAGES = "hydra.hydra_logging.root.level=INFO"  # Hydra's launcher says which it is (quiet by default)
@@ -129,6 +129,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "verbose=true",  # Lightning's messages, "Initializing distributed" among them
+        "diagnostics=true",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
@@ -137,6 +138,8 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     metrics = read_metrics(run_dir)
     # 256 training sequences, batch 64, split over 2 processes: 2 steps per epoch
     assert metrics["global_step"] == 2
+    tested = metrics["tested_checkpoint"]["global_step"]
+    assert image_steps(run_dir, "attention/layer0_head0") == [tested]  # the figures: once, not once a process
     # the two processes' test results, gathered, are those of the best checkpoint on the whole test set
     assert (
         evaluate_run(run_dir, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})["lengths"]["8"][

@@ -269,7 +269,7 @@ class AttentionDiagnostics(pl.Callback):
         """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and
         the positional encoding's. Drawn once, not every epoch: a figure costs about as much as an epoch."""
         folders = [lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not folders:
+        if not folders or not trainer.is_global_zero:  # under DDP, one process writes them
             return
         which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
         title, net = checkpoint_title(self.run, which), pl_module.net
