@@ -127,7 +127,7 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
     named in metrics.json and the closing line) is the epoch of the lowest val/loss, with that epoch's
     weights, and the attention statistics reported beside its accuracy are of those same weights."""
     from attnlab.data import SyntheticDataModule
-    from attnlab.diagnostics import attention_stats
+    from attnlab.diagnostics import STAT_EXAMPLES, attention_stats
     from attnlab.module import load_module
     from attnlab.train import train
 
@@ -148,7 +148,7 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
     data.setup("fit")
     x_val = data.splits["val"][0]
     with torch.no_grad():
-        _, maps = module.net.forward_with_weights(x_val[:128])
+        _, maps = module.net.forward_with_weights(x_val[:STAT_EXAMPLES])  # the sequences every validation used
     expected = {k: float(v) for k, v in attention_stats(maps).items()}
     assert metrics["diagnostics"] == pytest.approx(expected, rel=1e-5)
 
