@@ -140,6 +140,42 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
     assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]
 
 
+@pytest.mark.parametrize("pool", ["max", "cls"])
+def test_the_logged_png_is_the_figure_drawn_whole_after_a_nan_and_under_any_style(pool: str) -> None:
+    """diagnostics.png draws what changes over the rest, rendered once: a NaN cell (drawn transparent) must show
+    what a whole draw shows there, not the previous figure's map, and a matplotlibrc's grid or inward ticks must
+    not end up under the maps."""
+    import matplotlib
+
+    from attnlab import diagnostics
+
+    net = AttentionClassifier(
+        dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="learned", max_len=8, pool=pool, scale="sqrt"
+    )
+    diverged = torch.rand(2, 6, 1)
+    diverged[1, 2, 0] = float("nan")
+    with matplotlib.rc_context({"axes.grid": True, "xtick.direction": "in", "ytick.direction": "in"}):
+        diagnostics.attention_layout.cache_clear()
+        diagnostics.encoding_layout.cache_clear()
+        for x in (torch.rand(2, 6, 1), diverged):
+            fig = attention_figure(net, x, 0, 0, "title")
+            assert pixels(diagnostics.png(fig)) == pixels(drawn_whole(fig))
+        for nan in (False, True):
+            if nan:
+                with torch.no_grad():
+                    net.pos_enc.pe[3, 0] = float("nan")  # a learned table's row, diverged
+            fig = encoding_figure(net.pos_enc, 6, "title")
+            assert pixels(diagnostics.png(fig)) == pixels(drawn_whole(fig))
+    diagnostics.attention_layout.cache_clear()  # laid out under the style above
+    diagnostics.encoding_layout.cache_clear()
+
+
+def drawn_whole(fig) -> bytes:
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()
+
+
 def pixels(png: bytes) -> bytes:
     from PIL import Image
 

@@ -314,7 +314,9 @@ def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> 
     TASKS.build(data["task"]).check(seq_len)
     encoding, max_len = POS_ENCODINGS.get(model["pos_enc"]), model["max_len"]
     if encoding.per_position and seq_len > max_len:
-        raise ConfigError("data.seq_len", seq_len, f"pos_enc={model['pos_enc']} has model.max_len={max_len} positions")
+        raise ConfigError(
+            "data.seq_len", seq_len, f"pos_enc={model['pos_enc']} has {encoding.per_position_text.format(max_len)}"
+        )
     encoding.check(seq_len, model["d_model"], model["num_heads"], max_len)
 
 

@@ -47,6 +47,9 @@ class EpochLines(ProgressBar):
     def disable(self) -> None:  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
         pass
 
+    def enable(self) -> None:  # Lightning's contract (its Tuner calls both); nothing to do
+        pass
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)
         self.started = time.perf_counter()

@@ -37,6 +37,7 @@ class PositionalEncoding(nn.Module):
 
     rotary = False  # whether `rotate` does anything (the fused kernel cannot serve it beside a cls token)
     per_position = False  # one trained parameter per position or offset, up to max_len (and no further)
+    per_position_text = "model.max_len={} positions"  # what it has, in the refusal of a longer seq_len
     table_columns = "channel"  # what a column of `table` is (a figure's x axis)
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
@@ -156,6 +157,7 @@ class RelativeBias(OffsetBias):
 
     signed = True  # False: one bias per distance |i - j|
     per_position = True
+    per_position_text = "offsets for model.max_len={}"
 
     def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
         super().__init__(d_model, num_heads, max_len)
