@@ -312,12 +312,7 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
 def check_seq_len(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> None:
     """ConfigError if the task or the positional encoding cannot run at this length."""
     TASKS.build(data["task"]).check(seq_len)
-    encoding, max_len = POS_ENCODINGS.get(model["pos_enc"]), model["max_len"]
-    if encoding.per_position and seq_len > max_len:
-        raise ConfigError(
-            "data.seq_len", seq_len, f"pos_enc={model['pos_enc']} has {encoding.per_position_text.format(max_len)}"
-        )
-    encoding.check(seq_len, model["d_model"], model["num_heads"], max_len)
+    POS_ENCODINGS.get(model["pos_enc"]).check(seq_len, model["d_model"], model["num_heads"], model["max_len"])
 
 
 def untrained_reason(data: dict[str, Any], model: dict[str, Any], seq_len: int) -> str | None:

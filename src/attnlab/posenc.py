@@ -46,8 +46,10 @@ class PositionalEncoding(nn.Module):
 
     @classmethod
     def check(cls, seq_len: int, d_model: int, num_heads: int, max_len: int) -> None:
-        """Raise ConfigError if this encoding cannot serve these settings (called before training; a
-        `per_position` one past max_len is refused by attnlab.config.check_seq_len)."""
+        """Raise ConfigError if this encoding cannot serve these settings (called before training)."""
+        if cls.per_position and seq_len > max_len:
+            name = POS_ENCODINGS.name_of(cls)
+            raise ConfigError("data.seq_len", seq_len, f"pos_enc={name} has {cls.per_position_text.format(max_len)}")
 
     def embed(self, x: Tensor) -> Tensor:  # token embeddings before the first layer: (B, L, D) -> (B, L, D)
         return x

@@ -33,6 +33,9 @@ class Registry(Generic[T]):
             raise ConfigError(self.key, name, f"expected one of {self.names()}")
         return self._items[name]
 
+    def name_of(self, item: Any) -> str:
+        return next(name for name, registered in self._items.items() if registered is item)
+
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
