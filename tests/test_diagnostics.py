@@ -114,29 +114,24 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
             dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="learned", max_len=8, pool=pool, scale="sqrt"
         )
 
-    def png(fig) -> bytes:
-        out = io.BytesIO()
-        fig.savefig(out, format="png")
-        return out.getvalue()
-
     first, second = net(0), net(1)
     x0, x1 = torch.rand(2, 6, 1) * 2, torch.rand(2, 6, 1)
     diagnostics.attention_layout.cache_clear()
     diagnostics.encoding_layout.cache_clear()
     drawn = [attention_figure(first, x0, 0, 0, "first"), encoding_figure(first.pos_enc, 6, "first")]
-    first_pngs = [png(fig) for fig in drawn]
+    first_pngs = [drawn_whole(fig) for fig in drawn]
     assert [pixels(diagnostics.png(fig)) for fig in drawn] == [pixels(p) for p in first_pngs]
     redrawn = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
     assert [id(fig) for fig in redrawn] == [id(fig) for fig in drawn]  # the same figures, redrawn
     strips = redrawn[0].axes[:2]  # both inputs on one scale, fitted to this model's inputs (not the first's)
     low, high = strips[0].get_ylim()
     assert strips[1].get_ylim() == (low, high) and low <= 0 and float(x1.max()) <= high < 1.2 * float(x1.max())
-    pngs = [png(fig) for fig in redrawn]
+    pngs = [drawn_whole(fig) for fig in redrawn]
     assert [pixels(diagnostics.png(fig)) for fig in redrawn] == [pixels(p) for p in pngs]
     diagnostics.attention_layout.cache_clear()
     diagnostics.encoding_layout.cache_clear()
     anew = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
-    assert [png(fig) for fig in anew] == pngs
+    assert [drawn_whole(fig) for fig in anew] == pngs
     assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]
 
 
