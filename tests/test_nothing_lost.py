@@ -36,6 +36,7 @@ from .conftest import (
     refused_in_process,
     run_train,
     scalar_steps,
+    tensorboard_run,
 )
 
 # 64 steps per epoch: long enough to be killed in the middle of one.
@@ -500,6 +501,9 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     shutil.rmtree(source)
     assert metrics["epochs"] == 3 and metrics["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
     assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
+    # TensorBoard shows it as the new run it is: its own config and chart layout
+    shown = tensorboard_run(new).Tags()["tensors"]
+    assert {"config/text_summary", "custom_scalars__config__", "provenance/text_summary"} <= set(shown)
 
 
 def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step
     logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from else None)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
-        if not start_from:
+        if not c["resume"]:  # a resumed run's first attempt wrote them (a run from another's checkpoint: a new run)
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
             writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
             writer.add_custom_scalars(LAYOUT)
