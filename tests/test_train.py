@@ -157,3 +157,22 @@ def metrics_data(cfg) -> dict:
     from attnlab.config import to_plain
 
     return to_plain(cfg)["data"]
+
+
+@pytest.mark.parametrize(
+    ("requested", "n_jobs", "threads"), [(None, 2, 3), (None, 4, 1), (None, 8, 1), (None, -1, 1), (5, 2, 5)]
+)
+def test_threads_divide_the_cores_this_process_may_use(monkeypatch, requested, n_jobs, threads) -> None:
+    """Under a parallel launcher in a SLURM allocation of 6 cores on a 64-core node: 6 // n_jobs threads each."""
+    from omegaconf import OmegaConf
+
+    from attnlab.train import set_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(10, 16)))
+    before = torch.get_num_threads()
+    try:
+        set_threads(requested, OmegaConf.create({"launcher": {"n_jobs": n_jobs}}))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

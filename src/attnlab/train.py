@@ -46,11 +46,12 @@ def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
 
 
 def set_threads(requested: int | None, hydra: Any | None) -> None:
-    """`torch_threads`, else under a parallel launcher the cores divided among its jobs (n_jobs processes
-    must not each start a thread per core), else PyTorch's default."""
+    """`torch_threads`, else under a parallel launcher the cores this process may use (a SLURM allocation's,
+    not the node's) divided among its jobs (n_jobs processes must not each start a thread per core), else
+    PyTorch's default."""
     n_jobs = hydra.launcher.get("n_jobs") if hydra is not None and not requested else None
     if n_jobs not in (None, 1):
-        requested = 1 if n_jobs < 0 else max(1, (os.cpu_count() or 1) // n_jobs)
+        requested = 1 if n_jobs < 0 else max(1, len(os.sched_getaffinity(0)) // n_jobs)
     if requested:
         torch.set_num_threads(requested)
 
