@@ -149,6 +149,11 @@ def test_bad_input_is_refused_with_the_key_value_and_what_is_allowed(compose_cfg
         assert "\n" not in str(info.value)  # one line
 
 
+@pytest.mark.parametrize("extra", ["+trainer.min_epochs=null", "+trainer.min_epochs=2", "+trainer.min_steps=null"])
+def test_a_trainer_argument_lightning_allows_passes_the_checks(compose_cfg, extra) -> None:
+    validate(to_plain(compose_cfg(extra)))  # None: Lightning's own default for these
+
+
 def test_a_config_file_that_is_not_yaml_is_one_line(tmp_path) -> None:
     from attnlab.config import check_yaml_files
 

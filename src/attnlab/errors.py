@@ -72,10 +72,3 @@ def fits(value: Any, hint: Any) -> bool:
     if origin in (dict, list, tuple):
         return isinstance(value, origin)
     return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"
-
-
-def check_typed(key: str, value: Any, hints: dict[str, Any], name: str) -> None:
-    hint = hints.get(name, Any)
-    if not fits(value, hint):
-        shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        raise ConfigError(key, value, f"must be of type {shown.replace('NoneType', 'None')}")
