@@ -374,3 +374,25 @@ def test_each_job_is_checked_and_run_on_the_config_hydra_composes_for_it(args: l
         "hydra.searchpath=[pkg://attnlab],[pkg://hydra_plugins]",
     }  # fmt: skip
     assert len(composer.composed) == (2 if two & set(args) else 1)
+
+
+@pytest.mark.parametrize("job", [["+seed=1"], ["seed=0", "+model.d_model=16"], ["+trainer.max_steps=3", "+seed=2"]])
+def test_a_plus_over_a_key_that_is_set_is_refused_as_hydra_refuses_it(job: list[str]) -> None:
+    """`+key=value` adds a key: Hydra refuses it where the key holds a value already, and so do the sweep's checks
+    (before any job runs), not each job as it starts. Over a key whose value is null Hydra accepts it: so do they."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    from attnlab.errors import ConfigError
+    from hydra_plugins.attnlab_sweeper import JobConfigs
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        master = compose("train", return_hydra_config=True)
+        composer = JobConfigs(GlobalHydra.instance().config_loader(), master)
+        with pytest.raises(ConfigCompositionException, match=r"Could not append to config\. An item is already at"):
+            compose("train", overrides=job)
+        key = next(o for o in job if o.startswith("+") and not o.startswith("+trainer")).split("=")[0]
+        with pytest.raises(ConfigError, match=rf"^\{key}=.* is set already: {key[1:]}=\.\.\. overrides it"):
+            composer.compose(job, "job", output_dir="x")
+        c, _ = composer.compose(["+torch_threads=2", "+ckpt_path=null"], "job", output_dir="x")  # null before: added
+        assert c["torch_threads"] == compose("train", overrides=["+torch_threads=2"]).torch_threads == 2

@@ -100,6 +100,11 @@ class Composition:
         self.values: dict[str, Any] = {}  # override -> the plain value it sets (an enum as its name)
 
     def job(self, values: list[Any], output_dir: str) -> dict[str, Any]:
+        for override in values:  # Hydra's rule: `+key` adds a key; over a value that is set, it is refused
+            key, value = override.key_or_group, override.value()
+            if override.is_add() and not isinstance(value, list | dict) and OmegaConf.select(self.cfg, key) is not None:
+                why = f"{key} is set already: {key}=... overrides it (++{key}=... adds or overrides)"
+                raise ConfigError(f"+{key}", value, why)
         if self.plain is not None and all(self.plain_value_fits(o) for o in values):
             c = pickle.loads(pickle.dumps(self.plain))  # (copy.deepcopy's bookkeeping: a third of a big grid's checks)
             for override in values:
