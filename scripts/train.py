@@ -81,7 +81,6 @@ if __name__ == "__main__":
     try:  # a hand-edited group file with a typo: one line naming the place, not Hydra's traceback
         check_yaml_files(Path(__file__).resolve().parent.parent / "conf")
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"error: {e}")
     sys.argv = resume_argv(sys.argv)
     main()

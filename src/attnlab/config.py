@@ -54,12 +54,12 @@ def checked(default: Any, *rules: Rule, kind: str = "") -> Any:
 
 
 def keys_of_kind(*kinds: str, schema: Any = None, prefix: str = "") -> list[str]:
-    """The dotted keys of the schema whose field is of one of `kinds`, in the schema's order."""
+    """The dotted keys of the schema whose field is of one of `kinds` (no kinds: every key), in the schema's order."""
     keys = []
     for f in fields(schema or TrainConfig):
         if is_dataclass(f.default_factory):
             keys += keys_of_kind(*kinds, schema=f.default_factory, prefix=f"{prefix}{f.name}.")
-        elif f.metadata.get("kind") in kinds:
+        elif not kinds or f.metadata.get("kind") in kinds:
             keys.append(prefix + f.name)
     return keys
 

@@ -44,11 +44,9 @@ class EpochLines(ProgressBar):
         self.started = time.perf_counter()
         self.pending: tuple[int, int, float] | None = None  # (epoch, step, seconds) of a finished epoch
 
-    def disable(self) -> None:  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
-        pass
+    def disable(self) -> None: ...  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
 
-    def enable(self) -> None:  # Lightning's contract (its Tuner calls both); nothing to do
-        pass
+    def enable(self) -> None: ...  # Lightning's contract (its Tuner calls both); nothing to do
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)

@@ -43,14 +43,10 @@ def provenance() -> dict[str, Any]:
 
     import attnlab
 
-    commit, dirty = code()
+    commit, dirty = code()  # commit None: not run from a git checkout
     versions = {m.__name__: m.__version__ for m in (attnlab, torch, pytorch_lightning, hydra)}
-    return {
-        "git_commit": commit,  # None: not run from a git checkout
-        "git_dirty": dirty,
-        "versions": {**versions, "python": platform.python_version()},
-        "command": command(),
-    }
+    versions["python"] = platform.python_version()
+    return {"git_commit": commit, "git_dirty": dirty, "versions": versions, "command": command()}
 
 
 def as_markdown(p: dict[str, Any]) -> str:

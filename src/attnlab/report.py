@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from attnlab import run_folder
+from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind
@@ -432,7 +433,7 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     print(
         f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
         f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
-        f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / 'tensorboard'))}",
+        f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}",
         flush=True,
     )
     for r in bad:

@@ -7,7 +7,6 @@ newest loadable checkpoint; a new run may start from another run's checkpoint (`
 ConfigErrors, raised before a file is touched.
 """
 
-import functools
 import re
 import sys
 from pathlib import Path
@@ -17,13 +16,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, read_write
 
 from attnlab import run_folder
-from attnlab.config import KINDS, TrainConfig, keys_of_kind, run_config, to_plain, trainer_argument, validate
+from attnlab.config import KINDS, keys_of_kind, run_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
 from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
 # checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
 RESUMABLE = tuple(keys_of_kind(*KINDS))
+SCHEMA_KEYS = frozenset(keys_of_kind())  # every key of the schema
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -128,11 +128,6 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         raise ConfigError("resume", str(folder), f"{why} change when resuming")
 
 
-@functools.cache
-def schema_keys() -> frozenset[str]:
-    return frozenset(flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))  # type: ignore[arg-type]
-
-
 def refuse(item: Any, source: Path, why: str) -> NoReturn:
     raise ConfigError("resume", str(source), f"refusing its saved override {item!r}: {why}")
 
@@ -145,7 +140,7 @@ def check_saved_override(item: str, source: Path) -> None:
     key = key.lstrip("+~")
     # conf/<group>/: the project's or a user's own; not conf/hydra/ (Hydra's settings: never from a record)
     group = PLAIN_NAME.fullmatch(key) and key != "hydra" and (CONF / key).is_dir()
-    ours = group or key in schema_keys()  # or +trainer.X, checked against Lightning's signature
+    ours = group or key in SCHEMA_KEYS  # or +trainer.X, checked against Lightning's signature
     if not sep or "_target_" in item or not (ours or trainer_argument(key)):
         refuse(item, source, "a run's overrides may only set the project's config keys (no hydra.*, no _target_)")
     if group:

@@ -161,9 +161,7 @@ class AttnlabSweeper(Sweeper):
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.resuming = bool(config.get("resume"))
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context, task_function, config)
         self.forks = isinstance(self.launcher, processes.ProcessesLauncher)  # its workers start while jobs are checked
 
     def sweep(self, arguments: list[str]) -> None:
@@ -244,8 +242,6 @@ class AttnlabSweeper(Sweeper):
                     self.launcher.launch(todo, initial_job_idx=sum(done))
             except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
                 code = e.exit_code
-            except KeyboardInterrupt:  # a parallel launcher's pool was stopped
-                code = 128 + signal.SIGINT
             except Exception as e:  # the launcher itself broke (e.g. a worker was killed): report all the same
                 print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1
