@@ -506,11 +506,17 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     assert {"config/text_summary", "custom_scalars__config__", "provenance/text_summary"} <= set(shown)
 
 
-def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, tmp_path: Path) -> None:
+def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, tmp_path: Path, capsys) -> None:
     first = own_copy
     longer = run_train(f"resume={first}", "trainer.max_epochs=2", cwd=tmp_path)  # the budget may change
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert read_metrics(first)["epochs"] == 2
+    # ... lengthened, not cut: Lightning would fail a run restored past its max_epochs, or record a budget it overran
+    before = folder_bytes(first)
+    err = refused_in_process(capsys, f"resume={first}", "trainer.max_epochs=1")
+    assert err.strip().endswith("trainer.max_epochs=1 is invalid: last.ckpt is at epoch 2, step 8; a resume may "
+                                "lengthen the budget, not cut it"), err  # fmt: skip
+    assert folder_bytes(first) == before
     again = tmp_path / "again"
     proc = run_train(
         "--config-path", str(first / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}", cwd=tmp_path

@@ -79,13 +79,17 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     else:
         check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
+    epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+    if (max_epochs := c["trainer"]["max_epochs"]) < epoch:  # Lightning would fail it, or record a budget it overran
+        why = f"{path.name} is at epoch {epoch}, step {step}; a resume may lengthen the budget, not cut it"
+        raise ConfigError("trainer.max_epochs", max_epochs, why)
     if max_time := c["trainer"]["max_time"]:  # Lightning's Timer, restored from the checkpoint as `fit` restores it
         timer = Timer(max_time)
         timer.load_state_dict(ckpt.get("callbacks", {}).get("Timer", {}))
         if timer.time_remaining() <= 0:  # type: ignore[operator]
             why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
             raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
-    return Plan(path, int(ckpt["epoch"]) + 1, int(ckpt["global_step"]), own=True)
+    return Plan(path, epoch, step, own=True)
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
