@@ -32,6 +32,7 @@ def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: 
     patience = cfg.early_stop.patience
     metrics = {  # what attnlab.train writes, as far as the report reads it
         "test/acc": acc,
+        "test_sequences": cfg.data.n_test,
         "test/acc_shuffled": kw.pop("shuffled", 0.5),
         "val/acc_best": acc,
         "test/loss": 0.69,
@@ -292,3 +293,36 @@ def test_a_crafted_history_fails_its_row_and_the_report_is_written(tmp_path: Pat
     assert rows["s0"]["status"] == "ok" and rows["s1"]["status"] == "failed"
     assert reason in rows["s1"]["error"]
     assert (tmp_path / "summary.md").is_file() and (tmp_path / "tensorboard" / "study").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [({"test/acc": 1e308}, "test/acc is 1e+308, not an accuracy"),  # was: an OverflowError's traceback
+     ({"test/acc": True}, "test/acc is True, not an accuracy"),  # was: 1.000, learned
+     ({"test/acc": float("nan")}, "test/acc is nan, not an accuracy"),
+     ({"test/loss": "x"}, "test/loss is 'x', not a finite number"),
+     ({"epochs": float("inf")}, "inf is not a whole number >= 0"),
+     ({"converged": "false"}, "converged is 'false', not true or false"),  # was: read as True, so `chance`
+     ({"test_sequences": 0}, "0 is not a whole number >= 1")],
+)  # fmt: skip
+def test_a_crafted_result_fails_its_row_naming_the_value(tmp_path: Path, patch, reason) -> None:
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    add_job(tmp_path, "s1", ["seed=1"], 0.5)
+    metrics = json.loads((tmp_path / "s1" / "metrics.json").read_text())
+    (tmp_path / "s1" / "metrics.json").write_text(json.dumps({**metrics, **patch}))
+    rows = {r["job"]: r for r in write_report(tmp_path)}
+    assert rows["s0"]["status"] == "ok" and rows["s1"]["status"] == "failed"
+    assert reason in rows["s1"]["error"]
+
+
+def test_the_interval_is_over_the_sequences_the_test_scored(tmp_path: Path) -> None:
+    """A test cut by trainer.limit_test_batches scored 64 of data.n_test=1024: 36/64 is chance ([0.441, 0.677]), not the
+    `above chance` that 0.5625 of 1024 would be."""
+    for seed in (0, 1):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", "data.n_test=1024", f"seed={seed}"], 36 / 64)
+        metrics = json.loads((tmp_path / f"s{seed}" / "metrics.json").read_text())
+        (tmp_path / f"s{seed}" / "metrics.json").write_text(json.dumps({**metrics, "test_sequences": 64}))
+    write_report(tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        got = [(r["n_test"], r["verdict"], round(float(r["ci_low"]), 3)) for r in csv.DictReader(f)]
+    assert got == [("64", "chance", 0.441)] * 2

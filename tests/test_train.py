@@ -176,3 +176,14 @@ def test_threads_divide_the_cores_this_process_may_use(monkeypatch, requested, n
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("limit", "scored"), [(None, 128), (1, 64)])
+def test_metrics_say_how_many_test_sequences_were_scored(tmp_path, limit, scored) -> None:
+    """TINY: data.n_test=128 in batches of 64; trainer.limit_test_batches=1 scores the first batch only."""
+    from attnlab.train import train
+
+    from .conftest import compose_train
+
+    extra = [] if limit is None else [f"trainer.limit_test_batches={limit}"]
+    assert train(compose_train(tmp_path, *TINY, *extra))["test_sequences"] == scored

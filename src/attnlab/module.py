@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from attnlab.checkpoints import epoch_step, read_checkpoint
@@ -37,6 +37,10 @@ class LitClassifier(pl.LightningModule):
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+        # The sequences a test scored (over DDP processes): data.n_test unless trainer.limit_test_batches cut it,
+        # the n of test/acc's interval.
+        self.test_count = SumMetric()
+        self.tested_sequences: int | None = None
         # One value per finished epoch, kept in checkpoints: the report tells from it (through metrics.json)
         # a model at chance from one still learning when its budget ran out.
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
@@ -77,6 +81,7 @@ class LitClassifier(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.mean_loss["test_loss"].update(self.step(batch, "test"), weight=len(batch[1]))
+        self.test_count.update(len(batch[1]))
 
     def end_epoch(self, stage: str, prog_bar: bool = True) -> dict[str, float]:
         """Log, reset and return the epoch's accuracy (and loss) of `stage` (compute() reduces over DDP)."""
@@ -102,6 +107,8 @@ class LitClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.end_epoch("test", prog_bar=False)
+        self.tested_sequences = int(self.test_count.compute())
+        self.test_count.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads

@@ -6,6 +6,7 @@ length_generalization.csv / .png; the study view (attnlab.board); plots, whose e
 
 import csv
 import json
+import math
 import shlex
 import statistics
 import sys
@@ -77,18 +78,35 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads((job_dir / run_folder.METRICS).read_text())
     diagnostics = metrics.get("diagnostics") or {}
     read = {k: metrics.get(k) for k in METRICS} | {k: diagnostics.get(k) for k in DIAGNOSTICS}
-    row: dict[str, Any] = {k: None if v is None else float(v) for k, v in read.items()}
+    row: dict[str, Any] = {k: None if v is None else number(v, k) for k, v in read.items()}
     if train_acc := metrics["history"].get("train/acc"):
-        row["train/acc"] = float(train_acc[-1])
+        row["train/acc"] = number(train_acc[-1], "train/acc")
     row["curves"] = curves(metrics["history"])  # (the study view's)
     tested = metrics["tested_checkpoint"]
-    row.update(epochs=int(metrics["epochs"]), steps=int(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
-    row.update(tested_epoch=int(tested["epoch"]), tested_step=int(tested["global_step"]))
-    n, acc, done = int(settings["data.n_test"]), float(metrics["test/acc"]), bool(metrics["converged"])
+    row.update(epochs=count(metrics["epochs"]), steps=count(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
+    row.update(tested_epoch=count(tested["epoch"]), tested_step=count(tested["global_step"]))
+    n, acc, done = count(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
+    if not isinstance(done, bool):
+        raise TypeError(f"converged is {done!r}, not true or false")
     row.update(converged=done, n_test=n, verdict=seed_verdict(acc, n, done), fit_seconds=metrics.get("fit_seconds"))
     row["ci_low"], row["ci_high"] = wilson(acc, n)
     row["lengths"] = joined_lengths(job_dir, tested, done)
     return row
+
+
+def number(value: Any, key: str) -> float:
+    """A number from a record: finite, not a bool or text, and an accuracy in [0, 1]; else ValueError."""
+    low, high = (0, 1) if "acc" in key else (-math.inf, math.inf)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high or math.isinf(value):
+        raise ValueError(f"{key} is {value!r}, not {'an accuracy' if high == 1 else 'a finite number'}")
+    return float(value)
+
+
+def count(value: Any, least: int = 0) -> int:
+    """A whole number >= least from a record (epochs, steps, sequences); else ValueError."""
+    if type(value) is not int or value < least:
+        raise ValueError(f"{value!r} is not a whole number >= {least}")
+    return value
 
 
 def joined_lengths(job_dir: Path, tested: dict[str, Any], done: bool) -> dict[int, dict[str, Any]]:
@@ -187,7 +205,7 @@ def score(x: dict[str, Any], acc: str = "acc") -> str:
 
 def budget_line(rows: Rows, keys: list[str]) -> str:
     """The budget shared by every job (keys that vary are columns of the table instead)."""
-    budget = ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience")
+    budget = ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience", "early_stop.min_delta")
     shared = {key: distinct(rows, key) for key in budget if key not in keys}
     return ", ".join(f"{key}={vals.pop()}" for key, vals in shared.items() if len(vals) == 1)
 

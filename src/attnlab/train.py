@@ -212,6 +212,7 @@ def fit_and_test(
     metrics = {
         "val/acc_best": best_acc if math.isfinite(best_acc) else None,  # over the whole run, resumes included
         "test/acc": result["test/acc"],  # of the tested checkpoint
+        "test_sequences": module.tested_sequences,  # what test/acc is over: data.n_test, or a limited test's share
         "test/loss": result["test/loss"],
         "test/acc_shuffled": result.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
         # The model every test number above comes from: file (relative: the run folder can move), epoch

@@ -9,13 +9,14 @@ from collections.abc import Sequence
 CHANCE = 0.5  # two classes, balanced (tasks.make_split)
 LEARNED = 0.9  # a seed is "learned" when the low end of its 95% interval reaches this
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
-DEFAULT_PATIENCE = 3  # epochs of no improvement that make a plateau when early_stop.patience is null
+DEFAULT_PATIENCE = 3  # validations without improvement that make a plateau when early_stop.patience is null
 
 RULE = (
-    f"Each seed is called from its own test accuracy and the Wilson 95% interval on its n_test sequences: "
+    f"Each seed is called from its own test accuracy and the Wilson 95% interval on the n_test sequences it scored: "
     f"`learned` when the interval's low end is at least {LEARNED:.2f}; `chance` when the interval holds "
     f"{CHANCE:.2f} and the run converged (its val/loss no lower by early_stop.min_delta over its last "
-    f"early_stop.patience epochs, {DEFAULT_PATIENCE} when unset: the early-stopping rule), `not converged` "
+    f"early_stop.patience validations (one per epoch unless the trainer says otherwise), {DEFAULT_PATIENCE} when "
+    "unset: the early-stopping rule), `not converged` "
     "when it holds chance and the run was still improving; `below chance` / `above chance` otherwise. "
     "A cell is `not converged` when any seed is, the seeds' verdict when they agree, and `mixed` "
     "(each verdict's seeds listed) when they do not."
@@ -23,8 +24,8 @@ RULE = (
 
 
 def epochs_without_improvement(val_loss: Sequence[float], min_delta: float) -> int:
-    """EarlyStopping's wait count after these epochs: the epochs since the last one whose val/loss beat the
-    best before it by more than `min_delta`."""
+    """EarlyStopping's wait count after these validations: the validations since the last one whose val/loss beat
+    the best before it by more than `min_delta`."""
     best, wait = math.inf, 0
     for value in val_loss:
         if value < best - min_delta:
@@ -35,7 +36,7 @@ def epochs_without_improvement(val_loss: Sequence[float], min_delta: float) -> i
 
 
 def converged(val_loss: Sequence[float], patience: int | None, min_delta: float) -> bool:
-    """The history ends on a plateau of `patience` epochs: fewer epochs than that cannot show one."""
+    """The history ends on a plateau of `patience` validations: fewer than that cannot show one."""
     return epochs_without_improvement(val_loss, min_delta) >= (patience or DEFAULT_PATIENCE)
 
 
