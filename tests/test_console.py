@@ -10,7 +10,7 @@ import pytest
 
 from attnlab.console import hide_lightning_warnings, lightning_messages
 
-from .conftest import TINY, read_metrics, run_train
+from .conftest import TINY, compose_train, read_metrics, run_train
 
 QUIET = [a for a in TINY if not a.startswith(("trainer.enable_", "diagnostics"))]  # the defaults: progress on, ...
 NOISE = (
@@ -119,3 +119,22 @@ def test_a_warning_is_shown_once_per_process_not_once_per_run() -> None:
             with lightning_messages(verbose=False):
                 warnings.warn("the same warning each run", UserWarning, stacklevel=1)
     assert len(shown) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"], [(False, True), (True, True), (False, True)]),
+     # epoch 2: 2 of its 4 steps, no validation, no train/loss
+     (["trainer.max_epochs=2", "+trainer.max_steps=6"], [(True, True), (False, False)])],
+)  # fmt: skip
+def test_an_epoch_line_shows_only_what_its_epoch_logged(tmp_path, capsys, args, expected) -> None:
+    """No val/* for an epoch that did not validate, no train/loss where none of its steps logged one (TINY: 4
+    steps an epoch, train/loss every 4th): Lightning's bar metrics would repeat the last epoch's."""
+    from attnlab.train import train
+
+    metrics = train(compose_train(tmp_path, *TINY, "progress=plain", "trainer.enable_progress_bar=true", *args))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [("val/loss" in line, "train/loss" in line) for line in lines] == expected, lines
+    assert all("train/acc" in line for line in lines)
+    if "+trainer.max_steps=6" in args:
+        assert metrics["ended_by"] == "max_steps" and metrics["global_step"] == 6

@@ -326,3 +326,14 @@ def test_the_interval_is_over_the_sequences_the_test_scored(tmp_path: Path) -> N
     with (tmp_path / "results.csv").open() as f:
         got = [(r["n_test"], r["verdict"], round(float(r["ci_low"]), 3)) for r in csv.DictReader(f)]
     assert got == [("64", "chance", 0.441)] * 2
+
+
+def test_jobs_that_saved_no_checkpoint_are_said_to_report_their_final_weights(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", f"seed={seed}"], 0.5)
+    metrics = json.loads((tmp_path / "s1" / "metrics.json").read_text())
+    metrics["tested_checkpoint"] |= {"file": None, "selected_by": "none: no checkpoint saved"}
+    (tmp_path / "s1" / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert " 1 of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights." in summary

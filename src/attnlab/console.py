@@ -37,12 +37,15 @@ hide_lightning_warnings()  # before any Trainer: config.check_trainer's comes be
 
 class EpochLines(ProgressBar):
     """One line per epoch, printed when the next starts (or training ends): at the callbacks'
-    `on_train_epoch_end` the module has not yet computed the epoch's train/acc."""
+    `on_train_epoch_end` the module has not yet computed the epoch's train/acc. A line shows what its epoch
+    logged: no val/* for an epoch without a validation (check_val_every_n_epoch, cut by max_steps), no
+    train/loss where none of its steps logged one; Lightning's bar metrics would repeat the last ones."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started = time.perf_counter()
-        self.pending: tuple[int, int, float] | None = None  # (epoch, step, seconds) of a finished epoch
+        self.pending: tuple[int, int, float, bool] | None = None  # (epoch, step, seconds, validated) of an epoch
+        self.validated, self.loss_before = False, None
 
     def disable(self) -> None: ...  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
 
@@ -50,10 +53,14 @@ class EpochLines(ProgressBar):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)
-        self.started = time.perf_counter()
+        self.started, self.validated = time.perf_counter(), False
+        self.loss_before = self.get_metrics(trainer, pl_module).get("train/loss")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validated |= not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.pending = (trainer.current_epoch, trainer.global_step, time.perf_counter() - self.started)
+        self.pending = (trainer.current_epoch, trainer.global_step, time.perf_counter() - self.started, self.validated)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)
@@ -61,10 +68,13 @@ class EpochLines(ProgressBar):
     def flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pending is None or not trainer.is_global_zero:
             return
-        epoch, step, seconds = self.pending
-        self.pending = None
-        metrics = self.get_metrics(trainer, pl_module)
-        shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" in k)
+        (epoch, step, seconds, validated), self.pending = self.pending, None
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if "/" in k}
+        if not validated:
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("val/")}
+        if metrics.get("train/loss") == self.loss_before:
+            metrics.pop("train/loss", None)
+        shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         print(f"epoch {epoch + 1}/{trainer.max_epochs} step {step} {shown} ({seconds:.1f} s)", flush=True)
 
 

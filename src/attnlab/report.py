@@ -85,6 +85,7 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     tested = metrics["tested_checkpoint"]
     row.update(epochs=count(metrics["epochs"]), steps=count(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
     row.update(tested_epoch=count(tested["epoch"]), tested_step=count(tested["global_step"]))
+    row["final_weights"] = tested["file"] is None  # no checkpoint was saved (no validation ran; fast_dev_run)
     n, acc, done = count(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
     if not isinstance(done, bool):
         raise TypeError(f"converged is {done!r}, not true or false")
@@ -217,6 +218,8 @@ def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
 
 def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], scored: dict, sweep_dir: Path) -> str:
     count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    final = sum(bool(r.get("final_weights")) for r in rows)  # no validation ran, or fast_dev_run
+    final_note = f" {final} of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights."
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
         "",
@@ -226,7 +229,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         f"{CHANCE:.2f} (balanced classes). Every number is of the run's tested checkpoint: the epoch with the "
         "lowest val/loss (`tested epoch`). `shuffled`: the same test set with positions shuffled. "
         "`attn entropy`: the tested checkpoint's mean attention entropy in nats, beside its value for uniform "
-        "attention, log L.",
+        f"attention, log L.{final_note if final else ''}",
         "",
         f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max).",
         "",

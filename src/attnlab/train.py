@@ -217,7 +217,7 @@ def fit_and_test(
         "test/acc_shuffled": result.get("test/acc_shuffled"),  # positions shuffled; needs diagnostics=true
         # The model every test number above comes from: file (relative: the run folder can move), epoch
         # (from 1), step, and the rule that chose it.
-        "tested_checkpoint": {**tested, "selected_by": "lowest val/loss"},
+        "tested_checkpoint": {**tested, "selected_by": "lowest val/loss" if best else "none: no checkpoint saved"},
         "epochs": epochs,  # the budget: epochs and steps trained, what ended training
         "global_step": steps,
         "ended_by": end,
@@ -238,10 +238,10 @@ def ended_by(trainer: pl.Trainer) -> str:
     """early_stop (the val/loss rule), max_epochs, max_steps, timer (trainer.max_time), or callback (another)."""
     if any(callback.wait_count >= callback.patience for callback in trainer.early_stopping_callbacks):
         return "early_stop"
+    if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
+        return "max_steps"
     if trainer.current_epoch >= trainer.max_epochs:
         return "max_epochs"
-    if 0 <= trainer.max_steps <= trainer.global_step:
-        return "max_steps"
     if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
         return "timer"
     return "callback"
