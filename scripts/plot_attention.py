@@ -27,7 +27,7 @@ parser.add_argument("--head", type=int, default=0)
 args = parser.parse_args()
 try:
     c = run_config(args.run_dir)
-    module = load_module(checkpoint_path(args.run_dir, args.ckpt))
+    module = load_module(checkpoint_path(args.run_dir, args.ckpt), c)
     data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]

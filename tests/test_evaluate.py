@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from attnlab.config import run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import evaluate_run
 from attnlab.module import load_module
@@ -109,6 +110,26 @@ def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_o
     assert entry == json.loads((run / "evaluation.json").read_text())
     assert list(entry["lengths"]) == ["8"] and entry["checkpoint"]["file"] == "checkpoints/last.ckpt"
     assert entry["earlier"] == [{k: first[k] for k in ("checkpoint", "train_seq_len", "n", "lengths")}]
+
+
+def test_only_the_runs_own_model_is_scored_and_drawn(learned_run, tmp_path) -> None:
+    """Another run's checkpoint, scored on this run's data, would be recorded as this run's numbers; a file in
+    this run's folder holding another model is refused too (the weights carry the model settings they need)."""
+    from attnlab.train import train
+
+    run, other = fresh_copy(learned_run, tmp_path / "run"), tmp_path / "other"
+    train(compose_train(other, *TINY, "data=halfswap", "model.pos_enc=none", "model.max_len=16"))
+    theirs = other / "checkpoints" / "best.ckpt"
+    with pytest.raises(ConfigError, match=r"is invalid: not this run's: give best, last or a .ckpt file inside"):
+        evaluate_run(run, {**EV, "seq_lens": [8]}, ckpt=str(theirs))
+    copied = shutil.copy(theirs, run / "checkpoints" / "copied.ckpt")
+    with pytest.raises(ConfigError, match=r"other settings: model.pos_enc='none' \(this run: 'learned'\)"):
+        evaluate_run(run, {**EV, "seq_lens": [8]}, ckpt=str(copied))
+    assert not (run / "evaluation.json").exists()
+    plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png"), "--ckpt", str(theirs)]
+    proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
+    assert proc.returncode == 1 and "not this run's" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+    assert not (tmp_path / "a.png").exists()
 
 
 def test_a_resume_leaves_the_evaluation_apart_and_the_report_joins_only_the_tested_checkpoint(
@@ -229,9 +250,10 @@ def test_missing_run_dir(tmp_path) -> None:
 
 
 def test_corrupt_checkpoint_through_the_cli(learned_run, tmp_path) -> None:
-    bad = tmp_path / "bad.ckpt"
+    run = fresh_copy(learned_run, tmp_path / "run")
+    bad = run / "checkpoints" / "bad.ckpt"
     bad.write_bytes(b"garbage")
-    proc = evaluate(f"run_dir={learned_run}", f"eval.ckpt={bad}", "eval.seq_lens=[8]", cwd=tmp_path)
+    proc = evaluate(f"run_dir={run}", f"eval.ckpt={bad}", "eval.seq_lens=[8]", cwd=tmp_path)
     assert proc.returncode == 1
     assert (
         proc.stderr.strip()
@@ -249,8 +271,8 @@ def test_corrupt_checkpoint_is_refused(learned_run, tmp_path, content) -> None:
     else:
         bad.write_bytes(good[: len(good) // 2] if content == "truncate" else content)
     with pytest.raises(ConfigError, match=r"^ckpt=.*bad.ckpt' is invalid: not a loadable attnlab checkpoint \("):
-        load_module(bad)
-    assert load_module(learned_run / "checkpoints" / "best.ckpt").net is not None
+        load_module(bad, run_config(learned_run))
+    assert load_module(learned_run / "checkpoints" / "best.ckpt", run_config(learned_run)).net is not None
 
 
 def test_pickle_payload_is_not_run(learned_run, tmp_path) -> None:
@@ -263,7 +285,7 @@ def test_pickle_payload_is_not_run(learned_run, tmp_path) -> None:
     bad = tmp_path / "evil.ckpt"
     torch.save({"hyper_parameters": Payload()}, bad)
     with pytest.raises(ConfigError, match="not a loadable attnlab checkpoint"):
-        load_module(bad)
+        load_module(bad, run_config(learned_run))
     assert not marker.exists()
 
 

@@ -126,6 +126,7 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
     """uniform reaches val/acc 1.0 in a few epochs and its val/loss keeps falling: the model tested (and
     named in metrics.json and the closing line) is the epoch of the lowest val/loss, with that epoch's
     weights, and the attention statistics reported beside its accuracy are of those same weights."""
+    from attnlab.config import to_plain
     from attnlab.data import SyntheticDataModule
     from attnlab.diagnostics import STAT_EXAMPLES, attention_stats
     from attnlab.module import load_module
@@ -142,7 +143,7 @@ def test_the_tested_checkpoint_is_the_lowest_val_loss_not_the_first_to_touch_the
     tested = metrics["tested_checkpoint"]
     assert tested == {"file": "checkpoints/best.ckpt", "epoch": best_epoch, "global_step": 4 * best_epoch,
                       "selected_by": "lowest val/loss"}  # fmt: skip
-    module = load_module(tmp_path / "checkpoints" / "best.ckpt")
+    module = load_module(tmp_path / "checkpoints" / "best.ckpt", to_plain(cfg))
     assert module.loaded_from == {"epoch": best_epoch, "global_step": 4 * best_epoch}
     data = SyntheticDataModule(**metrics_data(cfg), train_seed=0)
     data.setup("fit")

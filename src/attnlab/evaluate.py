@@ -127,7 +127,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
         path = run_folder.checkpoint_path(run_dir, ckpt)
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
-        module = load_module(path)  # weights, epoch and step from one read of the file
+        module = load_module(path, c)  # weights, epoch and step from one read of the file
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
         return record(run_dir, c, ev, score(module.net, c, ev), checkpoint)
 

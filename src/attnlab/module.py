@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from attnlab.checkpoints import epoch_step, read_checkpoint
 from attnlab.errors import ConfigError, first_line
 from attnlab.model import AttentionClassifier
+from attnlab.resume import check_held_settings
 
 # Kept in `LitClassifier.history`: per validation, the step TensorBoard shows it at, its val/acc and val/loss
 # (and attnlab.diagnostics' val/acc_shuffled and attn/entropy); per training epoch, train/acc.
@@ -122,16 +123,17 @@ class LitClassifier(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> LitClassifier:
-    """The LightningModule of a checkpoint, in eval mode; `loaded_from` (epoch, step) comes from the same read
-    as the weights, so a checkpoint replaced meanwhile by a resume cannot mislabel them. ConfigError (naming
-    `key` and the file) for a file that does not load or holds another model."""
-    ckpt = read_checkpoint(path, key, map_location)
+def load_module(path: str | Path, run: dict[str, Any], key: str = "ckpt") -> LitClassifier:
+    """The LightningModule of a checkpoint of the run whose config is `run`, in eval mode; `loaded_from` (epoch,
+    step) comes from the same read as the weights, so a checkpoint replaced meanwhile by a resume cannot mislabel
+    them. ConfigError (naming `key` and the file) for a file that does not load or holds another model."""
+    ckpt = read_checkpoint(path, key)
     try:
         module = LitClassifier(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # hyperparameters or weights of another model
         reason = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
         raise ConfigError(key, str(path), reason) from e
+    check_held_settings(ckpt["hyper_parameters"], run, key, Path(path))  # this run's model, not another's
     module.loaded_from = epoch_step(ckpt)
     return module.eval()
