@@ -18,6 +18,8 @@ args = parser.parse_args()
 if not args.sweep_dir.is_dir() or not os.access(args.sweep_dir, os.W_OK):  # before reading every job
     problem = "is not writable (the report goes there)" if args.sweep_dir.is_dir() else "is not a folder"
     sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} {problem}")
+if not (args.sweep_dir / "multirun.yaml").is_file():  # a folder of sweeps: their jobs would be pooled as one
+    sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} is not a sweep folder: it holds no multirun.yaml")
 try:
     rows = write_report(args.sweep_dir)
 except (FileNotFoundError, ConfigError) as e:

@@ -666,6 +666,29 @@ def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path
         collect(sweep)
 
 
+def test_a_job_folder_counts_once_and_a_folder_of_sweeps_is_not_one_sweep(cli_sweep: Path, tmp_path: Path) -> None:
+    """Pooled, two copies of a sweep read as one sweep of twice the seeds (a std that shrinks); a record naming
+    one folder for two jobs, as two seeds of one run."""
+    from attnlab.report import collect
+
+    sweep, _ = copy_sweep(cli_sweep, tmp_path / "sweeps" / "a"), copy_sweep(cli_sweep, tmp_path / "sweeps" / "b")
+    report = [*python(), str(ROOT / "scripts" / "report.py"), str(tmp_path / "sweeps")]
+    proc = subprocess.run(report, env=CLI_ENV, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: sweep_dir='{tmp_path / 'sweeps'}' is not a sweep folder: it holds no multirun.yaml"
+    )
+    assert not (tmp_path / "sweeps" / "summary.md").exists()
+    jobs = json.loads((sweep / "jobs.json").read_text())
+    jobs["jobs"][1]["dir"] = f"./{jobs['jobs'][0]['dir']}"
+    (sweep / "jobs.json").write_text(json.dumps(jobs))
+    with pytest.raises(ConfigError, match=r"jobs.json' is invalid: names the job folder 'seed=0' twice"):
+        collect(sweep)
+    proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith(
+        "names the job folder './seed=0' twice"
+    )
+
+
 def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(
     cli_sweep: Path, tmp_path: Path
 ) -> None:

@@ -15,15 +15,17 @@ def write_jobs(sweep_dir: Path, jobs: list[list[str]], folders: list[str]) -> No
 
 
 def read_jobs(sweep_dir: Path, key: str = "sweep") -> list[dict[str, Any]]:
-    """The jobs, [] without a readable record; ConfigError for a folder outside the sweep."""
+    """The jobs, [] without a readable record; ConfigError for a folder outside the sweep, or named twice (its
+    run would count as two jobs)."""
     source = sweep_dir / "jobs.json"
     try:
         jobs = json.loads(source.read_text())["jobs"]
         jobs = [{"overrides": [str(o) for o in job["overrides"]], "dir": job["dir"]} for job in jobs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
-    for job in jobs:
-        inside(sweep_dir, job["dir"], key, source)
+    folders = [inside(sweep_dir, job["dir"], key, source).resolve() for job in jobs]
+    if twice := next((job["dir"] for job, f in zip(jobs, folders, strict=True) if folders.count(f) > 1), None):
+        raise ConfigError(key, str(source), f"names the job folder {twice!r} twice")
     return jobs
 
 
