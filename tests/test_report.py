@@ -337,3 +337,14 @@ def test_jobs_that_saved_no_checkpoint_are_said_to_report_their_final_weights(tm
     write_report(tmp_path)
     summary = (tmp_path / "summary.md").read_text()
     assert " 1 of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights." in summary
+
+
+def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", f"seed={seed}"], 1.0)
+    (tmp_path / "s1" / "metrics.json").unlink()
+    (tmp_path / "s1" / "FAILED").write_text("Traceback: ...\n")
+    write_report(tmp_path)
+    header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
+    cells = dict(zip(header, row, strict=True))
+    assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"

@@ -10,7 +10,7 @@ import math
 import shlex
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +156,7 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
     groups: dict[tuple, Rows] = defaultdict(list)
     for r in rows:
         if r["status"] == "ok":
-            setting = tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(r["settings"].get, keys))
-            groups[setting].append(r)
+            groups[setting_of(r, keys)].append(r)
 
     def rank(key: str, value: Any) -> tuple:
         order = REGISTRY_ORDER.get(key, [])
@@ -165,6 +164,10 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
         return (0, order.index(value)) if value in order else (0, value) if is_number else (1, str(value))
 
     return dict(sorted(groups.items(), key=lambda kv: tuple(map(rank, keys, kv[0]))))
+
+
+def setting_of(row: dict[str, Any], keys: list[str]) -> tuple:
+    return tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(row["settings"].get, keys))
 
 
 def telling_apart(keys: list[str], groups: dict[tuple, Any]) -> list[int]:
@@ -237,14 +240,17 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         "",
     ]
     header = [*map(column, keys), "n", "test/acc", "seeds (95% CI)", "shuffled", "verdict", "tested epoch"]
-    body = []
+    body, started = [], Counter(setting_of(r, keys) for r in rows if r["settings"])
     for setting, group in groups.items():
         entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
         spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
         seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
-        body.append([*setting, len(group), acc, seeds, shuffled, verdict(group), *spans, entropy_cell])
+        called = verdict(group)
+        if len(group) < started[setting]:  # the others failed or were cut short: a verdict on fewer seeds
+            called += f" ({len(group)} of {started[setting]} seeds finished)"
+        body.append([*setting, len(group), acc, seeds, shuffled, called, *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
     if scored:  # a table per setting whose runs scored other lengths: per length each seed, the mean, the verdict
         trained_at = sorted({r["settings"].get("data.seq_len") for g in scored.values() for r in g}, key=str)
