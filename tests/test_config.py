@@ -116,6 +116,11 @@ BAD = [
     ),
     (["+trainer.callbacks=[]"], "trainer.callbacks=[] is invalid: is set by attnlab; use early_stop.patience or"),
     (["+trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid: must be of type int"),
+    (
+        ["trainer.limit_train_batches=0.01"],  # Lightning's own refusal came once training had begun
+        "trainer.limit_train_batches=0.01 is invalid: is none of the 32 train batches of an epoch; give at least 0.03",
+    ),
+    (["data.n_test=64", "trainer.limit_test_batches=0.5"], "trainer.limit_test_batches=0.5 is invalid: is none of"),
     (["+trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is invalid: must be an integer >= 1"),
     (
         ["+trainer.val_check_interval=100"],

@@ -283,7 +283,7 @@ def training_batches(c: dict[str, Any]) -> int:
     batches = -(-c["data"]["n_train"] // c["data"]["batch_size"])
     limit = c["trainer"]["limit_train_batches"]
     if isinstance(limit, float):
-        return max(1, int(batches * limit))
+        return int(batches * limit)  # at least one: config.validate
     return batches if limit is None else min(batches, limit)
 
 
@@ -378,6 +378,11 @@ def validate(c: dict[str, Any]) -> None:
     check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
+    for split in ("train", "val", "test"):  # a fraction of an epoch's batches that is none: Lightning fails the run
+        limit, batches = trainer[f"limit_{split}_batches"], -(-data[f"n_{split}"] // data["batch_size"])
+        if isinstance(limit, float) and int(batches * limit) == 0:
+            why = f"is none of the {batches} {split} batches of an epoch; give at least {1 / batches:.3g}"
+            raise ConfigError(f"trainer.limit_{split}_batches", limit, why)
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
     if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
         why = f"must be 1..{batches}, the training batches of an epoch, or a fraction"
