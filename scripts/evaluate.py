@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.config import register_configs
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
-from attnlab.naming import hydra_quote
+from attnlab.naming import quote_paths
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
@@ -42,7 +42,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # `run_dir=<folder>` reaches Hydra quoted: a sweep job's folder (`data=halfswap,seed=1`) is no valid
-    # override value as printed.
-    sys.argv = [f"run_dir={hydra_quote(a.split('=', 1)[1])}" if a.startswith("run_dir=") else a for a in sys.argv]
+    sys.argv = quote_paths(sys.argv, ("run_dir", "eval.ckpt"))  # paths as printed: a job folder has = and ,
     main()

@@ -46,6 +46,7 @@ from omegaconf import DictConfig  # noqa: E402
 from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
 from attnlab.errors import ConfigError, Interrupted, run_failure  # noqa: E402
+from attnlab.naming import quote_paths  # noqa: E402
 from attnlab.resume import resume_argv  # noqa: E402
 
 register_configs()
@@ -82,5 +83,5 @@ if __name__ == "__main__":
         check_yaml_files(Path(__file__).resolve().parent.parent / "conf")
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    sys.argv = resume_argv(sys.argv)
+    sys.argv = resume_argv(quote_paths(sys.argv, ("ckpt_path",)))
     main()

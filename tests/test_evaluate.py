@@ -117,7 +117,7 @@ def test_only_the_runs_own_model_is_scored_and_drawn(learned_run, tmp_path) -> N
     this run's folder holding another model is refused too (the weights carry the model settings they need)."""
     from attnlab.train import train
 
-    run, other = fresh_copy(learned_run, tmp_path / "run"), tmp_path / "other"
+    run, other = fresh_copy(learned_run, tmp_path / "data=halfswap,seed=0"), tmp_path / "other"
     train(compose_train(other, *TINY, "data=halfswap", "model.pos_enc=none", "model.max_len=16"))
     theirs = other / "checkpoints" / "best.ckpt"
     with pytest.raises(ConfigError, match=r"is invalid: not this run's: give best, last or a .ckpt file inside"):
@@ -126,6 +126,8 @@ def test_only_the_runs_own_model_is_scored_and_drawn(learned_run, tmp_path) -> N
     with pytest.raises(ConfigError, match=r"other settings: model.pos_enc='none' \(this run: 'learned'\)"):
         evaluate_run(run, {**EV, "seq_lens": [8]}, ckpt=str(copied))
     assert not (run / "evaluation.json").exists()
+    ours = evaluate(f"run_dir={run}", f"eval.ckpt={run}/checkpoints/last.ckpt", "eval.seq_lens=[8]", cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr[-2000:]  # its own, by a path with '=' and ',' as printed
     plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png"), "--ckpt", str(theirs)]
     proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
     assert proc.returncode == 1 and "not this run's" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]

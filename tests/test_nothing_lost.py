@@ -805,7 +805,7 @@ def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: P
 
 
 def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, train_cli, tmp_path: Path) -> None:
-    source = own_copy
+    source = own_copy.rename(tmp_path / "data=uniform,seed=0")  # as a sweep job's: its path given as printed
     proc, run_dir = train_cli(*TINY, "trainer.max_epochs=2", f"ckpt_path={source}/checkpoints/last.ckpt")
     assert proc.returncode == 0, proc.stderr[-2000:]
     shutil.rmtree(source)  # the resumed run needs only its own files

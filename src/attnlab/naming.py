@@ -65,6 +65,21 @@ def hydra_quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """`key=<path>` of these keys quoted for Hydra, so that a path is taken as printed: a sweep job's folder
+    (`data=halfswap,seed=1`) is no valid override value otherwise. Left as given: a value quoted already, and in
+    a sweep (-m) one without '=', whose commas sweep over paths."""
+    sweep = "-m" in argv or "--multirun" in argv
+
+    def quoted(arg: str) -> str:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in keys or value[:1] in ("'", '"') or (sweep and "=" not in value):
+            return arg
+        return f"{key}={hydra_quote(value)}"
+
+    return [argv[0], *map(quoted, argv[1:])]
+
+
 def lookup(c: dict[str, Any], key: str) -> Any:
     """The value at a dotted key (`model.pos_enc`) of a plain config; None where there is none."""
     node: Any = c
