@@ -9,6 +9,8 @@ import gc
 import sys
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
 from attnlab.config import run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
@@ -26,8 +28,17 @@ parser.add_argument("--layer", type=int, default=0)
 parser.add_argument("--head", type=int, default=0)
 args = parser.parse_args()
 try:
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if args.out.is_dir() or args.out.suffix[1:].lower() not in formats:
+        raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     c = run_config(args.run_dir)
     module = load_module(checkpoint_path(args.run_dir, args.ckpt), c)
+    for name, value, count in (
+        ("--layer", args.layer, c["model"]["num_layers"]),
+        ("--head", args.head, c["model"]["num_heads"]),
+    ):
+        if not 0 <= value < count:
+            raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
     data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]
@@ -37,6 +48,9 @@ try:
     fig = attention_figure(module.net, x[picks], args.layer, args.head, title)
 except ConfigError as e:
     sys.exit(f"error: {e}")
-args.out.parent.mkdir(parents=True, exist_ok=True)
-fig.savefig(args.out, dpi=110)
+try:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+except OSError as e:  # a read-only folder, a file where a folder should be
+    sys.exit(f"error: out={str(args.out)!r} cannot be written ({e.strerror or e})")
 print(f"wrote {args.out}")

@@ -345,3 +345,22 @@ def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_
     path.write_text(json.dumps({**GOOD_EVALUATION, **change}))
     with pytest.raises(ConfigError, match="is not an evaluation this program wrote"):
         read_evaluation(path)
+
+
+@pytest.mark.parametrize(
+    ("out", "args", "said"),
+    [("a.png", ["--layer", "3"], "error: --layer=3 is invalid: the model has 1: 0..0"),
+     ("a.png", ["--head", "-1"], "error: --head=-1 is invalid: the model has 1: 0..0"),
+     ("a.xyz", [], "is invalid: give a file name ending in one of .eps,"),
+     (".", [], "is invalid: give a file name ending in one of .eps,"),  # a folder
+     ("sub/a.png", [], None)],
+)  # fmt: skip
+def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, said) -> None:
+    plot = [str(ROOT / "scripts" / "plot_attention.py"), str(learned_run), str(tmp_path / out), *args]
+    proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
+    if said is None:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / out).read_bytes().startswith(b"\x89PNG")
+    else:
+        assert proc.returncode == 1 and said in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+        assert list(tmp_path.iterdir()) == []
