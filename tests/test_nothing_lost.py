@@ -681,10 +681,10 @@ def test_a_job_folder_counts_once_and_a_folder_of_sweeps_is_not_one_sweep(cli_sw
     jobs = json.loads((sweep / "jobs.json").read_text())
     jobs["jobs"][1]["dir"] = f"./{jobs['jobs'][0]['dir']}"
     (sweep / "jobs.json").write_text(json.dumps(jobs))
-    with pytest.raises(ConfigError, match=r"jobs.json' is invalid: names the job folder 'seed=0' twice"):
+    with pytest.raises(ConfigError, match=r"jobs.json' is invalid: names the job folder './seed=0' twice"):
         collect(sweep)
     proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith("names the job folder 'seed=0' twice")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith("names the job folder './seed=0' twice")
 
 
 def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(

@@ -145,14 +145,15 @@ def status(folder: Path) -> tuple[str, str]:
     return "unfinished", ""
 
 
-def inside(folder: Path, relative: Any, key: str, source: Path) -> Path:
-    """`folder / relative` for a path read from a record, refused unless it stays inside (no absolute path,
-    no `..`, no symlink out)."""
+def inside(folder: Path, relative: Any, key: str, source: Path, root: str = "") -> str:
+    """The real path of `folder / relative`, a path read from a record, refused unless it stays inside (no
+    absolute path, no `..`, no symlink out). `root`: `folder`'s real path, for a caller checking many."""
     path = Path(relative if isinstance(relative, str) and relative and "\x00" not in relative else "..")
     inward = not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
-    if not (inward and (folder / path).resolve().is_relative_to(folder.resolve())):
+    real = os.path.realpath(folder / path)  # (os.path: Path.resolve is 5x slower, and a sweep reads 1,000s)
+    if not (inward and real.startswith((root or os.path.realpath(folder)) + os.sep)):
         raise ConfigError(key, str(source), f"names a job folder outside the sweep: {relative!r}")
-    return folder / path
+    return real
 
 
 def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:

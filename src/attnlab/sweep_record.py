@@ -1,7 +1,9 @@
 """`<sweep>/jobs.json`, written before any job runs: {"jobs": [{"overrides": [...], "dir": "<folder>"}]}. Read
 back as input by the jobs, a continuation and the report: folders stay inside the sweep; unreadable is none."""
 
+import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +19,27 @@ def write_jobs(sweep_dir: Path, jobs: list[list[str]], folders: list[str]) -> No
 def read_jobs(sweep_dir: Path, key: str = "sweep") -> list[dict[str, Any]]:
     """The jobs, [] without a readable record; ConfigError for a folder outside the sweep, or named twice (its
     run would count as two jobs)."""
-    source = sweep_dir / "jobs.json"
+    try:  # each job of a sweep reads it twice: checked once per state of the record and of the sweep's folder
+        state = tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(os.stat, (sweep_dir / "jobs.json", sweep_dir)))
+    except OSError:
+        return []
+    return [{"overrides": list(o), "dir": d} for o, d in checked_jobs(os.path.realpath(sweep_dir), key, state)]
+
+
+@functools.lru_cache(maxsize=8)
+def checked_jobs(sweep_dir: str, key: str, state: tuple) -> tuple[tuple[tuple[str, ...], str], ...]:
+    source = Path(sweep_dir) / "jobs.json"
     try:
         jobs = json.loads(source.read_text())["jobs"]
-        jobs = [{"overrides": [str(o) for o in job["overrides"]], "dir": job["dir"]} for job in jobs]
+        jobs = [(tuple(str(o) for o in job["overrides"]), job["dir"]) for job in jobs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
-    folders = [inside(sweep_dir, job["dir"], key, source).resolve() for job in jobs]
-    if twice := next((job["dir"] for job, f in zip(jobs, folders, strict=True) if folders.count(f) > 1), None):
-        raise ConfigError(key, str(source), f"names the job folder {twice!r} twice")
-    return jobs
+        return ()
+    seen: set[str] = set()
+    for _, folder in jobs:
+        if (real := inside(Path(sweep_dir), folder, key, source, sweep_dir)) in seen:
+            raise ConfigError(key, str(source), f"names the job folder {folder!r} twice")
+        seen.add(real)
+    return tuple(jobs)
 
 
 def sweep_of(run_dir: Path) -> list[dict[str, Any]]:
