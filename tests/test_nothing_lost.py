@@ -684,7 +684,9 @@ def test_a_job_folder_counts_once_and_a_folder_of_sweeps_is_not_one_sweep(cli_sw
     with pytest.raises(ConfigError, match=r"jobs.json' is invalid: names the job folder './seed=0' twice"):
         collect(sweep)
     proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith("names the job folder './seed=0' twice")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith(
+        "names the job folder './seed=0' twice"
+    )
 
 
 def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_command(
@@ -790,6 +792,15 @@ def test_a_resume_checks_what_the_checkpoint_holds(tmp_path: Path) -> None:
     train(compose_train(run_dir, *TINY))
     with pytest.raises(ConfigError, match=r"was trained with other settings: model.d_model=32 \(this run: 16\)"):
         train(compose_train(run_dir, *TINY, "model.d_model=16", "resume=true"))
+
+
+def test_a_signal_after_the_results_are_written_leaves_them_standing(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM as the closing line prints (metrics.json written): the process stops, the run counts as finished
+    (a sweep's report and its continuation keep it), no INTERRUPTED beside its results."""
+    monkeypatch.setattr(attnlab.train, "announce_end", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(Interrupted):
+        train(compose_train(tmp_path, *TINY))
+    assert run_folder.status(tmp_path) == ("ok", "") and not (tmp_path / run_folder.INTERRUPTED).exists()
 
 
 def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: Path) -> None:

@@ -79,17 +79,22 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
             (out / marker).unlink(missing_ok=True)
         if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
             os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
+        # metrics.json of this attempt written (a signal after it, say): its results stand, unmarked
+        unfinished = lambda: not (out / run_folder.METRICS).exists()
         try:
             return run(c, out, stop, extra_callbacks, began)
         except Interrupted as e:
-            run_folder.write_marker(out, run_folder.INTERRUPTED, f"{e}\n")
+            if unfinished():
+                run_folder.write_marker(out, run_folder.INTERRUPTED, f"{e}\n")
             raise
         except BaseException as e:
             if stop.signum is not None:  # Lightning's way out after a signal: SystemExit
                 interrupted = stop.interrupted()
-                run_folder.write_marker(out, run_folder.INTERRUPTED, f"{interrupted}\n")
+                if unfinished():
+                    run_folder.write_marker(out, run_folder.INTERRUPTED, f"{interrupted}\n")
                 raise interrupted from e
-            run_folder.write_marker(out, run_folder.FAILED, traceback.format_exc())
+            if unfinished():
+                run_folder.write_marker(out, run_folder.FAILED, traceback.format_exc())
             raise
 
 
