@@ -803,6 +803,16 @@ def test_a_signal_after_the_results_are_written_leaves_them_standing(tmp_path: P
     assert run_folder.status(tmp_path) == ("ok", "") and not (tmp_path / run_folder.INTERRUPTED).exists()
 
 
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once_when_resumed(tmp_path: Path) -> None:
+    """SIGKILL before any checkpoint (here: its files taken away after an epoch): the resume trains from the
+    start, and TensorBoard holds each step once, the resumed attempt's."""
+    train(compose_train(tmp_path, *TINY))
+    shutil.rmtree(tmp_path / "checkpoints")
+    (tmp_path / "metrics.json").unlink()
+    train(compose_train(tmp_path, *TINY, "resume=true"))
+    assert scalar_steps(tmp_path, "train/loss") == [3] and scalar_steps(tmp_path, "val/loss") == [3]
+
+
 def test_a_resumed_run_that_is_stopped_does_not_keep_the_old_results(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     first = train(compose_train(run_dir, *TINY))

@@ -163,7 +163,8 @@ class RunCallbacks:
 
 def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
     """The run's logger (logger=...); TensorBoard's also gets the config and the provenance as text."""
-    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from else None)
+    # A resume hides what the attempts before it logged past its checkpoint's step (all of it, without one).
+    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from or c["resume"] else None)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
         if not c["resume"]:  # a resumed run's first attempt wrote them (a run from another's checkpoint: a new run)
