@@ -934,6 +934,19 @@ def test_links_out_of_a_run_are_refused_before_anything_is_written(own_copy: Pat
     assert outside.read_text() == "keep me"
 
 
+def test_the_report_reads_nothing_through_a_link_out_of_a_job(cli_sweep: Path, tmp_path: Path) -> None:
+    """A FAILED linked to a file outside: its last line would be copied into results.csv and summary.md."""
+    from attnlab.report import write_report
+
+    sweep, secret = copy_sweep(cli_sweep, tmp_path / "sweep"), tmp_path / "secret.txt"
+    secret.write_text("ssh-rsa AAAA secret\n")
+    (job_dir(sweep, "seed=0") / "metrics.json").unlink()
+    (job_dir(sweep, "seed=0") / run_folder.FAILED).symlink_to(secret)
+    with pytest.raises(ConfigError, match=r"holds a link to outside it \(seed=0/FAILED\)"):
+        write_report(sweep)
+    assert "secret" not in (sweep / "results.csv").read_text()
+
+
 def test_a_resume_compares_values_with_their_types_and_refuses_unloadable_checkpoints(own_copy: Path, capsys) -> None:
     """limit_train_batches=1 (one batch) is not 1.0 (all of them); checkpoints that exist but none loads
     are refused, never trained over from scratch."""

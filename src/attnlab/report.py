@@ -284,7 +284,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
 
 
 def write_csv(path: Path, rows: Rows, columns: list[str]) -> None:
-    with path.open("w", newline="") as f:
+    with run_folder.replacing(path) as tmp, tmp.open("w", newline="") as f:  # whole or the old one, whatever fails
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -404,7 +404,8 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
 
 def write_report(sweep_dir: str | Path) -> Rows:
     sweep_dir = Path(sweep_dir)
-    run_folder.check_no_links_out(sweep_dir, "sweep", depth=0)  # the report's files and the jobs it reads stay inside
+    # what it writes and every job file it reads (FAILED, metrics.json, .hydra/config.yaml) stay inside
+    run_folder.check_no_links_out(sweep_dir, "sweep", depth=2)
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")
@@ -416,7 +417,8 @@ def write_report(sweep_dir: str | Path) -> Rows:
     groups = groups_of(rows, keys)
     scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}  # the runs that scored lengths
     summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
-    (sweep_dir / "summary.md").write_text(summary)
+    with run_folder.replacing(sweep_dir / "summary.md") as tmp:
+        tmp.write_text(summary)
     write_board(sweep_dir, board_cells(keys, groups), summary)
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
