@@ -39,7 +39,8 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_the_quickstart_and_ci_runs_its_test_command() -> None:
     commands = readme_commands()
-    assert commands[0] == "make train" and commands[5] == "make test"  # run, study, results, curves, resume
+    assert commands[:2] == ["make train", ". .venv/bin/activate"]  # then study, results, curves, resume
+    assert commands[6] == "make test"
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
