@@ -47,7 +47,7 @@ from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
 from attnlab.errors import ConfigError, Interrupted, run_failure  # noqa: E402
 from attnlab.naming import quote_paths  # noqa: E402
-from attnlab.resume import resume_argv  # noqa: E402
+from attnlab.resume import check_rerun_config, resume_argv  # noqa: E402
 
 register_configs()
 
@@ -81,6 +81,7 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:  # a hand-edited group file with a typo: one line naming the place, not Hydra's traceback
         check_yaml_files(Path(__file__).resolve().parent.parent / "conf")
+        check_rerun_config(sys.argv)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     sys.argv = resume_argv(quote_paths(sys.argv, ("ckpt_path",)))

@@ -583,6 +583,22 @@ def test_a_run_record_cannot_load_a_yaml_file_from_elsewhere(own_copy: Path, tmp
     assert not pwned.exists() and folder_bytes(run_dir) == before
 
 
+def test_rerunning_a_run_from_its_saved_config_runs_no_code_from_it(own_copy: Path, tmp_path: Path) -> None:
+    """The README's re-run (`--config-path <run>/.hydra --config-name config`): Hydra would instantiate a
+    `hydra.callbacks` entry planted in the record (pathlib.Path.write_text passes Hydra's blocklist)."""
+    marker = tmp_path / "PWNED"
+    planted = {"hydra": {"callbacks": {"x": {"_target_": "pathlib.Path.write_text", "_args_": [
+        {"_target_": "pathlib.Path", "_args_": [str(marker)]}, "x"]}}}}  # fmt: skip
+    with (own_copy / ".hydra" / "config.yaml").open("a") as f:
+        f.write(OmegaConf.to_yaml(planted))
+    proc = run_train("--config-path", str(own_copy / ".hydra"), "--config-name", "config",
+                     f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith(
+        "is invalid: a run's record sets the task's values only, not hydra"
+    )
+    assert not marker.exists() and not (tmp_path / "again").exists()
+
+
 def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(
     cli_sweep: Path, tmp_path: Path, capsys
 ) -> None:

@@ -7,11 +7,13 @@ newest loadable checkpoint; a new run may start from another run's checkpoint (`
 ConfigErrors, raised before a file is touched.
 """
 
+import itertools
 import re
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, read_write
 
@@ -197,6 +199,23 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     for item in launch:
         check_saved_launcher(item, record)
     return [*task, *launch]
+
+
+def check_rerun_config(argv: list[str]) -> None:
+    """`--config-path <run>/.hydra --config-name config` (re-run a run) composes from a record: it may set the
+    task's values (which attnlab builds from, by name), not Hydra's settings (`hydra.callbacks` would be
+    instantiated: anything run) nor a defaults list (which can pick them). ConfigError otherwise."""
+    flags = dict(itertools.pairwise(argv))
+    folder, name = flags.get("--config-path", flags.get("-cp")), flags.get("--config-name", flags.get("-cn"))
+    if folder is None or name is None:
+        return
+    path = Path(folder) / (name if name.endswith(".yaml") else f"{name}.yaml")
+    try:
+        record = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return  # Hydra says what is wrong with it
+    if found := [key for key in ("hydra", "defaults") if isinstance(record, dict) and key in record]:
+        raise ConfigError("--config-path", str(path), f"a run's record sets the task's values only, not {found[0]}")
 
 
 def resume_argv(argv: list[str]) -> list[str]:
