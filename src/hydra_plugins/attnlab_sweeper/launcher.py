@@ -150,7 +150,14 @@ class ProcessesLauncher(Launcher):
         if kill or signum is not None:
             for worker in multiprocessing.active_children():
                 os.kill(worker.pid, signal.SIGKILL if kill else signum)  # type: ignore[arg-type]
-        executor.shutdown(wait=True, cancel_futures=True)
+        # Waited for whole: a second Ctrl-C raised inside the pool's shutdown left it half shut down (the sweep
+        # reported jobs still saving as unfinished, then hung at exit). The running jobs have the signal already.
+        ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            for sig, handler in ignored.items():
+                signal.signal(sig, handler)
 
 
 launcher: ProcessesLauncher | None = None  # in a worker: the sweep's launcher, as it was forked
