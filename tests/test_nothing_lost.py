@@ -291,8 +291,9 @@ def test_a_signal_stops_a_sweep_which_then_continues(tmp_path: Path) -> None:
     # seed=1's first epoch done: its two more epochs are the time the signal has to arrive in
     wait_for(job_dir(sweep, "seed=1", proc) / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-2000:]
+    assert "[attnlab] sweep stopped after " in out and " 1/3 jobs ok, 2 did not finish" in out, out
     assert f"continue with: python scripts/train.py -m resume={sweep}" in err
     rows = {seed_of(r["job"]): r["status"] for r in csv_rows(sweep / "results.csv")}
     assert rows == {"seed=0": "ok", "seed=1": "interrupted", "seed=2": "not started"}

@@ -458,9 +458,11 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
         mean = statistics.fmean(values(group, "test/acc"))
         table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
     widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
-    print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
+    if groups:  # (no job finished: no table)
+        print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
+    ended = "stopped after" if code > 128 else "done in"  # by a signal (128 + its number), or it ran its course
     print(
-        f"[attnlab] sweep done in {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
+        f"[attnlab] sweep {ended} {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
         f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
         f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}",
         flush=True,
