@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -417,6 +418,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     resumed = run_train(f"resume={job}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and "checkpoints/last.ckpt" in resumed.stdout
+    assert f"[attnlab] the sweep's report: python scripts/report.py {shlex.quote(str(job.parent))}" in resumed.stdout
     assert_same_run(whole, job)
     steps = scalar_steps(job, "train/loss")
     assert steps == scalar_steps(whole, "train/loss") and len(steps) == len(set(steps)) == 3 * 64

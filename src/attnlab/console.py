@@ -5,6 +5,7 @@ Rich on a terminal, a line per epoch elsewhere (a redrawn bar in a log file is t
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -127,6 +128,8 @@ def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | 
     which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" if tested["file"] else "final weights"
     if job is None:
         print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
+        if sweep_of(out):  # a sweep's job, resumed on its own: the sweep's tables are older than its results
+            print(f"[attnlab] the sweep's report: python scripts/report.py {shlex.quote(str(out.parent))}", flush=True)
     else:  # k/N: how many of the sweep's jobs have finished, this one included (they run in parallel)
         jobs = sweep_of(out)
         done = f"{sum((out.parent / j['dir'] / METRICS).is_file() for j in jobs)}/{len(jobs) or '?'}"
