@@ -726,6 +726,20 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert read_metrics(job_dir(sweep, "seed=1"))["global_step"] == 1
 
 
+def test_a_record_may_not_call_a_resolver(own_copy: Path, capsys) -> None:
+    """`${oc.env:HOME}` in a saved config would be read (and shown in the refusal's comparison): refused as such."""
+    from attnlab.evaluate import evaluate_run
+
+    saved = own_copy / ".hydra" / "config.yaml"
+    saved.write_text(re.sub(r"(?m)^  project: .*$", "  project: ${oc.env:HOME}", saved.read_text()))
+    assert "${oc.env:HOME}" in saved.read_text()
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    assert "does not load (a resolver, ${oc.env:...}: a record holds plain values" in err.strip().splitlines()[-1]
+    assert "would change" not in err  # (it compared the resolved value: its HOME)
+    with pytest.raises(ConfigError, match=r"a resolver, \$\{oc.env:"):
+        evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
+
+
 def test_a_run_of_an_earlier_schema_is_refused_naming_the_key(own_copy: Path, capsys) -> None:
     """A run whose saved config holds a key the schema no longer has (`callbacks`, before early_stop.patience and
     trainer.max_time replaced it) cannot be checked against this one: refused, naming the key, nothing touched."""

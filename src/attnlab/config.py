@@ -5,6 +5,7 @@ checks a type cannot express."""
 import functools
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -436,6 +437,13 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         schema = OmegaConf.structured(TrainConfig)
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
-        return to_plain(OmegaConf.merge(schema, OmegaConf.load(path)), str(run_dir))
+        record = OmegaConf.load(path)
+        # ${data.dim} is a key's value; a resolver such as ${oc.env:HOME} reads what a record has no business with
+        if resolver := RESOLVER.search(OmegaConf.to_yaml(record)):
+            raise ValueError(f"a resolver, {resolver[0]}...}}: a record holds plain values and key references")
+        return to_plain(OmegaConf.merge(schema, record), str(run_dir))
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
+
+
+RESOLVER = re.compile(r"\$\{\s*(?!hydra\s*:)[\w.-]+\s*:")  # but Hydra's own (output_dir: ${hydra:runtime.output_dir})
