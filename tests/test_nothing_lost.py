@@ -665,7 +665,9 @@ def test_a_hydra_flag_keeps_its_value_when_a_run_is_resumed(tmp_path: Path) -> N
     assert "seed: 3\n" in proc.stdout and "resume: true\n" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", ""])
+@pytest.mark.parametrize(
+    "escape", ["../../escape", "/tmp/attnlab-escape", "a/../../escape", "", "seed=1\udcff", "a\nb"]
+)
 def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path: Path, escape: str) -> None:
     sweep = copy_sweep(cli_sweep, tmp_path / "deep" / "sweep")
     shutil.rmtree(job_dir(sweep, "seed=1"))  # a job to run again on resume

@@ -57,7 +57,8 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         settings = flatten(yaml.load((job_dir / ".hydra" / "config.yaml").read_text(), Loader=SAFE_LOADER))
     except Exception:  # never started (or its config is gone): a row all the same
         settings = {}
-    row = {"job": str(job_dir.relative_to(sweep_dir))}
+    # (a name that is not UTF-8, found on disk, shown escaped: the tables are UTF-8)
+    row = {"job": str(job_dir.relative_to(sweep_dir)).encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
     row.update({col: settings.get(key) for key, col in COLUMNS.items()}, seed=settings.get("seed"))
     if not settings:
