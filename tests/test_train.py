@@ -188,3 +188,14 @@ def test_metrics_say_how_many_test_sequences_were_scored(tmp_path, limit, scored
 
     extra = [] if limit is None else [f"trainer.limit_test_batches={limit}"]
     assert train(compose_train(tmp_path, *TINY, *extra))["test_sequences"] == scored
+
+
+def test_help_says_how_attnlab_is_run(tmp_path) -> None:
+    from .conftest import run_train
+
+    proc = run_train("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("attnlab: ") and "== Configuration groups ==" in lines
+    for usage in ("python scripts/train.py -m experiment=limitations", "python scripts/train.py resume=<run folder>"):
+        assert any(line.strip().startswith(usage) for line in lines), usage
