@@ -364,3 +364,10 @@ def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, 
     else:
         assert proc.returncode == 1 and said in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
         assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_evaluates_own_keys_not_trains_groups(tmp_path) -> None:
+    proc = evaluate("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("Score a trained run's tested checkpoint") and "run_dir: ???" in proc.stdout
+    assert "== Configuration groups ==" not in proc.stdout  # (data=, model=, ...: evaluate refuses them)
