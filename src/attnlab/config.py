@@ -279,9 +279,14 @@ def check_trainer_extra(name: str, value: Any) -> None:
         raise ConfigError(key, value, why)
 
 
+def split_batches(data: dict[str, Any], split: str) -> int:
+    """Batches in an epoch of `split` (train, val, test), before any trainer.limit_*_batches."""
+    return -(-data[f"n_{split}"] // data["batch_size"])
+
+
 def training_batches(c: dict[str, Any]) -> int:
     """Training batches per epoch (with trainer.limit_train_batches)."""
-    batches = -(-c["data"]["n_train"] // c["data"]["batch_size"])
+    batches = split_batches(c["data"], "train")
     limit = c["trainer"]["limit_train_batches"]
     if isinstance(limit, float):
         return int(batches * limit)  # at least one: config.validate
@@ -380,7 +385,7 @@ def validate(c: dict[str, Any]) -> None:
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     for split in ("train", "val", "test"):  # a fraction of an epoch's batches that is none: Lightning fails the run
-        limit, batches = trainer[f"limit_{split}_batches"], -(-data[f"n_{split}"] // data["batch_size"])
+        limit, batches = trainer[f"limit_{split}_batches"], split_batches(data, split)
         if isinstance(limit, float) and int(batches * limit) == 0:
             why = f"is none of the {batches} {split} batches of an epoch; give at least {1 / batches:.3g}"
             raise ConfigError(f"trainer.limit_{split}_batches", limit, why)
@@ -429,6 +434,11 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     _trainers_checked.add(checked_key)
 
 
+# ${data.dim} is a key's value; a resolver such as ${oc.env:HOME} reads what a record has no business with. Hydra's
+# own stays (output_dir: ${hydra:runtime.output_dir}).
+RESOLVER = re.compile(r"\$\{\s*(?!hydra\s*:)[\w.-]+\s*:")
+
+
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """The plain config a run was trained with (.hydra/config.yaml), checked against the schema (ConfigError)."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
@@ -438,12 +448,8 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         schema = OmegaConf.structured(TrainConfig)
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
         record = OmegaConf.load(path)
-        # ${data.dim} is a key's value; a resolver such as ${oc.env:HOME} reads what a record has no business with
         if resolver := RESOLVER.search(OmegaConf.to_yaml(record)):
             raise ValueError(f"a resolver, {resolver[0]}...}}: a record holds plain values and key references")
         return to_plain(OmegaConf.merge(schema, record), str(run_dir))
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
-
-
-RESOLVER = re.compile(r"\$\{\s*(?!hydra\s*:)[\w.-]+\s*:")  # but Hydra's own (output_dir: ${hydra:runtime.output_dir})

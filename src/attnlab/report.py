@@ -84,10 +84,10 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         row["train/acc"] = number(train_acc[-1], "train/acc")
     row["curves"] = curves(metrics["history"])  # (the study view's)
     tested = metrics["tested_checkpoint"]
-    row.update(epochs=count(metrics["epochs"]), steps=count(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
-    row.update(tested_epoch=count(tested["epoch"]), tested_step=count(tested["global_step"]))
+    row.update(epochs=whole(metrics["epochs"]), steps=whole(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
+    row.update(tested_epoch=whole(tested["epoch"]), tested_step=whole(tested["global_step"]))
     row["final_weights"] = tested["file"] is None  # no checkpoint was saved (no validation ran; fast_dev_run)
-    n, acc, done = count(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
+    n, acc, done = whole(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
     if not isinstance(done, bool):
         raise TypeError(f"converged is {done!r}, not true or false")
     row.update(converged=done, n_test=n, verdict=seed_verdict(acc, n, done), fit_seconds=metrics.get("fit_seconds"))
@@ -104,7 +104,7 @@ def number(value: Any, key: str) -> float:
     return float(value)
 
 
-def count(value: Any, least: int = 0) -> int:
+def whole(value: Any, least: int = 0) -> int:
     """A whole number >= least from a record (epochs, steps, sequences); else ValueError."""
     if type(value) is not int or value < least:
         raise ValueError(f"{value!r} is not a whole number >= {least}")

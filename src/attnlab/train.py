@@ -79,22 +79,22 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
             (out / marker).unlink(missing_ok=True)
         if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
             os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
-        # metrics.json of this attempt written (a signal after it, say): its results stand, unmarked
-        unfinished = lambda: not (out / run_folder.METRICS).exists()
+
+        def mark(marker: str, text: str) -> None:  # not beside this attempt's metrics.json (a signal after it)
+            if not (out / run_folder.METRICS).exists():
+                run_folder.write_marker(out, marker, text)
+
         try:
             return run(c, out, stop, extra_callbacks, began)
         except Interrupted as e:
-            if unfinished():
-                run_folder.write_marker(out, run_folder.INTERRUPTED, f"{e}\n")
+            mark(run_folder.INTERRUPTED, f"{e}\n")
             raise
         except BaseException as e:
             if stop.signum is not None:  # Lightning's way out after a signal: SystemExit
                 interrupted = stop.interrupted()
-                if unfinished():
-                    run_folder.write_marker(out, run_folder.INTERRUPTED, f"{interrupted}\n")
+                mark(run_folder.INTERRUPTED, f"{interrupted}\n")
                 raise interrupted from e
-            if unfinished():
-                run_folder.write_marker(out, run_folder.FAILED, traceback.format_exc())
+            mark(run_folder.FAILED, traceback.format_exc())
             raise
 
 
