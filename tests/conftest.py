@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 # Before torch is imported: the two pytest workers (`make test`) share the two cores, so one torch
 # thread each, in every process they start too. Two threads each oversubscribe the cores, and OpenMP's
@@ -176,14 +177,45 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def tensorboard_run(tb_dir: Path):
-    """A TensorBoard run as TensorBoard serves it: every event file, in order, with TensorBoard's own
-    purge of the steps a resumed run logged again. Nothing is sampled away."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class ServedRun:
+    """A TensorBoard run as TensorBoard's server reads it (its Python loader: plugin_event_accumulator), every
+    event file in order, with the server's purge of what a resumed run logged again; nothing sampled away. Read
+    through the legacy accessors (`Tags()["scalars"]`, `Scalars`, `Images`, `Tensors`): the legacy
+    EventAccumulator purges differently from the server, so it would hide what a user sees."""
 
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
+    def __init__(self, tb_dir: Path) -> None:
+        from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+        self.acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
+        self.acc.Reload()
+
+    def Tags(self) -> dict[str, list[str]]:
+        plugin = {tag: self.acc.SummaryMetadata(tag).plugin_data.plugin_name for tag in self.acc.Tags()["tensors"]}
+        scalars = [t for t, p in plugin.items() if p == "scalars"]
+        images = [t for t, p in plugin.items() if p == "images"]
+        return {"scalars": scalars, "images": images, "tensors": [t for t in plugin if t not in scalars + images]}
+
+    def Scalars(self, tag: str) -> list:
+        from tensorboard.util.tensor_util import make_ndarray
+
+        return [SimpleNamespace(step=e.step, value=float(make_ndarray(e.tensor_proto))) for e in self.acc.Tensors(tag)]
+
+    def Images(self, tag: str) -> list:  # an image summary's tensor: width, height, then the PNG
+        return [
+            SimpleNamespace(step=e.step, width=int(w), height=int(h), encoded_image_string=png)
+            for e in self.acc.Tensors(tag)
+            for w, h, png in [e.tensor_proto.string_val]
+        ]
+
+    def Tensors(self, tag: str) -> list:
+        return self.acc.Tensors(tag)
+
+    def PluginTagToContent(self, plugin: str) -> dict[str, bytes]:
+        return self.acc.PluginTagToContent(plugin)
+
+
+def tensorboard_run(tb_dir: Path) -> ServedRun:
+    return ServedRun(tb_dir)
 
 
 def scalar_values(tb_dir: Path, tag: str) -> list[float]:

@@ -4,6 +4,7 @@ sweeps whose exit code tells the truth and that can be continued. (docs/reliabil
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -37,6 +38,7 @@ from .conftest import (
     refused_in_process,
     run_train,
     scalar_steps,
+    scalar_values,
     tensorboard_run,
 )
 
@@ -776,6 +778,12 @@ def test_a_run_that_failed_before_its_first_checkpoint_resumes_with_a_corrected_
     proc = run_train(f"resume={run_dir}", "optim.lr=0.003", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert run_folder.status(run_dir) == ("ok", "")
+    # TensorBoard (as its server reads the run): the failed attempt's step 0 hidden, this attempt's text once
+    shown = tensorboard_run(run_dir)
+    texts = ("config/text_summary", "custom_scalars__config__", "provenance/text_summary")
+    assert {tag: [e.step for e in shown.Tensors(tag)] for tag in texts} == {tag: [0] for tag in texts}
+    assert scalar_steps(run_dir, "train/loss") == sorted(set(scalar_steps(run_dir, "train/loss")))
+    assert not math.isnan(scalar_values(run_dir, "train/loss")[0])
 
 
 @pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])

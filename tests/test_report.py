@@ -260,17 +260,14 @@ def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(
     """A cell's curves come from its jobs' metrics.json history (`board.curves`), not from reading their event
     files back: the same steps and values as each run's TensorBoard scalars, a resumed run's too (continued
     from its checkpoint's history, as its TensorBoard run continues from the checkpoint's step)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from attnlab.board import CURVES, curves
     from attnlab.train import train
 
-    from .conftest import TINY
+    from .conftest import TINY, tensorboard_run
 
     train(compose_train(tmp_path, *TINY, "diagnostics=true"))
     metrics = train(compose_train(tmp_path, *TINY, "diagnostics=true", "trainer.max_epochs=3", "resume=true"))
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
+    events = tensorboard_run(tmp_path)
     logged = {tag: {e.step: pytest.approx(e.value) for e in events.Scalars(tag)} for tag in CURVES}
     assert curves(metrics["history"]) == logged
     assert sorted(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch (files read in any order)

@@ -16,11 +16,11 @@ from attnlab.registry import Registry
 from attnlab.sweep_record import run_name
 
 # Lightning is imported by the builders: config checks import this module before Lightning loads.
-LOGGERS: Registry[Callable[[dict[str, Any], Path, int | None], Any]] = Registry("logger.name")
+LOGGERS: Registry[Callable[[dict[str, Any], Path, int], Any]] = Registry("logger.name")
 
 
 @LOGGERS.register("tensorboard")
-def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+def tensorboard(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from attnlab.dashboard import TensorBoard
 
     # A resume appends to the same run: all logged before a checkpoint of step S has a step < S, so
@@ -30,12 +30,12 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 
 @LOGGERS.register("csv")
-def csv_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import CSVLogger
 
     logger = CSVLogger(save_dir=str(out), name="csv", version="")
     table = Path(logger.log_dir) / "metrics.csv"
-    if purge_step is not None and table.is_file():
+    if purge_step and table.is_file():
         # Lightning's CSV writer deletes metrics.csv when it starts: rows from before the checkpoint are
         # logged again, later ones dropped (TensorBoard's purge_step).
         with table.open(newline="") as f:
@@ -49,7 +49,7 @@ def csv_logger(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 
 @LOGGERS.register("mlflow")
-def mlflow(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+def mlflow(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import MLFlowLogger
 
     where = lg["save_dir"] or "outputs/mlruns"
@@ -63,7 +63,7 @@ def mlflow(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
 
 
 @LOGGERS.register("wandb")
-def wandb(lg: dict[str, Any], out: Path, purge_step: int | None) -> Any:
+def wandb(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import WandbLogger
 
     save_dir = Path(lg["save_dir"]) if lg["save_dir"] else out

@@ -121,7 +121,7 @@ def run(
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
         callbacks = RunCallbacks(c, out, start_from, start.own, stop, [*extra_callbacks], show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
-        logger = make_logger(c, out, start_from, start.step, origin)
+        logger = make_logger(c, out, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
         metrics, tested = fit_and_test(c, trainer, module, data, callbacks)
         metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
@@ -161,13 +161,15 @@ class RunCallbacks:
             self.all.append(progress_bar(c["progress"]))
 
 
-def make_logger(c: dict[str, Any], out: Path, start_from: str | None, start_step: int, origin: dict) -> Any:
+def make_logger(c: dict[str, Any], out: Path, start_step: int, origin: dict) -> Any:
     """The run's logger (logger=...); TensorBoard's also gets the config and the provenance as text."""
-    # A resume hides what the attempts before it logged past its checkpoint's step (all of it, without one).
-    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step if start_from or c["resume"] else None)
+    # A resume hides what the attempts before it logged from its checkpoint's step on (all of it, without one).
+    # A fresh run starts a session at step 0 too: TensorBoard's Python loader takes the first session start it
+    # reads as the run's beginning, and purges only at a later one (else a resume's curves show twice there).
+    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
-        if not c["resume"]:  # a resumed run's first attempt wrote them (a run from another's checkpoint: a new run)
+        if not c["resume"] or start_step == 0:  # else an earlier attempt's, at step 0, stands
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
             writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
             writer.add_custom_scalars(LAYOUT)
