@@ -7,10 +7,12 @@ python scripts/evaluate.py run_dir=outputs/multiruns/<sweep>/data=halfswap,pos_e
 import atexit
 import gc
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from attnlab.board import EVENTS
 from attnlab.config import register_configs
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
@@ -38,7 +40,8 @@ def main(cfg: DictConfig) -> None:
         else:
             mark = "  untrained positions" if result["untrained_positions"] else ""
             print(f"{length:>8}  {result['acc']:.4f}    [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]{mark}")
-    print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE} and its TensorBoard images")
+    images = " and its TensorBoard images" if any(Path(cfg.run_dir).glob(EVENTS)) else ""
+    print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE}{images}")
 
 
 if __name__ == "__main__":

@@ -11,16 +11,22 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from attnlab import run_folder
 from attnlab.config import run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ConfigError
 from attnlab.module import load_module
-from attnlab.run_folder import checkpoint_path
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 1, as every refusal (argparse: usage, exit 2)
+        sys.exit(f"error: {message} (python scripts/plot_attention.py --help)")
+
+
+parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("run_dir", type=Path)
 parser.add_argument("out", type=Path)
 parser.add_argument("--ckpt", default="best")
@@ -32,7 +38,7 @@ try:
     if args.out.is_dir() or args.out.suffix[1:].lower() not in formats:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     c = run_config(args.run_dir)
-    module = load_module(checkpoint_path(args.run_dir, args.ckpt), c)
+    module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")
     for name, value, count in (
         ("--layer", args.layer, c["model"]["num_layers"]),
         ("--head", args.head, c["model"]["num_heads"]),
@@ -43,7 +49,9 @@ try:
     data.setup()
     x, y = data.splits["val"]
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
-    name = "tested (best.ckpt)" if args.ckpt == "best" else args.ckpt
+    state = run_folder.status(args.run_dir)[0]  # best.ckpt is the tested model only once the run has finished
+    unfinished = f"best.ckpt (lowest val/loss so far; the run is {state}, untested)"
+    name = args.ckpt if args.ckpt != "best" else "tested (best.ckpt)" if state == "ok" else unfinished
     title = checkpoint_title(describe(c), module.loaded_from, name)  # loaded_from: read with the weights
     fig = attention_figure(module.net, x[picks], args.layer, args.head, title)
 except ConfigError as e:

@@ -225,8 +225,8 @@ def test_tensorboard_serves_the_real_curves(runs) -> None:
     best = [(e.step, e.value) for e in acc.Scalars("val/acc_best")]
     assert [s for s, _ in best] == [steps_per_epoch * (i + 1) - 1 for i in range(metrics["epochs"])]
     assert best[-1][1] == pytest.approx(metrics["val/acc_best"])
-    test = [(e.step, e.value) for e in acc.Scalars("test/acc")]
-    assert test == [(metrics["global_step"], pytest.approx(metrics["test/acc"]))]
+    test = [(e.step, e.value) for e in acc.Scalars("test/acc")]  # at the tested checkpoint's step, as its figures
+    assert test == [(metrics["tested_checkpoint"]["global_step"], pytest.approx(metrics["test/acc"]))]
     assert not [t for t in acc.Tags()["scalars"] if t.startswith("hparams/")]
 
 

@@ -18,7 +18,18 @@ from attnlab.module import load_module
 from attnlab.report import collect
 from attnlab.verdict import wilson
 
-from .conftest import CLI_ENV, ROOT, TINY, compose_train, python, read_metrics, run_train, tensorboard_run
+from .conftest import (
+    CLI_ENV,
+    ROOT,
+    TINY,
+    compose_train,
+    image_steps,
+    python,
+    read_metrics,
+    run_train,
+    scalar_steps,
+    tensorboard_run,
+)
 
 EVALUATE = ROOT / "scripts" / "evaluate.py"
 
@@ -78,6 +89,7 @@ def test_lengths_written_to_their_own_file_and_tensorboard(learned_run, tmp_path
         == f"checkpoints/best.ckpt (epoch {tested['epoch']}, step {tested['global_step']}), 128 sequences per length"
     )
     assert any(line.startswith(f"       8  {metrics['test/acc']:.4f}") for line in out)
+    assert out[-1].endswith(f"{learned_run}/length_generalization.png and its TensorBoard images")
     assert not list(tmp_path.iterdir())  # writes only into the run it evaluates
 
     # a figure (lengths on a scalar chart's step axis were smoothed away), at the checkpoint's step
@@ -141,15 +153,25 @@ def test_a_resume_leaves_the_evaluation_apart_and_the_report_joins_only_the_test
     evaluate_run(run, {**EV, "seq_lens": [4, 8]})
     (row,) = collect(tmp_path / "sweep")
     assert row["lengths"].keys() == {4, 8} and row["lengths"][8]["acc"] == row["test/acc"]
+    joined = row["lengths"]
     evaluate_run(run, {**EV, "seq_lens": [4]}, ckpt="last")  # another checkpoint: another model's numbers
     (row,) = collect(tmp_path / "sweep")
-    assert row["lengths"] == {}
+    assert row["lengths"] == joined  # the tested checkpoint's table, kept under "earlier", still the one joined
+    shutil.copy(run / "checkpoints" / "last.ckpt", run / "checkpoints" / "other.ckpt")
+    evaluate_run(run, {**EV, "seq_lens": [4]}, ckpt="checkpoints/other.ckpt")  # as evaluation.json names it
+    assert collect(tmp_path / "sweep")[0]["lengths"] == joined
+    evaluate_run(run, {**EV, "seq_lens": [2]}, ckpt="checkpoints/other.ckpt")  # a length more: drawn again
+    entry = json.loads((run / "evaluation.json").read_text())
+    steps = sorted({t["checkpoint"]["global_step"] for t in [entry, *entry["earlier"]]})
+    assert image_steps(run, "eval/acc_vs_seq_len") == steps  # a figure per checkpoint step, never two
     evaluated = (run / "evaluation.json").read_text()
     proc = run_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(run)
     assert metrics["epochs"] == 2 and not any(k.startswith("length") for k in metrics)
     assert (run / "evaluation.json").read_text() == evaluated  # kept, naming the checkpoint it measured
+    tested = metrics["tested_checkpoint"]["global_step"]  # tested again: its numbers once, at its step
+    assert scalar_steps(run, "test/acc") == scalar_steps(run, "test/loss") == [tested]
 
 
 @pytest.mark.parametrize("pos_enc", ["learned", "relative", "symmetric"])
@@ -185,10 +207,11 @@ def test_untrained_positions_are_refused_unless_asked_and_then_marked(pos_enc, t
     assert not (run / "evaluation.json").exists()  # nothing evaluated
     entry = evaluate_run(run, {**EV, "seq_lens": [8, 16], "untrained": "mark"})
     assert entry["lengths"]["16"]["untrained_positions"] and not entry["lengths"]["8"]["untrained_positions"]
-    skipped = evaluate_run(run, {**EV, "seq_lens": [12], "untrained": "skip"})
+    skipped = evaluate_run(run, {**EV, "seq_lens": [12, 16], "untrained": "skip"})
     assert skipped["lengths"]["12"] == {
         "refused": f"untrained positions: pos_enc={pos_enc} was trained at length 8 (data.seq_len)"
     }
+    assert skipped["lengths"]["16"] == entry["lengths"]["16"]  # a skip never replaces a score already recorded
 
 
 def test_a_run_being_trained_is_not_evaluated(learned_run, tmp_path) -> None:
@@ -232,7 +255,7 @@ def test_a_sweep_job_folder_is_taken_as_printed(learned_run, tmp_path) -> None:
             "error: eval.seq_lens=32 is invalid: pos_enc=learned has model.max_len=16 positions",
         ),
         (["eval.seq_lens=[8,9]"], "error: eval.seq_lens=9 is invalid: halfswap needs an even length"),
-        (["eval.ckpt=nope.ckpt", "eval.seq_lens=[8]"], "error: ckpt='nope.ckpt' is invalid: no such checkpoint file"),
+        (["eval.ckpt=nope.ckpt", "eval.seq_lens=[8]"], "error: eval.ckpt='nope.ckpt' is invalid: no such checkpoint"),
     ],
 )
 def test_refused_before_evaluating(learned_run, tmp_path, args, message) -> None:
@@ -260,7 +283,7 @@ def test_corrupt_checkpoint_through_the_cli(learned_run, tmp_path) -> None:
     assert (
         proc.stderr.strip()
         .splitlines()[-1]
-        .startswith(f"error: ckpt='{bad}' is invalid: not a loadable attnlab checkpoint")
+        .startswith(f"error: eval.ckpt='{bad}' is invalid: not a loadable attnlab checkpoint")
     )
 
 
@@ -332,6 +355,13 @@ GOOD_EVALUATION = {
         {"checkpoint": "best"},
         {"n": "64"},
         {"earlier": {}},
+        {"lengths": {"8": {"acc": 1.5, "ci": [0.4, 0.6], "untrained_positions": False}}},  # not an accuracy
+        {"lengths": {"8": {"acc": float("nan"), "ci": [0.4, 0.6], "untrained_positions": False}}},
+        {"lengths": {"8": {"acc": 0.5, "ci": [0.4, 0.6]}}},  # untrained or not: unsaid
+        {"lengths": {"8": {"acc": 0.5, "ci": [0.4, 0.6], "untrained_positions": "no"}}},
+        {"n": True},
+        {"n": 0},
+        {"earlier": [{"checkpoint": {}, "n": 64, "lengths": {"8": {"acc": 2}}}]},  # an earlier table too
     ],
 )
 def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_path, change) -> None:
@@ -347,12 +377,35 @@ def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_
         read_evaluation(path)
 
 
+def test_a_figure_that_cannot_be_written_leaves_the_evaluation_as_it_was(learned_run, tmp_path) -> None:
+    run = fresh_copy(learned_run, tmp_path / "run")
+    evaluate_run(run, {**EV, "seq_lens": [4]})
+    before = (run / "evaluation.json").read_bytes()
+    (run / "length_generalization.png").unlink()
+    (run / "length_generalization.png").mkdir()  # where the figure goes
+    with pytest.raises(ConfigError, match=r"length_generalization.png cannot be written there \(Is a directory\)"):
+        evaluate_run(run, {**EV, "seq_lens": [2]})
+    assert (run / "evaluation.json").read_bytes() == before
+
+
+def test_without_tensorboard_files_no_images_are_claimed(learned_run, tmp_path) -> None:
+    run = fresh_copy(learned_run, tmp_path / "run")
+    for events in run.glob("events.out.tfevents.*"):  # a run of logger=csv
+        events.unlink()
+    proc = evaluate(f"run_dir={run}", "eval.seq_lens=[4]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == f"written to {run}/evaluation.json, {run}/length_generalization.png"
+    assert not list(run.glob("events.out.tfevents.*"))
+
+
 @pytest.mark.parametrize(
     ("out", "args", "said"),
     [("a.png", ["--layer", "3"], "error: --layer=3 is invalid: the model has 1: 0..0"),
      ("a.png", ["--head", "-1"], "error: --head=-1 is invalid: the model has 1: 0..0"),
      ("a.xyz", [], "is invalid: give a file name ending in one of .eps,"),
      (".", [], "is invalid: give a file name ending in one of .eps,"),  # a folder
+     ("a.png", ["--layer", "x"], "error: argument --layer: invalid int value: 'x' (python scripts/plot_attention"),
+     ("a.png", ["--ckpt", "nope.ckpt"], "error: --ckpt='nope.ckpt' is invalid: no such checkpoint file"),
      ("sub/a.png", [], None)],
 )  # fmt: skip
 def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, said) -> None:

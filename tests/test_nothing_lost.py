@@ -428,6 +428,7 @@ def test_a_killed_sweep_job_resumes_by_its_printed_path_after_a_move(tmp_path: P
     tested = read_metrics(whole)["tested_checkpoint"]["global_step"]  # the figures: of the tested checkpoint
     for tag in ("attention/layer0_head0", "pos_enc"):
         assert image_steps(job, tag) == image_steps(whole, tag) == [tested]
+    assert scalar_steps(job, "test/acc") == scalar_steps(whole, "test/acc") == [tested]
 
 
 def test_a_moved_run_keeps_its_best_checkpoint(tmp_path: Path) -> None:

@@ -240,20 +240,37 @@ def test_length_generalisation_table_per_setting_with_each_seed_and_untrained_le
     ]
     rope = section[section.index("### task=halfswap, pos_enc=rope") :]
     header, *rows = rows_of(rope)
-    assert header == ["seq_len", "mean", "seed 0", "seed 1", "seed 2", "seed 3", "verdict"]
+    assert header == ["seq_len", "n", "mean", "seed 0", "seed 1", "seed 2", "seed 3", "verdict"]
     by_len = {r[0]: r for r in rows}
-    assert by_len["64"][2:5] == ["0.600 [0.569, 0.629]", "1.000 [0.996, 1.000]", "1.000 [0.996, 1.000]"]
-    assert by_len["64"][5] == "–"  # seed 3 evaluated another checkpoint: not joined
-    assert by_len["64"][1] == "0.867"  # the mean of the three joined seeds, not of seed 3's 0.0
-    assert by_len["64"][6] == "mixed (above chance: seed 0; learned: seed 1, 2) (3 of 4 seeds)"
+    assert by_len["64"][3:6] == ["0.600 [0.569, 0.629]", "1.000 [0.996, 1.000]", "1.000 [0.996, 1.000]"]
+    assert by_len["64"][6] == "–"  # seed 3 evaluated another checkpoint: not joined
+    assert by_len["64"][1:3] == ["1024", "0.867"]  # the mean of the three joined seeds, not of seed 3's 0.0
+    assert by_len["64"][7] == "mixed (above chance: seed 0; learned: seed 1, 2) (3 of 4 seeds)"
     _, *rows = rows_of(learned)
     assert [r[0] for r in rows] == ["32", "64", "128"]
-    assert rows[1][2:] == ["untrained positions (not scored)"] * 3 + ["not scored"]
+    assert rows[1][1:] == ["–", "–", *["untrained positions (not scored)"] * 3, "not scored"]
     with (sweep / "length_generalization.csv").open() as f:
         notes = {(r["pos_enc"], r["seed"], r["seq_len"]): r["note"] for r in csv.DictReader(f)}
     assert notes[("learned", "0", "64")] == "untrained positions (not scored)"
     assert notes[("rope", "0", "64")] == ""
     assert (sweep / "length_generalization.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"checkpoint": {}, "n": 64, "lengths": {"8": {"acc": 1.5}}}'])
+def test_an_evaluation_that_does_not_read_leaves_the_runs_results_standing(tmp_path: Path, content: str) -> None:
+    """evaluation.json is input too: one that does not read leaves out its lengths, said so, and the job's own
+    (tested) results stay in every table."""
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    add_job(tmp_path, "s1", ["seed=1"], 0.9)
+    (tmp_path / "s1" / "evaluation.json").write_text(content)
+    rows = {r["job"]: r for r in write_report(tmp_path)}
+    assert rows["s1"]["status"] == "ok" and rows["s1"]["test/acc"] == 0.9 and rows["s1"]["lengths"] == {}
+    why = "evaluation.json not read: is not an evaluation this program wrote"
+    assert rows["s1"]["note"].startswith(why)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 2 | 0.700 ± 0.283 |" in summary and f"| `s1` | {why}" in summary
+    with (tmp_path / "results.csv").open() as f:
+        assert [r["note"][: len(why)] for r in csv.DictReader(f)] == ["", why]
 
 
 def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(tmp_path: Path) -> None:

@@ -29,10 +29,17 @@ LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (Tenso
 
 class TensorBoard(TensorBoardLogger):
     """Lightning's TensorBoardLogger without the `epoch` series it adds to every logging call (a chart of 0, 1,
-    2, ... that opens first and says nothing the x axis does not), and without its hparams.yaml."""
+    2, ... that opens first and says nothing the x axis does not), and without its hparams.yaml. The test's
+    scalars are held back (`tested`): Lightning would log them at the last step, and the tested checkpoint may be
+    an earlier one; train.py writes them at its step, beside its figures (`write_tested`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tested: dict[str, float] = {}
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        self.tested.update({k: float(v) for k, v in metrics.items() if k.startswith("test/")})
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch" and not k.startswith("test/")}, step)
 
     def save(self) -> None:  # no hparams.yaml beside the events: the run's config is .hydra/config.yaml
         self.experiment.flush()
@@ -58,15 +65,29 @@ def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[st
 
 def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], step: int) -> None:
     # the metrics' values are the run's own scalars (test/acc, ...): no copies
-    write_summaries(logger.log_dir, hparams_summaries(row, differs), step)
+    write_summaries(logger.log_dir, [(summary, step) for summary in hparams_summaries(row, differs)])
 
 
-def write_summaries(folder: str, summaries: list[Any], step: int) -> None:
-    """Ready-made summaries (HParams, encoded images) into a TensorBoard run's folder, with the public FileWriter
-    (a logger's SummaryWriter is closed after fit; reopening it is private)."""
+def write_tested(logger: TensorBoard, figures: list[Any], step: int) -> None:
+    """The tested checkpoint's test scalars and figures, at its step, in the run's one file of them."""
+    from torch.utils.tensorboard.summary import scalar
+
+    summaries = [scalar(tag, value) for tag, value in logger.tested.items()] + figures
+    write_summaries(logger.log_dir, [(summary, step) for summary in summaries], replaces="tested")
+
+
+def write_summaries(folder: str | Path, summaries: list[tuple[Any, int]], replaces: str = "") -> None:
+    """Ready-made summaries (HParams, encoded images, scalars), each at its step, into a TensorBoard run's folder
+    with the public FileWriter (a logger's SummaryWriter is closed after fit; reopening it is private).
+    `replaces`: the name of the run's one file of this kind, which this one replaces once written. For what is
+    drawn again whole (the tested checkpoint's, an evaluation's): TensorBoard hides what a resume logs again
+    only from the resume's step on, so an earlier attempt's copy at an earlier step would show twice."""
     from torch.utils.tensorboard.writer import FileWriter
 
-    writer = FileWriter(folder)
-    for summary in summaries:
+    earlier = list(Path(folder).glob(f"events.out.tfevents.*.{replaces}")) if replaces else []
+    writer = FileWriter(str(folder), filename_suffix=f".{replaces}" if replaces else "")
+    for summary, step in summaries:
         writer.add_summary(summary, step)
     writer.close()
+    for path in earlier:
+        path.unlink(missing_ok=True)

@@ -28,7 +28,6 @@ from pytorch_lightning.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-from attnlab.dashboard import write_summaries
 from attnlab.model import AttentionMap
 from attnlab.module import accuracy_metric
 
@@ -126,13 +125,16 @@ def background(fig: Figure) -> Any:
 
 
 def png(fig: Figure) -> bytes:
-    """A laid-out figure as PNG: its background copied, its REDRAWN artists drawn over it, as a whole draw would."""
-    behind = background(fig)  # the first call gives the figure an Agg canvas and draws it whole
-    canvas = fig.canvas
-    canvas.restore_region(behind)
-    for artist in REDRAWN[fig]:
-        fig.draw_artist(artist)
-    out = io.BytesIO()
+    """A figure as PNG; a laid-out one (REDRAWN) by its background copied and its REDRAWN artists drawn over it,
+    as a whole draw would."""
+    if fig not in REDRAWN:  # drawn once (an evaluation's): whole
+        FigureCanvasAgg(fig).draw()
+    else:
+        behind = background(fig)  # the first call gives the figure an Agg canvas and draws it whole
+        fig.canvas.restore_region(behind)
+        for artist in REDRAWN[fig]:
+            fig.draw_artist(artist)
+    canvas, out = fig.canvas, io.BytesIO()
     pixels = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
     pixels.save(out, "png", compress_level=1)  # 15% larger than the default level, in half the time
     return out.getvalue()
@@ -208,6 +210,7 @@ class AttentionDiagnostics(pl.Callback):
         self.run = run  # `describe` of the run: the figures' titles
         self.examples: tuple[Tensor, Tensor] | None = None  # (one per class, for figures; more, for statistics)
         self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
+        self.figures: list[Summary] = []  # and its figures, for TensorBoard
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
@@ -272,11 +275,11 @@ class AttentionDiagnostics(pl.Callback):
             pl_module.history["attn/entropy"].append(float(stats["attn/entropy"]))
 
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
-        """The tested checkpoint's labelled figures (Images tab), at its step: one per layer and head, and
-        the positional encoding's. Drawn once, not every epoch: a figure costs about as much as an epoch."""
-        folders = [lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not folders or not trainer.is_global_zero:  # under DDP, one process writes them
-            return
+        """The tested checkpoint's labelled figures (Images tab; train.py writes them at its step): one per
+        layer and head, and the positional encoding's. Drawn once, not every epoch: a figure costs about as
+        much as an epoch."""
+        if not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) or not trainer.is_global_zero:
+            return  # (under DDP, one process writes them)
         which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
         title, net = checkpoint_title(self.run, which), pl_module.net
         summaries = [  # each encoded at once: the next figure of its shape redraws it
@@ -286,5 +289,4 @@ class AttentionDiagnostics(pl.Callback):
         ]
         if (table := encoding_figure(net.pos_enc, fixed.shape[1], title)) is not None:
             summaries.append(image_summary("pos_enc", table))
-        for folder in folders:
-            write_summaries(folder, summaries, which["global_step"] if which else trainer.global_step)
+        self.figures = summaries

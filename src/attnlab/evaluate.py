@@ -59,48 +59,74 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
 
 
 def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict) -> dict[str, Any]:
-    """Merge `table` into the run's evaluation.json (same checkpoint: more lengths; another: a new table, the
-    old one kept under "earlier"), draw the figure, and return what was written."""
+    """Merge `table` into the run's evaluation.json (same checkpoint: more lengths, a skip never replacing a
+    score; another: a new table, the old one kept under "earlier"), draw the figure, and return what was written."""
     saved = read_evaluation(run_dir / EVALUATION)
     n = ev["n"] or c["data"]["n_test"]
     earlier = saved.get("earlier", [])
     if saved.get("checkpoint") == checkpoint and saved.get("n") == n:
-        table = {**saved["lengths"], **table}
+        kept = saved["lengths"]
+        table = {**kept, **{k: v for k, v in table.items() if "refused" not in v or "acc" not in kept.get(k, {})}}
     elif saved.get("lengths"):
         earlier = [*earlier, {k: saved.get(k) for k in ("checkpoint", "train_seq_len", "n", "lengths")}]
     lengths = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
     entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": n, "lengths": lengths}
     if earlier:
         entry["earlier"] = earlier
-    run_folder.write_json_atomic(run_dir / EVALUATION, entry)
     figure = length_figure(entry)
-    figure.savefig(run_dir / FIGURE, dpi=120)
+    try:  # the figure first: a figure that cannot be written leaves evaluation.json as it was
+        with run_folder.replacing(run_dir / FIGURE) as tmp:
+            figure.savefig(tmp, dpi=120, format="png")
+    except OSError as e:
+        raise ConfigError("run_dir", str(run_dir), f"{FIGURE} cannot be written there ({e.strerror or e})") from e
+    run_folder.write_json_atomic(run_dir / EVALUATION, entry)
     if any(run_dir.glob(EVENTS)):  # a run logged to TensorBoard (logger=tensorboard, the default)
-        from torch.utils.tensorboard import SummaryWriter
+        from attnlab.dashboard import write_summaries
+        from attnlab.diagnostics import image_summary
 
-        with SummaryWriter(str(run_dir)) as writer:
-            writer.add_figure("eval/acc_vs_seq_len", figure, global_step=checkpoint["global_step"])
+        # every table, at its checkpoint's step (the newest of a step), drawn again whole: an evaluation adds
+        # lengths to a figure, and TensorBoard would show the old one beside the new
+        tables = {t["checkpoint"]["global_step"]: t for t in [*earlier, entry]}
+        figures = {step: figure if t is entry else length_figure(t) for step, t in tables.items()}
+        summaries = [(image_summary("eval/acc_vs_seq_len", fig), step) for step, fig in figures.items()]
+        write_summaries(run_dir, summaries, replaces="evaluation")
     return entry
 
 
+def fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1  # (NaN: no)
+
+
+def is_table(t: Any) -> bool:
+    """One checkpoint's table as `record` writes it: n > 0, each length refused (why) or scored (an accuracy
+    and its interval in [0, 1], untrained_positions true or false)."""
+    if not (isinstance(t, dict) and isinstance(t.get("checkpoint"), dict) and isinstance(t.get("lengths"), dict)):
+        return False
+    if type(t.get("n")) is not int or t["n"] < 1:
+        return False
+    for length, r in t["lengths"].items():
+        if not (length.isdigit() and int(length) > 0 and isinstance(r, dict)):
+            return False
+        ci = r.get("ci") if isinstance(r.get("ci"), list) and len(r["ci"]) == 2 else [None]
+        scored = all(map(fraction, [r.get("acc"), *ci])) and isinstance(r.get("untrained_positions"), bool)
+        if not (scored or isinstance(r.get("refused"), str)):
+            return False
+    return True
+
+
 def read_evaluation(path: Path) -> dict[str, Any]:
-    """A run's evaluation.json ({} where there is none), checked for the shape `record` writes: a file read
-    back is input, and one that is not what it should be is refused (ConfigError) rather than replaced."""
+    """A run's evaluation.json ({} where there is none), checked for the shape `record` writes, its earlier
+    tables too: a file read back is input, and one that is not what it should be is refused (ConfigError)
+    rather than replaced or half read."""
     if not path.exists():
         return {}
     refusal = "is not an evaluation this program wrote{}; move it away"
     try:
         saved = json.loads(path.read_text())
-        fits = isinstance(saved, dict) and isinstance(saved.get("earlier", []), list)
-        fits = fits and isinstance(saved.get("checkpoint"), dict) and isinstance(saved.get("n"), int)
-        for length, r in saved["lengths"].items() if fits else ():  # each refused, or a score with its interval
-            fits = fits and int(length) > 0 and isinstance(r, dict)
-            ci = r.get("ci") if fits else None
-            interval = isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, float | int) for v in ci)
-            fits = fits and ("refused" in r or (isinstance(r["acc"], float | int) and interval))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError) as e:
         raise ConfigError("evaluation", str(path), refusal.format(f" ({type(e).__name__})")) from e
-    if not fits:
+    earlier = saved.get("earlier", []) if isinstance(saved, dict) else None
+    if not (is_table(saved) and isinstance(earlier, list) and all(map(is_table, earlier))):
         raise ConfigError("evaluation", str(path), refusal.format(""))
     return saved
 
@@ -124,10 +150,10 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
     with run_folder.locked(run_dir, "run_dir"):
-        path = run_folder.checkpoint_path(run_dir, ckpt)
+        path = run_folder.checkpoint_path(run_dir, ckpt, "eval.ckpt")
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
-        module = load_module(path, c)  # weights, epoch and step from one read of the file
+        module = load_module(path, c, "eval.ckpt")  # weights, epoch and step from one read of the file
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
         return record(run_dir, c, ev, score(module.net, c, ev), checkpoint)
 

@@ -10,6 +10,7 @@ import math
 import shlex
 import statistics
 import sys
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind
+from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
@@ -92,7 +94,10 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"converged is {done!r}, not true or false")
     row.update(converged=done, n_test=n, verdict=seed_verdict(acc, n, done), fit_seconds=metrics.get("fit_seconds"))
     row["ci_low"], row["ci_high"] = wilson(acc, n)
-    row["lengths"] = joined_lengths(job_dir, tested, done)
+    try:
+        row["lengths"] = joined_lengths(job_dir, tested, done)
+    except ConfigError as e:  # the run's own results stand; only its evaluation is left out, and said so
+        row["lengths"], row["note"] = {}, f"{EVALUATION} not read: {e.allowed}"
     return row
 
 
@@ -112,20 +117,20 @@ def whole(value: Any, least: int = 0) -> int:
 
 
 def joined_lengths(job_dir: Path, tested: dict[str, Any], done: bool) -> dict[int, dict[str, Any]]:
-    """{seq_len: its row of length_generalization.csv} from the job's evaluation.json where it scored the
-    checkpoint the job tested (another checkpoint's numbers would be another model's)."""
+    """{seq_len: its row of length_generalization.csv} from the job's evaluation.json: the newest table of the
+    checkpoint the job tested, current or earlier (another checkpoint's numbers would be another model's)."""
     entry = read_evaluation(job_dir / EVALUATION)
     same = ("file", "epoch", "global_step")
-    if not entry or [entry["checkpoint"].get(k) for k in same] != [tested.get(k) for k in same]:
-        return {}
+    tables = [entry, *reversed(entry.get("earlier", []))] if entry else []
+    entry = next((t for t in tables if [t["checkpoint"].get(k) for k in same] == [tested.get(k) for k in same]), {})
     table = {}
-    for length, result in entry["lengths"].items():
-        scored = {"acc": None, "ci_low": None, "ci_high": None, "verdict": None, "note": NOT_SCORED}
+    for length, result in entry.get("lengths", {}).items():
+        scored = {"acc": None, "ci_low": None, "ci_high": None, "n": entry["n"], "verdict": None, "note": NOT_SCORED}
         if "refused" not in result:  # the interval and the verdict recomputed from the accuracy and the count
-            acc, n = float(result["acc"]), int(entry["n"])
+            acc, n = float(result["acc"]), entry["n"]
             scored.update(acc=acc, verdict=seed_verdict(acc, n, done))
             scored["ci_low"], scored["ci_high"] = wilson(acc, n)
-            scored["note"] = "untrained positions" if bool(result["untrained_positions"]) else ""
+            scored["note"] = "untrained positions" if result["untrained_positions"] else ""
         table[int(length)] = scored
     return table
 
@@ -275,12 +280,15 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
             if seeds and len(seeds) < len(results):  # a seed without this length (or not of its tested checkpoint)
                 called += f" ({len(seeds)} of {len(results)} seeds)"
             cells = [x["note"] if x["acc"] is None else f"{score(x)} {x['note']}".rstrip() for x in results]
-            body.append([n, mean, *cells, called])
+            counts = "/".join(map(str, sorted({x["n"] for _, x in seeds}))) or "–"  # sequences per seed
+            body.append([n, counts, mean, *cells, called])
         lines += ["", f"### {label(keys, setting)}", ""]
-        lines += markdown_table(["seq_len", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
+        lines += markdown_table(["seq_len", "n", "mean", *(f"seed {r['seed']}" for r in group), "verdict"], body)
     bad = [[f"`{r['job']}`", r["status"], r.get("error", "")] for r in rows if r["status"] != "ok"]
     if bad:
         lines += ["", "## Jobs without results", "", *markdown_table(["job", "status", "error"], bad)]
+    if notes := [[f"`{r['job']}`", r["note"]] for r in rows if r.get("note")]:
+        lines += ["", "## Left out of the tables above", "", *markdown_table(["job", "why"], notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -303,8 +311,10 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
     """The figure to `path`, titled (`title`, then the budget) and with the first panel's legend."""
     oks = [r for r in rows if r["status"] == "ok"]
     seeds = sorted({r["seed"] for r in oks}, key=str)
-    fig.suptitle(f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}", fontsize=8)
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), **legend)
+    text = f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}"
+    fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 15)), fontsize=8)  # wrapped: never cut at the edges
+    handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(handles.values()), list(handles), **legend)  # each label once, from whichever panel has it
     fig.savefig(path, dpi=110)
 
 
@@ -321,6 +331,9 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
                 yerr = [[x["acc"] - x["ci_low"] for _, x in scored], [x["ci_high"] - x["acc"] for _, x in scored]]
                 style = {"marker": "o", "markersize": 3, "capsize": 2, "color": f"C{i}", "label": f"seed {r['seed']}"}
                 ax.errorbar([n for n, _ in scored], acc, yerr=yerr, **style)
+            if marked := [(n, x["acc"]) for n, x in scored if x["note"]]:  # scored anyway (eval.untrained=mark)
+                marks = {"mfc": "white", "color": "tab:red", "markersize": 6, "label": "untrained positions (scored)"}
+                ax.plot(*zip(*marked, strict=True), "o", **marks)
         if refused := sorted({n for r in group for n, x in r["lengths"].items() if x["acc"] is None}):
             ax.axvspan(refused[0] / 1.3, refused[-1] * 1.3, color="0.9", label="untrained positions")
         train_len = group[0]["settings"].get("data.seq_len")
@@ -414,7 +427,7 @@ def write_report(sweep_dir: str | Path) -> Rows:
     extra = [k for k in keys if k not in COLUMNS]  # any other key the sweep varies: a column of its own
     columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *VERDICT, *DIAGNOSTICS]
     table = [{**r, **{k: r["settings"].get(k) for k in extra}} for r in rows]
-    write_csv(sweep_dir / "results.csv", table, [*columns, "fit_seconds", "error"])
+    write_csv(sweep_dir / "results.csv", table, [*columns, "fit_seconds", "error", "note"])
     groups = groups_of(rows, keys)
     scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}  # the runs that scored lengths
     summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
@@ -470,6 +483,9 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     )
     for r in bad:
         print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
+    for r in rows:
+        if r.get("note"):
+            print(f"[attnlab] note: {r['job']}: {r['note']}", file=sys.stderr)
     if bad:
         print(f"[attnlab] continue with: {run_folder.continue_command(sweep_dir, sweep=True)}", file=sys.stderr)
     return code or (1 if bad else 0)

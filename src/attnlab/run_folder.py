@@ -169,12 +169,16 @@ def check_no_links_out(folder: Path, key: str, depth: int = 2) -> None:
             dirs.clear()
 
 
-def checkpoint_path(run_dir: str | Path, ckpt: str) -> Path:
-    """`best`, `last`, or a path to a .ckpt file of the run: inside its folder (another run's weights, scored on
-    this run's data and recorded as its own, would be another model's numbers)."""
-    path = Path(run_dir) / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+def checkpoint_path(run_dir: str | Path, ckpt: str, key: str = "ckpt") -> Path:
+    """`best`, `last`, or a path to a .ckpt file of the run, as given or relative to the run folder (as
+    evaluation.json and evaluate.py name it): inside its folder (another run's weights, scored on this run's data
+    and recorded as its own, would be another model's numbers)."""
+    run = Path(run_dir)
+    path = run / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
+    if not path.is_file() and not path.is_absolute():
+        path = run / path
     if not path.is_file():
-        raise ConfigError("ckpt", str(path), "no such checkpoint file")
-    if not path.resolve().is_relative_to(Path(run_dir).resolve()):
-        raise ConfigError("ckpt", str(path), f"not this run's: give best, last or a .ckpt file inside {run_dir}")
+        raise ConfigError(key, str(ckpt), "no such checkpoint file, as given or in the run folder")
+    if not path.resolve().is_relative_to(run.resolve()):
+        raise ConfigError(key, str(ckpt), f"not this run's: give best, last or a .ckpt file inside {run_dir}")
     return path

@@ -28,7 +28,7 @@ from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint, catch_up_last
 from attnlab.config import to_plain, training_batches, validate
 from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
-from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams
+from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams, write_tested
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics, describe
 from attnlab.errors import ConfigError, Interrupted
@@ -128,7 +128,7 @@ def run(
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if c["eval"]["seq_lens"]:  # the tested weights at other lengths
                 evaluate.record(out, c, c["eval"], evaluate.score(module.net, c, c["eval"]), tested)
-            record(c, out, trainer, logger, metrics)
+            record(c, out, trainer, logger, metrics, callbacks.diagnostics.figures if callbacks.diagnostics else [])
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
         return metrics
@@ -255,9 +255,14 @@ def ended_by(trainer: pl.Trainer) -> str:
     return "callback"
 
 
-def record(c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any]) -> None:
-    """The HParams row (none for a debug run), then metrics.json: the one place the results are written.
-    Metrics under tags of their own (hparams/...): under test/acc they would add a point to the real curve."""
+def record(
+    c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any], figures: list
+) -> None:
+    """TensorBoard's test scalars and figures of the tested checkpoint, the HParams row (none for a debug run),
+    then metrics.json: the one place the results are written. Metrics under tags of their own (hparams/...):
+    under test/acc they would add a point to the real curve."""
+    if isinstance(logger, TensorBoard):
+        write_tested(logger, figures, metrics["tested_checkpoint"]["global_step"])
     if not is_debug(c):
         row, differs = hparams_of(c, out)
         if isinstance(logger, TensorBoard):
