@@ -170,8 +170,9 @@ def test_runs_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
     folders = sorted((tmp_path / "outputs" / "runs").iterdir())
     assert len(folders) == 2
     assert sorted(read_metrics(f)["settings"]["seed"] for f in folders) == [0, 1]
-    for f in folders:  # each TensorBoard run is written by one process (events.out.tfevents.<time>.<host>.<pid>.<n>)
-        assert len({p.name.split(".")[-2] for p in (f).glob("events.out.tfevents.*")}) == 1
+    for f in folders:  # each TensorBoard run is written by one process: events.out.tfevents.<time>.<host>.<pid>.<n>
+        pids = {re.fullmatch(r".*\.(\d+)\.\d+(\.tested|\.evaluation)?", p.name)[1] for p in f.glob("events.*")}
+        assert len(pids) == 1
 
 
 def test_sweeps_started_together_get_folders_of_their_own(tmp_path: Path) -> None:
