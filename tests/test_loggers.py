@@ -32,8 +32,13 @@ def test_csv_logger_gets_the_scalars_and_the_hparams_row(compose_cfg, tmp_path) 
     )
     final = [r for r in rows if r.get("hparams/test/acc")]
     assert [float(r["hparams/test/acc"]) for r in final] == [pytest.approx(metrics["test/acc"])]
+    tested = metrics["tested_checkpoint"]  # the test's numbers at its step, and named beside them
+    assert [int(r["step"]) for r in rows if r.get("test/acc")] == [tested["global_step"]]
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert set(hparams) == set(KEY_SETTINGS) and hparams["seq_len"] == 8 and hparams["task"] == "uniform"  # real types
+    assert set(hparams) == {*KEY_SETTINGS, "tested_checkpoint"} and hparams["seq_len"] == 8  # real types
+    assert (
+        hparams["tested_checkpoint"] == f"checkpoints/best.ckpt, epoch {tested['epoch']}, step {tested['global_step']}"
+    )
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # TensorBoard only when chosen
     assert read_metrics(tmp_path)["test/acc"] == metrics["test/acc"]
 
@@ -44,11 +49,12 @@ def test_a_resumed_csv_run_keeps_its_earlier_rows(compose_cfg, tmp_path) -> None
     from attnlab.train import train
 
     first = train(compose_cfg(*TINY, "logger=csv"))
-    train(compose_cfg(*TINY, "logger=csv", "trainer.max_epochs=2", "resume=true"))
+    second = train(compose_cfg(*TINY, "logger=csv", "trainer.max_epochs=2", "resume=true"))
     rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     val = [(int(r["step"]), float(r["val/acc"])) for r in rows if r.get("val/acc")]
     assert [s for s, _ in val] == [3, 7] and val[0][1] == pytest.approx(first["history"]["val/acc"][0])
-    assert [int(r["step"]) for r in rows if r.get("test/acc")] == [8]  # the first attempt's test (step 4) is gone
+    tested = second["tested_checkpoint"]["global_step"]  # the first attempt's test (at step 4) is gone
+    assert [int(r["step"]) for r in rows if r.get("test/acc")] == [tested]
 
 
 @pytest.mark.parametrize("name", ["mlflow", "wandb"])
@@ -70,6 +76,9 @@ def test_optional_loggers_log_offline(name, compose_cfg, tmp_path, monkeypatch) 
         assert run.data.params["seq_len"] == "8" and run.data.params["pos_enc"] == "none"
         assert run.data.metrics["hparams/test/acc"] == pytest.approx(metrics["test/acc"])
         assert "val/acc" in run.data.metrics
+        tested = metrics["tested_checkpoint"]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "test/acc")] == [tested["global_step"]]
+        assert run.data.params["tested_checkpoint"].endswith(f"epoch {tested['epoch']}, step {tested['global_step']}")
     else:
         (offline,) = (tmp_path / "wandb").glob("offline-run-*")
         assert list(offline.glob("*.wandb"))  # the run's record, for `wandb sync`

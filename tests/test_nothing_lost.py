@@ -881,6 +881,19 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
     assert read_metrics(run_dir)["epochs"] == 3
 
 
+def test_a_run_started_with_a_logger_folder_resumes_when_it_is_given_again(tmp_path: Path) -> None:
+    """Where a logger sends data is not taken from a record: a resume says so, and asks for it again."""
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    proc = run_train(*TINY, f"logger.save_dir={logs}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert proc.returncode == 1 and "would change logger.save_dir" in proc.stderr.strip().splitlines()[-1]
+    proc = run_train(f"resume={run_dir}", "trainer.max_epochs=2", f"logger.save_dir={logs}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"not taken over from {run_dir}/.hydra/overrides.yaml: 'logger.save_dir={logs}'" in proc.stderr
+    assert read_metrics(run_dir)["epochs"] == 2
+
+
 @pytest.mark.parametrize(
     "item,refused",
     [
@@ -892,8 +905,6 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
         ("ckpt_path=/elsewhere/a.ckpt", None),  # read only, and checked when loaded
         ("experiment=../../x/notes", "experiment may only name its options in conf/experiment/"),
         ("data=[../x]", "data may only name its options"),
-        ("output_dir=/tmp/elsewhere", "output_dir is not taken from a record"),
-        ("logger.save_dir=/tmp/elsewhere", "logger.save_dir is not taken from a record"),
         ("logger.project=${oc.env:HOME}", "a saved value must be plain"),
         ("logger.project=$\\{oc.env:HOME\\}", "a saved value must be plain"),  # Hydra's escape: still one
         ("seed=1\n", "a saved value must be plain"),

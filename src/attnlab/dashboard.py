@@ -27,19 +27,28 @@ LAYOUT = {  # custom-scalars plugin: one chart per question, one tag each (Tenso
 }
 
 
-class TensorBoard(TensorBoardLogger):
-    """Lightning's TensorBoardLogger without the `epoch` series it adds to every logging call (a chart of 0, 1,
-    2, ... that opens first and says nothing the x axis does not), and without its hparams.yaml. The test's
-    scalars are held back (`tested`): Lightning would log them at the last step, and the tested checkpoint may be
-    an earlier one; train.py writes them at its step, beside its figures (`write_tested`)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tested: dict[str, float] = {}
+class HoldsTest:
+    """Mixed into each logger (attnlab.loggers): the test's scalars held back (`tested`). Lightning would log them
+    at the last step, and the tested checkpoint may be an earlier one: train.py logs them at its step."""
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        self.tested.update({k: float(v) for k, v in metrics.items() if k.startswith("test/")})
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch" and not k.startswith("test/")}, step)
+        held = {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
+        self.tested = {**getattr(self, "tested", {}), **held}
+        rest = {k: v for k, v in metrics.items() if k not in held}
+        if set(rest) - {"epoch"}:  # (the epoch Lightning adds to the test's scalars: nothing left to go with)
+            super().log_metrics(rest, step)  # type: ignore[misc]
+
+    def log_tested(self, step: int) -> None:
+        super().log_metrics(getattr(self, "tested", {}), step)  # type: ignore[misc]
+
+
+class TensorBoard(HoldsTest, TensorBoardLogger):
+    """Lightning's TensorBoardLogger without the `epoch` series it adds to every logging call (a chart of 0, 1,
+    2, ... that opens first and says nothing the x axis does not), and without its hparams.yaml. The test's
+    scalars are written beside the tested checkpoint's figures (`write_tested`)."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
     def save(self) -> None:  # no hparams.yaml beside the events: the run's config is .hydra/config.yaml
         self.experiment.flush()
@@ -72,7 +81,7 @@ def write_tested(logger: TensorBoard, figures: list[Any], step: int) -> None:
     """The tested checkpoint's test scalars and figures, at its step, in the run's one file of them."""
     from torch.utils.tensorboard.summary import scalar
 
-    summaries = [scalar(tag, value) for tag, value in logger.tested.items()] + figures
+    summaries = [scalar(tag, value) for tag, value in getattr(logger, "tested", {}).items()] + figures
     write_summaries(logger.log_dir, [(summary, step) for summary in summaries], replaces="tested")
 
 

@@ -33,7 +33,11 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import CSVLogger
 
-    logger = CSVLogger(save_dir=str(out), name="csv", version="")
+    from attnlab.dashboard import HoldsTest
+
+    class CSV(HoldsTest, CSVLogger): ...
+
+    logger = CSV(save_dir=str(out), name="csv", version="")
     table = Path(logger.log_dir) / "metrics.csv"
     if purge_step and table.is_file():
         # Lightning's CSV writer deletes metrics.csv when it starts: rows from before the checkpoint are
@@ -52,6 +56,10 @@ def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 def mlflow(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from attnlab.dashboard import HoldsTest
+
+    class MLflow(HoldsTest, MLFlowLogger): ...
+
     where = lg["save_dir"] or "outputs/mlruns"
     if "://" in where:  # a tracking URI as given (sqlite:///mlflow.db, http://server:5000)
         uri = where
@@ -59,17 +67,21 @@ def mlflow(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
         uri = Path(where).resolve().as_uri()
         # MLflow 3 keeps the file store in maintenance mode and refuses it unless this is set.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MLFlowLogger(experiment_name=lg["project"], run_name=run_name(out), tracking_uri=uri)
+    return MLflow(experiment_name=lg["project"], run_name=run_name(out), tracking_uri=uri)
 
 
 @LOGGERS.register("wandb")
 def wandb(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import WandbLogger
 
+    from attnlab.dashboard import HoldsTest
+
+    class Wandb(HoldsTest, WandbLogger): ...
+
     save_dir = Path(lg["save_dir"]) if lg["save_dir"] else out
     save_dir.mkdir(parents=True, exist_ok=True)
     # Offline: nothing leaves the machine; `wandb sync <run>/wandb/offline-run-*` uploads it later.
-    return WandbLogger(project=lg["project"], name=run_name(out), save_dir=str(save_dir), offline=True)
+    return Wandb(project=lg["project"], name=run_name(out), save_dir=str(save_dir), offline=True)
 
 
 def check_logger(lg: dict[str, Any]) -> None:

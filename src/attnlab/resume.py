@@ -156,8 +156,6 @@ def check_saved_override(item: str, source: Path) -> None:
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
                 refuse(item, source, f"{key} may only name its options in conf/{key}/: {options}")
-    elif key in NOT_FROM_RECORDS:
-        refuse(item, source, f"{key} is not taken from a record (give it on the command line)")
     elif UNSAFE_VALUE.search(value):
         refuse(item, source, "a saved value must be plain (no ${...} interpolation, no control characters)")
 
@@ -191,10 +189,14 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     launch = [item for item in launch if item.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
     for item in task:
         check_saved_override(item, record)
-    # Of the sweep's Hydra settings only how its jobs were launched is taken over; the others (logging, say) are
-    # not run from a record, and said so: a sweep started with them still continues.
-    for item in [item for item in launch if not item.startswith(SWEEP_HYDRA_KEYS)]:
+    # Not run from a record, and said so (a run or sweep started with them still continues): where it writes or
+    # sends data (NOT_FROM_RECORDS: the resume's check of the config asks for a changed one again), and of a
+    # sweep's Hydra settings all but how its jobs were launched (logging, say).
+    left = [item for item in task if item.split("=", 1)[0].lstrip("+~") in NOT_FROM_RECORDS]
+    left += [item for item in launch if not item.startswith(SWEEP_HYDRA_KEYS)]
+    for item in left:
         print(f"[attnlab] not taken over from {record}: {item!r} (give it again if wanted)", file=sys.stderr)
+    task = [item for item in task if item not in left]
     launch = [item for item in launch if item.startswith(SWEEP_HYDRA_KEYS)]
     for item in launch:
         check_saved_launcher(item, record)

@@ -261,17 +261,20 @@ def record(
     """TensorBoard's test scalars and figures of the tested checkpoint, the HParams row (none for a debug run),
     then metrics.json: the one place the results are written. Metrics under tags of their own (hparams/...):
     under test/acc they would add a point to the real curve."""
+    tested = metrics["tested_checkpoint"]
     if isinstance(logger, TensorBoard):
-        write_tested(logger, figures, metrics["tested_checkpoint"]["global_step"])
+        write_tested(logger, figures, tested["global_step"])
+    else:
+        logger.log_tested(tested["global_step"])
     if not is_debug(c):
         row, differs = hparams_of(c, out)
         if isinstance(logger, TensorBoard):
             write_hparams(logger, row, differs, trainer.global_step)
-        else:
-            logger.log_hyperparams(row)
-            logger.log_metrics(
-                {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}, trainer.global_step
-            )
+        else:  # the model the test's numbers are of, named beside them (TensorBoard: the figures' titles)
+            which = f"{tested['file'] or 'final weights'}, epoch {tested['epoch']}, step {tested['global_step']}"
+            logger.log_hyperparams({**row, "tested_checkpoint": which})
+            scores = {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}
+            logger.log_metrics(scores, tested["global_step"])
     logger.finalize("success")
     run_folder.write_json_atomic(out / run_folder.METRICS, metrics)  # last: from here on the run counts as finished
     (out / run_folder.PREVIOUS_METRICS).unlink(missing_ok=True)
