@@ -110,10 +110,14 @@ BAD = [
     (["progress=fancy"], "progress='fancy' is invalid: expected one of ['auto', 'rich', 'tqdm', 'plain']"),
     (["early_stop.patience=0"], "early_stop.patience=0 is invalid: must be null (train all max_epochs) or an"),
     # values checked by value, not only by name: each refused before anything runs or is written
-    (
-        ["trainer.max_time=garbage"],
-        "trainer={'max_time': 'garbage'} is invalid: Lightning refuses it: `Timer(duration='garbage')` is not a valid",
-    ),
+    (["trainer.max_time=garbage"], "trainer.max_time='garbage' is invalid: must be null (no limit) or DD:HH:MM:SS"),
+    (["trainer.max_time=00:00:00:00"], "trainer.max_time='00:00:00:00' is invalid: must be null (no limit) or DD:HH:"),
+    (["trainer.limit_val_batches=inf"], "trainer.limit_val_batches=inf is invalid: must be null (all), an integer"),
+    (["+trainer.max_steps=0"], "trainer.max_steps=0 is invalid: must be -1 (no limit) or an integer >= 1"),
+    (["trainer.check_val_every_n_epoch=3", "trainer.max_epochs=2"], "check_val_every_n_epoch=3 is invalid: must be <="),
+    (["torch_threads=100000"], "torch_threads=100000 is invalid: must be null (PyTorch's default) or an integer in"),
+    (["logger=mlflow", "logger.project="], "logger.project='' is invalid: must name mlflow's experiment"),
+    (["logger=wandb", "logger.save_dir=/dev/null/x"], "logger.save_dir='/dev/null/x' is invalid: cannot be created"),
     (["+trainer.callbacks=[]"], "trainer.callbacks=[] is invalid: is set by attnlab; use early_stop.patience or"),
     (["+trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid: must be of type int"),
     (

@@ -30,6 +30,7 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
         (["data=halfswap", "data.seq_len=31"], "error: data.seq_len=31 is invalid: halfswap needs an even length"),
         (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
         (["ckpt_path=/nonexistent.ckpt"], "error: ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file"),
+        (["output_dir=/tmp/elsewhere"], "error: output_dir='/tmp/elsewhere' is invalid: is the folder Hydra runs the"),
     ],
 )
 def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) -> None:

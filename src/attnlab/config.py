@@ -36,7 +36,15 @@ POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
 AT_LEAST_ONE: Rule = (lambda v: v >= 1, "must be an integer >= 1")
 NOT_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 # Lightning takes 0 (skip the stage); a run needs all three stages. (NaN: Lightning takes it too, then fails.)
-SOME_BATCHES: Rule = (lambda v: v != 0 and v == v, "must be null (all), an integer >= 1 or a fraction in (0, 1]")
+SOME_BATCHES: Rule = (
+    lambda v: v != 0 and math.isfinite(v),
+    "must be null (all), an integer >= 1 or a fraction in (0, 1]",
+)
+# "DD:HH:MM:SS", as Lightning's Timer reads it; all zeros would train no step and test the initial weights
+DURATION: Rule = (
+    lambda v: bool(re.fullmatch(r"\d+:\d\d:\d\d:\d\d", v)) and any(map(int, v.split(":"))),
+    "must be null (no limit) or DD:HH:MM:SS, more than 00:00:00:00",
+)
 CUDA: Rule = (
     lambda v: v not in ("gpu", "cuda") or torch.cuda.is_available(),
     "no CUDA GPU is visible here; use trainer.accelerator=auto or cpu",
@@ -133,7 +141,7 @@ class TrainerConfig:
     limit_test_batches: int | float | None = checked(None, SOME_BATCHES)
     overfit_batches: int | float = 0.0
     profiler: str | None = None  # simple | advanced | pytorch
-    max_time: str | None = checked(None, kind="budget")  # "DD:HH:MM:SS": stop training then, and test as usual
+    max_time: str | None = checked(None, DURATION, kind="budget")  # "DD:HH:MM:SS": stop training then, and test
     enable_progress_bar: bool = checked(True, kind="display")
     enable_model_summary: bool = checked(False, kind="display")  # Lightning's table of layers; verbose=true too
 
@@ -172,7 +180,9 @@ class TrainConfig:
     seed: int = checked(0, (lambda v: 0 <= v < 2**32, "must be in 0..2**32-1"))
     output_dir: str = MISSING  # where this run writes; Hydra's run/job folder by default
     # torch.set_num_threads; None leaves PyTorch's default
-    torch_threads: int | None = checked(None, or_null(AT_LEAST_ONE, "PyTorch's default"), kind="display")
+    torch_threads: int | None = checked(
+        None, (lambda v: 1 <= v <= 1024, "must be null (PyTorch's default) or an integer in 1..1024"), kind="display"
+    )  # (torch.set_num_threads(100000) ends the process without a word)
     diagnostics: bool = True  # attention images and statistics in TensorBoard (attnlab.diagnostics)
     # also print the config, Lightning's messages, the model summary and the test table
     verbose: bool = checked(False, kind="display")
@@ -273,6 +283,8 @@ def check_trainer_extra(name: str, value: Any) -> None:
         )
     if name in AT_LEAST and fits(value, int) and value < AT_LEAST[name]:  # a wrong type: check_trainer says so
         raise ConfigError(key, value, f"must be an integer >= {AT_LEAST[name]}")
+    if name == "max_steps" and value == 0:  # no step: the initial weights tested, as if trained
+        raise ConfigError(key, value, "must be -1 (no limit) or an integer >= 1")
     if name == "num_nodes" and fits(value, int) and value > 1 and not os.environ.get("SLURM_JOB_ID"):
         why = "needs a cluster that starts a process on each node (hydra/launcher=slurm); on one machine use "
         why += "trainer.devices"
@@ -389,6 +401,10 @@ def validate(c: dict[str, Any]) -> None:
         if isinstance(limit, float) and int(batches * limit) == 0:
             why = f"is none of the {batches} {split} batches of an epoch; give at least {1 / batches:.3g}"
             raise ConfigError(f"trainer.limit_{split}_batches", limit, why)
+    every, epochs = trainer["check_val_every_n_epoch"], trainer["max_epochs"]
+    if every > epochs and not trainer["fast_dev_run"]:  # no validation: no checkpoint, the final weights tested
+        why = f"must be <= trainer.max_epochs={epochs}: no validation would run, and no checkpoint be kept"
+        raise ConfigError("trainer.check_val_every_n_epoch", every, why)
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
     if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
         why = f"must be 1..{batches}, the training batches of an epoch, or a fraction"

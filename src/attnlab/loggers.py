@@ -87,5 +87,16 @@ def wandb(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 def check_logger(lg: dict[str, Any]) -> None:
     name = lg["name"]
     LOGGERS.get(name)  # an unknown name lists the valid ones
-    if name in ("mlflow", "wandb") and importlib.util.find_spec(name) is None:  # optional extras, named as the package
+    if name not in ("mlflow", "wandb"):
+        return
+    if importlib.util.find_spec(name) is None:  # optional extras, named as the package
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
+    if not lg["project"].strip():
+        raise ConfigError(
+            "logger.project", lg["project"], f"must name {name}'s {'experiment' if name == 'mlflow' else 'project'}"
+        )
+    where = lg["save_dir"]
+    if where is not None and "://" not in where:  # a folder: the nearest part of it that exists must take files
+        existing = next(p for p in (Path(where).absolute(), *Path(where).absolute().parents) if p.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK)):
+            raise ConfigError("logger.save_dir", where, f"cannot be created: {existing} is not a writable folder")

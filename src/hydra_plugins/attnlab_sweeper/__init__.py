@@ -185,6 +185,7 @@ class AttnlabSweeper(Sweeper):
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
+            resume.check_output_dir([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             jobs = grid(composer.overrides.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             names = job_names(jobs)
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
