@@ -285,6 +285,10 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
     assert said.startswith("[attnlab] resuming") and resumed_from in said, said
     assert run_folder.status(run_dir) == ("ok", "")
     assert_same_run(undisturbed, run_dir)
+    if phase == "training":  # the epoch's gradient norms so far (step 0's) travel in interrupted.ckpt, so the
+        # resumed epoch's train/grad_norm averages the whole epoch's (they were dropped: steps 2-3 only)
+        saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)["callbacks"]
+        assert [len(state["grad_norms"]) for key, state in saved.items() if "AttentionDiagnostics" in key] == [1]
 
 
 @pytest.mark.slow

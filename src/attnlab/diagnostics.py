@@ -211,6 +211,9 @@ class AttentionDiagnostics(pl.Callback):
         self.examples: tuple[Tensor, Tensor] | None = None  # (one per class, for figures; more, for statistics)
         self.tested: dict[str, float] = {}  # the tested checkpoint's attention statistics (on_test_epoch_start)
         self.figures: list[Summary] = []  # and its figures, for TensorBoard
+        # this epoch's gradient norms so far, on the device; kept in checkpoints: a run resumed from mid-epoch
+        # (interrupted.ckpt) averages the whole epoch's, as the uninterrupted run does
+        self.grad_norms: list[Tensor] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         x, y = trainer.datamodule.splits["val"]
@@ -222,12 +225,17 @@ class AttentionDiagnostics(pl.Callback):
         else:
             first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
             self.examples = x[first_of_class], x[:n_stat]
-        self.grad_norms: list[Tensor] = []  # this epoch's, on the device
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if trainer.global_step % trainer.log_every_n_steps == 0:
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
             self.grad_norms.append(torch.nn.utils.get_total_norm(grads))  # on the device: no host sync
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grad_norms": [float(norm) for norm in self.grad_norms]}  # plain floats: weights_only loads
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.grad_norms = [torch.tensor(norm) for norm in state_dict.get("grad_norms", [])]
 
     def stats(self, pl_module: pl.LightningModule, n: int = STAT_EXAMPLES) -> dict[str, Tensor]:
         return attention_stats(pl_module.net.forward_with_weights(self.examples[1][:n])[1])
@@ -267,7 +275,8 @@ class AttentionDiagnostics(pl.Callback):
         pl_module.log("val/acc_shuffled", shuffled)
         pl_module.history["val/acc_shuffled"].append(float(shuffled))
         if self.grad_norms:
-            pl_module.log("train/grad_norm", torch.stack(self.grad_norms).mean(), sync_dist=True)
+            norms = torch.stack([norm.to(pl_module.device) for norm in self.grad_norms])  # (some restored)
+            pl_module.log("train/grad_norm", norms.mean(), sync_dist=True)
             self.grad_norms.clear()
         if self.examples is not None:  # all but the uniform entropy, a constant: a flat chart says nothing
             stats = self.stats(pl_module, EPOCH_STAT_EXAMPLES)  # (the same sequences and weights in every DDP process)
