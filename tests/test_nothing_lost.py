@@ -536,6 +536,8 @@ def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, 
     assert "resuming" not in proc.stdout or "no checkpoint was saved yet" in proc.stdout
     assert_same_run(first, again)
     assert read_metrics(first)["settings"] == read_metrics(again)["settings"]
+    rerun = ["python", "scripts/train.py", "--config-path", str(first / ".hydra"), "--config-name", "config"]
+    assert read_metrics(again)["provenance"]["command"] == shlex.join(rerun)  # what trains it again
 
 
 # ------------------------------------------------------------------ 8, 9, 10: folders and records are input too

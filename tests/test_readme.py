@@ -83,7 +83,7 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool =
         if "ckpt_path=" in command:  # the tiny base run trained 1 epoch; a run from its checkpoint needs more
             command += " trainer.max_epochs=2"
     elif "--config-path" in command:
-        command += f" hydra.run.dir={tmp / f'run{n}'}"
+        command = re.sub(r"hydra\.run\.dir=\S+", f"hydra.run.dir={tmp / f'run{n}'}", command)
     elif command.startswith("make "):
         target = command.split()[1]
         where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if target == "sweep" else f"hydra.run.dir={tmp / f'run{n}'}"

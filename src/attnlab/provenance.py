@@ -24,7 +24,11 @@ def command() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0] != "resume"]
+        hydra = HydraConfig.get()
+        overrides = [o for o in hydra.overrides.task if o.split("=", 1)[0] != "resume"]
+        if hydra.job.config_name != "train":  # composed from another config: a run's record (--config-path)
+            main = next(s.path for s in hydra.runtime.config_sources if s.provider == "main")
+            overrides = ["--config-path", main, "--config-name", hydra.job.config_name, *overrides]
         return shlex.join(["python", "scripts/train.py", *overrides])
     return shlex.join(["python", *sys.argv])
 
