@@ -402,7 +402,8 @@ def validate(c: dict[str, Any]) -> None:
             why = f"is none of the {batches} {split} batches of an epoch; give at least {1 / batches:.3g}"
             raise ConfigError(f"trainer.limit_{split}_batches", limit, why)
     every, epochs = trainer["check_val_every_n_epoch"], trainer["max_epochs"]
-    if every > epochs and not trainer["fast_dev_run"]:  # no validation: no checkpoint, the final weights tested
+    # no validation: no checkpoint, the final weights tested (as debug=fdr and debug=overfit check the pipeline)
+    if every > epochs and not (trainer["fast_dev_run"] or trainer["overfit_batches"]):
         why = f"must be <= trainer.max_epochs={epochs}: no validation would run, and no checkpoint be kept"
         raise ConfigError("trainer.check_val_every_n_epoch", every, why)
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
