@@ -362,6 +362,9 @@ GOOD_EVALUATION = {
         {"n": True},
         {"n": 0},
         {"earlier": [{"checkpoint": {}, "n": 64, "lengths": {"8": {"acc": 2}}}]},  # an earlier table too
+        {"checkpoint": {}},  # which model: file, epoch and step
+        {"train_seq_len": "8"},
+        {"lengths": {"²": {"refused": "why"}}},  # a digit to str.isdigit, not to int()
     ],
 )
 def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_path, change) -> None:

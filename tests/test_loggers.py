@@ -55,6 +55,7 @@ def test_a_resumed_csv_run_keeps_its_earlier_rows(compose_cfg, tmp_path) -> None
     assert [s for s, _ in val] == [3, 7] and val[0][1] == pytest.approx(first["history"]["val/acc"][0])
     tested = second["tested_checkpoint"]["global_step"]  # the first attempt's test (at step 4) is gone
     assert [int(r["step"]) for r in rows if r.get("test/acc")] == [tested]
+    assert [int(r["step"]) for r in rows if r.get("hparams/test/acc")] == [tested]
 
 
 @pytest.mark.parametrize("name", ["mlflow", "wandb"])

@@ -1,4 +1,5 @@
-"""What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`).
+"""What TensorBoard shows of a run beyond its curves: the HParams row and a pinned chart layout (`LAYOUT`); the
+loggers' classes, each holding the test's numbers back for the tested checkpoint's step (`HoldsTest`).
 
 A sweep job's HParams row holds what its sweep varies, `seed` last; a single run's, the key settings
 (`naming.KEY_SETTINGS`); its metrics are the run's own test scalars (board.METRICS). Debug runs measure nothing and
@@ -8,7 +9,7 @@ log no row.
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from attnlab.board import hparams_summaries  # one definition for runs and cells
 from attnlab.naming import KEY_SETTINGS, lookup, varying_keys
@@ -39,7 +40,18 @@ class HoldsTest:
             super().log_metrics(rest, step)  # type: ignore[misc]
 
     def log_tested(self, step: int) -> None:
-        super().log_metrics(getattr(self, "tested", {}), step)  # type: ignore[misc]
+        if tested := getattr(self, "tested", {}):  # (none under fast_dev_run: Lightning's DummyLogger took them)
+            super().log_metrics(tested, step)  # type: ignore[misc]
+
+
+# The other loggers (attnlab.loggers), here at module level: a logger is pickled into ddp_spawn's processes.
+class CSV(HoldsTest, CSVLogger): ...
+
+
+class MLflow(HoldsTest, MLFlowLogger): ...
+
+
+class Wandb(HoldsTest, WandbLogger): ...
 
 
 class TensorBoard(HoldsTest, TensorBoardLogger):

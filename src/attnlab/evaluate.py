@@ -58,9 +58,12 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
     return table
 
 
-def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict) -> dict[str, Any]:
+def record(
+    run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict, key: str = "run_dir"
+) -> dict[str, Any]:
     """Merge `table` into the run's evaluation.json (same checkpoint: more lengths, a skip never replacing a
-    score; another: a new table, the old one kept under "earlier"), draw the figure, and return what was written."""
+    score; another: a new table, the old one kept under "earlier"), draw the figure, and return what was written.
+    `key`: what names the run folder in an error (run_dir; a training run's output_dir)."""
     saved = read_evaluation(run_dir / EVALUATION)
     n = ev["n"] or c["data"]["n_test"]
     earlier = saved.get("earlier", [])
@@ -78,7 +81,7 @@ def record(run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, ch
         with run_folder.replacing(run_dir / FIGURE) as tmp:
             figure.savefig(tmp, dpi=120, format="png")
     except OSError as e:
-        raise ConfigError("run_dir", str(run_dir), f"{FIGURE} cannot be written there ({e.strerror or e})") from e
+        raise ConfigError(key, str(run_dir), f"{FIGURE} cannot be written there ({e.strerror or e})") from e
     run_folder.write_json_atomic(run_dir / EVALUATION, entry)
     if any(run_dir.glob(EVENTS)):  # a run logged to TensorBoard (logger=tensorboard, the default)
         from attnlab.dashboard import write_summaries
@@ -97,15 +100,23 @@ def fraction(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1  # (NaN: no)
 
 
+def whole(value: Any, least: int = 0) -> bool:
+    return type(value) is int and value >= least
+
+
 def is_table(t: Any) -> bool:
-    """One checkpoint's table as `record` writes it: n > 0, each length refused (why) or scored (an accuracy
-    and its interval in [0, 1], untrained_positions true or false)."""
+    """One checkpoint's table as `record` writes it: its checkpoint (file, epoch, step), the training length,
+    n > 0, each length refused (why) or scored (an accuracy and its interval in [0, 1], untrained_positions true
+    or false)."""
     if not (isinstance(t, dict) and isinstance(t.get("checkpoint"), dict) and isinstance(t.get("lengths"), dict)):
         return False
-    if type(t.get("n")) is not int or t["n"] < 1:
+    ckpt = t["checkpoint"]
+    if not (isinstance(ckpt.get("file"), str | None) and whole(ckpt.get("epoch")) and whole(ckpt.get("global_step"))):
+        return False
+    if not (whole(t.get("n"), 1) and whole(t.get("train_seq_len"), 1)):
         return False
     for length, r in t["lengths"].items():
-        if not (length.isdigit() and int(length) > 0 and isinstance(r, dict)):
+        if not (length.isascii() and length.isdigit() and int(length) > 0 and isinstance(r, dict)):
             return False
         ci = r.get("ci") if isinstance(r.get("ci"), list) and len(r["ci"]) == 2 else [None]
         scored = all(map(fraction, [r.get("acc"), *ci])) and isinstance(r.get("untrained_positions"), bool)

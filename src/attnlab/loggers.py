@@ -33,32 +33,28 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
     from pytorch_lightning.loggers import CSVLogger
 
-    from attnlab.dashboard import HoldsTest
-
-    class CSV(HoldsTest, CSVLogger): ...
+    from attnlab.dashboard import CSV
 
     logger = CSV(save_dir=str(out), name="csv", version="")
     table = Path(logger.log_dir) / "metrics.csv"
     if purge_step and table.is_file():
         # Lightning's CSV writer deletes metrics.csv when it starts: rows from before the checkpoint are
-        # logged again, later ones dropped (TensorBoard's purge_step).
+        # logged again, later ones dropped (TensorBoard's purge_step); the test's numbers (test/*, hparams/*,
+        # at the tested checkpoint's step, which may be earlier) too: this attempt tests again.
         with table.open(newline="") as f:
             rows = list(csv.DictReader(f))
         for row in rows:
             step = int(row.pop("step"))
-            if step < purge_step:
-                logger.log_metrics({k: float(v) for k, v in row.items() if v != ""}, step)
+            kept = {k: float(v) for k, v in row.items() if v != "" and not k.startswith(("test/", "hparams/"))}
+            if step < purge_step and set(kept) - {"epoch"}:
+                CSVLogger.log_metrics(logger, kept, step)
         logger.save()
     return logger
 
 
 @LOGGERS.register("mlflow")
 def mlflow(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
-    from pytorch_lightning.loggers import MLFlowLogger
-
-    from attnlab.dashboard import HoldsTest
-
-    class MLflow(HoldsTest, MLFlowLogger): ...
+    from attnlab.dashboard import MLflow
 
     where = lg["save_dir"] or "outputs/mlruns"
     if "://" in where:  # a tracking URI as given (sqlite:///mlflow.db, http://server:5000)
@@ -72,11 +68,7 @@ def mlflow(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 
 @LOGGERS.register("wandb")
 def wandb(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
-    from pytorch_lightning.loggers import WandbLogger
-
-    from attnlab.dashboard import HoldsTest
-
-    class Wandb(HoldsTest, WandbLogger): ...
+    from attnlab.dashboard import Wandb
 
     save_dir = Path(lg["save_dir"]) if lg["save_dir"] else out
     save_dir.mkdir(parents=True, exist_ok=True)

@@ -192,11 +192,14 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     # Not run from a record, and said so (a run or sweep started with them still continues): where it writes or
     # sends data (NOT_FROM_RECORDS: the resume's check of the config asks for a changed one again), and of a
     # sweep's Hydra settings all but how its jobs were launched (logging, say).
-    left = [item for item in task if item.split("=", 1)[0].lstrip("+~") in NOT_FROM_RECORDS]
-    left += [item for item in launch if not item.startswith(SWEEP_HYDRA_KEYS)]
+    places = [item for item in task if item.split("=", 1)[0].lstrip("+~") in NOT_FROM_RECORDS]
+    left = [item for item in launch if not item.startswith(SWEEP_HYDRA_KEYS)]
+    for item in places:  # (output_dir: the folder being resumed decides, and the command line may not set it)
+        why = "the folder being resumed decides" if item.startswith("output_dir") else "give it again to resume"
+        print(f"[attnlab] not taken over from {record}: {item!r} ({why})", file=sys.stderr)
     for item in left:
         print(f"[attnlab] not taken over from {record}: {item!r} (give it again if wanted)", file=sys.stderr)
-    task = [item for item in task if item not in left]
+    task = [item for item in task if item not in places]
     launch = [item for item in launch if item.startswith(SWEEP_HYDRA_KEYS)]
     for item in launch:
         check_saved_launcher(item, record)

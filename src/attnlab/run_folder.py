@@ -175,8 +175,9 @@ def checkpoint_path(run_dir: str | Path, ckpt: str, key: str = "ckpt") -> Path:
     and recorded as its own, would be another model's numbers)."""
     run = Path(run_dir)
     path = run / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt)
-    if not path.is_file() and not path.is_absolute():
-        path = run / path
+    inside = run / path  # a relative path: the run's file first (evaluation.json's), then as given
+    if not path.is_absolute() and inside.is_file():
+        path = inside
     if not path.is_file():
         raise ConfigError(key, str(ckpt), "no such checkpoint file, as given or in the run folder")
     if not path.resolve().is_relative_to(run.resolve()):

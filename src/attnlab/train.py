@@ -127,7 +127,7 @@ def run(
         metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if c["eval"]["seq_lens"]:  # the tested weights at other lengths
-                evaluate.record(out, c, c["eval"], evaluate.score(module.net, c, c["eval"]), tested)
+                evaluate.record(out, c, c["eval"], evaluate.score(module.net, c, c["eval"]), tested, "output_dir")
             record(c, out, trainer, logger, metrics, callbacks.diagnostics.figures if callbacks.diagnostics else [])
             # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
