@@ -6,7 +6,9 @@ A sweep job's HParams row holds what its sweep varies, `seed` last; a single run
 log no row.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
@@ -32,16 +34,18 @@ class HoldsTest:
     """Mixed into each logger (attnlab.loggers): the test's scalars held back (`tested`). Lightning would log them
     at the last step, and the tested checkpoint may be an earlier one: train.py logs them at its step."""
 
+    tested: Mapping[str, float] = MappingProxyType({})  # replaced by each logging call, never changed in place
+
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         held = {k: float(v) for k, v in metrics.items() if k.startswith("test/")}
-        self.tested = {**getattr(self, "tested", {}), **held}
+        self.tested = {**self.tested, **held}
         rest = {k: v for k, v in metrics.items() if k not in held}
         if set(rest) - {"epoch"}:  # (the epoch Lightning adds to the test's scalars: nothing left to go with)
             super().log_metrics(rest, step)  # type: ignore[misc]
 
     def log_tested(self, step: int) -> None:
-        if tested := getattr(self, "tested", {}):  # (none under fast_dev_run: Lightning's DummyLogger took them)
-            super().log_metrics(tested, step)  # type: ignore[misc]
+        if self.tested:  # (none under fast_dev_run: Lightning's DummyLogger took them)
+            super().log_metrics(self.tested, step)  # type: ignore[misc]
 
 
 # The other loggers (attnlab.loggers), here at module level: a logger is pickled into ddp_spawn's processes.
@@ -93,7 +97,7 @@ def write_tested(logger: TensorBoard, figures: list[Any], step: int) -> None:
     """The tested checkpoint's test scalars and figures, at its step, in the run's one file of them."""
     from torch.utils.tensorboard.summary import scalar
 
-    summaries = [scalar(tag, value) for tag, value in getattr(logger, "tested", {}).items()] + figures
+    summaries = [scalar(tag, value) for tag, value in logger.tested.items()] + figures
     write_summaries(logger.log_dir, [(summary, step) for summary in summaries], replaces="tested")
 
 

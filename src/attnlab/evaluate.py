@@ -21,7 +21,7 @@ import torch
 from attnlab import run_folder
 from attnlab.board import EVENTS
 from attnlab.config import EvalSection, check_eval, check_section, run_config, untrained_reason
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, fits
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import CHANCE, wilson
 
@@ -96,14 +96,6 @@ def record(
     return entry
 
 
-def fraction(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1  # (NaN: no)
-
-
-def whole(value: Any, least: int = 0) -> bool:
-    return type(value) is int and value >= least
-
-
 def is_table(t: Any) -> bool:
     """One checkpoint's table as `record` writes it: its checkpoint (file, epoch, step), the training length,
     n > 0, each length refused (why) or scored (an accuracy and its interval in [0, 1], untrained_positions true
@@ -111,15 +103,15 @@ def is_table(t: Any) -> bool:
     if not (isinstance(t, dict) and isinstance(t.get("checkpoint"), dict) and isinstance(t.get("lengths"), dict)):
         return False
     ckpt = t["checkpoint"]
-    if not (isinstance(ckpt.get("file"), str | None) and whole(ckpt.get("epoch")) and whole(ckpt.get("global_step"))):
-        return False
-    if not (whole(t.get("n"), 1) and whole(t.get("train_seq_len"), 1)):
+    counts = [(ckpt.get("epoch"), 0), (ckpt.get("global_step"), 0), (t.get("n"), 1), (t.get("train_seq_len"), 1)]
+    if not (fits(ckpt.get("file"), str | None) and all(fits(v, int) and v >= least for v, least in counts)):
         return False
     for length, r in t["lengths"].items():
         if not (length.isascii() and length.isdigit() and int(length) > 0 and isinstance(r, dict)):
             return False
         ci = r.get("ci") if isinstance(r.get("ci"), list) and len(r["ci"]) == 2 else [None]
-        scored = all(map(fraction, [r.get("acc"), *ci])) and isinstance(r.get("untrained_positions"), bool)
+        fractions = [fits(v, float) and 0 <= v <= 1 for v in (r.get("acc"), *ci)]  # (NaN: no)
+        scored = all(fractions) and isinstance(r.get("untrained_positions"), bool)
         if not (scored or isinstance(r.get("refused"), str)):
             return False
     return True

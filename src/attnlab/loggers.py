@@ -31,8 +31,6 @@ def tensorboard(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 
 @LOGGERS.register("csv")
 def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
-    from pytorch_lightning.loggers import CSVLogger
-
     from attnlab.dashboard import CSV
 
     logger = CSV(save_dir=str(out), name="csv", version="")
@@ -47,7 +45,7 @@ def csv_logger(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
             step = int(row.pop("step"))
             kept = {k: float(v) for k, v in row.items() if v != "" and not k.startswith(("test/", "hparams/"))}
             if step < purge_step and set(kept) - {"epoch"}:
-                CSVLogger.log_metrics(logger, kept, step)
+                logger.log_metrics(kept, step)
         logger.save()
     return logger
 
@@ -84,9 +82,8 @@ def check_logger(lg: dict[str, Any]) -> None:
     if importlib.util.find_spec(name) is None:  # optional extras, named as the package
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
     if not lg["project"].strip():
-        raise ConfigError(
-            "logger.project", lg["project"], f"must name {name}'s {'experiment' if name == 'mlflow' else 'project'}"
-        )
+        what = "experiment" if name == "mlflow" else "project"
+        raise ConfigError("logger.project", lg["project"], f"must name {name}'s {what}")
     where = lg["save_dir"]
     if where is not None and "://" not in where:  # a folder: the nearest part of it that exists must take files
         existing = next(p for p in (Path(where).absolute(), *Path(where).absolute().parents) if p.exists())
