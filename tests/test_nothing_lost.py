@@ -889,8 +889,9 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
 
 def test_a_run_started_with_a_logger_folder_resumes_when_it_is_given_again(tmp_path: Path) -> None:
     """Where a logger sends data is not taken from a record: a resume says so, and asks for it again."""
+    pytest.importorskip("wandb", reason="logger=wandb needs the wandb extra: pip install -e '.[wandb]'")
     run_dir, logs = tmp_path / "run", tmp_path / "logs"
-    proc = run_train(*TINY, f"logger.save_dir={logs}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    proc = run_train(*TINY, "logger=wandb", f"logger.save_dir={logs}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
     assert proc.returncode == 1 and "would change logger.save_dir" in proc.stderr.strip().splitlines()[-1]
@@ -898,6 +899,7 @@ def test_a_run_started_with_a_logger_folder_resumes_when_it_is_given_again(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"not taken over from {run_dir}/.hydra/overrides.yaml: 'logger.save_dir={logs}'" in proc.stderr
     assert read_metrics(run_dir)["epochs"] == 2
+    assert len(list(logs.glob("wandb/offline-run-*"))) == 2  # each attempt a wandb run of its own, where it was told
 
 
 @pytest.mark.parametrize(

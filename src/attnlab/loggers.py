@@ -78,6 +78,10 @@ def check_logger(lg: dict[str, Any]) -> None:
     name = lg["name"]
     LOGGERS.get(name)  # an unknown name lists the valid ones
     if name not in ("mlflow", "wandb"):
+        if lg["save_dir"] is not None:  # else it would be ignored without a word
+            raise ConfigError(
+                "logger.save_dir", lg["save_dir"], f"is mlflow's and wandb's; {name} writes into the run folder"
+            )
         return
     if importlib.util.find_spec(name) is None:  # optional extras, named as the package
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
