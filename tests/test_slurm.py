@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ pytestmark = [
 # The local cluster's partition; its states asked every 2 s (10 s by default: a real cluster's scheduler is shared)
 ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.poll_s=2"]
 # One job of 4 epochs x 40 steps: long enough to be stopped in the middle.
-JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "model.pos_enc=sinusoidal", "seed=0"]
+JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "model.pos_enc=sinusoidal"]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory):
     stop_local_slurm(where, env)
 
 
-def squeue(env: dict[str, str]) -> list[tuple[str, str]]:
+def squeue(env: dict[str, str]) -> list[tuple[str, ...]]:
     out = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=env, capture_output=True, text=True).stdout
-    return [tuple(line.split()) for line in out.splitlines()]  # type: ignore[misc]
+    return [tuple(line.split()) for line in out.splitlines()]
 
 
 STARTED: list[subprocess.Popen] = []
@@ -90,49 +91,73 @@ def job_dir(sweep: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same job, never stopped (in this process: the same numbers as anywhere)."""
-    run_dir = tmp_path_factory.mktemp("calm") / "run"
-    train(compose_train(run_dir, *JOB))
-    return run_dir
+def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The jobs of STOPS, each never stopped (in this process: the same numbers as anywhere), by seed."""
+    runs = {}
+    for seed in STOPS:
+        runs[seed] = tmp_path_factory.mktemp("calm") / "run"
+        train(compose_train(runs[seed], *JOB, f"seed={seed}"))
+    return runs
 
 
-@pytest.mark.parametrize(
-    "how,command",
-    [
-        ("time limit", ["scancel", "--signal=USR2"]),  # what SLURM sends signal_delay_s before the limit
-        ("preemption", ["scontrol", "requeue"]),  # SIGTERM, then back in the queue
-    ],
-)
-def test_a_stopped_job_is_requeued_and_resumes(slurm, undisturbed, tmp_path: Path, how: str, command) -> None:
+def kill_and_requeue(env: dict[str, str], job_id: str) -> None:
+    """SIGKILL of the job's training process (no time to save anything), then `scontrol requeue`."""
+    pids = training_processes(job_id)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(["scontrol", "requeue", job_id], env=env, check=True)
+
+
+# How a job is stopped once, mid-run (seed -> how): SLURM's signal for a time limit (what it sends
+# signal_delay_s before the limit), a preemption (SIGTERM, then back in the queue), and a kill.
+STOPS: dict[int, tuple[str, Any]] = {
+    0: ("time limit", lambda env, job: subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)),
+    1: ("preemption", lambda env, job: subprocess.run(["scontrol", "requeue", job], env=env, check=True)),
+    2: ("killed, requeued", kill_and_requeue),
+}
+
+
+# The time limit's signal in a sweep of its own: slurmctld refuses a signal to a running task of an array while
+# another task is pending ("can not be altered now"; scancel retries it for seconds, reaching a later attempt).
+@pytest.mark.parametrize("seeds", [(0,), (1, 2)], ids=["time limit", "preemption and a kill, an array"])
+def test_stopped_jobs_are_requeued_and_resume(slurm, undisturbed, tmp_path: Path, seeds: tuple[int, ...]) -> None:
+    """Each job stopped once in the middle: requeued, it resumes from its checkpoint and ends exactly as it would
+    have undisturbed. (The test node ran one job at a time: an array's next job started once one was requeued.)"""
     sweep = tmp_path / "sweep"
-    proc = sweep_on_slurm(slurm, sweep, *JOB)
-    wait_for("*/checkpoints/last.ckpt", sweep, proc)  # past its first epoch
-    (job_id,) = [i for i, state in squeue(slurm) if state == "RUNNING"]
-    subprocess.run([*command, job_id], env=slurm, check=True)
+    proc = sweep_on_slurm(slurm, sweep, *JOB, f"seed={','.join(map(str, seeds))}")
+    for task, seed in enumerate(seeds):
+        wait_for(f"*seed={seed}/checkpoints/last.ckpt", sweep, proc)  # past its first epoch
+        running = [i for i, state in squeue(slurm) if state == "RUNNING"]
+        (job_id,) = [i for i in running if len(seeds) == 1 or i.endswith(f"_{task}")]  # an array's: <array>_<task>
+        STOPS[seed][1](slurm, job_id)
     assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    assert (sweep / "results.csv").read_text().count(",ok,") == len(seeds)
 
-    job = job_dir(sweep)
     logs = "".join(p.read_text() for p in (sweep / ".slurm").glob("*/*_log.out"))
-    resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
-    assert len(resumed) == 1, logs[-3000:]
-    step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
-    print(f"{how}: stopped and resumed at step {step} of 160")  # docs/cluster.md quotes these
-    assert 40 <= step < 160  # stopped mid-run
-    # Saved where it stopped, and resumed from there: interrupted.ckpt, or, when the signal came during an
-    # epoch's validation (the run then stops after that epoch's checkpoints), last.ckpt of the same step.
-    saved = read_checkpoint(job / "checkpoints" / "interrupted.ckpt", "test")
-    assert saved["global_step"] == step, logs[-3000:]
-    assert "from checkpoints/interrupted.ckpt" in resumed[0] or (
-        "from checkpoints/last.ckpt" in resumed[0] and step % 40 == 0
-    ), logs[-3000:]
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
-    assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
-    for ckpt in ("best.ckpt", "last.ckpt"):
-        assert same_weights(undisturbed / "checkpoints" / ckpt, job / "checkpoints" / ckpt)
-    steps = scalar_steps(job, "train/loss")  # one TensorBoard run, each step once
-    assert steps == sorted(set(steps)) == scalar_steps(undisturbed, "train/loss")
-    assert (sweep / "results.csv").read_text().count(",ok,") == 1
+    for seed in seeds:
+        how, (job,) = STOPS[seed][0], list(sweep.glob(f"*seed={seed}"))
+        resumed = [line for line in logs.splitlines() if line.startswith(f"[attnlab] resuming {job} from ")]
+        assert len(resumed) == 1, logs[-3000:]
+        step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
+        print(f"{how}: resumed at step {step} of 160, {resumed[0].split(' from ')[1]}")  # docs/cluster.md quotes these
+        assert 40 <= step < 160, logs[-3000:]  # stopped mid-run
+        if how == "killed, requeued":  # the newest checkpoint: last.ckpt, or best.ckpt where the kill fell between
+            assert re.search(r"from checkpoints/(last|best)\.ckpt", resumed[0]), logs[-3000:]  # an epoch's two writes
+        else:  # saved where it stopped: interrupted.ckpt, or, when the signal came during an epoch's validation
+            # (the run then stops after that epoch's checkpoints), last.ckpt of the same step
+            saved = read_checkpoint(job / "checkpoints" / "interrupted.ckpt", "test")
+            assert saved["global_step"] == step, logs[-3000:]
+            assert "from checkpoints/interrupted.ckpt" in resumed[0] or (
+                "from checkpoints/last.ckpt" in resumed[0] and step % 40 == 0
+            ), logs[-3000:]
+        calm = undisturbed[seed]
+        a, b = (json.loads((d / "metrics.json").read_text()) for d in (calm, job))
+        assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS], how
+        for ckpt in ("best.ckpt", "last.ckpt"):
+            assert same_weights(calm / "checkpoints" / ckpt, job / "checkpoints" / ckpt), how
+        steps = scalar_steps(job, "train/loss")  # one TensorBoard run, each step once
+        assert steps == sorted(set(steps)) == scalar_steps(calm, "train/loss"), how
 
 
 def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm(
@@ -164,7 +189,7 @@ def test_failed_and_cancelled_jobs_are_reported_and_the_sweep_continues_on_slurm
     )  # fmt: skip
     assert continued.returncode == 1, continued.stderr[-3000:]  # the NaN job fails again, as it should
     job = sweep / "lr=0.003"
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed[0], job))
     assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS], log[-2000:]
 
 
@@ -188,30 +213,6 @@ def training_processes(job_id: str) -> list[int]:
         if job_id in (task, env.get("SLURM_JOB_ID")) and b"submitit.core._submit" in cmdline:
             pids.append(int(environ.parent.name))
     return pids
-
-
-def test_a_killed_job_that_is_requeued_resumes(slurm, undisturbed, tmp_path: Path) -> None:
-    """SIGKILL (no time to save anything), then `scontrol requeue`: back from its last epoch's checkpoint."""
-    sweep = tmp_path / "sweep"
-    proc = sweep_on_slurm(slurm, sweep, *JOB)
-    wait_for("*/checkpoints/last.ckpt", sweep, proc)
-    (job_id,) = [i for i, state in squeue(slurm) if state == "RUNNING"]
-    pids = training_processes(job_id)
-    assert pids
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    subprocess.run(["scontrol", "requeue", job_id], env=slurm, check=True)
-    assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
-    job = job_dir(sweep)
-    logs = "".join(p.read_text() for p in (sweep / ".slurm").glob("*/*_log.out"))
-    resumed = [line for line in logs.splitlines() if line.startswith("[attnlab] resuming")]
-    # the newest checkpoint: last.ckpt, or best.ckpt where the kill fell between the two writes of an epoch
-    assert len(resumed) == 1 and re.search(r"from checkpoints/(last|best)\.ckpt", resumed[0]), logs[-3000:]
-    print(f"killed, requeued: {resumed[0].rsplit(' from ', 1)[1]}")  # docs/cluster.md quotes it
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (undisturbed, job))
-    assert [a[k] for k in RESULT_KEYS] == [b[k] for k in RESULT_KEYS]
-    steps = scalar_steps(job, "train/loss")
-    assert steps == sorted(set(steps)) == scalar_steps(undisturbed, "train/loss")
 
 
 def test_a_single_job_is_named_and_seen_to_end_when_cancelled(slurm, tmp_path: Path) -> None:
