@@ -118,7 +118,7 @@ BAD = [
     (["torch_threads=100000"], "torch_threads=100000 is invalid: must be null (PyTorch's default) or an integer in"),
     (["logger=mlflow", "logger.project="], "logger.project='' is invalid: must name mlflow's experiment"),
     (["logger=wandb", "logger.save_dir=/dev/null/x"], "logger.save_dir='/dev/null/x' is invalid: cannot be created"),
-    (["logger=csv", "logger.save_dir=/tmp/x"], "logger.save_dir='/tmp/x' is invalid: is mlflow's and wandb's; csv writes"),
+    (["logger=csv", "logger.save_dir=/x"], "logger.save_dir='/x' is invalid: is mlflow's and wandb's; csv writes"),
     (["logger.save_dir=/tmp/x"], "logger.save_dir='/tmp/x' is invalid: is mlflow's and wandb's; tensorboard writes"),
     (["+trainer.callbacks=[]"], "trainer.callbacks=[] is invalid: is set by attnlab; use early_stop.patience or"),
     (["+trainer.max_steps=abc"], "trainer.max_steps='abc' is invalid: must be of type int"),

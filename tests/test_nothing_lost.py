@@ -511,10 +511,30 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     metrics = train(compose_train(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
     shutil.rmtree(source)
     assert metrics["epochs"] == 3 and metrics["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
+    assert metrics["started_from"] == {"file": str(ckpt), "epoch": 2, "global_step": 8}  # what epochs count from
     assert (new / "checkpoints" / "best.ckpt").is_file() and (new / "checkpoints" / "last.ckpt").is_file()
     # TensorBoard shows it as the new run it is: its own config and chart layout
     shown = tensorboard_run(new).Tags()["tensors"]
     assert {"config/text_summary", "custom_scalars__config__", "provenance/text_summary"} <= set(shown)
+
+
+def test_a_run_from_another_tasks_checkpoint_keeps_its_weights_not_its_record(tmp_path: Path) -> None:
+    """Fine-tuning halfswap from a uniform run: the weights and the epoch count go on, but the history (the
+    verdict's convergence), val/acc_best and early stopping's best and count are the new run's own; a resume of
+    it keeps them, and where it started from."""
+    source = tmp_path / "uniform"
+    train(compose_train(source, *TINY, "data=uniform", "trainer.max_epochs=3", "early_stop.patience=1"))
+    ckpt = source / "checkpoints" / "last.ckpt"
+    new = tmp_path / "halfswap"
+    args = [*TINY, "data=halfswap", "early_stop.patience=1", f"ckpt_path={ckpt}"]
+    metrics = train(compose_train(new, *args, "trainer.max_epochs=5"))
+    history = metrics["history"]
+    assert history["step"] == [15, 19]  # epochs 4 and 5: two validations of its own, none of uniform's three
+    assert metrics["epochs"] == 5  # uniform's best val/loss would have stopped it after its first (patience 1)
+    assert metrics["val/acc_best"] == max(history["val/acc"]) < 0.9  # not uniform's 1.0
+    assert metrics["started_from"] == {"file": str(ckpt), "epoch": 3, "global_step": 12}
+    resumed = train(compose_train(new, *args, "trainer.max_epochs=6", "resume=true"))
+    assert resumed["history"]["step"][:2] == [15, 19] and resumed["started_from"] == metrics["started_from"]
 
 
 def test_a_resumed_run_rerun_from_its_saved_config_trains_again(own_copy: Path, tmp_path: Path, capsys) -> None:

@@ -74,19 +74,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint forgets its best score when resumed in another folder than it was saved from (a run moved
-    or copied): best.ckpt would be overwritten by a worse epoch. The state follows the run into this folder, or
-    is dropped in a new run started from another's checkpoint (`ckpt_path`)."""
-
-    def __init__(self, *args: Any, same_run: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.same_run = same_run  # resuming this run (maybe moved), or a new run from another's checkpoint
+    or copied): best.ckpt would be overwritten by a worse epoch. The state follows the run into this folder. (A new
+    run from another's checkpoint gets no callback state: `LitClassifier.on_load_checkpoint`.)"""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved_dir = state_dict.get("dirpath", self.dirpath)
         if saved_dir == self.dirpath:
             return super().load_state_dict(state_dict)
-        if not self.same_run:
-            return None  # another run's bookkeeping: this run starts its own
 
         def here(path: str) -> str:
             return os.path.join(self.dirpath, os.path.basename(path)) if path else path

@@ -48,6 +48,10 @@ class LitClassifier(pl.LightningModule):
         # The checkpoint these weights were last loaded from (epoch counted from 1, global step), read from
         # the same file as the weights: what a test or an evaluation names as the model it scored.
         self.loaded_from: dict[str, int] | None = None
+        # True (set by train.py) for a new run's fit from another run's checkpoint (`ckpt_path`); `started_from`:
+        # that checkpoint's epoch and step, kept in this run's checkpoints (what its epochs and steps count from).
+        self.fresh_start = False
+        self.started_from: dict[str, int] | None = None
 
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
@@ -113,10 +117,20 @@ class LitClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads
+        checkpoint["started_from"] = self.started_from
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this before it restores anything from `checkpoint`, to let the module change it. A new
+        run from another run's checkpoint takes its weights, its optimiser's state and its loops' position, not its
+        record: the history (the verdict's convergence), val/acc_best and every callback's state (the best
+        checkpoint, early stopping's count, the timer) start afresh, as in a run of its own."""
+        if self.fresh_start:
+            self.fresh_start = False  # (the test's load of this run's best checkpoint restores as usual)
+            checkpoint.update(history={}, callbacks={}, started_from=epoch_step(checkpoint))
+            checkpoint["state_dict"].update(self.val_acc_best.state_dict(prefix="val_acc_best."))  # as initialised
         saved = checkpoint.get("history", {})
         self.history = {k: list(saved.get(k, [])) for k in HISTORY}
+        self.started_from = checkpoint.get("started_from")
         self.loaded_from = epoch_step(checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -119,7 +119,8 @@ def run(
         pl.seed_everything(c["seed"], workers=True, verbose=False)
         data, module = build(c)
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
-        callbacks = RunCallbacks(c, out, start_from, start.own, stop, [*extra_callbacks], show_progress)
+        module.fresh_start = start_from is not None and not start.own  # another run's checkpoint (ckpt_path)
+        callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(c, out, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
@@ -136,11 +137,11 @@ def run(
 
 class RunCallbacks:
     def __init__(
-        self, c: dict, out: Path, start_from: str | None, own: bool, stop: StopOnSignal, extra: list, progress: bool
+        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: list, progress: bool
     ) -> None:
         self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
         ckpt_dir = out / "checkpoints"
-        kept = {"dirpath": ckpt_dir, "enable_version_counter": False, "same_run": own}  # own: resuming this run
+        kept = {"dirpath": ckpt_dir, "enable_version_counter": False}
         # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
@@ -206,6 +207,7 @@ def fit_and_test(
     best_acc = float(module.val_acc_best.max_value)
     history = {k: list(v) for k, v in module.history.items()}
     epochs, steps, end = trainer.current_epoch, trainer.global_step, ended_by(trainer)
+    started = module.started_from and {"file": c["ckpt_path"], **module.started_from}
 
     best = callbacks.checkpoint.best_model_path or None
     module.loaded_from = None
@@ -229,6 +231,9 @@ def fit_and_test(
         "epochs": epochs,  # the budget: epochs and steps trained, what ended training
         "global_step": steps,
         "ended_by": end,
+        # a run from another run's checkpoint (ckpt_path): its epoch and step, which `epochs` and `global_step` count
+        # from (the history, val/acc_best and convergence are this run's own); null for a run from scratch
+        "started_from": started,
         "stopped_early": end == "early_stop",
         # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
         "converged": converged(history["val/loss"], early["patience"], early["min_delta"]),
