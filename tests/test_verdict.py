@@ -42,6 +42,22 @@ def test_cell_verdicts_from_each_seeds_interval(seeds, expected) -> None:
     assert cell_verdict(called) == expected
 
 
+@pytest.mark.parametrize(
+    "acc,n,expected",
+    [
+        (0.62, 50, "inconclusive"),  # [0.48, 0.74]: holds 0.5, and a model at 0.7 alike
+        (0.58, 100, "inconclusive"),
+        (0.5, 64, "inconclusive"),  # [0.38, 0.62]
+        (0.5, 128, "chance"),  # [0.41, 0.59]
+        (0.53, 1024, "chance"),
+        (1.0, 34, "above chance"),  # [0.898, 1]: 34 sequences cannot show "learned"
+        (1.0, 35, "learned"),
+    ],
+)
+def test_chance_needs_an_interval_that_rules_out_a_real_effect(acc, n, expected) -> None:
+    assert seed_verdict(acc, n, is_converged=True) == expected
+
+
 def test_a_seed_at_chance_that_was_still_learning_is_not_converged() -> None:
     assert seed_verdict(0.5, 1024, is_converged=False) == "not converged"
     assert seed_verdict(1.0, 1024, is_converged=False) == "learned"  # learned needs no plateau

@@ -10,14 +10,19 @@ CHANCE = 0.5  # two classes, balanced (tasks.make_split)
 LEARNED = 0.9  # a seed is "learned" when the low end of its 95% interval reaches this
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 DEFAULT_PATIENCE = 3  # validations without improvement that make a plateau when early_stop.patience is null
+# "chance" needs the whole interval within CHANCE +- this: a wider one (few test sequences) cannot rule out a model
+# clearly better than chance, and is called "inconclusive"
+CHANCE_BAND = 0.1
+MIN_N_LEARNED = math.ceil(LEARNED / (1 - LEARNED) * Z95 * Z95)  # 35: on fewer, even 100% correct cannot be "learned"
 
 RULE = (
     f"Each seed is called from its own test accuracy and the Wilson 95% interval on the n_test sequences it scored: "
-    f"`learned` when the interval's low end is at least {LEARNED:.2f}; `chance` when the interval holds "
-    f"{CHANCE:.2f} and the run converged (its val/loss no lower by early_stop.min_delta over its last "
-    f"early_stop.patience validations (one per epoch unless the trainer says otherwise), {DEFAULT_PATIENCE} when "
-    "unset: the early-stopping rule), `not converged` "
-    "when it holds chance and the run was still improving; `below chance` / `above chance` otherwise. "
+    f"`learned` when the interval's low end is at least {LEARNED:.2f} (which needs n >= {MIN_N_LEARNED}); `chance` "
+    f"when the interval holds {CHANCE:.2f}, lies within {CHANCE - CHANCE_BAND:.2f}-{CHANCE + CHANCE_BAND:.2f} and the "
+    "run converged (its val/loss no lower by early_stop.min_delta over its last early_stop.patience validations "
+    f"(one per epoch unless the trainer says otherwise), {DEFAULT_PATIENCE} when unset: the early-stopping rule); "
+    "`not converged` when it holds chance and the run was still improving; `inconclusive` when it holds chance but "
+    "reaches past that band (too few test sequences to tell); `below chance` / `above chance` otherwise. "
     "A cell is `not converged` when any seed is, the seeds' verdict when they agree, and `mixed` "
     "(each verdict's seeds listed) when they do not."
 )
@@ -56,7 +61,9 @@ def seed_verdict(acc: float, n: int, is_converged: bool) -> str:
     if lo >= LEARNED:
         return "learned"
     if lo <= CHANCE <= hi:
-        return "chance" if is_converged else "not converged"
+        if not is_converged:
+            return "not converged"
+        return "chance" if CHANCE - CHANCE_BAND <= lo and hi <= CHANCE + CHANCE_BAND else "inconclusive"
     return "below chance" if hi < CHANCE else "above chance"
 
 
