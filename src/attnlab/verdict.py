@@ -63,7 +63,7 @@ def seed_verdict(acc: float, n: int, is_converged: bool) -> str:
     if lo <= CHANCE <= hi:
         if not is_converged:
             return "not converged"
-        return "chance" if CHANCE - CHANCE_BAND <= lo and hi <= CHANCE + CHANCE_BAND else "inconclusive"
+        return "chance" if lo >= CHANCE - CHANCE_BAND and hi <= CHANCE + CHANCE_BAND else "inconclusive"
     return "below chance" if hi < CHANCE else "above chance"
 
 
