@@ -1,8 +1,8 @@
 """Length generalisation (README: "Length generalisation"): a trained checkpoint scored on test sets of other
 lengths, by `scripts/evaluate.py run_dir=<run>` or by a run with `eval.seq_lens` set, after its test.
 
-Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set,
-so the tested checkpoint with `eval.n` = `data.n_test` gives back its test/acc exactly. Lengths past the positions
+Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set
+when `eval.n` is `data.n_test` (its default), so the tested checkpoint gives back its test/acc exactly. Lengths past the positions
 an encoding with a parameter per position (offset) was trained on would score parameters still at their random
 start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused) or marks them.
 
@@ -45,8 +45,9 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
         if reason and ev["untrained"] != "mark":  # "skip"; "refuse" was refused up front
             table[str(length)] = {"refused": reason}
             continue
-        # The training length: the run's own test set (the data module's seed); others: one set per length.
-        own = length == data["seq_len"]
+        # The training length: the run's own test set (the data module's seed), if of its size; else one set per
+        # length (a set of another size from the test set's seed would be neither the run's own nor a fresh one).
+        own = length == data["seq_len"] and n == data["n_test"]
         seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
         x, y = make_split(data["task"], n, length, data["dim"], seed)
         metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was

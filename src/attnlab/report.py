@@ -265,7 +265,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
             "## Length generalisation",
             "",
             f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
-            "fresh test sets of other lengths (the training length: the run's own test set), each seed with its "
+            "fresh test sets of other lengths (the training length: the run's own test set, unless eval.n was not "
+            "data.n_test), each seed with its "
             f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length "
             "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
             "random start; such a score would say nothing about what was learned.",
