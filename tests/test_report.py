@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from attnlab import report
+from attnlab.board import cell_series
 from attnlab.report import write_report
 from attnlab.verdict import converged
 
@@ -288,6 +289,15 @@ def test_the_study_views_curves_are_the_runs_own_tensorboard_curves_resumed_too(
     logged = {tag: {e.step: pytest.approx(e.value) for e in events.Scalars(tag)} for tag in CURVES}
     assert curves(metrics["history"]) == logged
     assert sorted(logged["val/acc"]) == [3, 7, 11]  # TINY: 4 steps an epoch (files read in any order)
+
+
+def test_a_seed_stopped_early_holds_its_last_value_in_the_cells_curves() -> None:
+    """Averaged over only the seeds still training, a cell's mean would fall where a learned seed stops early."""
+    learned, slow = {"val/acc": {1: 0.5, 2: 1.0, 3: 1.0}}, {"val/acc": {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.6, 5: 0.7}}
+    series = cell_series([learned, slow])
+    assert series["val/acc"] == {1: 0.5, 2: 0.75, 3: 0.75, 4: 0.8, 5: 0.85}
+    assert series["val/acc/min"] == {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.6, 5: 0.7}
+    assert series["val/acc/max"] == {1: 0.5, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ empty charts): here every chart is drawn at first sight."""
 import math
 import shutil
 import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ EVENTS = "events.out.tfevents.*"  # a TensorBoard run's files (a run's are in it
 METRICS = {"test/acc": "acc", "test/acc_shuffled": "shuffled", "test/loss": "loss", "val/acc_best": "val best"}
 CURVES = ("val/acc", "val/loss", "val/acc_shuffled", "attn/entropy")  # averaged over the seeds of a cell
 LAYOUT = {
-    "cell: mean over seeds, with min and max": {
+    "cell: mean over seeds, with min and max (a seed stopped early holds its last value)": {
         f"{tag} (mean, min, max over seeds)": ["Multiline", [rf"^{tag}(/min|/max)?$"]] for tag in CURVES
     }
 }
@@ -39,17 +38,17 @@ def step(value: Any) -> int:
 
 
 def cell_series(runs: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, float]]:
-    """Mean, min and max over the seeds (`curves` of each) at every step any of them logged (a seed stopped
-    early adds nothing past its last step)."""
-    by_step: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        for tag, points in run.items():
-            for step, value in points.items():
-                by_step[tag][step].append(value)
+    """Mean, min and max over the seeds (`curves` of each) at every step any of them logged. A seed stopped early
+    holds its last value from then on: a mean over only the seeds still training would jump where one stops."""
     series = {}
-    for tag, steps in by_step.items():
+    for tag in sorted({tag for run in runs for tag in run}):
+        seeds = [sorted(run[tag].items()) for run in runs if run.get(tag)]
+        at: dict[int, list[float]] = {}
+        for step in sorted({s for points in seeds for s, _ in points}):
+            # each seed's value at its latest step up to this one (none before its first)
+            at[step] = [next(v for s, v in reversed(points) if s <= step) for points in seeds if points[0][0] <= step]
         for suffix, stat in (("", statistics.fmean), ("/min", min), ("/max", max)):
-            series[tag + suffix] = {s: stat(steps[s]) for s in sorted(steps)}
+            series[tag + suffix] = {s: stat(values) for s, values in at.items()}
     return series
 
 

@@ -2,9 +2,10 @@
 lengths, by `scripts/evaluate.py run_dir=<run>` or by a run with `eval.seq_lens` set, after its test.
 
 Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set
-when `eval.n` is `data.n_test` (its default), so the tested checkpoint gives back its test/acc exactly. Lengths past the positions
-an encoding with a parameter per position (offset) was trained on would score parameters still at their random
-start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused) or marks them.
+when `eval.n` is `data.n_test` (its default), so the tested checkpoint gives back its test/acc exactly. Lengths
+past the positions an encoding with a parameter per position (offset) was trained on would score parameters still
+at their random start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused)
+or marks them.
 
 evaluation.json: {"checkpoint": {file, epoch, global_step}, "train_seq_len", "n", "lengths": {L: {"acc", "ci"
 (Wilson 95%), "untrained_positions"} or {"refused": reason}}, "earlier": [...]}. The same checkpoint evaluated
