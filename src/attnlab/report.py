@@ -36,7 +36,8 @@ ALWAYS_GROUPED = ("data.task", "model.pos_enc")
 REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
 # never grouped: keys that do not change what a job computes, or differ by construction (model.dim is data.dim)
 NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", *keys_of_kind("display")}
-METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc"]
+# of the tested checkpoint, but val/acc_best (the whole run) and train/acc_last (the last epoch's: not the tested one's)
+METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc_last"]
 BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]
 VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
@@ -83,7 +84,7 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     read = {k: metrics.get(k) for k in METRICS} | {k: diagnostics.get(k) for k in DIAGNOSTICS}
     row: dict[str, Any] = {k: None if v is None else number(v, k) for k, v in read.items()}
     if train_acc := metrics["history"].get("train/acc"):
-        row["train/acc"] = number(train_acc[-1], "train/acc")
+        row["train/acc_last"] = number(train_acc[-1], "train/acc")
     row["curves"] = curves(metrics["history"])  # (the study view's)
     tested = metrics["tested_checkpoint"]
     row.update(epochs=whole(metrics["epochs"]), steps=whole(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
