@@ -11,7 +11,7 @@ carries no position, and the layer (`model.SelfAttention`) keeps the encoding of
 | none | - | nothing: a set |
 | sinusoidal, learned | embed | absolute positions |
 | rope | rotate | the signed offset i - j |
-| relative | bias | the signed offset i - j (one learned value per head and offset, T5 / Shaw) |
+| relative | bias | the signed offset i - j (one learned value per head and offset, as T5's) |
 | symmetric | bias | the distance abs(i - j) only (one learned value per head and distance): a control |
 | alibi | bias | the distance abs(i - j), fixed slope m_h = 2^(-8h/H) (m = 1/256 with one head): a control |
 
@@ -152,10 +152,10 @@ class OffsetBias(PositionalEncoding):
 
 @POS_ENCODINGS.register("relative")
 class RelativeBias(OffsetBias):
-    """One trained bias per head and signed offset i - j (T5, Shaw et al.): tells before from after. Starts
-    at N(0, 1) per offset, as T5's bias embedding, so it shapes attention from the first step: from zero, a
-    distance-only bias (`symmetric`) would get no gradient on halfswap (nothing it can do lowers the loss),
-    and that control would never touch attention."""
+    """One trained scalar bias per head and signed offset i - j (T5's, without its buckets): tells before from
+    after. Starts at N(0, 1) per offset (T5 starts near zero), so it shapes attention from the first step: from
+    zero, a distance-only bias (`symmetric`) could not help tell halfswap's classes apart (a sequence from its
+    reverse), would stay near zero, and that control would hardly touch attention."""
 
     signed = True  # False: one bias per distance |i - j|
     per_position = True
