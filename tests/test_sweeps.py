@@ -147,6 +147,10 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         ]
         == metrics["test/acc"]
     )
+    # resumed by its folder: the process of rank 1 gets the rewritten command line (resume=true) again
+    resumed = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_metrics(run_dir)["global_step"] == 4
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))

@@ -227,7 +227,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     """`resume=<folder>` becomes the folder's own overrides, the ones given now (which win), `resume=true` and
     the folder as output, quoted for Hydra (a job folder `data=halfswap,seed=1` is no valid value otherwise)."""
     given = [a for a in argv[1:] if a.split("=", 1)[0] == "resume"]
-    if not given:
+    # resume=true|false: the config's own value, the folder being hydra.run.dir's (as a DDP process of rank > 0
+    # gets this rewritten command line again)
+    if not given or given[-1].split("=", 1)[1].lower() in ("true", "false"):
         return argv
     sweep = "-m" in argv or "--multirun" in argv
     folder = Path(given[-1].split("=", 1)[1])
