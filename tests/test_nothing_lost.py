@@ -507,6 +507,11 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
         train(compose_train(tmp_path / "shape", *TINY, "trainer.max_epochs=3", "model.d_model=16", f"ckpt_path={ckpt}"))
     with pytest.raises(ConfigError, match=r"other settings: optim.lr=0.003 \(this run: 0.1\)"):
         train(compose_train(tmp_path / "lr", *TINY, "trainer.max_epochs=3", "optim.lr=0.1", f"ckpt_path={ckpt}"))
+    inside = torch.load(ckpt, weights_only=True)  # as interrupted.ckpt is: saved inside an epoch
+    inside["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] = False
+    torch.save(inside, tmp_path / "inside.ckpt")
+    with pytest.raises(ConfigError, match=r"was saved inside an epoch; start a new run from one saved at an epoch's"):
+        train(compose_train(tmp_path / "inside", *TINY, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/inside.ckpt"))
     new = tmp_path / "new"
     metrics = train(compose_train(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
     shutil.rmtree(source)

@@ -44,9 +44,14 @@ def cell_series(runs: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, 
     for tag in sorted({tag for run in runs for tag in run}):
         seeds = [sorted(run[tag].items()) for run in runs if run.get(tag)]
         at: dict[int, list[float]] = {}
+        latest: list[float | None] = [None] * len(seeds)  # each seed's value at its latest step so far
+        next_point = [0] * len(seeds)
         for step in sorted({s for points in seeds for s, _ in points}):
-            # each seed's value at its latest step up to this one (none before its first)
-            at[step] = [next(v for s, v in reversed(points) if s <= step) for points in seeds if points[0][0] <= step]
+            for i, points in enumerate(seeds):
+                while next_point[i] < len(points) and points[next_point[i]][0] <= step:
+                    latest[i] = points[next_point[i]][1]
+                    next_point[i] += 1
+            at[step] = [v for v in latest if v is not None]  # (none for a seed before its first step)
         for suffix, stat in (("", statistics.fmean), ("/min", min), ("/max", max)):
             series[tag + suffix] = {s: stat(values) for s, values in at.items()}
     return series

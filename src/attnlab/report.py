@@ -241,7 +241,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         "`attn entropy`: the tested checkpoint's mean attention entropy in nats, beside its value for uniform "
         f"attention, log L.{final_note if final else ''}",
         "",
-        f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max).",
+        f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max; a run "
+        "started from another's checkpoint counts on from it: `started_from` in its metrics.json).",
         "",
         f"Verdict: {RULE}",
         "",

@@ -105,7 +105,7 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
 
 
 def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
-    """`ckpt_path`: it must load, hold a model of this run's shape, and leave epochs to train."""
+    """`ckpt_path`: it must load, hold a model of this run's shape, end an epoch, and leave epochs to train."""
     from attnlab.checkpoints import read_checkpoint
 
     if not c["ckpt_path"]:
@@ -113,6 +113,11 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     path = Path(c["ckpt_path"])
     ckpt = read_checkpoint(path, "ckpt_path")
     check_held_settings(ckpt["hyper_parameters"], c, "ckpt_path", path)
+    # Saved inside an epoch (interrupted.ckpt; a validation mid-epoch): a new run would finish that run's epoch
+    # on its own data, and count the part as an epoch of its own.
+    if not ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {}).get("is_last_batch", True):
+        why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
+        raise ConfigError("ckpt_path", str(path), why)
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"

@@ -207,7 +207,7 @@ def fit_and_test(
     best_acc = float(module.val_acc_best.max_value)
     history = {k: list(v) for k, v in module.history.items()}
     epochs, steps, end = trainer.current_epoch, trainer.global_step, ended_by(trainer)
-    started = module.started_from and {"file": c["ckpt_path"], **module.started_from}
+    started = module.started_from and {"file": os.path.abspath(c["ckpt_path"]), **module.started_from}
 
     best = callbacks.checkpoint.best_model_path or None
     module.loaded_from = None
