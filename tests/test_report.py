@@ -363,6 +363,19 @@ def test_jobs_that_saved_no_checkpoint_are_said_to_report_their_final_weights(tm
     assert " 1 of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights." in summary
 
 
+def test_jobs_started_from_another_runs_checkpoint_are_said_to_count_on_from_it(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", f"seed={seed}"], 0.5)
+    metrics = json.loads((tmp_path / "s1" / "metrics.json").read_text())
+    metrics["started_from"] = {"file": "/elsewhere/last.ckpt", "epoch": 3, "global_step": 12}
+    (tmp_path / "s1" / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path)
+    budget = next(line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("Budget"))
+    assert budget.endswith(
+        "trained (min–max); 1 of the jobs started from another run's checkpoint and count on from it."
+    )
+
+
 def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     for seed in (0, 1, 2):
         add_job(tmp_path, f"s{seed}", ["data=halfswap", f"seed={seed}"], 1.0)

@@ -90,6 +90,7 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     row.update(epochs=whole(metrics["epochs"]), steps=whole(metrics["global_step"]), ended_by=str(metrics["ended_by"]))
     row.update(tested_epoch=whole(tested["epoch"]), tested_step=whole(tested["global_step"]))
     row["final_weights"] = tested["file"] is None  # no checkpoint was saved (no validation ran; fast_dev_run)
+    row["started_from"] = metrics.get("started_from") is not None  # ckpt_path: its epochs count on from there
     n, acc, done = whole(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
     if not isinstance(done, bool):
         raise TypeError(f"converged is {done!r}, not true or false")
@@ -230,6 +231,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     count = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     final = sum(bool(r.get("final_weights")) for r in rows)  # no validation ran, or fast_dev_run
     final_note = f" {final} of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights."
+    started = sum(bool(r.get("started_from")) for r in rows)  # runs from another run's checkpoint (ckpt_path)
+    later = f"; {started} of the jobs started from another run's checkpoint and count on from it" if started else ""
     lines = [
         f"# Sweep summary: `{sweep_dir}`",
         "",
@@ -241,8 +244,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         "`attn entropy`: the tested checkpoint's mean attention entropy in nats, beside its value for uniform "
         f"attention, log L.{final_note if final else ''}",
         "",
-        f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max; a run "
-        "started from another's checkpoint counts on from it: `started_from` in its metrics.json).",
+        f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max){later}.",
         "",
         f"Verdict: {RULE}",
         "",
