@@ -427,3 +427,31 @@ def test_help_shows_evaluates_own_keys_not_trains_groups(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("Score a trained run's tested checkpoint") and "run_dir: ???" in proc.stdout
     assert "== Configuration groups ==" not in proc.stdout  # (data=, model=, ...: evaluate refuses them)
+
+
+class Knows(torch.nn.Module):
+    """A classifier right on the sequences it was given, class 0 on any other: 1.0 tells the set scored."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.x, self.y, self.head = x, y, torch.nn.Linear(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        same = (x.flatten(1)[:, None] == self.x.flatten(1)[None]).all(-1)  # (B, N): which known sequence it is
+        label = torch.where(same.any(1), self.y[same.float().argmax(1)], 0)
+        return torch.nn.functional.one_hot(label, 2).float()
+
+
+@pytest.mark.parametrize("n", [128, 64])
+def test_the_training_length_is_scored_on_the_runs_own_test_set_only_at_its_size(n: int) -> None:
+    """eval.n = data.n_test: the run's own test set (the data module's); another n: a fresh set, as at other
+    lengths, not a set of that size drawn from the test set's seed (neither the run's own nor a fresh one)."""
+    from attnlab.evaluate import score
+    from attnlab.tasks import derive_seed, make_split, split_seed
+
+    data = {"task": "halfswap", "seq_len": 8, "dim": 1, "n_test": 128, "seed": 1234}
+    model = {"pos_enc": "sinusoidal"}
+    seed = split_seed("test", 0, 1234) if n == 128 else derive_seed(1234, "test", 8)
+    net = Knows(*make_split("halfswap", n, 8, 1, seed))
+    ev = {"seq_lens": [8], "n": n, "batch_size": 256, "untrained": "refuse"}
+    assert score(net, {"data": data, "model": model}, ev)["8"]["acc"] == 1.0
