@@ -4,6 +4,7 @@ an HParams row, the verdict), the `study` run (summary.md) and `uniform attentio
 the entropy charts). TensorBoard selects no run past 40 in a logdir (a 42-job study opened at its folder shows
 empty charts): here every chart is drawn at first sight."""
 
+import bisect
 import math
 import shutil
 import statistics
@@ -42,16 +43,11 @@ def cell_series(runs: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, 
     holds its last value from then on: a mean over only the seeds still training would jump where one stops."""
     series = {}
     for tag in sorted({tag for run in runs for tag in run}):
-        seeds = [sorted(run[tag].items()) for run in runs if run.get(tag)]
+        seeds = [(sorted(run[tag]), run[tag]) for run in runs if run.get(tag)]  # (its steps, {step: value})
         at: dict[int, list[float]] = {}
-        latest: list[float | None] = [None] * len(seeds)  # each seed's value at its latest step so far
-        next_point = [0] * len(seeds)
-        for step in sorted({s for points in seeds for s, _ in points}):
-            for i, points in enumerate(seeds):
-                while next_point[i] < len(points) and points[next_point[i]][0] <= step:
-                    latest[i] = points[next_point[i]][1]
-                    next_point[i] += 1
-            at[step] = [v for v in latest if v is not None]  # (none for a seed before its first step)
+        for step in sorted({s for steps, _ in seeds for s in steps}):
+            # each seed's value at its latest step up to this one (none before its first)
+            at[step] = [points[steps[i - 1]] for steps, points in seeds if (i := bisect.bisect_right(steps, step))]
         for suffix, stat in (("", statistics.fmean), ("/min", min), ("/max", max)):
             series[tag + suffix] = {s: stat(values) for s, values in at.items()}
     return series
