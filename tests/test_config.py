@@ -7,7 +7,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from attnlab.config import to_plain, validate
+from attnlab.config import check_overrides, to_plain, validate
 from attnlab.errors import ConfigError
 from attnlab.resume import check_start_checkpoint
 from attnlab.train import build
@@ -143,6 +143,10 @@ BAD = [
     (["data.seq_len=10000000"], "data.seq_len=10000000 is invalid: needs about 5645.8 GiB of memory, and"),
     (["eval.seq_lens=[1000000000]"], "eval.seq_lens=1000000000 is invalid: needs about"),
     (["~seed"], "seed=None is invalid: must be set; the schema requires it (~seed deleted it)"),
+    # (OmegaConf reads these as true: the command line is checked before it composes them)
+    (["diagnostics=2"], "diagnostics='2' is invalid: must be true or false"),
+    (["verbose=yes"], "verbose='yes' is invalid: must be true or false"),
+    (["trainer.enable_progress_bar=0"], "trainer.enable_progress_bar='0' is invalid: must be true or false"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     BAD.append((["trainer=gpu"], "trainer.accelerator='gpu' is invalid: no CUDA GPU is visible here; use"))
@@ -151,6 +155,7 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
 def test_bad_input_is_refused_with_the_key_value_and_what_is_allowed(compose_cfg, overrides, message) -> None:
     with pytest.raises((ConfigCompositionException, ValidationError, ConfigError)) as info:
+        check_overrides(overrides)
         c = to_plain(compose_cfg(*overrides))
         validate(c)
         check_start_checkpoint(c)
@@ -158,6 +163,10 @@ def test_bad_input_is_refused_with_the_key_value_and_what_is_allowed(compose_cfg
     assert message in text, text
     if isinstance(info.value, ConfigError):
         assert "\n" not in str(info.value)  # one line
+
+
+def test_true_or_false_is_taken_as_hydra_writes_it() -> None:
+    check_overrides(["diagnostics=true", "verbose=False", "trainer.enable_model_summary='true'", "seed=2"])
 
 
 @pytest.mark.parametrize("extra", ["+trainer.min_epochs=null", "+trainer.min_epochs=2", "+trainer.min_steps=null"])

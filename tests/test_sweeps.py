@@ -402,11 +402,18 @@ def test_a_plus_over_a_key_that_is_set_is_refused_as_hydra_refuses_it(job: list[
         assert c["torch_threads"] == compose("train", overrides=["+torch_threads=2"]).torch_threads == 2
 
 
-def test_a_sweep_setting_output_dir_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    """output_dir is where Hydra runs each job: set apart, the jobs' results would land away from their records."""
+@pytest.mark.parametrize(
+    "given,said",
+    [
+        # output_dir is where Hydra runs each job: set apart, the jobs' results would land away from their records
+        ("output_dir=/tmp/elsewhere", "output_dir='/tmp/elsewhere' is invalid: is the folder Hydra runs the job in"),
+        ("diagnostics=true,2", "diagnostics='2' is invalid: must be true or false"),
+    ],
+)
+def test_what_only_the_command_line_shows_is_checked_for_each_job(tmp_path: Path, given: str, said: str) -> None:
     sweep = tmp_path / "s"
-    proc = run_train("-m", *TINY, "seed=0,1", "output_dir=/tmp/elsewhere", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_train("-m", *TINY, "seed=0,1", given, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 1
-    said = proc.stderr.strip().splitlines()[-1]
-    assert said.startswith("error: output_dir='/tmp/elsewhere' is invalid: is the folder Hydra runs the job in")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: job #") and said in last  # the first job that gives it, named
     assert not sweep.exists()

@@ -62,17 +62,6 @@ def checked(default: Any, *rules: Rule, kind: str = "") -> Any:
     return field(default=default, metadata={"rules": rules, "kind": kind})
 
 
-def keys_of_kind(*kinds: str, schema: Any = None, prefix: str = "") -> list[str]:
-    """The dotted keys of the schema whose field is of one of `kinds` (no kinds: every key), in the schema's order."""
-    keys = []
-    for f in fields(schema or TrainConfig):
-        if is_dataclass(f.default_factory):
-            keys += keys_of_kind(*kinds, schema=f.default_factory, prefix=f"{prefix}{f.name}.")
-        elif not kinds or f.metadata.get("kind") in kinds:
-            keys.append(prefix + f.name)
-    return keys
-
-
 def one_of(*names: str) -> Rule:
     return (lambda v: v in names, f"expected one of {list(names)}")
 
@@ -195,6 +184,20 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)  # score the tested checkpoint at other lengths
 
 
+def schema_fields(schema: Any = TrainConfig, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, its dataclass field) for every key of the schema, in its order."""
+    keys = []
+    for f in fields(schema):
+        nested = is_dataclass(f.default_factory)
+        keys += schema_fields(f.default_factory, f"{prefix}{f.name}.") if nested else [(prefix + f.name, f)]
+    return keys
+
+
+def keys_of_kind(*kinds: str) -> list[str]:
+    """The dotted keys of the schema whose field is of one of `kinds` (no kinds: every key), in the schema's order."""
+    return [key for key, f in schema_fields() if not kinds or f.metadata.get("kind") in kinds]
+
+
 @dataclass
 class EvaluateSection(EvalSection):
     ckpt: str = "best"  # best (the tested checkpoint) | last | a path to a .ckpt file
@@ -206,6 +209,24 @@ class EvaluateConfig:
 
     run_dir: str = MISSING
     eval: EvaluateSection = field(default_factory=EvaluateSection)
+
+
+BOOLEANS = frozenset(key for key, f in schema_fields() if f.type is bool)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """What the composed config no longer shows: a true/false key given anything but true or false (OmegaConf
+    reads 2, "yes" and "on" as true), and `output_dir`, the folder Hydra runs the job in (conf/train.yaml): set
+    apart from it, a run's results would land away from its record (.hydra/), where no resume or report finds
+    them."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key == "output_dir":
+            why = "is the folder Hydra runs the job in: set hydra.run.dir (a sweep: hydra.sweep.dir) instead"
+            raise ConfigError("output_dir", value, why)
+        if key in BOOLEANS and value.strip("'\"").lower() not in ("true", "false"):
+            raise ConfigError(key, value, "must be true or false")
 
 
 def check_yaml_files(folder: Path) -> None:

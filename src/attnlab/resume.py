@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, read_write
 
 from attnlab import run_folder
-from attnlab.config import KINDS, keys_of_kind, run_config, to_plain, trainer_argument, validate
+from attnlab.config import KINDS, check_overrides, keys_of_kind, run_config, to_plain, trainer_argument, validate
 from attnlab.errors import ConfigError
 from attnlab.naming import canonical, flatten, hydra_quote
 
@@ -255,19 +255,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     return [argv[0], *flags, *overrides.values()]  # one per key, the last given
 
 
-def check_output_dir(overrides: list[str]) -> None:
-    """`output_dir` is the folder Hydra runs the job in (conf/train.yaml): set apart from it, a run's results
-    would land away from its record (.hydra/), where no resume and no report finds them."""
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.lstrip("+~") == "output_dir":
-            why = "is the folder Hydra runs the job in: set hydra.run.dir (a sweep: hydra.sweep.dir) instead"
-            raise ConfigError("output_dir", value, why)
-
-
 def preflight(config: Any) -> Path:
     """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
-    check_output_dir(list(config.hydra.overrides.task))
+    check_overrides(list(config.hydra.overrides.task))
     wanted = Path(str(config.hydra.run.dir))
     c = to_plain(config, str(wanted))
     validate(c)

@@ -28,7 +28,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import resume, run_folder, sweep_record
-from attnlab.config import to_plain, validate
+from attnlab.config import check_overrides, to_plain, validate
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 
@@ -185,7 +185,6 @@ class AttnlabSweeper(Sweeper):
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
-            resume.check_output_dir([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             jobs = grid(composer.overrides.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             names = job_names(jobs)
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
@@ -197,6 +196,7 @@ class AttnlabSweeper(Sweeper):
             configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
             for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
                 refused = f"job #{num} ({' '.join(overrides)}): "
+                check_overrides(overrides)
                 c, folder = composer.compose(overrides, None if own_subdir else name)
                 c["output_dir"] = str(sweep_dir / folder)
                 validate(c)
