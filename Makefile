@@ -47,21 +47,27 @@ sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitat
 NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))
 SWEEP_DIR = $(patsubst %/,%,$(or $(SWEEP),$(NEWEST_SWEEP)))
 
+# Folder names reach the shell through the environment, never as recipe text: a folder named `x$(cmd)` in
+# double quotes would run cmd.
+report tensorboard: export ATTNLAB_SWEEP = $(SWEEP_DIR)
+tensorboard: export ATTNLAB_LOGDIR = $(or $(LOGDIR),$(SWEEP_DIR)/tensorboard)
+evaluate: export ATTNLAB_RUN = $(RUN)
+
 NO_SWEEP = { echo "make $@: no sweep under outputs/multiruns/ (make sweep, or SWEEP=<sweep folder>)" >&2; exit 1; }
 
 report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
-	@test -n "$(SWEEP_DIR)" || $(NO_SWEEP)
-	$(PY) scripts/report.py "$(SWEEP_DIR)"
+	@test -n "$$ATTNLAB_SWEEP" || $(NO_SWEEP)
+	$(PY) scripts/report.py "$$ATTNLAB_SWEEP"
 
 tensorboard: setup  ## TensorBoard on the newest sweep's study view (SWEEP=<sweep> for another; LOGDIR=outputs for all)
-	@test -n "$(LOGDIR)$(SWEEP_DIR)" || $(NO_SWEEP)
-	$(VENV)/bin/tensorboard --logdir "$(or $(LOGDIR),$(SWEEP_DIR)/tensorboard)"
+	@test -n "$(LOGDIR)$$ATTNLAB_SWEEP" || $(NO_SWEEP)
+	$(VENV)/bin/tensorboard --logdir "$$ATTNLAB_LOGDIR"
 
 benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
-	$(PY) scripts/evaluate.py run_dir="$(RUN)" eval.seq_lens="$(LENS)"
+	$(PY) scripts/evaluate.py run_dir="$$ATTNLAB_RUN" eval.seq_lens="$(LENS)"
 
 figures: setup  ## regenerate the README's figures and tables under docs/ (one run, the limitations and length studies)
 	rm -rf outputs/docs/halfswap_rope

@@ -621,20 +621,62 @@ def test_a_run_record_cannot_load_a_yaml_file_from_elsewhere(own_copy: Path, tmp
     assert not pwned.exists() and folder_bytes(run_dir) == before
 
 
-def test_rerunning_a_run_from_its_saved_config_runs_no_code_from_it(own_copy: Path, tmp_path: Path) -> None:
-    """The README's re-run (`--config-path <run>/.hydra --config-name config`): Hydra would instantiate a
-    `hydra.callbacks` entry planted in the record (pathlib.Path.write_text passes Hydra's blocklist)."""
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--config-path", "{record}", "--config-name", "config"],
+        ["--config-path={record}", "--config-name=config"],
+        ["--config-dir", "{record}", "--config-name", "config"],
+    ],
+    ids=["as the README writes it", "flag=value", "config-dir"],
+)
+def test_rerunning_a_run_from_its_saved_config_runs_no_code_from_it(own_copy: Path, tmp_path: Path, flags) -> None:
+    """The README's re-run (`--config-path <run>/.hydra --config-name config`), however the flags are written:
+    Hydra would instantiate a `hydra.callbacks` entry planted in the record (pathlib.Path.write_text passes
+    Hydra's blocklist)."""
     marker = tmp_path / "PWNED"
     planted = {"hydra": {"callbacks": {"x": {"_target_": "pathlib.Path.write_text", "_args_": [
         {"_target_": "pathlib.Path", "_args_": [str(marker)]}, "x"]}}}}  # fmt: skip
     with (own_copy / ".hydra" / "config.yaml").open("a") as f:
         f.write(OmegaConf.to_yaml(planted))
-    proc = run_train("--config-path", str(own_copy / ".hydra"), "--config-name", "config",
-                     f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)  # fmt: skip
+    given = [flag.format(record=own_copy / ".hydra") for flag in flags]
+    proc = run_train(*given, f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith(
         "is invalid: a run's record sets the task's values only, not hydra"
     )
     assert not marker.exists() and not (tmp_path / "again").exists()
+
+
+def test_a_records_group_file_cannot_set_hydras_settings(tmp_path: Path) -> None:
+    """A file of the re-run's folder that a group choice picks (`data=evil`) is checked as the record is."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "data" / "evil.yaml").write_text("# @package hydra\ncallbacks: {}\n")
+    with pytest.raises(ConfigError, match="a run's record sets the task's values only, not @package hydra"):
+        resume.check_rerun_config(["train.py", "-cd", str(tmp_path), "data=evil"])
+
+
+def test_a_checkpoint_state_naming_a_file_elsewhere_is_refused_before_anything_is_touched(
+    own_copy: Path, tmp_path: Path
+) -> None:
+    """Lightning deletes the files a ModelCheckpoint state names as its old best (and tests its best): a crafted
+    `checkpoints/../../victim.txt` in last.ckpt would delete a file outside the run, a path elsewhere test it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    last = own_copy / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    for state in ckpt["callbacks"].values():
+        if "best_model_path" in state:
+            state["best_model_path"] = str(own_copy / "checkpoints" / ".." / ".." / "victim.txt")
+    torch.save(ckpt, last)
+    before = folder_bytes(own_copy)
+    proc = run_train(f"resume={own_copy}", "trainer.max_epochs=20", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume='{last}' is invalid: its checkpoint state names "
+        f"'{own_copy}/checkpoints/../../victim.txt', not one of this run's files"
+    )
+    assert victim.read_text() == "precious" and folder_bytes(own_copy) == before
 
 
 def test_a_sweep_record_cannot_load_a_yaml_file_or_a_launcher_from_elsewhere(

@@ -385,3 +385,19 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
     cells = dict(zip(header, row, strict=True))
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
+
+
+def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Path) -> None:
+    """`make report` and `make tensorboard` default to the newest sweep folder: its name is data, never shell text."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").symlink_to(root / "scripts")
+    (tmp_path / "outputs" / "multiruns" / "x$(touch PWNED)`touch PWNED2`").mkdir(parents=True)
+    make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
+    proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "error: sweep_dir='outputs/multiruns/x$(touch PWNED)`touch PWNED2`'" in proc.stderr
+    dry = subprocess.run([*make, "-n", "tensorboard"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert '--logdir "$ATTNLAB_LOGDIR"' in dry
+    assert not list(tmp_path.glob("PWNED*"))

@@ -72,19 +72,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def check_callback_paths(ckpt: dict[str, Any], key: str, path: Path) -> None:
+    """A checkpoint's ModelCheckpoint states may name only a run's own checkpoint files, by name: Lightning deletes
+    and tests the files they name (a crafted `checkpoints/../../x` would be deleted, an outside file tested)."""
+    for state in ckpt.get("callbacks", {}).values():
+        if not isinstance(state, dict) or "best_model_path" not in state:
+            continue
+        named = [state.get(k) for k in PATH_KEYS] + list(state.get("best_k_models") or {})
+        if bad := [name for name in named if name and own_name(name) is None]:
+            raise ConfigError(key, str(path), f"its checkpoint state names {bad[0]!r}, not one of this run's files")
+
+
+def own_name(path: Any) -> str | None:
+    """`<name>.ckpt` of a path naming one of a run's checkpoints (CHECKPOINTS), else None."""
+    name = os.path.basename(path) if isinstance(path, str) else None
+    return name if name in {f"{n}.ckpt" for n in CHECKPOINTS} and ".." not in Path(path).parts else None
+
+
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint forgets its best score when resumed in another folder than it was saved from (a run moved
-    or copied): best.ckpt would be overwritten by a worse epoch. The state follows the run into this folder. (A new
-    run from another's checkpoint gets no callback state: `LitClassifier.on_load_checkpoint`.)"""
+    """The saved state follows the run into this folder: ModelCheckpoint forgets its best score when resumed in
+    another folder than it was saved from (a run moved or copied), and best.ckpt would be overwritten by a worse
+    epoch. Each path is re-based to this folder by its name, one of a run's checkpoints (`check_callback_paths`
+    refused others up front). (A new run from another's checkpoint gets no callback state:
+    `LitClassifier.on_load_checkpoint`.)"""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_dir = state_dict.get("dirpath", self.dirpath)
-        if saved_dir == self.dirpath:
-            return super().load_state_dict(state_dict)
+        def here(path: Any) -> str:
+            name = own_name(path)
+            return os.path.join(self.dirpath, name) if name and self.dirpath else ""
 
-        def here(path: str) -> str:
-            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
-
-        moved = {k: here(state_dict.get(k, "")) for k in ("best_model_path", "kth_best_model_path", "last_model_path")}
-        moved["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        moved = {k: here(state_dict.get(k, "")) for k in PATH_KEYS}
+        moved["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items() if here(k)}
         return super().load_state_dict({**state_dict, "dirpath": self.dirpath, **moved})

@@ -62,7 +62,7 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     trained with; `train` plans again, from the checkpoints as they are then."""
     from pytorch_lightning.callbacks import Timer  # imported once the values are checked
 
-    from attnlab.checkpoints import newest_checkpoint
+    from attnlab.checkpoints import check_callback_paths, newest_checkpoint
 
     newest = None
     if c["resume"] and run_folder.holds_run(folder):
@@ -81,6 +81,7 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     else:
         check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
+    check_callback_paths(ckpt, "resume", path)
     epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
     if (max_epochs := c["trainer"]["max_epochs"]) < epoch:  # Lightning would fail it, or record a budget it overran
         why = f"{path.name} is at epoch {epoch}, step {step}; a resume may lengthen the budget, not cut it"
@@ -211,21 +212,34 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     return [*task, *launch]
 
 
+RERUN_FLAGS = {"--config-path": "path", "-cp": "path", "--config-dir": "dir", "-cd": "dir", "--config-name": "name",
+               "-cn": "name"}  # fmt: skip
+
+
 def check_rerun_config(argv: list[str]) -> None:
-    """`--config-path <run>/.hydra --config-name config` (re-run a run) composes from a record: it may set the
-    task's values (which attnlab builds from, by name), not Hydra's settings (`hydra.callbacks` would be
-    instantiated: anything run) nor a defaults list (which can pick them). ConfigError otherwise."""
-    flags = dict(itertools.pairwise(argv))
-    folder, name = flags.get("--config-path", flags.get("-cp")), flags.get("--config-name", flags.get("-cn"))
-    if folder is None or name is None:
-        return
-    path = Path(folder) / (name if name.endswith(".yaml") else f"{name}.yaml")
-    try:
-        record = yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
-        return  # Hydra says what is wrong with it
-    if found := [key for key in ("hydra", "defaults") if isinstance(record, dict) and key in record]:
-        raise ConfigError("--config-path", str(path), f"a run's record sets the task's values only, not {found[0]}")
+    """`--config-path <run>/.hydra --config-name config` (re-run a run; also `--config-dir`, and `--flag=value`)
+    composes from a record: it may set the task's values (which attnlab builds from, by name), not Hydra's
+    settings (`hydra.callbacks` would be instantiated: anything run), nor pick them (a defaults list, a file of
+    package hydra). Every YAML file of such a folder is checked: its groups can be chosen too. ConfigError otherwise."""
+    given: dict[str, str] = {}
+    for arg, after in itertools.zip_longest(argv, argv[1:], fillvalue=""):
+        flag, sep, value = arg.partition("=")
+        if flag in RERUN_FLAGS:
+            given[RERUN_FLAGS[flag]] = value if sep else after
+    for folder in filter(None, (given.get("path"), given.get("dir"))):
+        for path in sorted(Path(folder).rglob("*.yaml"))[:1000]:
+            try:
+                text = path.read_text()
+                record = yaml.safe_load(text)
+            except (OSError, ValueError, yaml.YAMLError):
+                continue  # Hydra says what is wrong with it, if it reads it
+            package = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
+            found = [key for key in ("hydra", "defaults") if isinstance(record, dict) and key in record]
+            if package and package[1].split(".")[0] == "hydra":
+                found.append(f"@package {package[1]}")
+            if found:
+                why = f"a run's record sets the task's values only, not {found[0]}"
+                raise ConfigError("--config-path" if folder == given.get("path") else "--config-dir", str(path), why)
 
 
 def resume_argv(argv: list[str]) -> list[str]:
