@@ -1099,3 +1099,22 @@ def test_a_sweep_over_a_list_setting_is_reported(tmp_path: Path) -> None:
     summary = (sweep / "summary.md").read_text()
     header, *rows = [line for line in summary[: summary.index("## Length")].splitlines() if line.startswith("| ")]
     assert "eval.seq_lens" in header and len([r for r in rows if "---" not in r]) == 2
+
+
+def test_a_run_that_stopped_early_trains_nothing_more_when_resumed_unless_its_patience_grows(tmp_path: Path) -> None:
+    """Lightning restores EarlyStopping's patience from the checkpoint and looks again only after another epoch:
+    a resume of a stopped run trained one more epoch each time, and a larger patience was ignored."""
+    run = tmp_path / "run"
+    args = [*TINY, "data.n_train=512", "early_stop.patience=2", "trainer.max_epochs=30"]
+    assert run_train(*args, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    first = json.loads((run / "metrics.json").read_text())
+    assert first["ended_by"] == "early_stop" and first["epochs"] < 30
+    assert run_train(f"resume={run}", cwd=tmp_path).returncode == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert (again["epochs"], again["global_step"]) == (first["epochs"], first["global_step"])
+    assert run_train(f"resume={run}", "early_stop.patience=4", cwd=tmp_path).returncode == 0
+    longer = json.loads((run / "metrics.json").read_text())
+    assert (
+        longer["epochs"] > first["epochs"]
+        and longer["history"]["val/loss"][: first["epochs"]] == first["history"]["val/loss"][: first["epochs"]]
+    )

@@ -154,12 +154,25 @@ class RunCallbacks:
         if c["early_stop"]["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
             # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
             # has no val/loss, and Lightning's default check would fail the run there.
-            self.all.append(EarlyStopping("val/loss", **c["early_stop"], check_on_train_epoch_end=False))
+            self.all.append(RunEarlyStopping("val/loss", **c["early_stop"], check_on_train_epoch_end=False))
         self.diagnostics = AttentionDiagnostics(describe(c)) if c["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
         if progress:
             self.all.append(progress_bar(c["progress"]))
+
+
+class RunEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, resumed as the run's config says: its patience is the config's (a resume may
+    change it; Lightning restores the checkpoint's), and a run that had stopped trains nothing more (Lightning
+    would train another epoch before it looked again)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({**state_dict, "patience": self.patience})
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.wait_count >= self.patience:
+            trainer.should_stop = True
 
 
 def make_logger(c: dict[str, Any], out: Path, start_step: int, origin: dict) -> Any:
