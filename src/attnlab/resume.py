@@ -220,14 +220,17 @@ def check_rerun_config(argv: list[str]) -> None:
     """`--config-path <run>/.hydra --config-name config` (re-run a run; also `--config-dir`, and `--flag=value`)
     composes from a record: it may set the task's values (which attnlab builds from, by name), not Hydra's
     settings (`hydra.callbacks` would be instantiated: anything run), nor pick them (a defaults list, a file of
-    package hydra). Every YAML file of such a folder is checked: its groups can be chosen too. ConfigError otherwise."""
+    package hydra). The config named and every group file of such a folder are checked. ConfigError otherwise."""
     given: dict[str, str] = {}
     for arg, after in itertools.zip_longest(argv, argv[1:], fillvalue=""):
         flag, sep, value = arg.partition("=")
         if flag in RERUN_FLAGS:
             given[RERUN_FLAGS[flag]] = value if sep else after
+    name = given.get("name", "train").removesuffix(".yaml") + ".yaml"
     for folder in filter(None, (given.get("path"), given.get("dir"))):
-        for path in sorted(Path(folder).rglob("*.yaml"))[:1000]:
+        # the config it composes from, and the group files a choice can pick (a record's hydra.yaml is neither)
+        groups = [path for path in sorted(Path(folder).rglob("*.yaml"))[:1000] if path.parent != Path(folder)]
+        for path in [Path(folder) / name, *groups]:
             try:
                 text = path.read_text()
                 record = yaml.safe_load(text)
