@@ -27,6 +27,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     ev = OmegaConf.to_container(cfg.eval, resolve=True)
     try:
+        if OmegaConf.is_missing(cfg, "run_dir"):
+            raise ConfigError("run_dir", "???", "must be set: run_dir=<a run folder, as train.py printed it>")
         entry = evaluate_run(cfg.run_dir, ev, ev.pop("ckpt"))
     except ConfigError as err:
         sys.exit(f"error: {err}")

@@ -264,6 +264,11 @@ def test_refused_before_evaluating(learned_run, tmp_path, args, message) -> None
     assert (learned_run / "metrics.json").read_text() == before
 
 
+def test_no_run_folder_is_one_line(tmp_path) -> None:
+    said = refused_early(cwd=tmp_path)
+    assert said.startswith("error: run_dir='???' is invalid: must be set: run_dir=<a run folder"), said
+
+
 def test_no_length_is_refused(learned_run) -> None:
     with pytest.raises(ConfigError, match=r"^eval.seq_lens=\[\] is invalid: give at least one length"):
         evaluate_run(learned_run, {**EV, "seq_lens": []})
