@@ -408,12 +408,14 @@ def test_a_plus_over_a_key_that_is_set_is_refused_as_hydra_refuses_it(job: list[
         # output_dir is where Hydra runs each job: set apart, the jobs' results would land away from their records
         ("output_dir=/tmp/elsewhere", "output_dir='/tmp/elsewhere' is invalid: is the folder Hydra runs the job in"),
         ("diagnostics=true,2", "diagnostics='2' is invalid: must be true or false"),
+        ("hydra/launcher=processes hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 is invalid: must be -1"),
     ],
 )
 def test_what_only_the_command_line_shows_is_checked_for_each_job(tmp_path: Path, given: str, said: str) -> None:
     sweep = tmp_path / "s"
-    proc = run_train("-m", *TINY, "seed=0,1", given, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_train("-m", *TINY, "seed=0,1", *given.split(), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: job #") and said in last  # the first job that gives it, named
+    assert last.startswith("error: ") and said in last  # a job's value: the first job that gives it, named
+    assert last.startswith("error: job #") == ("hydra.launcher" not in given)
     assert not sweep.exists()
