@@ -105,5 +105,5 @@ class RunCheckpoint(ModelCheckpoint):
             return os.path.join(self.dirpath, name) if name and self.dirpath else ""
 
         moved = {k: here(state_dict.get(k, "")) for k in PATH_KEYS}
-        moved["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items() if here(k)}
+        moved["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items() if own_name(k)}
         return super().load_state_dict({**state_dict, "dirpath": self.dirpath, **moved})

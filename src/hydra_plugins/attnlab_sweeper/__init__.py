@@ -185,9 +185,8 @@ class AttnlabSweeper(Sweeper):
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
-            if self.forks and not (self.launcher.n_jobs == -1 or self.launcher.n_jobs >= 1):  # (0: no worker at all)
-                why = "must be -1 (one worker per core) or an integer >= 1"
-                raise ConfigError("hydra.launcher.n_jobs", self.launcher.n_jobs, why)
+            if self.forks:
+                self.launcher.check()
             jobs = grid(composer.overrides.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             names = job_names(jobs)
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them

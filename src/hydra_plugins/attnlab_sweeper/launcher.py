@@ -28,7 +28,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import errors
-from attnlab.errors import Interrupted
+from attnlab.errors import ConfigError, Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,12 @@ class ProcessesLauncher(Launcher):
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.overrides = Overrides(hydra_context.config_loader)
+
+    def check(self) -> None:
+        """ConfigError for settings no worker could run with (the sweeper asks before any job starts)."""
+        if not (self.n_jobs == -1 or self.n_jobs >= 1):  # 0: no worker at all
+            why = "must be -1 (one worker per core) or an integer >= 1"
+            raise ConfigError("hydra.launcher.n_jobs", self.n_jobs, why)
 
     def workers(self, jobs: int) -> int:
         """n_jobs, or with -1 the cores this process may run on (a SLURM allocation's, not the node's)."""
