@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 import attnlab.train
 from attnlab import resume, run_folder
 from attnlab.errors import ConfigError, Interrupted
-from attnlab.naming import job_dirname
+from attnlab.naming import hydra_quote, job_dirname
 from attnlab.train import train
 
 from .conftest import (
@@ -805,17 +805,47 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert read_metrics(job_dir(sweep, "seed=1"))["global_step"] == 1
 
 
-def test_a_record_may_not_call_a_resolver(own_copy: Path, capsys) -> None:
-    """`${oc.env:HOME}` in a saved config would be read (and shown in the refusal's comparison): refused as such."""
+def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
+    own_copy: Path, tmp_path: Path, capsys
+) -> None:
+    """Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again when it sets the job's folder: a run into, or a
+    resume of, `a${oc.env:HOME}` claimed that folder and wrote into `a/<HOME>`. Refused in one line instead."""
+    named = own_copy.with_name("run${oc.env:HOME}")
+    own_copy.rename(named)
+    before = folder_bytes(named)
+    err = refused_in_process(capsys, f"resume={named}")
+    assert err.strip().splitlines()[-1] == (
+        f"error: resume={str(named)!r} is invalid: Hydra would read '${{' in a folder's name as an interpolation "
+        "and write elsewhere: rename the folder"
+    )
+    fresh = tmp_path / "new${oc.env:HOME}"
+    err = refused_in_process(capsys, *TINY, f"hydra.run.dir={hydra_quote(str(fresh))}")
+    assert err.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={str(fresh)!r} is invalid: Hydra would")
+    sweep = f"{tmp_path}/sweep${{oc.env:HOME}}"
+    proc = run_train("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={hydra_quote(sweep)}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: hydra.sweep.dir={sweep!r} is invalid: Hydra")
+    assert folder_bytes(named) == before and sorted(p.name for p in tmp_path.iterdir()) == [named.name]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("${oc.env:HOME}", "${oc.env:HOME}"), ("${${trainer.zz}:HOME}", "${${trainer.zz}:HOME}")],
+    ids=["resolver", "resolver-named-by-an-interpolation"],
+)
+def test_a_record_may_not_call_a_resolver(own_copy: Path, capsys, value: str, shown: str) -> None:
+    """`${oc.env:HOME}` in a saved config would be read (and shown in the refusal's comparison): refused as such,
+    also when the resolver's name is itself an interpolation (`${${trainer.zz}:HOME}`, zz: oc.env)."""
     from attnlab.evaluate import evaluate_run
 
     saved = own_copy / ".hydra" / "config.yaml"
-    saved.write_text(re.sub(r"(?m)^  project: .*$", "  project: ${oc.env:HOME}", saved.read_text()))
-    assert "${oc.env:HOME}" in saved.read_text()
+    text = re.sub(r"(?m)^  project: .*$", lambda _: f"  project: {value}", saved.read_text())
+    saved.write_text(text.replace("\ntrainer:\n", "\ntrainer:\n  zz: oc.env\n", 1))
+    assert value in saved.read_text()
     err = refused_in_process(capsys, f"resume={own_copy}")
-    assert "does not load (a resolver, ${oc.env:...}: a record holds plain values" in err.strip().splitlines()[-1]
+    assert f"does not load (an interpolation, {shown}" in err.strip().splitlines()[-1]
     assert "would change" not in err  # (it compared the resolved value: its HOME)
-    with pytest.raises(ConfigError, match=r"a resolver, \$\{oc.env:"):
+    with pytest.raises(ConfigError, match=re.escape(f"an interpolation, {shown}")):
         evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
 
 
@@ -952,6 +982,28 @@ def test_a_run_started_from_a_checkpoint_resumes_from_its_own(own_copy: Path, tr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "from checkpoints/last.ckpt (epoch 2, step 8)" in resumed.stdout
     assert read_metrics(run_dir)["epochs"] == 3
+
+
+def test_a_records_start_checkpoint_outside_it_is_not_loaded_unless_given_again(
+    own_copy: Path, cli_run: Path, tmp_path: Path, capsys
+) -> None:
+    """A run started from `ckpt_path` and stopped before its first checkpoint: its record names a file outside
+    its folder, which a crafted record could point anywhere. The resume asks for it again, printing the command."""
+    outside = Path(shutil.copy(cli_run / "checkpoints" / "last.ckpt", tmp_path / "x.ckpt"))
+    for name in ("checkpoints", "metrics.json"):
+        shutil.rmtree(own_copy / name) if name == "checkpoints" else (own_copy / name).unlink()
+    record = own_copy / ".hydra" / "overrides.yaml"
+    record.write_text(record.read_text() + f"- ckpt_path={outside}\n- trainer.max_epochs=3\n")
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    command = f"python scripts/train.py resume={own_copy} ckpt_path={outside}"
+    assert err.strip().splitlines()[-1] == (
+        f"error: resume={str(own_copy)!r} is invalid: it started from ckpt_path={str(outside)!r}, outside it, which "
+        f"a record may not make a run load: `{command}`"
+    )
+    assert not (own_copy / "checkpoints").exists()
+    proc = run_train(*shlex.split(command)[2:], cwd=tmp_path)  # the command printed, as printed
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metrics(own_copy)["started_from"]["file"] == str(outside)
 
 
 def test_a_run_started_with_a_logger_folder_resumes_when_it_is_given_again(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Faults and reproducibility: bad input, resume after a kill, signals, NaN, disk errors, same seed -> same numbers."""
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from attnlab.checkpoints import AtomicCheckpointIO
+from attnlab.errors import ConfigError
 from attnlab.train import train
 
 from .conftest import CLI_ENV, TINY, TRAIN, compose_train, python, read_metrics, run_train, scalar_values
@@ -74,6 +76,43 @@ def test_corrupt_checkpoint_never_trains_from_scratch(train_cli, tmp_path: Path)
         and f"error: ckpt_path='{bad}' is invalid: not a loadable attnlab checkpoint" in proc.stderr
     )
     assert not (run_dir / "checkpoints").exists()
+
+
+class RunsCode:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("true",))
+
+
+GOOD = {"epoch": 1, "global_step": 8, "hyper_parameters": {"model": {"d_model": 32}, "lr": 0.003}, "state_dict": {}}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, None),
+        ({"epoch": -7}, "ValueError: its epoch and global_step must be whole numbers >= 0"),
+        ({"global_step": torch.tensor(8)}, "ValueError: its epoch and global_step must be whole numbers >= 0"),
+        ({"hyper_parameters": {}}, "ValueError: its hyper_parameters must be plain values, with the model's"),
+        ({"hyper_parameters": {"model": {"d_model": torch.tensor(32)}}}, "ValueError: its hyper_parameters must"),
+        ({"state_dict": RunsCode()}, "refused by torch.load(weights_only=True): Trying to load unsupported GLOBAL"),
+    ],
+    ids=["good", "negative-epoch", "tensor-step", "no-model", "tensor-setting", "code"],
+)
+def test_a_checkpoint_holds_plain_counts_and_settings(tmp_path: Path, change: dict, why: str | None) -> None:
+    """A crafted file: a negative epoch made a record attnlab then refused, a tensor setting passed the same-run
+    check (`tensor(32) == 32` is truthy), no model settings a KeyError; PyTorch's advice to load with
+    weights_only=False is not repeated."""
+    from attnlab.checkpoints import read_checkpoint
+
+    path = tmp_path / "x.ckpt"
+    torch.save({**GOOD, **change}, path)
+    if why is None:
+        assert read_checkpoint(path, "ckpt_path")["epoch"] == 1
+        return
+    with pytest.raises(ConfigError) as refused:
+        read_checkpoint(path, "ckpt_path")
+    assert str(refused.value).startswith(f"ckpt_path='{path}' is invalid: not a loadable attnlab checkpoint (")
+    assert why in str(refused.value) and "weights_only` set to `False`" not in str(refused.value)
 
 
 def start(run_dir: Path, *args: str) -> subprocess.Popen:

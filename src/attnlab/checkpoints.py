@@ -4,6 +4,7 @@ disk leaves the previous one whole), and kept right when a run folder moves (`Ru
 """
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from attnlab.errors import ConfigError, first_line
 from attnlab.run_folder import replacing
 
 CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume candidates (newest_checkpoint)
+TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -25,11 +27,28 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
         raise ConfigError(key, str(path), "no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        int(ckpt["epoch"]), int(ckpt["global_step"]), dict(ckpt["hyper_parameters"]), dict(ckpt["state_dict"])
+        dict(ckpt["state_dict"])
+        if not all(type(ckpt[name]) is int and ckpt[name] >= 0 for name in ("epoch", "global_step")):
+            raise ValueError("its epoch and global_step must be whole numbers >= 0")
+        if not (isinstance(hp := ckpt["hyper_parameters"], dict) and isinstance(hp.get("model"), dict) and plain(hp)):
+            raise ValueError("its hyper_parameters must be plain values, with the model's settings")
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
         why = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        if isinstance(e, pickle.UnpicklingError):  # PyTorch's own text advises weights_only=False: its detail only
+            detail = [line for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_ADVICE)]
+            reason = detail[0] if detail else first_line(e)
+            why = f"not a loadable attnlab checkpoint (refused by torch.load(weights_only=True): {reason})"
         raise ConfigError(key, str(path), why) from e
     return ckpt
+
+
+def plain(value: Any) -> bool:
+    """Only what a config holds: numbers, strings, None, and lists and dicts of them (no tensors)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(map(plain, value))
+    return value is None or type(value) in (bool, int, float, str)
 
 
 def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:

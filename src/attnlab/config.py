@@ -254,13 +254,16 @@ def to_plain(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     if output_dir is not None:
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         with open_dict(cfg):
-            cfg.output_dir = output_dir  # Hydra's runtime folder, interpolated in conf/train.yaml
+            cfg.output_dir = ""  # Hydra's runtime folder in conf/train.yaml, set below
     try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[return-value]
+        c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[assignment]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
         missing = isinstance(e, MissingMandatoryValue)
         what = "is not set (???)" if missing else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
         raise ConfigError(e.full_key, lookup(OmegaConf.to_container(cfg), e.full_key), what) from e  # type: ignore[arg-type]
+    if output_dir is not None:  # after resolving: OmegaConf would read a `${` in a folder's name as interpolation
+        c["output_dir"] = output_dir
+    return c
 
 
 SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use instead
@@ -473,8 +476,17 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 
 
 # ${data.dim} is a key's value; a resolver such as ${oc.env:HOME} reads what a record has no business with. Hydra's
-# own stays (output_dir: ${hydra:runtime.output_dir}).
-RESOLVER = re.compile(r"\$\{\s*(?!hydra\s*:)[\w.-]+\s*:")
+# own stays (output_dir: ${hydra:runtime.output_dir}). Every `${` must open one of these: a resolver's name made by
+# an interpolation (${${a.b}:X}) or any other form is refused with them.
+PLAIN_REFERENCE = re.compile(r"\$\{\s*(hydra\s*:\s*)?[\w.-]+\s*\}")
+
+
+def not_plain_reference(text: str) -> str | None:
+    """The first `${...}` in `text` that is not a key reference (or Hydra's own), as written; None if none."""
+    for found in re.finditer(r"\$\{", text):
+        if not PLAIN_REFERENCE.match(text, found.start()):
+            return text[found.start() : found.start() + 40]
+    return None
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -486,8 +498,8 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         schema = OmegaConf.structured(TrainConfig)
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
         record = OmegaConf.load(path)
-        if resolver := RESOLVER.search(OmegaConf.to_yaml(record)):
-            raise ValueError(f"a resolver, {resolver[0]}...}}: a record holds plain values and key references")
+        if resolver := not_plain_reference(OmegaConf.to_yaml(record)):
+            raise ValueError(f"an interpolation, {resolver}: a record holds plain values and key references")
         return to_plain(OmegaConf.merge(schema, record), str(run_dir))
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e

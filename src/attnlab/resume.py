@@ -9,6 +9,7 @@ ConfigErrors, raised before a file is touched.
 
 import itertools
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -256,6 +257,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     sweep = "-m" in argv or "--multirun" in argv
     folder = Path(given[-1].split("=", 1)[1])
     try:
+        run_folder.check_name(folder, "resume")
         saved = saved_overrides(folder, sweep)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -267,15 +269,32 @@ def resume_argv(argv: list[str]) -> list[str]:
             flags.append(arg)
         elif arg.split("=", 1)[0] != "resume":
             now.append(arg)
+    check_saved_start(folder, saved, now, sweep)
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
     overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
     return [argv[0], *flags, *overrides.values()]  # one per key, the last given
+
+
+def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: bool) -> None:
+    """A record's `ckpt_path` names a file outside its folder, which a record may not make a run load: taken
+    over only where it is never loaded (a run continuing from checkpoints of its own), else asked for again."""
+    start = [item for item in saved if item.split("=", 1)[0].lstrip("+") == "ckpt_path"]
+    if not start or any(item.split("=", 1)[0].lstrip("+") == "ckpt_path" for item in now):
+        return
+    if not sweep and any((folder / "checkpoints").glob("*.ckpt")):
+        return
+    value = start[-1].split("=", 1)[1].strip("'\"")
+    command = f"{run_folder.continue_command(folder, sweep)} ckpt_path={shlex.quote(value)}"
+    why = f"it started from ckpt_path={value!r}, outside it, which a record may not make a run load: `{command}`"
+    print(f"error: {ConfigError('resume', str(folder), why)}", file=sys.stderr)
+    sys.exit(1)
 
 
 def preflight(config: Any) -> Path:
     """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
     check_overrides(list(config.hydra.overrides.task))
     wanted = Path(str(config.hydra.run.dir))
+    run_folder.check_name(wanted, "hydra.run.dir")
     c = to_plain(config, str(wanted))
     validate(c)
     if run_folder.secondary_process():

@@ -70,6 +70,14 @@ def holds_run(folder: Path, marker: str = ".hydra") -> bool:
     return (folder / marker).exists() or (marker == ".hydra" and (folder / "checkpoints").is_dir())
 
 
+def check_name(folder: str | Path, key: str) -> None:
+    """A folder Hydra can run in: Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again as an interpolation
+    when it sets runtime.output_dir, so a folder named `a${oc.env:HOME}` would be claimed and another written."""
+    if "${" in str(folder):
+        why = "Hydra would read '${' in a folder's name as an interpolation and write elsewhere: rename the folder"
+        raise ConfigError(key, str(folder), why)
+
+
 def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:
     """Claim and lock `folder` for a run (marker `.hydra`) or a sweep (`multirun.yaml`). A default (timestamped)
     name: the first free of folder, folder-2, ...; an explicit one: refused if it holds a run; resuming: it must

@@ -116,8 +116,8 @@ class Composition:
         for override in values:
             set_value(job, override)
         with open_dict(job):
-            job.output_dir = output_dir
-        return to_plain(job)
+            job.output_dir = ""  # set after resolving (to_plain)
+        return {**to_plain(job), "output_dir": output_dir}
 
     def plain_value_fits(self, override: Any) -> bool:
         """A single plain value, of a key no interpolation reads, in a section the composition has."""
@@ -185,6 +185,7 @@ class AttnlabSweeper(Sweeper):
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
+            run_folder.check_name(sweep_dir, "hydra.sweep.dir")
             if self.forks:
                 self.launcher.check()
             jobs = grid(composer.overrides.parser, [*(f"{k}={v}" for k, v in self.params.items()), *arguments])
@@ -201,6 +202,7 @@ class AttnlabSweeper(Sweeper):
                 check_overrides(overrides)
                 c, folder = composer.compose(overrides, None if own_subdir else name)
                 c["output_dir"] = str(sweep_dir / folder)
+                run_folder.check_name(folder, "hydra.sweep.subdir")
                 validate(c)
                 if folder in folders:
                     raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
