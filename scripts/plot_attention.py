@@ -15,18 +15,13 @@ from attnlab import run_folder
 from attnlab.config import run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
-from attnlab.errors import ConfigError
+from attnlab.errors import ArgumentParser, ConfigError
 from attnlab.module import load_module
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 1, as every refusal (argparse: usage, exit 2)
-        sys.exit(f"error: {message} (python scripts/plot_attention.py --help)")
-
-
-parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("run_dir", type=Path)
 parser.add_argument("out", type=Path)
 parser.add_argument("--ckpt", default="best")
@@ -37,6 +32,7 @@ try:
     formats = FigureCanvasAgg.get_supported_filetypes()
     if args.out.is_dir() or args.out.suffix[1:].lower() not in formats:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
+    run_folder.check_no_links_out(args.run_dir, "run_dir")  # every file it reads stays inside the run
     c = run_config(args.run_dir)
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")
     for name, value, count in (

@@ -1,18 +1,17 @@
 """Tables and plots of a sweep: python scripts/report.py outputs/multiruns/<sweep>"""
 
-import argparse
 import atexit
 import gc
 import os
 import sys
 from pathlib import Path
 
-from attnlab.errors import ConfigError
+from attnlab.errors import ArgumentParser, ConfigError
 from attnlab.report import write_report
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 
-parser = argparse.ArgumentParser(description=__doc__)
+parser = ArgumentParser(description=__doc__)
 parser.add_argument("sweep_dir", type=Path)
 args = parser.parse_args()
 if not args.sweep_dir.is_dir() or not os.access(args.sweep_dir, os.W_OK):  # before reading every job
@@ -24,6 +23,8 @@ try:
     rows = write_report(args.sweep_dir)
 except (FileNotFoundError, ConfigError) as e:
     sys.exit(f"error: {e}")
+except Exception as e:  # a record crafted past every check: one line all the same (a sweep's end says the same)
+    sys.exit(f"error: the report could not be written: {type(e).__name__}: {e}")
 print((args.sweep_dir / "summary.md").read_text())
 print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}")
 sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)

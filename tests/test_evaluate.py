@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -460,3 +461,19 @@ def test_the_training_length_is_scored_on_the_runs_own_test_set_only_at_its_size
     net = Knows(*make_split("halfswap", n, 8, 1, seed))
     ev = {"seq_lens": [8], "n": n, "batch_size": 256, "untrained": "refuse"}
     assert score(net, {"data": data, "model": model}, ev)["8"]["acc"] == 1.0
+
+
+def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) -> None:
+    """evaluate read .hydra/config.yaml before its link check (the refusal quoted the outside file's keys), and
+    plot_attention never checked: both refuse the link before reading anything."""
+    run = Path(shutil.copytree(learned_run, tmp_path / "run"))
+    outside = Path(shutil.move(run / ".hydra" / "config.yaml", tmp_path / "outside.yaml"))
+    outside.write_text(outside.read_text() + "secret: 1\n")
+    (run / ".hydra" / "config.yaml").symlink_to(outside)
+    said = f"run_dir='{run}' is invalid: holds a link to outside it (.hydra/config.yaml)"
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        evaluate_run(run, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
+    plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]
+    proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {said}"
+    assert not (tmp_path / "a.png").exists() and not (run / "evaluation.json").exists()

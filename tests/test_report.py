@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from attnlab import report
 from attnlab.board import cell_series
+from attnlab.errors import ConfigError
 from attnlab.report import write_report
 from attnlab.verdict import converged
 
@@ -327,7 +328,12 @@ def test_a_crafted_history_fails_its_row_and_the_report_is_written(tmp_path: Pat
      ({"test/loss": "x"}, "test/loss is 'x', not a finite number"),
      ({"epochs": float("inf")}, "inf is not a whole number >= 0"),
      ({"converged": "false"}, "converged is 'false', not true or false"),  # was: read as True, so `chance`
-     ({"test_sequences": 0}, "0 is not a whole number >= 1")],
+     ({"test_sequences": 0}, "0 is not a whole number >= 1"),
+     ({"test/loss": 10**400}, "test/loss is 1000"),  # was: OverflowError (math.isinf of a huge int)
+     ({"diagnostics": {"attn/entropy_uniform": 1000.0}}, "attn/entropy_uniform is 1000.0, not an entropy"),
+     # was: taken on trust, so `chance` for a run still learning or an interval over sequences never scored
+     ({"converged": False}, "converged is False, but its val/loss history says True (the rule: attnlab.verdict)"),
+     ({"test_sequences": 10**9}, "test_sequences is 1000000000, more than its data.n_test (1024)")],
 )  # fmt: skip
 def test_a_crafted_result_fails_its_row_naming_the_value(tmp_path: Path, patch, reason) -> None:
     add_job(tmp_path, "s0", ["seed=0"], 0.5)
@@ -401,3 +407,72 @@ def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Pat
     dry = subprocess.run([*make, "-n", "tensorboard"], cwd=tmp_path, capture_output=True, text=True).stdout
     assert '--logdir "$ATTNLAB_LOGDIR"' in dry
     assert not list(tmp_path.glob("PWNED*"))
+
+
+def test_what_a_job_at_any_depth_reads_stays_inside_the_sweep(tmp_path: Path) -> None:
+    """jobs.json (or a folder found on disk) may place a job deeper than the sweep's own link check looked: its
+    FAILED, a link to a file outside, was copied into summary.md and results.csv."""
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "s0", ["seed=0"], 0.5)
+    add_job(sweep, "deep/a/b", ["seed=1"], 0.5)
+    (tmp_path / "secret.txt").write_text("a secret line\n")
+    (sweep / "deep" / "a" / "b" / "FAILED").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(ConfigError, match=r"holds a link to outside it \(FAILED\)"):
+        write_report(sweep)
+    assert not (sweep / "summary.md").exists() and not (sweep / "results.csv").exists()
+
+
+def test_a_failures_last_line_is_shown_as_text_not_as_terminal_codes_or_table_cells(tmp_path: Path) -> None:
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    add_job(tmp_path, "s1", ["seed=1"], 0.5)
+    (tmp_path / "s1" / "FAILED").write_text("Traceback ...\nboom | verdict | learned | \x1b[2J\x1b]0;owned\x07\n")
+    rows = {r["job"]: r for r in write_report(tmp_path)}
+    assert rows["s1"]["error"] == "boom | verdict | learned | \\x1b[2J\\x1b]0;owned\\x07"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| `s1` | failed | boom \\| verdict \\| learned \\| \\x1b[2J\\x1b]0;owned\\x07 |" in summary
+    assert "\x1b" not in summary
+
+
+def test_a_file_where_the_study_view_goes_is_refused_not_deleted(tmp_path: Path) -> None:
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    (tmp_path / "tensorboard").write_text("a file of the user's\n")
+    with pytest.raises(ConfigError, match="holds a file named tensorboard where the study view goes"):
+        write_report(tmp_path)
+    assert (tmp_path / "tensorboard").read_text() == "a file of the user's\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "error: the following arguments are required: sweep_dir (python scripts/report.py --help)"),
+        (["{sweep}", "extra"], "error: unrecognized arguments: extra (python scripts/report.py --help)"),
+        (["{sweep}"], "error: the report could not be written: TypeError: '<' not supported between instances of"),
+    ],
+    ids=["no-folder", "extra-argument", "crafted-record"],
+)
+def test_report_py_refuses_in_one_line_with_exit_code_1(tmp_path: Path, args: list[str], said: str) -> None:
+    """argparse's own refusals (usage, exit 2) and a record crafted past the row checks (a job's task given as a
+    number: the plots cannot sort it) are one line and exit 1, as every refusal."""
+    import subprocess
+
+    from .conftest import CLI_ENV, ROOT, python
+
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "s0", ["data=halfswap", "seed=0"], 0.5)
+    add_job(sweep, "s1", ["data=uniform", "seed=0"], 0.5)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    saved = sweep / "s1" / ".hydra" / "config.yaml"
+    saved.write_text(saved.read_text().replace("task: uniform", "task: 7"))
+    script = [*python(), str(ROOT / "scripts" / "report.py")]
+    proc = subprocess.run(
+        [*script, *(a.format(sweep=sweep) for a in args)], env=CLI_ENV, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(said) and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreadable_jobs_record_is_refused_not_read_as_no_plan(tmp_path: Path) -> None:
+    """A cut or garbled jobs.json made the report drop its planned-but-unstarted jobs and exit 0."""
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    (tmp_path / "jobs.json").write_text('[{"overrides": ["seed=0"], "dir": "s0"}, {"overrides": ["seed=1"]')
+    with pytest.raises(ConfigError, match=r"jobs.json' is invalid: is not a record of jobs this program wrote \("):
+        write_report(tmp_path)

@@ -1,6 +1,8 @@
 """The exceptions scripts turn into one line and an exit code, and the type checks of plain config values."""
 
+import argparse
 import errno
+import sys
 import types
 import typing
 from pathlib import Path
@@ -13,6 +15,13 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is invalid: {allowed}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, refusing a bad argument as every bad value is: one line, exit 1 (argparse: usage, exit 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        sys.exit(f"error: {message} (python scripts/{self.prog} --help)")
 
 
 class Interrupted(BaseException):

@@ -140,6 +140,8 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     """Score checkpoint `ckpt` of a finished run at `ev["seq_lens"]` into its evaluation.json (returned). Every
     refusal (a length, a run unfinished or being trained, a folder not writable) comes before any scoring."""
     run_dir = Path(run_dir)
+    if run_dir.is_dir():  # every file it reads (and writes) stays inside the run; not one: run_config says so
+        run_folder.check_no_links_out(run_dir, "run_dir")
     c = run_config(run_dir)
     state, reason = run_folder.status(run_dir)
     if state != "ok":  # its metrics.json would make a failed run look finished
@@ -151,7 +153,6 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
-    run_folder.check_no_links_out(run_dir, "run_dir")
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
     with run_folder.locked(run_dir, "run_dir"):

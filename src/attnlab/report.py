@@ -29,7 +29,7 @@ from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
 from attnlab.sweep_record import read_jobs
-from attnlab.verdict import CHANCE, RULE, cell_verdict, seed_verdict, wilson
+from attnlab.verdict import CHANCE, RULE, cell_verdict, converged, seed_verdict, wilson
 
 COLUMNS = {key: name for name, key in KEY_SETTINGS.items() if name != "seed"}  # config key -> column name
 ALWAYS_GROUPED = ("data.task", "model.pos_enc")
@@ -52,6 +52,12 @@ def collect(sweep_dir: Path) -> Rows:
     or one planned by a record cut short)."""
     planned = [sweep_dir / job["dir"] for job in read_jobs(sweep_dir)]
     found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+    root = sweep_dir.resolve()
+    for job_dir in planned + sorted(found):  # what it reads of a job (at any depth) stays inside the sweep
+        if job_dir.exists():
+            if not job_dir.resolve().is_relative_to(root):
+                raise ConfigError("sweep", str(sweep_dir), f"holds a link to outside it ({job_dir})")
+            run_folder.check_no_links_out(job_dir, "sweep", depth=1)
     return [read_job(sweep_dir, d) for d in planned + sorted(found - set(planned))]
 
 
@@ -94,6 +100,12 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     n, acc, done = whole(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
     if not isinstance(done, bool):
         raise TypeError(f"converged is {done!r}, not true or false")
+    # A verdict rests on these two: checked against the run's own config and history, not taken on trust.
+    if n > settings["data.n_test"]:
+        raise ValueError(f"test_sequences is {n}, more than its data.n_test ({settings['data.n_test']})")
+    rule = converged(metrics["history"]["val/loss"], settings["early_stop.patience"], settings["early_stop.min_delta"])
+    if done is not rule:
+        raise ValueError(f"converged is {done!r}, but its val/loss history says {rule} (the rule: attnlab.verdict)")
     row.update(converged=done, n_test=n, verdict=seed_verdict(acc, n, done), fit_seconds=metrics.get("fit_seconds"))
     row["ci_low"], row["ci_high"] = wilson(acc, n)
     try:
@@ -103,11 +115,18 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+# An entropy in nats of attention over at most 2^64 positions (the study view draws uniform attention's exp(it))
+MAX_ENTROPY = 64 * math.log(2)
+
+
 def number(value: Any, key: str) -> float:
-    """A number from a record: finite, not a bool or text, and an accuracy in [0, 1]; else ValueError."""
-    low, high = (0, 1) if "acc" in key else (-math.inf, math.inf)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high or math.isinf(value):
-        raise ValueError(f"{key} is {value!r}, not {'an accuracy' if high == 1 else 'a finite number'}")
+    """A number from a record: finite, not a bool or text, an accuracy in [0, 1], an entropy in [0, MAX_ENTROPY];
+    else ValueError."""
+    low, high = (0, 1) if "acc" in key else (0, MAX_ENTROPY) if "entropy" in key else (-math.inf, math.inf)
+    plain = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300  # (10**400 too)
+    if not plain or not low <= value <= high:
+        what = "an accuracy" if high == 1 else "an entropy" if high == MAX_ENTROPY else "a finite number"
+        raise ValueError(f"{key} is {value!r}, not {what}")
     return float(value)
 
 
@@ -223,7 +242,7 @@ def budget_line(rows: Rows, keys: list[str]) -> str:
 
 
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in [header, *body]]
+    lines = ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |" for cells in [header, *body]]
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
 
 
@@ -425,6 +444,8 @@ def write_report(sweep_dir: str | Path) -> Rows:
     sweep_dir = Path(sweep_dir)
     # what it writes and every job file it reads (FAILED, metrics.json, .hydra/config.yaml) stay inside
     run_folder.check_no_links_out(sweep_dir, "sweep", depth=2)
+    if (sweep_dir / BOARD_FOLDER).exists() and not (sweep_dir / BOARD_FOLDER).is_dir():
+        raise ConfigError("sweep", str(sweep_dir), f"holds a file named {BOARD_FOLDER} where the study view goes")
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")

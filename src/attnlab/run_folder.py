@@ -140,7 +140,8 @@ def status(folder: Path) -> tuple[str, str]:
     for name in (FAILED, INTERRUPTED):
         if (folder / name).is_file():
             lines = (folder / name).read_text(errors="replace").strip().splitlines()
-            return name.lower(), lines[-1] if lines else ""
+            # shown on terminals and in tables: control characters (a terminal's escape sequences) escaped
+            return name.lower(), "".join(c if c.isprintable() else ascii(c)[1:-1] for c in lines[-1]) if lines else ""
     metrics = folder / METRICS
     if metrics.is_file():
         try:

@@ -1,5 +1,6 @@
 """`<sweep>/jobs.json`, written before any job runs: {"jobs": [{"overrides": [...], "dir": "<folder>"}]}. Read
-back as input by the jobs, a continuation and the report: folders stay inside the sweep; unreadable is none."""
+back as input by the jobs, a continuation and the report: folders stay inside the sweep; an unreadable one is
+refused (ConfigError), an absent one is none (a sweep stopped before its jobs were planned)."""
 
 import functools
 import json
@@ -17,8 +18,8 @@ def write_jobs(sweep_dir: Path, jobs: list[list[str]], folders: list[str]) -> No
 
 
 def read_jobs(sweep_dir: Path, key: str = "sweep") -> list[dict[str, Any]]:
-    """The jobs, [] without a readable record; ConfigError for a folder outside the sweep, or named twice (its
-    run would count as two jobs)."""
+    """The jobs, [] without a record; ConfigError for an unreadable one, a folder outside the sweep, or one named
+    twice (its run would count as two jobs)."""
     try:  # each job of a sweep reads it twice: checked once per state of the record and of the sweep's folder
         state = tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(os.stat, (sweep_dir / "jobs.json", sweep_dir)))
     except OSError:
@@ -32,8 +33,9 @@ def checked_jobs(sweep_dir: str, key: str, state: tuple) -> tuple[tuple[tuple[st
     try:
         jobs = json.loads(source.read_text())["jobs"]
         jobs = [(tuple(str(o) for o in job["overrides"]), job["dir"]) for job in jobs]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return ()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # its planned jobs would go unseen
+        why = f"is not a record of jobs this program wrote ({type(e).__name__}): move it away, or restore it"
+        raise ConfigError(key, str(source), why) from e
     seen: set[str] = set()
     for _, folder in jobs:
         if (real := inside(Path(sweep_dir), folder, key, source, sweep_dir)) in seen:
