@@ -6,15 +6,17 @@ python scripts/evaluate.py run_dir=outputs/multiruns/<sweep>/data=halfswap,pos_e
 
 import atexit
 import gc
+import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.board import EVENTS
 from attnlab.config import register_configs
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, hydra_error
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
 from attnlab.naming import quote_paths
 
@@ -48,4 +50,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = quote_paths(sys.argv, ("run_dir", "eval.ckpt"))  # paths as printed: a job folder has = and ,
-    main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach here whole, to be said in one line
+    try:
+        main()
+    except HydraException as e:  # composing: an unknown key, a value of the wrong type
+        sys.exit(f"error: {hydra_error(e)}")

@@ -8,6 +8,7 @@ python scripts/train.py -m resume=outputs/multiruns/<sweep>  # continue a sweep:
 
 import atexit
 import gc
+import os
 import signal
 import sys
 from pathlib import Path
@@ -40,12 +41,13 @@ atexit.register(gc.freeze)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
-from attnlab.errors import ConfigError, Interrupted, run_failure  # noqa: E402
+from attnlab.errors import ConfigError, Interrupted, hydra_error, run_failure  # noqa: E402
 from attnlab.naming import quote_paths  # noqa: E402
 from attnlab.resume import check_rerun_config, resume_argv  # noqa: E402
 
@@ -85,4 +87,8 @@ if __name__ == "__main__":
     except ConfigError as e:
         sys.exit(f"error: {e}")
     sys.argv = resume_argv(quote_paths(sys.argv, ("ckpt_path",)))
-    main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach here whole, to be said in one line
+    try:
+        main()
+    except HydraException as e:  # composing: an unknown group option, a value of the wrong type
+        sys.exit(f"error: {hydra_error(e)}")

@@ -132,6 +132,14 @@ BAD = [
         ["+trainer.val_check_interval=100"],
         "trainer.val_check_interval=100 is invalid: must be 1..32, the training batches",
     ),
+    # accepted before, and then silently meant something else (validation after every batch; min_epochs ignored;
+    # Lightning's "all" is only -1; bf16 run while the record says 16; 99 minutes)
+    (["+trainer.val_check_interval=0.0"], "trainer.val_check_interval=0.0 is invalid: must be 1..32, the training"),
+    (["+trainer.val_check_interval=0.01"], "is invalid: must be 1..32, the training batches of an epoch, or a fract"),
+    (["+trainer.min_epochs=5", "trainer.max_epochs=2"], "trainer.min_epochs=5 is invalid: must be <= trainer.max_epo"),
+    (["+trainer.num_sanity_val_steps=-5"], "trainer.num_sanity_val_steps=-5 is invalid: must be an integer >= -1"),
+    (["trainer.precision=16", "trainer.accelerator=cpu"], "trainer.precision='16' is invalid: 16-bit mixed precision"),
+    (["trainer.max_time=00:00:99:99"], "trainer.max_time='00:00:99:99' is invalid: must be null (no limit) or DD:HH"),
     (["+trainer.barebones=true"], "trainer.barebones=True is invalid: is set by attnlab; use nothing: it turns off"),
     (["+trainer.num_nodes=2"], "trainer.num_nodes=2 is invalid: needs a cluster that starts a process on each node"),
     (

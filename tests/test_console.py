@@ -51,6 +51,20 @@ def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path)
     assert not any(n in proc.stdout + proc.stderr for n in NOISE), proc.stdout + proc.stderr
 
 
+def test_an_experiment_run_without_m_says_it_is_one_run_of_a_sweep(tmp_path) -> None:
+    """`experiment=limitations` without -m trained one model without a word, with one torch thread (the sweep's
+    launcher divides the cores among its jobs: a single run has the machine)."""
+    run = tmp_path / "run"
+    args = ["experiment=limitations", *TINY, "+trainer.max_steps=1", "verbose=true", f"hydra.run.dir={run}"]
+    proc = run_train(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.startswith(
+        "[attnlab] note: the config sweeps data, model.pos_enc, seed (hydra.sweeper.params): this is one run of it, "
+        "with the values given; add -m for the sweep\n"
+    )
+    assert read_metrics(run)["global_step"] == 1
+
+
 def test_verbose_shows_the_config_and_lightnings_summaries(tmp_path) -> None:
     proc = run_train(*QUIET, "verbose=true", "progress=plain", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -138,3 +152,22 @@ def test_an_epoch_line_shows_only_what_its_epoch_logged(tmp_path, capsys, args, 
     assert all("train/acc" in line for line in lines)
     if "+trainer.max_steps=6" in args:
         assert metrics["ended_by"] == "max_steps" and metrics["global_step"] == 6
+
+
+@pytest.mark.parametrize(("before", "after", "shown"), [(4, 8, True), (8, 10, False)])
+def test_an_epochs_train_loss_is_shown_when_logged_even_if_equal_to_the_last(capsys, before, after, shown) -> None:
+    """The line dropped train/loss when it equalled the previous epoch's value (0.0 once a model has learned): it
+    is dropped only when none of the epoch's steps logged one (every log_every_n_steps=4 here)."""
+    from types import SimpleNamespace
+
+    from attnlab.console import EpochLines
+
+    lines = EpochLines()
+    trainer = SimpleNamespace(global_step=before, log_every_n_steps=4, is_global_zero=True, max_epochs=3)
+    lines.get_metrics = lambda trainer, module: {"train/loss": 0.0, "train/acc": 1.0}
+    lines.on_train_epoch_start(trainer, None)
+    trainer.current_epoch, trainer.global_step = 0, after
+    lines.on_train_epoch_end(trainer, None)
+    lines.on_train_end(trainer, None)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"epoch 1/3 step {after} ") and ("train/loss 0.0000" in line) is shown, line

@@ -523,16 +523,20 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     assert {"config/text_summary", "custom_scalars__config__", "provenance/text_summary"} <= set(shown)
 
 
-def test_a_run_from_another_tasks_checkpoint_keeps_its_weights_not_its_record(tmp_path: Path) -> None:
+def test_a_run_from_another_tasks_checkpoint_keeps_its_weights_not_its_record(tmp_path: Path, capsys) -> None:
     """Fine-tuning halfswap from a uniform run: the weights and the epoch count go on, but the history (the
     verdict's convergence), val/acc_best and early stopping's best and count are the new run's own; a resume of
-    it keeps them, and where it started from."""
+    it keeps them, and where it started from. The start says that the checkpoint was trained on other data (a
+    forgotten `data=` trained the default task without a word)."""
     source = tmp_path / "uniform"
     train(compose_train(source, *TINY, "data=uniform", "trainer.max_epochs=3", "early_stop.patience=1"))
     ckpt = source / "checkpoints" / "last.ckpt"
     new = tmp_path / "halfswap"
     args = [*TINY, "data=halfswap", "early_stop.patience=1", f"ckpt_path={ckpt}"]
+    capsys.readouterr()
     metrics = train(compose_train(new, *args, "trainer.max_epochs=5"))
+    said = f"[attnlab] starting from {ckpt}, trained on other data: data.task='uniform' (this run: 'halfswap')\n"
+    assert said in capsys.readouterr().out
     history = metrics["history"]
     assert history["step"] == [15, 19]  # epochs 4 and 5: two validations of its own, none of uniform's three
     assert metrics["epochs"] == 5  # uniform's best val/loss would have stopped it after its first (patience 1)
@@ -1153,6 +1157,17 @@ def test_a_sweep_over_a_list_setting_is_reported(tmp_path: Path) -> None:
     assert "eval.seq_lens" in header and len([r for r in rows if "---" not in r]) == 2
 
 
+def test_resuming_a_finished_run_is_refused_not_a_silent_re_test(own_copy: Path, capsys) -> None:
+    """It re-tested, rewrote metrics.json and its events, and said `done` as if it had trained."""
+    before = folder_bytes(own_copy)
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    assert err.strip().splitlines()[-1] == (
+        f"error: resume='{own_copy}' is invalid: has finished (it has trained its trainer.max_epochs=1) and was "
+        "tested: nothing is left to do; give a larger budget to train on"
+    )
+    assert folder_bytes(own_copy) == before
+
+
 def test_a_run_that_stopped_early_trains_nothing_more_when_resumed_unless_its_patience_grows(tmp_path: Path) -> None:
     """Lightning restores EarlyStopping's patience from the checkpoint and looks again only after another epoch:
     a resume of a stopped run trained one more epoch each time, and a larger patience was ignored."""
@@ -1161,6 +1176,14 @@ def test_a_run_that_stopped_early_trains_nothing_more_when_resumed_unless_its_pa
     assert run_train(*args, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
     first = json.loads((run / "metrics.json").read_text())
     assert first["ended_by"] == "early_stop" and first["epochs"] < 30
+    before = folder_bytes(run)
+    proc = run_train(f"resume={run}", cwd=tmp_path)  # (it trained another epoch: "tested epoch 7 of 7")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume='{run}' is invalid: has finished (early stopping ended it (early_stop.patience=2)) and was "
+        "tested: nothing is left to do; give a larger budget to train on"
+    )
+    assert folder_bytes(run) == before
+    (run / "metrics.json").unlink()  # as if killed during its test: the resume tests it, training nothing more
     assert run_train(f"resume={run}", cwd=tmp_path).returncode == 0
     again = json.loads((run / "metrics.json").read_text())
     assert (again["epochs"], again["global_step"]) == (first["epochs"], first["global_step"])

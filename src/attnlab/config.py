@@ -42,8 +42,8 @@ SOME_BATCHES: Rule = (
 )
 # "DD:HH:MM:SS", as Lightning's Timer reads it; all zeros would train no step and test the initial weights
 DURATION: Rule = (
-    lambda v: bool(re.fullmatch(r"\d+:\d\d:\d\d:\d\d", v)) and any(map(int, v.split(":"))),
-    "must be null (no limit) or DD:HH:MM:SS, more than 00:00:00:00",
+    lambda v: bool(re.fullmatch(r"\d+:([01]\d|2[0-3]):[0-5]\d:[0-5]\d", v)) and any(map(int, v.split(":"))),
+    "must be null (no limit) or DD:HH:MM:SS (hours < 24, minutes and seconds < 60), more than 00:00:00:00",
 )
 CUDA: Rule = (
     lambda v: v not in ("gpu", "cuda") or torch.cuda.is_available(),
@@ -274,7 +274,8 @@ SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use inst
     "enable_checkpointing": "nothing: best.ckpt and last.ckpt are how runs resume",
     "barebones": "nothing: it turns off the logging and checkpoints every run records its results with",
 }
-AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_steps": 0, "min_epochs": 0}
+AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_steps": 0, "min_epochs": 0,
+            "num_sanity_val_steps": -1}  # fmt: skip
 
 
 @functools.cache
@@ -431,9 +432,19 @@ def validate(c: dict[str, Any]) -> None:
         why = f"must be <= trainer.max_epochs={epochs}: no validation would run, and no checkpoint be kept"
         raise ConfigError("trainer.check_val_every_n_epoch", every, why)
     interval, batches = trainer.get("val_check_interval"), training_batches(c)
-    if isinstance(interval, int) and not 1 <= interval <= batches:  # an int counts batches, a float is a fraction
-        why = f"must be 1..{batches}, the training batches of an epoch, or a fraction"
+    # an int counts batches, a float is a fraction of an epoch (Lightning validates after every batch at 0.0)
+    if (isinstance(interval, int) and not 1 <= interval <= batches) or (
+        isinstance(interval, float) and not (0 < interval <= 1 and int(batches * interval) >= 1)
+    ):
+        why = f"must be 1..{batches}, the training batches of an epoch, or a fraction in [{1 / batches:.3g}, 1]"
         raise ConfigError("trainer.val_check_interval", interval, why)
+    if (least := trainer.get("min_epochs")) is not None and fits(least, int) and least > epochs:  # Lightning: ignored
+        raise ConfigError("trainer.min_epochs", least, f"must be <= trainer.max_epochs={epochs}")
+    # Lightning runs 16-bit mixed precision on a CPU as bf16-mixed, with a warning: the record would say 16
+    on_cpu = trainer["accelerator"] == "cpu" or (trainer["accelerator"] == "auto" and not torch.cuda.is_available())
+    if on_cpu and str(trainer["precision"]) in ("16", "16-mixed"):
+        why = "16-bit mixed precision needs a GPU; on a CPU Lightning would run bf16-mixed: give that, or 32-true"
+        raise ConfigError("trainer.precision", trainer["precision"], why)
     # Read later (attnlab.resume.plan); a resumed run goes on from its own checkpoints, if it has any.
     if c["ckpt_path"] is not None and not c["resume"] and not Path(c["ckpt_path"]).is_file():
         raise ConfigError("ckpt_path", c["ckpt_path"], "no such checkpoint file")

@@ -46,7 +46,7 @@ class EpochLines(ProgressBar):
         super().__init__()
         self.started = time.perf_counter()
         self.pending: tuple[int, int, float, bool] | None = None  # (epoch, step, seconds, validated) of an epoch
-        self.validated, self.loss_before = False, None
+        self.validated, self.step_before = False, 0
 
     def disable(self) -> None: ...  # Lightning's, on a process of rank > 0: `flush` prints on rank 0 only
 
@@ -55,7 +55,7 @@ class EpochLines(ProgressBar):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer, pl_module)
         self.started, self.validated = time.perf_counter(), False
-        self.loss_before = self.get_metrics(trainer, pl_module).get("train/loss")
+        self.step_before = trainer.global_step
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.validated |= not trainer.sanity_checking
@@ -73,7 +73,8 @@ class EpochLines(ProgressBar):
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if "/" in k}
         if not validated:
             metrics = {k: v for k, v in metrics.items() if not k.startswith("val/")}
-        if metrics.get("train/loss") == self.loss_before:
+        every = trainer.log_every_n_steps  # the steps that log train/loss (attnlab.module): none in this epoch?
+        if step // every == self.step_before // every:  # (a value equal to the last epoch's is still shown)
             metrics.pop("train/loss", None)
         shown = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         print(f"epoch {epoch + 1}/{trainer.max_epochs} step {step} {shown} ({seconds:.1f} s)", flush=True)

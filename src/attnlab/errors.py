@@ -2,6 +2,7 @@
 
 import argparse
 import errno
+import re
 import sys
 import types
 import typing
@@ -57,6 +58,27 @@ def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
         name = str(written).removesuffix(".tmp") if written else folder
         return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
     return f"{type(e).__name__}: {e} (traceback in {traceback_file})"
+
+
+# Hydra's message lines that say where in its own objects, or how to see its traceback
+HYDRA_DETAIL = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+
+
+def hydra_error(e: BaseException) -> str:
+    """Hydra's composition error (an unknown option, a value of the wrong type) and its cause as one line, in
+    ConfigError's form where it names an override (Hydra prints 5-10 lines)."""
+    parts = []
+    for part in filter(None, (e, e.__cause__)):
+        text = str(part).split("\nConfig search path:")[0]  # (where Hydra looked: its own and conf/)
+        text = text.replace(":\n\t", ": ").replace("\n\t", ", ")  # "Available options in 'data':", one a line
+        lines = [line.strip() for line in text.splitlines()]
+        kept = [line for line in lines if line and not line.startswith(HYDRA_DETAIL)]
+        parts.append("".join(f"{'; ' if i and kept[i - 1][-1] not in '.:,' else ' ' if i else ''}{line}"
+                             for i, line in enumerate(kept)))  # fmt: skip
+    merging = re.fullmatch(r"Error merging override (\S+?)=(.*)", parts[0]) if parts else None
+    if merging and len(parts) > 1:
+        return str(ConfigError(merging[1], merging[2], parts[1]))
+    return ": ".join(parts) or type(e).__name__
 
 
 def first_line(e: BaseException) -> str:

@@ -55,6 +55,7 @@ class Plan(NamedTuple):
     epoch: int  # the checkpoint's epoch, from 1 (0 from scratch)
     step: int  # its global step: a resumed TensorBoard run hides what came after it
     own: bool  # the checkpoint is this run's own (a resume), not another run's (ckpt_path)
+    spent: str = ""  # why a resume from it would train nothing more under this config ("" if it would train)
 
 
 def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
@@ -93,7 +94,20 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         if timer.time_remaining() <= 0:  # type: ignore[operator]
             why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
             raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
-    return Plan(path, epoch, step, own=True)
+    return Plan(path, epoch, step, own=True, spent=spent_budget(ckpt, c, epoch, step))
+
+
+def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int) -> str:
+    """Why training from this checkpoint would stop at once under config `c`; "" if it would train."""
+    trainer, patience = c["trainer"], c["early_stop"]["patience"]
+    if epoch >= trainer["max_epochs"]:
+        return f"it has trained its trainer.max_epochs={trainer['max_epochs']}"
+    if (max_steps := trainer.get("max_steps", -1)) not in (-1, None) and step >= max_steps:
+        return f"it has trained its trainer.max_steps={max_steps}"
+    waits = [s.get("wait_count", 0) for k, s in ckpt.get("callbacks", {}).items() if "EarlyStopping" in k]
+    if patience is not None and any(isinstance(w, int) and w >= patience for w in waits):
+        return f"early stopping ended it (early_stop.patience={patience})"
+    return ""
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
@@ -125,6 +139,18 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
         raise ConfigError("ckpt_path", str(path), why)
     return path
+
+
+def other_data(c: dict[str, Any], checkpoint: Path) -> str:
+    """`ckpt_path` trains on this run's data: where the checkpoint's own run (its folder's record, if it has
+    one) was trained on other data, a note saying so (fine-tuning by design; a forgotten `data=` by mistake)."""
+    try:
+        saved = run_config(checkpoint.parent.parent)["data"]
+    except (ConfigError, KeyError, TypeError):
+        return ""
+    a, b = flatten({"data": saved}), flatten({"data": c["data"]})
+    differ = [f"{k}={a.get(k)!r} (this run: {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return f", trained on other data: {', '.join(differ)}" if differ else ""
 
 
 def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
@@ -299,7 +325,13 @@ def preflight(config: Any) -> Path:
     validate(c)
     if run_folder.secondary_process():
         return wanted
-    plan(c, wanted, recorded=True)
+    start = plan(c, wanted, recorded=True)
+    if params := config.hydra.sweeper.get("params"):  # experiment=limitations without -m: one job, said so
+        print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
+              "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
+    if start.own and start.spent and run_folder.status(wanted)[0] == "ok":  # a re-test would only rewrite its record
+        why = f"has finished ({start.spent}) and was tested: nothing is left to do; give a larger budget to train on"
+        raise ConfigError("resume", str(wanted), why)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
 
