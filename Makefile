@@ -43,8 +43,11 @@ gpu-check: setup  ## on a CUDA machine: the GPU tests (fp32, bf16-mixed, fused =
 sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitations (EXP=... for another)
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)
 
-# The newest sweep folder (make report, make tensorboard), without a trailing slash.
-NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | head -1))
+# The newest sweep folder with a finished job (make report, make tensorboard; a refused or failed sweep is passed
+# over), without a trailing slash.
+NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | while IFS= read -r d; do \
+	find "$$d" -maxdepth 2 -name metrics.json | grep -q . && { echo "$$d"; break; }; done))
+PICKED = echo "make $@: $$ATTNLAB_SWEEP, the newest sweep with a finished job (SWEEP=<sweep folder> for another)"
 SWEEP_DIR = $(patsubst %/,%,$(or $(SWEEP),$(NEWEST_SWEEP)))
 
 # Folder names reach the shell through the environment, never as recipe text: a folder named `x$(cmd)` in
@@ -53,20 +56,23 @@ report tensorboard: export ATTNLAB_SWEEP = $(SWEEP_DIR)
 tensorboard: export ATTNLAB_LOGDIR = $(or $(LOGDIR),$(SWEEP_DIR)/tensorboard)
 evaluate: export ATTNLAB_RUN = $(RUN)
 
-NO_SWEEP = { echo "make $@: no sweep under outputs/multiruns/ (make sweep, or SWEEP=<sweep folder>)" >&2; exit 1; }
+NO_SWEEP = { echo "make $@: no sweep with a finished job under outputs/multiruns/ (make sweep, or SWEEP=<sweep folder>)" >&2; exit 1; }
 
 report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
 	@test -n "$$ATTNLAB_SWEEP" || $(NO_SWEEP)
+	@test -n "$(SWEEP)" || $(PICKED)
 	$(PY) scripts/report.py "$$ATTNLAB_SWEEP"
 
 tensorboard: setup  ## TensorBoard on the newest sweep's study view (SWEEP=<sweep> for another; LOGDIR=outputs for all)
 	@test -n "$(LOGDIR)$$ATTNLAB_SWEEP" || $(NO_SWEEP)
+	@test -n "$(LOGDIR)$(SWEEP)" || $(PICKED)
 	$(VENV)/bin/tensorboard --logdir "$$ATTNLAB_LOGDIR"
 
 benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])
+	@test -n "$$ATTNLAB_RUN" || { echo "make $@: RUN is not set: make evaluate RUN=<run folder, as printed>" >&2; exit 1; }
 	$(PY) scripts/evaluate.py run_dir="$$ATTNLAB_RUN" eval.seq_lens="$(LENS)"
 
 figures: setup  ## regenerate the README's figures and tables under docs/ (one run, the limitations and length studies)

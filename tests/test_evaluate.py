@@ -473,10 +473,11 @@ def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) ->
     outside = Path(shutil.move(run / ".hydra" / "config.yaml", tmp_path / "outside.yaml"))
     outside.write_text(outside.read_text() + "secret: 1\n")
     (run / ".hydra" / "config.yaml").symlink_to(outside)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     said = f"run_dir='{run}' is invalid: holds a link to outside it (.hydra/config.yaml)"
     with pytest.raises(ConfigError, match=re.escape(said)):
         evaluate_run(run, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
     plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]
     proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
     assert proc.returncode == 1 and proc.stderr.strip() == f"error: {said}"
-    assert not (tmp_path / "a.png").exists() and not (run / "evaluation.json").exists()
+    assert not (tmp_path / "a.png").exists() and {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

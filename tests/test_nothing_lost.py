@@ -1193,3 +1193,27 @@ def test_a_run_that_stopped_early_trains_nothing_more_when_resumed_unless_its_pa
         longer["epochs"] > first["epochs"]
         and longer["history"]["val/loss"][: first["epochs"]] == first["history"]["val/loss"][: first["epochs"]]
     )
+
+
+@pytest.mark.parametrize(
+    ("item", "why"),
+    [
+        ("seed='0", "Hydra cannot read it ("),
+        ("seed=choice(0,1)", "a run's record holds one value, not a sweep's"),
+        ("seed=0,1", "a run's record holds one value, not a sweep's"),
+    ],
+)
+def test_a_saved_override_hydra_cannot_read_is_refused_naming_the_record(
+    own_copy: Path, capsys, item: str, why: str
+) -> None:
+    """Hydra's own multi-line error ("LexerNoViableAltException", "requires --multirun") named no record."""
+    record = own_copy / ".hydra" / "overrides.yaml"
+    record.write_text(record.read_text() + f"- {item}\n- trainer.max_epochs=3\n")
+    before = folder_bytes(own_copy)
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: resume='{record}' is invalid: refusing its saved override {item!r}: {why}")
+    )
+    assert folder_bytes(own_copy) == before

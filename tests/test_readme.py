@@ -82,6 +82,8 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool =
         command += f" {tiny}"
         if "ckpt_path=" in command:  # the tiny base run trained 1 epoch; a run from its checkpoint needs more
             command += " trainer.max_epochs=2"
+        elif "resume=" in command and " -m " not in command:  # a finished run resumes only to train longer
+            command += f" trainer.max_epochs={n + 2}"  # (n: the command's place: each resume gives more)
     elif "--config-path" in command:
         command = re.sub(r"hydra\.run\.dir=\S+", f"hydra.run.dir={tmp / f'run{n}'}", command)
     elif command.startswith("make "):

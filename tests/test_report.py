@@ -400,7 +400,9 @@ def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Pat
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "scripts").symlink_to(root / "scripts")
-    (tmp_path / "outputs" / "multiruns" / "x$(touch PWNED)`touch PWNED2`").mkdir(parents=True)
+    hostile = tmp_path / "outputs" / "multiruns" / "x$(touch PWNED)`touch PWNED2`"
+    (hostile / "seed=0").mkdir(parents=True)
+    (hostile / "seed=0" / "metrics.json").write_text("{}")  # a finished job: the newest sweep with one
     make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
     proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "error: sweep_dir='outputs/multiruns/x$(touch PWNED)`touch PWNED2`'" in proc.stderr
@@ -476,3 +478,27 @@ def test_an_unreadable_jobs_record_is_refused_not_read_as_no_plan(tmp_path: Path
     (tmp_path / "jobs.json").write_text('[{"overrides": ["seed=0"], "dir": "s0"}, {"overrides": ["seed=1"]')
     with pytest.raises(ConfigError, match=r"jobs.json' is invalid: is not a record of jobs this program wrote \("):
         write_report(tmp_path)
+
+
+def test_make_report_picks_the_newest_sweep_with_a_finished_job_and_says_so(tmp_path: Path) -> None:
+    """A refused or failed sweep (no job finished) became "the newest", and make report / tensorboard opened it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").symlink_to(root / "scripts")
+    studies = tmp_path / "outputs" / "multiruns"
+    (studies / "study" / "seed=0").mkdir(parents=True)
+    (studies / "study" / "seed=0" / "metrics.json").write_text("{}")
+    (studies / "failed" / "seed=0").mkdir(parents=True)
+    os.utime(studies / "study", (1, 1))  # the older
+    make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
+    proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
+    assert "make report: outputs/multiruns/study, the newest sweep with a finished job (SWEEP=" in proc.stdout
+    assert "error: sweep_dir='outputs/multiruns/study' is not a sweep folder" in proc.stderr  # (no multirun.yaml)
+    (studies / "study" / "seed=0" / "metrics.json").unlink()
+    proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "make report: no sweep with a finished job under outputs/multiruns/" in proc.stderr
+    proc = subprocess.run([*make, "evaluate"], cwd=tmp_path, capture_output=True, text=True)
+    assert "make evaluate: RUN is not set: make evaluate RUN=<run folder, as printed>" in proc.stderr

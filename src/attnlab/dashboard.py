@@ -77,15 +77,21 @@ def is_debug(c: dict[str, Any]) -> bool:
     return bool(t["fast_dev_run"] or t["overfit_batches"] or t["profiler"] or any(v is not None for v in limits))
 
 
+# A single run's columns TensorBoard shows at first sight (those marked `differs`; with none marked it shows the
+# first five by name: batch_size, d_model, dim, lr, max_epochs, the same in most runs): what tells runs apart.
+SINGLE_RUN_SHOWN = {"task", "pos_enc", "seq_len", "scale", "pool", "seed"}
+
+
 def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
-    """The run's HParams row (name -> value, as in the config) and the names its sweep varies."""
+    """The run's HParams row (name -> value, as in the config) and the names shown at first sight: those its
+    sweep varies, or a single run's SINGLE_RUN_SHOWN."""
     names = {key: name for name, key in KEY_SETTINGS.items()}
     _, varying = varying_keys([job["overrides"] for job in sweep_of(run_dir)])  # none for a single run
     varying = [GROUP_KEYS.get(k, k) for k in varying]
     keys = [k for k in varying if k != "seed" and lookup(c, k) is not None]
     keys = [*(keys or [k for k in KEY_SETTINGS.values() if k != "seed"]), "seed"]
     row = {names.get(k, k): lookup(c, k) for k in keys}
-    return row, {names.get(k, k) for k in varying}
+    return row, {names.get(k, k) for k in varying} or SINGLE_RUN_SHOWN
 
 
 def write_hparams(logger: TensorBoardLogger, row: dict[str, Any], differs: set[str], step: int) -> None:

@@ -55,6 +55,8 @@ class TensorBatches:
 class SyntheticDataModule(pl.LightningDataModule):
     def __init__(self, *, train_seed: int, **data: Any) -> None:  # data: the fields of attnlab.config.DataConfig
         super().__init__()
+        # Kept in checkpoints (datamodule_hyper_parameters): a new run from one says what data it was trained on.
+        self.save_hyperparameters(logger=False)
         self.data, self.train_seed = data, train_seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 

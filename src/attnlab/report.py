@@ -501,10 +501,10 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     if groups:  # (no job finished: no table)
         print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
     ended = "stopped after" if code > 128 else "done in"  # by a signal (128 + its number), or it ran its course
+    view = f"\n[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}" if groups else ""
     print(
         f"[attnlab] sweep {ended} {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"
-        f"[attnlab] report: {sweep_dir / 'summary.md'}\n"
-        f"[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}",
+        f"[attnlab] report: {sweep_dir / 'summary.md'}{view}",  # (no job finished: no curves to show)
         flush=True,
     )
     for r in bad:

@@ -142,14 +142,14 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
 
 
 def other_data(c: dict[str, Any], checkpoint: Path) -> str:
-    """`ckpt_path` trains on this run's data: where the checkpoint's own run (its folder's record, if it has
-    one) was trained on other data, a note saying so (fine-tuning by design; a forgotten `data=` by mistake)."""
-    try:
-        saved = run_config(checkpoint.parent.parent)["data"]
-    except (ConfigError, KeyError, TypeError):
+    """`ckpt_path` trains on this run's data: where the checkpoint was trained on other data (its datamodule's
+    settings, kept in it), a note saying so (fine-tuning by design; a forgotten `data=` by mistake)."""
+    from attnlab.checkpoints import plain, read_checkpoint
+
+    saved = read_checkpoint(checkpoint, "ckpt_path").get("datamodule_hyper_parameters")
+    if not (isinstance(saved, dict) and plain(saved)):  # a record: only plain values are compared and shown
         return ""
-    a, b = flatten({"data": saved}), flatten({"data": c["data"]})
-    differ = [f"{k}={a.get(k)!r} (this run: {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    differ = [f"data.{k}={saved[k]!r} (this run: {v!r})" for k, v in c["data"].items() if saved.get(k, v) != v]
     return f", trained on other data: {', '.join(differ)}" if differ else ""
 
 
@@ -193,6 +193,19 @@ def check_saved_override(item: str, source: Path) -> None:
         refuse(item, source, "a saved value must be plain (no ${...} interpolation, no control characters)")
 
 
+def check_parses(item: str, source: Path, sweep: bool) -> None:
+    """Hydra can read the saved override (else its multi-line error, naming no record), as one value in a
+    run's record (a sweep's `a,b` there: Hydra's "requires --multirun")."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([item])
+    except Exception as e:
+        refuse(item, source, f"Hydra cannot read it ({' '.join(str(e).split())[:120]})")
+    if override.is_sweep_override() and not sweep:
+        refuse(item, source, "a run's record holds one value, not a sweep's")
+
+
 def check_saved_launcher(item: str, source: Path) -> None:
     """A sweep's saved `hydra/launcher=<plain name>`, or a plain value of a known `hydra.launcher.*` setting."""
     key, _, value = item.partition("=")
@@ -222,6 +235,7 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     launch = [item for item in launch if item.split("=", 1)[0] not in ("hydra.sweep.dir", "hydra.mode")]
     for item in task:
         check_saved_override(item, record)
+        check_parses(item, record, sweep)
     # Not run from a record, and said so (a run or sweep started with them still continues): where it writes or
     # sends data (NOT_FROM_RECORDS: the resume's check of the config asks for a changed one again), and of a
     # sweep's Hydra settings all but how its jobs were launched (logging, say).

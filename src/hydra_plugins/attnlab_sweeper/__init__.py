@@ -204,11 +204,13 @@ class AttnlabSweeper(Sweeper):
                 c["output_dir"] = str(sweep_dir / folder)
                 run_folder.check_name(folder, "hydra.sweep.subdir")
                 validate(c)
-                if folder in folders:
-                    raise ConfigError("job", folder, f"job #{folders[folder]} has the same overrides (the same folder)")
+                if folder in folders:  # (`seed=0,0`: both jobs named by what varies: nothing)
+                    why = f"job #{folders[folder]} has the same overrides and folder: a value given twice"
+                    raise ConfigError("hydra.sweep.subdir", folder, why)
                 same = canonical({k: v for k, v in c.items() if k != "output_dir"})
                 if same in configs:
-                    raise ConfigError("job", folder, f"job #{configs[same]} has the same config: a seed or cell twice")
+                    why = f"job #{configs[same]} has the same config: a seed or cell twice"
+                    raise ConfigError("hydra.sweep.subdir", folder, why)
                 resume.plan(c, sweep_dir / folder, recorded=True)
                 folders[folder], configs[same] = num, num
                 if num == 0 and self.forks:  # once the first job passed: a bad value for them all is said at once
