@@ -80,10 +80,10 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool =
             where = f"hydra.sweep.dir={tmp / f'sweep{n}'}" if " -m " in command else f"hydra.run.dir={tmp / f'run{n}'}"
             command += f" {where}"
         command += f" {tiny}"
-        if "ckpt_path=" in command:  # the tiny base run trained 1 epoch; a run from its checkpoint needs more
-            command += " trainer.max_epochs=2"
-        elif "resume=" in command and " -m " not in command:  # a finished run resumes only to train longer
-            command += f" trainer.max_epochs={n + 2}"  # (n: the command's place: each resume gives more)
+        # A run from a checkpoint, and a finished run resumed, train only when given more epochs than the base run
+        # has: n, the command's place, grows with each such command (a resume lengthens the base run).
+        if "ckpt_path=" in command or ("resume=" in command and " -m " not in command):
+            command += f" trainer.max_epochs={n + 2}"
     elif "--config-path" in command:
         command = re.sub(r"hydra\.run\.dir=\S+", f"hydra.run.dir={tmp / f'run{n}'}", command)
     elif command.startswith("make "):
