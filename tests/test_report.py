@@ -126,6 +126,8 @@ def test_the_budget_is_in_the_summary_and_the_csv(tmp_path: Path) -> None:
     write_report(sweep)
     summary = (sweep / "summary.md").read_text()
     assert "Budget: data.n_train=512, data.batch_size=64, trainer.max_epochs=5, early_stop.patience=null" in summary
+    assert "early_stop.min_delta=0.001, data.n_test=1024; `epochs`" in summary  # the test set the intervals are over
+    assert "Code: every finished job at commit `unknown (not a git checkout)`." in summary  # (no provenance here)
     header, row = rows_of(summary)
     assert dict(zip(header, row, strict=True))["epochs"] == "3–5"
     assert dict(zip(header, row, strict=True))["steps"] == "12–20"
@@ -502,3 +504,32 @@ def test_make_report_picks_the_newest_sweep_with_a_finished_job_and_says_so(tmp_
     assert proc.returncode != 0 and "make report: no sweep with a finished job under outputs/multiruns/" in proc.stderr
     proc = subprocess.run([*make, "evaluate"], cwd=tmp_path, capture_output=True, text=True)
     assert "make evaluate: RUN is not set: make evaluate RUN=<run folder, as printed>" in proc.stderr
+
+
+def test_the_length_plot_names_only_the_seeds_it_scored(tmp_path: Path, monkeypatch) -> None:
+    """Only seed 0 evaluated: the length plot's title said "seeds [0, 1, 2]" while its legend showed seed 0."""
+    import matplotlib.figure
+
+    for seed in (0, 1, 2):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", "model.pos_enc=rope", f"seed={seed}"], 1.0)
+    add_evaluation(tmp_path, "s0", {"64": {"acc": 0.75, "ci": [0.7, 0.8], "untrained_positions": False}})
+    titles: list[str] = []
+    real_title = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: (titles.append(t), real_title(self, t, **kw))[1]
+    )
+    write_report(tmp_path)
+    (lengths,) = [t for t in titles if t.startswith("length generalisation")]
+    assert " ".join(lengths.split()).endswith("seeds [0]")
+    assert any(" ".join(t.split()).endswith("seeds [0, 1, 2]") for t in titles if t is not lengths)
+
+
+def test_the_summary_names_the_commits_that_made_its_numbers(tmp_path: Path) -> None:
+    for seed, commit in ((0, "a" * 40), (1, "a" * 40), (2, "b" * 40)):
+        add_job(tmp_path, f"s{seed}", [f"seed={seed}"], 0.5)
+        metrics = json.loads((tmp_path / f"s{seed}" / "metrics.json").read_text())
+        metrics["provenance"] = {"git_commit": commit, "git_dirty": False}
+        (tmp_path / f"s{seed}" / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"Code: jobs at different commits: `{'a' * 12}` (2 jobs), `{'b' * 12}` (1 jobs)." in summary

@@ -7,6 +7,7 @@ length_generalization.csv / .png; the study view (attnlab.board); plots, whose e
 import csv
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -97,6 +98,8 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     row.update(tested_epoch=whole(tested["epoch"]), tested_step=whole(tested["global_step"]))
     row["final_weights"] = tested["file"] is None  # no checkpoint was saved (no validation ran; fast_dev_run)
     row["started_from"] = metrics.get("started_from") is not None  # ckpt_path: its epochs count on from there
+    commit = (metrics.get("provenance") or {}).get("git_commit")  # the code that made it (a record: hex only)
+    row["commit"] = commit[:12] if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{7,64}", commit) else None
     n, acc, done = whole(metrics["test_sequences"], 1), number(metrics["test/acc"], "test/acc"), metrics["converged"]
     if not isinstance(done, bool):
         raise TypeError(f"converged is {done!r}, not true or false")
@@ -236,9 +239,20 @@ def score(x: dict[str, Any], acc: str = "acc") -> str:
 
 def budget_line(rows: Rows, keys: list[str]) -> str:
     """The budget shared by every job (keys that vary are columns of the table instead)."""
-    budget = ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience", "early_stop.min_delta")
+    budget = ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience", "early_stop.min_delta",
+              "data.n_test")  # fmt: skip
     shared = {key: distinct(rows, key) for key in budget if key not in keys}
-    return ", ".join(f"{key}={vals.pop()}" for key, vals in shared.items() if len(vals) == 1)
+    return ", ".join(f"{key}={vals.pop()}" for key, vals in shared.items() if len(vals) == 1) or "none recorded"
+
+
+def code_line(rows: Rows) -> str:
+    """The commits the finished jobs were trained with (their metrics.json's provenance)."""
+    commits = Counter(r.get("commit") or "unknown (not a git checkout)" for r in rows if r["status"] == "ok")
+    if not commits:
+        return "no job finished"
+    if len(commits) == 1:
+        return f"every finished job at commit `{next(iter(commits))}`"
+    return "jobs at different commits: " + ", ".join(f"`{c}` ({n} jobs)" for c, n in commits.items())
 
 
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
@@ -264,6 +278,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         f"attention, log L.{final_note if final else ''}",
         "",
         f"Budget: {budget_line(rows, keys)}; `epochs` and `steps` are what the seeds trained (min–max){later}.",
+        "",
+        f"Code: {code_line(rows)}.",
         "",
         f"Verdict: {RULE}",
         "",
@@ -470,7 +486,8 @@ def write_report(sweep_dir: str | Path) -> Rows:
         lengths += [{**job, "seq_len": n, **x, **tested} for n, x in sorted(r.get("lengths", {}).items())]
     if lengths:
         write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
-        plot_lengths(rows, keys, scored, sweep_dir / "length_generalization.png")
+        evaluated = [r for r in rows if r.get("lengths")]  # its title names the seeds scored, not all the sweep's
+        plot_lengths(evaluated, keys, scored, sweep_dir / "length_generalization.png")
     plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
     entropy = sweep_dir / "entropy_vs_d_model.png"
     plot_lines(rows, keys, "model.d_model", "attn/entropy", entropy, "attention entropy (nats)", "attn/entropy_uniform")
