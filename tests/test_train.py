@@ -199,3 +199,12 @@ def test_help_says_how_attnlab_is_run(tmp_path) -> None:
     assert lines[0].startswith("attnlab: ") and "== Configuration groups ==" in lines
     for usage in ("python scripts/train.py -m experiment=limitations", "python scripts/train.py resume=<run folder>"):
         assert any(line.strip().startswith(usage) for line in lines), usage
+
+
+@pytest.mark.parametrize(("args", "batches"), [([], 4), (["debug=overfit"], 2), (["trainer.limit_train_batches=3"], 3)])
+def test_an_epochs_training_batches_count_what_overfitting_trains(compose_cfg, args, batches) -> None:
+    """debug=overfit trains 2 batches an epoch: counted as 4, the logging interval stayed at 4 and Lightning warned
+    that 2 batches are fewer than it."""
+    from attnlab.config import to_plain, training_batches
+
+    assert training_batches(to_plain(compose_cfg(*TINY, *args))) == batches

@@ -322,9 +322,9 @@ def split_batches(data: dict[str, Any], split: str) -> int:
 
 
 def training_batches(c: dict[str, Any]) -> int:
-    """Training batches per epoch (with trainer.limit_train_batches)."""
+    """Training batches per epoch (with trainer.overfit_batches, else trainer.limit_train_batches)."""
     batches = split_batches(c["data"], "train")
-    limit = c["trainer"]["limit_train_batches"]
+    limit = c["trainer"]["overfit_batches"] or c["trainer"]["limit_train_batches"]  # (0 or 0.0: not overfitting)
     if isinstance(limit, float):
         return int(batches * limit)  # at least one: config.validate
     return batches if limit is None else min(batches, limit)
