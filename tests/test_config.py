@@ -139,6 +139,7 @@ BAD = [
     (["+trainer.min_epochs=5", "trainer.max_epochs=2"], "trainer.min_epochs=5 is invalid: must be <= trainer.max_epo"),
     (["+trainer.num_sanity_val_steps=-5"], "trainer.num_sanity_val_steps=-5 is invalid: must be an integer >= -1"),
     (["trainer.precision=16", "trainer.accelerator=cpu"], "trainer.precision='16' is invalid: 16-bit mixed precision"),
+    (["progress=rich", "trainer.enable_progress_bar=false"], "progress='rich' is invalid: shows nothing with trainer"),
     (["trainer.max_time=00:00:99:99"], "trainer.max_time='00:00:99:99' is invalid: must be null (no limit) or DD:HH"),
     (["+trainer.barebones=true"], "trainer.barebones=True is invalid: is set by attnlab; use nothing: it turns off"),
     (["+trainer.num_nodes=2"], "trainer.num_nodes=2 is invalid: needs a cluster that starts a process on each node"),

@@ -1217,3 +1217,13 @@ def test_a_saved_override_hydra_cannot_read_is_refused_naming_the_record(
         .startswith(f"error: resume='{record}' is invalid: refusing its saved override {item!r}: {why}")
     )
     assert folder_bytes(own_copy) == before
+
+
+def test_a_resume_given_another_folder_is_refused_not_silently_kept_in_place(own_copy: Path, capsys) -> None:
+    before = folder_bytes(own_copy)
+    err = refused_in_process(capsys, f"resume={own_copy}", "hydra.run.dir=/tmp/elsewhere", "trainer.max_epochs=3")
+    assert err.strip().splitlines()[-1] == (
+        f"error: resume='{own_copy}' is invalid: continues in the folder it names; 'hydra.run.dir=/tmp/elsewhere' "
+        "cannot move it (copy the folder, resume the copy)"
+    )
+    assert folder_bytes(own_copy) == before

@@ -309,8 +309,13 @@ def resume_argv(argv: list[str]) -> list[str]:
             flags.append(arg)
         elif arg.split("=", 1)[0] != "resume":
             now.append(arg)
+    dir_key = f"hydra.{'sweep' if sweep else 'run'}.dir"
+    if elsewhere := [item for item in now if item.split("=", 1)[0] == dir_key]:  # it was dropped without a word
+        why = f"continues in the folder it names; {elsewhere[-1]!r} cannot move it (copy the folder, resume the copy)"
+        print(f"error: {ConfigError('resume', str(folder), why)}", file=sys.stderr)
+        sys.exit(1)
     check_saved_start(folder, saved, now, sweep)
-    where = f"hydra.{'sweep' if sweep else 'run'}.dir={hydra_quote(str(folder))}"
+    where = f"{dir_key}={hydra_quote(str(folder))}"
     overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
     return [argv[0], *flags, *overrides.values()]  # one per key, the last given
 
