@@ -374,6 +374,8 @@ GOOD_EVALUATION = {
         {"checkpoint": {}},  # which model: file, epoch and step
         {"train_seq_len": "8"},
         {"lengths": {"²": {"refused": "why"}}},  # a digit to str.isdigit, not to int()
+        {"n": 10**400},  # was: OverflowError in the report's interval
+        {"lengths": {"9" * 5000: {"refused": "why"}}},  # was: ValueError (int() of 5000 digits), a traceback
     ],
 )
 def test_an_evaluation_json_not_of_the_shape_this_program_writes_is_refused(tmp_path, change) -> None:

@@ -100,16 +100,16 @@ def record(
 
 def is_table(t: Any) -> bool:
     """One checkpoint's table as `record` writes it: its checkpoint (file, epoch, step), the training length,
-    n > 0, each length refused (why) or scored (an accuracy and its interval in [0, 1], untrained_positions true
+    n > 0 (whole numbers below 2^63), each length refused (why) or scored (an accuracy and its interval in [0, 1], untrained_positions true
     or false)."""
     if not (isinstance(t, dict) and isinstance(t.get("checkpoint"), dict) and isinstance(t.get("lengths"), dict)):
         return False
     ckpt = t["checkpoint"]
     counts = [(ckpt.get("epoch"), 0), (ckpt.get("global_step"), 0), (t.get("n"), 1), (t.get("train_seq_len"), 1)]
-    if not (fits(ckpt.get("file"), str | None) and all(fits(v, int) and v >= least for v, least in counts)):
+    if not (fits(ckpt.get("file"), str | None) and all(fits(v, int) and least <= v < 2**63 for v, least in counts)):
         return False
     for length, r in t["lengths"].items():
-        if not (length.isascii() and length.isdigit() and int(length) > 0 and isinstance(r, dict)):
+        if not (length.isascii() and length.isdigit() and len(length) < 19 and int(length) > 0 and isinstance(r, dict)):
             return False
         ci = r.get("ci") if isinstance(r.get("ci"), list) and len(r["ci"]) == 2 else [None]
         fractions = [fits(v, float) and 0 <= v <= 1 for v in (r.get("acc"), *ci)]  # (NaN: no)
