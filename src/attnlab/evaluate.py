@@ -100,8 +100,8 @@ def record(
 
 def is_table(t: Any) -> bool:
     """One checkpoint's table as `record` writes it: its checkpoint (file, epoch, step), the training length,
-    n > 0 (whole numbers below 2^63), each length refused (why) or scored (an accuracy and its interval in [0, 1], untrained_positions true
-    or false)."""
+    n > 0 (whole numbers below 2^63), each length refused (why) or scored (an accuracy and its interval in [0, 1],
+    untrained_positions true or false)."""
     if not (isinstance(t, dict) and isinstance(t.get("checkpoint"), dict) and isinstance(t.get("lengths"), dict)):
         return False
     ckpt = t["checkpoint"]
