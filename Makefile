@@ -45,27 +45,30 @@ sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitat
 
 # The newest sweep folder with a finished job (make report, make tensorboard; a refused or failed sweep is passed
 # over), without a trailing slash.
+# Names with white space are passed over (make splits words at it): give such a sweep as SWEEP=.
 NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | while IFS= read -r d; do \
+	case "$$d" in (*[[:space:]]*) continue;; esac; \
 	find "$$d" -maxdepth 2 -name metrics.json | grep -q . && { echo "$$d"; break; }; done))
+# SWEEP as given, never expanded by make ($(value)): a name holding `$(...)` is a name
+SWEEP_DIR = $(or $(value SWEEP),$(NEWEST_SWEEP))
 PICKED = echo "make $@: $$ATTNLAB_SWEEP, the newest sweep with a finished job (SWEEP=<sweep folder> for another)"
-SWEEP_DIR = $(patsubst %/,%,$(or $(SWEEP),$(NEWEST_SWEEP)))
 
 # Folder names reach the shell through the environment, never as recipe text: a folder named `x$(cmd)` in
 # double quotes would run cmd.
 report tensorboard: export ATTNLAB_SWEEP = $(SWEEP_DIR)
-tensorboard: export ATTNLAB_LOGDIR = $(or $(LOGDIR),$(SWEEP_DIR)/tensorboard)
-evaluate: export ATTNLAB_RUN = $(RUN)
+tensorboard: export ATTNLAB_LOGDIR = $(or $(value LOGDIR),$(SWEEP_DIR)/tensorboard)
+evaluate: export ATTNLAB_RUN = $(value RUN)
 
 NO_SWEEP = { echo "make $@: no sweep with a finished job under outputs/multiruns/ (make sweep, or SWEEP=<sweep folder>)" >&2; exit 1; }
 
 report: setup  ## tables and plots of a sweep (SWEEP=outputs/multiruns/<sweep>; default: the newest)
 	@test -n "$$ATTNLAB_SWEEP" || $(NO_SWEEP)
-	@test -n "$(SWEEP)" || $(PICKED)
+	$(if $(value SWEEP),,@$(PICKED))
 	$(PY) scripts/report.py "$$ATTNLAB_SWEEP"
 
 tensorboard: setup  ## TensorBoard on the newest sweep's study view (SWEEP=<sweep> for another; LOGDIR=outputs for all)
-	@test -n "$(LOGDIR)$$ATTNLAB_SWEEP" || $(NO_SWEEP)
-	@test -n "$(LOGDIR)$(SWEEP)" || $(PICKED)
+	$(if $(value LOGDIR),,@test -n "$$ATTNLAB_SWEEP" || $(NO_SWEEP))
+	$(if $(value LOGDIR)$(value SWEEP),,@$(PICKED))
 	$(VENV)/bin/tensorboard --logdir "$$ATTNLAB_LOGDIR"
 
 benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md

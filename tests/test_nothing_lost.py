@@ -998,13 +998,15 @@ def test_a_records_start_checkpoint_outside_it_is_not_loaded_unless_given_again(
         shutil.rmtree(own_copy / name) if name == "checkpoints" else (own_copy / name).unlink()
     record = own_copy / ".hydra" / "overrides.yaml"
     record.write_text(record.read_text() + f"- ckpt_path={outside}\n- trainer.max_epochs=3\n")
+    (own_copy / "checkpoints").mkdir()
+    (own_copy / "checkpoints" / "junk.ckpt").write_text("not one of the run's own")  # (it passed for one)
     err = refused_in_process(capsys, f"resume={own_copy}")
     command = f"python scripts/train.py resume={own_copy} ckpt_path={outside}"
     assert err.strip().splitlines()[-1] == (
         f"error: resume={str(own_copy)!r} is invalid: it started from ckpt_path={str(outside)!r}, outside it, which "
         f"a record may not make a run load: `{command}`"
     )
-    assert not (own_copy / "checkpoints").exists()
+    assert [p.name for p in (own_copy / "checkpoints").iterdir()] == ["junk.ckpt"]
     proc = run_train(*shlex.split(command)[2:], cwd=tmp_path)  # the command printed, as printed
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_metrics(own_copy)["started_from"]["file"] == str(outside)
@@ -1227,3 +1229,20 @@ def test_a_resume_given_another_folder_is_refused_not_silently_kept_in_place(own
         "cannot move it (copy the folder, resume the copy)"
     )
     assert folder_bytes(own_copy) == before
+
+
+@pytest.mark.parametrize("value", ["a\\b", "a\\", "it's", "a\\'b", "x\\\\y", "a,b=c", "sp ace", 'q"d', "e\\\\"])
+def test_a_folder_name_reaches_hydra_verbatim(value: str) -> None:
+    """Every backslash was doubled, but Hydra unescapes only those before a quote, `${` or the end: a resume of
+    `run\\x` trained a new run in `run\\\\x`, and a sweep job ran outside the folder jobs.json recorded."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = OverridesParser.create().parse_overrides([f"hydra.run.dir={hydra_quote(value)}"])
+    assert override.value() == value
+
+
+def test_a_run_named_with_a_backslash_resumes_in_place(own_copy: Path, capsys) -> None:
+    named = own_copy.rename(own_copy.with_name("run\\x"))
+    err = refused_in_process(capsys, f"resume={named}")  # finished: refused, naming the folder as it is
+    assert err.strip().splitlines()[-1].startswith(f"error: resume={str(named)!r} is invalid: has finished")
+    assert not named.with_name("run\\\\x").exists()

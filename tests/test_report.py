@@ -395,20 +395,24 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
 
 
-def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Path) -> None:
-    """`make report` and `make tensorboard` default to the newest sweep folder: its name is data, never shell text."""
+@pytest.mark.parametrize("given", [False, True], ids=["newest", "SWEEP="])
+def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Path, given: bool) -> None:
+    """`make report` and `make tensorboard` take the newest sweep folder, or SWEEP=: its name is data, never shell
+    text, nor make's (`$(...)` in SWEEP= was expanded by make: another folder)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "scripts").symlink_to(root / "scripts")
-    hostile = tmp_path / "outputs" / "multiruns" / "x$(touch PWNED)`touch PWNED2`"
+    name = "x$(touch${IFS}PWNED)`touch${IFS}PWNED2`;\"'" if not given else "y$(touch PWNED) `touch PWNED2`"
+    hostile = tmp_path / "outputs" / "multiruns" / name
     (hostile / "seed=0").mkdir(parents=True)
     (hostile / "seed=0" / "metrics.json").write_text("{}")  # a finished job: the newest sweep with one
     make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
-    proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode != 0 and "error: sweep_dir='outputs/multiruns/x$(touch PWNED)`touch PWNED2`'" in proc.stderr
-    dry = subprocess.run([*make, "-n", "tensorboard"], cwd=tmp_path, capture_output=True, text=True).stdout
+    sweep = [f"SWEEP=outputs/multiruns/{name}"] if given else []
+    proc = subprocess.run([*make, "report", *sweep], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and f"error: sweep_dir={f'outputs/multiruns/{name}'!r}" in proc.stderr, proc.stderr
+    dry = subprocess.run([*make, "-n", "tensorboard", *sweep], cwd=tmp_path, capture_output=True, text=True).stdout
     assert '--logdir "$ATTNLAB_LOGDIR"' in dry
     assert not list(tmp_path.glob("PWNED*"))
 
@@ -533,3 +537,13 @@ def test_the_summary_names_the_commits_that_made_its_numbers(tmp_path: Path) -> 
     write_report(tmp_path)
     summary = (tmp_path / "summary.md").read_text()
     assert f"Code: jobs at different commits: `{'a' * 12}` (2 jobs), `{'b' * 12}` (1 jobs)." in summary
+
+
+def test_a_setting_given_as_a_key_reference_is_read_resolved(tmp_path: Path) -> None:
+    """`data.n_test=${data.n_val}` stays a reference in config.yaml: both finished jobs were reported failed
+    (TypeError comparing test_sequences with the text '${data.n_val}')."""
+    for seed in (0, 1):
+        add_job(tmp_path, f"s{seed}", [f"seed={seed}", "data.n_val=256", "data.n_test=${data.n_val}"], 0.5)
+    assert "${data.n_val}" in (tmp_path / "s0" / ".hydra" / "config.yaml").read_text()
+    rows = write_report(tmp_path)
+    assert [(r["status"], r["n_test"]) for r in rows] == [("ok", 256), ("ok", 256)]

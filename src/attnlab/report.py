@@ -22,7 +22,7 @@ from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import keys_of_kind
+from attnlab.config import keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -63,8 +63,13 @@ def collect(sweep_dir: Path) -> Rows:
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    unread = ""
     try:  # YAML's C safe loader reads Hydra's plain values as OmegaConf.load does, 20x faster
         settings = flatten(yaml.load((job_dir / ".hydra" / "config.yaml").read_text(), Loader=SAFE_LOADER))
+        if any(isinstance(v, str) and "${" in v for v in settings.values()):  # a key reference: resolved, checked
+            settings = flatten(run_config(job_dir))
+    except ConfigError as e:
+        settings, unread = {}, f"its config does not read ({e.allowed})"
     except Exception:  # never started (or its config is gone): a row all the same
         settings = {}
     # (a name that is not UTF-8, found on disk, shown escaped: the tables are UTF-8)
@@ -72,7 +77,9 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
     row.update({col: settings.get(key) for key, col in COLUMNS.items()}, seed=settings.get("seed"))
     if not settings:
-        row["status"] = "unfinished" if job_dir.exists() else "not started"
+        row["status"] = "failed" if unread else "unfinished" if job_dir.exists() else "not started"
+        if unread:
+            row["error"] = unread
         return row
     row["status"], reason = run_folder.status(job_dir)
     if row["status"] == "ok":

@@ -326,7 +326,8 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
     start = [item for item in saved if item.split("=", 1)[0].lstrip("+") == "ckpt_path"]
     if not start or any(item.split("=", 1)[0].lstrip("+") == "ckpt_path" for item in now):
         return
-    if not sweep and any((folder / "checkpoints").glob("*.ckpt")):
+    # checkpoints.CHECKPOINTS, by name (that module imports Lightning): a resume from them loads one or is refused
+    if not sweep and any((folder / "checkpoints" / f"{n}.ckpt").is_file() for n in ("last", "best", "interrupted")):
         return
     value = start[-1].split("=", 1)[1].strip("'\"")
     command = f"{run_folder.continue_command(folder, sweep)} ckpt_path={shlex.quote(value)}"
