@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.board import EVENTS
@@ -53,5 +52,5 @@ if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach here whole, to be said in one line
     try:
         main()
-    except HydraException as e:  # composing: an unknown key, a value of the wrong type
+    except Exception as e:  # composing (an unknown option, a wrong type), resolving Hydra's settings: one line
         sys.exit(f"error: {hydra_error(e)}")

@@ -41,7 +41,6 @@ atexit.register(gc.freeze)
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
@@ -90,5 +89,5 @@ if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach here whole, to be said in one line
     try:
         main()
-    except HydraException as e:  # composing: an unknown group option, a value of the wrong type
+    except Exception as e:  # composing (an unknown option, a wrong type), resolving Hydra's settings: one line
         sys.exit(f"error: {hydra_error(e)}")

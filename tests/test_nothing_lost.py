@@ -1039,6 +1039,7 @@ def test_a_run_started_with_a_logger_folder_resumes_when_it_is_given_again(tmp_p
         ("experiment=../../x/notes", "experiment may only name its options in conf/experiment/"),
         ("data=[../x]", "data may only name its options"),
         ("logger.project=${oc.env:HOME}", "a saved value must be plain"),
+        ("data.n_train=${data.seq_len}", None),  # a key reference: what the run itself read (was refused)
         ("logger.project=$\\{oc.env:HOME\\}", "a saved value must be plain"),  # Hydra's escape: still one
         ("seed=1\n", "a saved value must be plain"),
         ("+hydra.callbacks.x._target_=os.system", "no hydra.*, no _target_"),
@@ -1246,3 +1247,43 @@ def test_a_run_named_with_a_backslash_resumes_in_place(own_copy: Path, capsys) -
     err = refused_in_process(capsys, f"resume={named}")  # finished: refused, naming the folder as it is
     assert err.strip().splitlines()[-1].startswith(f"error: resume={str(named)!r} is invalid: has finished")
     assert not named.with_name("run\\\\x").exists()
+
+
+def fit_loop_at(last_batch: bool) -> dict:
+    return {"fit_loop": {"epoch_loop.batch_progress": {"is_last_batch": last_batch}}}
+
+
+@pytest.mark.parametrize(
+    ("ckpt", "budget", "why"),
+    [
+        ({"loops": fit_loop_at(True)}, {}, "it has trained its trainer.max_epochs=2"),
+        # a timer (or a signal) cut epoch 2 short: it is not done, and a longer max_time trains it
+        ({"loops": fit_loop_at(False)}, {}, ""),
+        ({"loops": fit_loop_at(False)}, {"max_steps": 6}, "it has trained its trainer.max_steps=6"),
+        ({"loops": "x"}, {}, "it has trained its trainer.max_epochs=2"),
+        ({"callbacks": {"RunEarlyStopping{}": {"wait_count": 1.0}}}, {"max_epochs": 5}, "early stopping ended it"),
+        ({"callbacks": {"RunEarlyStopping{}": {"wait_count": 0}}}, {"max_epochs": 5}, ""),
+    ],
+    ids=["epochs", "cut-by-a-timer", "max-steps", "loops-text", "float-wait", "waiting"],
+)
+def test_when_a_checkpoint_has_spent_its_budget(ckpt: dict, budget: dict, why: str) -> None:
+    """A checkpoint saved inside its last epoch counted as a finished epoch (a resume with a longer max_time was
+    refused, a max_steps run refused for max_epochs); a float wait count (Lightning compares it) was not read."""
+    c = {"trainer": {"max_epochs": 2, **budget}, "early_stop": {"patience": 1}}
+    assert resume.spent_budget(ckpt, c, epoch=2, step=6).startswith(why) and (
+        why or not resume.spent_budget(ckpt, c, 2, 6)
+    )
+
+
+def test_a_finished_run_whose_last_epoch_saved_no_checkpoint_is_not_trained_again(tmp_path: Path, capsys) -> None:
+    """trainer.check_val_every_n_epoch=2 of 3 epochs: the last epoch validates not, saves no checkpoint; a resume
+    retrained epoch 3, tested again and wrote train/acc 0.0 for epoch 2 into the history."""
+    run = tmp_path / "run"
+    proc = run_train(
+        *TINY, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", f"hydra.run.dir={run}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = folder_bytes(run)
+    err = refused_in_process(capsys, f"resume={run}")
+    assert "has finished (it has trained its trainer.max_epochs=3) and was tested" in err.strip().splitlines()[-1]
+    assert folder_bytes(run) == before

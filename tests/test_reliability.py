@@ -36,6 +36,11 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
             "'experiment': length_generalization, limitations, scaling, seq_len_scan",
         ),
         (["seed=0,1"], "error: Ambiguous value for argument 'seed=0,1'; 1. To use it as a list"),
+        # a resolver on the command line: refused as its record would be (it trained, then resume refused it)
+        (["seed=${oc.env:HOME}"], "error: seed='${oc.env:HOME}' is invalid: ${oc.env:HOME}... would run again"),
+        (["seed=${data.task}"], "error: seed='uniform' is invalid: must be of type int"),  # was: a TypeError
+        # resolving a sweep's folder: an OmegaConf error, once a traceback of 100 lines
+        (["-m", "seed=0,1", "hydra.sweep.dir=${oc.env:NOPE_X}"], "error: InterpolationResolutionError: KeyError"),
         (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ['d_model'"),
         (["data=halfswap", "data.seq_len=31"], "error: data.seq_len=31 is invalid: halfswap needs an even length"),
         (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
@@ -100,8 +105,9 @@ GOOD = {"epoch": 1, "global_step": 8, "hyper_parameters": {"model": {"d_model": 
         ({"hyper_parameters": {}}, "ValueError: its hyper_parameters must be plain values, with the model's"),
         ({"hyper_parameters": {"model": {"d_model": torch.tensor(32)}}}, "ValueError: its hyper_parameters must"),
         ({"state_dict": RunsCode()}, "refused by torch.load(weights_only=True): Trying to load unsupported GLOBAL"),
+        ({"loops": "x"}, "ValueError: its loops and callbacks must be mappings"),  # was: AttributeError, a traceback
     ],
-    ids=["good", "negative-epoch", "tensor-step", "no-model", "tensor-setting", "code"],
+    ids=["good", "negative-epoch", "tensor-step", "no-model", "tensor-setting", "code", "loops-text"],
 )
 def test_a_checkpoint_holds_plain_counts_and_settings(tmp_path: Path, change: dict, why: str | None) -> None:
     """A crafted file: a negative epoch made a record attnlab then refused, a tensor setting passed the same-run

@@ -28,6 +28,8 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         dict(ckpt["state_dict"])
+        if not all(isinstance(ckpt.get(part, {}), dict) for part in ("loops", "callbacks")):
+            raise ValueError("its loops and callbacks must be mappings")
         if not all(type(ckpt[name]) is int and ckpt[name] >= 0 for name in ("epoch", "global_step")):
             raise ValueError("its epoch and global_step must be whole numbers >= 0")
         if not (isinstance(hp := ckpt["hyper_parameters"], dict) and isinstance(hp.get("model"), dict) and plain(hp)):

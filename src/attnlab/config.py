@@ -227,6 +227,9 @@ def check_overrides(overrides: list[str]) -> None:
             raise ConfigError("output_dir", value, why)
         if key in BOOLEANS and value.strip("'\"").lower() not in ("true", "false"):
             raise ConfigError(key, value, "must be true or false")
+        if not key.startswith("hydra") and (found := not_plain_reference(value)):  # (else its record is refused)
+            why = f"{found}... would run again wherever the run's record is read: give the value itself"
+            raise ConfigError(key, value, why)
 
 
 def check_yaml_files(folder: Path) -> None:
@@ -346,6 +349,10 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
         elif is_dataclass(known[key].default_factory):  # a nested section
             check_section(value, known[key].default_factory, f"{prefix}{key}.")
         else:
+            # (an interpolation's value is not converted to the field's type: `seed=${data.task}` is text)
+            hint = known[key].type
+            if isinstance(hint, type) and hint in (int, float, bool) and not fits(value, hint):
+                raise ConfigError(f"{prefix}{key}", value, f"must be of type {hint.__name__}")
             for ok, allowed in known[key].metadata.get("rules", ()):
                 if value is not None and not ok(value):
                     raise ConfigError(f"{prefix}{key}", value, allowed)

@@ -66,7 +66,10 @@ HYDRA_DETAIL = ("full_key:", "object_type=", "reference_type=", "Set the environ
 
 def hydra_error(e: BaseException) -> str:
     """Hydra's composition error (an unknown option, a value of the wrong type) and its cause as one line, in
-    ConfigError's form where it names an override (Hydra prints 5-10 lines)."""
+    ConfigError's form where it names an override (Hydra prints 5-10 lines); any other error (resolving Hydra's
+    settings, say) as its type and message."""
+    if not type(e).__module__.startswith("hydra"):
+        return f"{type(e).__name__}: {first_line(e)}"
     parts = []
     for part in filter(None, (e, e.__cause__)):
         text = str(part).split("\nConfig search path:")[0]  # (where Hydra looked: its own and conf/)

@@ -128,7 +128,7 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     refusal = "is not an evaluation this program wrote{}; move it away"
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ConfigError("evaluation", str(path), refusal.format(f" ({type(e).__name__})")) from e
     earlier = saved.get("earlier", []) if isinstance(saved, dict) else None
     if not (is_table(saved) and isinstance(earlier, list) and all(map(is_table, earlier))):

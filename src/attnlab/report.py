@@ -85,7 +85,7 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     if row["status"] == "ok":
         try:
             row.update(read_results(job_dir, settings))
-        except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:  # a record from elsewhere
+        except (KeyError, TypeError, ValueError, AttributeError, OSError, RecursionError) as e:  # a crafted record
             row["status"], reason = "failed", f"its results do not read ({type(e).__name__}: {e})"
     if reason:
         row["error"] = reason

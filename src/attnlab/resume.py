@@ -8,6 +8,7 @@ ConfigErrors, raised before a file is touched.
 """
 
 import itertools
+import json
 import re
 import shlex
 import sys
@@ -19,8 +20,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, read_write
 
 from attnlab import run_folder
-from attnlab.config import KINDS, check_overrides, keys_of_kind, run_config, to_plain, trainer_argument, validate
-from attnlab.errors import ConfigError
+from attnlab.config import (
+    KINDS,
+    check_overrides,
+    keys_of_kind,
+    not_plain_reference,
+    run_config,
+    to_plain,
+    trainer_argument,
+    validate,
+)
+from attnlab.errors import ConfigError, first_line
 from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
@@ -31,8 +41,8 @@ IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-# an interpolation (its resolvers read the environment, files), also as Hydra's escaped `$\{`, or control characters
-UNSAFE_VALUE = re.compile(r"\$\\?\{|[\x00-\x1f]")
+# Hydra's escaped `$\{`, or control characters (an interpolation: config.not_plain_reference)
+UNSAFE_VALUE = re.compile(r"\$\\\{|[\x00-\x1f]")
 # Not taken from a record: where the run writes (the folder being resumed decides) and where a logger sends data.
 NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
 # A sweep's launcher settings a record may carry: plain numbers and names; not `setup`, `srun_args`,
@@ -97,17 +107,39 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     return Plan(path, epoch, step, own=True, spent=spent_budget(ckpt, c, epoch, step))
 
 
+def inside_epoch(ckpt: dict[str, Any]) -> bool:
+    """The checkpoint was saved before its epoch's last batch (a signal's, a timer's, a validation mid-epoch)."""
+    state: Any = ckpt
+    for key in ("loops", "fit_loop", "epoch_loop.batch_progress"):
+        state = state.get(key, {}) if isinstance(state, dict) else {}
+    return isinstance(state, dict) and state.get("is_last_batch", True) is False
+
+
 def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int) -> str:
     """Why training from this checkpoint would stop at once under config `c`; "" if it would train."""
     trainer, patience = c["trainer"], c["early_stop"]["patience"]
+    if inside_epoch(ckpt):  # (a timer, a signal): that epoch is not done
+        epoch -= 1
     if epoch >= trainer["max_epochs"]:
         return f"it has trained its trainer.max_epochs={trainer['max_epochs']}"
     if (max_steps := trainer.get("max_steps", -1)) not in (-1, None) and step >= max_steps:
         return f"it has trained its trainer.max_steps={max_steps}"
-    waits = [s.get("wait_count", 0) for k, s in ckpt.get("callbacks", {}).items() if "EarlyStopping" in k]
-    if patience is not None and any(isinstance(w, int) and w >= patience for w in waits):
+    states = [s for k, s in ckpt.get("callbacks", {}).items() if "EarlyStopping" in k and isinstance(s, dict)]
+    waits = [s.get("wait_count") for s in states]
+    if patience is not None and any(isinstance(w, int | float) and w >= patience for w in waits):  # as Lightning
         return f"early stopping ended it (early_stop.patience={patience})"
     return ""
+
+
+def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
+    """A finished run's metrics.json says it trained all max_epochs (its last epoch may have saved no checkpoint:
+    one without a validation, trainer.check_val_every_n_epoch), or ""."""
+    try:
+        epochs = json.loads((folder / run_folder.METRICS).read_text()).get("epochs")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return ""
+    max_epochs = c["trainer"]["max_epochs"]
+    return f"it has trained its trainer.max_epochs={max_epochs}" if type(epochs) is int and epochs >= max_epochs else ""
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
@@ -131,7 +163,7 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     check_held_settings(ckpt["hyper_parameters"], c, "ckpt_path", path)
     # Saved inside an epoch (interrupted.ckpt; a validation mid-epoch): a new run would finish that run's epoch
     # on its own data, and count the part as an epoch of its own.
-    if not ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {}).get("is_last_batch", True):
+    if inside_epoch(ckpt):
         why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
         raise ConfigError("ckpt_path", str(path), why)
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
@@ -189,8 +221,8 @@ def check_saved_override(item: str, source: Path) -> None:
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
                 refuse(item, source, f"{key} may only name its options in conf/{key}/: {options}")
-    elif UNSAFE_VALUE.search(value):
-        refuse(item, source, "a saved value must be plain (no ${...} interpolation, no control characters)")
+    elif UNSAFE_VALUE.search(value) or not_plain_reference(value):  # ${data.seq_len}: a key's value, accepted
+        refuse(item, source, "a saved value must be plain (no ${...} but a key reference, no control characters)")
 
 
 def check_parses(item: str, source: Path, sweep: bool) -> None:
@@ -338,7 +370,7 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
 
 def preflight(config: Any) -> Path:
     """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
-    check_overrides(list(config.hydra.overrides.task))
+    check_overrides(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # as given: not resolved
     wanted = Path(str(config.hydra.run.dir))
     run_folder.check_name(wanted, "hydra.run.dir")
     c = to_plain(config, str(wanted))
@@ -346,11 +378,12 @@ def preflight(config: Any) -> Path:
     if run_folder.secondary_process():
         return wanted
     start = plan(c, wanted, recorded=True)
+    spent = start.spent or recorded_spent(wanted, c)
     if params := config.hydra.sweeper.get("params"):  # experiment=limitations without -m: one job, said so
         print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
-    if start.own and start.spent and run_folder.status(wanted)[0] == "ok":  # a re-test would only rewrite its record
-        why = f"has finished ({start.spent}) and was tested: nothing is left to do; give a larger budget to train on"
+    if start.own and spent and run_folder.status(wanted)[0] == "ok":  # a re-test would only rewrite its record
+        why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
@@ -364,7 +397,7 @@ class RunFolderCallback(Callback):
         try:
             folder = preflight(config)
         except Exception as e:
-            why = e if isinstance(e, ConfigError) else f"the run's checks failed: {type(e).__name__}: {e}"
+            why = e if isinstance(e, ConfigError) else f"the run's checks failed: {type(e).__name__}: {first_line(e)}"
             print(f"error: {why}", file=sys.stderr)
             sys.exit(1)
         if folder != Path(str(config.hydra.run.dir)):

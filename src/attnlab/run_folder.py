@@ -146,7 +146,7 @@ def status(folder: Path) -> tuple[str, str]:
     if metrics.is_file():
         try:
             data = json.loads(metrics.read_text())
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, RecursionError) as e:  # (RecursionError: JSON nested past Python's limit)
             return "failed", f"metrics.json is unreadable ({type(e).__name__})"
         if not isinstance(data, dict) or data.get("test/acc") is None:
             return "failed", "metrics.json has no test/acc"

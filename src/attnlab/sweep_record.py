@@ -33,7 +33,7 @@ def checked_jobs(sweep_dir: str, key: str, state: tuple) -> tuple[tuple[tuple[st
     try:
         jobs = json.loads(source.read_text())["jobs"]
         jobs = [(tuple(str(o) for o in job["overrides"]), job["dir"]) for job in jobs]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # its planned jobs would go unseen
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # (else: jobs unseen)
         why = f"is not a record of jobs this program wrote ({type(e).__name__}): move it away, or restore it"
         raise ConfigError(key, str(source), why) from e
     seen: set[str] = set()

@@ -268,10 +268,11 @@ def ended_by(trainer: pl.Trainer) -> str:
         return "early_stop"
     if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
         return "max_steps"
-    if trainer.current_epoch >= trainer.max_epochs:
-        return "max_epochs"
+    # the timer first: one that cut the last epoch short leaves current_epoch at max_epochs all the same
     if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
         return "timer"
+    if trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
     return "callback"
 
 

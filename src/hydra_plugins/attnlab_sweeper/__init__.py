@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import resume, run_folder, sweep_record
 from attnlab.config import check_overrides, to_plain, validate
-from attnlab.errors import ConfigError, Interrupted
+from attnlab.errors import ConfigError, Interrupted, first_line
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 
 # The module, not its class: Hydra's plugin scan runs each plugin module again after this import, and
@@ -179,12 +179,12 @@ class AttnlabSweeper(Sweeper):
     def check(self, arguments: list[str]) -> tuple[Path, list[list[str]], list[str]]:
         """The sweep's folder, claimed, its jobs and their folders (`job_names`, or the command line's
         hydra.sweep.subdir), once every job's config passed; a bad job ends the sweep before any job runs, named."""
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         given = {o.split("=", 1)[0] for o in self.config.hydra.overrides.hydra}  # the hydra keys the command line set
         own_subdir = "hydra.sweep.subdir" in given
         composer = JobConfigs(self.hydra_context.config_loader, self.config)
         refused = ""  # the job a refusal names
         try:
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))  # (an interpolation that does not resolve: refused)
             run_folder.check_name(sweep_dir, "hydra.sweep.dir")
             if self.forks:
                 self.launcher.check()
@@ -220,8 +220,9 @@ class AttnlabSweeper(Sweeper):
                 jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
             explicit = "hydra.sweep.dir" in given
             claimed = run_folder.claim(sweep_dir, "hydra.sweep.dir", explicit, self.resuming, marker="multirun.yaml")
-        except ConfigError as e:
-            print(f"error: {refused}{e}", file=sys.stderr, flush=True)  # said before `sweep`'s finally stops workers
+        except Exception as e:  # a refusal, or a crafted record past the checks: one line all the same
+            said = e if isinstance(e, ConfigError) else f"{type(e).__name__}: {first_line(e)}"
+            print(f"error: {refused}{said}", file=sys.stderr, flush=True)  # before `sweep`'s finally stops workers
             sys.exit(1)
         if claimed != sweep_dir:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
