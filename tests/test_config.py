@@ -140,7 +140,7 @@ BAD = [
     (["+trainer.num_sanity_val_steps=-5"], "trainer.num_sanity_val_steps=-5 is invalid: must be an integer >= -1"),
     (["trainer.precision=16", "trainer.accelerator=cpu"], "trainer.precision='16' is invalid: 16-bit mixed precision"),
     # a resolver's value: the run would train, and its record then be refused by resume and evaluate
-    (["logger.project=${oc.env:HOME}"], "logger.project='${oc.env:HOME}' is invalid: ${oc.env:HOME}... would run again"),
+    (["logger.project=${oc.env:HOME}"], "logger.project='${oc.env:HOME}' is invalid: ${oc.env:HOME}... would run"),
     (["progress=rich", "trainer.enable_progress_bar=false"], "progress='rich' is invalid: shows nothing with trainer"),
     (["trainer.max_time=00:00:99:99"], "trainer.max_time='00:00:99:99' is invalid: must be null (no limit) or DD:HH"),
     (["+trainer.barebones=true"], "trainer.barebones=True is invalid: is set by attnlab; use nothing: it turns off"),

@@ -803,10 +803,16 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert read_metrics(run_dir)["epochs"] == 2 and read_metrics(run_dir)["global_step"] == 4  # 4 batches / 2
     sweep = copy_sweep(cli_sweep, tmp_path / "sweep")  # +trainer.max_steps=1 in its multirun.yaml
     shutil.rmtree(job_dir(sweep, "seed=1"))  # a job to run again
-    proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
+    before = json.loads((sweep / "jobs.json").read_text())["jobs"]
+    proc = run_train("-m", f"resume={sweep}", "trainer.max_epochs=3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 finished before, kept as they are" in proc.stdout
     assert read_metrics(job_dir(sweep, "seed=1"))["global_step"] == 1
+    # the job kept as it is keeps its record; the one run again records what it ran with (the larger budget)
+    after = {job["dir"]: job["overrides"] for job in json.loads((sweep / "jobs.json").read_text())["jobs"]}
+    kept = next(job for job in before if "seed=0" in job["overrides"])
+    assert after[kept["dir"]] == kept["overrides"] and "trainer.max_epochs=3" not in kept["overrides"]
+    assert "trainer.max_epochs=3" in next(o for d, o in after.items() if d != kept["dir"])
 
 
 def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
@@ -1287,3 +1293,16 @@ def test_a_finished_run_whose_last_epoch_saved_no_checkpoint_is_not_trained_agai
     err = refused_in_process(capsys, f"resume={run}")
     assert "has finished (it has trained its trainer.max_epochs=3) and was tested" in err.strip().splitlines()[-1]
     assert folder_bytes(run) == before
+
+
+def test_the_start_note_names_only_what_makes_the_training_set(tmp_path: Path, capsys) -> None:
+    """data.seed, n_test and batch_size do not change the training set (the run's seed does): they were named."""
+    source = tmp_path / "source"
+    train(compose_train(source, *TINY))
+    ckpt = source / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    args = [*TINY, "trainer.max_epochs=2", f"ckpt_path={ckpt}"]
+    train(compose_train(tmp_path / "same", *args, "data.seed=7", "data.n_test=64", "data.batch_size=32"))
+    assert f"[attnlab] starting from {ckpt}\n" in capsys.readouterr().out
+    train(compose_train(tmp_path / "other", *args, "seed=3"))
+    assert f"[attnlab] starting from {ckpt}, trained on other data: seed=0 (this run: 3)\n" in capsys.readouterr().out

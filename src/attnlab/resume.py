@@ -181,7 +181,12 @@ def other_data(c: dict[str, Any], checkpoint: Path) -> str:
     saved = read_checkpoint(checkpoint, "ckpt_path").get("datamodule_hyper_parameters")
     if not (isinstance(saved, dict) and plain(saved)):  # a record: only plain values are compared and shown
         return ""
-    differ = [f"data.{k}={saved[k]!r} (this run: {v!r})" for k, v in c["data"].items() if saved.get(k, v) != v]
+    # what makes the training set (attnlab.tasks: the task, its shape, and the run's seed); not data.seed, n_val,
+    # n_test (the validation and test sets) or batch_size
+    keys = ("task", "seq_len", "dim", "n_train")
+    now = {f"data.{k}": c["data"][k] for k in keys} | {"seed": c["seed"]}
+    then = {f"data.{k}": saved.get(k) for k in keys} | {"seed": saved.get("train_seed")}
+    differ = [f"{k}={then[k]!r} (this run: {v!r})" for k, v in now.items() if then[k] is not None and then[k] != v]
     return f", trained on other data: {', '.join(differ)}" if differ else ""
 
 

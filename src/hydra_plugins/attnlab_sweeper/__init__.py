@@ -239,8 +239,11 @@ class AttnlabSweeper(Sweeper):
                     OmegaConf.save(self.config, tmp)
             # each job's overrides as the user wrote them: without the folder name the sweeper adds
             overrides = [[o for o in job if not o.startswith("hydra.sweep.subdir=")] for job in jobs]
-            sweep_record.write_jobs(sweep_dir, overrides, folders)
             done = [self.resuming and finished(sweep_dir / f) for f in folders]
+            # a finished job kept as it is keeps its recorded overrides (not a continuation's larger budget)
+            recorded = {job["dir"]: job["overrides"] for job in sweep_record.read_jobs(sweep_dir)} if any(done) else {}
+            overrides = [recorded.get(f, o) if d else o for o, f, d in zip(overrides, folders, done, strict=True)]
+            sweep_record.write_jobs(sweep_dir, overrides, folders)
             todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
             kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
             print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
