@@ -57,7 +57,7 @@ def adapt(command: str, tmp: Path, run: Path, sweep: Path, n: int, slurm: bool =
         "outputs/multiruns/<sweep>": str(sweep),
         "<sweep dir>": str(sweep),
         "path/to/file.ckpt": str(run / "checkpoints" / "last.ckpt"),
-        " out.png": f" {tmp / 'out.png'}",
+        " outputs/attention.png": f" {tmp / 'attention.png'}",
     }.items():
         command = command.replace(placeholder, real)
     if not torch.cuda.is_available():
