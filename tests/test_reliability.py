@@ -39,6 +39,7 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
         # a resolver on the command line: refused as its record would be (it trained, then resume refused it)
         (["seed=${oc.env:HOME}"], "error: seed='${oc.env:HOME}' is invalid: ${oc.env:HOME}... would run again"),
         (["seed=${data.task}"], "error: seed='uniform' is invalid: must be of type int"),  # was: a TypeError
+        (["~data"], "error: data.task='???' is invalid: is not set: choose data=<halfswap|uniform> (~data removed it)"),
         # resolving a sweep's folder: an OmegaConf error, once a traceback of 100 lines
         (["-m", "seed=0,1", "hydra.sweep.dir=${oc.env:NOPE_X}"], "error: InterpolationResolutionError: KeyError"),
         (["+model.d_modle=64"], "error: model.d_modle=64 is invalid: unknown key; model has ['d_model'"),

@@ -376,6 +376,13 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
 def preflight(config: Any) -> Path:
     """A single run's checks, before Hydra writes anything; then its folder claimed (maybe suffixed)."""
     check_overrides(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # as given: not resolved
+    own = OmegaConf.masked_copy(config, [k for k in config if k not in ("hydra", "output_dir")])  # (Hydra's: set)
+    if missing := sorted(OmegaConf.missing_keys(own)):  # e.g. ~data: no task chosen
+        group = missing[0].split(".")[0]
+        removed = f"~{group}" in config.hydra.overrides.task  # the group's choice taken away: what it may be
+        options = "|".join(sorted(p.stem for p in (CONF / group).glob("*.yaml")))
+        hint = f"choose {group}=<{options}> (~{group} removed it)" if removed else f"give {missing[0]}=<value>"
+        raise ConfigError(missing[0], "???", f"is not set: {hint}")
     wanted = Path(str(config.hydra.run.dir))
     run_folder.check_name(wanted, "hydra.run.dir")
     c = to_plain(config, str(wanted))
