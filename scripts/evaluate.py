@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.board import EVENTS
 from attnlab.config import register_configs
-from attnlab.errors import ConfigError, hydra_error
+from attnlab.errors import ConfigError, one_line
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
 from attnlab.naming import quote_paths
 
@@ -53,4 +53,4 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as e:  # composing (an unknown option, a wrong type), resolving Hydra's settings: one line
-        sys.exit(f"error: {hydra_error(e)}")
+        sys.exit(f"error: {one_line(e)}")

@@ -46,7 +46,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from attnlab import run_folder  # noqa: E402
 from attnlab.config import check_yaml_files, register_configs  # noqa: E402
-from attnlab.errors import ConfigError, Interrupted, hydra_error, run_failure  # noqa: E402
+from attnlab.errors import ConfigError, Interrupted, one_line, run_failure  # noqa: E402
 from attnlab.naming import quote_paths  # noqa: E402
 from attnlab.resume import check_rerun_config, resume_argv  # noqa: E402
 
@@ -90,4 +90,4 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as e:  # composing (an unknown option, a wrong type), resolving Hydra's settings: one line
-        sys.exit(f"error: {hydra_error(e)}")
+        sys.exit(f"error: {one_line(e)}")

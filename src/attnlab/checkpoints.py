@@ -14,9 +14,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from attnlab.errors import ConfigError, first_line
-from attnlab.run_folder import replacing
+from attnlab.run_folder import CHECKPOINTS, replacing
 
-CHECKPOINTS = ("last", "best", "interrupted")  # in a run's checkpoints/: resume candidates (newest_checkpoint)
 TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 

@@ -499,7 +499,7 @@ def check_trainer(trainer: dict[str, Any]) -> None:
 # ${data.dim} is a key's value; a resolver such as ${oc.env:HOME} reads what a record has no business with. Hydra's
 # own stays (output_dir: ${hydra:runtime.output_dir}). Every `${` must open one of these: a resolver's name made by
 # an interpolation (${${a.b}:X}) or any other form is refused with them.
-PLAIN_REFERENCE = re.compile(r"\$\{\s*(hydra\s*:\s*)?[\w.-]+\s*\}")
+PLAIN_REFERENCE = re.compile(r"\$\{\s*(hydra\s*:\s*)?([\w.-]+)\s*\}")  # (Hydra's prefix, the key)
 
 
 def not_plain_reference(text: str) -> str | None:

@@ -64,10 +64,12 @@ def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
 HYDRA_DETAIL = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
 
 
-def hydra_error(e: BaseException) -> str:
-    """Hydra's composition error (an unknown option, a value of the wrong type) and its cause as one line, in
-    ConfigError's form where it names an override (Hydra prints 5-10 lines); any other error (resolving Hydra's
-    settings, say) as its type and message."""
+def one_line(e: BaseException) -> str:
+    """Any error as one line: a ConfigError as it says itself; Hydra's composition error (an unknown option, a value
+    of the wrong type) with its cause, in ConfigError's form where it names an override (Hydra prints 5-10 lines);
+    any other as its type and first line."""
+    if isinstance(e, ConfigError):
+        return str(e)
     if not type(e).__module__.startswith("hydra"):
         return f"{type(e).__name__}: {first_line(e)}"
     parts = []

@@ -22,7 +22,7 @@ from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import keys_of_kind, run_config
+from attnlab.config import PLAIN_REFERENCE, keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -93,17 +93,16 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     return row
 
 
-REFERENCE = re.compile(r"\$\{([\w.]+)\}")
-
-
 def resolve_references(settings: dict[str, Any]) -> dict[str, Any]:
     """`${data.dim}` (model.dim's default) and other values that are one key reference: that key's value, as
     OmegaConf resolves them, without the 20x slower load through the schema (run_config) for every job."""
     resolved = dict(settings)
     for _ in range(8):  # a reference to a reference
-        for key, value in resolved.items():
-            if isinstance(value, str) and (ref := REFERENCE.fullmatch(value)) and ref[1] in resolved:
-                resolved[key] = resolved[ref[1]]
+        found = {k: PLAIN_REFERENCE.fullmatch(v) for k, v in resolved.items() if isinstance(v, str)}
+        # (${hydra:...}: Hydra's, not a key's value)
+        if not (refs := {k: ref[2] for k, ref in found.items() if ref and not ref[1] and ref[2] in resolved}):
+            break
+        resolved |= {k: resolved[key] for k, key in refs.items()}
     return resolved
 
 

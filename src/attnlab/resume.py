@@ -30,7 +30,7 @@ from attnlab.config import (
     trainer_argument,
     validate,
 )
-from attnlab.errors import ConfigError, first_line
+from attnlab.errors import ConfigError, one_line
 from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
@@ -66,6 +66,7 @@ class Plan(NamedTuple):
     step: int  # its global step: a resumed TensorBoard run hides what came after it
     own: bool  # the checkpoint is this run's own (a resume), not another run's (ckpt_path)
     spent: str = ""  # why a resume from it would train nothing more under this config ("" if it would train)
+    note: str = ""  # another run's checkpoint trained on other data: what differs (`other_data`)
 
 
 def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
@@ -81,7 +82,9 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: nothing depends on its config
-        return Plan(check_start_checkpoint(c), 0, 0, own=False)
+        if start := check_start_checkpoint(c):
+            return Plan(start[0], 0, 0, own=False, note=other_data(c, start[1]))
+        return Plan(None, 0, 0, own=False)
     path, ckpt = newest
     try:
         saved = run_config(folder)
@@ -152,8 +155,9 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
         raise ConfigError(key, str(path), f"was trained with other settings: {', '.join(differ)}")
 
 
-def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
-    """`ckpt_path`: it must load, hold a model of this run's shape, end an epoch, and leave epochs to train."""
+def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """`ckpt_path` and what it holds: it must load, hold a model of this run's shape, end an epoch, and leave
+    epochs to train."""
     from attnlab.checkpoints import read_checkpoint
 
     if not c["ckpt_path"]:
@@ -170,15 +174,15 @@ def check_start_checkpoint(c: dict[str, Any]) -> Path | None:
     if c["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
         raise ConfigError("ckpt_path", str(path), why)
-    return path
+    return path, ckpt
 
 
-def other_data(c: dict[str, Any], checkpoint: Path) -> str:
+def other_data(c: dict[str, Any], ckpt: dict[str, Any]) -> str:
     """`ckpt_path` trains on this run's data: where the checkpoint was trained on other data (its datamodule's
     settings, kept in it), a note saying so (fine-tuning by design; a forgotten `data=` by mistake)."""
-    from attnlab.checkpoints import plain, read_checkpoint
+    from attnlab.checkpoints import plain
 
-    saved = read_checkpoint(checkpoint, "ckpt_path").get("datamodule_hyper_parameters")
+    saved = ckpt.get("datamodule_hyper_parameters")
     if not (isinstance(saved, dict) and plain(saved)):  # a record: only plain values are compared and shown
         return ""
     # what makes the training set (attnlab.tasks: the task, its shape, and the run's seed); not data.seed, n_val,
@@ -333,12 +337,6 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     sweep = "-m" in argv or "--multirun" in argv
     folder = Path(given[-1].split("=", 1)[1])
-    try:
-        run_folder.check_name(folder, "resume")
-        saved = saved_overrides(folder, sweep)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     flags, now, args = [], [], argv[1:]
     for i, arg in enumerate(args):  # Hydra's flags (`--cfg job`: the flag's value with it), the overrides given now
         before = args[i - 1] if i else ""
@@ -347,11 +345,17 @@ def resume_argv(argv: list[str]) -> list[str]:
         elif arg.split("=", 1)[0] != "resume":
             now.append(arg)
     dir_key = f"hydra.{'sweep' if sweep else 'run'}.dir"
-    if elsewhere := [item for item in now if item.split("=", 1)[0] == dir_key]:  # it was dropped without a word
-        why = f"continues in the folder it names; {elsewhere[-1]!r} cannot move it (copy the folder, resume the copy)"
-        print(f"error: {ConfigError('resume', str(folder), why)}", file=sys.stderr)
+    try:
+        run_folder.check_name(folder, "resume")
+        saved = saved_overrides(folder, sweep)
+        if elsewhere := [item for item in now if item.split("=", 1)[0] == dir_key]:  # (it was dropped without a word)
+            why = f"continues in the folder it names; {elsewhere[-1]!r} cannot move it "
+            why += "(copy the folder, resume the copy)"
+            raise ConfigError("resume", str(folder), why)
+        check_saved_start(folder, saved, now, sweep)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    check_saved_start(folder, saved, now, sweep)
     where = f"{dir_key}={hydra_quote(str(folder))}"
     overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
     return [argv[0], *flags, *overrides.values()]  # one per key, the last given
@@ -363,14 +367,13 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
     start = [item for item in saved if item.split("=", 1)[0].lstrip("+") == "ckpt_path"]
     if not start or any(item.split("=", 1)[0].lstrip("+") == "ckpt_path" for item in now):
         return
-    # checkpoints.CHECKPOINTS, by name (that module imports Lightning): a resume from them loads one or is refused
-    if not sweep and any((folder / "checkpoints" / f"{n}.ckpt").is_file() for n in ("last", "best", "interrupted")):
+    # (a resume from them loads one or is refused: attnlab.checkpoints.newest_checkpoint)
+    if not sweep and any((folder / "checkpoints" / f"{n}.ckpt").is_file() for n in run_folder.CHECKPOINTS):
         return
     value = start[-1].split("=", 1)[1].strip("'\"")
     command = f"{run_folder.continue_command(folder, sweep)} ckpt_path={shlex.quote(value)}"
     why = f"it started from ckpt_path={value!r}, outside it, which a record may not make a run load: `{command}`"
-    print(f"error: {ConfigError('resume', str(folder), why)}", file=sys.stderr)
-    sys.exit(1)
+    raise ConfigError("resume", str(folder), why)
 
 
 def preflight(config: Any) -> Path:
@@ -390,11 +393,11 @@ def preflight(config: Any) -> Path:
     if run_folder.secondary_process():
         return wanted
     start = plan(c, wanted, recorded=True)
-    spent = start.spent or recorded_spent(wanted, c)
     if params := config.hydra.sweeper.get("params"):  # experiment=limitations without -m: one job, said so
         print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
-    if start.own and spent and run_folder.status(wanted)[0] == "ok":  # a re-test would only rewrite its record
+    finished = start.own and run_folder.status(wanted)[0] == "ok"
+    if finished and (spent := start.spent or recorded_spent(wanted, c)):  # a re-test would only rewrite its record
         why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
@@ -409,7 +412,7 @@ class RunFolderCallback(Callback):
         try:
             folder = preflight(config)
         except Exception as e:
-            why = e if isinstance(e, ConfigError) else f"the run's checks failed: {type(e).__name__}: {first_line(e)}"
+            why = e if isinstance(e, ConfigError) else f"the run's checks failed: {one_line(e)}"
             print(f"error: {why}", file=sys.stderr)
             sys.exit(1)
         if folder != Path(str(config.hydra.run.dir)):

@@ -70,6 +70,9 @@ def holds_run(folder: Path, marker: str = ".hydra") -> bool:
     return (folder / marker).exists() or (marker == ".hydra" and (folder / "checkpoints").is_dir())
 
 
+CHECKPOINTS = ("last", "best", "interrupted")  # a run's checkpoints/<name>.ckpt: what a resume continues from
+
+
 def check_name(folder: str | Path, key: str) -> None:
     """A folder Hydra can run in: Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again as an interpolation
     when it sets runtime.output_dir, so a folder named `a${oc.env:HOME}` would be claimed and another written."""

@@ -116,7 +116,7 @@ def run(
         start_from = str(start.checkpoint) if start.checkpoint else None
         announce_start(c, out, job)
         if start_from and not start.own:  # ckpt_path: another run's weights, trained on this run's data
-            print(f"[attnlab] starting from {start_from}{resume.other_data(c, Path(start_from))}", flush=True)
+            print(f"[attnlab] starting from {start_from}{start.note}", flush=True)
         set_threads(c["torch_threads"], hydra if job is not None else None)  # a launcher's n_jobs: a sweep's
         pl.seed_everything(c["seed"], workers=True, verbose=False)
         data, module = build(c)

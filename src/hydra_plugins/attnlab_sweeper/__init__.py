@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import resume, run_folder, sweep_record
 from attnlab.config import check_overrides, to_plain, validate
-from attnlab.errors import ConfigError, Interrupted, first_line
+from attnlab.errors import ConfigError, Interrupted, one_line
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 
 # The module, not its class: Hydra's plugin scan runs each plugin module again after this import, and
@@ -221,8 +221,8 @@ class AttnlabSweeper(Sweeper):
             explicit = "hydra.sweep.dir" in given
             claimed = run_folder.claim(sweep_dir, "hydra.sweep.dir", explicit, self.resuming, marker="multirun.yaml")
         except Exception as e:  # a refusal, or a crafted record past the checks: one line all the same
-            said = e if isinstance(e, ConfigError) else f"{type(e).__name__}: {first_line(e)}"
-            print(f"error: {refused}{said}", file=sys.stderr, flush=True)  # before `sweep`'s finally stops workers
+            # said before `sweep`'s finally stops the workers
+            print(f"error: {refused}{one_line(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
         if claimed != sweep_dir:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
