@@ -32,8 +32,10 @@ pytestmark = [
     pytest.mark.skipif(bool(MISSING), reason=NOT_INSTALLED),
     pytest.mark.skipif(os.geteuid() != 0, reason="the local SLURM cluster runs its jobs as root"),
 ]
-# The local cluster's partition; its states asked every 2 s (10 s by default: a real cluster's scheduler is shared)
-ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.poll_s=2"]
+# The local cluster's partition; its states asked every 2 s (10 s by default: a real cluster's scheduler is shared);
+# a result waited for 1 s after its job ended (15 s by default: a shared file system may show it late; here one disk)
+ON_SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.poll_s=2",
+            "hydra.launcher.grace_s=1"]  # fmt: skip
 # One job of 4 epochs x 40 steps: long enough to be stopped in the middle.
 JOB = [*TINY, "data.n_train=2560", "trainer.max_epochs=4", "data=halfswap", "model.pos_enc=sinusoidal"]
 

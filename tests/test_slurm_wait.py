@@ -12,7 +12,7 @@ from submitit.core.utils import UncompletedJobError
 
 import hydra_plugins.attnlab_slurm as slurm
 
-POLL_S = 10  # the launcher's default (AttnlabSlurmConf.poll_s)
+POLL_S, GRACE_S = 10, 15  # the launcher's defaults (AttnlabSlurmConf.poll_s, grace_s)
 
 SACCT = """123_0|RUNNING
 123_0.batch|RUNNING
@@ -97,7 +97,7 @@ def test_a_held_or_signalled_state_seen_once_is_not_an_end(tmp_path: Path, monke
     jobs = [Job(tmp_path, "7_0"), Job(tmp_path, "7_1")]
     script = [{"7_0": "RUNNING", "7_1": "REQUEUE_HOLD"}, {"7_0": "done", "7_1": "CANCELLED"}, {"7_1": "RUNNING"}]
     asked = polls(monkeypatch, jobs, [*script, {"7_1": "done"}])
-    slurm.wait(jobs, POLL_S)
+    slurm.wait(jobs, POLL_S, GRACE_S)
     assert len(asked) == 4 and asked == sorted(asked) and asked[1] - asked[0] >= POLL_S
 
 
@@ -107,7 +107,7 @@ def test_a_job_that_ends_without_a_result_is_named_once_every_job_has_ended(tmp_
     script = [{"8_1": "CANCELLED", "9": "RUNNING"}, {"8_0": "done", "8_1": "CANCELLED"}, {"9": "RUNNING"}]
     asked = polls(monkeypatch, jobs, [*script, {"9": "done"}])
     with pytest.raises(UncompletedJobError, match=r"SLURM job 8_1 ended CANCELLED without a result; its log: e"):
-        slurm.wait(jobs, POLL_S)
+        slurm.wait(jobs, POLL_S, GRACE_S)
     assert len(asked) == 4 and jobs[2].paths.result_pickle.exists()
 
 
@@ -123,4 +123,14 @@ def test_a_result_written_after_the_job_ended_is_waited_for(tmp_path: Path, monk
             job.paths.result_pickle.touch()
 
     monkeypatch.setattr(slurm.time, "sleep", late)
-    slurm.wait(jobs, POLL_S)
+    slurm.wait(jobs, POLL_S, GRACE_S)
+
+
+@pytest.mark.parametrize("grace_s", [1, GRACE_S])
+def test_a_job_without_a_result_is_named_once_its_grace_has_passed(tmp_path: Path, monkeypatch, clock, grace_s) -> None:
+    """hydra.launcher.grace_s: how long a result may take to show after its job ended (a shared file system)."""
+    jobs = [Job(tmp_path, "6")]
+    asked = polls(monkeypatch, jobs, [{"6": "CANCELLED"}])
+    with pytest.raises(UncompletedJobError, match="SLURM job 6 ended CANCELLED without a result"):
+        slurm.wait(jobs, POLL_S, grace_s)
+    assert asked[-1] + grace_s <= clock.t < asked[-1] + grace_s + 1

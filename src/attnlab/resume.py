@@ -49,7 +49,7 @@ NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
 # `additional_parameters` (shell lines) or `submitit_folder` (a path).
 LAUNCHER_SETTINGS = (
     "n_jobs", "partition", "timeout_min", "cpus_per_task", "mem_gb", "gpus_per_node", "account", "qos",
-    "array_parallelism", "max_num_timeout", "signal_delay_s", "nodes", "tasks_per_node", "poll_s",
+    "array_parallelism", "max_num_timeout", "signal_delay_s", "nodes", "tasks_per_node", "poll_s", "grace_s",
 )  # fmt: skip
 PLAIN_SETTING = re.compile(r"[A-Za-z0-9_.:+-]*")
 # Hydra's command-line flags that take the next argument as their value (`--cfg job`), not an override

@@ -25,7 +25,6 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 END = {
     "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED",
 }  # fmt: skip
-GRACE_S = 15  # how long a result may take to appear after its job ended (60 s after COMPLETED)
 
 
 class AttnlabSlurmLauncher(SlurmLauncher):
@@ -34,7 +33,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
         import submitit
 
         params = dict(self.params)
-        poll_s = params.pop("poll_s")
+        poll_s, grace_s = params.pop("poll_s"), params.pop("grace_s")
         executor = submitit.AutoExecutor(
             folder=params.pop("submitit_folder"), cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
         )
@@ -57,7 +56,7 @@ class AttnlabSlurmLauncher(SlurmLauncher):
             print(f"[attnlab] SLURM job {array}: {len(jobs)} tasks ({tasks}); logs in {folder}_*", flush=True)
         else:
             print(f"[attnlab] SLURM job {array}; logs in {folder}", flush=True)
-        wait(jobs, poll_s)
+        wait(jobs, poll_s, grace_s)
         return [job.results()[0] for job in jobs]
 
 
@@ -68,10 +67,10 @@ def written(job: Any) -> bool:
     return all(job.task(i).paths.result_pickle.exists() for i in range(job.num_tasks))
 
 
-def wait(jobs: list[Any], poll_s: float) -> None:
+def wait(jobs: list[Any], poll_s: float, grace_s: float) -> None:
     """Until every job has written its result or SLURM says it has ended (asked every `poll_s`, with every
     job's result file); submitit.UncompletedJobError for one that ended without a result (cancelled, killed),
-    once all have."""
+    once all have, and once `grace_s` (4x after COMPLETED) has passed for its result to reach this machine."""
     from submitit.core.utils import UncompletedJobError
 
     ended: dict[str, str] = {}  # job id -> its end, reported by two polls in a row
@@ -88,7 +87,7 @@ def wait(jobs: list[Any], poll_s: float) -> None:
             pending.pop(0)
         time.sleep(1 if pending else 0)
     for job in jobs:  # a result may reach a shared file system after SLURM says the job ended
-        grace = time.monotonic() + (4 if ended.get(job.job_id) == "COMPLETED" else 1) * GRACE_S
+        grace = time.monotonic() + (4 if ended.get(job.job_id) == "COMPLETED" else 1) * grace_s
         while not written(job) and time.monotonic() < grace:
             time.sleep(0.5)
         if not written(job):
@@ -141,6 +140,9 @@ class AttnlabSlurmConf(SlurmQueueConf):
     timeout_min: int = 60
     signal_delay_s: int = 60  # USR2 this long before the time limit: time to finish a step and save
     poll_s: int = 10  # how often the sweep asks SLURM for its jobs' states (sacct, else scontrol)
+    # how long a job's result may take to reach this machine's view of a shared file system after SLURM says the
+    # job ended (4x after COMPLETED); a job that ended without one is reported after it
+    grace_s: int = 15
     max_num_timeout: int = 20  # requeues after hitting the time limit (each resumes, none starts over)
     additional_parameters: dict[str, Any] = field(default_factory=lambda: {"requeue": True})  # preemption
 
