@@ -447,7 +447,7 @@ def validate(c: dict[str, Any]) -> None:
         raise ConfigError("trainer.val_check_interval", interval, why)
     if (least := trainer.get("min_epochs")) is not None and fits(least, int) and least > epochs:  # Lightning: ignored
         raise ConfigError("trainer.min_epochs", least, f"must be <= trainer.max_epochs={epochs}")
-    if c["progress"] != "auto" and not trainer["enable_progress_bar"]:  # (it was ignored without a word)
+    if c["progress"] != "auto" and not trainer["enable_progress_bar"]:  # (no bar: the choice would do nothing)
         why = "shows nothing with trainer.enable_progress_bar=false: give one of them"
         raise ConfigError("progress", c["progress"], why)
     # Lightning runs 16-bit mixed precision on a CPU as bf16-mixed, with a warning: the record would say 16

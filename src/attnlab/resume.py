@@ -348,7 +348,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     try:
         run_folder.check_name(folder, "resume")
         saved = saved_overrides(folder, sweep)
-        if elsewhere := [item for item in now if item.split("=", 1)[0] == dir_key]:  # (it was dropped without a word)
+        if elsewhere := [item for item in now if item.split("=", 1)[0] == dir_key]:  # (below, the folder wins)
             why = f"continues in the folder it names; {elsewhere[-1]!r} cannot move it "
             why += "(copy the folder, resume the copy)"
             raise ConfigError("resume", str(folder), why)
