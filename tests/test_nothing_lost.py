@@ -838,6 +838,18 @@ def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
     assert folder_bytes(named) == before and sorted(p.name for p in tmp_path.iterdir()) == [named.name]
 
 
+def test_a_folder_named_with_a_variable_is_refused_not_written_elsewhere(tmp_path: Path, capsys) -> None:
+    """Lightning's TensorBoard logger expands `$NAME` in its folder: a run into `d$HOME` wrote its checkpoints and
+    metrics.json there, and every TensorBoard file into `d/<HOME>`. Refused in one line instead."""
+    fresh = tmp_path / "d$HOME"
+    err = refused_in_process(capsys, *TINY, f"hydra.run.dir={hydra_quote(str(fresh))}")
+    assert err.strip().splitlines()[-1] == (
+        f"error: hydra.run.dir={str(fresh)!r} is invalid: TensorBoard's logger would read '$NAME' in a folder's name "
+        "as a variable and write elsewhere: rename it"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("value", "shown"),
     [("${oc.env:HOME}", "${oc.env:HOME}"), ("${${trainer.zz}:HOME}", "${${trainer.zz}:HOME}")],

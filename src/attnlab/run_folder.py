@@ -6,6 +6,7 @@ process dies, even by SIGKILL), its status (`metrics.json`: finished; `FAILED` w
 import contextlib
 import json
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,10 +75,14 @@ CHECKPOINTS = ("last", "best", "interrupted")  # a run's checkpoints/<name>.ckpt
 
 
 def check_name(folder: str | Path, key: str) -> None:
-    """A folder Hydra can run in: Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again as an interpolation
-    when it sets runtime.output_dir, so a folder named `a${oc.env:HOME}` would be claimed and another written."""
+    """A folder every writer keeps to: Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again as an interpolation
+    when it sets runtime.output_dir (a folder named `a${oc.env:HOME}` would be claimed and another written), and
+    Lightning's TensorBoard logger expands `$NAME` in its folder (the event files of `d$HOME` went to `d/root`)."""
     if "${" in str(folder):
         why = "Hydra would read '${' in a folder's name as an interpolation and write elsewhere: rename the folder"
+        raise ConfigError(key, str(folder), why)
+    if re.search(r"\$[A-Za-z_]", str(folder)):
+        why = "TensorBoard's logger would read '$NAME' in a folder's name as a variable and write elsewhere: rename it"
         raise ConfigError(key, str(folder), why)
 
 
