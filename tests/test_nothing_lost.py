@@ -871,6 +871,33 @@ def test_a_record_may_not_call_a_resolver(own_copy: Path, capsys, value: str, sh
         evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
 
 
+def aliases(levels: int) -> str:
+    """YAML whose each level names the one below ten times: 10^levels values once expanded, in a few lines."""
+    lines = ["a0: &a0 {x: 1}"]
+    lines += [f"a{n}: &a{n} {{{', '.join(f'k{i}: *a{n - 1}' for i in range(10))}}}" for n in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("record", [".hydra/config.yaml", ".hydra/overrides.yaml"])
+def test_a_record_with_yaml_aliases_is_refused_unexpanded(own_copy: Path, capsys, record: str) -> None:
+    """Hydra writes no alias: a record holding aliases of aliases (a few lines for 10^8 values) hung a resume,
+    an evaluation and the report, reading them. Refused before they are expanded."""
+    from attnlab.evaluate import evaluate_run
+
+    path = own_copy / record
+    if record.endswith("config.yaml"):
+        path.write_text(path.read_text() + aliases(3))
+    else:  # a list of overrides: the aliases in an item's mapping
+        path.write_text("- seed=0\n- " + aliases(3).replace("\n", "\n  ").rstrip() + "\n")
+    before = folder_bytes(own_copy)
+    err = refused_in_process(capsys, f"resume={own_copy}")
+    assert "it holds a YAML alias (*name), which no record Hydra writes holds" in err.strip().splitlines()[-1], err
+    if record.endswith("config.yaml"):
+        with pytest.raises(ConfigError, match=re.escape("does not load (it holds a YAML alias")):
+            evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
+    assert folder_bytes(own_copy) == before
+
+
 def test_a_run_of_an_earlier_schema_is_refused_naming_the_key(own_copy: Path, capsys) -> None:
     """A run whose saved config holds a key the schema no longer has (`callbacks`, before early_stop.patience and
     trainer.max_time replaced it) cannot be checked against this one: refused, naming the key, nothing touched."""

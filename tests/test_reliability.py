@@ -94,6 +94,13 @@ class RunsCode:
         return (os.system, ("true",))
 
 
+def shared(levels: int) -> dict:
+    value: dict = {"x": 1}
+    for _ in range(levels):
+        value = {f"k{i}": value for i in range(10)}
+    return value
+
+
 GOOD = {"epoch": 1, "global_step": 8, "hyper_parameters": {"model": {"d_model": 32}, "lr": 0.003}, "state_dict": {}}
 
 
@@ -107,8 +114,10 @@ GOOD = {"epoch": 1, "global_step": 8, "hyper_parameters": {"model": {"d_model": 
         ({"hyper_parameters": {"model": {"d_model": torch.tensor(32)}}}, "ValueError: its hyper_parameters must"),
         ({"state_dict": RunsCode()}, "refused by torch.load(weights_only=True): Trying to load unsupported GLOBAL"),
         ({"loops": "x"}, "ValueError: its loops and callbacks must be mappings"),  # was: AttributeError, a traceback
+        # a pickle's shared references, each level naming the one below ten times: 10^levels values walked
+        ({"hyper_parameters": {"model": {"d_model": 32}, "x": shared(3)}}, "ValueError: its hyper_parameters must"),
     ],
-    ids=["good", "negative-epoch", "tensor-step", "no-model", "tensor-setting", "code", "loops-text"],
+    ids=["good", "negative-epoch", "tensor-step", "no-model", "tensor-setting", "code", "loops-text", "shared"],
 )
 def test_a_checkpoint_holds_plain_counts_and_settings(tmp_path: Path, change: dict, why: str | None) -> None:
     """A crafted file: a negative epoch made a record attnlab then refused, a tensor setting passed the same-run

@@ -547,3 +547,20 @@ def test_a_setting_given_as_a_key_reference_is_read_resolved(tmp_path: Path) -> 
     assert "${data.n_val}" in (tmp_path / "s0" / ".hydra" / "config.yaml").read_text()
     rows = write_report(tmp_path)
     assert [(r["status"], r["n_test"]) for r in rows] == [("ok", 256), ("ok", 256)]
+
+
+def test_a_job_config_with_yaml_aliases_fails_its_row_unexpanded(tmp_path: Path) -> None:
+    """A job's .hydra/config.yaml holding aliases of aliases (a few lines for 10^8 values) hung the report."""
+    from .test_nothing_lost import aliases
+
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "s0", ["seed=0"], 1.0)
+    add_job(sweep, "s1", ["seed=1"], 1.0)
+    config = sweep / "s1" / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + aliases(3))
+    rows = {r["job"]: r for r in write_report(sweep)}
+    assert rows["s0"]["status"] == "ok" and rows["s1"]["status"] == "failed", rows["s1"]
+    assert (
+        rows["s1"]["error"]
+        == "its config does not read (it holds a YAML alias (*name), which no record Hydra writes holds)"
+    )

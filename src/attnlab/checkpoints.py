@@ -43,12 +43,19 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
     return ckpt
 
 
-def plain(value: Any) -> bool:
-    """Only what a config holds: numbers, strings, None, and lists and dicts of them (no tensors)."""
+def plain(value: Any, seen: set[int] | None = None) -> bool:
+    """Only what a config holds: numbers, strings, None, and lists and dicts of them (no tensors), as a tree: a
+    container met twice (a pickle's shared reference) is refused, not walked again (each sharing of a shared one
+    multiplies the walk: a small file stood for 10^8 values)."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list | tuple) and value:
+        if id(value) in seen:
+            return False
+        seen.add(id(value))
     if isinstance(value, dict):
-        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        return all(isinstance(k, str) and plain(v, seen) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return all(map(plain, value))
+        return all(plain(v, seen) for v in value)
     return value is None or type(value) in (bool, int, float, str)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -234,8 +235,6 @@ def check_overrides(overrides: list[str]) -> None:
 
 def check_yaml_files(folder: Path) -> None:
     """Every YAML file under `folder` parses, or a ConfigError names the file and the place."""
-    import yaml
-
     for path in sorted(folder.rglob("*.yaml")):
         try:
             yaml.safe_load(path.read_text())
@@ -510,6 +509,17 @@ def not_plain_reference(text: str) -> str | None:
     return None
 
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML was built with it
+
+
+def check_no_aliases(text: str) -> None:
+    """A record as Hydra writes it holds no YAML alias (`*name`): one that does is refused (ValueError) before it
+    is read. Each alias of an alias multiplies what a reader expands: a few lines stood for 10^8 values, and the
+    report, an evaluation and a resume hung on them."""
+    if "*" in text and any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=SAFE_LOADER)):
+        raise ValueError("it holds a YAML alias (*name), which no record Hydra writes holds")
+
+
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """The plain config a run was trained with (.hydra/config.yaml), checked against the schema (ConfigError)."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
@@ -518,7 +528,8 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     try:
         schema = OmegaConf.structured(TrainConfig)
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
-        record = OmegaConf.load(path)
+        check_no_aliases(text := path.read_text())
+        record = OmegaConf.create(text)
         if resolver := not_plain_reference(OmegaConf.to_yaml(record)):
             raise ValueError(f"an interpolation, {resolver}: a record holds plain values and key references")
         return to_plain(OmegaConf.merge(schema, record), str(run_dir))

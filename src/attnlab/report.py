@@ -22,7 +22,7 @@ from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import PLAIN_REFERENCE, keys_of_kind, run_config
+from attnlab.config import PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -42,7 +42,6 @@ METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/
 BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]
 VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML was built with it
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 NOT_SCORED = "untrained positions (not scored)"
 Rows = list[dict[str, Any]]
@@ -65,12 +64,13 @@ def collect(sweep_dir: Path) -> Rows:
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     unread = ""
     try:  # YAML's C safe loader reads Hydra's plain values as OmegaConf.load does, 20x faster
-        settings = flatten(yaml.load((job_dir / ".hydra" / "config.yaml").read_text(), Loader=SAFE_LOADER))
+        check_no_aliases(text := (job_dir / ".hydra" / "config.yaml").read_text())
+        settings = flatten(yaml.load(text, Loader=SAFE_LOADER))
         settings = resolve_references(settings)
         if any(isinstance(v, str) and "${" in v for v in settings.values()):  # any other form: as a run reads it
             settings = flatten(run_config(job_dir))
-    except ConfigError as e:
-        settings, unread = {}, f"its config does not read ({e.allowed})"
+    except (ConfigError, ValueError) as e:
+        settings, unread = {}, f"its config does not read ({getattr(e, 'allowed', e)})"
     except Exception:  # never started (or its config is gone): a row all the same
         settings = {}
     # (a name that is not UTF-8, found on disk, shown escaped: the tables are UTF-8)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf, read_write
 from attnlab import run_folder
 from attnlab.config import (
     KINDS,
+    check_no_aliases,
     check_overrides,
     keys_of_kind,
     not_plain_reference,
@@ -30,7 +31,7 @@ from attnlab.config import (
     trainer_argument,
     validate,
 )
-from attnlab.errors import ConfigError, one_line
+from attnlab.errors import ConfigError, first_line, one_line
 from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
@@ -263,11 +264,13 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
         why = f"not a {'sweep' if sweep else 'run'} folder ({record} does not exist)"
         raise ConfigError("resume", str(folder), why)
     try:  # unresolved: an interpolation in a record is seen (and refused), never run
-        saved = OmegaConf.to_container(OmegaConf.load(record), resolve=False)
+        check_no_aliases(text := record.read_text())
+        saved = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
         task = list(saved["hydra"]["overrides"]["task"] if sweep else saved)
         launch = list(saved["hydra"]["overrides"]["hydra"]) if sweep else []
     except Exception as e:
-        raise ConfigError("resume", str(folder), f"{record} is unreadable ({type(e).__name__})") from e
+        why = first_line(e) if isinstance(e, ValueError) else type(e).__name__
+        raise ConfigError("resume", str(folder), f"{record} is unreadable ({why})") from e
     for item in [*task, *launch]:
         if not isinstance(item, str):
             refuse(item, record, "not an override")
@@ -318,13 +321,17 @@ def check_rerun_config(argv: list[str]) -> None:
                 record = yaml.safe_load(text)
             except (OSError, ValueError, yaml.YAMLError):
                 continue  # Hydra says what is wrong with it, if it reads it
+            flag = "--config-path" if folder == given.get("path") else "--config-dir"
+            try:
+                check_no_aliases(text)
+            except ValueError as e:
+                raise ConfigError(flag, str(path), str(e)) from e
             package = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
             found = [key for key in ("hydra", "defaults") if isinstance(record, dict) and key in record]
             if package and package[1].split(".")[0] == "hydra":
                 found.append(f"@package {package[1]}")
             if found:
-                why = f"a run's record sets the task's values only, not {found[0]}"
-                raise ConfigError("--config-path" if folder == given.get("path") else "--config-dir", str(path), why)
+                raise ConfigError(flag, str(path), f"a run's record sets the task's values only, not {found[0]}")
 
 
 def resume_argv(argv: list[str]) -> list[str]:
