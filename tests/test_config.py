@@ -233,7 +233,8 @@ def test_what_a_resume_may_change_and_a_report_never_groups_by_is_declared_on_th
     from attnlab.resume import RESUMABLE
 
     display = {"trainer.enable_progress_bar", "trainer.enable_model_summary", "torch_threads", "verbose", "progress"}
-    budget = {"trainer.max_epochs", "trainer.max_time", "early_stop.patience", "early_stop.min_delta"}
+    budget = {"trainer.max_epochs", "trainer.max_time", "early_stop.patience", "early_stop.min_delta",
+              "trainer.max_steps"}  # fmt: skip
     scored_after = {"eval.seq_lens", "eval.n", "eval.batch_size", "eval.untrained"}
     assert set(RESUMABLE) == display | budget | scored_after | {"trainer.accelerator"}
     assert set(NOT_SETTINGS) == display | {"seed", "model.dim", "output_dir", "resume"}

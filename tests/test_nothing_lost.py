@@ -815,6 +815,28 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert "trainer.max_epochs=3" in next(o for d, o in after.items() if d != kept["dir"])
 
 
+def test_a_run_under_max_steps_is_not_continued_from_an_epochs_end_into_a_false_record(tmp_path: Path, capsys) -> None:
+    """Under +trainer.max_steps Lightning restarts from an epoch's end as if inside it: a resume with more epochs
+    (or a new run from that checkpoint) trained no step, and metrics.json said it had trained the epoch, with a
+    train/acc of 0.0. Refused, saying how to go on; by epochs (max_steps -1) the resume trains every step."""
+    run = tmp_path / "run"
+    proc = run_train(*TINY, "trainer.max_epochs=2", "+trainer.max_steps=10000", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = folder_bytes(run)
+    why = "is invalid: from last.ckpt, saved at an epoch's end, Lightning would train no step under max_steps"
+    err = refused_in_process(capsys, f"resume={run}", "trainer.max_epochs=3")
+    assert err.strip().splitlines()[-1].startswith(f"error: trainer.max_steps=10000 {why}"), err
+    new = [*TINY, "+trainer.max_steps=100", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3"]
+    err = refused_in_process(capsys, *new, f"hydra.run.dir={tmp_path / 'new'}")
+    assert err.strip().splitlines()[-1].startswith(f"error: trainer.max_steps=100 {why}"), err
+    assert folder_bytes(run) == before and not (tmp_path / "new").exists()
+    proc = run_train(f"resume={run}", "trainer.max_epochs=3", "+trainer.max_steps=-1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = read_metrics(run)
+    assert (metrics["epochs"], metrics["global_step"]) == (3, 12)  # 4 steps an epoch
+    assert len(metrics["history"]["train/acc"]) == 3 and 0.0 not in metrics["history"]["train/acc"]
+
+
 def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
     own_copy: Path, tmp_path: Path, capsys
 ) -> None:

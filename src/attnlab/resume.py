@@ -36,7 +36,7 @@ from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
 # checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
-RESUMABLE = tuple(keys_of_kind(*KINDS))
+RESUMABLE = (*keys_of_kind(*KINDS), "trainer.max_steps")  # (and Lightning's step budget, `+trainer.max_steps`)
 SCHEMA_KEYS = frozenset(keys_of_kind())  # every key of the schema
 IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
@@ -108,7 +108,19 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         if timer.time_remaining() <= 0:  # type: ignore[operator]
             why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
             raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
-    return Plan(path, epoch, step, own=True, spent=spent_budget(ckpt, c, epoch, step))
+    if not (spent := spent_budget(ckpt, c, epoch, step)):
+        check_steps_restart(c, ckpt, path)
+    return Plan(path, epoch, step, own=True, spent=spent)
+
+
+def check_steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> None:
+    """Under `trainer.max_steps`, Lightning 2.6 restarts from a checkpoint saved at an epoch's end as if inside that
+    epoch: it trains no step, counts one more epoch all the same, and the record would claim it (a neighbour of
+    Lightning-AI/pytorch-lightning#19617). Refused; by epochs (max_steps -1) it trains on exactly."""
+    if c["trainer"].get("max_steps", -1) not in (-1, None) and not inside_epoch(ckpt):
+        why = f"from {path.name}, saved at an epoch's end, Lightning would train no step under max_steps and count "
+        why += "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
+        raise ConfigError("trainer.max_steps", c["trainer"]["max_steps"], why)
 
 
 def inside_epoch(ckpt: dict[str, Any]) -> bool:
@@ -171,6 +183,7 @@ def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | N
     if inside_epoch(ckpt):
         why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
         raise ConfigError("ckpt_path", str(path), why)
+    check_steps_restart(c, ckpt, path)
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
