@@ -269,7 +269,7 @@ def test_an_evaluation_that_does_not_read_leaves_the_runs_results_standing(tmp_p
     (tmp_path / "s1" / "evaluation.json").write_text(content)
     rows = {r["job"]: r for r in write_report(tmp_path)}
     assert rows["s1"]["status"] == "ok" and rows["s1"]["test/acc"] == 0.9 and rows["s1"]["lengths"] == {}
-    why = "evaluation.json not read: is not an evaluation this program wrote"
+    why = "evaluation.json left out: is not an evaluation this program wrote"
     assert rows["s1"]["note"].startswith(why)
     summary = (tmp_path / "summary.md").read_text()
     assert "| 2 | 0.700 ± 0.283 |" in summary and f"| `s1` | {why}" in summary
@@ -564,3 +564,29 @@ def test_a_job_config_with_yaml_aliases_fails_its_row_unexpanded(tmp_path: Path)
         rows["s1"]["error"]
         == "its config does not read (it holds a YAML alias (*name), which no record Hydra writes holds)"
     )
+
+
+def test_an_earlier_reports_tables_and_plots_go_when_their_results_do(tmp_path: Path) -> None:
+    """A job resumed since its evaluation tests another checkpoint: its lengths are left out, and said so (they were
+    dropped unsaid), and the length table and plot of the report before, of the old checkpoint, are removed (they
+    stood beside the new summary as if current)."""
+    from attnlab.verdict import wilson
+
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "s0", ["seed=0"], 1.0)
+    add_job(sweep, "s1", ["seed=1"], 1.0)
+    tested = json.loads((sweep / "s0" / "metrics.json").read_text())["tested_checkpoint"]
+    entry = {"checkpoint": dict(tested), "train_seq_len": 32, "n": 1024}
+    entry["lengths"] = {"64": {"acc": 0.5, "ci": list(wilson(0.5, 1024)), "untrained_positions": False}}
+    (sweep / "s0" / "evaluation.json").write_text(json.dumps(entry))
+    write_report(sweep)
+    made = {"length_generalization.csv", "length_generalization.png", "acc_by_task_pos_enc.png"}
+    assert made <= {p.name for p in sweep.iterdir()}
+    entry["checkpoint"] = {**tested, "epoch": tested["epoch"] - 1, "global_step": tested["global_step"] - 4}
+    (sweep / "s0" / "evaluation.json").write_text(json.dumps(entry))
+    rows = {r["job"]: r for r in write_report(sweep)}
+    why = f"scores other checkpoints (epoch {tested['epoch'] - 1}), not the tested one (epoch {tested['epoch']})"
+    assert rows["s0"]["note"] == f"evaluation.json left out: {why}: evaluate it again"
+    assert why in (sweep / "summary.md").read_text()
+    assert not (sweep / "length_generalization.csv").exists() and not (sweep / "length_generalization.png").exists()
+    assert (sweep / "acc_by_task_pos_enc.png").exists()

@@ -44,6 +44,8 @@ VERDICT = ["n_test", "ci_low", "ci_high", "verdict"]
 DIAGNOSTICS = ["attn/entropy", "attn/entropy_uniform", "attn/max_prob", "attn/score_std"]
 STATUSES = ("ok", "failed", "interrupted", "unfinished", "not started")
 NOT_SCORED = "untrained positions (not scored)"
+REPORT_FILES = {"results.csv", "summary.md", "acc_by_task_pos_enc.png", "length_generalization.csv",
+                "length_generalization.png", "acc_vs_seq_len.png", "entropy_vs_d_model.png"}  # fmt: skip
 Rows = list[dict[str, Any]]
 
 
@@ -135,7 +137,7 @@ def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     try:
         row["lengths"] = joined_lengths(job_dir, tested, done)
     except ConfigError as e:  # the run's own results stand; only its evaluation is left out, and said so
-        row["lengths"], row["note"] = {}, f"{EVALUATION} not read: {e.allowed}"
+        row["lengths"], row["note"] = {}, f"{EVALUATION} left out: {e.allowed}"
     return row
 
 
@@ -168,6 +170,10 @@ def joined_lengths(job_dir: Path, tested: dict[str, Any], done: bool) -> dict[in
     same = ("file", "epoch", "global_step")
     tables = [entry, *reversed(entry.get("earlier", []))] if entry else []
     entry = next((t for t in tables if [t["checkpoint"].get(k) for k in same] == [tested.get(k) for k in same]), {})
+    if tables and not entry:  # (a resume trained on since): said, not dropped unsaid
+        which = ", ".join(f"epoch {t['checkpoint']['epoch']}" for t in tables)
+        why = f"scores other checkpoints ({which}), not the tested one (epoch {tested['epoch']}): evaluate it again"
+        raise ConfigError("evaluation", str(job_dir / EVALUATION), why)
     table = {}
     for length, result in entry.get("lengths", {}).items():
         scored = {"acc": None, "ci_low": None, "ci_high": None, "n": entry["n"], "verdict": None, "note": NOT_SCORED}
@@ -413,11 +419,12 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
     save(fig, path, rows, keys, title, fontsize=7, loc="outside lower center", ncols=6)  # fewer entries: fewer columns
 
 
-def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> None:
+def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> bool:
     """Mean of `metric` against config key `x` where it varies, min–max over seeds, one line per combination of
-    every other setting that varies (never averaged over a setting); `reference`: a dashed line's metric."""
+    every other setting that varies (never averaged over a setting); `reference`: a dashed line's metric. Whether
+    it drew one."""
     if x not in keys:
-        return
+        return False
     others = [k for k in keys if k != x and len(distinct(rows, k)) > 1]
     lines: dict[tuple, dict[Any, list[float]]] = defaultdict(dict)
     ref: dict[Any, list[float]] = defaultdict(list)
@@ -426,7 +433,7 @@ def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, yla
             lines[tuple(setting)][at] = vals
         ref[at] += values(group, reference)  # none without a reference
     if not lines:
-        return
+        return False
     fig, ax = figure(figsize=(8, 4.5))
     for setting, points in lines.items():
         means, below, above = zip(*map(min_max, points.values()), strict=True)
@@ -439,6 +446,7 @@ def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, yla
     ax.set_xscale("log", base=2)
     ax.set(xlabel=x, ylabel=f"{ylabel} (mean, min–max over seeds)")
     save(fig, path, rows, keys, fontsize=7, loc="outside right center")
+    return True
 
 
 def plot_bars(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
@@ -497,8 +505,10 @@ def write_report(sweep_dir: str | Path) -> Rows:
     with run_folder.replacing(sweep_dir / "summary.md") as tmp:
         tmp.write_text(summary)
     write_board(sweep_dir, board_cells(keys, groups), summary)
+    made = {"results.csv", "summary.md"}
     if groups:
         plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
+        made.add("acc_by_task_pos_enc.png")
     lengths = []  # a row per job and length it scored
     for r in rows:
         job = {"job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"]}
@@ -509,9 +519,14 @@ def write_report(sweep_dir: str | Path) -> Rows:
         write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
         evaluated = [r for r in rows if r.get("lengths")]  # its title names the seeds scored, not all the sweep's
         plot_lengths(evaluated, keys, scored, sweep_dir / "length_generalization.png")
-    plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy")
-    entropy = sweep_dir / "entropy_vs_d_model.png"
-    plot_lines(rows, keys, "model.d_model", "attn/entropy", entropy, "attention entropy (nats)", "attn/entropy_uniform")
+        made |= {"length_generalization.csv", "length_generalization.png"}
+    if plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy"):
+        made.add("acc_vs_seq_len.png")
+    entropy, uniform = sweep_dir / "entropy_vs_d_model.png", "attn/entropy_uniform"
+    if plot_lines(rows, keys, "model.d_model", "attn/entropy", entropy, "attention entropy (nats)", uniform):
+        made.add(entropy.name)
+    for stale in REPORT_FILES - made:  # an earlier report's, of results no longer there (a resume, an evaluation)
+        (sweep_dir / stale).unlink(missing_ok=True)
     return rows
 
 
