@@ -395,6 +395,25 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
 
 
+def test_a_verdict_counts_the_seeds_planned_that_never_started(tmp_path: Path, capsys) -> None:
+    """A sweep cut short before a seed's job started: the cell said "(1 of 2 seeds finished)" of the 3 it planned
+    (a job never started has no config), and the console's verdict line said nothing."""
+    from attnlab.sweep_record import write_jobs
+
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}"], 1.0)
+    (sweep / "s1" / "metrics.json").unlink()
+    (sweep / "s1" / "INTERRUPTED").write_text("stopped by signal 15\n")
+    jobs = [["data=halfswap", f"seed={seed}"] for seed in (0, 1, 2)]
+    write_jobs(sweep, jobs, [f"s{seed}" for seed in (0, 1, 2)])
+    assert report.conclude(sweep, 143, 0.0) == 143
+    header, row = rows_of((sweep / "summary.md").read_text())[:2]
+    assert dict(zip(header, row, strict=True))["verdict"] == "learned (1 of 3 seeds finished)"
+    out = capsys.readouterr().out
+    assert "learned (1 of 3 seeds finished)" in out.splitlines()[1], out
+
+
 @pytest.mark.parametrize("given", [False, True], ids=["newest", "SWEEP="])
 def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Path, given: bool) -> None:
     """`make report` and `make tensorboard` take the newest sweep folder, or SWEEP=: its name is data, never shell

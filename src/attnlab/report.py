@@ -52,7 +52,8 @@ Rows = list[dict[str, Any]]
 def collect(sweep_dir: Path) -> Rows:
     """A row per planned job (attnlab.sweep_record), then per job folder found on disk besides (a moved one,
     or one planned by a record cut short)."""
-    planned = [sweep_dir / job["dir"] for job in read_jobs(sweep_dir)]
+    jobs = read_jobs(sweep_dir)
+    planned = [sweep_dir / job["dir"] for job in jobs]
     found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
     root = sweep_dir.resolve()
     for job_dir in planned + sorted(found):  # what it reads of a job (at any depth) stays inside the sweep
@@ -60,7 +61,10 @@ def collect(sweep_dir: Path) -> Rows:
             if not job_dir.resolve().is_relative_to(root):
                 raise ConfigError("sweep", str(sweep_dir), f"holds a link to outside it ({job_dir})")
             run_folder.check_no_links_out(job_dir, "sweep", depth=1)
-    return [read_job(sweep_dir, d) for d in planned + sorted(found - set(planned))]
+    rows = [read_job(sweep_dir, d) for d in planned + sorted(found - set(planned))]
+    for row, job in zip(rows, jobs, strict=False):  # (the planned come first)
+        row["overrides"] = job["overrides"]
+    return rows
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
@@ -256,8 +260,22 @@ def min_max(vals: list[float]) -> tuple[float, float, float]:
     return m, m - min(vals), max(vals) - m
 
 
-def verdict(group: Rows) -> str:
-    return cell_verdict([(r["seed"], r["verdict"]) for r in group])
+def verdict(group: Rows, planned: int = 0) -> str:
+    """The cell's verdict; on fewer seeds than `planned` (the others failed, were cut short or never started),
+    saying on how many."""
+    called = cell_verdict([(r["seed"], r["verdict"]) for r in group])
+    return f"{called} ({len(group)} of {planned} seeds finished)" if len(group) < planned else called
+
+
+def planned_jobs(rows: Rows, keys: list[str]) -> Counter:
+    """Each cell's planned jobs: those that started, by their config; those that never did, by their overrides
+    (jobs.json), beside a started job with the same ones but the seed."""
+
+    def but_seed(row: dict[str, Any]) -> frozenset[str]:
+        return frozenset(o for o in row.get("overrides", ()) if o.split("=", 1)[0].lstrip("+") != "seed")
+
+    cell_of = {but_seed(r): setting_of(r, keys) for r in rows if r["settings"] and "overrides" in r}
+    return Counter(setting_of(r, keys) if r["settings"] else cell_of.get(but_seed(r)) for r in rows)
 
 
 def score(x: dict[str, Any], acc: str = "acc") -> str:
@@ -312,16 +330,14 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         "",
     ]
     header = [*map(column, keys), "n", "test/acc", "seeds (95% CI)", "shuffled", "verdict", "tested epoch"]
-    body, started = [], Counter(setting_of(r, keys) for r in rows if r["settings"])
+    body, planned = [], planned_jobs(rows, keys)
     for setting, group in groups.items():
         entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
         spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
         seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
-        called = verdict(group)
-        if len(group) < started[setting]:  # the others failed or were cut short: a verdict on fewer seeds
-            called += f" ({len(group)} of {started[setting]} seeds finished)"
+        called = verdict(group, planned[setting])
         body.append([*setting, len(group), acc, seeds, shuffled, called, *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
     if scored:  # a table per setting whose runs scored other lengths: per length each seed, the mean, the verdict
@@ -546,10 +562,11 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     keys = varying(rows)  # the verdicts: a line per cell (summary.md has the whole table)
     groups = groups_of(rows, keys)
     shown = telling_apart(keys, groups)
-    table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
+    table, planned = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]], planned_jobs(rows, keys)
     for setting, group in groups.items():
         mean = statistics.fmean(values(group, "test/acc"))
-        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", verdict(group)])
+        called = verdict(group, planned[setting])
+        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
     widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
     if groups:  # (no job finished: no table)
         print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))

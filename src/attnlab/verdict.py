@@ -24,7 +24,9 @@ RULE = (
     "`not converged` when it holds chance and the run was still improving; `inconclusive` when it holds chance but "
     "reaches past that band (too few test sequences to tell); `below chance` / `above chance` otherwise. "
     "A cell is `not converged` when any seed is, the seeds' verdict when they agree, and `mixed` "
-    "(each verdict's seeds listed) when they do not."
+    "(each verdict's seeds listed) when they do not. The uncertainty: a 95% interval misses the true accuracy one "
+    "time in 20, so a seed truly at chance is called `above chance` about one time in 40 (and `below chance` as "
+    "often); a study of many cells should expect a few such seeds, a cell's seeds all agreeing far fewer."
 )
 
 
