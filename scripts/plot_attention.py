@@ -44,6 +44,8 @@ try:
     data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]
+    if missing := [name for label, name in enumerate(CLASS_NAMES) if not (y == label).any()]:  # (a crafted record)
+        raise ConfigError("run_dir", str(args.run_dir), f"its validation set holds no sequence of class {missing[0]}")
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
     state = run_folder.status(args.run_dir)[0]  # best.ckpt is the tested model only once the run has finished
     unfinished = f"best.ckpt (lowest val/loss so far; the run is {state}, untested)"

@@ -59,6 +59,8 @@ BAD = [
     (["data.batch_size=0"], "data.batch_size=0 is invalid: must be > 0"),
     (["data.n_train=0"], "data.n_train=0 is invalid: must be > 0"),
     (["data.n_test=0"], "data.n_test=0 is invalid: must be > 0"),
+    # one sequence holds one class: the attention figures (which draw one of each) were skipped, said wrongly
+    (["data.n_val=1"], "data.n_val=1 is invalid: must be an integer >= 2: a sequence of each class"),
     (["optim.lr=-0.1"], "optim.lr=-0.1 is invalid: must be > 0"),
     (["optim.lr=inf"], "optim.lr=inf is invalid: must be a finite number > 0"),
     (["optim.weight_decay=-1"], "optim.weight_decay=-1.0 is invalid: must be a finite number >= 0"),

@@ -433,6 +433,21 @@ def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, 
         assert list(tmp_path.iterdir()) == []
 
 
+def test_plot_attention_of_a_record_whose_validation_set_lacks_a_class_is_one_line(learned_run, tmp_path) -> None:
+    """A run's record saying data.n_val=1 (one class: refused now at the start; a crafted or older record): an
+    IndexError's traceback, now one line."""
+    run = fresh_copy(learned_run, tmp_path / "run")
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(re.sub(r"(?m)^  n_val: \d+$", "  n_val: 1", config.read_text()))
+    plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]
+    proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
+    said = f"error: run_dir='{run}' is invalid: its validation set holds no sequence of class "
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(said) and len(proc.stderr.splitlines()) == 1, (
+        proc.stderr
+    )
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_help_shows_evaluates_own_keys_not_trains_groups(tmp_path) -> None:
     proc = evaluate("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -815,6 +815,21 @@ def test_runs_and_sweeps_with_extra_trainer_arguments_resume_by_the_printed_comm
     assert "trainer.max_epochs=3" in next(o for d, o in after.items() if d != kept["dir"])
 
 
+@pytest.mark.parametrize("grid", [["seed=7"], ["seed=0,1,2"], ["seed=0"]], ids=["other", "more", "fewer"])
+def test_a_continued_sweep_runs_the_jobs_it_planned(cli_sweep: Path, tmp_path: Path, grid: list[str]) -> None:
+    """`-m resume=<sweep> seed=7` rewrote jobs.json with the one new job: the planned ones vanished from the
+    report, and the sweep's table mixed grids. Refused, naming what the grid adds and leaves out, nothing touched."""
+    sweep = copy_sweep(cli_sweep, tmp_path / "sweep")
+    before = folder_bytes(sweep)
+    proc = run_train("-m", f"resume={sweep}", *grid, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: resume='{sweep}' is invalid: continues the 2 jobs it planned; this grid "), last
+    assert last.endswith(": start a new sweep for other values"), last
+    assert ("leaves out seed=" in last) is (grid != ["seed=0,1,2"]) and ("adds " in last) is (grid != ["seed=0"])
+    assert folder_bytes(sweep) == before
+
+
 def test_a_run_under_max_steps_is_not_continued_from_an_epochs_end_into_a_false_record(tmp_path: Path, capsys) -> None:
     """Under +trainer.max_steps Lightning restarts from an epoch's end as if inside it: a resume with more epochs
     (or a new run from that checkpoint) trained no step, and metrics.json said it had trained the epoch, with a

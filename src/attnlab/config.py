@@ -77,7 +77,9 @@ class DataConfig:
     seq_len: int = checked(32, POSITIVE)
     dim: int = checked(1, POSITIVE)  # n, the dimension of one observation
     n_train: int = checked(8192, POSITIVE)
-    n_val: int = checked(1024, POSITIVE)
+    # the validation sequences: of both classes (balanced to within one: tasks.make_split), so at least 2; the
+    # attention figures draw the first of each
+    n_val: int = checked(1024, (lambda v: v >= 2, "must be an integer >= 2: a sequence of each class"))
     n_test: int = checked(1024, POSITIVE)
     batch_size: int = checked(256, POSITIVE)
     seed: int = 1234  # fixes the val/test sets, independently of the run's seed

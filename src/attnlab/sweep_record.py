@@ -63,6 +63,18 @@ def recorded_folders(sweep_dir: Path, grid: list[list[str]], names: list[str]) -
     return kept
 
 
+def check_same_jobs(sweep_dir: Path, folders: list[str]) -> None:
+    """A continued sweep runs the jobs it planned: a grid given now that adds or leaves out a job (`seed=7`) would
+    rewrite jobs.json, and the planned jobs left out would vanish from its report. ConfigError, naming them."""
+    planned = [job["dir"] for job in read_jobs(sweep_dir, "resume")]
+    added, left = [f for f in folders if f not in planned], [f for f in planned if f not in folders]
+    if planned and (added or left):
+        differ = "; ".join(f"{what} {', '.join(f[:3])}{' ...' * (len(f) > 3)}" for what, f in
+                           (("adds", added), ("leaves out", left)) if f)  # fmt: skip
+        why = f"continues the {len(planned)} jobs it planned; this grid {differ}: start a new sweep for other values"
+        raise ConfigError("resume", str(sweep_dir), why)
+
+
 def run_name(out: Path) -> str:
     """How mlflow and wandb list a run: `<sweep>/<job>`, or a single run's folder name."""
     return f"{out.parent.name}/{out.name}" if sweep_of(out) else out.name

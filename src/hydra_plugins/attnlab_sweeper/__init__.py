@@ -193,6 +193,7 @@ class AttnlabSweeper(Sweeper):
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
                 names = sweep_record.recorded_folders(sweep_dir, jobs, names)
+                sweep_record.check_same_jobs(sweep_dir, names)
             # workers for the jobs left: a continued sweep's finished jobs are kept (own subdirs: not known yet)
             left = len(jobs) if own_subdir or not self.resuming else sum(not finished(sweep_dir / n) for n in names)
             folders: dict[str, int] = {}
@@ -265,7 +266,8 @@ class AttnlabSweeper(Sweeper):
                 signal.signal(sig, handler)
         if self.deferred > 0:  # the report was written first; the exit code says the sweep was stopped
             name = signal.Signals(self.deferred).name
-            print(f"[attnlab] stopped by {name} while the report was written (it was finished first)", file=sys.stderr)
+            print(f"[attnlab] {name} came while the report was written: it was finished first; exit code "
+                  f"{128 + self.deferred}", file=sys.stderr)  # fmt: skip
             return 128 + self.deferred
         return code
 
