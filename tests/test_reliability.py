@@ -169,6 +169,9 @@ def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: in
     saved = torch.load(run_dir / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert saved["global_step"] > 0
     assert scalar_values(run_dir, "train/loss")  # flushed
+    # the checkpoint named inside the folder, as the report shows it: a moved or copied run names its own
+    said = f"stopped by signal {int(sig)} at step {saved['global_step']}; checkpoint: checkpoints/interrupted.ckpt"
+    assert (run_dir / "INTERRUPTED").read_text() == f"{said}\n"
 
 
 def test_nan_loss_stops_within_one_step(train_cli) -> None:

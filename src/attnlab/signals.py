@@ -24,7 +24,8 @@ class StopOnSignal(pl.Callback):
     HANDED_OVER = (signal.SIGUSR2,)
 
     def __init__(self, folder: Path) -> None:
-        self.checkpoint_path = folder / "checkpoints" / "interrupted.ckpt"
+        self.relative = Path("checkpoints", "interrupted.ckpt")  # as INTERRUPTED names it: the folder may move
+        self.checkpoint_path = folder / self.relative
         self.signum: int | None = None
         self.saved: str | None = None
         self.trainer: pl.Trainer | None = None
@@ -96,4 +97,4 @@ class StopOnSignal(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.signum is not None and trainer.state.fn == TrainerFn.FITTING:
             trainer.save_checkpoint(self.checkpoint_path)
-            self.saved = str(self.checkpoint_path)
+            self.saved = str(self.relative)
