@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,21 @@ def test_an_epochs_train_loss_is_shown_when_logged_even_if_equal_to_the_last(cap
     lines.on_train_end(trainer, None)
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"epoch 1/3 step {after} ") and ("train/loss 0.0000" in line) is shown, line
+
+
+def test_a_sweep_jobs_count_is_of_the_jobs_finished_by_its_own_end(tmp_path: Path) -> None:
+    """k/N counted the metrics.json files on disk when the line was printed: two jobs finishing together each
+    counted the other ("2/6 done" twice). Counted by when each was written: 1/3 and 2/3."""
+    from attnlab.console import finished_by
+    from attnlab.sweep_record import write_jobs
+
+    sweep = tmp_path / "sweep"
+    names = ["seed=0", "seed=1", "seed=2"]
+    sweep.mkdir()
+    write_jobs(sweep, [[n] for n in names], names)
+    for at, name in enumerate(names[:2]):  # seed=0 first, seed=1 a moment later; seed=2 not yet
+        (sweep / name).mkdir()
+        (sweep / name / "metrics.json").write_text("{}")
+        os.utime(sweep / name / "metrics.json", ns=(10**18 + at, 10**18 + at))
+    jobs = [{"dir": n} for n in names]
+    assert [finished_by(sweep / n, jobs) for n in names[:2]] == [1, 2]

@@ -116,7 +116,9 @@ def test_a_single_run_shows_every_key_setting_seed_last() -> None:
     from .conftest import compose_train
 
     row, differs = hparams_of(to_plain(compose_train("/tmp/x", "data=halfswap")), Path("/tmp/x"))
-    assert list(row)[-1] == "seed" and set(row) == set(KEY_SETTINGS)
+    assert list(row)[-1] == "seed" and set(row) == set(KEY_SETTINGS) - {"patience"}  # null: no "None" text
+    patient, _ = hparams_of(to_plain(compose_train("/tmp/x", "early_stop.patience=4")), Path("/tmp/x"))
+    assert patient["patience"] == 4
     # shown at first sight: what tells one run from another (none marked: TensorBoard showed batch_size, d_model,
     # dim, lr, max_epochs, the first five by name)
     assert differs == {"task", "pos_enc", "seq_len", "scale", "pool", "seed"}

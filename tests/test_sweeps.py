@@ -419,3 +419,39 @@ def test_what_only_the_command_line_shows_is_checked_for_each_job(tmp_path: Path
     assert last.startswith("error: ") and said in last  # a job's value: the first job that gives it, named
     assert last.startswith("error: job #") == ("hydra.launcher" not in given)
     assert not sweep.exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (Python's "Exception ignored")
+def test_a_signal_ignored_inside_a_finalizer_still_stops_the_sweep(tmp_path: Path, monkeypatch) -> None:
+    """The sweep's signal handler raises `Interrupted`; when the signal lands while a finished job's objects are
+    collected (Lightning's Profiler.__del__), Python printed "Exception ignored" and the basic launcher ran the
+    next job, and the sweep exited 0. Noted too: the next job stops before it trains, and a launch that returns
+    all the same ends the sweep with 128 + signal."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from attnlab import errors
+    from attnlab.errors import Interrupted
+    from attnlab.signals import StopOnSignal
+    from hydra_plugins.attnlab_sweeper import AttnlabSweeper
+
+    monkeypatch.setattr(errors, "pending_signal", None)
+    sweeper = AttnlabSweeper()
+    sweeper.resuming, sweeper.config = False, OmegaConf.create({})
+
+    class Collected:
+        def __del__(self) -> None:  # the signal's handler runs here: its exception is ignored
+            sweeper.on_signal(15, None)
+
+    def launch(jobs: list, initial_job_idx: int) -> None:  # the signal during a job's cleanup, then no more jobs
+        sweeper.deferred = 0
+        Collected()
+
+    sweeper.launcher = SimpleNamespace(launch=launch)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    assert sweeper.run_jobs(sweep, [["seed=0"]], ["seed=0"], 0.0) == 143
+    assert errors.pending_signal == 15
+    with pytest.raises(Interrupted, match="stopped by signal 15"):
+        StopOnSignal(tmp_path / "next").__enter__()  # the next job, had there been one

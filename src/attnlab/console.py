@@ -131,8 +131,21 @@ def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | 
         print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
         if sweep_of(out):  # a sweep's job, resumed on its own: the sweep's tables are older than its results
             print(f"[attnlab] the sweep's report: python scripts/report.py {shlex.quote(str(out.parent))}", flush=True)
-    else:  # k/N: how many of the sweep's jobs have finished, this one included (they run in parallel)
+    else:  # k/N: how many of the sweep's jobs had finished when this one did, this one included
         jobs = sweep_of(out)
-        done = f"{sum((out.parent / j['dir'] / METRICS).is_file() for j in jobs)}/{len(jobs) or '?'}"
+        done = f"{finished_by(out, jobs)}/{len(jobs) or '?'}"
         acc = metrics["test/acc"]
         print(f"[attnlab] {done} done: {out.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)
+
+
+def finished_by(out: Path, jobs: list[dict[str, Any]]) -> int:
+    """The sweep's jobs whose metrics.json was written no later than this job's: counted by time, not by what is
+    on disk when the line is printed (two jobs finishing together each counted the other, and both said 2/6)."""
+
+    def written(job: dict[str, Any]) -> int | None:
+        with contextlib.suppress(OSError):
+            return (out.parent / job["dir"] / METRICS).stat().st_mtime_ns
+        return None
+
+    own = written({"dir": out.name})
+    return sum(1 for job in jobs if (at := written(job)) is not None and own is not None and at <= own)

@@ -90,7 +90,8 @@ def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[st
     varying = [GROUP_KEYS.get(k, k) for k in varying]
     keys = [k for k in varying if k != "seed" and lookup(c, k) is not None]
     keys = [*(keys or [k for k in KEY_SETTINGS.values() if k != "seed"]), "seed"]
-    row = {names.get(k, k): lookup(c, k) for k in keys}
+    # a null (early_stop.patience's default) left out: TensorBoard would show the text "None" in a column of numbers
+    row = {names.get(k, k): lookup(c, k) for k in keys if lookup(c, k) is not None}
     return row, {names.get(k, k) for k in varying} or SINGLE_RUN_SHOWN
 
 

@@ -570,7 +570,7 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
     if groups:  # (no job finished: no table)
         print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
-    ended = "stopped after" if code > 128 else "done in"  # by a signal (128 + its number), or it ran its course
+    ended = "stopped after" if code else "done in"  # by a signal (128 + its number) or a broken launcher
     view = f"\n[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}" if groups else ""
     print(
         f"[attnlab] sweep {ended} {seconds:.1f} s: {len(rows) - len(bad)}/{len(rows)} jobs ok{failed}\n"

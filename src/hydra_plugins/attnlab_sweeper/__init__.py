@@ -27,7 +27,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from attnlab import resume, run_folder, sweep_record
+from attnlab import errors, resume, run_folder, sweep_record
 from attnlab.config import check_overrides, to_plain, validate
 from attnlab.errors import ConfigError, Interrupted, one_line
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
@@ -257,6 +257,8 @@ class AttnlabSweeper(Sweeper):
             except Exception as e:  # the launcher itself broke (e.g. a worker was killed): report all the same
                 print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1
+            if code == 0 and errors.pending_signal is not None:  # raised where Python ignored it (`on_signal`)
+                code = 128 + errors.pending_signal
             self.deferred = -1  # a signal from here on waits until the report is written
             from attnlab.report import conclude
 
@@ -272,8 +274,11 @@ class AttnlabSweeper(Sweeper):
         return code
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        """SIGTERM / SIGINT while jobs run: `Interrupted`. Once `deferred` is set (-1): noted, so that the report
-        is written whole, and the sweep then exits with 128 + signal."""
+        """SIGTERM / SIGINT while jobs run: `Interrupted`, and noted (`errors.pending_signal`): raised inside a
+        finalizer (a finished job's objects collected), Python prints and ignores it, and the next job (its
+        StopOnSignal) or the end of the launch stops on the note instead. Once `deferred` is set (-1): noted, so
+        that the report is written whole, and the sweep then exits with 128 + signal."""
         if not self.deferred:
+            errors.pending_signal = errors.pending_signal or signum
             raise Interrupted(signum)
         self.deferred = signum
