@@ -844,12 +844,40 @@ def test_a_run_under_max_steps_is_not_continued_from_an_epochs_end_into_a_false_
     new = [*TINY, "+trainer.max_steps=100", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3"]
     err = refused_in_process(capsys, *new, f"hydra.run.dir={tmp_path / 'new'}")
     assert err.strip().splitlines()[-1].startswith(f"error: trainer.max_steps=100 {why}"), err
+    err = refused_in_process(capsys, f"resume={run}", "trainer.max_epochs=3", "+trainer.max_steps=3")
+    cut = "error: trainer.max_steps=3 is invalid: last.ckpt is at step 8; a resume may lengthen the budget, not cut it"
+    assert err.strip().splitlines()[-1] == cut, err  # (max_steps may change on resume, as max_epochs may: longer)
     assert folder_bytes(run) == before and not (tmp_path / "new").exists()
     proc = run_train(f"resume={run}", "trainer.max_epochs=3", "+trainer.max_steps=-1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(run)
     assert (metrics["epochs"], metrics["global_step"]) == (3, 12)  # 4 steps an epoch
     assert len(metrics["history"]["train/acc"]) == 3 and 0.0 not in metrics["history"]["train/acc"]
+
+
+def test_a_sweep_under_max_steps_continues_keeping_its_finished_jobs(tmp_path: Path) -> None:
+    """The refusal of a continuation from an epoch's end under max_steps is for the jobs that would train: a
+    finished job a continued sweep keeps as it is was refused too."""
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=0,1", "+trainer.max_steps=10000", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shutil.rmtree(sweep / "seed=1")  # to run again, from scratch
+    proc = run_train("-m", f"resume={sweep}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 finished before, kept as they are" in proc.stdout
+    assert [read_metrics(sweep / f"seed={n}")["global_step"] for n in (0, 1)] == [4, 12]  # kept; trained 3 epochs
+
+
+def test_a_sweep_with_its_own_subdir_continues_with_a_larger_budget(tmp_path: Path) -> None:
+    """The check that a continuation runs the planned jobs compares the folders the jobs run in: with the
+    sweep's own `hydra.sweep.subdir`, a larger budget was refused as "a grid that adds and leaves out" jobs."""
+    sweep, subdir = tmp_path / "sweep", "hydra.sweep.subdir=s${seed}"
+    proc = run_train("-m", *TINY, "seed=0,1", subdir, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (sweep / "s1" / "metrics.json").unlink()
+    proc = run_train("-m", f"resume={sweep}", "trainer.max_epochs=2", subdir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_metrics(sweep / "s1")["epochs"] == 2 and sorted(p.name for p in sweep.glob("s?")) == ["s0", "s1"]
 
 
 def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
@@ -875,16 +903,23 @@ def test_a_folder_named_with_an_interpolation_is_refused_not_written_elsewhere(
     assert folder_bytes(named) == before and sorted(p.name for p in tmp_path.iterdir()) == [named.name]
 
 
-def test_a_folder_named_with_a_variable_is_refused_not_written_elsewhere(tmp_path: Path, capsys) -> None:
+def test_a_folder_named_with_a_variable_is_refused_not_written_elsewhere(tmp_path: Path, capsys, monkeypatch) -> None:
     """Lightning's TensorBoard logger expands `$NAME` in its folder: a run into `d$HOME` wrote its checkpoints and
     metrics.json there, and every TensorBoard file into `d/<HOME>`. Refused in one line instead."""
     fresh = tmp_path / "d$HOME"
     err = refused_in_process(capsys, *TINY, f"hydra.run.dir={hydra_quote(str(fresh))}")
     assert err.strip().splitlines()[-1] == (
-        f"error: hydra.run.dir={str(fresh)!r} is invalid: TensorBoard's logger would read '$NAME' in a folder's name "
+        f"error: hydra.run.dir={str(fresh)!r} is invalid: TensorBoard's logger would read '$NAME' in a folder's path "
         "as a variable and write elsewhere: rename it"
     )
-    assert list(tmp_path.iterdir()) == []
+    inside = tmp_path / "w$HOME"  # a relative folder, run from a working folder named so: its absolute path counts
+    inside.mkdir()
+    monkeypatch.chdir(inside)
+    err = refused_in_process(capsys, *TINY, "hydra.run.dir=r")
+    assert err.strip().splitlines()[-1].startswith("error: hydra.run.dir='r' is invalid: TensorBoard's logger"), err
+    assert list(tmp_path.iterdir()) == [inside] and list(inside.iterdir()) == []
+    for fine in ("a$1", "cost$"):  # no variable's name: nothing to expand
+        run_folder.check_name(tmp_path / fine, "hydra.run.dir")
 
 
 @pytest.mark.parametrize(

@@ -405,7 +405,9 @@ def test_a_verdict_counts_the_seeds_planned_that_never_started(tmp_path: Path, c
         add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}"], 1.0)
     (sweep / "s1" / "metrics.json").unlink()
     (sweep / "s1" / "INTERRUPTED").write_text("stopped by signal 15\n")
-    jobs = [["data=halfswap", f"seed={seed}"] for seed in (0, 1, 2)]
+    # a continuation gives the jobs it runs `resume=True` and may lengthen their budget; the kept one has neither
+    jobs = [["data=halfswap", "seed=0"], *(["data=halfswap", f"seed={s}", "resume=True", "trainer.max_epochs=9"]
+                                          for s in (1, 2))]  # fmt: skip
     write_jobs(sweep, jobs, [f"s{seed}" for seed in (0, 1, 2)])
     assert report.conclude(sweep, 143, 0.0) == 143
     header, row = rows_of((sweep / "summary.md").read_text())[:2]
@@ -604,8 +606,10 @@ def test_an_earlier_reports_tables_and_plots_go_when_their_results_do(tmp_path: 
     entry["checkpoint"] = {**tested, "epoch": tested["epoch"] - 1, "global_step": tested["global_step"] - 4}
     (sweep / "s0" / "evaluation.json").write_text(json.dumps(entry))
     rows = {r["job"]: r for r in write_report(sweep)}
-    why = f"scores other checkpoints (epoch {tested['epoch'] - 1}), not the tested one (epoch {tested['epoch']})"
-    assert rows["s0"]["note"] == f"evaluation.json left out: {why}: evaluate it again"
+    epoch, step = tested["epoch"], tested["global_step"]
+    why = f"scores other checkpoints (checkpoints/best.ckpt, epoch {epoch - 1}, step {step - 4}), not the tested one "
+    why += f"(checkpoints/best.ckpt, epoch {epoch}, step {step})"
+    assert rows["s0"]["note"] == f"evaluation.json left out: {why}: evaluate that one"
     assert why in (sweep / "summary.md").read_text()
     assert not (sweep / "length_generalization.csv").exists() and not (sweep / "length_generalization.png").exists()
     assert (sweep / "acc_by_task_pos_enc.png").exists()

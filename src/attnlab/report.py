@@ -22,7 +22,7 @@ from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
+from attnlab.config import KINDS, PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -37,6 +37,7 @@ ALWAYS_GROUPED = ("data.task", "model.pos_enc")
 REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
 # never grouped: keys that do not change what a job computes, or differ by construction (model.dim is data.dim)
 NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", *keys_of_kind("display")}
+NOT_A_CELL = {"seed", "resume", "trainer.max_steps", *keys_of_kind(*KINDS)}  # overrides a cell's jobs may differ in
 # of the tested checkpoint, but val/acc_best (the whole run) and train/acc_last (the last epoch's: not the tested one's)
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc_last"]
 BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]
@@ -175,8 +176,9 @@ def joined_lengths(job_dir: Path, tested: dict[str, Any], done: bool) -> dict[in
     tables = [entry, *reversed(entry.get("earlier", []))] if entry else []
     entry = next((t for t in tables if [t["checkpoint"].get(k) for k in same] == [tested.get(k) for k in same]), {})
     if tables and not entry:  # (a resume trained on since): said, not dropped unsaid
-        which = ", ".join(f"epoch {t['checkpoint']['epoch']}" for t in tables)
-        why = f"scores other checkpoints ({which}), not the tested one (epoch {tested['epoch']}): evaluate it again"
+        at = "{file}, epoch {epoch}, step {global_step}".format
+        which = "; ".join(at(**t["checkpoint"]) for t in tables)
+        why = f"scores other checkpoints ({which}), not the tested one ({at(**tested)}): evaluate that one"
         raise ConfigError("evaluation", str(job_dir / EVALUATION), why)
     table = {}
     for length, result in entry.get("lengths", {}).items():
@@ -269,10 +271,10 @@ def verdict(group: Rows, planned: int = 0) -> str:
 
 def planned_jobs(rows: Rows, keys: list[str]) -> Counter:
     """Each cell's planned jobs: those that started, by their config; those that never did, by their overrides
-    (jobs.json), beside a started job with the same ones but the seed."""
+    (jobs.json), beside a started job with the same ones but the seed, `resume` and a budget."""
 
-    def but_seed(row: dict[str, Any]) -> frozenset[str]:
-        return frozenset(o for o in row.get("overrides", ()) if o.split("=", 1)[0].lstrip("+") != "seed")
+    def but_seed(row: dict[str, Any]) -> frozenset[str]:  # (and what a continuation may have given its jobs anew)
+        return frozenset(o for o in row.get("overrides", ()) if o.split("=", 1)[0].lstrip("+~") not in NOT_A_CELL)
 
     cell_of = {but_seed(r): setting_of(r, keys) for r in rows if r["settings"] and "overrides" in r}
     return Counter(setting_of(r, keys) if r["settings"] else cell_of.get(but_seed(r)) for r in rows)

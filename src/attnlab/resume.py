@@ -68,6 +68,12 @@ class Plan(NamedTuple):
     own: bool  # the checkpoint is this run's own (a resume), not another run's (ckpt_path)
     spent: str = ""  # why a resume from it would train nothing more under this config ("" if it would train)
     note: str = ""  # another run's checkpoint trained on other data: what differs (`other_data`)
+    stuck: str = ""  # why training from it would go wrong (`steps_restart`): refused where it would train
+
+    def check_trains(self, max_steps: Any) -> None:
+        """ConfigError where training from this plan's checkpoint would go wrong (`stuck`)."""
+        if self.stuck:
+            raise ConfigError("trainer.max_steps", max_steps, self.stuck)
 
 
 def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
@@ -108,19 +114,22 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         if timer.time_remaining() <= 0:  # type: ignore[operator]
             why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
             raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
-    if not (spent := spent_budget(ckpt, c, epoch, step)):
-        check_steps_restart(c, ckpt, path)
-    return Plan(path, epoch, step, own=True, spent=spent)
+    if (max_steps := c["trainer"].get("max_steps", -1)) not in (-1, None) and max_steps < step:  # as max_epochs
+        why = f"{path.name} is at step {step}; a resume may lengthen the budget, not cut it"
+        raise ConfigError("trainer.max_steps", max_steps, why)
+    spent = spent_budget(ckpt, c, epoch, step)
+    return Plan(path, epoch, step, own=True, spent=spent, stuck="" if spent else steps_restart(c, ckpt, path))
 
 
-def check_steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> None:
+def steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> str:
     """Under `trainer.max_steps`, Lightning 2.6 restarts from a checkpoint saved at an epoch's end as if inside that
     epoch: it trains no step, counts one more epoch all the same, and the record would claim it (a neighbour of
-    Lightning-AI/pytorch-lightning#19617). Refused; by epochs (max_steps -1) it trains on exactly."""
-    if c["trainer"].get("max_steps", -1) not in (-1, None) and not inside_epoch(ckpt):
-        why = f"from {path.name}, saved at an epoch's end, Lightning would train no step under max_steps and count "
-        why += "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
-        raise ConfigError("trainer.max_steps", c["trainer"]["max_steps"], why)
+    Lightning-AI/pytorch-lightning#19617). Why training from `ckpt` would go so, or "": by epochs (max_steps -1)
+    it trains on exactly."""
+    if c["trainer"].get("max_steps", -1) in (-1, None) or inside_epoch(ckpt):
+        return ""
+    why = f"from {path.name}, saved at an epoch's end, Lightning would train no step under max_steps and count "
+    return why + "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
 
 
 def inside_epoch(ckpt: dict[str, Any]) -> bool:
@@ -183,7 +192,7 @@ def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | N
     if inside_epoch(ckpt):
         why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
         raise ConfigError("ckpt_path", str(path), why)
-    check_steps_restart(c, ckpt, path)
+    Plan(path, 0, 0, own=False, stuck=steps_restart(c, ckpt, path)).check_trains(c["trainer"].get("max_steps"))
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
@@ -420,6 +429,7 @@ def preflight(config: Any) -> Path:
     if finished and (spent := start.spent or recorded_spent(wanted, c)):  # a re-test would only rewrite its record
         why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
+    start.check_trains(c["trainer"].get("max_steps"))
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
 

@@ -81,9 +81,9 @@ def check_name(folder: str | Path, key: str) -> None:
     if "${" in str(folder):
         why = "Hydra would read '${' in a folder's name as an interpolation and write elsewhere: rename the folder"
         raise ConfigError(key, str(folder), why)
-    if re.search(r"\$[A-Za-z_]", str(folder)):
-        why = "TensorBoard's logger would read '$NAME' in a folder's name as a variable and write elsewhere: rename it"
-        raise ConfigError(key, str(folder), why)
+    if re.search(r"\$[A-Za-z_]", os.path.abspath(folder)):  # (the working folder's name too: the logger's is absolute)
+        why = "TensorBoard's logger would read '$NAME' in a folder's path as a variable and write elsewhere: rename it"
+        raise ConfigError(key, str(folder), why + (" (or the value it is named by)" if "subdir" in key else ""))
 
 
 def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: str = ".hydra") -> Path:

@@ -193,7 +193,6 @@ class AttnlabSweeper(Sweeper):
             if self.resuming:  # a sweep keeps its jobs' folders, whatever names this version would give them
                 run_folder.check_no_links_out(sweep_dir, "resume", depth=0)
                 names = sweep_record.recorded_folders(sweep_dir, jobs, names)
-                sweep_record.check_same_jobs(sweep_dir, names)
             # workers for the jobs left: a continued sweep's finished jobs are kept (own subdirs: not known yet)
             left = len(jobs) if own_subdir or not self.resuming else sum(not finished(sweep_dir / n) for n in names)
             folders: dict[str, int] = {}
@@ -212,11 +211,15 @@ class AttnlabSweeper(Sweeper):
                 if same in configs:
                     why = f"job #{configs[same]} has the same config: a seed or cell twice"
                     raise ConfigError("hydra.sweep.subdir", folder, why)
-                resume.plan(c, sweep_dir / folder, recorded=True)
+                start = resume.plan(c, sweep_dir / folder, recorded=True)
+                if not (self.resuming and finished(sweep_dir / folder)):  # (a finished job is kept as it is)
+                    start.check_trains(c["trainer"].get("max_steps"))
                 folders[folder], configs[same] = num, num
                 if num == 0 and self.forks:  # once the first job passed: a bad value for them all is said at once
                     self.launcher.start(left)
             refused = ""
+            if self.resuming:  # the folders the jobs run in (own subdirs: as composed)
+                sweep_record.check_same_jobs(sweep_dir, list(folders))
             if not own_subdir:
                 jobs = [[*job, f"hydra.sweep.subdir={hydra_quote(n)}"] for job, n in zip(jobs, names, strict=True)]
             explicit = "hydra.sweep.dir" in given
