@@ -147,5 +147,6 @@ def finished_by(out: Path, jobs: list[dict[str, Any]]) -> int:
             return (out.parent / job["dir"] / METRICS).stat().st_mtime_ns
         return None
 
-    own = written({"dir": out.name})
-    return sum(1 for job in jobs if (at := written(job)) is not None and own is not None and at <= own)
+    if (own := written({"dir": out.name})) is None:
+        return 0
+    return sum(1 for job in jobs if (at := written(job)) is not None and at <= own)

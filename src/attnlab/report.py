@@ -22,12 +22,13 @@ from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import KINDS, PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
+from attnlab.config import PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
+from attnlab.resume import RESUMABLE
 from attnlab.scaling import SCALES
 from attnlab.sweep_record import read_jobs
 from attnlab.verdict import CHANCE, RULE, cell_verdict, converged, seed_verdict, wilson
@@ -37,7 +38,7 @@ ALWAYS_GROUPED = ("data.task", "model.pos_enc")
 REGISTRY_ORDER = {"model.pos_enc": POS_ENCODINGS.names(), "model.scale": SCALES.names(), "model.pool": POOLINGS.names()}
 # never grouped: keys that do not change what a job computes, or differ by construction (model.dim is data.dim)
 NOT_SETTINGS = {"seed", "model.dim", "output_dir", "resume", *keys_of_kind("display")}
-NOT_A_CELL = {"seed", "resume", "trainer.max_steps", *keys_of_kind(*KINDS)}  # overrides a cell's jobs may differ in
+NOT_A_CELL = {"seed", "resume", *RESUMABLE}  # overrides a cell's jobs may differ in (a continuation's budget)
 # of the tested checkpoint, but val/acc_best (the whole run) and train/acc_last (the last epoch's: not the tested one's)
 METRICS = ["val/acc_best", "test/acc", "test/acc_shuffled", "test/loss", "train/acc_last"]
 BUDGET = ["epochs", "steps", "ended_by", "converged", "tested_epoch", "tested_step"]

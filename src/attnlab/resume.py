@@ -68,12 +68,11 @@ class Plan(NamedTuple):
     own: bool  # the checkpoint is this run's own (a resume), not another run's (ckpt_path)
     spent: str = ""  # why a resume from it would train nothing more under this config ("" if it would train)
     note: str = ""  # another run's checkpoint trained on other data: what differs (`other_data`)
-    stuck: str = ""  # why training from it would go wrong (`steps_restart`): refused where it would train
+    stuck: ConfigError | None = None  # training from it would go wrong (`steps_restart`): raised where it would train
 
-    def check_trains(self, max_steps: Any) -> None:
-        """ConfigError where training from this plan's checkpoint would go wrong (`stuck`)."""
-        if self.stuck:
-            raise ConfigError("trainer.max_steps", max_steps, self.stuck)
+    def check_trains(self) -> None:
+        if self.stuck is not None:
+            raise self.stuck
 
 
 def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
@@ -118,18 +117,19 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         why = f"{path.name} is at step {step}; a resume may lengthen the budget, not cut it"
         raise ConfigError("trainer.max_steps", max_steps, why)
     spent = spent_budget(ckpt, c, epoch, step)
-    return Plan(path, epoch, step, own=True, spent=spent, stuck="" if spent else steps_restart(c, ckpt, path))
+    return Plan(path, epoch, step, own=True, spent=spent, stuck=None if spent else steps_restart(c, ckpt, path))
 
 
-def steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> str:
+def steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> ConfigError | None:
     """Under `trainer.max_steps`, Lightning 2.6 restarts from a checkpoint saved at an epoch's end as if inside that
     epoch: it trains no step, counts one more epoch all the same, and the record would claim it (a neighbour of
-    Lightning-AI/pytorch-lightning#19617). Why training from `ckpt` would go so, or "": by epochs (max_steps -1)
-    it trains on exactly."""
-    if c["trainer"].get("max_steps", -1) in (-1, None) or inside_epoch(ckpt):
-        return ""
+    Lightning-AI/pytorch-lightning#19617). The refusal of training from `ckpt` so, or None: by epochs (max_steps
+    -1) it trains on exactly."""
+    if (max_steps := c["trainer"].get("max_steps", -1)) in (-1, None) or inside_epoch(ckpt):
+        return None
     why = f"from {path.name}, saved at an epoch's end, Lightning would train no step under max_steps and count "
-    return why + "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
+    why += "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
+    return ConfigError("trainer.max_steps", max_steps, why)
 
 
 def inside_epoch(ckpt: dict[str, Any]) -> bool:
@@ -192,7 +192,8 @@ def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | N
     if inside_epoch(ckpt):
         why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
         raise ConfigError("ckpt_path", str(path), why)
-    Plan(path, 0, 0, own=False, stuck=steps_restart(c, ckpt, path)).check_trains(c["trainer"].get("max_steps"))
+    if stuck := steps_restart(c, ckpt, path):
+        raise stuck
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
     if c["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
@@ -429,7 +430,7 @@ def preflight(config: Any) -> Path:
     if finished and (spent := start.spent or recorded_spent(wanted, c)):  # a re-test would only rewrite its record
         why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
-    start.check_trains(c["trainer"].get("max_steps"))
+    start.check_trains()
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
     return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
 

@@ -105,7 +105,7 @@ def run(
         hydra = HydraConfig.get() if HydraConfig.initialized() else None
         job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
         start = resume.plan(c, out)
-        start.check_trains(c["trainer"].get("max_steps"))  # (a sweep's job, a SLURM requeue: checked here too)
+        start.check_trains()  # (a sweep's job, a SLURM requeue: checked here too)
         if c["resume"] and start.own:
             if not run_folder.secondary_process():  # (under DDP the main process owns the folder)
                 catch_up_last(start.checkpoint)  # type: ignore[arg-type]

@@ -213,7 +213,7 @@ class AttnlabSweeper(Sweeper):
                     raise ConfigError("hydra.sweep.subdir", folder, why)
                 start = resume.plan(c, sweep_dir / folder, recorded=True)
                 if not (self.resuming and finished(sweep_dir / folder)):  # (a finished job is kept as it is)
-                    start.check_trains(c["trainer"].get("max_steps"))
+                    start.check_trains()
                 folders[folder], configs[same] = num, num
                 if num == 0 and self.forks:  # once the first job passed: a bad value for them all is said at once
                     self.launcher.start(left)
