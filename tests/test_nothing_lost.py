@@ -67,6 +67,7 @@ def same_weights(a: Path, b: Path) -> bool:
 def assert_same_run(a: Path, b: Path) -> None:
     ma, mb = read_metrics(a), read_metrics(b)
     assert [ma[k] for k in RESULT_KEYS] == [mb[k] for k in RESULT_KEYS]
+    assert ma["history"] == mb["history"]  # every epoch's train/acc over all its batches, however it was cut
     for name in ("best.ckpt", "last.ckpt"):
         assert same_weights(a / "checkpoints" / name, b / "checkpoints" / name), name
 
@@ -828,6 +829,27 @@ def test_a_continued_sweep_runs_the_jobs_it_planned(cli_sweep: Path, tmp_path: P
     assert last.endswith(": start a new sweep for other values"), last
     assert ("leaves out seed=" in last) is (grid != ["seed=0,1,2"]) and ("adds " in last) is (grid != ["seed=0"])
     assert folder_bytes(sweep) == before
+
+
+@pytest.mark.parametrize("longer", ["12", "-1"])
+def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, longer: str) -> None:
+    """+trainer.max_steps=6 stops two steps into the second epoch (4 steps each). The checkpoint saved there said
+    the epoch was done: a resume with a longer budget started the third epoch (and skipped two of its batches),
+    or under max_steps finished the second and counted it twice: "3 epochs" at step 10 or 8, where 12 were due.
+    The resume trains the rest of the epoch: the same run, history included, as one never cut."""
+    whole = tmp_path / "whole"
+    train(compose_train(whole, *TINY, "trainer.max_epochs=3"))
+    run = tmp_path / "run"
+    cfg = compose_train(run, *TINY, "trainer.max_epochs=3", "+trainer.max_steps=6")
+    cut = train(cfg)
+    assert (cut["epochs"], cut["global_step"], cut["ended_by"]) == (2, 6, "max_steps")
+    assert len(cut["history"]["train/acc"]) == 2  # the cut run's record: its second epoch's train/acc so far
+    with pytest.raises(ConfigError, match=r"was saved inside an epoch; start a new run from one saved at an epoch's"):
+        train(compose_train(tmp_path / "new", *TINY, "trainer.max_epochs=3", f"ckpt_path={run}/checkpoints/last.ckpt"))
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    train(compose_train(run, *TINY, "trainer.max_epochs=3", f"+trainer.max_steps={longer}", "resume=true"))
+    assert_same_run(whole, run)
 
 
 def test_a_run_under_max_steps_is_not_continued_from_an_epochs_end_into_a_false_record(tmp_path: Path, capsys) -> None:

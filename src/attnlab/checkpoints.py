@@ -64,6 +64,23 @@ def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
     return {"epoch": int(ckpt["epoch"]) + 1, "global_step": int(ckpt["global_step"])}
 
 
+def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> bool:
+    """An epoch that a budget cut short (max_steps, trainer.max_time) still ends with the epoch-end hooks, and the
+    checkpoint saved there says the epoch was done: Lightning 2.6 resumes it with the next epoch (by max_epochs) or
+    finishes it and counts it twice (under max_steps), so a longer budget never trains the rest of it and the run
+    records epochs it did not train. Such a checkpoint (`epoch_batches`: the trainer's num_training_batches) is
+    marked here as saved inside its epoch, as a signal's interrupted.ckpt is, and a resume trains the epoch's
+    remaining batches. Whether it was one."""
+    fit = ckpt["loops"]["fit_loop"]
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    ended = epochs["current"]["processed"] == epochs["current"]["completed"] + 1  # in the epoch-end hooks
+    if not ended or batches["current"]["completed"] >= epoch_batches:
+        return False
+    for counts in (epochs["current"], epochs["total"]):
+        counts["processed"] -= 1
+    return True
+
+
 def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The loadable checkpoint with the most steps and its contents; one that does not load is skipped, never
     trusted, and a folder of only such files is refused."""

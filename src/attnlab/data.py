@@ -18,8 +18,9 @@ class TensorBatches:
     The shuffle of epoch e (the trainer's `current_epoch` as the pass starts) is a pure function of (seed, e),
     so a resumed run sees the same batches as one that never stopped; under DDP each rank takes every
     world_size-th sample of it. Lightning keeps `state_dict()` in checkpoints, so a run stopped after k batches
-    of an epoch (`interrupted.ckpt`) continues with batch k + 1. Batches are counted as they reach a training
-    step (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched: Lightning fetches one ahead."""
+    of an epoch (`interrupted.ckpt`, or a budget's cut) continues that epoch with batch k + 1. Batches are counted
+    as they reach a training step (`SyntheticDataModule.on_after_batch_transfer`), not as they are fetched:
+    Lightning fetches one ahead."""
 
     def __init__(
         self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0, trainer: Any = None
@@ -27,7 +28,8 @@ class TensorBatches:
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
         self.trainer = trainer  # a pl.Trainer: its current_epoch picks each pass's permutation (0 without one)
         self.done = 0  # batches of the current pass that reached a training step
-        self.skip = 0  # batches to skip on the next pass: set when resuming mid-epoch
+        self.epoch = 0  # the current pass's
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done): a checkpoint's, for its epoch's pass
         self.rank, self.world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         self.n = len(x) // self.world_size  # equal share per rank, so every rank runs the same steps
 
@@ -35,21 +37,21 @@ class TensorBatches:
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.trainer.current_epoch if self.trainer else 0
+        self.epoch = epoch = self.trainer.current_epoch if self.trainer else 0
         g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", epoch))
         order = torch.randperm(len(self.x), generator=g) if self.shuffle else torch.arange(len(self.x))
         order = order.to(self.x.device)[self.rank :: self.world_size][: self.n]
-        self.done, self.skip = self.skip, 0
+        at, self.resume_at = self.resume_at, None
+        self.done = at[1] if at and at[0] == epoch and at[1] < len(self) else 0  # (another epoch: from its start)
         for start in range(self.done * self.batch_size, self.n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches_done": self.done}
+        return {"epoch": self.epoch, "batches_done": self.done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        done = state["batches_done"]
-        self.skip = done if done < len(self) else 0  # a whole epoch done: the next one starts afresh
+        self.resume_at = (state["epoch"], state["batches_done"])
 
 
 class SyntheticDataModule(pl.LightningDataModule):

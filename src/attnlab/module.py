@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from attnlab.checkpoints import epoch_step, read_checkpoint
+from attnlab.checkpoints import epoch_step, keep_cut_epoch_open, read_checkpoint
 from attnlab.errors import ConfigError, first_line
 from attnlab.model import AttentionClassifier
 from attnlab.resume import check_held_settings
@@ -38,6 +38,9 @@ class LitClassifier(pl.LightningModule):
         self.mean_loss = torch.nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+        # Kept too, and reset as an epoch starts: an epoch stopped part-way (a signal, a cut budget) and resumed
+        # counts its train/acc over all its batches, not over those after the resume.
+        self.acc["train_acc"].persistent(True)
         # The sequences a test scored (over DDP processes): data.n_test unless trainer.limit_test_batches cut it,
         # the n of test/acc's interval.
         self.test_count = SumMetric()
@@ -89,9 +92,11 @@ class LitClassifier(pl.LightningModule):
         self.test_count.update(len(batch[1]))
 
     def end_epoch(self, stage: str, prog_bar: bool = True) -> dict[str, float]:
-        """Log, reset and return the epoch's accuracy (and loss) of `stage` (compute() reduces over DDP)."""
+        """Log and return the epoch's accuracy (and loss) of `stage` (compute() reduces over DDP); reset them but
+        train/acc, which on_train_epoch_start resets."""
         values = {f"{stage}/acc": self.acc[f"{stage}_acc"].compute()}
-        self.acc[f"{stage}_acc"].reset()
+        if stage != "train":  # (train's: on_train_epoch_start)
+            self.acc[f"{stage}_acc"].reset()
         if f"{stage}_loss" in self.mean_loss:
             values[f"{stage}/loss"] = self.mean_loss[f"{stage}_loss"].compute()
             self.mean_loss[f"{stage}_loss"].reset()
@@ -107,6 +112,9 @@ class LitClassifier(pl.LightningModule):
         for key, value in {"step": self.global_step - 1, **values}.items():  # step: the last batch's, as Lightning logs
             self.history[key].append(value)
 
+    def on_train_epoch_start(self) -> None:
+        self.acc["train_acc"].reset()
+
     def on_train_epoch_end(self) -> None:
         self.history["train/acc"].append(self.end_epoch("train")["train/acc"])
 
@@ -118,6 +126,8 @@ class LitClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads
         checkpoint["started_from"] = self.started_from
+        if keep_cut_epoch_open(checkpoint, self.trainer.num_training_batches):  # a resume finishes the epoch...
+            checkpoint["history"]["train/acc"].pop()  # ...and records its train/acc then, over all its batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before it restores anything from `checkpoint`, to let the module change it. A new
