@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from attnlab.errors import ArgumentParser, ConfigError, one_line
+from attnlab.errors import ArgumentParser, ConfigError, one_line, reader_gone
 from attnlab.report import write_report
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
@@ -25,6 +25,9 @@ except (FileNotFoundError, ConfigError) as e:
     sys.exit(f"error: {e}")
 except Exception as e:  # a record crafted past every check: one line all the same (a sweep's end says the same)
     sys.exit(f"error: the report could not be written: {one_line(e)}")
-print((args.sweep_dir / "summary.md").read_text())
-print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}")
+try:
+    print((args.sweep_dir / "summary.md").read_text())
+    print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}", flush=True)
+except BrokenPipeError:  # `| head`
+    reader_gone()
 sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)

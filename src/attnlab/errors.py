@@ -2,7 +2,9 @@
 
 import argparse
 import errno
+import os
 import re
+import signal
 import sys
 import types
 import typing
@@ -23,6 +25,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         sys.exit(f"error: {message} (python scripts/{self.prog} --help)")
+
+
+def reader_gone() -> typing.NoReturn:
+    """For a BrokenPipeError from printing: stdout's reader has gone (`| head`), and what the script writes was
+    written before it printed. Exit as a tool that SIGPIPE ends does (141), without Python's second error at its
+    last flush."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
 
 
 class Interrupted(BaseException):
