@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 import attnlab.train
 from attnlab import resume, run_folder
+from attnlab.config import to_plain
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import hydra_quote, job_dirname
 from attnlab.train import train
@@ -44,6 +45,8 @@ from .conftest import (
 
 # 64 steps per epoch: long enough to be killed in the middle of one.
 LONGER = [*TINY, "data.n_train=4096", "data=halfswap", "model.pos_enc=sinusoidal"]
+# A new run from a checkpoint saved inside an epoch: refused
+INSIDE = r"was saved inside an epoch \(a signal's stop, a budget's cut\): continue that run with resume=<its folder>,"
 RESULT_KEYS = (
     "val/acc_best",
     "test/acc",
@@ -511,7 +514,7 @@ def test_a_run_from_a_checkpoint_is_a_run_of_its_own(tmp_path: Path) -> None:
     inside = torch.load(ckpt, weights_only=True)  # as interrupted.ckpt is: saved inside an epoch
     inside["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] = False
     torch.save(inside, tmp_path / "inside.ckpt")
-    with pytest.raises(ConfigError, match=r"was saved inside an epoch; start a new run from one saved at an epoch's"):
+    with pytest.raises(ConfigError, match=INSIDE):
         train(compose_train(tmp_path / "inside", *TINY, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/inside.ckpt"))
     new = tmp_path / "new"
     metrics = train(compose_train(new, *TINY, "trainer.max_epochs=3", f"ckpt_path={ckpt}"))
@@ -844,12 +847,67 @@ def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, l
     cut = train(cfg)
     assert (cut["epochs"], cut["global_step"], cut["ended_by"]) == (2, 6, "max_steps")
     assert len(cut["history"]["train/acc"]) == 2  # the cut run's record: its second epoch's train/acc so far
-    with pytest.raises(ConfigError, match=r"was saved inside an epoch; start a new run from one saved at an epoch's"):
+    with pytest.raises(ConfigError, match=INSIDE):
         train(compose_train(tmp_path / "new", *TINY, "trainer.max_epochs=3", f"ckpt_path={run}/checkpoints/last.ckpt"))
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     train(compose_train(run, *TINY, "trainer.max_epochs=3", f"+trainer.max_steps={longer}", "resume=true"))
     assert_same_run(whole, run)
+
+
+def test_a_cut_last_epoch_is_finished_by_the_command_lines_resume(tmp_path: Path) -> None:
+    """The command line's check before a resume read metrics.json's "epochs" (2, the cut epoch counted) and
+    refused a cut in the last epoch as finished ("nothing is left to do") with 6 of its 8 steps trained."""
+    whole = tmp_path / "whole"
+    train(compose_train(whole, *TINY, "trainer.max_epochs=2"))
+    run = tmp_path / "run"
+    proc = run_train(*TINY, "trainer.max_epochs=2", "+trainer.max_steps=6", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (read_metrics(run)["epochs"], read_metrics(run)["global_step"]) == (2, 6)
+    proc = run_train(f"resume={run}", "+trainer.max_steps=-1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_run(whole, run)
+    proc = run_train(f"resume={run}", cwd=tmp_path)  # now it has finished
+    assert proc.returncode == 1 and "has finished (it has trained its trainer.max_epochs=2)" in proc.stderr
+
+
+COUNTS = {"ready": 2, "started": 2, "processed": 1, "completed": 1}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("state_dict", {"combined_loader": [{"batches_done": 2}]}),  # an earlier version's: no epoch
+        ("state_dict", {"combined_loader": [{"epoch": 1, "batches_done": -3}]}),
+        ("state_dict", {"combined_loader": [{"epoch": 1, "batches_done": "2"}]}),
+        ("state_dict", {}),
+        ("epoch_progress", {"total": COUNTS}),
+        ("epoch_progress", {"current": {**COUNTS, "processed": "1"}, "total": COUNTS}),
+        ("epoch_loop.batch_progress", None),
+    ],
+)
+def test_a_checkpoint_whose_training_position_does_not_read_is_refused(tmp_path: Path, key: str, value) -> None:
+    """Odd loop counts or data positions in a checkpoint resumed at another batch without a word (-3, no epoch),
+    or failed inside Lightning with a traceback: refused in one line, as a resume and as a `ckpt_path`."""
+    run = tmp_path / "run"
+    cfg = compose_train(run, *TINY, "trainer.max_epochs=3", "+trainer.max_steps=6")
+    train(cfg)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["loops"]["fit_loop"][key] = value
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    shutil.copy(run / "checkpoints" / "last.ckpt", tmp_path / "crafted.ckpt")
+    (run / "checkpoints" / "best.ckpt").unlink()
+    before = folder_bytes(run)
+    why = r"is invalid: its training position is not one this version writes \("
+    again = compose_train(run, *TINY, "trainer.max_epochs=3", "+trainer.max_steps=-1", "resume=true")
+    with pytest.raises(ConfigError, match=rf"^resume='{run}/checkpoints/last.ckpt' {why}"):
+        resume.plan(to_plain(again), run, recorded=True)
+    new = compose_train(tmp_path / "new", *TINY, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/crafted.ckpt")
+    with pytest.raises(ConfigError, match=rf"^ckpt_path='{tmp_path}/crafted.ckpt' {why}"):
+        resume.plan(to_plain(new), tmp_path / "new", recorded=True)
+    assert folder_bytes(run) == before
 
 
 def test_a_run_under_max_steps_is_not_continued_from_an_epochs_end_into_a_false_record(tmp_path: Path, capsys) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from attnlab.evaluate import evaluate_run
@@ -147,6 +148,9 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         ]
         == metrics["test/acc"]
     )
+    # the epoch's train/acc counts in its checkpoint are both processes' (a resume inside an epoch goes on from them)
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert int(saved["acc.train_acc.tp"] + saved["acc.train_acc.fn"]) == 256  # each process's share: 128
     # resumed by its folder: the process of rank 1 gets the rewritten command line (resume=true) again
     resumed = run_train(f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -16,6 +16,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from attnlab.errors import ConfigError, first_line
 from attnlab.run_folder import CHECKPOINTS, replacing
 
+PROGRESS_FIELDS = ("ready", "started", "processed", "completed")  # Lightning's loop progress counts
 TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
@@ -62,6 +63,22 @@ def plain(value: Any, seen: set[int] | None = None) -> bool:
 def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
     """{"epoch", "global_step"}, epochs from 1 as the console counts them (Lightning's `epoch` is from 0)."""
     return {"epoch": int(ckpt["epoch"]) + 1, "global_step": int(ckpt["global_step"])}
+
+
+def check_position(ckpt: dict[str, Any], key: str, path: Path) -> None:
+    """Where a checkpoint continues training, as this version writes it: the fit loop's epoch and batch counts and
+    the data's position (`TensorBatches.state_dict`), whole numbers >= 0. Others (crafted, or an earlier version's,
+    whose data position names no epoch) would resume at another batch without a word, or fail inside Lightning."""
+    loops, parts, fields = ("epoch_progress", "epoch_loop.batch_progress"), ("current", "total"), PROGRESS_FIELDS
+    try:
+        fit = ckpt["loops"]["fit_loop"]
+        counts = [fit[loop][part][field] for loop in loops for part in parts for field in fields]
+        (data,) = fit["state_dict"]["combined_loader"]
+        counts += [data["epoch"], data["batches_done"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(key, str(path), f"its training position is not one this version writes ({e!r})") from e
+    if not all(type(n) is int and n >= 0 for n in counts):
+        raise ConfigError(key, str(path), f"its training position is not one this version writes ({counts})")
 
 
 def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> bool:

@@ -126,6 +126,8 @@ class LitClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = {k: list(v) for k, v in self.history.items()}  # plain floats: weights_only loads
         checkpoint["started_from"] = self.started_from
+        with self.acc["train_acc"].sync_context():  # (DDP: every process's counts; a resume gives them to one)
+            checkpoint["state_dict"].update(self.acc["train_acc"].state_dict(prefix="acc.train_acc."))
         if keep_cut_epoch_open(checkpoint, self.trainer.num_training_batches):  # a resume finishes the epoch...
             checkpoint["history"]["train/acc"].pop()  # ...and records its train/acc then, over all its batches
 
@@ -138,6 +140,8 @@ class LitClassifier(pl.LightningModule):
             self.fresh_start = False  # (the test's load of this run's best checkpoint restores as usual)
             checkpoint.update(history={}, callbacks={}, started_from=epoch_step(checkpoint))
             checkpoint["state_dict"].update(self.val_acc_best.state_dict(prefix="val_acc_best."))  # as initialised
+        if self.global_rank > 0:  # the train counts saved are every DDP process's: restored to the first alone
+            checkpoint["state_dict"].update(self.acc["train_acc"].state_dict(prefix="acc.train_acc."))  # (zeros)
         saved = checkpoint.get("history", {})
         self.history = {k: list(saved.get(k, [])) for k in HISTORY}
         self.started_from = checkpoint.get("started_from")

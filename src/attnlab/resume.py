@@ -81,7 +81,7 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     trained with; `train` plans again, from the checkpoints as they are then."""
     from pytorch_lightning.callbacks import Timer  # imported once the values are checked
 
-    from attnlab.checkpoints import check_callback_paths, newest_checkpoint
+    from attnlab.checkpoints import check_callback_paths, check_position, newest_checkpoint
 
     newest = None
     if c["resume"] and run_folder.holds_run(folder):
@@ -103,6 +103,7 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         check_same_run(saved, c, folder)
     check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
     check_callback_paths(ckpt, "resume", path)
+    check_position(ckpt, "resume", path)
     epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
     if (max_epochs := c["trainer"]["max_epochs"]) < epoch:  # Lightning would fail it, or record a budget it overran
         why = f"{path.name} is at epoch {epoch}, step {step}; a resume may lengthen the budget, not cut it"
@@ -156,15 +157,19 @@ def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int)
     return ""
 
 
-def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
-    """A finished run's metrics.json says it trained all max_epochs (its last epoch may have saved no checkpoint:
-    one without a validation, trainer.check_val_every_n_epoch), or ""."""
+def recorded_spent(folder: Path, c: dict[str, Any], step: int) -> str:
+    """A finished run's metrics.json says it trained all max_epochs past its newest checkpoint, at `step` (its last
+    epoch may have saved no checkpoint: one without a validation, trainer.check_val_every_n_epoch), or "". (Where
+    the run ended at that checkpoint, the checkpoint tells: an epoch a budget cut counts in `epochs`, unfinished.)"""
     try:
-        epochs = json.loads((folder / run_folder.METRICS).read_text()).get("epochs")
+        metrics = json.loads((folder / run_folder.METRICS).read_text())
+        epochs, trained = metrics.get("epochs"), metrics.get("global_step")
     except (OSError, ValueError, AttributeError, RecursionError):
         return ""
     max_epochs = c["trainer"]["max_epochs"]
-    return f"it has trained its trainer.max_epochs={max_epochs}" if type(epochs) is int and epochs >= max_epochs else ""
+    if type(epochs) is not int or type(trained) is not int or trained <= step or epochs < max_epochs:
+        return ""
+    return f"it has trained its trainer.max_epochs={max_epochs}"
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
@@ -180,18 +185,19 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
 def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """`ckpt_path` and what it holds: it must load, hold a model of this run's shape, end an epoch, and leave
     epochs to train."""
-    from attnlab.checkpoints import read_checkpoint
+    from attnlab.checkpoints import check_position, read_checkpoint
 
     if not c["ckpt_path"]:
         return None
     path = Path(c["ckpt_path"])
     ckpt = read_checkpoint(path, "ckpt_path")
     check_held_settings(ckpt["hyper_parameters"], c, "ckpt_path", path)
-    # Saved inside an epoch (interrupted.ckpt; a validation mid-epoch): a new run would finish that run's epoch
-    # on its own data, and count the part as an epoch of its own.
+    check_position(ckpt, "ckpt_path", path)
+    # Saved inside an epoch (interrupted.ckpt, a budget's cut; a validation mid-epoch): a new run would finish
+    # that run's epoch on its own data, and count the part as an epoch of its own.
     if inside_epoch(ckpt):
-        why = "was saved inside an epoch; start a new run from one saved at an epoch's end (last.ckpt)"
-        raise ConfigError("ckpt_path", str(path), why)
+        why = "was saved inside an epoch (a signal's stop, a budget's cut): continue that run with resume=<its folder>,"
+        raise ConfigError("ckpt_path", str(path), why + " or start a new one from a checkpoint saved at an epoch's end")
     if stuck := steps_restart(c, ckpt, path):
         raise stuck
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
@@ -427,7 +433,8 @@ def preflight(config: Any) -> Path:
         print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
     finished = start.own and run_folder.status(wanted)[0] == "ok"
-    if finished and (spent := start.spent or recorded_spent(wanted, c)):  # a re-test would only rewrite its record
+    # (a re-test would only rewrite its record)
+    if finished and (spent := start.spent or recorded_spent(wanted, c, start.step)):
         why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()
