@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.board import EVENTS
 from attnlab.config import register_configs
-from attnlab.errors import ConfigError, one_line, reader_gone
+from attnlab.errors import ConfigError, one_line, outlive_readers
 from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
 from attnlab.naming import quote_paths
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
+outlive_readers()  # `| head`: evaluation.json is written either way
 
 register_configs()
 
@@ -33,21 +34,18 @@ def main(cfg: DictConfig) -> None:
         entry = evaluate_run(cfg.run_dir, ev, ev.pop("ckpt"))
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    try:  # evaluation.json is written: what is left is the table
-        ckpt = entry["checkpoint"]
-        print(f"{ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']}), {entry['n']} sequences per length")
-        print(f"{'seq_len':>8}  test/acc  95% CI")
-        for length in map(str, ev["seq_lens"]):
-            result = entry["lengths"][length]
-            if "refused" in result:
-                print(f"{length:>8}  -         refused: {result['refused']}")
-            else:
-                mark = "  untrained positions" if result["untrained_positions"] else ""
-                print(f"{length:>8}  {result['acc']:.4f}    [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]{mark}")
-        images = " and its TensorBoard images" if any(Path(cfg.run_dir).glob(EVENTS)) else ""
-        print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE}{images}", flush=True)
-    except BrokenPipeError:  # `| head`
-        reader_gone()
+    ckpt = entry["checkpoint"]
+    print(f"{ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']}), {entry['n']} sequences per length")
+    print(f"{'seq_len':>8}  test/acc  95% CI")
+    for length in map(str, ev["seq_lens"]):
+        result = entry["lengths"][length]
+        if "refused" in result:
+            print(f"{length:>8}  -         refused: {result['refused']}")
+        else:
+            mark = "  untrained positions" if result["untrained_positions"] else ""
+            print(f"{length:>8}  {result['acc']:.4f}    [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]{mark}")
+    images = " and its TensorBoard images" if any(Path(cfg.run_dir).glob(EVENTS)) else ""
+    print(f"written to {cfg.run_dir}/{EVALUATION}, {cfg.run_dir}/{FIGURE}{images}")
 
 
 if __name__ == "__main__":

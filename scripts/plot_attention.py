@@ -15,10 +15,11 @@ from attnlab import run_folder
 from attnlab.config import run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
-from attnlab.errors import ArgumentParser, ConfigError
+from attnlab.errors import ArgumentParser, ConfigError, outlive_readers
 from attnlab.module import load_module
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
+outlive_readers()  # `| true`: the figure is written either way
 
 
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,10 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-from attnlab.errors import ArgumentParser, ConfigError, one_line, reader_gone
+from attnlab.errors import ArgumentParser, ConfigError, one_line, outlive_readers
 from attnlab.report import write_report
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
+outlive_readers()  # `| head`: the report is written either way
 
 parser = ArgumentParser(description=__doc__)
 parser.add_argument("sweep_dir", type=Path)
@@ -25,9 +26,6 @@ except (FileNotFoundError, ConfigError) as e:
     sys.exit(f"error: {e}")
 except Exception as e:  # a record crafted past every check: one line all the same (a sweep's end says the same)
     sys.exit(f"error: the report could not be written: {one_line(e)}")
-try:
-    print((args.sweep_dir / "summary.md").read_text())
-    print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}", flush=True)
-except BrokenPipeError:  # `| head`
-    reader_gone()
+print((args.sweep_dir / "summary.md").read_text())
+print(f"wrote results.csv, summary.md and plots into {args.sweep_dir}")
 sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)

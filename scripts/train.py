@@ -37,6 +37,10 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 # At exit Python's last collections walk every object torch, Lightning and Hydra made: 1.3 s (docs/benchmark.md).
 # Frozen after the exit handlers, they are skipped.
 atexit.register(gc.freeze)
+# A reader that leaves (`| head`) must not fail the run: what it would have read goes to /dev/null.
+from attnlab.errors import outlive_readers  # noqa: E402
+
+outlive_readers()
 
 
 import hydra  # noqa: E402

@@ -25,6 +25,25 @@ NOISE = (
 )
 
 
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "sweep"])
+def test_a_reader_that_has_gone_does_not_fail_the_run(tmp_path, multirun: bool) -> None:
+    """`train.py ... | head -1` (or `| true`): the first print after the reader left raised BrokenPipeError, which
+    failed the run (marked FAILED before it trained, or a finished run exiting 1 with "traceback in FAILED", a file
+    never written), and every job of a sweep. The run (and sweep) goes on and ends as it would; its lines go nowhere."""
+    import subprocess
+
+    from .conftest import CLI_ENV, TRAIN, python
+
+    where = f"hydra.sweep.dir={tmp_path / 'out'}" if multirun else f"hydra.run.dir={tmp_path / 'out'}"
+    args = [*python(), str(TRAIN), *(["-m", "seed=0,1"] if multirun else []), *TINY, where]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # gone before anything was printed
+    err = proc.stderr.read()
+    assert proc.wait() == 0, err[-2000:]
+    runs = sorted((tmp_path / "out").glob("seed=*")) if multirun else [tmp_path / "out"]
+    assert len(runs) == (2 if multirun else 1) and all(read_metrics(run)["epochs"] == 1 for run in runs)
+
+
 def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path) -> None:
     run = tmp_path / "run"
     # cold: "done in" counts from the process's start, imports included (checked below)

@@ -735,7 +735,8 @@ def test_a_sweeps_other_hydra_settings_are_named_and_left_out_and_it_continues(
         assert f"[attnlab] not taken over from {record}: {item!r}" in err, err
     proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "(2 finished before, kept as they are)" in proc.stdout
+    kept = "(2 finished before, kept as they are; a larger budget for one: python scripts/train.py resume=<its folder>"
+    assert kept in proc.stdout
 
 
 def test_a_hydra_flag_keeps_its_value_when_a_run_is_resumed(tmp_path: Path) -> None:
@@ -855,38 +856,65 @@ def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, l
     assert_same_run(whole, run)
 
 
-def test_a_cut_last_epoch_is_finished_by_the_command_lines_resume(tmp_path: Path) -> None:
-    """The command line's check before a resume read metrics.json's "epochs" (2, the cut epoch counted) and
-    refused a cut in the last epoch as finished ("nothing is left to do") with 6 of its 8 steps trained."""
-    whole = tmp_path / "whole"
-    train(compose_train(whole, *TINY, "trainer.max_epochs=2"))
+def test_a_cut_run_stopped_in_its_test_is_tested_again_with_the_same_record(tmp_path: Path) -> None:
+    """A run cut by max_steps, stopped by a signal during its test: the resume trains nothing and tests again. Its
+    record lost the cut epoch ("tested epoch 1 of 1", one train/acc where the cut run had two)."""
+    args = [*TINY, "trainer.max_epochs=3", "+trainer.max_steps=6"]
+    whole = train(compose_train(tmp_path / "whole", *args))
     run = tmp_path / "run"
-    proc = run_train(*TINY, "trainer.max_epochs=2", "+trainer.max_steps=6", f"hydra.run.dir={run}", cwd=tmp_path)
+    cfg = compose_train(run, *args)
+    with pytest.raises(Interrupted):
+        train(cfg, extra_callbacks=[SignalAt("on_test_batch_start")])
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    again = train(compose_train(run, *args, "resume=true"))
+    for key in ("epochs", "global_step", "history", "tested_checkpoint", "test/acc", "ended_by"):
+        assert again[key] == whole[key], key
+    assert (again["epochs"], len(again["history"]["train/acc"])) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps", "extra"), [(2, 6, []), (3, 10, ["trainer.check_val_every_n_epoch=2"])], ids=["cut", "no-ckpt"]
+)
+def test_a_cut_last_epoch_is_finished_by_the_command_lines_resume(tmp_path: Path, epochs, steps, extra) -> None:
+    """The command line's check before a resume read metrics.json's "epochs" (the cut epoch counted) and refused a
+    cut in the last epoch as finished ("nothing is left to do"), 6 of 8 steps trained; or 10 of 12 where the cut
+    saved no checkpoint (no validation in that epoch): the resume goes on from the last one."""
+    whole = tmp_path / "whole"
+    train(compose_train(whole, *TINY, f"trainer.max_epochs={epochs}", *extra))
+    run = tmp_path / "run"
+    budget = [*TINY, f"trainer.max_epochs={epochs}", *extra]
+    proc = run_train(*budget, f"+trainer.max_steps={steps}", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (read_metrics(run)["epochs"], read_metrics(run)["global_step"]) == (2, 6)
+    assert (read_metrics(run)["epochs"], read_metrics(run)["global_step"]) == (epochs, steps)
     proc = run_train(f"resume={run}", "+trainer.max_steps=-1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_run(whole, run)
     proc = run_train(f"resume={run}", cwd=tmp_path)  # now it has finished
-    assert proc.returncode == 1 and "has finished (it has trained its trainer.max_epochs=2)" in proc.stderr
+    assert proc.returncode == 1 and f"has finished (it has trained its trainer.max_epochs={epochs})" in proc.stderr
 
 
 COUNTS = {"ready": 2, "started": 2, "processed": 1, "completed": 1}
+OPTIMIZER = "epoch_loop.automatic_optimization.optim_progress"
+# Edits of a cut checkpoint's fit-loop state (Lightning's loop counts, the data's position)
+ODD_POSITIONS = {
+    "earlier version (no epoch)": lambda fit: fit["state_dict"]["combined_loader"][0].pop("epoch"),
+    "negative batches": lambda fit: fit["state_dict"]["combined_loader"][0].update(batches_done=-3),
+    "text batches": lambda fit: fit["state_dict"]["combined_loader"][0].update(batches_done="2"),
+    "another batch": lambda fit: fit["state_dict"]["combined_loader"][0].update(batches_done=3),
+    "another epoch": lambda fit: fit["state_dict"]["combined_loader"][0].update(epoch=5),
+    "no data position": lambda fit: fit["state_dict"].pop("combined_loader"),
+    "no current epoch": lambda fit: fit["epoch_progress"].pop("current"),
+    "text count": lambda fit: fit["epoch_progress"]["current"].update(processed="1"),
+    "epoch past the run": lambda fit: fit["epoch_progress"]["current"].update(dict.fromkeys(COUNTS, 5)),
+    "no batch progress": lambda fit: fit.pop("epoch_loop.batch_progress"),
+    "optimizer steps": lambda fit: fit[OPTIMIZER]["optimizer"]["step"]["total"].update(completed=100),
+    "text stepped": lambda fit: fit["epoch_loop.state_dict"].update(_batches_that_stepped="x"),
+}
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("state_dict", {"combined_loader": [{"batches_done": 2}]}),  # an earlier version's: no epoch
-        ("state_dict", {"combined_loader": [{"epoch": 1, "batches_done": -3}]}),
-        ("state_dict", {"combined_loader": [{"epoch": 1, "batches_done": "2"}]}),
-        ("state_dict", {}),
-        ("epoch_progress", {"total": COUNTS}),
-        ("epoch_progress", {"current": {**COUNTS, "processed": "1"}, "total": COUNTS}),
-        ("epoch_loop.batch_progress", None),
-    ],
-)
-def test_a_checkpoint_whose_training_position_does_not_read_is_refused(tmp_path: Path, key: str, value) -> None:
+@pytest.mark.parametrize("edit", ODD_POSITIONS.values(), ids=ODD_POSITIONS)
+def test_a_checkpoint_whose_training_position_does_not_read_is_refused(tmp_path: Path, edit: Callable) -> None:
     """Odd loop counts or data positions in a checkpoint resumed at another batch without a word (-3, no epoch),
     or failed inside Lightning with a traceback: refused in one line, as a resume and as a `ckpt_path`."""
     run = tmp_path / "run"
@@ -895,7 +923,7 @@ def test_a_checkpoint_whose_training_position_does_not_read_is_refused(tmp_path:
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    ckpt["loops"]["fit_loop"][key] = value
+    edit(ckpt["loops"]["fit_loop"])
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     shutil.copy(run / "checkpoints" / "last.ckpt", tmp_path / "crafted.ckpt")
     (run / "checkpoints" / "best.ckpt").unlink()

@@ -499,22 +499,27 @@ def test_report_py_refuses_in_one_line_with_exit_code_1(tmp_path: Path, args: li
     assert proc.returncode == 1 and proc.stderr.strip().startswith(said) and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_report_py_to_a_reader_that_has_gone_ends_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("failed", [False, True])
+def test_report_py_to_a_reader_that_has_gone_ends_as_its_report_does(tmp_path: Path, failed: bool) -> None:
     """`python scripts/report.py SWEEP | head -1`: the reader may leave before the summary is printed, which comes
     after the report is written. A BrokenPipeError traceback (and Python's second one at exit) said the report
-    failed; now nothing is said, and the exit is a tool's that SIGPIPE ends, 141."""
+    failed; now nothing is said, and the exit code is the report's: 1 for a sweep with a job that failed."""
     import subprocess
 
     from .conftest import CLI_ENV, ROOT, python
 
     sweep = tmp_path / "sweep"
     add_job(sweep, "s0", ["seed=0"], 0.5)
+    if failed:
+        add_job(sweep, "s1", ["seed=1"], 0.5)
+        (sweep / "s1" / "metrics.json").unlink()
+        (sweep / "s1" / "FAILED").write_text("RuntimeError: boom\n")
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     script = [*python(), str(ROOT / "scripts" / "report.py"), str(sweep)]
     proc = subprocess.Popen(script, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # gone before anything was printed
     err = proc.stderr.read()
-    assert (proc.wait(), err) == (141, "")
+    assert (proc.wait(), err) == (int(failed), "")
     assert (sweep / "summary.md").is_file() and (sweep / "results.csv").is_file()  # written before the print
 
 

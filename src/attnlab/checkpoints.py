@@ -66,19 +66,42 @@ def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
 
 
 def check_position(ckpt: dict[str, Any], key: str, path: Path) -> None:
-    """Where a checkpoint continues training, as this version writes it: the fit loop's epoch and batch counts and
-    the data's position (`TensorBatches.state_dict`), whole numbers >= 0. Others (crafted, or an earlier version's,
-    whose data position names no epoch) would resume at another batch without a word, or fail inside Lightning."""
-    loops, parts, fields = ("epoch_progress", "epoch_loop.batch_progress"), ("current", "total"), PROGRESS_FIELDS
+    """Where a checkpoint continues training must read as this version writes it: Lightning's loop counts (whole
+    numbers, each stage's no further than the one before it, an epoch's no more than the run's), its optimizer steps
+    the checkpoint's global_step, and the data's position (`TensorBatches.state_dict`) in the checkpoint's epoch
+    after the batches its loop completed. Others (crafted, or an earlier version's, whose data position names no
+    epoch) would resume at another batch without a word, or fail inside Lightning after the run's files moved."""
     try:
-        fit = ckpt["loops"]["fit_loop"]
-        counts = [fit[loop][part][field] for loop in loops for part in parts for field in fields]
-        (data,) = fit["state_dict"]["combined_loader"]
-        counts += [data["epoch"], data["batches_done"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(key, str(path), f"its training position is not one this version writes ({e!r})") from e
-    if not all(type(n) is int and n >= 0 for n in counts):
-        raise ConfigError(key, str(path), f"its training position is not one this version writes ({counts})")
+        problem = position_problem(ckpt)
+    except (KeyError, TypeError, ValueError) as e:  # a part missing, or not of its shape
+        problem = f"no {e}: an earlier version's, or edited"
+    if problem:
+        raise ConfigError(key, str(path), f"its training position is not one this version writes ({problem})")
+
+
+def position_problem(ckpt: dict[str, Any]) -> str:
+    def leaves(value: Any) -> list[Any]:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return [value] if items is None else [leaf for item in items for leaf in leaves(item)]
+
+    if not all(type(n) is bool or (type(n) is int and 0 <= n < 2**53) for n in leaves(ckpt["loops"])):
+        return "a count that is not a whole number"
+    fit = ckpt["loops"]["fit_loop"]
+    progress = [fit["epoch_progress"], fit["epoch_loop.batch_progress"]]
+    for counts in (p[part] for p in progress for part in ("current", "total")):
+        if [counts[n] for n in PROGRESS_FIELDS] != sorted((counts[n] for n in PROGRESS_FIELDS), reverse=True):
+            return "counts out of order"
+    if any(p["current"][n] > p["total"][n] for p in progress for n in PROGRESS_FIELDS):
+        return "an epoch's count past the run's"
+    if (
+        fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"]
+        != ckpt["global_step"]
+    ):
+        return "optimizer steps other than its global_step"
+    (data,) = fit["state_dict"]["combined_loader"]
+    if data["epoch"] != ckpt["epoch"] or data["batches_done"] != progress[1]["current"]["completed"]:
+        return "the data's position is not the loop's"
+    return ""
 
 
 def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> bool:

@@ -4,7 +4,6 @@ import argparse
 import errno
 import os
 import re
-import signal
 import sys
 import types
 import typing
@@ -27,12 +26,37 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(f"error: {message} (python scripts/{self.prog} --help)")
 
 
-def reader_gone() -> typing.NoReturn:
-    """For a BrokenPipeError from printing: stdout's reader has gone (`| head`), and what the script writes was
-    written before it printed. Exit as a tool that SIGPIPE ends does (141), without Python's second error at its
-    last flush."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(128 + signal.SIGPIPE)
+def outlive_readers() -> None:
+    """The scripts' stdout and stderr: where their reader has gone (`| head`, `| true`), what is printed goes to
+    /dev/null and the script carries on, its exit code its work's."""
+    sys.stdout, sys.stderr = ReaderGoneSafe(sys.stdout), ReaderGoneSafe(sys.stderr)
+
+
+class ReaderGoneSafe:
+    """A stream whose reader may go (outlive_readers). A BrokenPipeError from a print failed a run that had
+    finished (or marked one FAILED before it trained), and a report or an evaluation already written."""
+
+    def __init__(self, stream: typing.TextIO) -> None:
+        self.stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.gone()
+
+    def gone(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # (the buffer's rest: flushed there too)
 
 
 class Interrupted(BaseException):

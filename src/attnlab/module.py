@@ -48,6 +48,9 @@ class LitClassifier(pl.LightningModule):
         # One value per finished epoch, kept in checkpoints: the report tells from it (through metrics.json)
         # a model at chance from one still learning when its budget ran out.
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY}
+        # True while the history's last train/acc is of an epoch a budget cut (its batches so far), kept in
+        # checkpoints: the resume that finishes the epoch replaces it with the whole epoch's.
+        self.open_epoch = False
         # The checkpoint these weights were last loaded from (epoch counted from 1, global step), read from
         # the same file as the weights: what a test or an evaluation names as the model it scored.
         self.loaded_from: dict[str, int] | None = None
@@ -116,7 +119,10 @@ class LitClassifier(pl.LightningModule):
         self.acc["train_acc"].reset()
 
     def on_train_epoch_end(self) -> None:
+        if self.open_epoch:
+            self.history["train/acc"].pop()
         self.history["train/acc"].append(self.end_epoch("train")["train/acc"])
+        self.open_epoch = False
 
     def on_test_epoch_end(self) -> None:
         self.end_epoch("test", prog_bar=False)
@@ -128,8 +134,8 @@ class LitClassifier(pl.LightningModule):
         checkpoint["started_from"] = self.started_from
         with self.acc["train_acc"].sync_context():  # (DDP: every process's counts; a resume gives them to one)
             checkpoint["state_dict"].update(self.acc["train_acc"].state_dict(prefix="acc.train_acc."))
-        if keep_cut_epoch_open(checkpoint, self.trainer.num_training_batches):  # a resume finishes the epoch...
-            checkpoint["history"]["train/acc"].pop()  # ...and records its train/acc then, over all its batches
+        cut = keep_cut_epoch_open(checkpoint, self.trainer.num_training_batches)  # a resume finishes the epoch
+        checkpoint["open_epoch"] = cut or self.open_epoch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this before it restores anything from `checkpoint`, to let the module change it. A new
@@ -145,6 +151,7 @@ class LitClassifier(pl.LightningModule):
         saved = checkpoint.get("history", {})
         self.history = {k: list(saved.get(k, [])) for k in HISTORY}
         self.started_from = checkpoint.get("started_from")
+        self.open_epoch = checkpoint.get("open_epoch") is True and bool(self.history["train/acc"])
         self.loaded_from = epoch_step(checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

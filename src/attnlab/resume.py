@@ -157,17 +157,17 @@ def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int)
     return ""
 
 
-def recorded_spent(folder: Path, c: dict[str, Any], step: int) -> str:
-    """A finished run's metrics.json says it trained all max_epochs past its newest checkpoint, at `step` (its last
-    epoch may have saved no checkpoint: one without a validation, trainer.check_val_every_n_epoch), or "". (Where
-    the run ended at that checkpoint, the checkpoint tells: an epoch a budget cut counts in `epochs`, unfinished.)"""
+def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
+    """A finished run's metrics.json says max_epochs ended it, all of them trained (its last epoch may have saved no
+    checkpoint: one without a validation, trainer.check_val_every_n_epoch), or "". (Ended by a budget, its
+    `epochs` counts a last epoch the budget cut: its checkpoints tell what is left.)"""
     try:
         metrics = json.loads((folder / run_folder.METRICS).read_text())
-        epochs, trained = metrics.get("epochs"), metrics.get("global_step")
+        epochs, end = metrics.get("epochs"), metrics.get("ended_by")
     except (OSError, ValueError, AttributeError, RecursionError):
         return ""
     max_epochs = c["trainer"]["max_epochs"]
-    if type(epochs) is not int or type(trained) is not int or trained <= step or epochs < max_epochs:
+    if end != "max_epochs" or type(epochs) is not int or epochs < max_epochs:
         return ""
     return f"it has trained its trainer.max_epochs={max_epochs}"
 
@@ -434,7 +434,7 @@ def preflight(config: Any) -> Path:
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
     finished = start.own and run_folder.status(wanted)[0] == "ok"
     # (a re-test would only rewrite its record)
-    if finished and (spent := start.spent or recorded_spent(wanted, c, start.step)):
+    if finished and (spent := start.spent or recorded_spent(wanted, c)):
         why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()

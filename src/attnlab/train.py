@@ -222,7 +222,8 @@ def fit_and_test(
     # val_acc_best is kept in checkpoints: it survives a resume; None when no validation epoch ran.
     best_acc = float(module.val_acc_best.max_value)
     history = {k: list(v) for k, v in module.history.items()}
-    epochs, steps, end = trainer.current_epoch, trainer.global_step, ended_by(trainer)
+    # (a resume from a budget's cut that trained nothing more: the cut epoch counts, as it did in the cut run)
+    epochs, steps, end = trainer.current_epoch + module.open_epoch, trainer.global_step, ended_by(trainer)
     started = module.started_from and {"file": os.path.abspath(c["ckpt_path"]), **module.started_from}
 
     best = callbacks.checkpoint.best_model_path or None

@@ -249,7 +249,9 @@ class AttnlabSweeper(Sweeper):
             overrides = [recorded.get(f, o) if d else o for o, f, d in zip(overrides, folders, done, strict=True)]
             sweep_record.write_jobs(sweep_dir, overrides, folders)
             todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
-            kept = f" ({sum(done)} finished before, kept as they are)" if any(done) else ""
+            # (a budget given to the continuation is for the jobs it runs)
+            further = "; a larger budget for one: python scripts/train.py resume=<its folder> ..."
+            kept = f" ({sum(done)} finished before, kept as they are{further})" if any(done) else ""
             print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
             code = 0
             try:
