@@ -44,6 +44,22 @@ def test_a_reader_that_has_gone_does_not_fail_the_run(tmp_path, multirun: bool) 
     assert len(runs) == (2 if multirun else 1) and all(read_metrics(run)["epochs"] == 1 for run in runs)
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_output_that_cannot_be_written_does_not_fail_the_run(tmp_path) -> None:
+    """`train.py > /dev/full`: the first print failed with ENOSPC and the run with it, said as "cannot write <its
+    folder>/...", which blamed the run's own files. The run goes on, saying once on stderr where its output went."""
+    import subprocess
+
+    from .conftest import CLI_ENV, TRAIN, python
+
+    with open("/dev/full", "w") as full:
+        args = [*python(), str(TRAIN), *TINY, f"hydra.run.dir={tmp_path / 'run'}"]
+        proc = subprocess.run(args, cwd=tmp_path, env=CLI_ENV, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    note = "note: output to file descriptor 1 cannot be written (No space left on device): sent to /dev/null"
+    assert proc.stderr.count(note) == 1 and read_metrics(tmp_path / "run")["epochs"] == 1
+
+
 def test_a_run_prints_its_folder_a_line_per_epoch_and_one_closing_line(tmp_path) -> None:
     run = tmp_path / "run"
     # cold: "done in" counts from the process's start, imports included (checked below)

@@ -1,6 +1,7 @@
 """The exceptions scripts turn into one line and an exit code, and the type checks of plain config values."""
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -27,14 +28,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def outlive_readers() -> None:
-    """The scripts' stdout and stderr: where their reader has gone (`| head`, `| true`), what is printed goes to
-    /dev/null and the script carries on, its exit code its work's."""
+    """The scripts' stdout and stderr: where their reader has gone (`| head`, `| true`) or they cannot be written
+    (`> /dev/full`), what is printed goes to /dev/null and the script carries on, its exit code its work's."""
     sys.stdout, sys.stderr = ReaderGoneSafe(sys.stdout), ReaderGoneSafe(sys.stderr)
 
 
 class ReaderGoneSafe:
     """A stream whose reader may go (outlive_readers). A BrokenPipeError from a print failed a run that had
-    finished (or marked one FAILED before it trained), and a report or an evaluation already written."""
+    finished (or marked one FAILED before it trained), and a report or an evaluation already written; an output
+    file on a full disk failed a run as if its own folder were full."""
 
     def __init__(self, stream: typing.TextIO) -> None:
         self.stream = stream
@@ -45,18 +47,23 @@ class ReaderGoneSafe:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
-            self.gone()
+        except OSError as e:
+            self.gone(e)
             return len(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except BrokenPipeError:
-            self.gone()
+        except OSError as e:
+            self.gone(e)
 
-    def gone(self) -> None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # (the buffer's rest: flushed there too)
+    def gone(self, e: OSError) -> None:
+        fd = self.stream.fileno()
+        if not isinstance(e, BrokenPipeError):  # a reader that left needs no word; an output that fails does
+            note = f"note: output to file descriptor {fd} cannot be written ({e.strerror}): sent to /dev/null\n"
+            with contextlib.suppress(OSError):
+                os.write(2 if fd == 1 else 1, note.encode())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)  # (the buffer's rest: flushed there too)
 
 
 class Interrupted(BaseException):
