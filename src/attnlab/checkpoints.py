@@ -16,7 +16,6 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from attnlab.errors import ConfigError, first_line
 from attnlab.run_folder import CHECKPOINTS, replacing
 
-PROGRESS_FIELDS = ("ready", "started", "processed", "completed")  # Lightning's loop progress counts
 TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
@@ -63,62 +62,6 @@ def plain(value: Any, seen: set[int] | None = None) -> bool:
 def epoch_step(ckpt: dict[str, Any]) -> dict[str, int]:
     """{"epoch", "global_step"}, epochs from 1 as the console counts them (Lightning's `epoch` is from 0)."""
     return {"epoch": int(ckpt["epoch"]) + 1, "global_step": int(ckpt["global_step"])}
-
-
-def check_position(ckpt: dict[str, Any], key: str, path: Path) -> None:
-    """Where a checkpoint continues training must read as this version writes it: Lightning's loop counts (whole
-    numbers, each stage's no further than the one before it, an epoch's no more than the run's), its optimizer steps
-    the checkpoint's global_step, and the data's position (`TensorBatches.state_dict`) in the checkpoint's epoch
-    after the batches its loop completed. Others (crafted, or an earlier version's, whose data position names no
-    epoch) would resume at another batch without a word, or fail inside Lightning after the run's files moved."""
-    try:
-        problem = position_problem(ckpt)
-    except (KeyError, TypeError, ValueError) as e:  # a part missing, or not of its shape
-        problem = f"no {e}: an earlier version's, or edited"
-    if problem:
-        raise ConfigError(key, str(path), f"its training position is not one this version writes ({problem})")
-
-
-def position_problem(ckpt: dict[str, Any]) -> str:
-    def leaves(value: Any) -> list[Any]:
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
-        return [value] if items is None else [leaf for item in items for leaf in leaves(item)]
-
-    if not all(type(n) is bool or (type(n) is int and 0 <= n < 2**53) for n in leaves(ckpt["loops"])):
-        return "a count that is not a whole number"
-    fit = ckpt["loops"]["fit_loop"]
-    progress = [fit["epoch_progress"], fit["epoch_loop.batch_progress"]]
-    for counts in (p[part] for p in progress for part in ("current", "total")):
-        if [counts[n] for n in PROGRESS_FIELDS] != sorted((counts[n] for n in PROGRESS_FIELDS), reverse=True):
-            return "counts out of order"
-    if any(p["current"][n] > p["total"][n] for p in progress for n in PROGRESS_FIELDS):
-        return "an epoch's count past the run's"
-    if (
-        fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"]
-        != ckpt["global_step"]
-    ):
-        return "optimizer steps other than its global_step"
-    (data,) = fit["state_dict"]["combined_loader"]
-    if data["epoch"] != ckpt["epoch"] or data["batches_done"] != progress[1]["current"]["completed"]:
-        return "the data's position is not the loop's"
-    return ""
-
-
-def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> bool:
-    """An epoch that a budget cut short (max_steps, trainer.max_time) still ends with the epoch-end hooks, and the
-    checkpoint saved there says the epoch was done: Lightning 2.6 resumes it with the next epoch (by max_epochs) or
-    finishes it and counts it twice (under max_steps), so a longer budget never trains the rest of it and the run
-    records epochs it did not train. Such a checkpoint (`epoch_batches`: the trainer's num_training_batches) is
-    marked here as saved inside its epoch, as a signal's interrupted.ckpt is, and a resume trains the epoch's
-    remaining batches. Whether it was one."""
-    fit = ckpt["loops"]["fit_loop"]
-    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
-    ended = epochs["current"]["processed"] == epochs["current"]["completed"] + 1  # in the epoch-end hooks
-    if not ended or batches["current"]["completed"] >= epoch_batches:
-        return False
-    for counts in (epochs["current"], epochs["total"]):
-        counts["processed"] -= 1
-    return True
 
 
 def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -10,10 +10,10 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from attnlab.checkpoints import epoch_step, keep_cut_epoch_open, read_checkpoint
+from attnlab.checkpoints import epoch_step, read_checkpoint
 from attnlab.errors import ConfigError, first_line
 from attnlab.model import AttentionClassifier
-from attnlab.resume import check_held_settings
+from attnlab.resume import check_held_settings, keep_cut_epoch_open
 
 # Kept in `LitClassifier.history`: per validation, the step TensorBoard shows it at, its val/acc and val/loss
 # (and attnlab.diagnostics' val/acc_shuffled and attn/entropy); per training epoch, train/acc.

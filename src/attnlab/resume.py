@@ -56,6 +56,7 @@ PLAIN_SETTING = re.compile(r"[A-Za-z0-9_.:+-]*")
 # Hydra's command-line flags that take the next argument as their value (`--cfg job`), not an override
 HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--experimental-rerun")  # fmt: skip
+PROGRESS_FIELDS = ("ready", "started", "processed", "completed")  # Lightning's loop progress counts
 INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
 
 
@@ -81,7 +82,7 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     trained with; `train` plans again, from the checkpoints as they are then."""
     from pytorch_lightning.callbacks import Timer  # imported once the values are checked
 
-    from attnlab.checkpoints import check_callback_paths, check_position, newest_checkpoint
+    from attnlab.checkpoints import check_callback_paths, newest_checkpoint
 
     newest = None
     if c["resume"] and run_folder.holds_run(folder):
@@ -141,6 +142,62 @@ def inside_epoch(ckpt: dict[str, Any]) -> bool:
     return isinstance(state, dict) and state.get("is_last_batch", True) is False
 
 
+def check_position(ckpt: dict[str, Any], key: str, path: Path) -> None:
+    """Where a checkpoint continues training must read as this version writes it: Lightning's loop counts (whole
+    numbers, each stage's no further than the one before it, an epoch's no more than the run's), its optimizer steps
+    the checkpoint's global_step, and the data's position (`TensorBatches.state_dict`) in the checkpoint's epoch
+    after the batches its loop completed. Others (crafted, or an earlier version's, whose data position names no
+    epoch) would resume at another batch without a word, or fail inside Lightning after the run's files moved."""
+    try:
+        problem = position_problem(ckpt)
+    except (KeyError, TypeError, ValueError) as e:  # a part missing, or not of its shape
+        problem = f"no {e}: an earlier version's, or edited"
+    if problem:
+        raise ConfigError(key, str(path), f"its training position is not one this version writes ({problem})")
+
+
+def position_problem(ckpt: dict[str, Any]) -> str:
+    def leaves(value: Any) -> list[Any]:
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return [value] if items is None else [leaf for item in items for leaf in leaves(item)]
+
+    if not all(type(n) is bool or (type(n) is int and 0 <= n < 2**53) for n in leaves(ckpt["loops"])):
+        return "a count that is not a whole number"
+    fit = ckpt["loops"]["fit_loop"]
+    progress = [fit["epoch_progress"], fit["epoch_loop.batch_progress"]]
+    for counts in (p[part] for p in progress for part in ("current", "total")):
+        if [counts[n] for n in PROGRESS_FIELDS] != sorted((counts[n] for n in PROGRESS_FIELDS), reverse=True):
+            return "counts out of order"
+    if any(p["current"][n] > p["total"][n] for p in progress for n in PROGRESS_FIELDS):
+        return "an epoch's count past the run's"
+    if (
+        fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"]
+        != ckpt["global_step"]
+    ):
+        return "optimizer steps other than its global_step"
+    (data,) = fit["state_dict"]["combined_loader"]
+    if data["epoch"] != ckpt["epoch"] or data["batches_done"] != progress[1]["current"]["completed"]:
+        return "the data's position is not the loop's"
+    return ""
+
+
+def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> bool:
+    """An epoch that a budget cut short (max_steps, trainer.max_time) still ends with the epoch-end hooks, and the
+    checkpoint saved there says the epoch was done: Lightning 2.6 resumes it with the next epoch (by max_epochs) or
+    finishes it and counts it twice (under max_steps), so a longer budget never trains the rest of it and the run
+    records epochs it did not train. Such a checkpoint (`epoch_batches`: the trainer's num_training_batches) is
+    marked here as saved inside its epoch, as a signal's interrupted.ckpt is, and a resume trains the epoch's
+    remaining batches. Whether it was one."""
+    fit = ckpt["loops"]["fit_loop"]
+    epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+    ended = epochs["current"]["processed"] == epochs["current"]["completed"] + 1  # in the epoch-end hooks
+    if not ended or batches["current"]["completed"] >= epoch_batches:
+        return False
+    for counts in (epochs["current"], epochs["total"]):
+        counts["processed"] -= 1
+    return True
+
+
 def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int) -> str:
     """Why training from this checkpoint would stop at once under config `c`; "" if it would train."""
     trainer, patience = c["trainer"], c["early_stop"]["patience"]
@@ -185,7 +242,7 @@ def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: P
 def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """`ckpt_path` and what it holds: it must load, hold a model of this run's shape, end an epoch, and leave
     epochs to train."""
-    from attnlab.checkpoints import check_position, read_checkpoint
+    from attnlab.checkpoints import read_checkpoint
 
     if not c["ckpt_path"]:
         return None
