@@ -16,13 +16,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from attnlab import run_folder
 from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
-from attnlab.config import PLAIN_REFERENCE, SAFE_LOADER, check_no_aliases, keys_of_kind, run_config
+from attnlab.config import keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
 from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
@@ -71,16 +69,12 @@ def collect(sweep_dir: Path) -> Rows:
 
 def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     unread = ""
-    try:  # YAML's C safe loader reads Hydra's plain values as OmegaConf.load does, 20x faster
-        check_no_aliases(text := (job_dir / ".hydra" / "config.yaml").read_text())
-        settings = flatten(yaml.load(text, Loader=SAFE_LOADER))
-        settings = resolve_references(settings)
-        if any(isinstance(v, str) and "${" in v for v in settings.values()):  # any other form: as a run reads it
-            settings = flatten(run_config(job_dir))
-    except (ConfigError, ValueError) as e:
-        settings, unread = {}, f"its config does not read ({getattr(e, 'allowed', e)})"
-    except Exception:  # never started (or its config is gone): a row all the same
+    try:
+        settings = flatten(run_config(job_dir))
+    except ConfigError as e:  # no config: never started (or its config is gone), a row all the same
         settings = {}
+        if (job_dir / ".hydra" / "config.yaml").is_file():
+            unread = e.allowed  # "its .hydra/config.yaml does not load (why)"
     # (a name that is not UTF-8, found on disk, shown escaped: the tables are UTF-8)
     row = {"job": str(job_dir.relative_to(sweep_dir)).encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
@@ -99,19 +93,6 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     if reason:
         row["error"] = reason
     return row
-
-
-def resolve_references(settings: dict[str, Any]) -> dict[str, Any]:
-    """`${data.dim}` (model.dim's default) and other values that are one key reference: that key's value, as
-    OmegaConf resolves them, without the 20x slower load through the schema (run_config) for every job."""
-    resolved = dict(settings)
-    for _ in range(8):  # a reference to a reference
-        found = {k: PLAIN_REFERENCE.fullmatch(v) for k, v in resolved.items() if isinstance(v, str)}
-        # (${hydra:...}: Hydra's, not a key's value)
-        if not (refs := {k: ref[2] for k, ref in found.items() if ref and not ref[1] and ref[2] in resolved}):
-            break
-        resolved |= {k: resolved[key] for k, key in refs.items()}
-    return resolved
 
 
 def read_results(job_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
