@@ -251,8 +251,11 @@ def test_what_a_resume_may_change_and_a_report_never_groups_by_is_declared_on_th
          "+trainer.max_steps=5", "trainer.limit_train_batches=0.5", "trainer.max_time=00:00:01:00",
          "optim.lr=1e-5", "data.n_test=${data.n_val}", "logger.project=x${seed}y", "logger.save_dir='12'",
          "trainer.devices=[0]", "trainer.deterministic=warn", "early_stop.patience=3"],
+        # the user's references, read as OmegaConf reads them (converted to the field's type, an escape kept)
+        ["logger.project=${seed}", "optim.lr=${data.seq_len}", "early_stop.min_delta=${seed}",
+         "data.n_test=${eval.seq_lens.0}", "eval.seq_lens=[64,${data.seq_len}]", "trainer.precision=\\${seed}"],
     ],
-    ids=["defaults", "every-kind-of-value"],
+    ids=["defaults", "every-kind-of-value", "references"],
 )  # fmt: skip
 def test_a_saved_config_reads_back_as_omegaconf_reads_it(tmp_path, overrides: list[str]) -> None:
     """run_config reads .hydra/config.yaml as plain YAML: the same values, of the same types, as OmegaConf's own load
@@ -263,13 +266,14 @@ def test_a_saved_config_reads_back_as_omegaconf_reads_it(tmp_path, overrides: li
 
     from .conftest import compose_train
 
-    cfg = compose_train(tmp_path, *overrides)
+    run = tmp_path / "run${seed}"  # (a folder's name is no reference)
+    cfg = compose_train(run, *overrides)
     cfg.output_dir = "${hydra:runtime.output_dir}"  # as conf/train.yaml has it
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     schema = OmegaConf.structured(TrainConfig)
     OmegaConf.set_struct(schema.trainer, False)
-    expected = to_plain(OmegaConf.merge(schema, OmegaConf.load(tmp_path / ".hydra" / "config.yaml")), str(tmp_path))
-    read = run_config(tmp_path)
+    expected = to_plain(OmegaConf.merge(schema, OmegaConf.load(run / ".hydra" / "config.yaml")), str(run))
+    read = run_config(run)
     assert canonical(read) == canonical(expected)  # (JSON: 1 and 1.0 differ)
-    assert read["output_dir"] == str(tmp_path) and read["model"]["dim"] == read["data"]["dim"] == 1
+    assert read["output_dir"] == str(run) and read["model"]["dim"] == read["data"]["dim"] == 1

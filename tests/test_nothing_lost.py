@@ -1086,9 +1086,8 @@ def test_a_run_of_an_earlier_schema_is_refused_naming_the_key(own_copy: Path, ca
     before = folder_bytes(own_copy)
     err = refused_in_process(capsys, f"resume={own_copy}")
     last = err.strip().splitlines()[-1]
-    said = f"error: resume='{own_copy}' is invalid: its .hydra/config.yaml does not load (callbacks={{}} is invalid: "
-    assert last.startswith(said + "unknown key; the top level has ['ckpt_path', 'data', "), err
-    assert last.endswith(": cannot check that this is the same run"), err
+    assert last.startswith(f"error: resume='{own_copy}' is invalid: its .hydra/config.yaml does not load (Key"), err
+    assert "'callbacks' not in" in last and last.endswith(": cannot check that this is the same run"), err
     assert folder_bytes(own_copy) == before
 
 

@@ -2,6 +2,7 @@
 so that a misspelled key, a wrong type or an unknown variant fails when Hydra composes, and `validate`: the
 checks a type cannot express."""
 
+import contextlib
 import functools
 import math
 import os
@@ -20,7 +21,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from attnlab.errors import ConfigError, first_line, fits
 from attnlab.loggers import check_logger
-from attnlab.naming import canonical, lookup  # (importing naming registers the attnlab_job_dir resolver)
+from attnlab.naming import canonical, flatten, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -521,6 +522,7 @@ def not_plain_reference(text: str) -> str | None:
     return None
 
 
+HYDRA_REFERENCE = re.compile(r"\$\{\s*hydra\s*:")
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML was built with it
 
 
@@ -533,66 +535,110 @@ def check_no_aliases(text: str) -> None:
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The plain config a run was trained with (.hydra/config.yaml), as plain YAML (Hydra writes nothing else; 30x
-    faster than OmegaConf, which the report paid for every job): key references resolved, every key and type
-    checked against the schema, output_dir the folder itself. A record that is not so: ConfigError."""
+    """The plain config a run was trained with (.hydra/config.yaml), every key and type checked against the schema
+    (ConfigError): as OmegaConf reads it, and read so where the record holds a reference of the user's; a record
+    whose only references are the schema's own (output_dir, model.dim) is read as plain YAML, 30x faster (the
+    report reads every job's)."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
     try:
         check_no_aliases(text := path.read_text())
-        record = yaml.load(text, Loader=SAFE_LOADER)
+        record = yaml.load(text, Loader=RecordLoader)
         if not isinstance(record, dict):
             raise ValueError("not a mapping of keys to values")
-        record["output_dir"] = str(run_dir)  # (Hydra's ${hydra:runtime.output_dir}: where the record lies)
-        c = resolve_references(record)
-        check_section(c, record=True)
+        check_plain(record)
+        if (c := with_schema_references(record, str(run_dir))) is not None:
+            with contextlib.suppress(ConfigError):  # else (a key missing, a value to convert): as OmegaConf reads it
+                check_section(c, record=True)
+                return c
+        check_expansion(record)
+        for value in strings_of({k: v for k, v in record.items() if k != "output_dir"}):
+            if found := HYDRA_REFERENCE.search(value):  # (resolved in a sweep's process: the sweep's values)
+                raise ValueError(f"{value[found.start() :][:40]} is Hydra's, which a record holds only in output_dir")
+        schema = OmegaConf.structured(TrainConfig)
+        OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
+        if resolver := not_plain_reference(OmegaConf.to_yaml(loaded := OmegaConf.create(text))):
+            raise ValueError(f"an interpolation, {resolver}: a record holds plain values and key references")
+        c = to_plain(OmegaConf.merge(schema, loaded), str(run_dir))
+        check_section(c, record=True)  # (OmegaConf takes an enum's value for its name: `task: 7`)
         return c
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
 
 
-def resolve_references(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` with each `${key}` replaced by that key's value, as OmegaConf resolves them (a value that is one
-    reference takes the key's value, one inside text its text), in place; ValueError for any other `${...}`."""
-    c = record
-    for _ in range(8):  # a reference to a reference
-        leaves = [(node, key, value) for node, key, value in leaves_of(c) if isinstance(value, str) and "${" in value]
-        for node, key, value in leaves:
-            if found := not_plain_reference(value):
-                raise ValueError(f"an interpolation, {found}: a record holds plain values and key references")
-            node[key] = referenced(c, value)
-        if not leaves:
-            return c
-    raise ValueError(f"{leaves[0][2]} cannot be resolved (a reference to a reference, at more than 8 levels)")
+def with_schema_references(record: dict[str, Any], output_dir: str) -> dict[str, Any] | None:
+    """The record with the schema's own references resolved (output_dir: ${hydra:runtime.output_dir}, the folder;
+    model.dim: ${data.dim}), as OmegaConf resolves them; None where it holds any other `${`."""
+    c = dict(record)
+    if c.get("output_dir") == "${hydra:runtime.output_dir}":
+        c["output_dir"] = output_dir
+    model, data = c.get("model"), c.get("data")
+    if isinstance(model, dict) and model.get("dim") == "${data.dim}" and isinstance(data, dict):
+        c["model"] = {**model, "dim": data.get("dim")}
+    if any("${" in text for text in strings_of(c)):
+        return None
+    c["output_dir"] = output_dir
+    return c
 
 
-def leaves_of(node: Any) -> Any:
-    """(its dict, key, value) of every value of a nested config that is not a section."""
-    for key, value in node.items():
-        if isinstance(value, dict):
-            yield from leaves_of(value)
-        else:
-            yield node, key, value
+def check_expansion(record: dict[str, Any], most: int = 10**6) -> None:
+    """ValueError where the record's references would expand to more than `most` characters: ten references to
+    a key that holds ten references to another, eight deep, are a few lines and a billion characters, which
+    OmegaConf builds whole."""
+    flat, sizes = flatten(record), {}
+
+    def size(key: str) -> int:
+        if key not in sizes:
+            sizes[key] = 0  # (a cycle: OmegaConf refuses it)
+            value = flat.get(key, "")
+            text = value if isinstance(value, str) else str(value)
+            refs = PLAIN_REFERENCE.finditer(text)
+            sizes[key] = min(most + 1, len(text) + sum(size(ref[2]) for ref in refs if not ref[1]))
+        return sizes[key]
+
+    for key in flat:
+        if size(key) > most:
+            raise ValueError(f"its references would expand {key} to more than {most:,} characters")
 
 
-def referenced(c: dict[str, Any], value: str) -> Any:
-    """`value` with its `${key}`s replaced by the keys' values (the value itself where `value` is one reference);
-    a reference to a reference is left for the next round."""
+class RecordLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a key given twice (PyYAML keeps the last; OmegaConf refuses it)."""
 
-    def target(ref: re.Match) -> Any:
-        if ref[1]:  # (output_dir's was replaced by the folder)
-            raise ValueError(f"{ref[0]} is Hydra's, which a record resolves only in output_dir")
-        node: Any = c
-        key = ref[2]
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ValueError(f"${{{key}}} cannot be resolved: no such key")
-            node = node[part]
-        if isinstance(node, dict):
-            raise ValueError(f"${{{key}}} names a section, not a value")
-        return node
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key, _ in node.value:
+            if (name := repr(self.construct_object(key, deep=deep))) in seen:
+                raise ValueError(f"{name.strip(chr(39))} given twice, at line {key.start_mark.line + 1}")
+            seen.add(name)
+        return super().construct_mapping(node, deep=deep)
 
-    if whole := PLAIN_REFERENCE.fullmatch(value):
-        return target(whole)
-    return PLAIN_REFERENCE.sub(lambda ref: str(target(ref)), value)
+
+def check_plain(node: Any, depth: int = 0) -> None:
+    """A record holds text keys and plain values (text, numbers, true/false, null, lists, mappings), nested at most
+    32 deep: ValueError naming anything else (a set, a date, bytes), which no record Hydra writes holds."""
+    if depth > 32:
+        raise ValueError("values nested more than 32 deep")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise ValueError(f"a key that is not text ({key!r})")
+            check_plain(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            check_plain(value, depth + 1)
+    elif node is not None and not isinstance(node, str | int | float | bool):
+        raise ValueError(f"a value of type {type(node).__name__}, which no record Hydra writes holds")
+
+
+def strings_of(node: Any) -> Any:
+    """Every text in a plain record: its keys and values, in lists too."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from strings_of(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings_of(value)
+    elif isinstance(node, str):
+        yield node
