@@ -148,7 +148,7 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, int | float)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):  # a registry's names (attnlab.registry)
-        return isinstance(value, hint) or value in hint.__members__
+        return isinstance(value, hint) or (isinstance(value, str) and value in hint.__members__)
     if origin in (dict, list, tuple):
         return isinstance(value, origin)
     return not isinstance(hint, type) or isinstance(value, hint) or hint.__module__ != "builtins"
