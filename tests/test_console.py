@@ -209,19 +209,25 @@ def test_an_epochs_train_loss_is_shown_when_logged_even_if_equal_to_the_last(cap
     assert line.startswith(f"epoch 1/3 step {after} ") and ("train/loss 0.0000" in line) is shown, line
 
 
-def test_a_sweep_jobs_count_is_of_the_jobs_finished_by_its_own_end(tmp_path: Path) -> None:
+def test_a_sweep_jobs_count_is_of_the_jobs_finished_by_its_own_end(tmp_path: Path, monkeypatch) -> None:
     """k/N counted the metrics.json files on disk when the line was printed: two jobs finishing together each
-    counted the other ("2/6 done" twice). Counted by when each was written: 1/3 and 2/3."""
+    counted the other ("2/6 done" twice). Counted by when each was written, to the clock's nanosecond: the file
+    system's own stamp is coarser (a kernel tick), and two jobs on two cores written within one tick both said
+    "2/4" (tests/test_sweeps.py::test_processes_launcher, once)."""
+    import time
+
     from attnlab.console import finished_by
+    from attnlab.run_folder import write_json_atomic
     from attnlab.sweep_record import write_jobs
 
     sweep = tmp_path / "sweep"
-    names = ["seed=0", "seed=1", "seed=2"]
+    names = [f"seed={n}" for n in range(4)]
     sweep.mkdir()
     write_jobs(sweep, [[n] for n in names], names)
-    for at, name in enumerate(names[:2]):  # seed=0 first, seed=1 a moment later; seed=2 not yet
+    clock = iter([10**18 + 2, 10**18 + 1, 10**18 + 3])  # seed=1 finished first, then seed=0, then seed=2
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
+    for name in names[:3]:  # seed=3 not yet
         (sweep / name).mkdir()
-        (sweep / name / "metrics.json").write_text("{}")
-        os.utime(sweep / name / "metrics.json", ns=(10**18 + at, 10**18 + at))
+        write_json_atomic(sweep / name / "metrics.json", {})
     jobs = [{"dir": n} for n in names]
-    assert [finished_by(sweep / n, jobs) for n in names[:2]] == [1, 2]
+    assert [finished_by(sweep / n, jobs) for n in names] == [2, 1, 3, 0]
