@@ -40,7 +40,7 @@ def screenshot(browser: str, url: str, out: Path, size: tuple[int, int]) -> bool
             print(f"FAILED {out}: chromium timed out after {SHOT_TIMEOUT_S} s", file=sys.stderr)
             return False
     if res.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
-        tail = "\n".join((res.stderr or "").strip().splitlines()[-5:])
+        tail = "\n".join(res.stderr.strip().splitlines()[-5:])
         print(f"FAILED {out} (chromium exit {res.returncode})\n{tail}", file=sys.stderr)
         return False
     print(f"wrote {out} ({out.stat().st_size} bytes)")

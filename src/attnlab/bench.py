@@ -175,7 +175,7 @@ def step_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One per-step measurement, in this fresh process: its peaks are the contestant's."""
     cuda = spec["device"].startswith("cuda")
     if not cuda:  # CUDA reserves a huge virtual address space: an address-space limit would break it
-        resource.setrlimit(resource.RLIMIT_AS, ((MEMORY_LIMIT_GB + 8) * 2**30, resource.RLIM_INFINITY))  # + slack
+        resource.setrlimit(resource.RLIMIT_AS, ((MEMORY_LIMIT_GB + 8) * 2**30, resource.RLIM_INFINITY))
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     ends, baseline_mb = CONTESTANTS[spec["who"]](spec)
@@ -208,13 +208,11 @@ def step_rows(device: str, threads: int, rounds: int, quick: bool) -> list[dict[
         turns += [({**long, **dict(zip(SIZES, s, strict=True))}, ["seed loop", "attnlab"], 1, 240) for s in LONG[quick]]
     rows = []
     for spec, contestants, n, timeout in turns:
+        sizes = f"B={spec['batch']:5} L={spec['seq_len']:6} bf16={spec['bf16']}"
         runs: dict[str, list[dict[str, Any]]] = {who: [] for who in contestants}
         for _, who in itertools.product(range(n), contestants):
             runs[who].append(measure_step({**spec, "who": who}, timeout))
-            print(
-                f"  {who:16} B={spec['batch']:5} L={spec['seq_len']:6} bf16={spec['bf16']}: {runs[who][-1]}",
-                file=sys.stderr,
-            )
+            print(f"  {who:16} {sizes}: {runs[who][-1]}", file=sys.stderr)
         for who, results in runs.items():
             good = sorted((r for r in results if r.get("samples_per_s")), key=lambda r: r["samples_per_s"])
             median_round = good[len(good) // 2] if good else results[0]

@@ -19,13 +19,13 @@ from attnlab.run_folder import CHECKPOINTS, replacing
 TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
-def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
     """ConfigError for a missing, truncated, garbage or foreign file, or a pickle that would need code to run."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(key, str(path), "no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         dict(ckpt["state_dict"])
         if not all(isinstance(ckpt.get(part, {}), dict) for part in ("loops", "callbacks")):
             raise ValueError("its loops and callbacks must be mappings")
@@ -34,12 +34,11 @@ def read_checkpoint(path: str | Path, key: str, map_location: str | torch.device
         if not (isinstance(hp := ckpt["hyper_parameters"], dict) and isinstance(hp.get("model"), dict) and plain(hp)):
             raise ValueError("its hyper_parameters must be plain values, with the model's settings")
     except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
-        why = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
+        reason = f"{type(e).__name__}: {first_line(e)}"
         if isinstance(e, pickle.UnpicklingError):  # PyTorch's own text advises weights_only=False: its detail only
             detail = [line for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_ADVICE)]
-            reason = detail[0] if detail else first_line(e)
-            why = f"not a loadable attnlab checkpoint (refused by torch.load(weights_only=True): {reason})"
-        raise ConfigError(key, str(path), why) from e
+            reason = f"refused by torch.load(weights_only=True): {detail[0] if detail else first_line(e)}"
+        raise ConfigError(key, str(path), f"not a loadable attnlab checkpoint ({reason})") from e
     return ckpt
 
 
@@ -70,14 +69,11 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     found, unloadable = [], []
     for name in CHECKPOINTS:
         path = folder / "checkpoints" / f"{name}.ckpt"
-        if not path.is_file():
-            continue
-        try:
-            ckpt = read_checkpoint(path, "resume")
-        except ConfigError:
-            unloadable.append(path.name)
-            continue
-        found.append((path, ckpt))
+        if path.is_file():
+            try:
+                found.append((path, read_checkpoint(path, "resume")))
+            except ConfigError:
+                unloadable.append(path.name)
     if not found and unloadable:  # (writes are atomic: a kill leaves <name>.tmp, never a cut .ckpt)
         why = f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
         raise ConfigError("resume", str(folder), why + "move them away to start the run again")

@@ -4,6 +4,8 @@ checks a type cannot express."""
 
 import contextlib
 import functools
+import inspect
+import logging
 import math
 import os
 import re
@@ -11,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import EnumMeta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 import yaml
@@ -287,12 +289,9 @@ AT_LEAST = {"accumulate_grad_batches": 1, "num_nodes": 1, "max_steps": -1, "min_
 @functools.cache
 def trainer_arguments() -> dict[str, Any]:
     """`pytorch_lightning.Trainer`'s arguments -> their types (Lightning imported only for a `+trainer.X`)."""
-    import inspect
-    import typing
-
     import pytorch_lightning as pl
 
-    hints = typing.get_type_hints(pl.Trainer.__init__)
+    hints = get_type_hints(pl.Trainer.__init__)
     return {p: hints.get(p, Any) for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"}
 
 
@@ -486,8 +485,6 @@ def check_trainer(trainer: dict[str, Any]) -> None:
         if not fits(value, hint := trainer_arguments().get(name, Any)):
             shown = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise ConfigError(f"trainer.{name}", value, f"must be of type {shown.replace('NoneType', 'None')}")
-    import logging
-
     import pytorch_lightning as pl
 
     from attnlab.console import lightning_messages

@@ -70,9 +70,8 @@ class EpochLines(ProgressBar):
         if self.pending is None or not trainer.is_global_zero:
             return
         (epoch, step, seconds, validated), self.pending = self.pending, None
-        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if "/" in k}
-        if not validated:
-            metrics = {k: v for k, v in metrics.items() if not k.startswith("val/")}
+        logged = self.get_metrics(trainer, pl_module).items()
+        metrics = {k: v for k, v in logged if "/" in k and (validated or not k.startswith("val/"))}
         every = trainer.log_every_n_steps  # the steps that log train/loss (attnlab.module): none in this epoch?
         if step // every == self.step_before // every:  # (a value equal to the last epoch's is still shown)
             metrics.pop("train/loss", None)
@@ -142,11 +141,11 @@ def finished_by(out: Path, jobs: list[dict[str, Any]]) -> int:
     """The sweep's jobs whose metrics.json was written no later than this job's: counted by time, not by what is
     on disk when the line is printed (two jobs finishing together each counted the other, and both said 2/6)."""
 
-    def written(job: dict[str, Any]) -> int | None:
+    def written(folder: str) -> int | None:
         with contextlib.suppress(OSError):
-            return (out.parent / job["dir"] / METRICS).stat().st_mtime_ns
+            return (out.parent / folder / METRICS).stat().st_mtime_ns
         return None
 
-    if (own := written({"dir": out.name})) is None:
+    if (own := written(out.name)) is None:
         return 0
-    return sum(1 for job in jobs if (at := written(job)) is not None and at <= own)
+    return sum(1 for job in jobs if (at := written(job["dir"])) is not None and at <= own)

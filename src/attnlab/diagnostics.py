@@ -34,9 +34,7 @@ from attnlab.module import accuracy_metric
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
 STAT_EXAMPLES = 256  # validation sequences the tested checkpoint's attention statistics average over, at most
-# Each validation epoch's (the charts) use the first 64 of them: 1.3 against 5.8 ms a validation. The entropy's
-# standard error over sequences at 64 is 0.03-0.06 nats on the limitations study's jobs, about twice 256's.
-EPOCH_STAT_EXAMPLES = 64
+EPOCH_STAT_EXAMPLES = 64  # each validation epoch's, the first of those: a quarter of the cost, twice the standard error
 
 
 @torch.no_grad()
@@ -60,8 +58,7 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     return fig
 
 
-# Figures are laid out once per process and shape, their data replaced by each later call: the axes, ticks
-# and labels are about half of a figure's cost (attention figure, L=32: ~110 ms redrawn against ~210 ms anew).
+# Laid out once per process and shape, each later call replacing the data: axes, ticks and labels are half the cost.
 @functools.cache
 def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[Any]]:
     """The attention figure's axes for `length` key positions (the first `prefix` without an input); what each
@@ -76,14 +73,13 @@ def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[
         strip.tick_params(labelbottom=False)  # the map below labels the key positions
         image = heat.imshow(np.zeros((length, length)), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         heat.set_xlabel("key position j" + (" (0: the cls token)" if prefix else ""))
-        heat.set_ylabel("query position i")
         for ax in (strip, heat):
             ax.set_xlim(-0.5, length - 0.5)  # the strip lines up with the key columns
             few_ticks(ax)
     strips[0].set_ylabel("x")
+    heats[0].set_ylabel("query position i")
     strips[1].tick_params(labelleft=False)
     heats[1].tick_params(labelleft=False)
-    heats[1].set_ylabel("")
     beside = heats[1].get_position()
     bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
     fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
@@ -107,8 +103,7 @@ def encoding_layout(shape: tuple[int, int], columns: str) -> tuple[Figure, Any]:
 
 
 # A laid-out figure -> the artists a redraw changes. The rest (the maps' axes, ticks and labels: most of a figure's
-# cost) is rendered once and copied under them (`png`, matplotlib's blitting): an attention figure at L=32 went
-# from 101 to 58 ms, PNG included.
+# cost) is rendered once and copied under them (`png`, matplotlib's blitting).
 REDRAWN: dict[Figure, list[Artist]] = {}
 
 
@@ -148,9 +143,8 @@ def image_summary(tag: str, fig: Figure) -> Summary:
 
 
 def few_ticks(ax: Any) -> None:
-    """At most five whole-number ticks per axis: ticks are most of a figure's cost (measured: about 60%). Outward
-    and no grid, whatever a matplotlibrc says: nothing of the axes may lie over a map, which `png` draws over
-    them."""
+    """At most five whole-number ticks per axis: ticks are most of a figure's cost. Outward and no grid, whatever a
+    matplotlibrc says: nothing of the axes may lie over a map, which `png` draws over them."""
     ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
     ax.tick_params(direction="out")
@@ -246,9 +240,8 @@ class AttentionDiagnostics(pl.Callback):
     @torch.no_grad()
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.on_validation_epoch_start(trainer, pl_module)
-        # The tested checkpoint's attention statistics, on STAT_EXAMPLES validation sequences (the epochs' first
-        # EPOCH_STAT_EXAMPLES among them): the numbers a report sets beside the test accuracy come from the same
-        # weights.
+        # The tested checkpoint's attention statistics, on STAT_EXAMPLES validation sequences: the numbers a report
+        # sets beside the test accuracy come from the same weights.
         if self.examples is not None:
             self.tested = {name: float(value) for name, value in self.stats(pl_module).items()}
             self.log_figures(trainer, pl_module, self.examples[0])
@@ -289,8 +282,8 @@ class AttentionDiagnostics(pl.Callback):
         much as an epoch."""
         if not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) or not trainer.is_global_zero:
             return  # (under DDP, one process writes them)
-        which = pl_module.loaded_from  # None: the final weights (no checkpoint, fast_dev_run)
-        title, net = checkpoint_title(self.run, which), pl_module.net
+        net = pl_module.net
+        title = checkpoint_title(self.run, pl_module.loaded_from)  # loaded_from None: the final weights (fast_dev_run)
         summaries = [  # each encoded at once: the next figure of its shape redraws it
             image_summary(f"attention/layer{layer}_head{head}", attention_figure(net, fixed, layer, head, title))
             for layer, block in enumerate(net.layers)

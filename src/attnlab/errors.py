@@ -35,9 +35,8 @@ def outlive_readers() -> None:
 
 
 class ReaderGoneSafe:
-    """A stream whose reader may go (outlive_readers). A BrokenPipeError from a print failed a run that had
-    finished (or marked one FAILED before it trained), and a report or an evaluation already written; an output
-    file on a full disk failed a run as if its own folder were full."""
+    """A stream whose reader may go (outlive_readers): a print that cannot be written must not fail a finished run,
+    a report or an evaluation, nor pass for a run's own folder being full."""
 
     def __init__(self, stream: typing.TextIO) -> None:
         self.stream = stream
@@ -120,9 +119,9 @@ def one_line(e: BaseException) -> str:
         text = text.replace(":\n\t", ": ").replace("\n\t", ", ")  # "Available options in 'data':", one a line
         lines = [line.strip() for line in text.splitlines()]
         kept = [line for line in lines if line and not line.startswith(HYDRA_DETAIL)]
-        parts.append("".join(f"{'; ' if i and kept[i - 1][-1] not in '.:,' else ' ' if i else ''}{line}"
-                             for i, line in enumerate(kept)))  # fmt: skip
-    merging = re.fullmatch(r"Error merging override (\S+?)=(.*)", parts[0]) if parts else None
+        # one line: joined by a space after '.', ':' or ',', else by "; "
+        parts.append(re.sub(r"(?<=[.:,])\n", " ", "\n".join(kept)).replace("\n", "; "))
+    merging = re.fullmatch(r"Error merging override (\S+?)=(.*)", parts[0])
     if merging and len(parts) > 1:
         return str(ConfigError(merging[1], merging[2], parts[1]))
     return ": ".join(parts) or type(e).__name__

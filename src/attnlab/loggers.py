@@ -75,20 +75,17 @@ def wandb(lg: dict[str, Any], out: Path, purge_step: int) -> Any:
 
 
 def check_logger(lg: dict[str, Any]) -> None:
-    name = lg["name"]
+    name, where = lg["name"], lg["save_dir"]
     LOGGERS.get(name)  # an unknown name lists the valid ones
     if name not in ("mlflow", "wandb"):
-        if lg["save_dir"] is not None:  # else it would be ignored without a word
-            raise ConfigError(
-                "logger.save_dir", lg["save_dir"], f"is mlflow's and wandb's; {name} writes into the run folder"
-            )
+        if where is not None:  # else it would be ignored without a word
+            raise ConfigError("logger.save_dir", where, f"is mlflow's and wandb's; {name} writes into the run folder")
         return
     if importlib.util.find_spec(name) is None:  # optional extras, named as the package
         raise ConfigError("logger.name", name, f"needs the {name} package: pip install -e '.[{name}]'")
     if not lg["project"].strip():
         what = "experiment" if name == "mlflow" else "project"
         raise ConfigError("logger.project", lg["project"], f"must name {name}'s {what}")
-    where = lg["save_dir"]
     if where is not None and "://" not in where:  # a folder: the nearest part of it that exists must take files
         existing = next(p for p in (Path(where).absolute(), *Path(where).absolute().parents) if p.exists())
         if not (existing.is_dir() and os.access(existing, os.W_OK)):

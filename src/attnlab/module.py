@@ -98,9 +98,8 @@ class LitClassifier(pl.LightningModule):
         """Log and return the epoch's accuracy (and loss) of `stage` (compute() reduces over DDP); reset them but
         train/acc, which on_train_epoch_start resets."""
         values = {f"{stage}/acc": self.acc[f"{stage}_acc"].compute()}
-        if stage != "train":  # (train's: on_train_epoch_start)
+        if stage != "train":  # (train/acc: reset as its epoch starts; no epoch loss)
             self.acc[f"{stage}_acc"].reset()
-        if f"{stage}_loss" in self.mean_loss:
             values[f"{stage}/loss"] = self.mean_loss[f"{stage}_loss"].compute()
             self.mean_loss[f"{stage}_loss"].reset()
         self.log_dict(values, prog_bar=prog_bar)

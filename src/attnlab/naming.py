@@ -61,8 +61,7 @@ OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
 
 def hydra_quote(value: str) -> str:
     """A value Hydra's override parser takes verbatim (paths with '=', ',', spaces, quotes, backslashes). Hydra reads
-    a backslash as an escape only before a quote, before `${` and at the end: only those are doubled (doubling
-    every one named another folder: `a\\b` became `a\\\\b`)."""
+    a backslash as an escape only before a quote, before `${` and at the end: only those are doubled."""
     escape = {"'": "\\'", "${": "\\${", "": ""}
     return "'" + re.sub(r"(\\*)('|\$\{|\Z)", lambda m: m[1] * 2 + escape[m[2]], value) + "'"
 

@@ -55,13 +55,13 @@ def collect(sweep_dir: Path) -> Rows:
     jobs = read_jobs(sweep_dir)
     planned = [sweep_dir / job["dir"] for job in jobs]
     found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
-    root = sweep_dir.resolve()
-    for job_dir in planned + sorted(found):  # what it reads of a job (at any depth) stays inside the sweep
+    job_dirs = planned + sorted(found - set(planned))
+    for job_dir in job_dirs:  # what it reads of a job (at any depth) stays inside the sweep
         if job_dir.exists():
-            if not job_dir.resolve().is_relative_to(root):
+            if not job_dir.resolve().is_relative_to(sweep_dir.resolve()):
                 raise ConfigError("sweep", str(sweep_dir), f"holds a link to outside it ({job_dir})")
             run_folder.check_no_links_out(job_dir, "sweep", depth=1)
-    rows = [read_job(sweep_dir, d) for d in planned + sorted(found - set(planned))]
+    rows = [read_job(sweep_dir, d) for d in job_dirs]
     for row, job in zip(rows, jobs, strict=False):  # (the planned come first)
         row["overrides"] = job["overrides"]
     return rows
@@ -133,8 +133,7 @@ MAX_ENTROPY = 64 * math.log(2)
 
 
 def number(value: Any, key: str) -> float:
-    """A number from a record: finite, not a bool or text, an accuracy in [0, 1], an entropy in [0, MAX_ENTROPY];
-    else ValueError."""
+    """A record's number: finite, not a bool, an accuracy in [0, 1], an entropy in [0, MAX_ENTROPY]; else ValueError."""
     low, high = (0, 1) if "acc" in key else (0, MAX_ENTROPY) if "entropy" in key else (-math.inf, math.inf)
     plain = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300  # (10**400 too)
     if not plain or not low <= value <= high:
@@ -245,8 +244,7 @@ def min_max(vals: list[float]) -> tuple[float, float, float]:
 
 
 def verdict(group: Rows, planned: int = 0) -> str:
-    """The cell's verdict; on fewer seeds than `planned` (the others failed, were cut short or never started),
-    saying on how many."""
+    """The cell's verdict, saying on how many seeds where fewer than `planned` finished."""
     called = cell_verdict([(r["seed"], r["verdict"]) for r in group])
     return f"{called} ({len(group)} of {planned} seeds finished)" if len(group) < planned else called
 
@@ -332,10 +330,9 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
             "",
             f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
             "fresh test sets of other lengths (the training length: the run's own test set, unless eval.n was not "
-            "data.n_test), each seed with its "
-            f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length "
-            "reaches positions or offsets training never reached (learned, relative, symmetric), still at their "
-            "random start; such a score would say nothing about what was learned.",
+            f"data.n_test), each seed with its Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: "
+            "the length reaches positions or offsets training never reached (learned, relative, symmetric), still at "
+            "their random start; such a score would say nothing about what was learned.",
         ]
     for setting, group in scored.items():
         body = []
@@ -375,7 +372,7 @@ def figure(*grid: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, An
 
 
 def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **legend: Any) -> None:
-    """The figure to `path`, titled (`title`, then the budget) and with the first panel's legend."""
+    """The figure to `path`, titled (`title`, then the budget), with one legend for all panels."""
     oks = [r for r in rows if r["status"] == "ok"]
     seeds = sorted({r["seed"] for r in oks}, key=str)
     text = f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}"
@@ -420,9 +417,8 @@ def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: P
 
 
 def plot_lines(rows: Rows, keys: list[str], x: str, metric: str, path: Path, ylabel: str, reference: str = "") -> bool:
-    """Mean of `metric` against config key `x` where it varies, min–max over seeds, one line per combination of
-    every other setting that varies (never averaged over a setting); `reference`: a dashed line's metric. Whether
-    it drew one."""
+    """Mean of `metric` against `x` where it varies, min–max over seeds, a line per combination of every other
+    setting that varies (never averaged over a setting); `reference`: a dashed line's metric. Whether it drew any."""
     if x not in keys:
         return False
     others = [k for k in keys if k != x and len(distinct(rows, k)) > 1]
@@ -551,7 +547,7 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
         mean = statistics.fmean(values(group, "test/acc"))
         called = verdict(group, planned[setting])
         table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
-    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    widths = [max(map(len, cells)) for cells in zip(*table, strict=True)]
     if groups:  # (no job finished: no table)
         print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
     ended = "stopped after" if code else "done in"  # by a signal (128 + its number) or a broken launcher

@@ -143,11 +143,9 @@ def inside_epoch(ckpt: dict[str, Any]) -> bool:
 
 
 def check_position(ckpt: dict[str, Any], key: str, path: Path) -> None:
-    """Where a checkpoint continues training must read as this version writes it: Lightning's loop counts (whole
-    numbers, each stage's no further than the one before it, an epoch's no more than the run's), its optimizer steps
-    the checkpoint's global_step, and the data's position (`TensorBatches.state_dict`) in the checkpoint's epoch
-    after the batches its loop completed. Others (crafted, or an earlier version's, whose data position names no
-    epoch) would resume at another batch without a word, or fail inside Lightning after the run's files moved."""
+    """Where a checkpoint continues training (Lightning's loop counts, its optimizer steps, the data's position)
+    must read as this version writes it: others (crafted, or an earlier version's) would resume at another batch
+    without a word, or fail inside Lightning after the run's files moved."""
     try:
         problem = position_problem(ckpt)
     except (KeyError, TypeError, ValueError) as e:  # a part missing, or not of its shape
@@ -224,9 +222,8 @@ def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
     except (OSError, ValueError, AttributeError, RecursionError):
         return ""
     max_epochs = c["trainer"]["max_epochs"]
-    if end != "max_epochs" or type(epochs) is not int or epochs < max_epochs:
-        return ""
-    return f"it has trained its trainer.max_epochs={max_epochs}"
+    trained_all = end == "max_epochs" and type(epochs) is int and epochs >= max_epochs
+    return f"it has trained its trainer.max_epochs={max_epochs}" if trained_all else ""
 
 
 def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
@@ -399,6 +396,7 @@ def check_rerun_config(argv: list[str]) -> None:
             given[RERUN_FLAGS[flag]] = value if sep else after
     name = given.get("name", "train").removesuffix(".yaml") + ".yaml"
     for folder in filter(None, (given.get("path"), given.get("dir"))):
+        flag = "--config-path" if folder == given.get("path") else "--config-dir"
         # the config it composes from, and the group files a choice can pick (a record's hydra.yaml is neither)
         groups = [path for path in sorted(Path(folder).rglob("*.yaml"))[:1000] if path.parent != Path(folder)]
         for path in [Path(folder) / name, *groups]:
@@ -407,7 +405,6 @@ def check_rerun_config(argv: list[str]) -> None:
                 record = yaml.safe_load(text)
             except (OSError, ValueError, yaml.YAMLError):
                 continue  # Hydra says what is wrong with it, if it reads it
-            flag = "--config-path" if folder == given.get("path") else "--config-dir"
             try:
                 check_no_aliases(text)
             except ValueError as e:
@@ -430,9 +427,9 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     sweep = "-m" in argv or "--multirun" in argv
     folder = Path(given[-1].split("=", 1)[1])
-    flags, now, args = [], [], argv[1:]
-    for i, arg in enumerate(args):  # Hydra's flags (`--cfg job`: the flag's value with it), the overrides given now
-        before = args[i - 1] if i else ""
+    flags, now = [], []
+    # Hydra's flags (`--cfg job`: the flag's value with it), the overrides given now
+    for before, arg in itertools.pairwise(["", *argv[1:]]):
         if arg.startswith("-") or before in HYDRA_VALUE_FLAGS or (before in ("--info", "-i") and arg in INFO_TOPICS):
             flags.append(arg)
         elif arg.split("=", 1)[0] != "resume":

@@ -169,8 +169,7 @@ def status(folder: Path) -> tuple[str, str]:
 def inside(folder: Path, relative: Any, key: str, source: Path, root: str = "") -> str:
     """The real path of `folder / relative`, a path read from a record, refused unless it stays inside (no
     absolute path, no `..`, no symlink out). `root`: `folder`'s real path, for a caller checking many."""
-    plain = isinstance(relative, str) and relative and "\x00" not in relative and relative.isprintable()
-    path = Path(relative if plain and relative.encode("utf-8", "ignore").decode() == relative else "..")
+    path = Path(relative if isinstance(relative, str) and relative.isprintable() else "..")  # (no NUL, no surrogate)
     inward = not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
     real = os.path.realpath(folder / path)  # (os.path: Path.resolve is 5x slower, and a sweep reads 1,000s)
     if not (inward and real.startswith((root or os.path.realpath(folder)) + os.sep)):

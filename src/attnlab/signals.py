@@ -5,11 +5,9 @@ the run stops at once. `train` then raises `Interrupted` (exit 128 + signal). Li
 SIGTERM, which a scheduler reads as success, and does not guard its test loop against SIGINT.
 """
 
-from __future__ import annotations
-
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
@@ -31,7 +29,7 @@ class StopOnSignal(pl.Callback):
         self.trainer: pl.Trainer | None = None
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> StopOnSignal:
+    def __enter__(self) -> Self:
         if errors.pending_signal is not None:  # (a sweep's worker got it while this job started)
             raise Interrupted(errors.pending_signal)
         # Installed before the Trainer exists. Lightning then sees a handler and does not add its own.

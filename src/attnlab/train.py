@@ -69,7 +69,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
     out = Path(c["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     main = not run_folder.secondary_process()  # else a DDP worker Lightning started: the main process owns the folder
-    if main and not c["resume"] and list(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
+    if main and not c["resume"] and any(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
         why = "holds another run's checkpoints; resume it (resume=true) or use a new folder"
         raise ConfigError("output_dir", str(out), why)
     with run_folder.locked(out, "output_dir") if main else contextlib.nullcontext(), StopOnSignal(out) as stop:
@@ -123,7 +123,7 @@ def run(
         data, module = build(c)
         show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
         module.fresh_start = start_from is not None and not start.own  # another run's checkpoint (ckpt_path)
-        callbacks = RunCallbacks(c, out, start_from, stop, [*extra_callbacks], show_progress)
+        callbacks = RunCallbacks(c, out, start_from, stop, extra_callbacks, show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(c, out, start.step, origin)
         trainer = make_trainer(c, out, callbacks, logger, show_progress)
@@ -140,11 +140,10 @@ def run(
 
 class RunCallbacks:
     def __init__(
-        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: list, progress: bool
+        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: Sequence, progress: bool
     ) -> None:
         self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
-        ckpt_dir = out / "checkpoints"
-        kept = {"dirpath": ckpt_dir, "enable_version_counter": False}
+        kept = {"dirpath": out / "checkpoints", "enable_version_counter": False}
         # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
@@ -219,8 +218,7 @@ def fit_and_test(
         raise stop.interrupted()
     fit_seconds = round(time.perf_counter() - start, 3)
     # Read before the test, whose loading of the best checkpoint restores that epoch's history and state.
-    # val_acc_best is kept in checkpoints: it survives a resume; None when no validation epoch ran.
-    best_acc = float(module.val_acc_best.max_value)
+    best_acc = float(module.val_acc_best.max_value)  # -inf when no validation epoch ran
     history = {k: list(v) for k, v in module.history.items()}
     # (a resume from a budget's cut that trained nothing more: the cut epoch counts, as it did in the cut run)
     epochs, steps, end = trainer.current_epoch + module.open_epoch, trainer.global_step, ended_by(trainer)

@@ -248,7 +248,7 @@ class AttnlabSweeper(Sweeper):
             recorded = {job["dir"]: job["overrides"] for job in sweep_record.read_jobs(sweep_dir)} if any(done) else {}
             overrides = [recorded.get(f, o) if d else o for o, f, d in zip(overrides, folders, done, strict=True)]
             sweep_record.write_jobs(sweep_dir, overrides, folders)
-            todo = [job for job, finished in zip(jobs, done, strict=True) if not finished]
+            todo = [job for job, job_done in zip(jobs, done, strict=True) if not job_done]
             # (a budget given to the continuation is for the jobs it runs)
             further = "; a larger budget for one: python scripts/train.py resume=<its folder> ..."
             kept = f" ({sum(done)} finished before, kept as they are{further})" if any(done) else ""

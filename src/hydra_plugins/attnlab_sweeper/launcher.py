@@ -96,7 +96,7 @@ class ProcessesLauncher(Launcher):
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         setup_globals()
-        jobs = [(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        jobs = [(idx, list(overrides)) for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
         self.start(len(jobs))
         log.info(f"Launching {len(jobs)} jobs on {self.workers(len(jobs))} worker processes")
         if self.executor is None:
@@ -123,10 +123,8 @@ class ProcessesLauncher(Launcher):
         return run_job(self.task_function, sweep_config, "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context)
 
     def job_config(self, overrides: list[str]) -> DictConfig:
-        """The job's config as Hydra's `load_sweep_config` gives it, at a twentieth of its cost: Hydra composes
-        once per choice of config groups (`data=halfswap`), and each job's `key=value`s are set on a copy as Hydra
-        sets a command line's (after composing), and recorded as Hydra records them. A `+`, `++` or `~` value
-        is composed whole."""
+        """The job's config as Hydra's `load_sweep_config` gives it, at a twentieth of its cost: its `key=value`s
+        set as Hydra sets them on a copy of its config groups' composition (a `+`, `++` or `~`: composed whole)."""
         load = self.hydra_context.config_loader.load_sweep_config
         parsed, groups, values = self.overrides.split(overrides)
         if any(o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None for o in values):
