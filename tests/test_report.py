@@ -632,6 +632,28 @@ def test_a_crafted_job_config_fails_its_row_alone(tmp_path: Path, crafted: str) 
     assert (sweep / "summary.md").is_file()
 
 
+def test_a_records_control_characters_are_shown_escaped(tmp_path: Path, capsys) -> None:
+    """A job's config holding a terminal's escape sequence and a newline (logger.project, any text a record holds):
+    summary.md and the sweep's last lines wrote them raw, so that `cat summary.md` or the terminal the sweep ended
+    in ran the sequence, and the newline broke the table's row. Shown as their escapes."""
+    from attnlab import report
+
+    sweep = tmp_path / "sweep"
+    for seed, project in ((0, "plain"), (1, "evil")):
+        add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}", f"logger.project={project}"], 1.0)
+    config = sweep / "s1" / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("project: evil", 'project: "\\e[2J\\e[31mred\\nline"'))
+    report.conclude(sweep, 0, 0.0)
+    said = capsys.readouterr()
+    summary = (sweep / "summary.md").read_text()
+    for text in (summary, said.out, said.err):
+        assert "\x1b" not in text and "red\nline" not in text
+    assert "\\x1b[2J\\x1b[31mred\\nline" in said.out, said.out  # the verdicts' table, as its escapes
+    cells = [row for row in rows_of(summary) if "red" in " ".join(row)]
+    assert len(cells) == 1 and "\\x1b[2J\\x1b[31mred\\nline" in cells[0], cells
+    assert len(cells[0]) == len(rows_of(summary)[0])  # the row whole: as many cells as the header
+
+
 def test_an_earlier_reports_tables_and_plots_go_when_their_results_do(tmp_path: Path) -> None:
     """A job resumed since its evaluation tests another checkpoint: its lengths are left out, and said so (they were
     dropped unsaid), and the length table and plot of the report before, of the old checkpoint, are removed (they

@@ -23,7 +23,7 @@ from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind, run_config
 from attnlab.errors import ConfigError
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
+from attnlab.naming import KEY_SETTINGS, canonical, flatten, printable, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.resume import RESUMABLE
@@ -191,7 +191,7 @@ def column(key: str) -> str:
 
 
 def label(keys: list[str], setting: tuple, shown: list[int] | None = None, sep: str = ", ") -> str:
-    return sep.join(f"{column(keys[i])}={setting[i]}" for i in (shown or range(len(keys))))
+    return sep.join(f"{column(keys[i])}={printable(setting[i])}" for i in (shown or range(len(keys))))
 
 
 def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
@@ -283,7 +283,9 @@ def code_line(rows: Rows) -> str:
 
 
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |" for cells in [header, *body]]
+    lines = [
+        "| " + " | ".join(printable(cell).replace("|", "\\|") for cell in cells) + " |" for cells in [header, *body]
+    ]
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
 
 
@@ -546,7 +548,7 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
     for setting, group in groups.items():
         mean = statistics.fmean(values(group, "test/acc"))
         called = verdict(group, planned[setting])
-        table.append([*(str(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
+        table.append([*(printable(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
     widths = [max(map(len, cells)) for cells in zip(*table, strict=True)]
     if groups:  # (no job finished: no table)
         print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
@@ -558,10 +560,12 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
         flush=True,
     )
     for r in bad:
-        print(f"[attnlab] {r['status']}: {r['job']} {r.get('error', '')}".rstrip(), file=sys.stderr)
+        print(
+            f"[attnlab] {r['status']}: {printable(r['job'])} {printable(r.get('error', ''))}".rstrip(), file=sys.stderr
+        )
     for r in rows:
         if r.get("note"):
-            print(f"[attnlab] note: {r['job']}: {r['note']}", file=sys.stderr)
+            print(f"[attnlab] note: {printable(r['job'])}: {printable(r['note'])}", file=sys.stderr)
     if bad:
         print(f"[attnlab] continue with: {run_folder.continue_command(sweep_dir, sweep=True)}", file=sys.stderr)
     return code or (1 if bad else 0)

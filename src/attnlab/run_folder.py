@@ -16,6 +16,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from attnlab.errors import ConfigError
+from attnlab.naming import printable
 
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
@@ -153,7 +154,7 @@ def status(folder: Path) -> tuple[str, str]:
         if (folder / name).is_file():
             lines = (folder / name).read_text(errors="replace").strip().splitlines()
             # shown on terminals and in tables: control characters (a terminal's escape sequences) escaped
-            return name.lower(), "".join(c if c.isprintable() else ascii(c)[1:-1] for c in lines[-1]) if lines else ""
+            return name.lower(), printable(lines[-1]) if lines else ""
     metrics = folder / METRICS
     if metrics.is_file():
         try:
