@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from attnlab import run_folder
-from attnlab.config import run_config
+from attnlab.config import check_memory, run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ArgumentParser, ConfigError, outlive_readers
@@ -42,7 +42,12 @@ try:
     ):
         if not 0 <= value < count:
             raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
-    data = SyntheticDataModule(**c["data"], train_seed=c["seed"])
+    d = c["data"]  # generated below: a record's sizes are checked as a run's are (crafted: 10^10 sequences)
+    try:
+        check_memory("data", d["n_train"] + d["n_val"] + d["n_test"], d["seq_len"], d["batch_size"], d, c["model"])
+    except ConfigError as e:
+        raise ConfigError("run_dir", str(args.run_dir), f"its data {e.allowed}") from e
+    data = SyntheticDataModule(**d, train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]
     if missing := [name for label, name in enumerate(CLASS_NAMES) if not (y == label).any()]:  # (a crafted record)

@@ -446,15 +446,20 @@ def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, 
         assert list(tmp_path.iterdir()) == []
 
 
-def test_plot_attention_of_a_record_whose_validation_set_lacks_a_class_is_one_line(learned_run, tmp_path) -> None:
-    """A run's record saying data.n_val=1 (one class: refused now at the start; a crafted or older record): an
-    IndexError's traceback, now one line."""
+@pytest.mark.parametrize(
+    ("n_val", "why"),
+    [(1, "its validation set holds no sequence of class "),  # one class: refused at a run's start
+     (10**10, "its data needs about ")],  # (GiB of memory): a traceback from torch ("can't allocate memory")
+)  # fmt: skip
+def test_plot_attention_of_a_crafted_record_is_one_line(learned_run, tmp_path, n_val, why) -> None:
+    """A run's record whose data.n_val no run could have had (a crafted or older record): a traceback, now one
+    line."""
     run = fresh_copy(learned_run, tmp_path / "run")
     config = run / ".hydra" / "config.yaml"
-    config.write_text(re.sub(r"(?m)^  n_val: \d+$", "  n_val: 1", config.read_text()))
+    config.write_text(re.sub(r"(?m)^  n_val: \d+$", f"  n_val: {n_val}", config.read_text()))
     plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]
     proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
-    said = f"error: run_dir='{run}' is invalid: its validation set holds no sequence of class "
+    said = f"error: run_dir='{run}' is invalid: {why}"
     assert proc.returncode == 1 and proc.stderr.strip().startswith(said) and len(proc.stderr.splitlines()) == 1, (
         proc.stderr
     )
