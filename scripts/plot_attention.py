@@ -35,6 +35,11 @@ try:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     run_folder.check_no_links_out(args.run_dir, "run_dir")  # every file it reads stays inside the run
     c = run_config(args.run_dir)
+    d = c["data"]  # generated below: a record's sizes are checked as a run's are (crafted: 10^10 sequences)
+    try:
+        check_memory("data", d["n_train"] + d["n_val"] + d["n_test"], d["seq_len"], d["batch_size"], d, c["model"])
+    except ConfigError as e:
+        raise ConfigError("run_dir", str(args.run_dir), f"its data {e.allowed}") from e
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")
     for name, value, count in (
         ("--layer", args.layer, c["model"]["num_layers"]),
@@ -42,16 +47,9 @@ try:
     ):
         if not 0 <= value < count:
             raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
-    d = c["data"]  # generated below: a record's sizes are checked as a run's are (crafted: 10^10 sequences)
-    try:
-        check_memory("data", d["n_train"] + d["n_val"] + d["n_test"], d["seq_len"], d["batch_size"], d, c["model"])
-    except ConfigError as e:
-        raise ConfigError("run_dir", str(args.run_dir), f"its data {e.allowed}") from e
     data = SyntheticDataModule(**d, train_seed=c["seed"])
     data.setup()
     x, y = data.splits["val"]
-    if missing := [name for label, name in enumerate(CLASS_NAMES) if not (y == label).any()]:  # (a crafted record)
-        raise ConfigError("run_dir", str(args.run_dir), f"its validation set holds no sequence of class {missing[0]}")
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
     state = run_folder.status(args.run_dir)[0]  # best.ckpt is the tested model only once the run has finished
     unfinished = f"best.ckpt (lowest val/loss so far; the run is {state}, untested)"

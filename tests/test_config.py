@@ -161,6 +161,8 @@ BAD = [
     (["diagnostics=2"], "diagnostics='2' is invalid: must be true or false"),
     (["verbose=yes"], "verbose='yes' is invalid: must be true or false"),
     (["trainer.enable_progress_bar=0"], "trainer.enable_progress_bar='0' is invalid: must be true or false"),
+    # it named a sweep's job folder that its own jobs.json then refused, and reached terminals raw
+    (["logger.project=a\tb"], "logger.project='a\\tb' is invalid: holds a control character (a tab, an escape"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     BAD.append((["trainer=gpu"], "trainer.accelerator='gpu' is invalid: no CUDA GPU is visible here; use"))
@@ -177,6 +179,18 @@ def test_bad_input_is_refused_with_the_key_value_and_what_is_allowed(compose_cfg
     assert message in text, text
     if isinstance(info.value, ConfigError):
         assert "\n" not in str(info.value)  # one line
+
+
+def test_an_errors_one_line_shows_control_characters_escaped() -> None:
+    """A key or a reason from a record (an unknown key named with a terminal's escape sequence, a message quoting
+    a value) was printed raw: the terminal ran the sequence, and a newline broke the one line."""
+    from attnlab.errors import one_line
+
+    said = [
+        str(ConfigError("trainer.\x1b]0;T\x07x", 1, "not in 'TrainConfig'\nnext")),
+        one_line(RuntimeError("\x1b[2J")),
+    ]
+    assert said == ["trainer.\\x1b]0;T\\x07x=1 is invalid: not in 'TrainConfig'\\nnext", "RuntimeError: \\x1b[2J"]
 
 
 def test_true_or_false_is_taken_as_hydra_writes_it() -> None:

@@ -448,7 +448,8 @@ def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, 
 
 @pytest.mark.parametrize(
     ("n_val", "why"),
-    [(1, "its validation set holds no sequence of class "),  # one class: refused at a run's start
+    # one class (an IndexError picking one of each): refused as at a run's start
+    [(1, "its .hydra/config.yaml does not load (data.n_val=1 is invalid: must be an integer >= 2"),
      (10**10, "its data needs about ")],  # (GiB of memory): a traceback from torch ("can't allocate memory")
 )  # fmt: skip
 def test_plot_attention_of_a_crafted_record_is_one_line(learned_run, tmp_path, n_val, why) -> None:
@@ -464,6 +465,24 @@ def test_plot_attention_of_a_crafted_record_is_one_line(learned_run, tmp_path, n
         proc.stderr
     )
     assert not (tmp_path / "a.png").exists()
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_it_is_built(learned_run, tmp_path, monkeypatch) -> None:
+    """A checkpoint whose settings are not the run's: the model was built from them first (a crafted 10^9 layers
+    filled the memory, silently, in evaluate.py and plot_attention.py), then compared. Compared first now."""
+    import attnlab.module
+
+    ckpt = torch.load(learned_run / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model"]["num_layers"] = 10**9
+    torch.save(ckpt, tmp_path / "crafted.ckpt")
+
+    def never(**_):
+        raise AssertionError("the model was built from the checkpoint's settings")
+
+    monkeypatch.setattr(attnlab.module, "LitClassifier", never)
+    with pytest.raises(ConfigError) as refused:
+        load_module(tmp_path / "crafted.ckpt", run_config(learned_run), "eval.ckpt")
+    assert "was trained with other settings: model.num_layers=1000000000 (this run: 1)" in str(refused.value)
 
 
 def test_help_shows_evaluates_own_keys_not_trains_groups(tmp_path) -> None:

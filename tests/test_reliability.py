@@ -14,6 +14,7 @@ import torch
 
 from attnlab.checkpoints import AtomicCheckpointIO
 from attnlab.errors import ConfigError
+from attnlab.run_folder import write_json_atomic
 from attnlab.train import train
 
 from .conftest import CLI_ENV, TINY, TRAIN, compose_train, python, read_metrics, run_train, scalar_values
@@ -351,3 +352,15 @@ def test_a_run_time_failure_is_one_line_naming_the_file_written(error: Exception
     from attnlab.errors import run_failure
 
     assert run_failure(error, Path("run"), Path("run/FAILED")) == said
+
+
+def test_an_atomic_write_goes_through_no_link_left_as_its_tmp(tmp_path: Path) -> None:
+    """A `<file>.tmp` link left in a run or a sweep (crafted; inside it, so no check of links out refused it):
+    the write landed on the file it named. An evaluation's figure overwrote best.ckpt, a report's results.csv a
+    job's metrics.json."""
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "results.json.tmp").symlink_to("metrics.json")
+    write_json_atomic(tmp_path / "results.json", {"acc": 1})
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+    assert (tmp_path / "results.json").read_text() == '{\n  "acc": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "results.json"]

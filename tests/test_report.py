@@ -607,6 +607,8 @@ CRAFTED_CONFIGS = {  # a job's .hydra/config.yaml edited so -> the start of its 
     "a key that is not text": (("devices: 1", "devices: 1\n  1: 2"), "a key that is not text (1)"),
     "text for a number": (("seq_len: 8", "seq_len: eight"), "Value 'eight' of type 'str' could not be converted"),
     "a key no schema has": (("  task: halfswap\n", "  task: halfswap\n  extra: 1\n"), "Key 'extra' not in"),
+    # a value no run could have had (checked by the rules as a run's are): scripts made tensors of it
+    "a negative size": (("n_train: 8192", "n_train: -1"), "data.n_train=-1 is invalid: must be > 0"),
     "Hydra's interpolation": (("\nseed: 1\n", "\nseed: ${hydra:job.num}\n"), "${hydra:job.num} is Hydra's, which"),
     "a resolver": (("\nseed: 1\n", "\nseed: ${oc.env:HOME}\n"), "an interpolation, ${oc.env:HOME}"),
 }
@@ -632,6 +634,15 @@ def test_a_crafted_job_config_fails_its_row_alone(tmp_path: Path, crafted: str) 
     assert (sweep / "summary.md").is_file()
 
 
+def test_a_gpu_runs_record_reads_where_there_is_no_gpu(tmp_path: Path) -> None:
+    """A record's values are checked by the rules a run's are, but a device's: a GPU run's results are reported on
+    a CPU machine."""
+    add_job(tmp_path, "s0", ["seed=0"], 1.0)
+    config = tmp_path / "s0" / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("accelerator: auto", "accelerator: gpu"))
+    assert [r["status"] for r in write_report(tmp_path)] == ["ok"]
+
+
 def test_a_records_control_characters_are_shown_escaped(tmp_path: Path, capsys) -> None:
     """A job's config holding a terminal's escape sequence and a newline (logger.project, any text a record holds):
     summary.md and the sweep's last lines wrote them raw, so that `cat summary.md` or the terminal the sweep ended
@@ -642,13 +653,15 @@ def test_a_records_control_characters_are_shown_escaped(tmp_path: Path, capsys) 
     for seed, project in ((0, "plain"), (1, "evil")):
         add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}", f"logger.project={project}"], 1.0)
     config = sweep / "s1" / ".hydra" / "config.yaml"
-    config.write_text(config.read_text().replace("project: evil", 'project: "\\e[2J\\e[31mred\\nline"'))
+    text = config.read_text().replace("project: evil", 'project: "\\e[2J\\e[31mred\\nline"')
+    config.write_text(text.replace("\ntrainer:\n", '\ntrainer:\n  "\\e[1mbold": 1\n'))  # a key: a column's name
     report.conclude(sweep, 0, 0.0)
     said = capsys.readouterr()
     summary = (sweep / "summary.md").read_text()
     for text in (summary, said.out, said.err):
         assert "\x1b" not in text and "red\nline" not in text
     assert "\\x1b[2J\\x1b[31mred\\nline" in said.out, said.out  # the verdicts' table, as its escapes
+    assert "trainer.\\x1b[1mbold" in rows_of(summary)[0] and "trainer.\\x1b[1mbold" in said.out, said.out
     cells = [row for row in rows_of(summary) if "red" in " ".join(row)]
     assert len(cells) == 1 and "\\x1b[2J\\x1b[31mred\\nline" in cells[0], cells
     assert len(cells[0]) == len(rows_of(summary)[0])  # the row whole: as many cells as the header

@@ -232,6 +232,8 @@ def check_overrides(overrides: list[str]) -> None:
         if key == "output_dir":
             why = "is the folder Hydra runs the job in: set hydra.run.dir (a sweep: hydra.sweep.dir) instead"
             raise ConfigError("output_dir", value, why)
+        if not item.isprintable():  # it would name a job's folder, and be shown on terminals
+            raise ConfigError(key, value, "holds a control character (a tab, an escape, a newline): give plain text")
         if key in BOOLEANS and value.strip("'\"").lower() not in ("true", "false"):
             raise ConfigError(key, value, "must be true or false")
         if not key.startswith("hydra") and (found := not_plain_reference(value)):  # (else its record is refused)
@@ -338,7 +340,7 @@ def training_batches(c: dict[str, Any]) -> int:
 def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "", record: bool = False) -> None:
     """Refuse keys the schema lacks (a `+key=value`; the trainer section takes any Trainer argument) and
     values their field's rules refuse. `record`: a run's saved config (run_config), every key's type checked
-    (Hydra converted them as it composed) but not the rules, which it passed where it ran (a GPU, the memory)."""
+    (Hydra converted them as it composed) and the rules but a `device` key's (a GPU run's record read on a CPU)."""
     known = {f.name: f for f in fields(schema)}
     for key in known.keys() - c.keys():  # deleted by a `~key` override: the code reads every key of the schema
         why = "is missing" if record else f"must be set; the schema requires it (~{prefix}{key} deleted it)"
@@ -364,7 +366,8 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
                 if isinstance(hint, EnumMeta):
                     why = f"expected one of {list(hint.__members__)}"
                 raise ConfigError(f"{prefix}{key}", value, why)
-            for ok, allowed in () if record else known[key].metadata.get("rules", ()):
+            device = record and known[key].metadata.get("kind") == "device"
+            for ok, allowed in () if device else known[key].metadata.get("rules", ()):
                 if value is not None and not ok(value):
                     raise ConfigError(f"{prefix}{key}", value, allowed)
 
@@ -396,7 +399,7 @@ def check_memory(
     except (OSError, StopIteration):
         return
     dim, d_model, heads, layers = data["dim"], model["d_model"], model["num_heads"], model["num_layers"]
-    need = 2 * sequences * seq_len * dim * 4
+    need = 2 * sequences * seq_len * dim * 4 + sequences * 8  # (and the int64 labels)
     need += batch * seq_len * d_model * 4 * (12 * layers + 4)
     encoding = POS_ENCODINGS.get(model["pos_enc"])
     if encoding.bias is not POS_ENCODINGS.get("none").bias or (encoding.rotary and POOLINGS.get(model["pool"]).prefix):

@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Any
 
 
+def printable(value: Any) -> str:
+    """`value` as text that a terminal or a table shows as it is: control characters (a terminal's escape sequence,
+    a newline that would end a line or a table's row) written as their escapes. For what a record or a folder's
+    name holds, and every error's one line."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class ConfigError(ValueError):
     """A value that cannot work: one line naming the key, the value and what is allowed (scripts exit 1)."""
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+        super().__init__(f"{printable(key)}={value!r} is invalid: {printable(allowed)}")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -112,7 +120,7 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, ConfigError):
         return str(e)
     if not type(e).__module__.startswith("hydra"):
-        return f"{type(e).__name__}: {first_line(e)}"
+        return f"{type(e).__name__}: {printable(first_line(e))}"
     parts = []
     for part in filter(None, (e, e.__cause__)):
         text = str(part).split("\nConfig search path:")[0]  # (where Hydra looked: its own and conf/)
@@ -124,7 +132,7 @@ def one_line(e: BaseException) -> str:
     merging = re.fullmatch(r"Error merging override (\S+?)=(.*)", parts[0])
     if merging and len(parts) > 1:
         return str(ConfigError(merging[1], merging[2], parts[1]))
-    return ": ".join(parts) or type(e).__name__
+    return printable(": ".join(parts)) or type(e).__name__
 
 
 def first_line(e: BaseException) -> str:

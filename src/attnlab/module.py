@@ -162,12 +162,13 @@ def load_module(path: str | Path, run: dict[str, Any], key: str = "ckpt") -> Lit
     step) comes from the same read as the weights, so a checkpoint replaced meanwhile by a resume cannot mislabel
     them. ConfigError (naming `key` and the file) for a file that does not load or holds another model."""
     ckpt = read_checkpoint(path, key)
+    # this run's model, not another's: compared before it is built (a crafted 10^9 layers would fill the memory)
+    check_held_settings(ckpt["hyper_parameters"], run, key, Path(path))
     try:
         module = LitClassifier(**ckpt["hyper_parameters"])
         module.load_state_dict(ckpt["state_dict"])
     except Exception as e:  # hyperparameters or weights of another model
         reason = f"not a loadable attnlab checkpoint ({type(e).__name__}: {first_line(e)})"
         raise ConfigError(key, str(path), reason) from e
-    check_held_settings(ckpt["hyper_parameters"], run, key, Path(path))  # this run's model, not another's
     module.loaded_from = epoch_step(ckpt)
     return module.eval()

@@ -16,13 +16,6 @@ KEY_SETTINGS = {key.rpartition(".")[2]: key for key in (  # each named by its la
 )}  # fmt: skip
 
 
-def printable(value: Any) -> str:
-    """`value` as text that a terminal or a table shows as it is: control characters (a terminal's escape sequence,
-    a newline that would end a table's row) written as their escapes. For what a record or a folder's name holds."""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
 def safe_dirname(name: str) -> str:
     """One path component whatever the values: '/', NUL and '%' percent-encoded, a name of dots prefixed."""
     name = re.sub(r"[/\x00%]", lambda m: f"%{ord(m.group()):02X}", name)

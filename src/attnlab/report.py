@@ -21,9 +21,9 @@ from attnlab.board import FOLDER as BOARD_FOLDER
 from attnlab.board import METRICS as BOARD_METRICS
 from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind, run_config
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, printable
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import KEY_SETTINGS, canonical, flatten, printable, safe_dirname
+from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.resume import RESUMABLE
@@ -187,7 +187,7 @@ def distinct(rows: Rows, key: str) -> set[str]:
 
 
 def column(key: str) -> str:
-    return COLUMNS.get(key, key)
+    return printable(COLUMNS.get(key, key))  # (a record's `+trainer.X` key is text it chose)
 
 
 def label(keys: list[str], setting: tuple, shown: list[int] | None = None, sep: str = ", ") -> str:
@@ -296,7 +296,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     started = sum(bool(r.get("started_from")) for r in rows)  # runs from another run's checkpoint (ckpt_path)
     later = f"; {started} of the jobs started from another run's checkpoint and count on from it" if started else ""
     lines = [
-        f"# Sweep summary: `{sweep_dir}`",
+        f"# Sweep summary: `{printable(sweep_dir)}`",
         "",
         f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in count.items() if n or s == "ok") + ". "
         f"Test accuracy, mean ± std over seeds (n = number of seeds) for each combination of the settings "

@@ -42,8 +42,8 @@ IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-# Hydra's escaped `$\{`, or control characters (an interpolation: config.not_plain_reference)
-UNSAFE_VALUE = re.compile(r"\$\\\{|[\x00-\x1f]")
+# Hydra's escaped `$\{` (control characters: not str.isprintable; an interpolation: config.not_plain_reference)
+UNSAFE_VALUE = re.compile(r"\$\\\{")
 # Not taken from a record: where the run writes (the folder being resumed decides) and where a logger sends data.
 NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
 # A sweep's launcher settings a record may carry: plain numbers and names; not `setup`, `srun_args`,
@@ -314,7 +314,7 @@ def check_saved_override(item: str, source: Path) -> None:
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
                 refuse(item, source, f"{key} may only name its options in conf/{key}/: {options}")
-    elif UNSAFE_VALUE.search(value) or not_plain_reference(value):  # ${data.seq_len}: a key's value, accepted
+    elif UNSAFE_VALUE.search(value) or not value.isprintable() or not_plain_reference(value):  # ${a.b}: accepted
         refuse(item, source, "a saved value must be plain (no ${...} but a key reference, no control characters)")
 
 

@@ -15,8 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from attnlab.errors import ConfigError
-from attnlab.naming import printable
+from attnlab.errors import ConfigError, printable
 
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
@@ -132,6 +131,8 @@ def replacing(path: Path) -> Iterator[Path]:
     """`<path>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the old
     file or the new one, never half of one); removed if the block fails."""
     tmp = path.with_name(path.name + ".tmp")
+    if tmp.is_symlink():  # (a link left there would have the write land on the file it names, in the run or not)
+        tmp.unlink()
     try:
         yield tmp
         # stamped at the clock's resolution, not the file system's tick (~4 ms): jobs that finish within one tick
