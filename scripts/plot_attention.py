@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from attnlab import run_folder
-from attnlab.config import check_memory, run_config
+from attnlab.config import DataConfig, ModelConfig, check_memory, check_section, run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ArgumentParser, ConfigError, outlive_readers
@@ -35,11 +35,14 @@ try:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     run_folder.check_no_links_out(args.run_dir, "run_dir")  # every file it reads stays inside the run
     c = run_config(args.run_dir)
-    d = c["data"]  # generated below: a record's sizes are checked as a run's are (crafted: 10^10 sequences)
+    d = c["data"]  # generated and built below: checked as a run's are (crafted: n_train -1, 10^10 sequences)
     try:
-        check_memory("data", d["n_train"] + d["n_val"] + d["n_test"], d["seq_len"], d["batch_size"], d, c["model"])
+        check_section(d, DataConfig, "data.")
+        check_section(c["model"], ModelConfig, "model.")
+        sequences = d["n_train"] + d["n_val"] + d["n_test"]
+        check_memory("data.seq_len", sequences, d["seq_len"], d["batch_size"], d, c["model"])
     except ConfigError as e:
-        raise ConfigError("run_dir", str(args.run_dir), f"its data {e.allowed}") from e
+        raise ConfigError("run_dir", str(args.run_dir), f"its saved config's {e}") from e
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")
     for name, value, count in (
         ("--layer", args.layer, c["model"]["num_layers"]),

@@ -1,6 +1,7 @@
 """Every config composes; typos, wrong types and unknown names fail at compose time; validate() catches the rest."""
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,6 +192,22 @@ def test_an_errors_one_line_shows_control_characters_escaped() -> None:
         one_line(RuntimeError("\x1b[2J")),
     ]
     assert said == ["trainer.\\x1b]0;T\\x07x=1 is invalid: not in 'TrainConfig'\\nnext", "RuntimeError: \\x1b[2J"]
+
+
+def test_text_of_any_script_is_taken_and_control_characters_refused() -> None:
+    """A value, given now or saved in a record: a no-break or ideographic space and the joiner inside an emoji are
+    text a keyboard types (str.isprintable refused them, in a first version); DEL, the C1 controls and a
+    bidirectional override are refused as an escape is."""
+    from attnlab.resume import check_saved_override
+
+    for value in ("'fam👨\u200d👩\u200d👧'", "'実験\u3000A'", "'a\u00a0b'", "'café ☕'"):
+        check_overrides([f"logger.project={value}"])
+        check_saved_override(f"logger.project={value}", Path("overrides.yaml"))
+    for value in ("'a\x7fb'", "'a\x9b2Jb'", "'a\u202eb'", "'a\x1bb'"):
+        with pytest.raises(ConfigError, match="holds a control character"):
+            check_overrides([f"logger.project={value}"])
+        with pytest.raises(ConfigError, match="no control characters"):
+            check_saved_override(f"logger.project={value}", Path("overrides.yaml"))
 
 
 def test_true_or_false_is_taken_as_hydra_writes_it() -> None:

@@ -449,8 +449,9 @@ def test_plot_attention_draws_or_says_why_not(learned_run, tmp_path, out, args, 
 @pytest.mark.parametrize(
     ("n_val", "why"),
     # one class (an IndexError picking one of each): refused as at a run's start
-    [(1, "its .hydra/config.yaml does not load (data.n_val=1 is invalid: must be an integer >= 2"),
-     (10**10, "its data needs about ")],  # (GiB of memory): a traceback from torch ("can't allocate memory")
+    [(1, "its saved config's data.n_val=1 is invalid: must be an integer >= 2: a sequence of each class"),
+     (-1, "its saved config's data.n_val=-1 is invalid: must be an integer >= 2"),  # (a traceback generating it)
+     (10**10, "its saved config's data.seq_len=8 is invalid: needs about ")],  # torch: "can't allocate memory"
 )  # fmt: skip
 def test_plot_attention_of_a_crafted_record_is_one_line(learned_run, tmp_path, n_val, why) -> None:
     """A run's record whose data.n_val no run could have had (a crafted or older record): a traceback, now one

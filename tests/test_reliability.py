@@ -48,6 +48,12 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
         (["resume=/nonexistent/run"], "error: resume='/nonexistent/run' is invalid: not a run folder"),
         (["ckpt_path=/nonexistent.ckpt"], "error: ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file"),
         (["output_dir=/tmp/elsewhere"], "error: output_dir='/tmp/elsewhere' is invalid: is the folder Hydra runs the"),
+        # a terminal's escape sequence in a sweep's value: refused, and the job that names it shown escaped
+        (
+            ["-m", "seed=0", "logger.project='a\x1b[31mb'"],
+            "error: job #0 (seed=0 logger.project='a\\x1b[31mb' trainer.fast_dev_run=True): "
+            "logger.project=\"'a\\x1b[31mb'\" is invalid: holds a control character (a tab, an escape, a newline)",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(train_cli, args: list[str], expected: str) -> None:

@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from attnlab.errors import ConfigError, first_line, fits
+from attnlab.errors import CONTROL, ConfigError, first_line, fits
 from attnlab.loggers import check_logger
 from attnlab.naming import canonical, flatten, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
@@ -232,7 +232,7 @@ def check_overrides(overrides: list[str]) -> None:
         if key == "output_dir":
             why = "is the folder Hydra runs the job in: set hydra.run.dir (a sweep: hydra.sweep.dir) instead"
             raise ConfigError("output_dir", value, why)
-        if not item.isprintable():  # it would name a job's folder, and be shown on terminals
+        if CONTROL.search(item):  # it would name a job's folder, and be shown on terminals
             raise ConfigError(key, value, "holds a control character (a tab, an escape, a newline): give plain text")
         if key in BOOLEANS and value.strip("'\"").lower() not in ("true", "false"):
             raise ConfigError(key, value, "must be true or false")
@@ -340,7 +340,8 @@ def training_batches(c: dict[str, Any]) -> int:
 def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "", record: bool = False) -> None:
     """Refuse keys the schema lacks (a `+key=value`; the trainer section takes any Trainer argument) and
     values their field's rules refuse. `record`: a run's saved config (run_config), every key's type checked
-    (Hydra converted them as it composed) and the rules but a `device` key's (a GPU run's record read on a CPU)."""
+    (Hydra converted them as it composed) but not the rules, which it passed where it ran (a GPU, the memory, and
+    an earlier version's rules: a report reads an older sweep). What builds from one checks them (plot_attention)."""
     known = {f.name: f for f in fields(schema)}
     for key in known.keys() - c.keys():  # deleted by a `~key` override: the code reads every key of the schema
         why = "is missing" if record else f"must be set; the schema requires it (~{prefix}{key} deleted it)"
@@ -366,8 +367,7 @@ def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = ""
                 if isinstance(hint, EnumMeta):
                     why = f"expected one of {list(hint.__members__)}"
                 raise ConfigError(f"{prefix}{key}", value, why)
-            device = record and known[key].metadata.get("kind") == "device"
-            for ok, allowed in () if device else known[key].metadata.get("rules", ()):
+            for ok, allowed in () if record else known[key].metadata.get("rules", ()):
                 if value is not None and not ok(value):
                     raise ConfigError(f"{prefix}{key}", value, allowed)
 

@@ -12,13 +12,17 @@ import typing
 from pathlib import Path
 from typing import Any
 
+# What a terminal or a table must not be handed raw: the C0 and C1 control characters and DEL (a terminal's escape
+# sequences, a newline), the line and paragraph separators, the bidirectional overrides (text shown reordered), and
+# lone surrogates (a file name that is not UTF-8). Not the rest of Unicode: a no-break or ideographic space, the
+# zero-width joiner inside an emoji.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
 
 def printable(value: Any) -> str:
-    """`value` as text that a terminal or a table shows as it is: control characters (a terminal's escape sequence,
-    a newline that would end a line or a table's row) written as their escapes. For what a record or a folder's
-    name holds, and every error's one line."""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    """`value` as text that a terminal or a table shows as it is: CONTROL characters written as their escapes. For
+    what a record or a folder's name holds, and every error's one line."""
+    return CONTROL.sub(lambda found: ascii(found[0])[1:-1], str(value))
 
 
 class ConfigError(ValueError):

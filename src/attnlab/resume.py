@@ -31,7 +31,7 @@ from attnlab.config import (
     trainer_argument,
     validate,
 )
-from attnlab.errors import ConfigError, first_line, one_line
+from attnlab.errors import CONTROL, ConfigError, first_line, one_line
 from attnlab.naming import canonical, flatten, hydra_quote
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
@@ -42,8 +42,8 @@ IGNORED_ON_RESUME = ("resume", "output_dir")  # differ by construction
 SWEEP_HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")  # what a continued sweep takes over
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
-# Hydra's escaped `$\{` (control characters: not str.isprintable; an interpolation: config.not_plain_reference)
-UNSAFE_VALUE = re.compile(r"\$\\\{")
+# Hydra's escaped `$\{`, or control characters (errors.CONTROL; an interpolation: config.not_plain_reference)
+UNSAFE_VALUE = re.compile(rf"\$\\\{{|{CONTROL.pattern}")
 # Not taken from a record: where the run writes (the folder being resumed decides) and where a logger sends data.
 NOT_FROM_RECORDS = ("output_dir", "resume", "logger.save_dir")
 # A sweep's launcher settings a record may carry: plain numbers and names; not `setup`, `srun_args`,
@@ -314,7 +314,7 @@ def check_saved_override(item: str, source: Path) -> None:
         for name in re.split(r"[\[\],\s]+", inner):
             if name and name != "null" and not (PLAIN_NAME.fullmatch(name) and name in options):
                 refuse(item, source, f"{key} may only name its options in conf/{key}/: {options}")
-    elif UNSAFE_VALUE.search(value) or not value.isprintable() or not_plain_reference(value):  # ${a.b}: accepted
+    elif UNSAFE_VALUE.search(value) or not_plain_reference(value):  # ${data.seq_len}: a key's value, accepted
         refuse(item, source, "a saved value must be plain (no ${...} but a key reference, no control characters)")
 
 

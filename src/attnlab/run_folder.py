@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from attnlab.errors import ConfigError, printable
+from attnlab.errors import CONTROL, ConfigError, printable
 
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
@@ -171,7 +171,7 @@ def status(folder: Path) -> tuple[str, str]:
 def inside(folder: Path, relative: Any, key: str, source: Path, root: str = "") -> str:
     """The real path of `folder / relative`, a path read from a record, refused unless it stays inside (no
     absolute path, no `..`, no symlink out). `root`: `folder`'s real path, for a caller checking many."""
-    path = Path(relative if isinstance(relative, str) and relative.isprintable() else "..")  # (no NUL, no surrogate)
+    path = Path(relative if isinstance(relative, str) and not CONTROL.search(relative) else "..")  # (NUL, surrogates)
     inward = not path.is_absolute() and ".." not in path.parts and path.name not in ("", ".")
     real = os.path.realpath(folder / path)  # (os.path: Path.resolve is 5x slower, and a sweep reads 1,000s)
     if not (inward and real.startswith((root or os.path.realpath(folder)) + os.sep)):

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from attnlab import errors, resume, run_folder, sweep_record
 from attnlab.config import check_overrides, to_plain, validate
-from attnlab.errors import ConfigError, Interrupted, one_line
+from attnlab.errors import ConfigError, Interrupted, one_line, printable
 from attnlab.naming import canonical, flatten, hydra_quote, job_names, lookup
 
 # The module, not its class: Hydra's plugin scan runs each plugin module again after this import, and
@@ -226,7 +226,7 @@ class AttnlabSweeper(Sweeper):
             claimed = run_folder.claim(sweep_dir, "hydra.sweep.dir", explicit, self.resuming, marker="multirun.yaml")
         except Exception as e:  # a refusal, or a crafted record past the checks: one line all the same
             # said before `sweep`'s finally stops the workers
-            print(f"error: {refused}{one_line(e)}", file=sys.stderr, flush=True)
+            print(f"error: {printable(refused)}{one_line(e)}", file=sys.stderr, flush=True)
             sys.exit(1)
         if claimed != sweep_dir:  # taken: a suffixed name. Jobs' configs are recomposed from the hydra overrides.
             with read_write(self.config.hydra):
