@@ -486,6 +486,17 @@ def test_a_checkpoint_of_another_model_is_refused_before_it_is_built(learned_run
     assert "was trained with other settings: model.num_layers=1000000000 (this run: 1)" in str(refused.value)
 
 
+def test_a_record_with_no_test_sequences_is_one_line(learned_run, tmp_path) -> None:
+    """A record crafted with `data.n_test: 0` and eval.n unset: Hydra's "Error executing job" line, then the
+    Wilson interval's ValueError, naming no record; one line now."""
+    run = fresh_copy(learned_run, tmp_path / "run")
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(re.sub(r"(?m)^  n_test: \d+$", "  n_test: 0", config.read_text()))
+    proc = evaluate(f"run_dir={run}", "eval.seq_lens=[8]", cwd=tmp_path)
+    said = f"error: run_dir='{run}' is invalid: its saved config's data.n_test=0 gives no test sequences: give eval.n"
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [said], proc.stderr
+
+
 def test_help_shows_evaluates_own_keys_not_trains_groups(tmp_path) -> None:
     proc = evaluate("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -150,6 +150,9 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     if not ev["seq_lens"]:
         raise ConfigError("eval.seq_lens", ev["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
     check_section(ev, EvalSection, "eval.")
+    if ev["n"] is None and c["data"]["n_test"] <= 0:  # (a record is read by its types: a crafted 0 is one)
+        why = f"its saved config's data.n_test={c['data']['n_test']} gives no test sequences: give eval.n"
+        raise ConfigError("run_dir", str(run_dir), why)
     check_eval(ev, c["data"], c["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
