@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from attnlab import run_folder
-from attnlab.config import DataConfig, ModelConfig, check_memory, check_section, run_config
+from attnlab.config import DataConfig, ModelConfig, check_data_memory, check_section, run_config
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
 from attnlab.errors import ArgumentParser, ConfigError, outlive_readers
@@ -39,8 +39,7 @@ try:
     try:
         check_section(d, DataConfig, "data.")
         check_section(c["model"], ModelConfig, "model.")
-        sequences = d["n_train"] + d["n_val"] + d["n_test"]
-        check_memory("data.seq_len", sequences, d["seq_len"], d["batch_size"], d, c["model"])
+        check_data_memory(d, c["model"])
     except ConfigError as e:
         raise ConfigError("run_dir", str(args.run_dir), f"its saved config's {e}") from e
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")

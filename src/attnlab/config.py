@@ -410,6 +410,12 @@ def check_memory(
         )
 
 
+def check_data_memory(data: dict[str, Any], model: dict[str, Any]) -> None:
+    """`check_memory` of a run's three splits at data.seq_len (a run, and what regenerates a run's data)."""
+    sequences = data["n_train"] + data["n_val"] + data["n_test"]
+    check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
+
+
 def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
     """Every eval.seq_lens length possible for the task and encoding, and trained unless eval.untrained allows."""
     for length in ev["seq_lens"]:
@@ -438,8 +444,7 @@ def validate(c: dict[str, Any]) -> None:
             "model.d_model", model["d_model"], f"must be divisible by model.num_heads={model['num_heads']}"
         )
     check_seq_len(data, model, data["seq_len"])
-    sequences = data["n_train"] + data["n_val"] + data["n_test"]
-    check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
+    check_data_memory(data, model)
     check_eval(c["eval"], data, model)
     check_logger(c["logger"])
     for split in ("train", "val", "test"):  # a fraction of an epoch's batches that is none: Lightning fails the run

@@ -55,10 +55,10 @@ def collect(sweep_dir: Path) -> Rows:
     jobs = read_jobs(sweep_dir)
     planned = [sweep_dir / job["dir"] for job in jobs]
     found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
-    job_dirs = planned + sorted(found - set(planned))
+    job_dirs, root = planned + sorted(found - set(planned)), sweep_dir.resolve()
     for job_dir in job_dirs:  # what it reads of a job (at any depth) stays inside the sweep
         if job_dir.exists():
-            if not job_dir.resolve().is_relative_to(sweep_dir.resolve()):
+            if not job_dir.resolve().is_relative_to(root):
                 raise ConfigError("sweep", str(sweep_dir), f"holds a link to outside it ({job_dir})")
             run_folder.check_no_links_out(job_dir, "sweep", depth=1)
     rows = [read_job(sweep_dir, d) for d in job_dirs]
