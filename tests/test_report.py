@@ -693,3 +693,29 @@ def test_an_earlier_reports_tables_and_plots_go_when_their_results_do(tmp_path: 
     assert why in (sweep / "summary.md").read_text()
     assert not (sweep / "length_generalization.csv").exists() and not (sweep / "length_generalization.png").exists()
     assert (sweep / "acc_by_task_pos_enc.png").exists()
+
+
+def test_two_reports_at_once_leave_one_whole_study_view(tmp_path: Path, monkeypatch) -> None:
+    """A second report run while the first writes its study view (`make report` beside a sweep's own end): the first
+    deleted the folder the second was writing into (one exited 1 on a missing events file) or the two wrote into one
+    folder, runs holding two sessions. Each now writes a view of its own and swaps it in whole."""
+    from attnlab import board
+
+    for seed, task in enumerate(["halfswap", "uniform"] * 2):
+        add_job(tmp_path, f"s{seed}", [f"data={task}", f"seed={seed // 2}"], 0.5)
+    write_report(tmp_path)
+    before = sorted(p.name for p in (tmp_path / "tensorboard").iterdir())
+    summaries, nested = board.hparams_summaries, []
+
+    def second_report_meanwhile(*args, **kwargs):  # inside the first report's writing of its first cell
+        if not nested:
+            nested.append(True)
+            write_report(tmp_path)
+        return summaries(*args, **kwargs)
+
+    monkeypatch.setattr(board, "hparams_summaries", second_report_meanwhile)
+    write_report(tmp_path)
+    view = tmp_path / "tensorboard"
+    assert nested and sorted(p.name for p in view.iterdir()) == before
+    assert all(len(list(run.glob("events.out.tfevents.*"))) == 1 for run in view.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no folder left beside it

@@ -5,9 +5,11 @@ the entropy charts). TensorBoard selects no run past 40 in a logdir (a 42-job st
 empty charts): here every chart is drawn at first sight."""
 
 import bisect
+import contextlib
 import math
 import shutil
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +81,42 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
 
 def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> None:
     """Write `<sweep>/tensorboard/` anew (derived from the jobs). Each cell: {"name", "hparams" (key -> value),
-    "curves" (its seeds'), "metrics" (their means, and attn/entropy_uniform where known), "text"}."""
+    "curves" (its seeds'), "metrics" (their means, and attn/entropy_uniform where known), "text"}.
+    Written in a folder of its own beside it, then swapped in: a second report at the same moment (or a
+    TensorBoard reading it) never meets half a view, nor deletes the files this one is writing."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-", dir=sweep_dir))
+    try:
+        write_runs(staging, cells, summary)
+        swap_in(staging, sweep_dir / FOLDER)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_in(new: Path, board: Path) -> None:
+    """Rename `new` to `board`, the view there moved aside and deleted. The newest wins: another report's view put
+    in between is moved aside in turn."""
+    for _ in range(10):
+        aside = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-old-", dir=board.parent))
+        try:
+            with contextlib.suppress(FileNotFoundError):  # (none yet, or another report's swap moved it)
+                board.rename(aside / FOLDER)
+            try:
+                new.rename(board)
+                return
+            except OSError:
+                if not board.exists():  # not another report's view renamed in since: the old one back, and fail
+                    with contextlib.suppress(FileNotFoundError):
+                        (aside / FOLDER).rename(board)
+                    raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"{board} kept being replaced by other reports")
+
+
+def write_runs(board: Path, cells: list[dict[str, Any]], summary: str) -> None:
+    """The view's TensorBoard runs, written into the (new, empty) folder `board`."""
     from torch.utils.tensorboard import SummaryWriter
 
-    board = sweep_dir / FOLDER
-    if board.exists():
-        shutil.rmtree(board)
     steps: set[int] = set()
     for cell in cells:
         series = cell_series(cell["curves"])
