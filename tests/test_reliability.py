@@ -370,3 +370,14 @@ def test_an_atomic_write_goes_through_no_link_left_as_its_tmp(tmp_path: Path) ->
     assert (tmp_path / "metrics.json").read_text() == "{}"
     assert (tmp_path / "results.json").read_text() == '{\n  "acc": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "results.json"]
+
+
+def test_a_marker_is_written_in_place_of_a_link_left_under_its_name(tmp_path: Path) -> None:
+    """A `FAILED` link to the run's checkpoint, left in a crafted run: the failed run's note overwrote the weights."""
+    from attnlab.run_folder import FAILED, write_marker
+
+    (tmp_path / "best.ckpt").write_bytes(b"weights")
+    (tmp_path / FAILED).symlink_to("best.ckpt")
+    write_marker(tmp_path, FAILED, "RuntimeError: the loss is NaN\n")
+    assert (tmp_path / "best.ckpt").read_bytes() == b"weights"
+    assert not (tmp_path / FAILED).is_symlink() and (tmp_path / FAILED).read_text() == "RuntimeError: the loss is NaN\n"

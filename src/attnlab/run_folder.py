@@ -122,8 +122,8 @@ def continue_command(folder: Path, sweep: bool) -> str:
 
 
 def write_marker(folder: Path, name: str, text: str) -> None:
-    with contextlib.suppress(OSError):  # the disk that failed the run may not take the note
-        (folder / name).write_text(text)
+    with contextlib.suppress(OSError), replacing(folder / name) as tmp:  # (a full disk may not take the note)
+        tmp.write_text(text)  # (replacing: never through a link left under the marker's name)
 
 
 @contextlib.contextmanager
