@@ -342,12 +342,12 @@ def test_a_sweep_of_one_config_twice_is_refused(tmp_path: Path, seeds: str, said
 
 @pytest.mark.parametrize(
     "error,said",
-    [  # a checkpoint's write: the file, not its .tmp
-        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/last.ckpt.tmp"),
+    [  # a checkpoint's write: the file, not the .<pid>.tmp it goes through
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/last.ckpt.4321.tmp"),
          "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
         # a copy (shutil.copyfile, resume's catch-up of last.ckpt): the one written, not the one read
         (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/best.ckpt", None,
-                 "run/checkpoints/last.ckpt.tmp"),
+                 "run/checkpoints/last.ckpt.4321.tmp"),
          "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
         (OSError(errno.EROFS, "Read-only file system"),
          "cannot write run: Read-only file system; earlier checkpoints are intact"),
@@ -361,15 +361,32 @@ def test_a_run_time_failure_is_one_line_naming_the_file_written(error: Exception
 
 
 def test_an_atomic_write_goes_through_no_link_left_as_its_tmp(tmp_path: Path) -> None:
-    """A `<file>.tmp` link left in a run or a sweep (crafted; inside it, so no check of links out refused it):
+    """A `<file>.<pid>.tmp` link left in a run or a sweep (crafted; inside it, so no check of links out refused it):
     the write landed on the file it named. An evaluation's figure overwrote best.ckpt, a report's results.csv a
     job's metrics.json."""
     (tmp_path / "metrics.json").write_text("{}")
-    (tmp_path / "results.json.tmp").symlink_to("metrics.json")
+    (tmp_path / f"results.json.{os.getpid()}.tmp").symlink_to("metrics.json")
     write_json_atomic(tmp_path / "results.json", {"acc": 1})
     assert (tmp_path / "metrics.json").read_text() == "{}"
     assert (tmp_path / "results.json").read_text() == '{\n  "acc": 1\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "results.json"]
+
+
+def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path, monkeypatch) -> None:
+    """Two reports of one sweep wrote results.csv through one `results.csv.tmp`: the second's open emptied the first's
+    before its rename, and a results.csv of 0 bytes stood while the first said it had written it."""
+    from attnlab.run_folder import replacing
+
+    path = tmp_path / "results.csv"
+    with replacing(path) as first:
+        first.write_text("job,acc\ns0,1.0\n")
+        monkeypatch.setattr(os, "getpid", lambda: 4_000_000)  # another process, killed after opening its own
+        with pytest.raises(KeyboardInterrupt), replacing(path) as second:
+            second.write_text("")
+            raise KeyboardInterrupt
+        monkeypatch.undo()
+    assert path.read_text() == "job,acc\ns0,1.0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
 def test_a_marker_is_written_in_place_of_a_link_left_under_its_name(tmp_path: Path) -> None:

@@ -719,3 +719,96 @@ def test_two_reports_at_once_leave_one_whole_study_view(tmp_path: Path, monkeypa
     assert nested and sorted(p.name for p in view.iterdir()) == before
     assert all(len(list(run.glob("events.out.tfevents.*"))) == 1 for run in view.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no folder left beside it
+
+
+def test_a_killed_reports_work_folder_goes_with_the_next_report_and_one_in_use_stays(tmp_path: Path) -> None:
+    """A report killed (SIGKILL, or SIGTERM before report.py said what it does) while it wrote the view left a
+    `.tensorboard-*` folder of partial runs, which `tensorboard --logdir <sweep>` showed beside the jobs."""
+    import fcntl
+    import os
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    killed, in_use = tmp_path / ".tensorboard-killed", tmp_path / ".tensorboard-in-use"
+    for work in (killed, in_use):
+        (work / "new" / "seed=0").mkdir(parents=True)
+        (work / "new" / "seed=0" / "events.out.tfevents.1.host.1.0").write_bytes(b"partial")
+    held = os.open(in_use, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a report writing in it holds it
+    try:
+        write_report(tmp_path)
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tensorboard")) == [in_use.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (tmp_path / "tensorboard").stat().st_mode & 0o777  # (a folder made by tempfile was 0700: no one else's)
+    assert mode == 0o777 & ~umask
+
+
+def test_a_report_stopped_between_its_renames_leaves_the_view_before(tmp_path: Path, monkeypatch) -> None:
+    """Stopped after the old view was moved aside and before the new one was renamed in: the old one goes back."""
+    from attnlab import board
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    write_report(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "tensorboard").rglob("*"))
+
+    def stopped_midway(work: Path, view: Path) -> None:
+        view.rename(work / "old0")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(board, "swap_in", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "tensorboard").rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_plot_that_fails_to_write_leaves_the_one_before(tmp_path: Path, monkeypatch) -> None:
+    """savefig wrote the plot in place: a kill or a failure in it left a cut PNG, and a reader met one half written."""
+    from matplotlib.figure import Figure
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    write_report(tmp_path)
+    plot = tmp_path / "acc_by_task_pos_enc.png"
+    before = plot.read_bytes()
+
+    def cut_short(self, fname, **kwargs):
+        Path(fname).write_bytes(before[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", cut_short)
+    with pytest.raises(OSError, match="No space"):
+        write_report(tmp_path)
+    assert plot.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_report_py_stopped_by_a_signal_is_one_line_and_leaves_the_report_before(tmp_path: Path, sig: str) -> None:
+    """SIGTERM had report.py die where it stood (a work folder left, no word), SIGINT printed a traceback. The signal
+    is sent once torch is imported (the import report says when: no sleep stands in for the event)."""
+    import os
+    import signal
+    import subprocess
+
+    from .conftest import CLI_ENV, ROOT, python
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    write_report(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    env = {**CLI_ENV, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
+    script = [*python(cold=True), str(ROOT / "scripts" / "report.py"), str(tmp_path)]  # (imports to come)
+    proc = subprocess.Popen(script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
+            break
+    os.kill(proc.pid, signal.Signals[sig])
+    said = [line for line in proc.stderr.read().splitlines() if not line.startswith("import time:")]
+    assert proc.wait(timeout=600) == 128 + signal.Signals[sig]
+    assert said == [
+        f"interrupted ({sig}): each file of the report is whole, the old or the new; run it again for a report of the "
+        "jobs as they are"
+    ]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

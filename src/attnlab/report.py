@@ -381,7 +381,8 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
     fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 15)), fontsize=8)  # wrapped: never cut at the edges
     handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(list(handles.values()), list(handles), **legend)  # each label once, from whichever panel has it
-    fig.savefig(path, dpi=110)
+    with run_folder.replacing(path) as tmp:  # whole or the old one: a reader, a kill never meets half a plot
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:

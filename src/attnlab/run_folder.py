@@ -128,9 +128,10 @@ def write_marker(folder: Path, name: str, text: str) -> None:
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """`<path>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the old
-    file or the new one, never half of one); removed if the block fails."""
-    tmp = path.with_name(path.name + ".tmp")
+    """`<path>.<pid>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the old
+    file or the new one, never half of one); removed if the block fails. The process's own: two processes writing
+    one file at once (two reports of a sweep) each rename a whole one, where one truncated the other's."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if tmp.is_symlink():  # (a link left there would have the write land on the file it names, in the run or not)
         tmp.unlink()
     try:
