@@ -10,14 +10,17 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from attnlab.errors import ConfigError, one_line, outlive_readers, stop_on_signals
 
-from attnlab.board import EVENTS
-from attnlab.config import register_configs
-from attnlab.errors import ConfigError, one_line, outlive_readers
-from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run
-from attnlab.naming import quote_paths
+stop_on_signals("evaluation.json and the figure are each whole, the old or the new; run it again to score the lengths")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from attnlab.board import EVENTS  # noqa: E402
+from attnlab.config import register_configs  # noqa: E402
+from attnlab.evaluate import EVALUATION, FIGURE, evaluate_run  # noqa: E402
+from attnlab.naming import quote_paths  # noqa: E402
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 outlive_readers()  # `| head`: evaluation.json is written either way

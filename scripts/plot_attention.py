@@ -9,14 +9,17 @@ import gc
 import sys
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from attnlab.errors import ArgumentParser, ConfigError, outlive_readers, stop_on_signals
 
-from attnlab import run_folder
-from attnlab.config import DataConfig, ModelConfig, check_data_memory, check_section, run_config
-from attnlab.data import SyntheticDataModule
-from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe
-from attnlab.errors import ArgumentParser, ConfigError, outlive_readers
-from attnlab.module import load_module
+stop_on_signals("the figure is whole, the old or the new; run it again to draw it")
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+
+from attnlab import run_folder  # noqa: E402
+from attnlab.config import DataConfig, ModelConfig, check_data_memory, check_section, run_config  # noqa: E402
+from attnlab.data import SyntheticDataModule  # noqa: E402
+from attnlab.diagnostics import CLASS_NAMES, attention_figure, checkpoint_title, describe  # noqa: E402
+from attnlab.module import load_module  # noqa: E402
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 outlive_readers()  # `| true`: the figure is written either way
@@ -62,7 +65,8 @@ except ConfigError as e:
     sys.exit(f"error: {e}")
 try:
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    with run_folder.replacing(args.out) as tmp:  # whole or the old one, however it is stopped
+        fig.savefig(tmp, dpi=110, format=args.out.suffix[1:].lower())
 except OSError as e:  # a read-only folder, a file where a folder should be
     sys.exit(f"error: out={str(args.out)!r} cannot be written ({e.strerror or e})")
 print(f"wrote {args.out}")

@@ -3,23 +3,14 @@
 import atexit
 import gc
 import os
-import signal
 import sys
 from pathlib import Path
 
+from attnlab.errors import ArgumentParser, ConfigError, one_line, outlive_readers, stop_on_signals
 
-def stopped(signum: int, frame: object) -> None:
-    """SIGTERM / SIGINT: one line, exit 128 + signal; each file of the report is left whole, the old or the new."""
-    print(f"interrupted ({signal.Signals(signum).name}): each file of the report is whole, the old or the new; "
-          "run it again for a report of the jobs as they are", file=sys.stderr)  # fmt: skip
-    raise SystemExit(128 + signum)  # (raised: what is being written is put back or removed on the way out)
+stop_on_signals("each file of the report is whole, the old or the new; run it again for a report of the jobs now")
 
-
-for _sig in (signal.SIGTERM, signal.SIGINT):  # first: the imports take a second
-    signal.signal(_sig, stopped)
-
-from attnlab.errors import ArgumentParser, ConfigError, one_line, outlive_readers  # noqa: E402
-from attnlab.report import write_report  # noqa: E402
+from attnlab.report import write_report  # noqa: E402  (a second of imports: after the signals' handling)
 
 atexit.register(gc.freeze)  # a quicker exit: scripts/train.py says why
 outlive_readers()  # `| head`: the report is written either way

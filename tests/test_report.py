@@ -809,6 +809,6 @@ def test_report_py_stopped_by_a_signal_is_one_line_and_leaves_the_report_before(
     assert proc.wait(timeout=600) == 128 + signal.Signals[sig]
     assert said == [
         f"interrupted ({sig}): each file of the report is whole, the old or the new; run it again for a report of the "
-        "jobs as they are"
+        "jobs now"
     ]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

@@ -6,6 +6,7 @@ import enum
 import errno
 import os
 import re
+import signal
 import sys
 import types
 import typing
@@ -38,6 +39,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         sys.exit(f"error: {message} (python scripts/{self.prog} --help)")
+
+
+def stop_on_signals(left: str) -> None:
+    """A script's SIGTERM / SIGINT (report, evaluate, plot_attention; train.py has its own): one line saying what it
+    leaves (`left`), exit 128 + signal. Raised, not exited at once: a file being written is removed on the way out."""
+
+    def stopped(signum: int, frame: object) -> None:
+        print(f"interrupted ({signal.Signals(signum).name}): {left}", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stopped)
 
 
 def outlive_readers() -> None:
