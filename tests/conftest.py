@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -115,6 +116,20 @@ def warm_server() -> Path:
     atexit.register(shutil.rmtree, socket_path.parent, ignore_errors=True)
     atexit.register(server.kill)  # (atexit: last registered, first run)
     return socket_path
+
+
+def signalled_after_imports(script: list[str], sig: str, cwd: Path | None = None) -> tuple[int, list[str]]:
+    """`python SCRIPT ARGS` in a fresh interpreter, sent `sig` once torch is imported (the import report says when:
+    no sleep stands in for the event); its exit code and what it said on stderr."""
+    env = {**CLI_ENV, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([*python(cold=True), *script], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stderr:
+        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
+            break
+    os.kill(proc.pid, signal.Signals[sig])
+    said = [line for line in proc.stderr.read().splitlines() if not line.startswith("import time:")]
+    return proc.wait(timeout=600), said
 
 
 def python(cold: bool = False) -> list[str]:

@@ -29,6 +29,7 @@ from .conftest import (
     read_metrics,
     run_train,
     scalar_steps,
+    signalled_after_imports,
     tensorboard_run,
 )
 
@@ -560,19 +561,11 @@ def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) ->
     ],
 )  # fmt: skip
 def test_a_signal_stops_evaluate_and_plot_attention_in_one_line(learned_run, sig, script, args, left) -> None:
-    """SIGTERM ended them without a word (exit -15), SIGINT with a traceback. The signal is sent once torch is
-    imported (the import report says when: no sleep stands in for the event); the run's files are as they were."""
+    """SIGTERM ended them without a word (exit -15), SIGINT with a traceback; the run's files are as they were."""
     import signal
 
     before = {p: p.read_bytes() for p in learned_run.rglob("*") if p.is_file()}
-    env = {**CLI_ENV, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
-    command = [*python(cold=True), str(ROOT / "scripts" / script), *(a.format(run=learned_run) for a in args)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
-            break
-    os.kill(proc.pid, signal.Signals[sig])
-    said = [line for line in proc.stderr.read().splitlines() if not line.startswith("import time:")]
-    assert proc.wait(timeout=600) == 128 + signal.Signals[sig]
-    assert said == [f"interrupted ({sig}): {left}"]
+    script = [str(ROOT / "scripts" / script), *(a.format(run=learned_run) for a in args)]
+    code, said = signalled_after_imports(script, sig)
+    assert code == 128 + signal.Signals[sig] and said == [f"interrupted ({sig}): {left}"]
     assert {p: p.read_bytes() for p in learned_run.rglob("*") if p.is_file()} == before

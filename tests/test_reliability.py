@@ -4,7 +4,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -261,28 +260,15 @@ def test_same_seed_same_numbers_in_a_fresh_process_and_in_this_one(train_cli, tm
     assert losses[a] != losses[c] and read_metrics(a)["test/loss"] != read_metrics(c)["test/loss"]
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_the_imports_is_one_line_and_writes_nothing(tmp_path: Path, sig: int, code: int) -> None:
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_imports_is_one_line_and_writes_nothing(tmp_path: Path, sig: str) -> None:
     """The seconds of imports before a run's folder exists: exit 128 + signal with one line saying that
-    nothing was written (no traceback, no silent exit). The signal is sent once torch has been imported:
-    the import report (PYTHONPROFILEIMPORTTIME) says when, so no sleep stands in for the event."""
-    import os
+    nothing was written (no traceback, no silent exit)."""
+    from .conftest import signalled_after_imports
 
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(
-        [sys.executable, str(TRAIN), f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    for line in proc.stderr:
-        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
-            break
-    proc.send_signal(sig)
-    rest = proc.stderr.read()
-    proc.wait(timeout=600)
-    said = [line for line in rest.splitlines() if not line.startswith("import time:")]
-    assert proc.returncode == code
-    name = signal.Signals(sig).name
-    assert said == [f"interrupted ({name}) during start-up, before anything was written: nothing to resume"]
+    code, said = signalled_after_imports([str(TRAIN), f"hydra.run.dir={tmp_path / 'run'}"], sig, cwd=tmp_path)
+    assert code == 128 + signal.Signals[sig]
+    assert said == [f"interrupted ({sig}) during start-up, before anything was written: nothing to resume"]
     assert not (tmp_path / "run").exists()
 
 

@@ -786,27 +786,17 @@ def test_a_plot_that_fails_to_write_leaves_the_one_before(tmp_path: Path, monkey
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_report_py_stopped_by_a_signal_is_one_line_and_leaves_the_report_before(tmp_path: Path, sig: str) -> None:
-    """SIGTERM had report.py die where it stood (a work folder left, no word), SIGINT printed a traceback. The signal
-    is sent once torch is imported (the import report says when: no sleep stands in for the event)."""
-    import os
+    """SIGTERM had report.py die where it stood (a work folder left, no word), SIGINT printed a traceback."""
     import signal
-    import subprocess
 
-    from .conftest import CLI_ENV, ROOT, python
+    from .conftest import ROOT, signalled_after_imports
 
     add_job(tmp_path, "s0", ["seed=0"], 0.5)
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     write_report(tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    env = {**CLI_ENV, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "ignore"}
-    script = [*python(cold=True), str(ROOT / "scripts" / "report.py"), str(tmp_path)]  # (imports to come)
-    proc = subprocess.Popen(script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() == "torch":
-            break
-    os.kill(proc.pid, signal.Signals[sig])
-    said = [line for line in proc.stderr.read().splitlines() if not line.startswith("import time:")]
-    assert proc.wait(timeout=600) == 128 + signal.Signals[sig]
+    code, said = signalled_after_imports([str(ROOT / "scripts" / "report.py"), str(tmp_path)], sig)
+    assert code == 128 + signal.Signals[sig]
     assert said == [
         f"interrupted ({sig}): each file of the report is whole, the old or the new; run it again for a report of the "
         "jobs now"
