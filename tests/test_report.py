@@ -802,3 +802,18 @@ def test_report_py_stopped_by_a_signal_is_one_line_and_leaves_the_report_before(
         "jobs now"
     ]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_first_report_whose_view_fails_says_why(tmp_path: Path, monkeypatch) -> None:
+    """With no view before to put back, the failure itself is what the report says."""
+    from attnlab import board
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+
+    def full_disk(*args) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(board, "write_runs", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_report(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tensorboard")]

@@ -96,9 +96,8 @@ def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> N
         write_runs(work / "new", cells, summary)
         swap_in(work, sweep_dir / FOLDER)
     finally:
-        if not (sweep_dir / FOLDER).exists():  # stopped between the two renames: the view before, back
-            with contextlib.suppress(OSError):
-                next(work.glob("old*")).rename(sweep_dir / FOLDER)
+        if not (sweep_dir / FOLDER).exists() and (before := next(work.glob("old*"), None)):
+            before.rename(sweep_dir / FOLDER)  # stopped between the two renames: the view before, back
         shutil.rmtree(work, ignore_errors=True)
         os.close(held)
 
