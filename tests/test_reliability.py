@@ -375,6 +375,22 @@ def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
+def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path) -> None:
+    """Each process writes through a temporary file of its own: those of attempts killed mid-write (a checkpoint, the
+    results) would pile up, one per kill. The next attempt, holding the folder, removes them; nothing else."""
+    from attnlab.train import train
+
+    from .conftest import TINY, compose_train
+
+    train(compose_train(tmp_path, *TINY))
+    left = [tmp_path / "metrics.json.4000001.tmp", tmp_path / "checkpoints" / "last.ckpt.4000002.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / "checkpoints" / "mine.1.ckpt"]
+    for path in (*left, *kept):
+        path.write_bytes(b"cut short")
+    train(compose_train(tmp_path, *TINY, "trainer.max_epochs=2", "resume=true"))
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+
+
 def test_a_marker_is_written_in_place_of_a_link_left_under_its_name(tmp_path: Path) -> None:
     """A `FAILED` link to the run's checkpoint, left in a crafted run: the failed run's note overwrote the weights."""
     from attnlab.run_folder import FAILED, write_marker

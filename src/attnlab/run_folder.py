@@ -145,6 +145,14 @@ def replacing(path: Path) -> Iterator[Path]:
         raise
 
 
+def remove_left_writes(folder: Path) -> None:
+    """The files killed processes were writing through `replacing` (`<file>.<pid>.tmp`) in a run folder this process
+    now holds: no other process writes there."""
+    for left in (*folder.glob("*.tmp"), *folder.glob("checkpoints/*.tmp")):
+        if re.fullmatch(r".+\.\d+\.tmp", left.name) and not left.is_dir():
+            left.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

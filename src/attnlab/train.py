@@ -77,6 +77,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
             return run(c, out, stop, extra_callbacks, began)
         for marker in (run_folder.FAILED, run_folder.INTERRUPTED):  # this attempt decides how the run ends
             (out / marker).unlink(missing_ok=True)
+        run_folder.remove_left_writes(out)
         if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
             os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
 
