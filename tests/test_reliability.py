@@ -378,6 +378,9 @@ def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path, 
 def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path) -> None:
     """Each process writes through a temporary file of its own: those of attempts killed mid-write (a checkpoint, the
     results) would pile up, one per kill. The next attempt, holding the folder, removes them; nothing else."""
+    from omegaconf import OmegaConf
+
+    from attnlab.evaluate import evaluate_run
     from attnlab.train import train
 
     from .conftest import TINY, compose_train
@@ -389,6 +392,11 @@ def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path)
         path.write_bytes(b"cut short")
     train(compose_train(tmp_path, *TINY, "trainer.max_epochs=2", "resume=true"))
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+    (tmp_path / "evaluation.json.4000003.tmp").write_bytes(b"cut short")  # an evaluation's, killed
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(compose_train(tmp_path, *TINY, "trainer.max_epochs=2"), tmp_path / ".hydra" / "config.yaml")
+    evaluate_run(tmp_path, {"seq_lens": [8], "n": None, "batch_size": 64, "untrained": "refuse"}, "best")
+    assert not (tmp_path / "evaluation.json.4000003.tmp").exists() and all(path.exists() for path in kept)
 
 
 def test_a_marker_is_written_in_place_of_a_link_left_under_its_name(tmp_path: Path) -> None:

@@ -159,6 +159,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
     # The run's lock: a resume cannot replace the checkpoint while it is read, nor evaluation.json meanwhile.
     with run_folder.locked(run_dir, "run_dir"):
+        run_folder.remove_left_writes(run_dir)  # (a killed evaluation's, or run's)
         path = run_folder.checkpoint_path(run_dir, ckpt, "eval.ckpt")
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
