@@ -1525,3 +1525,22 @@ def test_the_start_note_names_only_what_makes_the_training_set(tmp_path: Path, c
     assert f"[attnlab] starting from {ckpt}\n" in capsys.readouterr().out
     train(compose_train(tmp_path / "other", *args, "seed=3"))
     assert f"[attnlab] starting from {ckpt}, trained on other data: seed=0 (this run: 3)\n" in capsys.readouterr().out
+
+
+def test_a_run_is_not_put_in_a_sweeps_folder_nor_a_sweep_in_a_runs(tmp_path: Path) -> None:
+    """A run given a sweep's folder (hydra.run.dir) trained there, its files beside the sweep's jobs and reports, and
+    its start removed what a report was writing there; a sweep given a run's folder likewise."""
+    sweep, run = tmp_path / "sweep", tmp_path / "run"
+    (sweep / "s0" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    (run / ".hydra").mkdir(parents=True)
+    how = "choose a new folder, or continue it with `python scripts/train.py"
+    for args, key, folder, other in (
+        ([f"hydra.run.dir={sweep}"], "hydra.run.dir", sweep, f"sweep; {how} -m resume={sweep}`"),
+        (["-m", "seed=0,1", f"hydra.sweep.dir={run}"], "hydra.sweep.dir", run, f"run; {how} resume={run}`"),
+    ):
+        before = sorted(folder.rglob("*"))
+        proc = run_train(*args, *TINY, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == f"error: {key}='{folder}' is invalid: holds another {other}"
+        assert sorted(folder.rglob("*")) == before

@@ -328,12 +328,12 @@ def test_a_sweep_of_one_config_twice_is_refused(tmp_path: Path, seeds: str, said
 
 @pytest.mark.parametrize(
     "error,said",
-    [  # a checkpoint's write: the file, not the .<pid>.tmp it goes through
-        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/last.ckpt.4321.tmp"),
+    [  # a checkpoint's write: the file, not the .<random>.tmp it goes through
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/last.ckpt.0a1b2c3d.tmp"),
          "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
         # a copy (shutil.copyfile, resume's catch-up of last.ckpt): the one written, not the one read
         (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/best.ckpt", None,
-                 "run/checkpoints/last.ckpt.4321.tmp"),
+                 "run/checkpoints/last.ckpt.0a1b2c3d.tmp"),
          "cannot write run/checkpoints/last.ckpt: No space left on device; earlier checkpoints are intact"),
         (OSError(errno.EROFS, "Read-only file system"),
          "cannot write run: Read-only file system; earlier checkpoints are intact"),
@@ -347,18 +347,20 @@ def test_a_run_time_failure_is_one_line_naming_the_file_written(error: Exception
 
 
 def test_an_atomic_write_goes_through_no_link_left_as_its_tmp(tmp_path: Path) -> None:
-    """A `<file>.<pid>.tmp` link left in a run or a sweep (crafted; inside it, so no check of links out refused it):
+    """A `<file>.tmp` link left in a run or a sweep (crafted; inside it, so no check of links out refused it):
     the write landed on the file it named. An evaluation's figure overwrote best.ckpt, a report's results.csv a
     job's metrics.json."""
     (tmp_path / "metrics.json").write_text("{}")
-    (tmp_path / f"results.json.{os.getpid()}.tmp").symlink_to("metrics.json")
+    planted = ["results.json.tmp", f"results.json.{os.getpid()}.tmp"]  # (the names of earlier versions)
+    for name in planted:
+        (tmp_path / name).symlink_to("metrics.json")
     write_json_atomic(tmp_path / "results.json", {"acc": 1})
     assert (tmp_path / "metrics.json").read_text() == "{}"
     assert (tmp_path / "results.json").read_text() == '{\n  "acc": 1\n}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", "results.json", *planted])
 
 
-def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path, monkeypatch) -> None:
+def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path) -> None:
     """Two reports of one sweep wrote results.csv through one `results.csv.tmp`: the second's open emptied the first's
     before its rename, and a results.csv of 0 bytes stood while the first said it had written it."""
     from attnlab.run_folder import replacing
@@ -366,18 +368,17 @@ def test_two_processes_writing_one_file_each_rename_a_whole_one(tmp_path: Path, 
     path = tmp_path / "results.csv"
     with replacing(path) as first:
         first.write_text("job,acc\ns0,1.0\n")
-        monkeypatch.setattr(os, "getpid", lambda: 4_000_000)  # another process, killed after opening its own
-        with pytest.raises(KeyboardInterrupt), replacing(path) as second:
+        with pytest.raises(KeyboardInterrupt), replacing(path) as second:  # another writer, killed after opening
             second.write_text("")
             raise KeyboardInterrupt
-        monkeypatch.undo()
     assert path.read_text() == "job,acc\ns0,1.0\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
 def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path) -> None:
-    """Each process writes through a temporary file of its own: those of attempts killed mid-write (a checkpoint, the
-    results) would pile up, one per kill. The next attempt, holding the folder, removes them; nothing else."""
+    """Each write goes through a temporary file of its own: those of attempts killed mid-write (a checkpoint, the
+    results) would pile up, one per kill. The next attempt, holding the folder, removes them: only attnlab's own
+    (a user's `data.2024.tmp` was deleted too, and another script's figure being written beside)."""
     from omegaconf import OmegaConf
 
     from attnlab.evaluate import evaluate_run
@@ -386,17 +387,18 @@ def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path)
     from .conftest import TINY, compose_train
 
     train(compose_train(tmp_path, *TINY))
-    left = [tmp_path / "metrics.json.4000001.tmp", tmp_path / "checkpoints" / "last.ckpt.4000002.tmp"]
-    kept = [tmp_path / "notes.tmp", tmp_path / "checkpoints" / "mine.1.ckpt"]
+    left = [tmp_path / "metrics.json.0a1b2c3d.tmp", tmp_path / "checkpoints" / "last.ckpt.ffff0000.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / "data.2024.tmp", tmp_path / "checkpoints" / "my.backup.1.tmp",
+            tmp_path / "attention.png.0a1b2c3d.tmp", tmp_path / "metrics.json.backup.tmp"]  # fmt: skip
     for path in (*left, *kept):
         path.write_bytes(b"cut short")
     train(compose_train(tmp_path, *TINY, "trainer.max_epochs=2", "resume=true"))
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
-    (tmp_path / "evaluation.json.4000003.tmp").write_bytes(b"cut short")  # an evaluation's, killed
+    (tmp_path / "evaluation.json.12345678.tmp").write_bytes(b"cut short")  # an evaluation's, killed
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(compose_train(tmp_path, *TINY, "trainer.max_epochs=2"), tmp_path / ".hydra" / "config.yaml")
     evaluate_run(tmp_path, {"seq_lens": [8], "n": None, "batch_size": 64, "untrained": "refuse"}, "best")
-    assert not (tmp_path / "evaluation.json.4000003.tmp").exists() and all(path.exists() for path in kept)
+    assert not (tmp_path / "evaluation.json.12345678.tmp").exists() and all(path.exists() for path in kept)
 
 
 def test_a_marker_is_written_in_place_of_a_link_left_under_its_name(tmp_path: Path) -> None:

@@ -121,11 +121,12 @@ def remove_left_work(sweep_dir: Path) -> None:
     """Remove the work folders of reports killed while they wrote (SIGKILL): no process holds their lock. One made
     a moment ago, still empty, may not be locked yet: left."""
     for work in sweep_dir.glob(f".{FOLDER}-*"):
-        if work.is_symlink() or not work.is_dir():
+        try:
+            if work.is_symlink() or (not any(work.iterdir()) and time.time() - work.stat().st_mtime < 10):
+                continue
+            held = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile (another report's, finished), or a file
             continue
-        if not any(work.iterdir()) and time.time() - work.stat().st_mtime < 10:
-            continue
-        held = os.open(work, os.O_RDONLY)
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             shutil.rmtree(work, ignore_errors=True)

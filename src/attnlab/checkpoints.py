@@ -74,7 +74,7 @@ def newest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
                 found.append((path, read_checkpoint(path, "resume")))
             except ConfigError:
                 unloadable.append(path.name)
-    if not found and unloadable:  # (writes are atomic: a kill leaves <name>.<pid>.tmp, never a cut .ckpt)
+    if not found and unloadable:  # (writes are atomic: a kill leaves <name>.<random>.tmp, never a cut .ckpt)
         why = f"holds checkpoints none of which loads ({', '.join(unloadable)}): refusing to train over them; "
         raise ConfigError("resume", str(folder), why + "move them away to start the run again")
     return max(found, key=lambda f: int(f[1]["global_step"])) if found else None  # a tie: CHECKPOINTS order

@@ -119,9 +119,9 @@ def run_failure(e: Exception, folder: Path, traceback_file: Path) -> str:
     if isinstance(e, ConfigError):
         return str(e)
     if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-        # The file being written: a copy's destination (filename2), named without the .<pid>.tmp it goes through.
+        # The file being written: a copy's destination (filename2), named without the .<random>.tmp it goes through.
         written = e.filename2 or e.filename
-        name = re.sub(r"(\.\d+)?\.tmp$", "", str(written)) if written else folder
+        name = re.sub(r"\.[0-9a-f]{8}\.tmp$", "", str(written)) if written else folder
         return f"cannot write {name}: {e.strerror}; earlier checkpoints are intact"
     return f"{type(e).__name__}: {e} (traceback in {traceback_file})"
 

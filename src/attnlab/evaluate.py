@@ -23,11 +23,9 @@ from attnlab import run_folder
 from attnlab.board import EVENTS
 from attnlab.config import EvalSection, check_eval, check_section, run_config, untrained_reason
 from attnlab.errors import ConfigError, fits
+from attnlab.run_folder import EVALUATION, FIGURE
 from attnlab.tasks import derive_seed, make_split, split_seed
 from attnlab.verdict import CHANCE, wilson
-
-EVALUATION = "evaluation.json"
-FIGURE = "length_generalization.png"
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from attnlab.errors import CONTROL, ConfigError, printable
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
+EVALUATION, FIGURE = "evaluation.json", "length_generalization.png"  # attnlab.evaluate's
 
 _held: dict[str, FileLock] = {}  # folder -> its lock, held by this process
 
@@ -72,7 +74,14 @@ def holds_run(folder: Path, marker: str = ".hydra") -> bool:
     return (folder / marker).exists() or (marker == ".hydra" and (folder / "checkpoints").is_dir())
 
 
+def taken(folder: Path) -> bool:
+    """Holds a run or a sweep: a new one of either goes elsewhere."""
+    return holds_run(folder) or holds_run(folder, "multirun.yaml")
+
+
 CHECKPOINTS = ("last", "best", "interrupted")  # a run's checkpoints/<name>.ckpt: what a resume continues from
+# what attnlab writes in a run folder through `replacing`
+RUN_FILES = (METRICS, FAILED, INTERRUPTED, EVALUATION, FIGURE, *(f"checkpoints/{name}.ckpt" for name in CHECKPOINTS))
 
 
 def check_name(folder: str | Path, key: str) -> None:
@@ -107,13 +116,14 @@ def claim(folder: str | Path, key: str, explicit: bool, resuming: bool, marker: 
             if not try_lock(path):
                 raise ConfigError(key, str(path), f"this {what} is still running in another process")
             return path
-        if not holds_run(path, marker) and try_lock(path):
-            if not holds_run(path, marker):  # re-check under the lock: a run may have claimed it meanwhile
+        if not taken(path) and try_lock(path):
+            if not taken(path):  # re-check under the lock: a run may have claimed it meanwhile
                 return path
             release(path)
         if explicit:
-            how = f"choose a new folder, or continue it with `{continue_command(path, what == 'sweep')}`"
-            raise ConfigError(key, str(path), f"holds another {what}; {how}")
+            kind = "sweep" if holds_run(path, "multirun.yaml") else "run"  # (a run is not put in a sweep's folder)
+            how = f"choose a new folder, or continue it with `{continue_command(path, kind == 'sweep')}`"
+            raise ConfigError(key, str(path), f"holds another {kind}; {how}")
     raise ConfigError(key, str(base), "no free folder name")
 
 
@@ -128,12 +138,11 @@ def write_marker(folder: Path, name: str, text: str) -> None:
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
-    """`<path>.<pid>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the old
-    file or the new one, never half of one); removed if the block fails. The process's own: two processes writing
-    one file at once (two reports of a sweep) each rename a whole one, where one truncated the other's."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    if tmp.is_symlink():  # (a link left there would have the write land on the file it names, in the run or not)
-        tmp.unlink()
+    """`<path>.<random>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the
+    old file or the new one, never half of one); removed if the block fails. A name of its own: two processes
+    writing one file at once (two reports of a sweep) each rename a whole one (through one `.tmp`, one emptied the
+    other's), and no link can be left in wait under it."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
         # stamped at the clock's resolution, not the file system's tick (~4 ms): jobs that finish within one tick
@@ -146,11 +155,14 @@ def replacing(path: Path) -> Iterator[Path]:
 
 
 def remove_left_writes(folder: Path) -> None:
-    """The files killed processes were writing through `replacing` (`<file>.<pid>.tmp`) in a run folder this process
-    now holds: no other process writes there."""
-    for left in (*folder.glob("*.tmp"), *folder.glob("checkpoints/*.tmp")):
-        if re.fullmatch(r".+\.\d+\.tmp", left.name) and not left.is_dir():
-            left.unlink(missing_ok=True)
+    """The files killed processes were writing (`replacing`'s, of RUN_FILES) in a run folder this process now holds:
+    no other process writes them meanwhile. Best effort: what cannot be removed stays, harmless."""
+    for name in RUN_FILES:
+        target = folder / name
+        for left in target.parent.glob(f"{target.name}.*.tmp"):
+            if re.fullmatch(r"[0-9a-f]{8}", left.name[len(target.name) + 1 : -4]) and not left.is_dir():
+                with contextlib.suppress(OSError):
+                    left.unlink()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
