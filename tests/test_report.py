@@ -722,24 +722,25 @@ def test_two_reports_at_once_leave_one_whole_study_view(tmp_path: Path, monkeypa
 
 
 def test_a_killed_reports_work_folder_goes_with_the_next_report_and_one_in_use_stays(tmp_path: Path) -> None:
-    """A report killed (SIGKILL, or SIGTERM before report.py said what it does) while it wrote the view left a
-    `.tensorboard-*` folder of partial runs, which `tensorboard --logdir <sweep>` showed beside the jobs."""
+    """A report killed (SIGKILL, or SIGTERM before report.py said what it does) while it wrote left its work folder
+    (`.report-*`) of partial runs and files, which `tensorboard --logdir <sweep>` showed beside the jobs."""
     import fcntl
     import os
 
     add_job(tmp_path, "s0", ["seed=0"], 0.5)
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
-    killed, in_use = tmp_path / ".tensorboard-killed", tmp_path / ".tensorboard-in-use"
+    killed, in_use = tmp_path / ".report-killed", tmp_path / ".report-in-use"
     for work in (killed, in_use):
-        (work / "new" / "seed=0").mkdir(parents=True)
-        (work / "new" / "seed=0" / "events.out.tfevents.1.host.1.0").write_bytes(b"partial")
+        (work / "tensorboard" / "seed=0").mkdir(parents=True)
+        (work / "tensorboard" / "seed=0" / "events.out.tfevents.1.host.1.0").write_bytes(b"partial")
+        (work / "results.csv").write_text("job,st")
     held = os.open(in_use, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)  # as a report writing in it holds it
     try:
         write_report(tmp_path)
     finally:
         os.close(held)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tensorboard")) == [in_use.name]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == [in_use.name]
     umask = os.umask(0)
     os.umask(umask)
     mode = (tmp_path / "tensorboard").stat().st_mode & 0o777  # (a folder made by tempfile was 0700: no one else's)
@@ -748,17 +749,17 @@ def test_a_killed_reports_work_folder_goes_with_the_next_report_and_one_in_use_s
 
 def test_a_report_stopped_between_its_renames_leaves_the_view_before(tmp_path: Path, monkeypatch) -> None:
     """Stopped after the old view was moved aside and before the new one was renamed in: the old one goes back."""
-    from attnlab import board
+    from attnlab import run_folder
 
     add_job(tmp_path, "s0", ["seed=0"], 0.5)
     write_report(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "tensorboard").rglob("*"))
 
     def stopped_midway(work: Path, view: Path) -> None:
-        view.rename(work / "old0")
+        view.rename(work / "tensorboard.old0")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(board, "swap_in", stopped_midway)
+    monkeypatch.setattr(run_folder, "swap_in", stopped_midway)
     with pytest.raises(KeyboardInterrupt):
         write_report(tmp_path)
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "tensorboard").rglob("*")) == before
@@ -806,14 +807,12 @@ def test_report_py_stopped_by_a_signal_is_one_line_and_leaves_the_report_before(
 
 def test_a_first_report_whose_view_fails_says_why(tmp_path: Path, monkeypatch) -> None:
     """With no view before to put back, the failure itself is what the report says."""
-    from attnlab import board
-
     add_job(tmp_path, "s0", ["seed=0"], 0.5)
 
     def full_disk(*args) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(board, "write_runs", full_disk)
+    monkeypatch.setattr(report, "write_board", full_disk)
     with pytest.raises(OSError, match="No space left on device"):
         write_report(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tensorboard")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]

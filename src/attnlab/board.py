@@ -5,14 +5,8 @@ the entropy charts). TensorBoard selects no run past 40 in a logdir (a 42-job st
 empty charts): here every chart is drawn at first sight."""
 
 import bisect
-import contextlib
-import fcntl
 import math
-import os
-import shutil
 import statistics
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -82,62 +76,10 @@ def hparams_summaries(row: dict[str, Any], differs: set[str], declared: dict[str
     return [experiment, start, end]
 
 
-def write_board(sweep_dir: Path, cells: list[dict[str, Any]], summary: str) -> None:
-    """Write `<sweep>/tensorboard/` anew (derived from the jobs). Each cell: {"name", "hparams" (key -> value),
-    "curves" (its seeds'), "metrics" (their means, and attn/entropy_uniform where known), "text"}.
-    Written in a work folder of its own beside it (`.tensorboard-*`, locked while in use), then renamed in: a
-    second report at the same moment (or a TensorBoard reading) never meets half a view, nor deletes the files this
-    one writes. A work folder a killed report left is removed by the next."""
-    remove_left_work(sweep_dir)
-    work = Path(tempfile.mkdtemp(prefix=f".{FOLDER}-", dir=sweep_dir))
-    held = os.open(work, os.O_RDONLY)
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX)  # (the kernel drops it when this process dies, however)
-        write_runs(work / "new", cells, summary)
-        swap_in(work, sweep_dir / FOLDER)
-    finally:
-        if not (sweep_dir / FOLDER).exists() and (before := next(work.glob("old*"), None)):
-            before.rename(sweep_dir / FOLDER)  # stopped between the two renames: the view before, back
-        shutil.rmtree(work, ignore_errors=True)
-        os.close(held)
-
-
-def swap_in(work: Path, board: Path) -> None:
-    """Rename `work/new` to `board`, the view there moved into `work` (deleted with it). The newest wins: another
-    report's view renamed in between is moved aside in turn."""
-    for attempt in range(10):
-        with contextlib.suppress(FileNotFoundError):  # (none yet, or another report's swap moved it)
-            board.rename(work / f"old{attempt}")
-        try:
-            (work / "new").rename(board)
-            return
-        except OSError:
-            if not board.exists():  # not another report's view renamed in since: fail (the old one goes back)
-                raise
-    raise OSError(f"{board} kept being replaced by other reports")
-
-
-def remove_left_work(sweep_dir: Path) -> None:
-    """Remove the work folders of reports killed while they wrote (SIGKILL): no process holds their lock. One made
-    a moment ago, still empty, may not be locked yet: left."""
-    for work in sweep_dir.glob(f".{FOLDER}-*"):
-        try:
-            if work.is_symlink() or (not any(work.iterdir()) and time.time() - work.stat().st_mtime < 10):
-                continue
-            held = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile (another report's, finished), or a file
-            continue
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(work, ignore_errors=True)
-        except BlockingIOError:  # a report writing in it now
-            pass
-        finally:
-            os.close(held)
-
-
-def write_runs(board: Path, cells: list[dict[str, Any]], summary: str) -> None:
-    """The view's TensorBoard runs, written into the (new, empty) folder `board`."""
+def write_board(board: Path, cells: list[dict[str, Any]], summary: str) -> None:
+    """The study view's TensorBoard runs, derived from the jobs, written into the new folder `board` (the report's
+    work folder's: renamed in whole). Each cell: {"name", "hparams" (key -> value), "curves" (its seeds'),
+    "metrics" (their means, and attn/entropy_uniform where known), "text"}."""
     from torch.utils.tensorboard import SummaryWriter
 
     steps: set[int] = set()

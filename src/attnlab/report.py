@@ -7,6 +7,7 @@ length_generalization.csv / .png; the study view (attnlab.board); plots, whose e
 import csv
 import json
 import math
+import os
 import re
 import shlex
 import statistics
@@ -359,7 +360,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
 
 
 def write_csv(path: Path, rows: Rows, columns: list[str]) -> None:
-    with run_folder.replacing(path) as tmp, tmp.open("w", newline="") as f:  # whole or the old one, whatever fails
+    with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -381,8 +382,7 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
     fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 15)), fontsize=8)  # wrapped: never cut at the edges
     handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(list(handles.values()), list(handles), **legend)  # each label once, from whichever panel has it
-    with run_folder.replacing(path) as tmp:  # whole or the old one: a reader, a kill never meets half a plot
-        fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(path, dpi=110)
 
 
 def plot_lengths(rows: Rows, keys: list[str], groups: dict[tuple, Rows], path: Path) -> None:
@@ -497,33 +497,38 @@ def write_report(sweep_dir: str | Path) -> Rows:
     extra = [k for k in keys if k not in COLUMNS]  # any other key the sweep varies: a column of its own
     columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *VERDICT, *DIAGNOSTICS]
     table = [{**r, **{k: r["settings"].get(k) for k in extra}} for r in rows]
-    write_csv(sweep_dir / "results.csv", table, [*columns, "fit_seconds", "error", "note"])
     groups = groups_of(rows, keys)
     scored = {s: g for s, g in groups.items() if any(r["lengths"] for r in g)}  # the runs that scored lengths
-    summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
-    with run_folder.replacing(sweep_dir / "summary.md") as tmp:
-        tmp.write_text(summary)
-    write_board(sweep_dir, board_cells(keys, groups), summary)
-    made = {"results.csv", "summary.md"}
-    if groups:
-        plot_bars(rows, keys, groups, sweep_dir / "acc_by_task_pos_enc.png")
-        made.add("acc_by_task_pos_enc.png")
     lengths = []  # a row per job and length it scored
     for r in rows:
         job = {"job": r["job"], **{column(k): r["settings"].get(k) for k in keys}, "seed": r["seed"]}
         job["train_seq_len"] = r["settings"].get("data.seq_len")
         tested = {"tested_epoch": r.get("tested_epoch"), "tested_step": r.get("tested_step")}
         lengths += [{**job, "seq_len": n, **x, **tested} for n, x in sorted(r.get("lengths", {}).items())]
-    if lengths:
-        write_csv(sweep_dir / "length_generalization.csv", lengths, list(lengths[0]))
-        evaluated = [r for r in rows if r.get("lengths")]  # its title names the seeds scored, not all the sweep's
-        plot_lengths(evaluated, keys, scored, sweep_dir / "length_generalization.png")
-        made |= {"length_generalization.csv", "length_generalization.png"}
-    if plot_lines(rows, keys, "data.seq_len", "test/acc", sweep_dir / "acc_vs_seq_len.png", "test accuracy"):
-        made.add("acc_vs_seq_len.png")
-    entropy, uniform = sweep_dir / "entropy_vs_d_model.png", "attn/entropy_uniform"
-    if plot_lines(rows, keys, "model.d_model", "attn/entropy", entropy, "attention entropy (nats)", uniform):
-        made.add(entropy.name)
+    # Written in a work folder, then moved in, each file whole: a reader, a second report or a kill meets the report
+    # before or this one's, never a half-written file nor (but for the moment of the renames) a mix of the two.
+    with run_folder.staging(sweep_dir, BOARD_FOLDER) as work:
+        write_csv(work / "results.csv", table, [*columns, "fit_seconds", "error", "note"])
+        summary = summary_markdown(rows, keys, groups, scored, sweep_dir)
+        (work / "summary.md").write_text(summary)
+        write_board(work / BOARD_FOLDER, board_cells(keys, groups), summary)
+        made = {"results.csv", "summary.md"}
+        if groups:
+            plot_bars(rows, keys, groups, work / "acc_by_task_pos_enc.png")
+            made.add("acc_by_task_pos_enc.png")
+        if lengths:
+            write_csv(work / "length_generalization.csv", lengths, list(lengths[0]))
+            evaluated = [r for r in rows if r.get("lengths")]  # its title names the seeds scored, not all the sweep's
+            plot_lengths(evaluated, keys, scored, work / "length_generalization.png")
+            made |= {"length_generalization.csv", "length_generalization.png"}
+        if plot_lines(rows, keys, "data.seq_len", "test/acc", work / "acc_vs_seq_len.png", "test accuracy"):
+            made.add("acc_vs_seq_len.png")
+        entropy, uniform = "entropy_vs_d_model.png", "attn/entropy_uniform"
+        if plot_lines(rows, keys, "model.d_model", "attn/entropy", work / entropy, "attention entropy (nats)", uniform):
+            made.add(entropy)
+        for name in sorted(made):
+            os.replace(work / name, sweep_dir / name)
+        run_folder.swap_in(work, sweep_dir / BOARD_FOLDER)
     for stale in REPORT_FILES - made:  # an earlier report's, of results no longer there (a resume, an evaluation)
         (sweep_dir / stale).unlink(missing_ok=True)
     return rows

@@ -4,11 +4,14 @@ process dies, even by SIGKILL), its status (`metrics.json`: finished; `FAILED` w
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +166,61 @@ def remove_left_writes(folder: Path) -> None:
             if re.fullmatch(r"[0-9a-f]{8}", left.name[len(target.name) + 1 : -4]) and not left.is_dir():
                 with contextlib.suppress(OSError):
                     left.unlink()
+
+
+STAGING = ".report-"  # a report's work folder, in the sweep's
+
+
+@contextlib.contextmanager
+def staging(folder: Path, view: str) -> Iterator[Path]:
+    """A work folder in `folder` (STAGING), locked while in use, where a report writes its files to move them in
+    whole when done (files by `os.replace`, the folder `view` by `swap_in`); removed at the end. Work folders killed
+    reports left are removed first; if stopped between `swap_in`'s two renames, the `view` before is put back."""
+    remove_left_staging(folder)
+    work = Path(tempfile.mkdtemp(prefix=STAGING, dir=folder))
+    held = os.open(work, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # (the kernel drops it when this process dies, however)
+        yield work
+    finally:
+        if not (folder / view).exists() and (before := next(work.glob(f"{view}.old*"), None)):
+            before.rename(folder / view)
+        shutil.rmtree(work, ignore_errors=True)
+        os.close(held)
+
+
+def swap_in(work: Path, folder: Path) -> None:
+    """Rename `work/<folder's name>` to `folder`, the one there moved into `work` (deleted with it). The newest wins:
+    another report's renamed in meanwhile is moved aside in turn."""
+    for attempt in range(10):
+        with contextlib.suppress(FileNotFoundError):  # (none yet, or another report's swap moved it)
+            folder.rename(work / f"{folder.name}.old{attempt}")
+        try:
+            (work / folder.name).rename(folder)
+            return
+        except OSError:
+            if not folder.exists():  # not another report's renamed in since: fail (the one before goes back)
+                raise
+    raise OSError(f"{folder} kept being replaced by other reports")
+
+
+def remove_left_staging(folder: Path) -> None:
+    """Remove the work folders of reports killed while they wrote (SIGKILL): no process holds their lock. One made
+    a moment ago, still empty, may not be locked yet: left."""
+    for work in folder.glob(f"{STAGING}*"):
+        try:
+            if work.is_symlink() or (not any(work.iterdir()) and time.time() - work.stat().st_mtime < 10):
+                continue
+            held = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile (another report's, finished), or a file
+            continue
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(work, ignore_errors=True)
+        except BlockingIOError:  # a report writing in it now
+            pass
+        finally:
+            os.close(held)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
