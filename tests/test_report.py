@@ -816,3 +816,23 @@ def test_a_first_report_whose_view_fails_says_why(tmp_path: Path, monkeypatch) -
     with pytest.raises(OSError, match="No space left on device"):
         write_report(tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+
+
+def test_a_report_is_not_thrown_by_another_reports_folders_vanishing(tmp_path: Path, monkeypatch) -> None:
+    """Looking for job folders, a report walked into another report's work folder (or the view it was replacing)
+    just as that report deleted it: "No such file or directory: '<sweep>/.tensorboard-pf7d3a4d'", exit 1 (one in
+    fifteen, three reports 0.3 s apart)."""
+    import os
+
+    add_job(tmp_path, "s0", ["seed=0"], 0.5)
+    write_report(tmp_path)
+    (tmp_path / ".report-another" / "tensorboard" / "seed=0").mkdir(parents=True)
+    scandir = os.scandir
+
+    def vanishing(path=".", *args):  # the other report's folders, deleted as they are listed
+        if ".report-another" in str(path) or str(path).endswith("tensorboard"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", vanishing)
+    assert [r["job"] for r in report.collect(tmp_path)] == ["s0"]

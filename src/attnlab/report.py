@@ -55,7 +55,12 @@ def collect(sweep_dir: Path) -> Rows:
     or one planned by a record cut short)."""
     jobs = read_jobs(sweep_dir)
     planned = [sweep_dir / job["dir"] for job in jobs]
-    found = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+    found = set()
+    for here, folders, files in os.walk(sweep_dir):  # (a folder gone meanwhile is passed over: rglob raised)
+        # not into the study view nor a report's work folder: a report beside this one renames and deletes them
+        folders[:] = [f for f in folders if f != BOARD_FOLDER and not f.startswith(run_folder.STAGING)]
+        if here.endswith(f"{os.sep}.hydra") and "config.yaml" in files:
+            found.add(Path(here).parent)
     job_dirs, root = planned + sorted(found - set(planned)), sweep_dir.resolve()
     for job_dir in job_dirs:  # what it reads of a job (at any depth) stays inside the sweep
         if job_dir.exists():
