@@ -213,3 +213,26 @@ def test_offset_biases_index_by_offset() -> None:
         torch.testing.assert_close(bias, expected.float())
     alibi = POS_ENCODINGS.build("alibi", 4, 1, 6).bias(3, torch.zeros(1))[0]
     torch.testing.assert_close(alibi, -torch.tensor([[0.0, 1, 2], [1, 0, 1], [2, 1, 0]]) / 256)
+
+
+def test_the_optimiser_is_fused_adam_and_steps_as_the_plain_one() -> None:
+    """configure_optimizers gives fused Adam on a CPU (one kernel a step; unfused, a loop of small ops per
+    parameter): the same updates as PyTorch's plain Adam, to rounding."""
+    from attnlab.module import LitClassifier
+
+    torch.manual_seed(0)
+    fused = LitClassifier(model_args(d_model=8, num_heads=2, pos_enc="sinusoidal"), lr=3e-3, weight_decay=0.01)
+    plain = LitClassifier(**fused.hparams)
+    plain.load_state_dict(start := {k: v.clone() for k, v in fused.state_dict().items()})
+    optimisers = fused.configure_optimizers(), torch.optim.Adam(plain.parameters(), lr=3e-3, weight_decay=0.01)
+    assert optimisers[0].defaults["fused"] is True
+    x, y = torch.rand(16, 12, 1), torch.randint(0, 2, (16,))
+    for _ in range(3):
+        for module, optimiser in zip((fused, plain), optimisers, strict=True):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(module.net(x), y).backward()
+            optimiser.step()
+    weights = {k: v for k, v in fused.state_dict().items() if k.startswith("net.")}
+    assert all(not torch.equal(v, start[k]) for k, v in weights.items() if k.endswith("weight"))  # (all trained)
+    for name, value in weights.items():
+        torch.testing.assert_close(value, plain.state_dict()[name], atol=1e-6, rtol=1e-5)
