@@ -22,7 +22,8 @@ if not args.sweep_dir.is_dir() or not os.access(args.sweep_dir, os.W_OK):  # bef
     problem = "is not writable (the report goes there)" if args.sweep_dir.is_dir() else "is not a folder"
     sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} {problem}")
 if not (args.sweep_dir / "multirun.yaml").is_file():  # a folder of sweeps: their jobs would be pooled as one
-    sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} is not a sweep folder: it holds no multirun.yaml")
+    run = "; it is a run's folder: its results are its metrics.json" if (args.sweep_dir / ".hydra").is_dir() else ""
+    sys.exit(f"error: sweep_dir={str(args.sweep_dir)!r} is not a sweep folder: it holds no multirun.yaml{run}")
 try:
     rows = write_report(args.sweep_dir)
 except (FileNotFoundError, ConfigError) as e:

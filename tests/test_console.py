@@ -99,6 +99,9 @@ def test_an_experiment_run_without_m_says_it_is_one_run_of_a_sweep(tmp_path) -> 
         "with the values given; add -m for the sweep\n"
     )
     assert read_metrics(run)["global_step"] == 1
+    proc = run_train(f"resume={run}", "trainer.max_steps=2", cwd=tmp_path)  # a resume of it: no note (nor -m advice)
+    assert proc.returncode == 0 and "note:" not in proc.stderr, proc.stderr[-2000:]
+    assert read_metrics(run)["global_step"] == 2
 
 
 def test_verbose_shows_the_config_and_lightnings_summaries(tmp_path) -> None:
@@ -183,11 +186,15 @@ def test_an_epoch_line_shows_only_what_its_epoch_logged(tmp_path, capsys, args, 
     from attnlab.train import train
 
     metrics = train(compose_train(tmp_path, *TINY, "progress=plain", "trainer.enable_progress_bar=true", *args))
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [("val/loss" in line, "train/loss" in line) for line in lines] == expected, lines
     assert all("train/acc" in line for line in lines)
-    if "+trainer.max_steps=6" in args:
+    if "+trainer.max_steps=6" in args:  # the closing line says what cut the last epoch short
         assert metrics["ended_by"] == "max_steps" and metrics["global_step"] == 6
+        assert "(tested epoch 1 of 2; trainer.max_steps ended it at step 6)" in out, out
+    else:
+        assert "(tested epoch 2 of 3)\n" in out, out  # (validated at epoch 2 only: its checkpoint is tested)
 
 
 @pytest.mark.parametrize(("before", "after", "shown"), [(4, 8, True), (8, 10, False)])

@@ -378,7 +378,7 @@ def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     said = proc.stderr.strip().splitlines()[-1]
-    assert said.startswith("error: job #1 (") and "ckpt_path=/nonexistent.ckpt):" in said
+    assert said.startswith("error: job 2 (") and "ckpt_path=/nonexistent.ckpt):" in said
     assert said.endswith("ckpt_path='/nonexistent.ckpt' is invalid: no such checkpoint file")
     assert not sweep.exists()  # nothing written
 
@@ -735,8 +735,8 @@ def test_a_sweeps_other_hydra_settings_are_named_and_left_out_and_it_continues(
         assert f"[attnlab] not taken over from {record}: {item!r}" in err, err
     proc = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    kept = "(2 finished before, kept as they are; a larger budget for one: python scripts/train.py resume=<its folder>"
-    assert kept in proc.stdout
+    kept = "(every job had finished: nothing to run, a budget given now changes none; a larger budget for one: "
+    assert kept + "python scripts/train.py resume=<its folder>" in proc.stdout  # (a partly finished sweep: below)
 
 
 def test_a_hydra_flag_keeps_its_value_when_a_run_is_resumed(tmp_path: Path) -> None:
@@ -771,6 +771,28 @@ def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path
         from attnlab.report import collect
 
         collect(sweep)
+
+
+def test_a_folder_of_the_other_kind_is_refused_saying_which_it_is(cli_run: Path, cli_sweep: Path, capsys) -> None:
+    """A sweep resumed without -m, a run with it, a sweep evaluated, a run reported: each refusal said only
+    "not a run/sweep folder", not what the folder is and what to do with it."""
+    from attnlab.config import run_config
+
+    for argv, said in (
+        (["-m", f"resume={cli_run}"], "it is a run's folder: resume it without -m"),
+        ([f"resume={cli_sweep}"], "it is a sweep's folder: add -m to continue the sweep, or resume one of its job"),
+    ):
+        with pytest.raises(SystemExit, match="1"):
+            resume.resume_argv([str(ROOT / "scripts" / "train.py"), *argv])
+        assert capsys.readouterr().err.strip().endswith(said + (" folders" if "sweep's" in said else ""))
+    with pytest.raises(ConfigError, match=r"it is a sweep's folder: give one of its job folders$"):
+        run_config(cli_sweep)
+    report = [*python(), str(ROOT / "scripts" / "report.py"), str(cli_run)]
+    proc = subprocess.run(report, env=CLI_ENV, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "it is a run's folder: its results are its metrics.json"
+    )
+    assert not (cli_run / "summary.md").exists()
 
 
 def test_a_job_folder_counts_once_and_a_folder_of_sweeps_is_not_one_sweep(cli_sweep: Path, tmp_path: Path) -> None:
@@ -1391,7 +1413,7 @@ def test_resuming_a_finished_run_is_refused_not_a_silent_re_test(own_copy: Path,
     err = refused_in_process(capsys, f"resume={own_copy}")
     assert err.strip().splitlines()[-1] == (
         f"error: resume='{own_copy}' is invalid: has finished (it has trained its trainer.max_epochs=1) and was "
-        "tested: nothing is left to do; give a larger budget to train on"
+        "tested: nothing is left to do; give a larger trainer.max_epochs to train on"
     )
     assert folder_bytes(own_copy) == before
 
@@ -1408,7 +1430,7 @@ def test_a_run_that_stopped_early_trains_nothing_more_when_resumed_unless_its_pa
     proc = run_train(f"resume={run}", cwd=tmp_path)  # (it trained another epoch: "tested epoch 7 of 7")
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         f"error: resume='{run}' is invalid: has finished (early stopping ended it (early_stop.patience=2)) and was "
-        "tested: nothing is left to do; give a larger budget to train on"
+        "tested: nothing is left to do; give a larger early_stop.patience to train on"
     )
     assert folder_bytes(run) == before
     (run / "metrics.json").unlink()  # as if killed during its test: the resume tests it, training nothing more

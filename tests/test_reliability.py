@@ -50,7 +50,7 @@ LONGER = [*TINY, "data.n_train=4096", "data.batch_size=64", "data=halfswap", "mo
         # a terminal's escape sequence in a sweep's value: refused, and the job that names it shown escaped
         (
             ["-m", "seed=0", "logger.project='a\x1b[31mb'"],
-            "error: job #0 (seed=0 logger.project='a\\x1b[31mb' trainer.fast_dev_run=True): "
+            "error: job 1 (seed=0 logger.project='a\\x1b[31mb' trainer.fast_dev_run=True): "
             "logger.project=\"'a\\x1b[31mb'\" is invalid: holds a control character (a tab, an escape, a newline)",
         ),
     ],
@@ -78,9 +78,7 @@ def test_multirun_with_one_bad_value_fails_before_any_job(tmp_path: Path, launch
     args = ("-m", *TINY, "data=halfswap", "data.seq_len=8,9", *launcher, f"hydra.sweep.dir={sweep}")
     proc = run_train(*args, cwd=tmp_path)
     assert proc.returncode == 1
-    assert (
-        "error: job #1 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
-    )
+    assert "error: job 2 (" in proc.stderr and "data.seq_len=9 is invalid: halfswap needs an even length" in proc.stderr
     assert not list(sweep.glob("*/metrics.json")) and not list(sweep.glob("*/events.out.tfevents.*"))
 
 
@@ -183,7 +181,7 @@ def test_signal_stops_saves_and_exits_nonzero(tmp_path: Path, sig: int, code: in
 def test_nan_loss_stops_within_one_step(train_cli) -> None:
     proc, run_dir = train_cli(*TINY, "optim.lr=1e30")
     assert proc.returncode == 1
-    assert "error: FloatingPointError: train/loss is nan at step 1" in proc.stderr
+    assert "error: FloatingPointError: train/loss is nan at step 1 (epoch 1): " in proc.stderr  # epochs from 1
     assert (run_dir / "FAILED").is_file()
     assert not (run_dir / "checkpoints" / "best.ckpt").exists()
 
@@ -308,11 +306,11 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("seeds", "said"),
     [
-        ("1,01", "seed=01): hydra.sweep.subdir='seed=01' is invalid: job #0 has the same config: a seed or cell twice"),
+        ("1,01", "seed=01): hydra.sweep.subdir='seed=01' is invalid: job 1 has the same config: a seed or cell twice"),
         # both named by what varies (nothing): was "job='job' is invalid"
         (
             "0,0",
-            "seed=0): hydra.sweep.subdir='job' is invalid: job #0 has the same overrides and folder: a value given",
+            "seed=0): hydra.sweep.subdir='job' is invalid: job 1 has the same overrides and folder: a value given",
         ),
     ],
 )
@@ -322,7 +320,7 @@ def test_a_sweep_of_one_config_twice_is_refused(tmp_path: Path, seeds: str, said
     proc = run_train("-m", *TINY, f"seed={seeds}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 1
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: job #1 (") and said in line
+    assert line.startswith("error: job 2 (") and said in line
     assert not sweep.exists()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from attnlab import report
+from attnlab import report, run_folder
 from attnlab.board import cell_series
 from attnlab.errors import ConfigError
 from attnlab.report import write_report
@@ -358,6 +358,9 @@ def test_the_interval_is_over_the_sequences_the_test_scored(tmp_path: Path) -> N
     with (tmp_path / "results.csv").open() as f:
         got = [(r["n_test"], r["verdict"], round(float(r["ci_low"]), 3)) for r in csv.DictReader(f)]
     assert got == [("64", "inconclusive", 0.441)] * 2
+    summary = (tmp_path / "summary.md").read_text()  # what the table's intervals are over, said beside them
+    assert "data.n_test=1024; `epochs`" in summary and "2 of the jobs' tests scored fewer than data.n_test" in summary
+    assert "0: 0.562 [0.441, 0.677] of 64<br>1: 0.562 [0.441, 0.677] of 64" in summary
 
 
 def test_jobs_that_saved_no_checkpoint_are_said_to_report_their_final_weights(tmp_path: Path) -> None:
@@ -393,6 +396,23 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
     cells = dict(zip(header, row, strict=True))
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
+
+
+def test_jobs_a_broken_launcher_never_started_say_why_once(tmp_path: Path, capsys) -> None:
+    """sbatch failing (no cluster): summary.md listed the jobs as `not started` with no reason."""
+    from attnlab.sweep_record import write_jobs
+
+    sweep = tmp_path / "sweep"
+    add_job(sweep, "s0", ["data=halfswap", "seed=0"], 1.0)
+    write_jobs(sweep, [["data=halfswap", f"seed={s}"] for s in (0, 1, 2)], ["s0", "s1", "s2"])
+    why = "FailedJobError: sbatch: fatal: Could not establish a configuration source"
+    assert report.conclude(sweep, 1, 0.0, why) == 1
+    rows = [row for row in rows_of((sweep / "summary.md").read_text()) if row[0] in ("`s1`", "`s2`")]
+    assert rows == [[f"`s{i}`", "not started", f"the launcher stopped before it started: {why}"] for i in (1, 2)]
+    err = capsys.readouterr().err.splitlines()
+    assert "[attnlab] not started: s1" in err and "[attnlab] not started: s2" in err, err  # (the reason: said once)
+    command = run_folder.continue_command(sweep, sweep=True)
+    assert err[-1] == f"[attnlab] continue with: {command}"
 
 
 def test_a_verdict_counts_the_seeds_planned_that_never_started(tmp_path: Path, capsys) -> None:

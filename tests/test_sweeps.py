@@ -421,7 +421,7 @@ def test_what_only_the_command_line_shows_is_checked_for_each_job(tmp_path: Path
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and said in last  # a job's value: the first job that gives it, named
-    assert last.startswith("error: job #") == ("hydra.launcher" not in given)
+    assert last.startswith("error: job ") == ("hydra.launcher" not in given)
     assert not sweep.exists()
 
 

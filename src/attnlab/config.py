@@ -546,7 +546,10 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
     report reads every job's)."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise ConfigError("run_dir", str(run_dir), f"not a run folder: {path} does not exist")
+        why = f"not a run folder: {path} does not exist"
+        if (Path(run_dir) / "multirun.yaml").is_file():
+            why += "; it is a sweep's folder: give one of its job folders"
+        raise ConfigError("run_dir", str(run_dir), why)
     try:
         check_no_aliases(text := path.read_text())
         record = yaml.load(text, Loader=RecordLoader)

@@ -119,6 +119,10 @@ def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
         print(f"[attnlab] job {job.num + 1}/{len(sweep_of(out)) or '?'} started: {out}", flush=True)
 
 
+# metrics.json's `ended_by` -> the setting that ended training before trainer.max_epochs
+ENDED_BY = {"early_stop": "early_stop.patience", "max_steps": "trainer.max_steps", "timer": "trainer.max_time"}
+
+
 @rank_zero_only
 def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
     """The tested checkpoint's scores and which it is; a sweep job's line has the sweep's progress (k/N done)."""
@@ -126,6 +130,8 @@ def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | 
     shown = ", ".join(f"{n} {metrics[k]:.4f}" for k, n in names.items() if metrics.get(k) is not None)
     tested = metrics["tested_checkpoint"]
     which = f"tested epoch {tested['epoch']} of {metrics['epochs']}" if tested["file"] else "final weights"
+    if job is None and tested["file"] and metrics["ended_by"] != "max_epochs":  # a budget may cut an epoch short
+        which += f"; {ENDED_BY.get(metrics['ended_by'], 'a callback')} ended it at step {metrics['global_step']}"
     if job is None:
         print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
         if sweep_of(out):  # a sweep's job, resumed on its own: the sweep's tables are older than its results

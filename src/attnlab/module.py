@@ -71,7 +71,7 @@ class LitClassifier(pl.LightningModule):
     def check_finite(self, loss: Tensor, stage: str) -> None:
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"{stage}/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}): "
+                f"{stage}/loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch + 1}): "
                 "lower optim.lr or set trainer.gradient_clip_val"
             )
 

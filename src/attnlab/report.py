@@ -270,6 +270,11 @@ def score(x: dict[str, Any], acc: str = "acc") -> str:
     return f"{x[acc]:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}]"
 
 
+def cut_test(row: dict[str, Any]) -> str:
+    """` of <n>` where a finished job's test scored fewer sequences than its data.n_test, else ""."""
+    return f" of {row['n_test']}" if row["n_test"] != row["settings"]["data.n_test"] else ""
+
+
 def budget_line(rows: Rows, keys: list[str]) -> str:
     """The budget shared by every job (keys that vary are columns of the table instead)."""
     budget = ("data.n_train", "data.batch_size", "trainer.max_epochs", "early_stop.patience", "early_stop.min_delta",
@@ -301,6 +306,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     final_note = f" {final} of the jobs saved no checkpoint (no validation ran; fast_dev_run): final weights."
     started = sum(bool(r.get("started_from")) for r in rows)  # runs from another run's checkpoint (ckpt_path)
     later = f"; {started} of the jobs started from another run's checkpoint and count on from it" if started else ""
+    if cut := sum(r["status"] == "ok" and bool(cut_test(r)) for r in rows):  # the interval is over what was scored
+        later += f"; {cut} of the jobs' tests scored fewer than data.n_test (trainer.limit_test_batches): `of n`"
     lines = [
         f"# Sweep summary: `{printable(sweep_dir)}`",
         "",
@@ -326,7 +333,7 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
         entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
         acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
         spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
-        seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
+        seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" + cut_test(r) for r in group)
         called = verdict(group, planned[setting])
         body.append([*setting, len(group), acc, seeds, shuffled, called, *spans, entropy_cell])
     lines += markdown_table([*header, "epochs", "steps", "attn entropy (log L)"], body)
@@ -489,7 +496,8 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
     return cells
 
 
-def write_report(sweep_dir: str | Path) -> Rows:
+def write_report(sweep_dir: str | Path, not_started: str = "") -> Rows:
+    """`not_started`: why the sweep's jobs not started were not (its launcher's failure), for their rows."""
     sweep_dir = Path(sweep_dir)
     # what it writes and every job file it reads (FAILED, metrics.json, .hydra/config.yaml) stay inside
     run_folder.check_no_links_out(sweep_dir, "sweep", depth=2)
@@ -498,6 +506,9 @@ def write_report(sweep_dir: str | Path) -> Rows:
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/config.yaml) under {sweep_dir}")
+    for row in rows:
+        if row["status"] == "not started" and not_started:
+            row["error"] = not_started
     keys = varying(rows)
     extra = [k for k in keys if k not in COLUMNS]  # any other key the sweep varies: a column of its own
     columns = ["job", "status", *COLUMNS.values(), *extra, "seed", *BUDGET, *METRICS, *VERDICT, *DIAGNOSTICS]
@@ -539,13 +550,14 @@ def write_report(sweep_dir: str | Path) -> Rows:
     return rows
 
 
-def conclude(sweep_dir: Path, code: int, began: float) -> int:
+def conclude(sweep_dir: Path, code: int, began: float, launcher_error: str = "") -> int:
     """The end of a sweep, however it ended: the report, the verdicts, how many jobs finished and how to continue
-    the others; the exit code: `code` (a signal's, the launcher's) where set, else 0 only when all finished."""
+    the others; the exit code: `code` (a signal's, the launcher's) where set, else 0 only when all finished.
+    `launcher_error`: the launcher's failure, one line (the jobs it did not start: not started by it)."""
     from attnlab.timing import process_seconds  # here: it imports Lightning, which scripts/report.py needs not
 
     try:
-        rows = write_report(sweep_dir)
+        rows = write_report(sweep_dir, launcher_error and f"the launcher stopped before it started: {launcher_error}")
     except Exception as e:  # the report must not hide the outcome: say so, and fail
         print(f"error: the report could not be written: {type(e).__name__}: {e}", file=sys.stderr)
         return code or 1
@@ -571,9 +583,8 @@ def conclude(sweep_dir: Path, code: int, began: float) -> int:
         flush=True,
     )
     for r in bad:
-        print(
-            f"[attnlab] {r['status']}: {printable(r['job'])} {printable(r.get('error', ''))}".rstrip(), file=sys.stderr
-        )
+        said = "" if launcher_error and r["status"] == "not started" else r.get("error", "")  # (said once, above)
+        print(f"[attnlab] {r['status']}: {printable(r['job'])} {printable(said)}".rstrip(), file=sys.stderr)
     for r in rows:
         if r.get("note"):
             print(f"[attnlab] note: {printable(r['job'])}: {printable(r['note'])}", file=sys.stderr)

@@ -288,7 +288,8 @@ def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> 
         if k not in (*RESUMABLE, *IGNORED_ON_RESUME) and canonical(a.get(k)) != canonical(b.get(k))
     ]
     if changed:
-        why = f"would change {', '.join(changed)}, which the checkpoints depend on; only {', '.join(RESUMABLE)} may"
+        may = ", ".join("+trainer.max_steps" if k == "trainer.max_steps" else k for k in RESUMABLE)  # (not a field)
+        why = f"would change {', '.join(changed)}, which the checkpoints depend on; only {may} may"
         raise ConfigError("resume", str(folder), f"{why} change when resuming")
 
 
@@ -345,6 +346,10 @@ def saved_overrides(folder: Path, sweep: bool) -> list[str]:
     record = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not record.is_file():
         why = f"not a {'sweep' if sweep else 'run'} folder ({record} does not exist)"
+        if sweep and run_folder.holds_run(folder):
+            why += "; it is a run's folder: resume it without -m"
+        elif not sweep and (folder / "multirun.yaml").is_file():
+            why += "; it is a sweep's folder: add -m to continue the sweep, or resume one of its job folders"
         raise ConfigError("resume", str(folder), why)
     try:  # unresolved: an interpolation in a record is seen (and refused), never run
         check_no_aliases(text := record.read_text())
@@ -447,8 +452,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     where = f"{dir_key}={hydra_quote(str(folder))}"
-    overrides = {item.split("=", 1)[0].lstrip("+~"): item for item in [*saved, *now, "resume=true", where]}
-    return [argv[0], *flags, *overrides.values()]  # one per key, the last given
+    overrides: dict[str, str] = {}  # one per key, the last given
+    for item in [*saved, *now, "resume=true", where]:
+        key = item.split("=", 1)[0]
+        if overrides.get(key.lstrip("+~"), "").startswith("+") and not key.startswith(("+", "~")):
+            item = f"+{item}"  # a new value for a key the run added (+trainer.max_steps): added again, with it
+        overrides[key.lstrip("+~")] = item
+    return [argv[0], *flags, *overrides.values()]
 
 
 def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: bool) -> None:
@@ -483,13 +493,14 @@ def preflight(config: Any) -> Path:
     if run_folder.secondary_process():
         return wanted
     start = plan(c, wanted, recorded=True)
-    if params := config.hydra.sweeper.get("params"):  # experiment=limitations without -m: one job, said so
+    if (params := config.hydra.sweeper.get("params")) and not c["resume"]:  # experiment=... without -m: one job
         print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
     finished = start.own and run_folder.status(wanted)[0] == "ok"
     # (a re-test would only rewrite its record)
     if finished and (spent := start.spent or recorded_spent(wanted, c)):
-        why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger budget to train on"
+        ended = re.search(r"(\w+\.\w+)=", spent)[1]  # type: ignore[index]  # the setting named: what to raise
+        why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger {ended} to train on"
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)

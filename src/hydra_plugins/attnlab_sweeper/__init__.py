@@ -198,18 +198,18 @@ class AttnlabSweeper(Sweeper):
             folders: dict[str, int] = {}
             configs: dict[str, int] = {}  # each job's resolved config: two jobs of one config would count twice
             for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
-                refused = f"job #{num} ({' '.join(overrides)}): "
+                refused = f"job {num + 1} ({' '.join(overrides)}): "  # counted from 1, as the console counts
                 check_overrides(overrides)
                 c, folder = composer.compose(overrides, None if own_subdir else name)
                 c["output_dir"] = str(sweep_dir / folder)
                 run_folder.check_name(folder, "hydra.sweep.subdir")
                 validate(c)
                 if folder in folders:  # (`seed=0,0`: both jobs named by what varies: nothing)
-                    why = f"job #{folders[folder]} has the same overrides and folder: a value given twice"
+                    why = f"job {folders[folder] + 1} has the same overrides and folder: a value given twice"
                     raise ConfigError("hydra.sweep.subdir", folder, why)
                 same = canonical({k: v for k, v in c.items() if k != "output_dir"})
                 if same in configs:
-                    why = f"job #{configs[same]} has the same config: a seed or cell twice"
+                    why = f"job {configs[same] + 1} has the same config: a seed or cell twice"
                     raise ConfigError("hydra.sweep.subdir", folder, why)
                 start = resume.plan(c, sweep_dir / folder, recorded=True)
                 if not (self.resuming and finished(sweep_dir / folder)):  # (a finished job is kept as it is)
@@ -252,22 +252,27 @@ class AttnlabSweeper(Sweeper):
             # (a budget given to the continuation is for the jobs it runs)
             further = "; a larger budget for one: python scripts/train.py resume=<its folder> ..."
             kept = f" ({sum(done)} finished before, kept as they are{further})" if any(done) else ""
+            if all(done):  # then a budget given now changes no job: said, not silently dropped
+                kept = f" (every job had finished: nothing to run, a budget given now changes none{further})"
             print(f"[attnlab] sweep of {len(jobs)} jobs in {sweep_dir}{kept}", flush=True)
-            code = 0
+            code, launcher_error = 0, ""
             try:
                 if todo:
                     self.launcher.launch(todo, initial_job_idx=sum(done))
             except Interrupted as e:  # the running job has saved its checkpoint (or the signal came between jobs)
                 code = e.exit_code
             except Exception as e:  # the launcher itself broke (e.g. a worker was killed): report all the same
-                print(f"error: the launcher stopped: {type(e).__name__}: {e}", file=sys.stderr)
+                # one line: the tool's fatal one where it gave several (sbatch: errors, then what stopped it)
+                lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+                launcher_error = f"{type(e).__name__}: {next((x for x in lines if 'fatal' in x), lines[0])}"
+                print(f"error: the launcher stopped: {printable(launcher_error)}", file=sys.stderr)
                 code = 1
             if code == 0 and errors.pending_signal is not None:  # raised where Python ignored it (`on_signal`)
                 code = 128 + errors.pending_signal
             self.deferred = -1  # a signal from here on waits until the report is written
             from attnlab.report import conclude
 
-            code = conclude(sweep_dir, code, began)
+            code = conclude(sweep_dir, code, began, launcher_error)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
