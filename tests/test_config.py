@@ -143,6 +143,8 @@ BAD = [
     (["+trainer.min_epochs=5", "trainer.max_epochs=2"], "trainer.min_epochs=5 is invalid: must be <= trainer.max_epo"),
     (["+trainer.num_sanity_val_steps=-5"], "trainer.num_sanity_val_steps=-5 is invalid: must be an integer >= -1"),
     (["trainer.precision=16", "trainer.accelerator=cpu"], "trainer.precision='16' is invalid: 16-bit mixed precision"),
+    # its processes' training does not come back to the run's: metrics.json recorded 0 epochs and the final weights
+    (["trainer.strategy=ddp_spawn"], "trainer.strategy='ddp_spawn' is invalid: trains in processes whose record of"),
     # a resolver's value: the run would train, and its record then be refused by resume and evaluate
     (["logger.project=${oc.env:HOME}"], "logger.project='${oc.env:HOME}' is invalid: ${oc.env:HOME}... would run"),
     (["progress=rich", "trainer.enable_progress_bar=false"], "progress='rich' is invalid: shows nothing with trainer"),

@@ -773,6 +773,18 @@ def test_jobs_json_cannot_send_a_job_outside_its_sweep(cli_sweep: Path, tmp_path
         collect(sweep)
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("trainer.max_steps=3", "+trainer.max_steps=3"), ("++trainer.max_steps=3", "++trainer.max_steps=3"),
+     ("~trainer.max_steps", None)],
+)  # fmt: skip
+def test_a_key_the_sweep_added_takes_a_new_value_or_goes_on_resume(cli_sweep: Path, given: str, expected) -> None:
+    """The sweep was started with +trainer.max_steps=1: `trainer.max_steps=3` failed in Hydra ("Could not
+    override ... use +trainer.max_steps"), `~trainer.max_steps` with "does not exist" (the `+` had been dropped)."""
+    argv = resume.resume_argv([str(ROOT / "scripts" / "train.py"), "-m", f"resume={cli_sweep}", given])
+    assert [a for a in argv if "trainer.max_steps" in a] == ([expected] if expected else [])
+
+
 def test_a_folder_of_the_other_kind_is_refused_saying_which_it_is(cli_run: Path, cli_sweep: Path, capsys) -> None:
     """A sweep resumed without -m, a run with it, a sweep evaluated, a run reported: each refusal said only
     "not a run/sweep folder", not what the folder is and what to do with it."""
@@ -857,25 +869,34 @@ def test_a_continued_sweep_runs_the_jobs_it_planned(cli_sweep: Path, tmp_path: P
     assert folder_bytes(sweep) == before
 
 
-@pytest.mark.parametrize("longer", ["12", "-1"])
-def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, longer: str) -> None:
+@pytest.mark.parametrize(("longer", "precision"), [("12", "32-true"), ("-1", "32-true"), ("-1", "64-true")])
+def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, longer: str, precision: str) -> None:
     """+trainer.max_steps=6 stops two steps into the second epoch (4 steps each). The checkpoint saved there said
     the epoch was done: a resume with a longer budget started the third epoch (and skipped two of its batches),
     or under max_steps finished the second and counted it twice: "3 epochs" at step 10 or 8, where 12 were due.
-    The resume trains the rest of the epoch: the same run, history included, as one never cut."""
+    The resume trains the rest of the epoch: the same run, history included, as one never cut. (64-true: the
+    diagnostics fed the model float32 inputs and failed the run; a resume's weights passed through float32.)"""
+    args = [*TINY, "trainer.max_epochs=3", f"trainer.precision={precision}", "diagnostics=true"]
     whole = tmp_path / "whole"
-    train(compose_train(whole, *TINY, "trainer.max_epochs=3"))
+    train(compose_train(whole, *args))
     run = tmp_path / "run"
-    cfg = compose_train(run, *TINY, "trainer.max_epochs=3", "+trainer.max_steps=6")
+    cfg = compose_train(run, *args, "+trainer.max_steps=6")
     cut = train(cfg)
     assert (cut["epochs"], cut["global_step"], cut["ended_by"]) == (2, 6, "max_steps")
     assert len(cut["history"]["train/acc"]) == 2  # the cut run's record: its second epoch's train/acc so far
     with pytest.raises(ConfigError, match=INSIDE):
-        train(compose_train(tmp_path / "new", *TINY, "trainer.max_epochs=3", f"ckpt_path={run}/checkpoints/last.ckpt"))
+        train(compose_train(tmp_path / "new", *args, f"ckpt_path={run}/checkpoints/last.ckpt"))
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    train(compose_train(run, *TINY, "trainer.max_epochs=3", f"+trainer.max_steps={longer}", "resume=true"))
+    train(compose_train(run, *args, f"+trainer.max_steps={longer}", "resume=true"))
     assert_same_run(whole, run)
+
+
+def test_budgets_that_run_out_at_one_step_are_recorded_as_the_epochs(tmp_path: Path) -> None:
+    """max_epochs=2 and max_steps=8 (4 steps an epoch) end at the same step: the record said max_steps, the closing
+    line "trainer.max_steps ended it", while a resume given more steps was refused for its epochs."""
+    metrics = train(compose_train(tmp_path / "run", *TINY, "trainer.max_epochs=2", "+trainer.max_steps=8"))
+    assert (metrics["ended_by"], metrics["epochs"], metrics["global_step"]) == ("max_epochs", 2, 8)
 
 
 def test_a_cut_run_stopped_in_its_test_is_tested_again_with_the_same_record(tmp_path: Path) -> None:

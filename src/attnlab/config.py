@@ -469,6 +469,11 @@ def validate(c: dict[str, Any]) -> None:
     if c["progress"] != "auto" and not trainer["enable_progress_bar"]:  # (no bar: the choice would do nothing)
         why = "shows nothing with trainer.enable_progress_bar=false: give one of them"
         raise ConfigError("progress", c["progress"], why)
+    # ddp_spawn, ddp_fork, ddp_notebook: the training runs in processes started for it, and what they trained (the
+    # steps, the history, the tested checkpoint) does not come back to this one, which would record none of it
+    if re.search(r"spawn|fork|notebook", str(trainer["strategy"])):
+        why = "trains in processes whose record of the training does not come back to the run's: use ddp"
+        raise ConfigError("trainer.strategy", trainer["strategy"], why)
     # Lightning runs 16-bit mixed precision on a CPU as bf16-mixed, with a warning: the record would say 16
     on_cpu = trainer["accelerator"] == "cpu" or (trainer["accelerator"] == "auto" and not torch.cuda.is_available())
     if on_cpu and str(trainer["precision"]) in ("16", "16-mixed"):

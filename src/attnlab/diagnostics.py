@@ -232,7 +232,8 @@ class AttentionDiagnostics(pl.Callback):
         self.grad_norms = [torch.tensor(norm) for norm in state_dict.get("grad_norms", [])]
 
     def stats(self, pl_module: pl.LightningModule, n: int = STAT_EXAMPLES) -> dict[str, Tensor]:
-        return attention_stats(pl_module.net.forward_with_weights(self.examples[1][:n])[1])
+        x = self.examples[1][:n].to(pl_module.device, pl_module.dtype)  # (trainer.precision=64-true: doubles)
+        return attention_stats(pl_module.net.forward_with_weights(x)[1])
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
@@ -244,7 +245,7 @@ class AttentionDiagnostics(pl.Callback):
         # sets beside the test accuracy come from the same weights.
         if self.examples is not None:
             self.tested = {name: float(value) for name, value in self.stats(pl_module).items()}
-            self.log_figures(trainer, pl_module, self.examples[0])
+            self.log_figures(trainer, pl_module, self.examples[0].to(pl_module.device, pl_module.dtype))
 
     @torch.no_grad()
     def on_validation_batch_end(

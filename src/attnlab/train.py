@@ -268,7 +268,9 @@ def ended_by(trainer: pl.Trainer) -> str:
     if any(callback.wait_count >= callback.patience for callback in trainer.early_stopping_callbacks):
         return "early_stop"
     if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
-        return "max_steps"
+        # unless every epoch's steps were trained: both budgets ran out at once, and the epochs are what to raise
+        steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)  # an epoch's optimizer steps
+        return "max_epochs" if trainer.global_step >= trainer.max_epochs * steps else "max_steps"
     # the timer first: one that cut the last epoch short leaves current_epoch at max_epochs all the same
     if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
         return "timer"
