@@ -398,6 +398,18 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
 
 
+def test_values_equal_in_python_but_not_to_lightning_are_cells_of_their_own(tmp_path: Path) -> None:
+    """`+trainer.limit_test_batches=1,1.0` (one test batch against all of them): 1 == 1.0 made one cell of four
+    seeds, each seed listed twice, with one mean over both settings."""
+    for value in ("1", "1.0"):
+        for seed in (0, 1):
+            add_job(tmp_path, f"{value}-s{seed}", [f"+trainer.limit_test_batches={value}", f"seed={seed}"], 0.5)
+    write_report(tmp_path)
+    header, *rows = rows_of((tmp_path / "summary.md").read_text())
+    cells = [dict(zip(header, row, strict=False)) for row in rows if len(row) == len(header)]
+    assert [(c["trainer.limit_test_batches"], c["n"]) for c in cells] == [("1", "2"), ("1.0", "2")], cells
+
+
 def test_jobs_a_broken_launcher_never_started_say_why_once(tmp_path: Path, capsys) -> None:
     """sbatch failing (no cluster): summary.md listed the jobs as `not started` with no reason."""
     from attnlab.sweep_record import write_jobs

@@ -216,13 +216,27 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
     return dict(sorted(groups.items(), key=lambda kv: tuple(map(rank, keys, kv[0]))))
 
 
-def setting_of(row: dict[str, Any], keys: list[str]) -> tuple:
-    return tuple(json.dumps(v) if isinstance(v, list | dict) else v for v in map(row["settings"].get, keys))
+class Setting(tuple):
+    """A cell's values of the keys that vary, equal when equal as JSON: to a tuple 1, 1.0 and true are one value,
+    to Lightning two or three (`+trainer.limit_test_batches=1,1.0`: one batch, all of them)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, tuple) and canonical(list(self)) == canonical(list(other))
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(canonical(list(self)))
+
+
+def setting_of(row: dict[str, Any], keys: list[str]) -> Setting:
+    return Setting(json.dumps(v) if isinstance(v, list | dict) else v for v in map(row["settings"].get, keys))
 
 
 def telling_apart(keys: list[str], groups: dict[tuple, Any]) -> list[int]:
     """The positions of `keys` whose values differ between the groups (all where none does): what names a cell."""
-    return [i for i in range(len(keys)) if len({s[i] for s in groups}) > 1] or list(range(len(keys)))
+    return [i for i in range(len(keys)) if len({canonical(s[i]) for s in groups}) > 1] or list(range(len(keys)))
 
 
 def values(group: Rows, metric: str) -> list[float]:
