@@ -894,9 +894,45 @@ def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, l
 
 def test_budgets_that_run_out_at_one_step_are_recorded_as_the_epochs(tmp_path: Path) -> None:
     """max_epochs=2 and max_steps=8 (4 steps an epoch) end at the same step: the record said max_steps, the closing
-    line "trainer.max_steps ended it", while a resume given more steps was refused for its epochs."""
+    line "trainer.max_steps ended it", while a resume given more steps was refused for its epochs. A run from
+    another's checkpoint (8 steps an epoch) counts from there: step 14 of its third epoch is a cut."""
     metrics = train(compose_train(tmp_path / "run", *TINY, "trainer.max_epochs=2", "+trainer.max_steps=8"))
     assert (metrics["ended_by"], metrics["epochs"], metrics["global_step"]) == ("max_epochs", 2, 8)
+    train(compose_train(tmp_path / "source", *TINY, "data.n_train=512"))  # 1 epoch of 8 steps
+    args = [*TINY, f"ckpt_path={tmp_path / 'source' / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3"]
+    run = tmp_path / "from"
+    cfg = compose_train(run, *args)
+    with pytest.raises(Interrupted):  # at step 13, inside its third epoch (steps 13-16)
+        train(cfg, extra_callbacks=[StopAtStep(13)])
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    metrics = train(compose_train(run, *args, "+trainer.max_steps=14", "resume=true"))  # (14 >= 3 epochs x 4)
+    assert (metrics["ended_by"], metrics["global_step"]) == ("max_steps", 14)
+
+
+class StopAtStep(pl.Callback):
+    """SIGTERM to this process once training reaches `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_run_both_of_whose_budgets_ran_out_is_told_how_to_train_on(tmp_path: Path) -> None:
+    """Refused for its max_steps, it was told "give a larger trainer.max_steps", which a resume from an epoch's end
+    refuses in turn (Lightning would train no step): +trainer.max_steps=-1 is what trains on."""
+    run = tmp_path / "run"
+    proc = run_train(*TINY, "trainer.max_epochs=2", "+trainer.max_steps=8", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_train(f"resume={run}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "give +trainer.max_steps=-1 and the epochs in trainer.max_epochs to train on"
+    ), proc.stderr[-2000:]
+    proc = run_train(f"resume={run}", "trainer.max_epochs=3", "+trainer.max_steps=-1", cwd=tmp_path)
+    assert proc.returncode == 0 and read_metrics(run)["global_step"] == 12, proc.stderr[-2000:]
 
 
 def test_a_cut_run_stopped_in_its_test_is_tested_again_with_the_same_record(tmp_path: Path) -> None:

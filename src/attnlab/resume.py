@@ -504,7 +504,13 @@ def preflight(config: Any) -> Path:
     # (a re-test would only rewrite its record)
     if finished and (spent := start.spent or recorded_spent(wanted, c)):
         ended = re.search(r"(\w+\.\w+)=", spent)[1]  # type: ignore[index]  # the setting named: what to raise
-        why = f"has finished ({spent}) and was tested: nothing is left to do; give a larger {ended} to train on"
+        more = f"a larger {ended}"
+        if ended == "trainer.max_steps":  # at an epoch's end a larger one would be refused (`steps_restart`)
+            from attnlab.checkpoints import read_checkpoint
+
+            if not inside_epoch(read_checkpoint(start.checkpoint, "resume")):  # type: ignore[arg-type]
+                more = "+trainer.max_steps=-1 and the epochs in trainer.max_epochs"
+        why = f"has finished ({spent}) and was tested: nothing is left to do; give {more} to train on"
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)

@@ -269,8 +269,11 @@ def ended_by(trainer: pl.Trainer) -> str:
         return "early_stop"
     if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
         # unless every epoch's steps were trained: both budgets ran out at once, and the epochs are what to raise
+        # (counted from where a run from another's checkpoint started: its epochs may have had other lengths)
+        start = trainer.lightning_module.started_from or {"epoch": 0, "global_step": 0}
         steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)  # an epoch's optimizer steps
-        return "max_epochs" if trainer.global_step >= trainer.max_epochs * steps else "max_steps"
+        whole = trainer.global_step - start["global_step"] >= (trainer.max_epochs - start["epoch"]) * steps
+        return "max_epochs" if whole else "max_steps"
     # the timer first: one that cut the last epoch short leaves current_epoch at max_epochs all the same
     if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
         return "timer"
