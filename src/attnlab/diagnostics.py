@@ -218,6 +218,7 @@ class AttentionDiagnostics(pl.Callback):
             rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")
         else:
             first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
+            x = x.to(pl_module.device, pl_module.dtype)  # as the model now is (trainer.precision=64-true: doubles)
             self.examples = x[first_of_class], x[:n_stat]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
@@ -232,8 +233,7 @@ class AttentionDiagnostics(pl.Callback):
         self.grad_norms = [torch.tensor(norm) for norm in state_dict.get("grad_norms", [])]
 
     def stats(self, pl_module: pl.LightningModule, n: int = STAT_EXAMPLES) -> dict[str, Tensor]:
-        x = self.examples[1][:n].to(pl_module.device, pl_module.dtype)  # (trainer.precision=64-true: doubles)
-        return attention_stats(pl_module.net.forward_with_weights(x)[1])
+        return attention_stats(pl_module.net.forward_with_weights(self.examples[1][:n])[1])
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.shuffled = accuracy_metric(pl_module.net.head.out_features).to(pl_module.device)
@@ -245,7 +245,7 @@ class AttentionDiagnostics(pl.Callback):
         # sets beside the test accuracy come from the same weights.
         if self.examples is not None:
             self.tested = {name: float(value) for name, value in self.stats(pl_module).items()}
-            self.log_figures(trainer, pl_module, self.examples[0].to(pl_module.device, pl_module.dtype))
+            self.log_figures(trainer, pl_module, self.examples[0])
 
     @torch.no_grad()
     def on_validation_batch_end(

@@ -70,6 +70,7 @@ class Plan(NamedTuple):
     spent: str = ""  # why a resume from it would train nothing more under this config ("" if it would train)
     note: str = ""  # another run's checkpoint trained on other data: what differs (`other_data`)
     stuck: ConfigError | None = None  # training from it would go wrong (`steps_restart`): raised where it would train
+    inside: bool = False  # the checkpoint was saved inside its epoch (`inside_epoch`)
 
     def check_trains(self) -> None:
         if self.stuck is not None:
@@ -119,7 +120,8 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         why = f"{path.name} is at step {step}; a resume may lengthen the budget, not cut it"
         raise ConfigError("trainer.max_steps", max_steps, why)
     spent = spent_budget(ckpt, c, epoch, step)
-    return Plan(path, epoch, step, own=True, spent=spent, stuck=None if spent else steps_restart(c, ckpt, path))
+    stuck = None if spent else steps_restart(c, ckpt, path)
+    return Plan(path, epoch, step, own=True, spent=spent, stuck=stuck, inside=inside_epoch(ckpt))
 
 
 def steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> ConfigError | None:
@@ -505,11 +507,8 @@ def preflight(config: Any) -> Path:
     if finished and (spent := start.spent or recorded_spent(wanted, c)):
         ended = re.search(r"(\w+\.\w+)=", spent)[1]  # type: ignore[index]  # the setting named: what to raise
         more = f"a larger {ended}"
-        if ended == "trainer.max_steps":  # at an epoch's end a larger one would be refused (`steps_restart`)
-            from attnlab.checkpoints import read_checkpoint
-
-            if not inside_epoch(read_checkpoint(start.checkpoint, "resume")):  # type: ignore[arg-type]
-                more = "+trainer.max_steps=-1 and the epochs in trainer.max_epochs"
+        if ended == "trainer.max_steps" and not start.inside:  # at an epoch's end a larger one is refused in turn
+            more = "+trainer.max_steps=-1 and the epochs in trainer.max_epochs"  # (`steps_restart`)
         why = f"has finished ({spent}) and was tested: nothing is left to do; give {more} to train on"
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()
