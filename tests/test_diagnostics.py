@@ -115,7 +115,8 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
         )
 
     first, second = net(0), net(1)
-    x0, x1 = torch.rand(2, 6, 1) * 2, torch.rand(2, 6, 1)
+    x0, x1 = torch.rand(2, 6, 1) * 2, torch.rand(2, 6, 1) * 2  # inputs alike: their strips' axes drawn once
+    x0[0, 0, 0] = x1[0, 0, 0] = 1.9
     diagnostics.attention_layout.cache_clear()
     diagnostics.encoding_layout.cache_clear()
     drawn = [attention_figure(first, x0, 0, 0, "first"), encoding_figure(first.pos_enc, 6, "first")]
@@ -123,11 +124,13 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
     assert [pixels(diagnostics.png(fig)) for fig in drawn] == [pixels(p) for p in first_pngs]
     redrawn = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]
     assert [id(fig) for fig in redrawn] == [id(fig) for fig in drawn]  # the same figures, redrawn
-    strips = redrawn[0].axes[:2]  # both inputs on one scale, fitted to this model's inputs (not the first's)
-    low, high = strips[0].get_ylim()
-    assert strips[1].get_ylim() == (low, high) and low <= 0 and float(x1.max()) <= high < 1.2 * float(x1.max())
+    strips = redrawn[0].axes[:2]  # both inputs on one scale: 0 and the inputs, out to the ticks around them
+    assert strips[0].get_ylim() == strips[1].get_ylim() == (0, 2)
     pngs = [drawn_whole(fig) for fig in redrawn]
     assert [pixels(diagnostics.png(fig)) for fig in redrawn] == [pixels(p) for p in pngs]
+    small = attention_figure(second, x1 / 10, 0, 0, "inputs ten times smaller")  # laid out anew, fitted to them
+    assert small is not redrawn[0] and small.axes[0].get_ylim() == pytest.approx((0, 0.2))
+    assert pixels(diagnostics.png(small)) == pixels(drawn_whole(small))
     diagnostics.attention_layout.cache_clear()
     diagnostics.encoding_layout.cache_clear()
     anew = [attention_figure(second, x1, 0, 0, "second"), encoding_figure(second.pos_enc, 6, "second")]

@@ -236,3 +236,22 @@ def test_the_optimiser_is_fused_adam_and_steps_as_the_plain_one() -> None:
     assert all(not torch.equal(v, start[k]) for k, v in weights.items() if k.endswith("weight"))  # (all trained)
     for name, value in weights.items():
         torch.testing.assert_close(value, plain.state_dict()[name], atol=1e-6, rtol=1e-5)
+
+
+def test_text_set_on_the_module_is_set_as_nn_module_would() -> None:
+    """LitClassifier sets text and None over a plain attribute without nn.Module's checks (a speed-up: Lightning
+    names each hook on the module); a parameter, buffer or submodule's name keeps nn.Module's handling."""
+    from attnlab.module import LitClassifier
+
+    module = LitClassifier(model_args(), lr=1e-3, weight_decay=0.0)
+    module.note = "a"  # new: through nn.Module
+    module.note = None
+    module.note = "b"  # over a plain attribute: the fast path
+    assert module.note == "b" and "note" in module.__dict__
+    with pytest.raises(TypeError, match="cannot assign 'str' as child module 'net'"):
+        module.net = "x"
+    module.register_buffer("kept", torch.zeros(1))
+    module.kept = None  # nn.Module: a buffer set to None stays registered, as None
+    assert "kept" in module._buffers and module.kept is None and "kept" not in module.__dict__
+    module.weight = torch.nn.Parameter(torch.ones(1))  # a parameter over nothing plain: registered
+    assert "weight" in dict(module.named_parameters())

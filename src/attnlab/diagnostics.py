@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from matplotlib import rc_context
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,11 +47,10 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
-    fig, strips, heats = attention_layout(weights.shape[-1], prefix=weights.shape[-1] - x.shape[1])
+    inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel
+    fig, strips, heats = attention_layout(weights.shape[-1], weights.shape[-1] - x.shape[1], strip_limits(inputs))
     for i, name in enumerate(CLASS_NAMES):
-        strips[i].patches[0].set_data(values=x[i, :, 0].float().cpu().numpy())
-        strips[i].relim()
-        strips[i].autoscale_view(scalex=False)
+        strips[i].patches[0].set_data(values=inputs[i])
         strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
         heats[i].images[0].set_data(weights[i])
         heats[i].images[0].set_clim(0, top)
@@ -58,16 +58,29 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     return fig
 
 
+def strip_limits(inputs: np.ndarray) -> tuple[float, float]:
+    """The input strips' value range: 0 and the inputs, out to the ticks around them. Inputs alike (a task's) get
+    the same range, and the strips' axes are drawn once (`attention_layout`): redrawing them was a third of a
+    figure's cost."""
+    finite = inputs[np.isfinite(inputs)]  # (a diverged input's NaN is left out, as matplotlib leaves it out)
+    low, high = float(np.min(finite, initial=0)), float(np.max(finite, initial=0))
+    ticks = MaxNLocator(4).tick_values(low, high if high > low else low + 1)  # (all zeros: 0 to 1)
+    return float(ticks[0]), float(ticks[-1])
+
+
 # Laid out once per process and shape, each later call replacing the data: axes, ticks and labels are half the cost.
 @functools.cache
-def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[Any]]:
-    """The attention figure's axes for `length` key positions (the first `prefix` without an input); what each
-    call changes is listed in REDRAWN."""
+def attention_layout(length: int, prefix: int, limits: tuple[float, float]) -> tuple[Figure, list[Any], list[Any]]:
+    """The attention figure's axes for `length` key positions (the first `prefix` without an input), the input
+    strips over `limits`; what each call changes is listed in REDRAWN."""
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
-    strips, heats = [fig.add_subplot(grid[0, i]) for i in range(2)], [fig.add_subplot(grid[1, i]) for i in range(2)]
+    with rc_context({"axes.titley": 1.0}):  # the strips' titles at their top: a draw would place a hidden one afar
+        strips = [fig.add_subplot(grid[0, i]) for i in range(2)]
+    heats = [fig.add_subplot(grid[1, i]) for i in range(2)]
     edges = np.arange(prefix, length + 1) - 0.5  # one step per key position that has an input
     strips[1].sharey(strips[0])  # both inputs on one scale; the right-hand axes repeat the left's ticks unlabelled
+    strips[0].set_ylim(limits)
     for strip, heat in zip(strips, heats, strict=True):
         strip.stairs(np.zeros(length - prefix), edges, fill=True, color="tab:gray")
         strip.tick_params(labelbottom=False)  # the map below labels the key positions
@@ -83,8 +96,10 @@ def attention_layout(length: int, prefix: int) -> tuple[Figure, list[Any], list[
     beside = heats[1].get_position()
     bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
     fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
-    maps = [artist for heat in heats for artist in (heat.images[0], *heat.spines.values())]  # frames over maps
-    REDRAWN[fig] = [*strips, *maps, bar, fig.suptitle("")]
+    # the inputs, the predictions and the maps, each axes' frame drawn over them
+    drawn = [(strip.patches[0], strip.title) for strip in strips] + [(heat.images[0],) for heat in heats]
+    REDRAWN[fig] = [a for ax, d in zip(strips + heats, drawn, strict=True) for a in (*d, *ax.spines.values())]
+    REDRAWN[fig] += [bar, fig.suptitle("")]
     return fig, strips, heats
 
 
