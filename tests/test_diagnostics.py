@@ -5,6 +5,7 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -138,11 +139,33 @@ def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> N
     assert pngs[0] != first_pngs[0] and pngs[1] != first_pngs[1]
 
 
+@pytest.mark.parametrize(
+    ("inputs", "limits"),
+    [
+        ([0.1, 1.97], (0, 2)),
+        ([0.19, 0.05], (0, 0.2)),
+        ([-0.3, 0.4], (-0.5, 0.5)),
+        ([-0.3, 1.2], (-2, 2)),
+        ([-2, -1], (-2, 0)),
+        ([5.0000001], (0, 10)),
+        ([0, 0], (0, 1)),
+        ([math.nan, 1.5], (0, 2)),
+        ([math.nan], (0, 1)),
+    ],
+)
+def test_the_input_strips_cover_0_and_the_inputs_on_a_few_ranges(inputs: list, limits: tuple) -> None:
+    """Out to 1, 2 or 5 times a power of ten, symmetric about 0 for both signs: a task's inputs share one range
+    (one layout, the strips' axes drawn once), never cut off."""
+    from attnlab.diagnostics import strip_limits
+
+    assert strip_limits(np.array(inputs)) == pytest.approx(limits)
+
+
 @pytest.mark.parametrize("pool", ["max", "cls"])
 def test_the_logged_png_is_the_figure_drawn_whole_after_a_nan_and_under_any_style(pool: str) -> None:
     """diagnostics.png draws what changes over the rest, rendered once: a NaN cell (drawn transparent) must show
-    what a whole draw shows there, not the previous figure's map, and a matplotlibrc's grid or inward ticks must
-    not end up under the maps."""
+    what a whole draw shows there, not the previous figure's map, a matplotlibrc's grid or inward ticks must
+    not end up under the maps, and its title location must not leave the previous prediction in the titles."""
     import matplotlib
 
     from attnlab import diagnostics
@@ -152,11 +175,15 @@ def test_the_logged_png_is_the_figure_drawn_whole_after_a_nan_and_under_any_styl
     )
     diverged = torch.rand(2, 6, 1)
     diverged[1, 2, 0] = float("nan")
-    with matplotlib.rc_context({"axes.grid": True, "xtick.direction": "in", "ytick.direction": "in"}):
+    style = {"axes.grid": True, "xtick.direction": "in", "ytick.direction": "in", "axes.titlelocation": "left"}
+    with matplotlib.rc_context(style):
         diagnostics.attention_layout.cache_clear()
         diagnostics.encoding_layout.cache_clear()
-        for x in (torch.rand(2, 6, 1), diverged):
+        for x, predicted in [(torch.rand(2, 6, 1), 0), (torch.rand(2, 6, 1), 1), (diverged, 0)]:
+            with torch.no_grad():  # the head's bias decides the prediction: the strips' titles change between them
+                net.head.bias.copy_(torch.tensor([10.0, -10.0]) * (1 if predicted == 0 else -1))
             fig = attention_figure(net, x, 0, 0, "title")
+            assert f"(predicted {'AB'[predicted]})" in fig.axes[0].get_title("left")
             assert pixels(diagnostics.png(fig)) == pixels(drawn_whole(fig))
         for nan in (False, True):
             if nan:

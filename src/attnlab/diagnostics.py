@@ -48,10 +48,11 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
     inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel
-    fig, strips, heats = attention_layout(weights.shape[-1], weights.shape[-1] - x.shape[1], strip_limits(inputs))
+    layout = attention_layout(weights.shape[-1], weights.shape[-1] - x.shape[1], strip_limits(inputs))
+    fig, strips, titles, heats = layout
     for i, name in enumerate(CLASS_NAMES):
         strips[i].patches[0].set_data(values=inputs[i])
-        strips[i].set_title(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
+        titles[i].set_text(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
         heats[i].images[0].set_data(weights[i])
         heats[i].images[0].set_clim(0, top)
     fig.suptitle(f"{title}\nattention weights, layer {layer} head {head}", fontsize=10)
@@ -59,20 +60,31 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
 
 
 def strip_limits(inputs: np.ndarray) -> tuple[float, float]:
-    """The input strips' value range: 0 and the inputs, out to the ticks around them. Inputs alike (a task's) get
-    the same range, and the strips' axes are drawn once (`attention_layout`): redrawing them was a third of a
-    figure's cost."""
+    """The input strips' value range: 0 and the finite inputs, out to 1, 2 or 5 times a power of ten, symmetric
+    about 0 for inputs of both signs. Inputs alike (a task's) share it, and so the strips' axes, drawn once
+    (`attention_layout`): redrawing them was a third of a figure's cost; a few such ranges cover any task (each
+    is a figure kept)."""
     finite = inputs[np.isfinite(inputs)]  # (a diverged input's NaN is left out, as matplotlib leaves it out)
-    low, high = float(np.min(finite, initial=0)), float(np.max(finite, initial=0))
-    ticks = MaxNLocator(4).tick_values(low, high if high > low else low + 1)  # (all zeros: 0 to 1)
-    return float(ticks[0]), float(ticks[-1])
+    low, high = -float(np.min(finite, initial=0)), float(np.max(finite, initial=0))  # (low: how far below 0)
+    if low > 0 and high > 0:
+        low = high = max(low, high)
+    low, high = 0.0 - round_up(low), round_up(high)
+    return (low, high) if high > low else (0.0, 1.0)  # (all zeros: 0 to 1)
+
+
+def round_up(value: float) -> float:
+    """0 for value <= 0, else the least of 1, 2 and 5 times a power of ten that is >= value."""
+    if value <= 0:
+        return 0.0
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 5, 10, 20) if m * power >= value)  # (20: log10 rounded down a decade)
 
 
 # Laid out once per process and shape, each later call replacing the data: axes, ticks and labels are half the cost.
 @functools.cache
-def attention_layout(length: int, prefix: int, limits: tuple[float, float]) -> tuple[Figure, list[Any], list[Any]]:
-    """The attention figure's axes for `length` key positions (the first `prefix` without an input), the input
-    strips over `limits`; what each call changes is listed in REDRAWN."""
+def attention_layout(length: int, prefix: int, limits: tuple[float, float]) -> tuple[Figure, list, list, list]:
+    """The attention figure's input strips, their titles and the maps' axes for `length` key positions (the first
+    `prefix` without an input), the strips over `limits`; what each call changes is listed in REDRAWN."""
     fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     with rc_context({"axes.titley": 1.0}):  # the strips' titles at their top: a draw would place a hidden one afar
@@ -96,11 +108,13 @@ def attention_layout(length: int, prefix: int, limits: tuple[float, float]) -> t
     beside = heats[1].get_position()
     bar = fig.add_axes((beside.x1 + 0.02, beside.y0, 0.015, beside.height))
     fig.colorbar(image, cax=bar, label="weight", ticks=MaxNLocator(5))
+    titles = [strip.set_title("") for strip in strips]  # (where a matplotlibrc's axes.titlelocation puts them)
     # the inputs, the predictions and the maps, each axes' frame drawn over them
-    drawn = [(strip.patches[0], strip.title) for strip in strips] + [(heat.images[0],) for heat in heats]
+    drawn = [(strip.patches[0], title) for strip, title in zip(strips, titles, strict=True)]
+    drawn += [(heat.images[0],) for heat in heats]
     REDRAWN[fig] = [a for ax, d in zip(strips + heats, drawn, strict=True) for a in (*d, *ax.spines.values())]
     REDRAWN[fig] += [bar, fig.suptitle("")]
-    return fig, strips, heats
+    return fig, strips, titles, heats
 
 
 @functools.cache
