@@ -101,6 +101,19 @@ def test_a_nan_in_one_map_leaves_the_other_drawn() -> None:
     assert map_b.get_images()[0].get_clim() == (low, high)
 
 
+def test_an_infinite_input_is_left_out_of_its_strip_as_a_nan_is() -> None:
+    """A diverged input (inf, -inf, NaN) leaves a gap in its strip; the strips' range is the finite inputs'."""
+    net = AttentionClassifier(
+        dim=1, d_model=8, num_heads=1, num_layers=1, pos_enc="sinusoidal", max_len=8, pool="max", scale="sqrt"
+    )
+    x = torch.full((2, 6, 1), 0.5)
+    x[0, 1, 0], x[0, 2, 0], x[1, 3, 0] = math.inf, -math.inf, math.nan
+    strip_a, strip_b = attention_figure(net, x, 0, 0, "diverged").axes[:2]
+    assert [math.isnan(v) for v in strip_a.patches[0].get_data().values] == [False, True, True, False, False, False]
+    assert [math.isnan(v) for v in strip_b.patches[0].get_data().values] == [False, False, False, True, False, False]
+    assert strip_a.get_ylim() == (0, 0.5)
+
+
 @pytest.mark.parametrize("pool", ["max", "cls"])
 def test_a_figure_redrawn_with_new_data_is_the_figure_drawn_anew(pool: str) -> None:
     """Figures are laid out once per shape and redrawn (diagnostics.*_layout): nothing of the previous

@@ -48,6 +48,7 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
     inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel
+    inputs[~np.isfinite(inputs)] = np.nan  # an infinite input left out as a NaN is (drawn, it smears the strip)
     layout = attention_layout(weights.shape[-1], weights.shape[-1] - x.shape[1], strip_limits(inputs))
     fig, strips, titles, heats = layout
     for i, name in enumerate(CLASS_NAMES):
