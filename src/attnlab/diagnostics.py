@@ -49,8 +49,8 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     top = float(finite.max()) if finite.size else 1.0
     inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel
     inputs[~np.isfinite(inputs)] = np.nan  # an infinite input left out as a NaN is (drawn, it smears the strip)
-    layout = attention_layout(weights.shape[-1], weights.shape[-1] - x.shape[1], strip_limits(inputs))
-    fig, strips, titles, heats = layout
+    prefix = weights.shape[-1] - x.shape[1]  # a cls token's column: no input
+    fig, strips, titles, heats = attention_layout(weights.shape[-1], prefix, strip_limits(inputs))
     for i, name in enumerate(CLASS_NAMES):
         strips[i].patches[0].set_data(values=inputs[i])
         titles[i].set_text(f"class {name} (predicted {CLASS_NAMES[int(logits[i].argmax())]})")
