@@ -108,7 +108,9 @@ def test_an_infinite_input_is_left_out_of_its_strip_as_a_nan_is() -> None:
     )
     x = torch.full((2, 6, 1), 0.5)
     x[0, 1, 0], x[0, 2, 0], x[1, 3, 0] = math.inf, -math.inf, math.nan
+    given = x.clone()
     strip_a, strip_b = attention_figure(net, x, 0, 0, "diverged").axes[:2]
+    assert torch.equal(x.isinf(), given.isinf())  # the caller's sequences (the run's fixed examples) untouched
     assert [math.isnan(v) for v in strip_a.patches[0].get_data().values] == [False, True, True, False, False, False]
     assert [math.isnan(v) for v in strip_b.patches[0].get_data().values] == [False, False, False, True, False, False]
     assert strip_a.get_ylim() == (0, 0.5)

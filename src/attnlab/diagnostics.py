@@ -47,8 +47,8 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     weights = maps[layer].weights[:, head].float().cpu().numpy()  # (2, L', L'); L' = L + a cls token's row
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
-    inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel
-    inputs[~np.isfinite(inputs)] = np.nan  # an infinite input left out as a NaN is (drawn, it smears the strip)
+    inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel (x's memory on a CPU)
+    inputs = np.where(np.isfinite(inputs), inputs, np.nan)  # a copy: an infinite input left out as a NaN is
     prefix = weights.shape[-1] - x.shape[1]  # a cls token's column: no input
     fig, strips, titles, heats = attention_layout(weights.shape[-1], prefix, strip_limits(inputs))
     for i, name in enumerate(CLASS_NAMES):

@@ -457,13 +457,14 @@ def resume_argv(argv: list[str]) -> list[str]:
     overrides: dict[str, str] = {}  # one per key, the last given
     for item in [*saved, *now, "resume=true", where]:
         key = item.split("=", 1)[0]
-        added = overrides.get(key.lstrip("+~"), "").startswith("+")  # a key the run added (+trainer.max_steps)
+        bare = key.lstrip("+~")
+        added = overrides.get(bare, "").startswith("+")  # a key the run added (+trainer.max_steps)
         if added and key.startswith("~"):  # taken away: not added, rather than deleted from the schema's config
-            del overrides[key.lstrip("+~")]
+            del overrides[bare]
             continue
         if added and not key.startswith("+"):
             item = f"+{item}"  # a new value for it: added again, with it
-        overrides[key.lstrip("+~")] = item
+        overrides[bare] = item
     return [argv[0], *flags, *overrides.values()]
 
 
