@@ -37,29 +37,29 @@ try:
     if args.out.is_dir() or args.out.suffix[1:].lower() not in formats:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     run_folder.check_no_links_out(args.run_dir, "run_dir")  # every file it reads stays inside the run
-    c = run_config(args.run_dir)
-    d = c["data"]  # generated and built below: checked as a run's are (crafted: n_train -1, 10^10 sequences)
+    cfg = run_config(args.run_dir)
+    d = cfg["data"]  # generated and built below: checked as a run's are (crafted: n_train -1, 10^10 sequences)
     try:
         check_section(d, DataConfig, "data.")
-        check_section(c["model"], ModelConfig, "model.")
-        check_data_memory(d, c["model"])
+        check_section(cfg["model"], ModelConfig, "model.")
+        check_data_memory(d, cfg["model"])
     except ConfigError as e:
         raise ConfigError("run_dir", str(args.run_dir), f"its saved config's {e}") from e
-    module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), c, "--ckpt")
+    module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), cfg, "--ckpt")
     for name, value, count in (
-        ("--layer", args.layer, c["model"]["num_layers"]),
-        ("--head", args.head, c["model"]["num_heads"]),
+        ("--layer", args.layer, cfg["model"]["num_layers"]),
+        ("--head", args.head, cfg["model"]["num_heads"]),
     ):
         if not 0 <= value < count:
             raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
-    data = SyntheticDataModule(**d, train_seed=c["seed"])
+    data = SyntheticDataModule(**d, train_seed=cfg["seed"])
     data.setup()
     x, y = data.splits["val"]
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class
     state = run_folder.status(args.run_dir)[0]  # best.ckpt is the tested model only once the run has finished
     unfinished = f"best.ckpt (lowest val/loss so far; the run is {state}, untested)"
     name = args.ckpt if args.ckpt != "best" else "tested (best.ckpt)" if state == "ok" else unfinished
-    title = checkpoint_title(describe(c), module.loaded_from, name)  # loaded_from: read with the weights
+    title = checkpoint_title(describe(cfg), module.loaded_from, name)  # loaded_from: read with the weights
     fig = attention_figure(module.net, x[picks], args.layer, args.head, title)
 except ConfigError as e:
     sys.exit(f"error: {e}")

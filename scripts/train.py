@@ -59,7 +59,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    out = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     from attnlab.train import train  # after the checks: a bad value answers before Lightning is imported
 
@@ -70,13 +70,13 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg, checked=checked)
     except Interrupted as e:
         if in_sweep:  # stops the sweep; the sweeper writes the report and prints how to continue
-            print(f"[attnlab] interrupted: {e} ({out})", file=sys.stderr, flush=True)
+            print(f"[attnlab] interrupted: {e} ({run_dir})", file=sys.stderr, flush=True)
             raise
-        print(f"interrupted: {e}. Continue with: {run_folder.continue_command(out, sweep=False)}", file=sys.stderr)
+        print(f"interrupted: {e}. Continue with: {run_folder.continue_command(run_dir, sweep=False)}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
         # NaN loss, out of memory, full disk: one line, the traceback in FAILED; a sweep's other jobs go on.
-        print(f"error: {run_failure(e, out, out / run_folder.FAILED)}", file=sys.stderr, flush=True)
+        print(f"error: {run_failure(e, run_dir, run_dir / run_folder.FAILED)}", file=sys.stderr, flush=True)
         if in_sweep:
             return None
         sys.exit(1)

@@ -231,15 +231,15 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
     returns how many."""
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
-        c = run_config(run)  # resolved: model.dim is ${data.dim} in the file
-        seed, d, batch = c["seed"], c["data"], c["data"]["batch_size"]
+        cfg = run_config(run)  # resolved: model.dim is ${data.dim} in the file
+        seed, d, batch = cfg["seed"], cfg["data"], cfg["data"]["batch_size"]
         torch.manual_seed(seed)
         split = {}
         for s in ("train", "val", "test"):
             x, y = make_split(d["task"], d[f"n_{s}"], d["seq_len"], d["dim"], split_seed(s, seed, d["seed"]))
             split[s] = (x.to(device), y.to(device))
-        model = AttentionClassifier(**c["model"]).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=c["optim"]["lr"], weight_decay=c["optim"]["weight_decay"])
+        model = AttentionClassifier(**cfg["model"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], weight_decay=cfg["optim"]["weight_decay"])
         best, best_state = -1.0, model.state_dict()
         for _ in range(json.loads((run / "metrics.json").read_text())["epochs"]):
             model.train()

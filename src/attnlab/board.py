@@ -98,7 +98,7 @@ def write_board(board: Path, cells: list[dict[str, Any]], summary: str) -> None:
             for tag in [t for t in METRICS if t in cell["metrics"]]:  # the HParams metrics: the seeds' means
                 writer.add_scalar(tag, cell["metrics"][tag], last)
             writer.add_text("verdict", cell["text"])  # after "summary" in the Text tab (sorted by tag)
-    uniform = [c["metrics"]["attn/entropy_uniform"] for c in cells if "attn/entropy_uniform" in c["metrics"]]
+    uniform = [cell["metrics"]["attn/entropy_uniform"] for cell in cells if "attn/entropy_uniform" in cell["metrics"]]
     for length, entropy in sorted({round(math.exp(e)): e for e in uniform}.items()):
         with SummaryWriter(str(board / f"uniform attention, L={length}")) as writer:
             for step in (min(steps, default=0), max(steps, default=0)):

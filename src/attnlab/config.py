@@ -266,14 +266,14 @@ def to_plain(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.output_dir = ""  # Hydra's runtime folder in conf/train.yaml, set below
     try:
-        c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[assignment]
+        plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)  # type: ignore[assignment]
     except (MissingMandatoryValue, InterpolationResolutionError) as e:
         missing = isinstance(e, MissingMandatoryValue)
         what = "is not set (???)" if missing else f"cannot be resolved: {str(e.msg).splitlines()[0]}"
         raise ConfigError(e.full_key, lookup(OmegaConf.to_container(cfg), e.full_key), what) from e  # type: ignore[arg-type]
     if output_dir is not None:  # after resolving: OmegaConf would read a `${` in a folder's name as interpolation
-        c["output_dir"] = output_dir
-    return c
+        plain["output_dir"] = output_dir
+    return plain
 
 
 SET_BY_ATTNLAB = {  # Trainer arguments train.py sets itself -> what to use instead
@@ -328,25 +328,25 @@ def split_batches(data: dict[str, Any], split: str) -> int:
     return -(-data[f"n_{split}"] // data["batch_size"])
 
 
-def training_batches(c: dict[str, Any]) -> int:
+def training_batches(cfg: dict[str, Any]) -> int:
     """Training batches per epoch (with trainer.overfit_batches, else trainer.limit_train_batches)."""
-    batches = split_batches(c["data"], "train")
-    limit = c["trainer"]["overfit_batches"] or c["trainer"]["limit_train_batches"]  # (0 or 0.0: not overfitting)
+    batches = split_batches(cfg["data"], "train")
+    limit = cfg["trainer"]["overfit_batches"] or cfg["trainer"]["limit_train_batches"]  # (0 or 0.0: not overfitting)
     if isinstance(limit, float):
         return int(batches * limit)  # at least one: config.validate
     return batches if limit is None else min(batches, limit)
 
 
-def check_section(c: dict[str, Any], schema: Any = TrainConfig, prefix: str = "", record: bool = False) -> None:
+def check_section(cfg: dict[str, Any], schema: Any = TrainConfig, prefix: str = "", record: bool = False) -> None:
     """Refuse keys the schema lacks (a `+key=value`; the trainer section takes any Trainer argument) and
     values their field's rules refuse. `record`: a run's saved config (run_config), every key's type checked
     (Hydra converted them as it composed) but not the rules, which it passed where it ran (a GPU, the memory, and
     an earlier version's rules: a report reads an older sweep). What builds from one checks them (plot_attention)."""
     known = {f.name: f for f in fields(schema)}
-    for key in known.keys() - c.keys():  # deleted by a `~key` override: the code reads every key of the schema
+    for key in known.keys() - cfg.keys():  # deleted by a `~key` override: the code reads every key of the schema
         why = "is missing" if record else f"must be set; the schema requires it (~{prefix}{key} deleted it)"
         raise ConfigError(f"{prefix}{key}", None, why)
-    for key, value in c.items():
+    for key, value in cfg.items():
         if key not in known and schema is TrainerConfig:
             if not record:  # (a record's: checked where it ran, by Lightning's signature then)
                 check_trainer_extra(key, value)
@@ -433,10 +433,10 @@ def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) 
             )
 
 
-def validate(c: dict[str, Any]) -> None:
-    """ConfigError for a value that would fail (or silently mislead) later. `c` is `to_plain(cfg)`."""
-    check_section(c)
-    model, data, trainer = c["model"], c["data"], c["trainer"]
+def validate(cfg: dict[str, Any]) -> None:
+    """ConfigError for a value that would fail (or silently mislead) later. `cfg` is `to_plain(composed)`."""
+    check_section(cfg)
+    model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
     if model["dim"] != data["dim"]:
         raise ConfigError("model.dim", model["dim"], f"must equal data.dim={data['dim']} (its default, ${{data.dim}})")
     if model["d_model"] % model["num_heads"]:
@@ -445,8 +445,8 @@ def validate(c: dict[str, Any]) -> None:
         )
     check_seq_len(data, model, data["seq_len"])
     check_data_memory(data, model)
-    check_eval(c["eval"], data, model)
-    check_logger(c["logger"])
+    check_eval(cfg["eval"], data, model)
+    check_logger(cfg["logger"])
     for split in ("train", "val", "test"):  # a fraction of an epoch's batches that is none: Lightning fails the run
         limit, batches = trainer[f"limit_{split}_batches"], split_batches(data, split)
         if isinstance(limit, float) and int(batches * limit) == 0:
@@ -457,7 +457,7 @@ def validate(c: dict[str, Any]) -> None:
     if every > epochs and not (trainer["fast_dev_run"] or trainer["overfit_batches"]):
         why = f"must be <= trainer.max_epochs={epochs}: no validation would run, and no checkpoint be kept"
         raise ConfigError("trainer.check_val_every_n_epoch", every, why)
-    interval, batches = trainer.get("val_check_interval"), training_batches(c)
+    interval, batches = trainer.get("val_check_interval"), training_batches(cfg)
     # an int counts batches, a float is a fraction of an epoch (Lightning validates after every batch at 0.0)
     if (isinstance(interval, int) and not 1 <= interval <= batches) or (
         isinstance(interval, float) and not (0 < interval <= 1 and int(batches * interval) >= 1)
@@ -466,9 +466,9 @@ def validate(c: dict[str, Any]) -> None:
         raise ConfigError("trainer.val_check_interval", interval, why)
     if (least := trainer.get("min_epochs")) is not None and fits(least, int) and least > epochs:  # Lightning: ignored
         raise ConfigError("trainer.min_epochs", least, f"must be <= trainer.max_epochs={epochs}")
-    if c["progress"] != "auto" and not trainer["enable_progress_bar"]:  # (no bar: the choice would do nothing)
+    if cfg["progress"] != "auto" and not trainer["enable_progress_bar"]:  # (no bar: the choice would do nothing)
         why = "shows nothing with trainer.enable_progress_bar=false: give one of them"
-        raise ConfigError("progress", c["progress"], why)
+        raise ConfigError("progress", cfg["progress"], why)
     # ddp_spawn, ddp_fork, ddp_notebook: the training runs in processes started for it, and what they trained (the
     # steps, the history, the tested checkpoint) does not come back to this one, which would record none of it
     if re.search(r"spawn|fork|notebook", str(trainer["strategy"])):
@@ -480,8 +480,8 @@ def validate(c: dict[str, Any]) -> None:
         why = "16-bit mixed precision needs a GPU; on a CPU Lightning would run bf16-mixed: give that, or 32-true"
         raise ConfigError("trainer.precision", trainer["precision"], why)
     # Read later (attnlab.resume.plan); a resumed run goes on from its own checkpoints, if it has any.
-    if c["ckpt_path"] is not None and not c["resume"] and not Path(c["ckpt_path"]).is_file():
-        raise ConfigError("ckpt_path", c["ckpt_path"], "no such checkpoint file")
+    if cfg["ckpt_path"] is not None and not cfg["resume"] and not Path(cfg["ckpt_path"]).is_file():
+        raise ConfigError("ckpt_path", cfg["ckpt_path"], "no such checkpoint file")
     check_trainer(trainer)
 
 
@@ -561,10 +561,10 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(record, dict):
             raise ValueError("not a mapping of keys to values")
         check_plain(record)
-        if (c := with_schema_references(record, str(run_dir))) is not None:
+        if (cfg := with_schema_references(record, str(run_dir))) is not None:
             with contextlib.suppress(ConfigError):  # else (a key missing, a value to convert): as OmegaConf reads it
-                check_section(c, record=True)
-                return c
+                check_section(cfg, record=True)
+                return cfg
         check_expansion(record)
         for value in strings_of({k: v for k, v in record.items() if k != "output_dir"}):
             if found := HYDRA_REFERENCE.search(value):  # (resolved in a sweep's process: the sweep's values)
@@ -573,9 +573,9 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
         if resolver := not_plain_reference(OmegaConf.to_yaml(loaded := OmegaConf.create(text))):
             raise ValueError(f"an interpolation, {resolver}: a record holds plain values and key references")
-        c = to_plain(OmegaConf.merge(schema, loaded), str(run_dir))
-        check_section(c, record=True)  # (OmegaConf takes an enum's value for its name: `task: 7`)
-        return c
+        cfg = to_plain(OmegaConf.merge(schema, loaded), str(run_dir))
+        check_section(cfg, record=True)  # (OmegaConf takes an enum's value for its name: `task: 7`)
+        return cfg
     except Exception as e:
         raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
 
@@ -583,16 +583,16 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
 def with_schema_references(record: dict[str, Any], output_dir: str) -> dict[str, Any] | None:
     """The record with the schema's own references resolved (output_dir: ${hydra:runtime.output_dir}, the folder;
     model.dim: ${data.dim}), as OmegaConf resolves them; None where it holds any other `${`."""
-    c = dict(record)
-    if c.get("output_dir") == "${hydra:runtime.output_dir}":
-        c["output_dir"] = output_dir
-    model, data = c.get("model"), c.get("data")
+    cfg = dict(record)
+    if cfg.get("output_dir") == "${hydra:runtime.output_dir}":
+        cfg["output_dir"] = output_dir
+    model, data = cfg.get("model"), cfg.get("data")
     if isinstance(model, dict) and model.get("dim") == "${data.dim}" and isinstance(data, dict):
-        c["model"] = {**model, "dim": data.get("dim")}
-    if any("${" in text for text in strings_of(c)):
+        cfg["model"] = {**model, "dim": data.get("dim")}
+    if any("${" in text for text in strings_of(cfg)):
         return None
-    c["output_dir"] = output_dir
-    return c
+    cfg["output_dir"] = output_dir
+    return cfg
 
 
 def check_expansion(record: dict[str, Any], most: int = 10**6) -> None:

@@ -110,13 +110,13 @@ def lightning_messages(verbose: bool, level: int = logging.WARNING) -> Iterator[
 
 
 @rank_zero_only
-def announce_start(c: dict[str, Any], out: Path, job: Any | None) -> None:
+def announce_start(cfg: dict[str, Any], run_dir: Path, job: Any | None) -> None:
     if job is None:
-        if c["verbose"]:
-            print(OmegaConf.to_yaml(c), end="")
-        print(f"[attnlab] output folder: {out}", flush=True)
-    elif c["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
-        print(f"[attnlab] job {job.num + 1}/{len(sweep_of(out)) or '?'} started: {out}", flush=True)
+        if cfg["verbose"]:
+            print(OmegaConf.to_yaml(cfg), end="")
+        print(f"[attnlab] output folder: {run_dir}", flush=True)
+    elif cfg["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
+        print(f"[attnlab] job {job.num + 1}/{len(sweep_of(run_dir)) or '?'} started: {run_dir}", flush=True)
 
 
 # metrics.json's `ended_by` -> the setting that ended training before trainer.max_epochs
@@ -124,7 +124,7 @@ ENDED_BY = {"early_stop": "early_stop.patience", "max_steps": "trainer.max_steps
 
 
 @rank_zero_only
-def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | None) -> None:
+def announce_end(metrics: dict[str, Any], run_dir: Path, seconds: float, job: Any | None) -> None:
     """The tested checkpoint's scores and which it is; a sweep job's line has the sweep's progress (k/N done)."""
     names = {"test/acc": "test/acc", "test/acc_shuffled": "shuffled", "test/loss": "loss"}
     shown = ", ".join(f"{n} {metrics[k]:.4f}" for k, n in names.items() if metrics.get(k) is not None)
@@ -133,25 +133,26 @@ def announce_end(metrics: dict[str, Any], out: Path, seconds: float, job: Any | 
     if job is None and tested["file"] and metrics["ended_by"] != "max_epochs":  # a budget may cut an epoch short
         which += f"; {ENDED_BY.get(metrics['ended_by'], 'a callback')} ended it at step {metrics['global_step']}"
     if job is None:
-        print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {out}", flush=True)
-        if sweep_of(out):  # a sweep's job, resumed on its own: the sweep's tables are older than its results
-            print(f"[attnlab] the sweep's report: python scripts/report.py {shlex.quote(str(out.parent))}", flush=True)
+        print(f"[attnlab] done in {seconds:.1f} s: {shown} ({which})\n[attnlab] files in {run_dir}", flush=True)
+        if sweep_of(run_dir):  # a sweep's job, resumed on its own: the sweep's tables are older than its results
+            report = f"python scripts/report.py {shlex.quote(str(run_dir.parent))}"
+            print(f"[attnlab] the sweep's report: {report}", flush=True)
     else:  # k/N: how many of the sweep's jobs had finished when this one did, this one included
-        jobs = sweep_of(out)
-        done = f"{finished_by(out, jobs)}/{len(jobs) or '?'}"
+        jobs = sweep_of(run_dir)
+        done = f"{finished_by(run_dir, jobs)}/{len(jobs) or '?'}"
         acc = metrics["test/acc"]
-        print(f"[attnlab] {done} done: {out.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)
+        print(f"[attnlab] {done} done: {run_dir.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)
 
 
-def finished_by(out: Path, jobs: list[dict[str, Any]]) -> int:
+def finished_by(run_dir: Path, jobs: list[dict[str, Any]]) -> int:
     """The sweep's jobs whose metrics.json was written no later than this job's: counted by time, not by what is
     on disk when the line is printed (two jobs finishing together each counted the other, and both said 2/6)."""
 
     def written(folder: str) -> int | None:
         with contextlib.suppress(OSError):
-            return (out.parent / folder / METRICS).stat().st_mtime_ns
+            return (run_dir.parent / folder / METRICS).stat().st_mtime_ns
         return None
 
-    if (own := written(out.name)) is None:
+    if (own := written(run_dir.name)) is None:
         return 0
     return sum(1 for job in jobs if (at := written(job["dir"])) is not None and at <= own)

@@ -70,9 +70,9 @@ class TensorBoard(HoldsTest, TensorBoardLogger):
         self.experiment.flush()
 
 
-def is_debug(c: dict[str, Any]) -> bool:
+def is_debug(cfg: dict[str, Any]) -> bool:
     """A run of the debug presets (or their trainer settings): a pipeline check, not a result."""
-    t = c["trainer"]
+    t = cfg["trainer"]
     limits = (t["limit_train_batches"], t["limit_val_batches"], t["limit_test_batches"])
     return bool(t["fast_dev_run"] or t["overfit_batches"] or t["profiler"] or any(v is not None for v in limits))
 
@@ -82,16 +82,16 @@ def is_debug(c: dict[str, Any]) -> bool:
 SINGLE_RUN_SHOWN = {"task", "pos_enc", "seq_len", "scale", "pool", "seed"}
 
 
-def hparams_of(c: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
+def hparams_of(cfg: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], set[str]]:
     """The run's HParams row (name -> value, as in the config) and the names shown at first sight: those its
     sweep varies, or a single run's SINGLE_RUN_SHOWN."""
     names = {key: name for name, key in KEY_SETTINGS.items()}
     _, varying = varying_keys([job["overrides"] for job in sweep_of(run_dir)])  # none for a single run
     varying = [GROUP_KEYS.get(k, k) for k in varying]
-    keys = [k for k in varying if k != "seed" and lookup(c, k) is not None]
+    keys = [k for k in varying if k != "seed" and lookup(cfg, k) is not None]
     keys = [*(keys or [k for k in KEY_SETTINGS.values() if k != "seed"]), "seed"]
     # a null (early_stop.patience's default) left out: TensorBoard would show the text "None" in a column of numbers
-    row = {names.get(k, k): lookup(c, k) for k in keys if lookup(c, k) is not None}
+    row = {names.get(k, k): lookup(cfg, k) for k in keys if lookup(cfg, k) is not None}
     return row, {names.get(k, k) for k in varying} or SINGLE_RUN_SHOWN
 
 

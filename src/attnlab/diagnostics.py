@@ -159,10 +159,10 @@ def png(fig: Figure) -> bytes:
         fig.canvas.restore_region(behind)
         for artist in REDRAWN[fig]:
             fig.draw_artist(artist)
-    canvas, out = fig.canvas, io.BytesIO()
+    canvas, buffer = fig.canvas, io.BytesIO()
     pixels = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
-    pixels.save(out, "png", compress_level=1)  # 15% larger than the default level, in half the time
-    return out.getvalue()
+    pixels.save(buffer, "png", compress_level=1)  # 15% larger than the default level, in half the time
+    return buffer.getvalue()
 
 
 def image_summary(tag: str, fig: Figure) -> Summary:
@@ -194,9 +194,9 @@ def encoding_figure(pos_enc: torch.nn.Module, length: int, title: str) -> Figure
     return fig
 
 
-def describe(c: dict[str, Any]) -> str:
+def describe(cfg: dict[str, Any]) -> str:
     """A figure's words for the run: task and model."""
-    return f"{c['data']['task']}, pos_enc={c['model']['pos_enc']}, pool={c['model']['pool']}"
+    return f"{cfg['data']['task']}, pos_enc={cfg['model']['pos_enc']}, pool={cfg['model']['pool']}"
 
 
 def checkpoint_title(run: str, which: dict[str, int] | None, name: str = "tested") -> str:
@@ -247,7 +247,7 @@ class AttentionDiagnostics(pl.Callback):
         if n_stat < len(CLASS_NAMES):
             rank_zero_warn(f"attention maps not logged: seq_len {x.shape[1]} is too long for the explicit path")
         else:
-            first_of_class = [int((y == c).nonzero()[0]) for c in range(len(CLASS_NAMES))]  # fixed examples
+            first_of_class = [int((y == k).nonzero()[0]) for k in range(len(CLASS_NAMES))]  # fixed examples
             x = x.to(pl_module.device, pl_module.dtype)  # as the model now is (trainer.precision=64-true: doubles)
             self.examples = x[first_of_class], x[:n_stat]
 
@@ -311,7 +311,7 @@ class AttentionDiagnostics(pl.Callback):
         """The tested checkpoint's labelled figures (Images tab; train.py writes them at its step): one per
         layer and head, and the positional encoding's. Drawn once, not every epoch: a figure costs about as
         much as an epoch."""
-        if not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers) or not trainer.is_global_zero:
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers) or not trainer.is_global_zero:
             return  # (under DDP, one process writes them)
         net = pl_module.net
         title = checkpoint_title(self.run, pl_module.loaded_from)  # loaded_from None: the final weights (fast_dev_run)

@@ -29,11 +29,11 @@ from attnlab.verdict import CHANCE, wilson
 
 
 @torch.no_grad()
-def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def score(net: torch.nn.Module, cfg: dict[str, Any], ev: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{seq_len: result} for `ev["seq_lens"]` (checked already by `config.check_eval`)."""
     from attnlab.module import accuracy_metric  # here: a refusal answers before Lightning is imported
 
-    data, model = c["data"], c["model"]
+    data, model = cfg["data"], cfg["model"]
     n, step = ev["n"] or data["n_test"], ev["batch_size"]
     device = next(net.parameters()).device
     table: dict[str, dict[str, Any]] = {}
@@ -59,13 +59,13 @@ def score(net: torch.nn.Module, c: dict[str, Any], ev: dict[str, Any]) -> dict[s
 
 
 def record(
-    run_dir: Path, c: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict, key: str = "run_dir"
+    run_dir: Path, cfg: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict, key: str = "run_dir"
 ) -> dict[str, Any]:
     """Merge `table` into the run's evaluation.json (same checkpoint: more lengths, a skip never replacing a
     score; another: a new table, the old one kept under "earlier"), draw the figure, and return what was written.
     `key`: what names the run folder in an error (run_dir; a training run's output_dir)."""
     saved = read_evaluation(run_dir / EVALUATION)
-    n = ev["n"] or c["data"]["n_test"]
+    n = ev["n"] or cfg["data"]["n_test"]
     earlier = saved.get("earlier", [])
     if saved.get("checkpoint") == checkpoint and saved.get("n") == n:
         kept = saved["lengths"]
@@ -73,7 +73,7 @@ def record(
     elif saved.get("lengths"):
         earlier = [*earlier, {k: saved.get(k) for k in ("checkpoint", "train_seq_len", "n", "lengths")}]
     lengths = dict(sorted(table.items(), key=lambda kv: int(kv[0])))
-    entry = {"checkpoint": checkpoint, "train_seq_len": c["data"]["seq_len"], "n": n, "lengths": lengths}
+    entry = {"checkpoint": checkpoint, "train_seq_len": cfg["data"]["seq_len"], "n": n, "lengths": lengths}
     if earlier:
         entry["earlier"] = earlier
     figure = length_figure(entry)
@@ -140,7 +140,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     run_dir = Path(run_dir)
     if run_dir.is_dir():  # every file it reads (and writes) stays inside the run; not one: run_config says so
         run_folder.check_no_links_out(run_dir, "run_dir")
-    c = run_config(run_dir)
+    cfg = run_config(run_dir)
     state, reason = run_folder.status(run_dir)
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
@@ -148,10 +148,10 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     if not ev["seq_lens"]:
         raise ConfigError("eval.seq_lens", ev["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
     check_section(ev, EvalSection, "eval.")
-    if ev["n"] is None and c["data"]["n_test"] <= 0:  # (a record is read by its types: a crafted 0 is one)
-        why = f"its saved config's data.n_test={c['data']['n_test']} gives no test sequences: give eval.n"
+    if ev["n"] is None and cfg["data"]["n_test"] <= 0:  # (a record is read by its types: a crafted 0 is one)
+        why = f"its saved config's data.n_test={cfg['data']['n_test']} gives no test sequences: give eval.n"
         raise ConfigError("run_dir", str(run_dir), why)
-    check_eval(ev, c["data"], c["model"])
+    check_eval(ev, cfg["data"], cfg["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
@@ -161,9 +161,9 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
         path = run_folder.checkpoint_path(run_dir, ckpt, "eval.ckpt")
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
-        module = load_module(path, c, "eval.ckpt")  # weights, epoch and step from one read of the file
+        module = load_module(path, cfg, "eval.ckpt")  # weights, epoch and step from one read of the file
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
-        return record(run_dir, c, ev, score(module.net, c, ev), checkpoint)
+        return record(run_dir, cfg, ev, score(module.net, cfg, ev), checkpoint)
 
 
 def length_figure(entry: dict[str, Any]) -> Any:

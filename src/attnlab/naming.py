@@ -81,9 +81,9 @@ def quote_paths(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     return [argv[0], *map(quoted, argv[1:])]
 
 
-def lookup(c: dict[str, Any], key: str) -> Any:
+def lookup(cfg: dict[str, Any], key: str) -> Any:
     """The value at a dotted key (`model.pos_enc`) of a plain config; None where there is none."""
-    node: Any = c
+    node: Any = cfg
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
@@ -96,7 +96,7 @@ def canonical(value: Any) -> str:
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as {dotted key: value}."""
-    out: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+        flat.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return flat

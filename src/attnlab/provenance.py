@@ -13,10 +13,10 @@ SOURCE = Path(__file__).resolve().parent  # src/attnlab: inside the repository w
 
 def git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def command() -> str:

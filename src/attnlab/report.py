@@ -243,14 +243,14 @@ def values(group: Rows, metric: str) -> list[float]:
     return [float(r[metric]) for r in group if r.get(metric) is not None]
 
 
-def pm(vals: list[float]) -> str:
+def mean_std(vals: list[float]) -> str:
     """'mean ± std' over seeds; '–' where there is no value, no ± for a single one."""
     if len(vals) < 2:
         return f"{vals[0]:.3f}" if vals else "–"
     return f"{statistics.fmean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
-def span(rows: Rows, key: str) -> str:
+def value_range(rows: Rows, key: str) -> str:
     """'8' when every seed agrees, '5–8' when not."""
     vals = [r[key] for r in rows if r.get(key) is not None]
     lo, hi = (min(vals), max(vals)) if vals else ("–", "–")
@@ -304,7 +304,7 @@ def code_line(rows: Rows) -> str:
         return "no job finished"
     if len(commits) == 1:
         return f"every finished job at commit `{next(iter(commits))}`"
-    return "jobs at different commits: " + ", ".join(f"`{c}` ({n} jobs)" for c, n in commits.items())
+    return "jobs at different commits: " + ", ".join(f"`{commit}` ({n} jobs)" for commit, n in commits.items())
 
 
 def markdown_table(header: list[str], body: list[list[Any]]) -> list[str]:
@@ -344,9 +344,9 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
     body, planned = [], planned_jobs(rows, keys)
     for setting, group in groups.items():
         entropy, uniform = values(group, "attn/entropy"), values(group, "attn/entropy_uniform")
-        entropy_cell = f"{pm(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
-        acc, shuffled = pm(values(group, "test/acc")), pm(values(group, "test/acc_shuffled"))
-        spans = [span(group, k) for k in ("tested_epoch", "epochs", "steps")]
+        entropy_cell = f"{mean_std(entropy)} ({statistics.fmean(uniform):.2f})" if entropy and uniform else "–"
+        acc, shuffled = mean_std(values(group, "test/acc")), mean_std(values(group, "test/acc_shuffled"))
+        spans = [value_range(group, k) for k in ("tested_epoch", "epochs", "steps")]
         seeds = "<br>".join(f"{r['seed']}: {score(r, 'test/acc')}" + cut_test(r) for r in group)
         called = verdict(group, planned[setting])
         body.append([*setting, len(group), acc, seeds, shuffled, called, *spans, entropy_cell])
@@ -404,7 +404,7 @@ def save(fig: Any, path: Path, rows: Rows, keys: list[str], title: str = "", **l
     """The figure to `path`, titled (`title`, then the budget), with one legend for all panels."""
     oks = [r for r in rows if r["status"] == "ok"]
     seeds = sorted({r["seed"] for r in oks}, key=str)
-    text = f"{title}{budget_line(rows, keys)}; epochs trained {span(oks, 'epochs')}; seeds {seeds}"
+    text = f"{title}{budget_line(rows, keys)}; epochs trained {value_range(oks, 'epochs')}; seeds {seeds}"
     fig.suptitle(textwrap.fill(text, int(fig.get_figwidth() * 15)), fontsize=8)  # wrapped: never cut at the edges
     handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(list(handles.values()), list(handles), **legend)  # each label once, from whichever panel has it
@@ -504,7 +504,7 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
         hparams = {column(keys[i]): setting[i] for i in shown}
         means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
         seeds = "  \n".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
-        text = f"**{name}**: {verdict(group)} (tested epochs {span(group, 'tested_epoch')})  \n{seeds}"
+        text = f"**{name}**: {verdict(group)} (tested epochs {value_range(group, 'tested_epoch')})  \n{seeds}"
         cell = {"name": safe_dirname(name), "hparams": hparams, "curves": [r["curves"] for r in group]}
         cells.append({**cell, "metrics": means, "text": text})
     return cells
@@ -588,7 +588,8 @@ def conclude(sweep_dir: Path, code: int, began: float, launcher_error: str = "")
         table.append([*(printable(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
     widths = [max(map(len, cells)) for cells in zip(*table, strict=True)]
     if groups:  # (no job finished: no table)
-        print("\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table))
+        lines = ("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in table)
+        print("\n".join(line.rstrip() for line in lines))
     ended = "stopped after" if code else "done in"  # by a signal (128 + its number) or a broken launcher
     view = f"\n[attnlab] curves: tensorboard --logdir {shlex.quote(str(sweep_dir / BOARD_FOLDER))}" if groups else ""
     print(

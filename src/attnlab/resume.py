@@ -77,7 +77,7 @@ class Plan(NamedTuple):
             raise self.stuck
 
 
-def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
+def plan(cfg: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     """Every check a resume or a `ckpt_path` needs (ConfigError), and where training starts. `recorded`: the
     run's checks before Hydra writes (preflight, the sweeper), so the folder must hold the config the run was
     trained with; `train` plans again, from the checkpoints as they are then."""
@@ -86,12 +86,12 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     from attnlab.checkpoints import check_callback_paths, newest_checkpoint
 
     newest = None
-    if c["resume"] and run_folder.holds_run(folder):
+    if cfg["resume"] and run_folder.holds_run(folder):
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: nothing depends on its config
-        if start := check_start_checkpoint(c):
-            return Plan(start[0], 0, 0, own=False, note=other_data(c, start[1]))
+        if start := check_start_checkpoint(cfg):
+            return Plan(start[0], 0, 0, own=False, note=other_data(cfg, start[1]))
         return Plan(None, 0, 0, own=False)
     path, ckpt = newest
     try:
@@ -102,34 +102,34 @@ def plan(c: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
             what = ".hydra/config.yaml is missing or unreadable" if missing else e.allowed
             raise ConfigError("resume", str(folder), f"{what}: cannot check that this is the same run") from e
     else:
-        check_same_run(saved, c, folder)
-    check_held_settings(ckpt["hyper_parameters"], c, "resume", path)
+        check_same_run(saved, cfg, folder)
+    check_held_settings(ckpt["hyper_parameters"], cfg, "resume", path)
     check_callback_paths(ckpt, "resume", path)
     check_position(ckpt, "resume", path)
     epoch, step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
-    if (max_epochs := c["trainer"]["max_epochs"]) < epoch:  # Lightning would fail it, or record a budget it overran
+    if (max_epochs := cfg["trainer"]["max_epochs"]) < epoch:  # Lightning would fail it, or record a budget it overran
         why = f"{path.name} is at epoch {epoch}, step {step}; a resume may lengthen the budget, not cut it"
         raise ConfigError("trainer.max_epochs", max_epochs, why)
-    if max_time := c["trainer"]["max_time"]:  # Lightning's Timer, restored from the checkpoint as `fit` restores it
+    if max_time := cfg["trainer"]["max_time"]:  # Lightning's Timer, restored from the checkpoint as `fit` restores it
         timer = Timer(max_time)
         timer.load_state_dict(ckpt.get("callbacks", {}).get("Timer", {}))
         if timer.time_remaining() <= 0:  # type: ignore[operator]
             why = f"this run's timer has run out ({timer.time_elapsed():.0f} s trained): nothing would train; "
             raise ConfigError("trainer.max_time", max_time, why + "give a longer trainer.max_time to continue it")
-    if (max_steps := c["trainer"].get("max_steps", -1)) not in (-1, None) and max_steps < step:  # as max_epochs
+    if (max_steps := cfg["trainer"].get("max_steps", -1)) not in (-1, None) and max_steps < step:  # as max_epochs
         why = f"{path.name} is at step {step}; a resume may lengthen the budget, not cut it"
         raise ConfigError("trainer.max_steps", max_steps, why)
-    spent = spent_budget(ckpt, c, epoch, step)
-    stuck = None if spent else steps_restart(c, ckpt, path)
+    spent = spent_budget(ckpt, cfg, epoch, step)
+    stuck = None if spent else steps_restart(cfg, ckpt, path)
     return Plan(path, epoch, step, own=True, spent=spent, stuck=stuck, inside=inside_epoch(ckpt))
 
 
-def steps_restart(c: dict[str, Any], ckpt: dict[str, Any], path: Path) -> ConfigError | None:
+def steps_restart(cfg: dict[str, Any], ckpt: dict[str, Any], path: Path) -> ConfigError | None:
     """Under `trainer.max_steps`, Lightning 2.6 restarts from a checkpoint saved at an epoch's end as if inside that
     epoch: it trains no step, counts one more epoch all the same, and the record would claim it (a neighbour of
     Lightning-AI/pytorch-lightning#19617). The refusal of training from `ckpt` so, or None: by epochs (max_steps
     -1) it trains on exactly."""
-    if (max_steps := c["trainer"].get("max_steps", -1)) in (-1, None) or inside_epoch(ckpt):
+    if (max_steps := cfg["trainer"].get("max_steps", -1)) in (-1, None) or inside_epoch(ckpt):
         return None
     why = f"from {path.name}, saved at an epoch's end, Lightning would train no step under max_steps and count "
     why += "an epoch all the same: give +trainer.max_steps=-1 (and the epochs in trainer.max_epochs)"
@@ -198,9 +198,9 @@ def keep_cut_epoch_open(ckpt: dict[str, Any], epoch_batches: int | float) -> boo
     return True
 
 
-def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int) -> str:
-    """Why training from this checkpoint would stop at once under config `c`; "" if it would train."""
-    trainer, patience = c["trainer"], c["early_stop"]["patience"]
+def spent_budget(ckpt: dict[str, Any], cfg: dict[str, Any], epoch: int, step: int) -> str:
+    """Why training from this checkpoint would stop at once under config `cfg`; "" if it would train."""
+    trainer, patience = cfg["trainer"], cfg["early_stop"]["patience"]
     if inside_epoch(ckpt):  # (a timer, a signal): that epoch is not done
         epoch -= 1
     if epoch >= trainer["max_epochs"]:
@@ -214,7 +214,7 @@ def spent_budget(ckpt: dict[str, Any], c: dict[str, Any], epoch: int, step: int)
     return ""
 
 
-def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
+def recorded_spent(folder: Path, cfg: dict[str, Any]) -> str:
     """A finished run's metrics.json says max_epochs ended it, all of them trained (its last epoch may have saved no
     checkpoint: one without a validation, trainer.check_val_every_n_epoch), or "". (Ended by a budget, its
     `epochs` counts a last epoch the budget cut: its checkpoints tell what is left.)"""
@@ -223,47 +223,47 @@ def recorded_spent(folder: Path, c: dict[str, Any]) -> str:
         epochs, end = metrics.get("epochs"), metrics.get("ended_by")
     except (OSError, ValueError, AttributeError, RecursionError):
         return ""
-    max_epochs = c["trainer"]["max_epochs"]
+    max_epochs = cfg["trainer"]["max_epochs"]
     trained_all = end == "max_epochs" and type(epochs) is int and epochs >= max_epochs
     return f"it has trained its trainer.max_epochs={max_epochs}" if trained_all else ""
 
 
-def check_held_settings(hp: dict[str, Any], c: dict[str, Any], key: str, path: Path) -> None:
+def check_held_settings(hp: dict[str, Any], cfg: dict[str, Any], key: str, path: Path) -> None:
     """The weights fix the model's shape, the optimizer state restored with them lr and weight decay: a
     checkpoint's hyperparameters must match the run's config."""
-    held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in c["optim"]}}
-    wanted = flatten({"model": c["model"], "optim": c["optim"]})
+    held = {**{f"model.{k}": v for k, v in hp["model"].items()}, **{f"optim.{k}": hp.get(k) for k in cfg["optim"]}}
+    wanted = flatten({"model": cfg["model"], "optim": cfg["optim"]})
     differ = [f"{k}={held.get(k)!r} (this run: {v!r})" for k, v in wanted.items() if held.get(k) != v]
     if differ:
         raise ConfigError(key, str(path), f"was trained with other settings: {', '.join(differ)}")
 
 
-def check_start_checkpoint(c: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+def check_start_checkpoint(cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """`ckpt_path` and what it holds: it must load, hold a model of this run's shape, end an epoch, and leave
     epochs to train."""
     from attnlab.checkpoints import read_checkpoint
 
-    if not c["ckpt_path"]:
+    if not cfg["ckpt_path"]:
         return None
-    path = Path(c["ckpt_path"])
+    path = Path(cfg["ckpt_path"])
     ckpt = read_checkpoint(path, "ckpt_path")
-    check_held_settings(ckpt["hyper_parameters"], c, "ckpt_path", path)
+    check_held_settings(ckpt["hyper_parameters"], cfg, "ckpt_path", path)
     check_position(ckpt, "ckpt_path", path)
     # Saved inside an epoch (interrupted.ckpt, a budget's cut; a validation mid-epoch): a new run would finish
     # that run's epoch on its own data, and count the part as an epoch of its own.
     if inside_epoch(ckpt):
         why = "was saved inside an epoch (a signal's stop, a budget's cut): continue that run with resume=<its folder>,"
         raise ConfigError("ckpt_path", str(path), why + " or start a new one from a checkpoint saved at an epoch's end")
-    if stuck := steps_restart(c, ckpt, path):
+    if stuck := steps_restart(cfg, ckpt, path):
         raise stuck
     trained = int(ckpt["epoch"]) + 1  # saved at the end of epoch `epoch` (0-based)
-    if c["trainer"]["max_epochs"] <= trained:
+    if cfg["trainer"]["max_epochs"] <= trained:
         why = f"has trained {trained} epochs already; set trainer.max_epochs > {trained} to train further from it"
         raise ConfigError("ckpt_path", str(path), why)
     return path, ckpt
 
 
-def other_data(c: dict[str, Any], ckpt: dict[str, Any]) -> str:
+def other_data(cfg: dict[str, Any], ckpt: dict[str, Any]) -> str:
     """`ckpt_path` trains on this run's data: where the checkpoint was trained on other data (its datamodule's
     settings, kept in it), a note saying so (fine-tuning by design; a forgotten `data=` by mistake)."""
     from attnlab.checkpoints import plain
@@ -274,7 +274,7 @@ def other_data(c: dict[str, Any], ckpt: dict[str, Any]) -> str:
     # what makes the training set (attnlab.tasks: the task, its shape, and the run's seed); not data.seed, n_val,
     # n_test (the validation and test sets) or batch_size
     keys = ("task", "seq_len", "dim", "n_train")
-    now = {f"data.{k}": c["data"][k] for k in keys} | {"seed": c["seed"]}
+    now = {f"data.{k}": cfg["data"][k] for k in keys} | {"seed": cfg["seed"]}
     then = {f"data.{k}": saved.get(k) for k in keys} | {"seed": saved.get("train_seed")}
     differ = [f"{k}={then[k]!r} (this run: {v!r})" for k, v in now.items() if then[k] is not None and then[k] != v]
     return f", trained on other data: {', '.join(differ)}" if differ else ""
@@ -495,17 +495,17 @@ def preflight(config: Any) -> Path:
         raise ConfigError(missing[0], "???", f"is not set: {hint}")
     wanted = Path(str(config.hydra.run.dir))
     run_folder.check_name(wanted, "hydra.run.dir")
-    c = to_plain(config, str(wanted))
-    validate(c)
+    cfg = to_plain(config, str(wanted))
+    validate(cfg)
     if run_folder.secondary_process():
         return wanted
-    start = plan(c, wanted, recorded=True)
-    if (params := config.hydra.sweeper.get("params")) and not c["resume"]:  # experiment=... without -m: one job
+    start = plan(cfg, wanted, recorded=True)
+    if (params := config.hydra.sweeper.get("params")) and not cfg["resume"]:  # experiment=... without -m: one job
         print(f"[attnlab] note: the config sweeps {', '.join(params)} (hydra.sweeper.params): this is one run of it, "
               "with the values given; add -m for the sweep", file=sys.stderr)  # fmt: skip
     finished = start.own and run_folder.status(wanted)[0] == "ok"
     # (a re-test would only rewrite its record)
-    if finished and (spent := start.spent or recorded_spent(wanted, c)):
+    if finished and (spent := start.spent or recorded_spent(wanted, cfg)):
         ended = re.search(r"(\w+\.\w+)=", spent)[1]  # type: ignore[index]  # the setting named: what to raise
         more = f"a larger {ended}"
         if ended == "trainer.max_steps" and not start.inside:  # at an epoch's end a larger one is refused in turn
@@ -514,7 +514,7 @@ def preflight(config: Any) -> Path:
         raise ConfigError("resume", str(wanted), why)
     start.check_trains()
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in config.hydra.overrides.hydra)
-    return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(c["resume"]) and run_folder.holds_run(wanted))
+    return run_folder.claim(wanted, "hydra.run.dir", explicit, bool(cfg["resume"]) and run_folder.holds_run(wanted))
 
 
 class RunFolderCallback(Callback):

@@ -75,6 +75,6 @@ def check_same_jobs(sweep_dir: Path, folders: list[str]) -> None:
         raise ConfigError("resume", str(sweep_dir), why)
 
 
-def run_name(out: Path) -> str:
+def run_name(run_dir: Path) -> str:
     """How mlflow and wandb list a run: `<sweep>/<job>`, or a single run's folder name."""
-    return f"{out.parent.name}/{out.name}" if sweep_of(out) else out.name
+    return f"{run_dir.parent.name}/{run_dir.name}" if sweep_of(run_dir) else run_dir.name

@@ -41,8 +41,8 @@ from attnlab.timing import StepClock, process_seconds
 from attnlab.verdict import converged
 
 
-def build(c: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
-    return SyntheticDataModule(**c["data"], train_seed=c["seed"]), LitClassifier(model=c["model"], **c["optim"])
+def build(cfg: dict[str, Any]) -> tuple[SyntheticDataModule, LitClassifier]:
+    return SyntheticDataModule(**cfg["data"], train_seed=cfg["seed"]), LitClassifier(model=cfg["model"], **cfg["optim"])
 
 
 def set_threads(requested: int | None, hydra: Any | None) -> None:
@@ -56,37 +56,38 @@ def set_threads(requested: int | None, hydra: Any | None) -> None:
         torch.set_num_threads(requested)
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
+def train(composed: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked: bool = False) -> dict[str, Any]:
     """Run one experiment; returns what it writes to metrics.json. `checked`: validated already (by
     `resume.preflight` or the sweeper). Holds the folder's lock throughout; a run that does not finish leaves
     FAILED (traceback) or INTERRUPTED and raises (`Interrupted` after a signal)."""
     began = time.perf_counter()
-    c = to_plain(cfg)
+    cfg = to_plain(composed)
     if not checked:
-        validate(c)  # bad values fail here, before anything is built or written
+        validate(cfg)  # bad values fail here, before anything is built or written
     if run_folder.requeued():  # SLURM restarted this job: it resumes its own folder instead of starting over
-        c["resume"] = True
-    out = Path(c["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+        cfg["resume"] = True
+    run_dir = Path(cfg["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
     main = not run_folder.secondary_process()  # else a DDP worker Lightning started: the main process owns the folder
-    if main and not c["resume"] and any(out.glob("checkpoints/*.ckpt")):  # never train over another run's files
+    if main and not cfg["resume"] and any(run_dir.glob("checkpoints/*.ckpt")):  # never train over another run's files
         why = "holds another run's checkpoints; resume it (resume=true) or use a new folder"
-        raise ConfigError("output_dir", str(out), why)
-    with run_folder.locked(out, "output_dir") if main else contextlib.nullcontext(), StopOnSignal(out) as stop:
+        raise ConfigError("output_dir", str(run_dir), why)
+    with run_folder.locked(run_dir, "output_dir") if main else contextlib.nullcontext(), StopOnSignal(run_dir) as stop:
         if not main:
-            return run(c, out, stop, extra_callbacks, began)
+            return run(cfg, run_dir, stop, extra_callbacks, began)
         for marker in (run_folder.FAILED, run_folder.INTERRUPTED):  # this attempt decides how the run ends
-            (out / marker).unlink(missing_ok=True)
-        run_folder.remove_left_writes(out)
-        if c["resume"] and (out / run_folder.METRICS).exists():  # results of the checkpoints this resume moves on from
-            os.replace(out / run_folder.METRICS, out / run_folder.PREVIOUS_METRICS)
+            (run_dir / marker).unlink(missing_ok=True)
+        run_folder.remove_left_writes(run_dir)
+        # results of the checkpoints this resume moves on from
+        if cfg["resume"] and (run_dir / run_folder.METRICS).exists():
+            os.replace(run_dir / run_folder.METRICS, run_dir / run_folder.PREVIOUS_METRICS)
 
         def mark(marker: str, text: str) -> None:  # not beside this attempt's metrics.json (a signal after it)
-            if not (out / run_folder.METRICS).exists():
-                run_folder.write_marker(out, marker, text)
+            if not (run_dir / run_folder.METRICS).exists():
+                run_folder.write_marker(run_dir, marker, text)
 
         try:
-            return run(c, out, stop, extra_callbacks, began)
+            return run(cfg, run_dir, stop, extra_callbacks, began)
         except Interrupted as e:
             mark(run_folder.INTERRUPTED, f"{e}\n")
             raise
@@ -100,51 +101,54 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), checked:
 
 
 def run(
-    c: dict[str, Any], out: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
+    cfg: dict[str, Any], run_dir: Path, stop: StopOnSignal, extra_callbacks: Sequence[pl.Callback], began: float
 ) -> dict[str, Any]:
-    with lightning_messages(c["verbose"]):
+    with lightning_messages(cfg["verbose"]):
         hydra = HydraConfig.get() if HydraConfig.initialized() else None
         job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
-        start = resume.plan(c, out)
+        start = resume.plan(cfg, run_dir)
         start.check_trains()  # (a sweep's job, a SLURM requeue: checked here too)
-        if c["resume"] and start.own:
+        if cfg["resume"] and start.own:
             if not run_folder.secondary_process():  # (under DDP the main process owns the folder)
                 catch_up_last(start.checkpoint)  # type: ignore[arg-type]
-            print(f"[attnlab] resuming {out} from {start.checkpoint.relative_to(out)} "  # type: ignore[union-attr]
+            print(f"[attnlab] resuming {run_dir} from {start.checkpoint.relative_to(run_dir)} "  # type: ignore[union-attr]
                   f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
-        elif c["resume"]:
+        elif cfg["resume"]:
             begin = f"from {start.checkpoint}" if start.checkpoint else "from the beginning"
-            print(f"[attnlab] resuming {out}: no checkpoint was saved yet, starting {begin}", flush=True)
+            print(f"[attnlab] resuming {run_dir}: no checkpoint was saved yet, starting {begin}", flush=True)
         start_from = str(start.checkpoint) if start.checkpoint else None
-        announce_start(c, out, job)
+        announce_start(cfg, run_dir, job)
         if start_from and not start.own:  # ckpt_path: another run's weights, trained on this run's data
             print(f"[attnlab] starting from {start_from}{start.note}", flush=True)
-        set_threads(c["torch_threads"], hydra if job is not None else None)  # a launcher's n_jobs: a sweep's
-        pl.seed_everything(c["seed"], workers=True, verbose=False)
-        data, module = build(c)
-        show_progress = c["trainer"]["enable_progress_bar"] and (job is None or c["verbose"])  # a sweep job: 2 lines
+        set_threads(cfg["torch_threads"], hydra if job is not None else None)  # a launcher's n_jobs: a sweep's
+        pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+        data, module = build(cfg)
+        # a sweep job prints 2 lines, unless verbose
+        show_progress = cfg["trainer"]["enable_progress_bar"] and (job is None or cfg["verbose"])
         module.fresh_start = start_from is not None and not start.own  # another run's checkpoint (ckpt_path)
-        callbacks = RunCallbacks(c, out, start_from, stop, extra_callbacks, show_progress)
+        callbacks = RunCallbacks(cfg, run_dir, start_from, stop, extra_callbacks, show_progress)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
-        logger = make_logger(c, out, start.step, origin)
-        trainer = make_trainer(c, out, callbacks, logger, show_progress)
-        metrics, tested = fit_and_test(c, trainer, module, data, callbacks)
+        logger = make_logger(cfg, run_dir, start.step, origin)
+        trainer = make_trainer(cfg, run_dir, callbacks, logger, show_progress)
+        metrics, tested = fit_and_test(cfg, trainer, module, data, callbacks)
         metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
         if trainer.is_global_zero:  # under DDP, one process writes the results
-            if c["eval"]["seq_lens"]:  # the tested weights at other lengths
-                evaluate.record(out, c, c["eval"], evaluate.score(module.net, c, c["eval"]), tested, "output_dir")
-            record(c, out, trainer, logger, metrics, callbacks.diagnostics.figures if callbacks.diagnostics else [])
+            if cfg["eval"]["seq_lens"]:  # the tested weights at other lengths
+                scores = evaluate.score(module.net, cfg, cfg["eval"])
+                evaluate.record(run_dir, cfg, cfg["eval"], scores, tested, "output_dir")
+            figures = callbacks.diagnostics.figures if callbacks.diagnostics else []
+            record(cfg, run_dir, trainer, logger, metrics, figures)
             # A single run counts from process start (imports included); a sweep job from its own start.
-            announce_end(metrics, out, process_seconds(began) if job is None else time.perf_counter() - began, job)
+            announce_end(metrics, run_dir, process_seconds(began) if job is None else time.perf_counter() - began, job)
         return metrics
 
 
 class RunCallbacks:
     def __init__(
-        self, c: dict, out: Path, start_from: str | None, stop: StopOnSignal, extra: Sequence, progress: bool
+        self, cfg: dict, run_dir: Path, start_from: str | None, stop: StopOnSignal, extra: Sequence, progress: bool
     ) -> None:
         self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
-        kept = {"dirpath": out / "checkpoints", "enable_version_counter": False}
+        kept = {"dirpath": run_dir / "checkpoints", "enable_version_counter": False}
         # best.ckpt, the model the run tests: lowest val/loss so far. Not val/acc: on these tasks it reaches
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
@@ -154,15 +158,15 @@ class RunCallbacks:
         last = RunCheckpoint(filename="last", monitor=None, **kept)
         self.clock = StepClock()
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
-        if c["early_stop"]["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
+        if cfg["early_stop"]["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
             # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
             # has no val/loss, and Lightning's default check would fail the run there.
-            self.all.append(RunEarlyStopping("val/loss", **c["early_stop"], check_on_train_epoch_end=False))
-        self.diagnostics = AttentionDiagnostics(describe(c)) if c["diagnostics"] else None
+            self.all.append(RunEarlyStopping("val/loss", **cfg["early_stop"], check_on_train_epoch_end=False))
+        self.diagnostics = AttentionDiagnostics(describe(cfg)) if cfg["diagnostics"] else None
         if self.diagnostics:
             self.all.append(self.diagnostics)
         if progress:
-            self.all.append(progress_bar(c["progress"]))
+            self.all.append(progress_bar(cfg["progress"]))
 
 
 class RunEarlyStopping(EarlyStopping):
@@ -178,38 +182,40 @@ class RunEarlyStopping(EarlyStopping):
             trainer.should_stop = True
 
 
-def make_logger(c: dict[str, Any], out: Path, start_step: int, origin: dict) -> Any:
+def make_logger(cfg: dict[str, Any], run_dir: Path, start_step: int, origin: dict) -> Any:
     """The run's logger (logger=...); TensorBoard's also gets the config and the provenance as text."""
     # A resume hides what the attempts before it logged from its checkpoint's step on (all of it, without one).
     # A fresh run starts a session at step 0 too: TensorBoard's Python loader takes the first session start it
     # reads as the run's beginning, and purges only at a later one (else a resume's curves show twice there).
-    logger = LOGGERS.get(c["logger"]["name"])(c["logger"], out, start_step)
+    logger = LOGGERS.get(cfg["logger"]["name"])(cfg["logger"], run_dir, start_step)
     if isinstance(logger, TensorBoard):
         writer = logger.experiment
-        if not c["resume"] or start_step == 0:  # else an earlier attempt's, at step 0, stands
+        if not cfg["resume"] or start_step == 0:  # else an earlier attempt's, at step 0, stands
             # Text tab: the resolved config, indented so TensorBoard's markdown shows it verbatim.
-            writer.add_text("config", "    " + OmegaConf.to_yaml(c).replace("\n", "\n    "))
+            writer.add_text("config", "    " + OmegaConf.to_yaml(cfg).replace("\n", "\n    "))
             writer.add_custom_scalars(LAYOUT)
         writer.add_text("provenance", as_markdown(origin), global_step=start_step)
     return logger
 
 
-def make_trainer(c: dict[str, Any], out: Path, callbacks: RunCallbacks, logger: Any, show_progress: bool) -> pl.Trainer:
+def make_trainer(
+    cfg: dict[str, Any], run_dir: Path, callbacks: RunCallbacks, logger: Any, show_progress: bool
+) -> pl.Trainer:
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # requeue is hydra/launcher=slurm's (resume), not Lightning's own hpc_ckpt scheme
         plugins.append(SLURMEnvironment(auto_requeue=False))
     args = {
-        **c["trainer"],
+        **cfg["trainer"],
         "enable_progress_bar": show_progress,
-        "enable_model_summary": c["trainer"]["enable_model_summary"] or c["verbose"],
+        "enable_model_summary": cfg["trainer"]["enable_model_summary"] or cfg["verbose"],
         # At most an epoch's steps: an epoch shorter than the interval would never log train/loss.
-        "log_every_n_steps": max(1, min(c["trainer"]["log_every_n_steps"], training_batches(c))),
+        "log_every_n_steps": max(1, min(cfg["trainer"]["log_every_n_steps"], training_batches(cfg))),
     }
-    return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(out))
+    return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(run_dir))
 
 
 def fit_and_test(
-    c: dict[str, Any], trainer: pl.Trainer, module: LitClassifier, data: SyntheticDataModule, callbacks: RunCallbacks
+    cfg: dict[str, Any], trainer: pl.Trainer, module: LitClassifier, data: SyntheticDataModule, callbacks: RunCallbacks
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, then test the best checkpoint (lowest val/loss), not whatever the last epoch left; without one
     (fast_dev_run) the final weights, named so. Returns metrics.json's contents and the tested checkpoint."""
@@ -223,18 +229,18 @@ def fit_and_test(
     history = {k: list(v) for k, v in module.history.items()}
     # (a resume from a budget's cut that trained nothing more: the cut epoch counts, as it did in the cut run)
     epochs, steps, end = trainer.current_epoch + module.open_epoch, trainer.global_step, ended_by(trainer)
-    started = module.started_from and {"file": os.path.abspath(c["ckpt_path"]), **module.started_from}
+    started = module.started_from and {"file": os.path.abspath(cfg["ckpt_path"]), **module.started_from}
 
     best = callbacks.checkpoint.best_model_path or None
     module.loaded_from = None
-    result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=c["verbose"])[0]
+    result = trainer.test(module, datamodule=data, ckpt_path=best, weights_only=True, verbose=cfg["verbose"])[0]
     if stop.signum is not None:  # a signal in the test's last batch: Lightning lets the test finish
         raise stop.interrupted()
     if best and module.loaded_from is not None:
         tested = {"file": os.path.relpath(best, trainer.default_root_dir), **module.loaded_from}
     else:
         tested = {"file": None, "epoch": trainer.current_epoch, "global_step": trainer.global_step}
-    startup, early = callbacks.clock.startup_seconds, c["early_stop"]
+    startup, early = callbacks.clock.startup_seconds, cfg["early_stop"]
     metrics = {
         "val/acc_best": best_acc if math.isfinite(best_acc) else None,  # over the whole run, resumes included
         "test/acc": result["test/acc"],  # of the tested checkpoint
@@ -258,7 +264,7 @@ def fit_and_test(
         "startup_seconds": startup and round(startup, 3),  # process start -> first step
         # the tested checkpoint's attention statistics
         "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
-        "settings": {name: lookup(c, key) for name, key in KEY_SETTINGS.items()},
+        "settings": {name: lookup(cfg, key) for name, key in KEY_SETTINGS.items()},
     }
     return metrics, tested
 
@@ -283,7 +289,7 @@ def ended_by(trainer: pl.Trainer) -> str:
 
 
 def record(
-    c: dict[str, Any], out: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any], figures: list
+    cfg: dict[str, Any], run_dir: Path, trainer: pl.Trainer, logger: Any, metrics: dict[str, Any], figures: list
 ) -> None:
     """TensorBoard's test scalars and figures of the tested checkpoint, the HParams row (none for a debug run),
     then metrics.json: the one place the results are written. Metrics under tags of their own (hparams/...):
@@ -293,8 +299,8 @@ def record(
         write_tested(logger, figures, tested["global_step"])
     else:
         logger.log_tested(tested["global_step"])
-    if not is_debug(c):
-        row, differs = hparams_of(c, out)
+    if not is_debug(cfg):
+        row, differs = hparams_of(cfg, run_dir)
         if isinstance(logger, TensorBoard):
             write_hparams(logger, row, differs, trainer.global_step)
         else:  # the model the test's numbers are of, named beside them (TensorBoard: the figures' titles)
@@ -303,5 +309,5 @@ def record(
             scores = {f"hparams/{k}": metrics[k] for k in HPARAM_METRICS if metrics[k] is not None}
             logger.log_metrics(scores, tested["global_step"])
     logger.finalize("success")
-    run_folder.write_json_atomic(out / run_folder.METRICS, metrics)  # last: from here on the run counts as finished
-    (out / run_folder.PREVIOUS_METRICS).unlink(missing_ok=True)
+    run_folder.write_json_atomic(run_dir / run_folder.METRICS, metrics)  # last: from here on the run counts as finished
+    (run_dir / run_folder.PREVIOUS_METRICS).unlink(missing_ok=True)

@@ -106,12 +106,12 @@ class Composition:
                 why = f"{key} is set already: {key}=... overrides it (++{key}=... adds or overrides)"
                 raise ConfigError(f"+{key}", value, why)
         if self.plain is not None and all(self.plain_value_fits(o) for o in values):
-            c = pickle.loads(pickle.dumps(self.plain))  # (copy.deepcopy's bookkeeping: a third of a big grid's checks)
+            cfg = pickle.loads(pickle.dumps(self.plain))  # (deepcopy's bookkeeping: a third of a big grid's checks)
             for override in values:
                 parent, _, name = override.key_or_group.rpartition(".")
-                (lookup(c, parent) if parent else c)[name] = self.value(override)
-            c["output_dir"] = output_dir
-            return c
+                (lookup(cfg, parent) if parent else cfg)[name] = self.value(override)
+            cfg["output_dir"] = output_dir
+            return cfg
         job = copy.deepcopy(self.cfg)  # Hydra's node already left out: set in place, not copied again
         for override in values:
             set_value(job, override)
@@ -200,18 +200,18 @@ class AttnlabSweeper(Sweeper):
             for num, (overrides, name) in enumerate(zip(jobs, names, strict=True)):
                 refused = f"job {num + 1} ({' '.join(overrides)}): "  # counted from 1, as the console counts
                 check_overrides(overrides)
-                c, folder = composer.compose(overrides, None if own_subdir else name)
-                c["output_dir"] = str(sweep_dir / folder)
+                cfg, folder = composer.compose(overrides, None if own_subdir else name)
+                cfg["output_dir"] = str(sweep_dir / folder)
                 run_folder.check_name(folder, "hydra.sweep.subdir")
-                validate(c)
+                validate(cfg)
                 if folder in folders:  # (`seed=0,0`: both jobs named by what varies: nothing)
                     why = f"job {folders[folder] + 1} has the same overrides and folder: a value given twice"
                     raise ConfigError("hydra.sweep.subdir", folder, why)
-                same = canonical({k: v for k, v in c.items() if k != "output_dir"})
+                same = canonical({k: v for k, v in cfg.items() if k != "output_dir"})
                 if same in configs:
                     why = f"job {configs[same] + 1} has the same config: a seed or cell twice"
                     raise ConfigError("hydra.sweep.subdir", folder, why)
-                start = resume.plan(c, sweep_dir / folder, recorded=True)
+                start = resume.plan(cfg, sweep_dir / folder, recorded=True)
                 if not (self.resuming and finished(sweep_dir / folder)):  # (a finished job is kept as it is)
                     start.check_trains()
                 folders[folder], configs[same] = num, num
