@@ -30,17 +30,17 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    ev = OmegaConf.to_container(cfg.eval, resolve=True)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     try:
         if OmegaConf.is_missing(cfg, "run_dir"):
             raise ConfigError("run_dir", "???", "must be set: run_dir=<a run folder, as train.py printed it>")
-        entry = evaluate_run(cfg.run_dir, ev, ev.pop("ckpt"))
+        entry = evaluate_run(cfg.run_dir, eval_cfg, eval_cfg.pop("ckpt"))
     except ConfigError as err:
         sys.exit(f"error: {err}")
     ckpt = entry["checkpoint"]
     print(f"{ckpt['file']} (epoch {ckpt['epoch']}, step {ckpt['global_step']}), {entry['n']} sequences per length")
     print(f"{'seq_len':>8}  test/acc  95% CI")
-    for length in map(str, ev["seq_lens"]):
+    for length in map(str, eval_cfg["seq_lens"]):
         result = entry["lengths"][length]
         if "refused" in result:
             print(f"{length:>8}  -         refused: {result['refused']}")

@@ -38,11 +38,11 @@ try:
         raise ConfigError("out", str(args.out), f"give a file name ending in one of .{', .'.join(formats)}")
     run_folder.check_no_links_out(args.run_dir, "run_dir")  # every file it reads stays inside the run
     cfg = run_config(args.run_dir)
-    d = cfg["data"]  # generated and built below: checked as a run's are (crafted: n_train -1, 10^10 sequences)
+    data_cfg = cfg["data"]  # generated and built below: checked as a run's are (crafted: n_train -1, 10^10 sequences)
     try:
-        check_section(d, DataConfig, "data.")
+        check_section(data_cfg, DataConfig, "data.")
         check_section(cfg["model"], ModelConfig, "model.")
-        check_data_memory(d, cfg["model"])
+        check_data_memory(data_cfg, cfg["model"])
     except ConfigError as e:
         raise ConfigError("run_dir", str(args.run_dir), f"its saved config's {e}") from e
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), cfg, "--ckpt")
@@ -52,7 +52,7 @@ try:
     ):
         if not 0 <= value < count:
             raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
-    data = SyntheticDataModule(**d, train_seed=cfg["seed"])
+    data = SyntheticDataModule(**data_cfg, train_seed=cfg["seed"])
     data.setup()
     x, y = data.splits["val"]
     picks = [int((y == label).nonzero()[0]) for label in range(len(CLASS_NAMES))]  # the first of each class

@@ -232,11 +232,12 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
         cfg = run_config(run)  # resolved: model.dim is ${data.dim} in the file
-        seed, d, batch = cfg["seed"], cfg["data"], cfg["data"]["batch_size"]
+        seed, data_cfg, batch = cfg["seed"], cfg["data"], cfg["data"]["batch_size"]
         torch.manual_seed(seed)
         split = {}
         for s in ("train", "val", "test"):
-            x, y = make_split(d["task"], d[f"n_{s}"], d["seq_len"], d["dim"], split_seed(s, seed, d["seed"]))
+            n, seq_len, dim = data_cfg[f"n_{s}"], data_cfg["seq_len"], data_cfg["dim"]
+            x, y = make_split(data_cfg["task"], n, seq_len, dim, split_seed(s, seed, data_cfg["seed"]))
             split[s] = (x.to(device), y.to(device))
         model = AttentionClassifier(**cfg["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg["optim"]["lr"], weight_decay=cfg["optim"]["weight_decay"])

@@ -416,18 +416,18 @@ def check_data_memory(data: dict[str, Any], model: dict[str, Any]) -> None:
     check_memory("data.seq_len", sequences, data["seq_len"], data["batch_size"], data, model)
 
 
-def check_eval(ev: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
+def check_eval(eval_cfg: dict[str, Any], data: dict[str, Any], model: dict[str, Any]) -> None:
     """Every eval.seq_lens length possible for the task and encoding, and trained unless eval.untrained allows."""
-    for length in ev["seq_lens"]:
+    for length in eval_cfg["seq_lens"]:
         if not (fits(length, int) and length > 0):
             raise ConfigError("eval.seq_lens", length, "lengths must be integers > 0")
         try:
             check_seq_len(data, model, length)
         except ConfigError as e:
             raise ConfigError("eval.seq_lens", length, e.allowed) from e
-        check_memory("eval.seq_lens", ev["n"] or data["n_test"], length, ev["batch_size"], data, model)
+        check_memory("eval.seq_lens", eval_cfg["n"] or data["n_test"], length, eval_cfg["batch_size"], data, model)
         reason = untrained_reason(data, model, length)
-        if reason and ev["untrained"] == "refuse":
+        if reason and eval_cfg["untrained"] == "refuse":
             raise ConfigError(
                 "eval.seq_lens", length, f"{reason}; eval.untrained=mark scores it anyway, marked; skip records it"
             )

@@ -72,9 +72,10 @@ class TensorBoard(HoldsTest, TensorBoardLogger):
 
 def is_debug(cfg: dict[str, Any]) -> bool:
     """A run of the debug presets (or their trainer settings): a pipeline check, not a result."""
-    t = cfg["trainer"]
-    limits = (t["limit_train_batches"], t["limit_val_batches"], t["limit_test_batches"])
-    return bool(t["fast_dev_run"] or t["overfit_batches"] or t["profiler"] or any(v is not None for v in limits))
+    trainer = cfg["trainer"]
+    limits = (trainer["limit_train_batches"], trainer["limit_val_batches"], trainer["limit_test_batches"])
+    debug = trainer["fast_dev_run"] or trainer["overfit_batches"] or trainer["profiler"]
+    return bool(debug or any(v is not None for v in limits))
 
 
 # A single run's columns TensorBoard shows at first sight (those marked `differs`; with none marked it shows the

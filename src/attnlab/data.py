@@ -63,13 +63,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        d = self.data
+        data_cfg = self.data
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         for split in ("train", "val", "test"):
             if split not in self.splits:
                 # Generated on the CPU (same numbers on every device), then moved once: no per-step copy.
-                seed = split_seed(split, self.train_seed, d["seed"])
-                x, y = make_split(d["task"], d[f"n_{split}"], d["seq_len"], d["dim"], seed)
+                seed = split_seed(split, self.train_seed, data_cfg["seed"])
+                x, y = make_split(data_cfg["task"], data_cfg[f"n_{split}"], data_cfg["seq_len"], data_cfg["dim"], seed)
                 self.splits[split] = (x.to(device), y.to(device))
 
     def batches(self, split: str, shuffle: bool = False) -> TensorBatches:

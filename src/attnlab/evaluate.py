@@ -29,19 +29,19 @@ from attnlab.verdict import CHANCE, wilson
 
 
 @torch.no_grad()
-def score(net: torch.nn.Module, cfg: dict[str, Any], ev: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{seq_len: result} for `ev["seq_lens"]` (checked already by `config.check_eval`)."""
+def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{seq_len: result} for `eval_cfg["seq_lens"]` (checked already by `config.check_eval`)."""
     from attnlab.module import accuracy_metric  # here: a refusal answers before Lightning is imported
 
     data, model = cfg["data"], cfg["model"]
-    n, step = ev["n"] or data["n_test"], ev["batch_size"]
+    n, step = eval_cfg["n"] or data["n_test"], eval_cfg["batch_size"]
     device = next(net.parameters()).device
     table: dict[str, dict[str, Any]] = {}
     was_training = net.training
     net.eval()
-    for length in ev["seq_lens"]:
+    for length in eval_cfg["seq_lens"]:
         reason = untrained_reason(data, model, length)
-        if reason and ev["untrained"] != "mark":  # "skip"; "refuse" was refused up front
+        if reason and eval_cfg["untrained"] != "mark":  # "skip"; "refuse" was refused up front
             table[str(length)] = {"refused": reason}
             continue
         # The training length: the run's own test set (the data module's seed), if of its size; else one set per
@@ -59,13 +59,13 @@ def score(net: torch.nn.Module, cfg: dict[str, Any], ev: dict[str, Any]) -> dict
 
 
 def record(
-    run_dir: Path, cfg: dict[str, Any], ev: dict[str, Any], table: dict, checkpoint: dict, key: str = "run_dir"
+    run_dir: Path, cfg: dict[str, Any], eval_cfg: dict[str, Any], table: dict, checkpoint: dict, key: str = "run_dir"
 ) -> dict[str, Any]:
     """Merge `table` into the run's evaluation.json (same checkpoint: more lengths, a skip never replacing a
     score; another: a new table, the old one kept under "earlier"), draw the figure, and return what was written.
     `key`: what names the run folder in an error (run_dir; a training run's output_dir)."""
     saved = read_evaluation(run_dir / EVALUATION)
-    n = ev["n"] or cfg["data"]["n_test"]
+    n = eval_cfg["n"] or cfg["data"]["n_test"]
     earlier = saved.get("earlier", [])
     if saved.get("checkpoint") == checkpoint and saved.get("n") == n:
         kept = saved["lengths"]
@@ -134,8 +134,8 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return saved
 
 
-def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
-    """Score checkpoint `ckpt` of a finished run at `ev["seq_lens"]` into its evaluation.json (returned). Every
+def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any], ckpt: str = "best") -> dict[str, Any]:
+    """Score checkpoint `ckpt` of a finished run at `eval_cfg["seq_lens"]` into its evaluation.json (returned). Every
     refusal (a length, a run unfinished or being trained, a folder not writable) comes before any scoring."""
     run_dir = Path(run_dir)
     if run_dir.is_dir():  # every file it reads (and writes) stays inside the run; not one: run_config says so
@@ -145,13 +145,13 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
     if state != "ok":  # its metrics.json would make a failed run look finished
         why = f" ({reason})" if reason else ""
         raise ConfigError("run_dir", str(run_dir), f"the run did not finish: {state}{why}; resume it first")
-    if not ev["seq_lens"]:
-        raise ConfigError("eval.seq_lens", ev["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
-    check_section(ev, EvalSection, "eval.")
-    if ev["n"] is None and cfg["data"]["n_test"] <= 0:  # (a record is read by its types: a crafted 0 is one)
+    if not eval_cfg["seq_lens"]:
+        raise ConfigError("eval.seq_lens", eval_cfg["seq_lens"], "give at least one length, e.g. eval.seq_lens=[16,64]")
+    check_section(eval_cfg, EvalSection, "eval.")
+    if eval_cfg["n"] is None and cfg["data"]["n_test"] <= 0:  # (a record is read by its types: a crafted 0 is one)
         why = f"its saved config's data.n_test={cfg['data']['n_test']} gives no test sequences: give eval.n"
         raise ConfigError("run_dir", str(run_dir), why)
-    check_eval(ev, cfg["data"], cfg["model"])
+    check_eval(eval_cfg, cfg["data"], cfg["model"])
     if not os.access(run_dir, os.W_OK):
         raise ConfigError("run_dir", str(run_dir), "the run folder is not writable (evaluation.json goes there)")
     read_evaluation(run_dir / EVALUATION)  # before scoring: a file it could not merge into is refused first
@@ -163,7 +163,7 @@ def evaluate_run(run_dir: str | Path, ev: dict[str, Any], ckpt: str = "best") ->
 
         module = load_module(path, cfg, "eval.ckpt")  # weights, epoch and step from one read of the file
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
-        return record(run_dir, cfg, ev, score(module.net, cfg, ev), checkpoint)
+        return record(run_dir, cfg, eval_cfg, score(module.net, cfg, eval_cfg), checkpoint)
 
 
 def length_figure(entry: dict[str, Any]) -> Any:
