@@ -518,19 +518,25 @@ class Knows(torch.nn.Module):
         return torch.nn.functional.one_hot(label, 2).float()
 
 
-@pytest.mark.parametrize("n", [128, 64])
-def test_the_training_length_is_scored_on_the_runs_own_test_set_only_at_its_size(n: int) -> None:
+@pytest.mark.parametrize(
+    ("n", "limit", "own"),
+    [(128, None, True), (64, None, False), (128, 1.0, True), (128, 1, False), (128, 0.5, False), (128, 4, True)],
+)
+def test_the_training_length_is_scored_on_the_runs_own_test_set_only_as_its_test_scored_it(n, limit, own) -> None:
     """eval.n = data.n_test: the run's own test set (the data module's); another n: a fresh set, as at other
-    lengths, not a set of that size drawn from the test set's seed (neither the run's own nor a fresh one)."""
+    lengths, not a set of that size drawn from the test set's seed (neither the run's own nor a fresh one). A test
+    cut by trainer.limit_test_batches scored a part of its set: the whole set's score was given as the run's own,
+    beside a test/acc of another n, with another verdict; a fresh set now (1 is one batch of 4; 1.0 and 4 all)."""
     from attnlab.evaluate import score
     from attnlab.tasks import derive_seed, make_split, split_seed
 
-    data = {"task": "halfswap", "seq_len": 8, "dim": 1, "n_test": 128, "seed": 1234}
+    data = {"task": "halfswap", "seq_len": 8, "dim": 1, "n_test": 128, "seed": 1234, "batch_size": 32}  # 4 batches
     model = {"pos_enc": "sinusoidal"}
-    seed = split_seed("test", 0, 1234) if n == 128 else derive_seed(1234, "test", 8)
+    trainer = {"limit_test_batches": limit, "fast_dev_run": False}
+    seed = split_seed("test", 0, 1234) if own else derive_seed(1234, "test", 8)
     net = Knows(*make_split("halfswap", n, 8, 1, seed))
     ev = {"seq_lens": [8], "n": n, "batch_size": 256, "untrained": "refuse"}
-    assert score(net, {"data": data, "model": model}, ev)["8"]["acc"] == 1.0
+    assert score(net, {"data": data, "model": model, "trainer": trainer}, ev)["8"]["acc"] == 1.0
 
 
 def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) -> None:

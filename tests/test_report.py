@@ -260,6 +260,19 @@ def test_length_generalisation_table_per_setting_with_each_seed_and_untrained_le
     assert (sweep / "length_generalization.png").stat().st_size > 0
 
 
+def test_a_length_scored_at_untrained_positions_says_so_in_its_mean_and_verdict(tmp_path: Path) -> None:
+    """eval.untrained=mark: each seed's cell was marked, but the mean and the cell's verdict over those scores
+    were not."""
+    for seed, acc in ((0, 0.227), (1, 0.5)):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", "model.pos_enc=learned", f"seed={seed}"], 1.0)
+        add_evaluation(tmp_path, f"s{seed}", {"64": {"acc": acc, "ci": [0, 1], "untrained_positions": True}})
+    write_report(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    _, row = rows_of(summary[summary.index("### task=halfswap") :])
+    assert row[2] == "0.363" and row[-1].endswith(" (untrained positions)"), row
+    assert row[3].endswith(" untrained positions") and row[4].endswith(" untrained positions")
+
+
 @pytest.mark.parametrize("content", ["{not json", '{"checkpoint": {}, "n": 64, "lengths": {"8": {"acc": 1.5}}}'])
 def test_an_evaluation_that_does_not_read_leaves_the_runs_results_standing(tmp_path: Path, content: str) -> None:
     """evaluation.json is input too: one that does not read leaves out its lengths, said so, and the job's own
@@ -396,6 +409,24 @@ def test_a_verdict_on_fewer_seeds_than_started_says_so(tmp_path: Path) -> None:
     header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
     cells = dict(zip(header, row, strict=True))
     assert cells["n"] == "2" and cells["verdict"] == "learned (2 of 3 seeds finished)"
+
+
+def test_a_copy_of_a_job_folder_is_not_a_seed_more(tmp_path: Path) -> None:
+    """A backup of a job folder beside it (found on disk, like a moved job) was counted as one more seed of its
+    cell: n 3 for 2 seeds, its accuracy twice in the mean, the std and the verdict."""
+    import shutil
+
+    for seed, acc in ((0, 1.0), (1, 0.5)):
+        add_job(tmp_path, f"s{seed}", ["data=halfswap", f"seed={seed}"], acc)
+    shutil.copytree(tmp_path / "s0", tmp_path / "s0.bak")
+    rows = write_report(tmp_path)
+    header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
+    cells = dict(zip(header, row, strict=True))
+    assert cells["n"] == "2" and cells["test/acc"] == "0.750 ± 0.354" and cells["verdict"].startswith("mixed")
+    assert {r["job"]: r.get("duplicate_of") for r in rows} == {"s0": None, "s0.bak": "s0", "s1": None}
+    assert (
+        "| `s0.bak` | the same config and seed as s0 (a copy?): counted once |" in (tmp_path / "summary.md").read_text()
+    )
 
 
 def test_values_equal_in_python_but_not_to_lightning_are_cells_of_their_own(tmp_path: Path) -> None:

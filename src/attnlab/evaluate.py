@@ -2,7 +2,8 @@
 lengths, by `scripts/evaluate.py run_dir=<run>` or by a run with `eval.seq_lens` set, after its test.
 
 Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set
-when `eval.n` is `data.n_test` (its default), so the tested checkpoint gives back its test/acc exactly. Lengths
+when `eval.n` is `data.n_test` (its default) and the run's test scored all of it (no `trainer.limit_test_batches`),
+so the tested checkpoint gives back its test/acc exactly. Lengths
 past the positions an encoding with a parameter per position (offset) was trained on would score parameters still
 at their random start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused)
 or marks them.
@@ -44,9 +45,10 @@ def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -
         if reason and eval_cfg["untrained"] != "mark":  # "skip"; "refuse" was refused up front
             table[str(length)] = {"refused": reason}
             continue
-        # The training length: the run's own test set (the data module's seed), if of its size; else one set per
-        # length (a set of another size from the test set's seed would be neither the run's own nor a fresh one).
-        own = length == data["seq_len"] and n == data["n_test"]
+        # The training length: the run's own test set (the data module's seed), if of its size and the run's test
+        # scored it whole; else one set per length (a set of another size from the test set's seed, or the whole of
+        # a set the test scored a part of, would be neither what the test scored nor a fresh one).
+        own = length == data["seq_len"] and n == data["n_test"] and whole_test(cfg)
         seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
         x, y = make_split(data["task"], n, length, data["dim"], seed)
         metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was
@@ -56,6 +58,15 @@ def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -
         table[str(length)] = {"acc": acc, "ci": list(wilson(acc, n)), "untrained_positions": reason is not None}
     net.train(was_training)
     return table
+
+
+def whole_test(cfg: dict[str, Any]) -> bool:
+    """The run's test scored its whole test set: trainer.limit_test_batches (an int counts batches, a float is a
+    fraction of them) left it all its batches, and no fast_dev_run (one batch)."""
+    limit, batches = cfg["trainer"]["limit_test_batches"], -(-cfg["data"]["n_test"] // cfg["data"]["batch_size"])
+    if cfg["trainer"]["fast_dev_run"]:
+        return False
+    return limit is None or (int(batches * limit) if isinstance(limit, float) else limit) >= batches
 
 
 def record(

@@ -70,6 +70,14 @@ def collect(sweep_dir: Path) -> Rows:
     rows = [read_job(sweep_dir, d) for d in job_dirs]
     for row, job in zip(rows, jobs, strict=False):  # (the planned come first)
         row["overrides"] = job["overrides"]
+    first: dict[str, str] = {}  # a finished job's config and seed -> the first job folder with them
+    for row in (r for r in rows if r["status"] == "ok"):
+        if (same := first.setdefault(canonical([row["settings"], row["seed"]]), row["job"])) != row["job"]:
+            # a copy of a job folder (a backup beside it) would count its seed twice in the cell's mean and verdict
+            row["duplicate_of"] = same
+            row["note"] = "; ".join(
+                filter(None, [f"the same config and seed as {same} (a copy?): counted once", row.get("note")])
+            )
     return rows
 
 
@@ -205,7 +213,7 @@ def groups_of(rows: Rows, keys: list[str]) -> dict[tuple, Rows]:
     a registry lists in its order (encodings: the distance-only controls last), numbers by value, then names."""
     groups: dict[tuple, Rows] = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok":
+        if r["status"] == "ok" and "duplicate_of" not in r:
             groups[setting_of(r, keys)].append(r)
 
     def rank(key: str, value: Any) -> tuple:
@@ -277,7 +285,8 @@ def planned_jobs(rows: Rows, keys: list[str]) -> Counter:
         return frozenset(o for o in row.get("overrides", ()) if o.split("=", 1)[0].lstrip("+~") not in NOT_A_CELL)
 
     cell_of = {but_seed(r): setting_of(r, keys) for r in rows if r["settings"] and "overrides" in r}
-    return Counter(setting_of(r, keys) if r["settings"] else cell_of.get(but_seed(r)) for r in rows)
+    jobs = [r for r in rows if "duplicate_of" not in r]
+    return Counter(setting_of(r, keys) if r["settings"] else cell_of.get(but_seed(r)) for r in jobs)
 
 
 def score(x: dict[str, Any], acc: str = "acc") -> str:
@@ -359,9 +368,10 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
             "",
             f"The tested checkpoint of each run, trained at data.seq_len={', '.join(map(str, trained_at))}, scored on "
             "fresh test sets of other lengths (the training length: the run's own test set, unless eval.n was not "
-            f"data.n_test), each seed with its Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: "
-            "the length reaches positions or offsets training never reached (learned, relative, symmetric), still at "
-            "their random start; such a score would say nothing about what was learned.",
+            "data.n_test or the run's test scored a part of it: trainer.limit_test_batches), each seed with its "
+            f"Wilson 95% interval and the verdict by the rule above. `{NOT_SCORED}`: the length reaches positions or "
+            "offsets training never reached (learned, relative, symmetric), still at their random start; such a "
+            "score would say nothing about what was learned.",
         ]
     for setting, group in scored.items():
         body = []
@@ -372,6 +382,8 @@ def summary_markdown(rows: Rows, keys: list[str], groups: dict[tuple, Rows], sco
             called = cell_verdict([(s, x["verdict"]) for s, x in seeds]) if seeds else "not scored"
             if seeds and len(seeds) < len(results):  # a seed without this length (or not of its tested checkpoint)
                 called += f" ({len(seeds)} of {len(results)} seeds)"
+            if any(x["note"] for _, x in seeds):  # scored anyway (eval.untrained=mark): so are the mean and verdict
+                called += " (untrained positions)"
             cells = [x["note"] if x["acc"] is None else f"{score(x)} {x['note']}".rstrip() for x in results]
             counts = "/".join(map(str, sorted({x["n"] for _, x in seeds}))) or "–"  # sequences per seed
             body.append([n, counts, mean, *cells, called])

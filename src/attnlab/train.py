@@ -158,6 +158,8 @@ class RunCallbacks:
         last = RunCheckpoint(filename="last", monitor=None, **kept)
         self.clock = StepClock()
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
+        if cfg["trainer"]["max_time"]:  # (make_trainer passes Lightning's own max_time=None)
+            self.all.append(RunTimer(cfg["trainer"]["max_time"]))
         if cfg["early_stop"]["patience"] is not None:  # the rule attnlab.verdict.converged applies to the history
             # Checked after each validation, not at the train epoch's end: an epoch cut short by max_steps
             # has no val/loss, and Lightning's default check would fail the run there.
@@ -180,6 +182,25 @@ class RunEarlyStopping(EarlyStopping):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.wait_count >= self.patience:
             trainer.should_stop = True
+
+
+class RunTimer(Timer):
+    """Lightning's Timer (trainer.max_time), ending the epoch it cuts as a step budget does. Lightning's own stop
+    (`trainer.should_stop`) validates the cut epoch's partial weights first, which a run never cut does not: a
+    resume that finished the epoch had one validation more, and best.ckpt and early stopping's count could come
+    from it. `ran_out`: it ended the training."""
+
+    ran_out = False
+
+    @property
+    def state_key(self) -> str:
+        return "Timer"  # Lightning's own: where resume.plan reads the time trained
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.strategy.broadcast((self.time_remaining() or 0) <= 0):  # (DDP: rank 0's clock decides)
+            self.ran_out = True
+            # no public setter: the epoch loop's step budget, reached now, ends the fit after this batch
+            trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
 
 
 def make_logger(cfg: dict[str, Any], run_dir: Path, start_step: int, origin: dict) -> Any:
@@ -208,6 +229,7 @@ def make_trainer(
         **cfg["trainer"],
         "enable_progress_bar": show_progress,
         "enable_model_summary": cfg["trainer"]["enable_model_summary"] or cfg["verbose"],
+        "max_time": None,  # RunTimer's (RunCallbacks)
         # At most an epoch's steps: an epoch shorter than the interval would never log train/loss.
         "log_every_n_steps": max(1, min(cfg["trainer"]["log_every_n_steps"], training_batches(cfg))),
     }
@@ -273,16 +295,14 @@ def ended_by(trainer: pl.Trainer) -> str:
     """early_stop (the val/loss rule), max_epochs, max_steps, timer (trainer.max_time), or callback (another)."""
     if any(callback.wait_count >= callback.patience for callback in trainer.early_stopping_callbacks):
         return "early_stop"
+    timer = any(isinstance(callback, RunTimer) and callback.ran_out for callback in trainer.callbacks)
     if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
         # unless every epoch's steps were trained: both budgets ran out at once, and the epochs are what to raise
         # (counted from where a run from another's checkpoint started: its epochs may have had other lengths)
         start = trainer.lightning_module.started_from or {"epoch": 0, "global_step": 0}
         steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)  # an epoch's optimizer steps
         whole = trainer.global_step - start["global_step"] >= (trainer.max_epochs - start["epoch"]) * steps
-        return "max_epochs" if whole else "max_steps"
-    # the timer first: one that cut the last epoch short leaves current_epoch at max_epochs all the same
-    if any(isinstance(cb, Timer) and (cb.time_remaining() or 0) <= 0 for cb in trainer.callbacks):
-        return "timer"
+        return "max_epochs" if whole else "timer" if timer else "max_steps"
     if trainer.current_epoch >= trainer.max_epochs:
         return "max_epochs"
     return "callback"
