@@ -44,11 +44,12 @@ sweep: setup  ## the seeds' study: python scripts/train.py -m experiment=limitat
 	$(PY) scripts/train.py -m experiment=$(or $(EXP),limitations) $(ARGS)
 
 # The newest sweep folder with a finished job (make report, make tensorboard; a refused or failed sweep is passed
-# over), without a trailing slash.
+# over): the last started, by its multirun.yaml, which a sweep writes once as it starts (a folder's own time moves
+# with every report written into it, and a continuation's). Without a trailing slash.
 # Names with white space are passed over (make splits words at it): give such a sweep as SWEEP=.
-NEWEST_SWEEP = $(patsubst %/,%,$(shell ls -td outputs/multiruns/*/ 2>/dev/null | while IFS= read -r d; do \
-	case "$$d" in (*[[:space:]]*) continue;; esac; \
-	find "$$d" -maxdepth 2 -name metrics.json | grep -q . && { echo "$$d"; break; }; done))
+NEWEST_SWEEP = $(patsubst %/multirun.yaml,%,$(shell ls -t outputs/multiruns/*/multirun.yaml 2>/dev/null | \
+	while IFS= read -r f; do case "$$f" in (*[[:space:]]*) continue;; esac; \
+	find "$${f%/multirun.yaml}" -maxdepth 2 -name metrics.json | grep -q . && { echo "$$f"; break; }; done))
 # SWEEP as given, never expanded by make ($(value)): a name holding `$(...)` is a name
 SWEEP_DIR = $(or $(value SWEEP),$(NEWEST_SWEEP))
 PICKED = echo "make $@: $$ATTNLAB_SWEEP, the newest sweep with a finished job (SWEEP=<sweep folder> for another)"

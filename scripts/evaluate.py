@@ -42,8 +42,8 @@ def main(cfg: DictConfig) -> None:
     print(f"{'seq_len':>8}  test/acc  95% CI")
     for length in map(str, eval_cfg["seq_lens"]):
         result = entry["lengths"][length]
-        if "refused" in result:
-            print(f"{length:>8}  -         refused: {result['refused']}")
+        if "refused" in result:  # (eval.untrained=skip: recorded as not scored)
+            print(f"{length:>8}  -         not scored: {result['refused']}")
         else:
             mark = "  untrained positions" if result["untrained_positions"] else ""
             print(f"{length:>8}  {result['acc']:.4f}    [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]{mark}")

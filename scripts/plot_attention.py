@@ -26,11 +26,11 @@ outlive_readers()  # `| true`: the figure is written either way
 
 
 parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("run_dir", type=Path)
-parser.add_argument("out", type=Path)
-parser.add_argument("--ckpt", default="best")
-parser.add_argument("--layer", type=int, default=0)
-parser.add_argument("--head", type=int, default=0)
+parser.add_argument("run_dir", type=Path, help="a run folder, as train.py printed it")
+parser.add_argument("out", type=Path, help="the figure to write: .png, .svg, .pdf or another format matplotlib writes")
+parser.add_argument("--ckpt", default="best", help="best (the tested checkpoint), last, or a .ckpt file's path")
+parser.add_argument("--layer", type=int, default=0, help="the layer, from 0")
+parser.add_argument("--head", type=int, default=0, help="the head, from 0")
 args = parser.parse_args()
 try:
     formats = FigureCanvasAgg.get_supported_filetypes()
@@ -46,12 +46,12 @@ try:
     except ConfigError as e:
         raise ConfigError("run_dir", str(args.run_dir), f"its saved config's {e}") from e
     module = load_module(run_folder.checkpoint_path(args.run_dir, args.ckpt, "--ckpt"), cfg, "--ckpt")
-    for name, value, count in (
-        ("--layer", args.layer, cfg["model"]["num_layers"]),
-        ("--head", args.head, cfg["model"]["num_heads"]),
+    for name, value, count, what in (
+        ("--layer", args.layer, cfg["model"]["num_layers"], "layers"),
+        ("--head", args.head, cfg["model"]["num_heads"], "heads per layer"),
     ):
         if not 0 <= value < count:
-            raise ConfigError(name, value, f"the model has {count}: 0..{count - 1}")
+            raise ConfigError(name, value, f"the model has {count} {what}: give 0..{count - 1}")
     data = SyntheticDataModule(**data_cfg, train_seed=cfg["seed"])
     data.setup()
     x, y = data.splits["val"]

@@ -141,6 +141,32 @@ def test_a_sweep_prints_a_line_per_finished_job_and_its_verdicts(tmp_path) -> No
     assert not any(n in proc.stdout + proc.stderr for n in (*NOISE, "[HYDRA]")), proc.stdout + proc.stderr
 
 
+def test_a_sweep_jobs_line_is_one_write(tmp_path, monkeypatch) -> None:
+    """Under PYTHONUNBUFFERED=1 (containers, CI) `print` wrote a job's line and its newline apart, and two workers'
+    lines ran together on the sweep's console ("...0.7 s)[attnlab] 2/42 done: ..."). Each is one write now."""
+    import sys
+    from types import SimpleNamespace
+
+    from attnlab.console import announce_end
+
+    class Writes:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.calls.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", writes := Writes())
+    tested = {"file": "checkpoints/best.ckpt", "epoch": 2, "global_step": 8}
+    metrics = {"test/acc": 1.0, "tested_checkpoint": tested, "epochs": 2, "ended_by": "max_epochs", "global_step": 8}
+    announce_end(metrics, tmp_path / "seed=0", 0.5, SimpleNamespace(num=0))
+    assert writes.calls == ["[attnlab] 0/? done: seed=0: test/acc 1.0000 (tested epoch 2 of 2, 0.5 s)\n"]
+
+
 @pytest.mark.parametrize("in_allocation", [False, True])
 def test_lightnings_srun_hint_only_inside_a_slurm_allocation(in_allocation, tmp_path, monkeypatch) -> None:
     """With SLURM installed (`srun` on PATH) outside an allocation, Lightning's hint to prepend srun is wrong

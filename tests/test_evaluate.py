@@ -114,6 +114,22 @@ def fresh_copy(run_dir, dest):
 EV = {"n": None, "batch_size": 256, "untrained": "refuse"}
 
 
+def test_a_run_with_eval_seq_lens_says_its_scores(tmp_path, capsys) -> None:
+    """A run given eval.seq_lens printed nothing of the scores it had computed: they were in evaluation.json
+    alone, which the closing lines did not name."""
+    from attnlab.train import train
+
+    run = tmp_path / "run"
+    args = ["data=halfswap", "model.pos_enc=learned", "model.max_len=16", "eval.seq_lens=[4,8,16]"]
+    train(compose_train(run, *TINY, *args, "eval.untrained=skip"))
+    lengths = json.loads((run / "evaluation.json").read_text())["lengths"]
+    said = [line for line in capsys.readouterr().out.splitlines() if "by length" in line]
+    assert said == [
+        f"[attnlab] test/acc by length (evaluation.json): 4: {lengths['4']['acc']:.4f}, "
+        f"8: {lengths['8']['acc']:.4f}, 16: not scored"
+    ]
+
+
 def test_lengths_of_the_same_checkpoint_merge_and_another_checkpoint_keeps_the_old(learned_run, tmp_path) -> None:
     run = fresh_copy(learned_run, tmp_path / "run")
     for lengths in ([4], [2]):
@@ -428,8 +444,8 @@ def test_without_tensorboard_files_no_images_are_claimed(learned_run, tmp_path) 
 
 @pytest.mark.parametrize(
     ("out", "args", "said"),
-    [("a.png", ["--layer", "3"], "error: --layer=3 is invalid: the model has 1: 0..0"),
-     ("a.png", ["--head", "-1"], "error: --head=-1 is invalid: the model has 1: 0..0"),
+    [("a.png", ["--layer", "3"], "error: --layer=3 is invalid: the model has 1 layers: give 0..0"),
+     ("a.png", ["--head", "-1"], "error: --head=-1 is invalid: the model has 1 heads per layer: give 0..0"),
      ("a.xyz", [], "is invalid: give a file name ending in one of .eps,"),
      (".", [], "is invalid: give a file name ending in one of .eps,"),  # a folder
      ("a.png", ["--layer", "x"], "error: argument --layer: invalid int value: 'x' (python scripts/plot_attention"),

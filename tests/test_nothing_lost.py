@@ -865,7 +865,8 @@ def test_a_continued_sweep_runs_the_jobs_it_planned(cli_sweep: Path, tmp_path: P
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: resume='{sweep}' is invalid: continues the 2 jobs it planned; this grid "), last
     assert last.endswith(": start a new sweep for other values"), last
-    assert ("leaves out seed=" in last) is (grid != ["seed=0,1,2"]) and ("adds " in last) is (grid != ["seed=0"])
+    left, added = "leaves out the jobs 'seed=", "adds the jobs '"
+    assert (left in last) is (grid != ["seed=0,1,2"]) and (added in last) is (grid != ["seed=0"]), last
     assert folder_bytes(sweep) == before
 
 
@@ -1197,6 +1198,25 @@ def test_a_run_that_failed_before_its_first_checkpoint_resumes_with_a_corrected_
     assert {tag: [e.step for e in shown.Tensors(tag)] for tag in texts} == {tag: [0] for tag in texts}
     assert scalar_steps(run_dir, "train/loss") == sorted(set(scalar_steps(run_dir, "train/loss")))
     assert not math.isnan(scalar_values(run_dir, "train/loss")[0])
+
+
+def test_a_sweep_job_that_failed_before_its_first_checkpoint_keeps_its_planned_settings(tmp_path: Path) -> None:
+    """A sweep's failed job resumed on its own with another optim.lr trained it: its folder's name, jobs.json
+    and the report's row then named one config and the job had trained with another. Its planned settings
+    resume, another value is refused before anything is touched; a budget may still change."""
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "data.n_train=64", "optim.lr=0.003,1e30", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    job = sweep / "lr=1e+30"
+    before = folder_bytes(job)
+    proc = run_train(f"resume={job}", "optim.lr=0.001", cwd=tmp_path)
+    assert proc.returncode == 1 and folder_bytes(job) == before
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume={str(job)!r} is invalid: is a job of the sweep in {sweep}, planned with other settings: "
+        "this resume would change optim.lr (1e+30 -> 0.001); another value is a run or sweep of its own"
+    )
+    proc = run_train(f"resume={job}", "trainer.max_epochs=3", cwd=tmp_path)  # its own settings: trains (and fails)
+    assert proc.returncode == 1 and "loss is nan" in proc.stderr
 
 
 @pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])

@@ -492,10 +492,11 @@ def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Pat
     hostile = tmp_path / "outputs" / "multiruns" / name
     (hostile / "seed=0").mkdir(parents=True)
     (hostile / "seed=0" / "metrics.json").write_text("{}")  # a finished job: the newest sweep with one
+    (hostile / "multirun.yaml").write_text("{}")
     make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
     sweep = [f"SWEEP=outputs/multiruns/{name}"] if given else []
     proc = subprocess.run([*make, "report", *sweep], cwd=tmp_path, capture_output=True, text=True)
-    assert proc.returncode != 0 and f"error: sweep_dir={f'outputs/multiruns/{name}'!r}" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and f"outputs/multiruns/{name}" in proc.stderr, proc.stderr  # (its jobs: no config)
     dry = subprocess.run([*make, "-n", "tensorboard", *sweep], cwd=tmp_path, capture_output=True, text=True).stdout
     assert '--logdir "$ATTNLAB_LOGDIR"' in dry
     assert not list(tmp_path.glob("PWNED*"))
@@ -594,7 +595,8 @@ def test_an_unreadable_jobs_record_is_refused_not_read_as_no_plan(tmp_path: Path
 
 
 def test_make_report_picks_the_newest_sweep_with_a_finished_job_and_says_so(tmp_path: Path) -> None:
-    """A refused or failed sweep (no job finished) became "the newest", and make report / tensorboard opened it."""
+    """A refused or failed sweep (no job finished) became "the newest", and make report / tensorboard opened it;
+    an older sweep whose folder a report had just been written into (its time moved) too."""
     import os
     import subprocess
     import sys
@@ -602,15 +604,18 @@ def test_make_report_picks_the_newest_sweep_with_a_finished_job_and_says_so(tmp_
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "scripts").symlink_to(root / "scripts")
     studies = tmp_path / "outputs" / "multiruns"
-    (studies / "study" / "seed=0").mkdir(parents=True)
-    (studies / "study" / "seed=0" / "metrics.json").write_text("{}")
-    (studies / "failed" / "seed=0").mkdir(parents=True)
-    os.utime(studies / "study", (1, 1))  # the older
+    for age, sweep in enumerate(("failed", "study", "old")):  # started in that order, the newest first
+        (studies / sweep / "seed=0").mkdir(parents=True)
+        (studies / sweep / "multirun.yaml").write_text("{}")
+        os.utime(studies / sweep / "multirun.yaml", (1000 - age, 1000 - age))
+        if sweep != "failed":
+            (studies / sweep / "seed=0" / "metrics.json").write_text("{}")
     make = ["make", "-f", str(root / "Makefile"), "-o", "setup", f"VENV={Path(sys.executable).parents[1]}"]
     proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
     assert "make report: outputs/multiruns/study, the newest sweep with a finished job (SWEEP=" in proc.stdout
-    assert "error: sweep_dir='outputs/multiruns/study' is not a sweep folder" in proc.stderr  # (no multirun.yaml)
-    (studies / "study" / "seed=0" / "metrics.json").unlink()
+    assert (studies / "old").stat().st_mtime > (studies / "study").stat().st_mtime  # (its folder's time: newer)
+    for sweep in ("study", "old"):
+        (studies / sweep / "seed=0" / "metrics.json").unlink()
     proc = subprocess.run([*make, "report"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "make report: no sweep with a finished job under outputs/multiruns/" in proc.stderr
     proc = subprocess.run([*make, "evaluate"], cwd=tmp_path, capture_output=True, text=True)

@@ -78,6 +78,18 @@ def test_basic_launcher_and_report(basic_sweep, tmp_path: Path) -> None:
     check_sweep(proc, sweep_dir)
 
 
+def test_a_sweep_jobs_start_up_is_its_own(basic_sweep) -> None:
+    """startup_seconds of a sweep's job was the sweep process's age at its first step: the jobs before it (on
+    the basic launcher, in the same process) counted as its start-up. From the job's own start now."""
+    _, sweep_dir = basic_sweep
+    jobs = [p.parent for p in sweep_dir.glob("*/metrics.json")]
+    # within the job: after Hydra wrote its config, before it wrote its results
+    lasted = {
+        job: ((job / "metrics.json").stat().st_mtime - (job / ".hydra" / "config.yaml").stat().st_mtime) for job in jobs
+    }
+    assert len(jobs) == 2 and all(0 < read_metrics(job)["startup_seconds"] < lasted[job] for job in jobs), lasted
+
+
 def test_job_in_sweep_equals_the_same_run_alone(basic_sweep, tmp_path: Path) -> None:
     _, sweep_dir = basic_sweep
     job = next(p for p in sweep_dir.iterdir() if p.name == "seed=1,lr=0.003")
@@ -459,3 +471,13 @@ def test_a_signal_ignored_inside_a_finalizer_still_stops_the_sweep(tmp_path: Pat
     assert errors.pending_signal == 15
     with pytest.raises(Interrupted, match="stopped by signal 15"):
         StopOnSignal(tmp_path / "next").__enter__()  # the next job, had there been one
+
+
+@pytest.mark.parametrize(("given", "ends"), [([], "_sweep"), (["experiment=scaling"], "_scaling")])
+def test_a_sweeps_folder_is_named_by_its_experiment(given: list[str], ends: str) -> None:
+    """Without experiment= a sweep's folder ended in `_None`, which read like pos_enc=none."""
+    import attnlab.naming  # noqa: F401  (registers the resolvers, as scripts/train.py's imports do)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [*given, "output_dir=x"], return_hydra_config=True)
+    assert re.fullmatch(rf"outputs/multiruns/[\d-]+_[\d-]+{ends}", cfg.hydra.sweep.dir), cfg.hydra.sweep.dir

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from attnlab.run_folder import METRICS
+from attnlab.run_folder import EVALUATION, METRICS
 from attnlab.sweep_record import sweep_of
 
 
@@ -116,7 +116,7 @@ def announce_start(cfg: dict[str, Any], run_dir: Path, job: Any | None) -> None:
             print(OmegaConf.to_yaml(cfg), end="")
         print(f"[attnlab] output folder: {run_dir}", flush=True)
     elif cfg["verbose"]:  # a sweep prints a line per finished job; its folder is in that line
-        print(f"[attnlab] job {job.num + 1}/{len(sweep_of(run_dir)) or '?'} started: {run_dir}", flush=True)
+        say(f"[attnlab] job {job.num + 1}/{len(sweep_of(run_dir)) or '?'} started: {run_dir}")
 
 
 # metrics.json's `ended_by` -> the setting that ended training before trainer.max_epochs
@@ -141,7 +141,26 @@ def announce_end(metrics: dict[str, Any], run_dir: Path, seconds: float, job: An
         jobs = sweep_of(run_dir)
         done = f"{finished_by(run_dir, jobs)}/{len(jobs) or '?'}"
         acc = metrics["test/acc"]
-        print(f"[attnlab] {done} done: {run_dir.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)", flush=True)
+        say(f"[attnlab] {done} done: {run_dir.name}: test/acc {acc:.4f} ({which}, {seconds:.1f} s)")
+
+
+def announce_lengths(entry: dict[str, Any]) -> None:
+    """A run's scores at other lengths (eval.seq_lens), as its evaluation.json holds them."""
+    scores = []
+    for length, result in entry["lengths"].items():
+        if "acc" not in result:  # (eval.untrained=skip)
+            scores.append(f"{length}: not scored")
+        else:
+            marked = " (untrained positions)" if result["untrained_positions"] else ""
+            scores.append(f"{length}: {result['acc']:.4f}{marked}")
+    print(f"[attnlab] test/acc by length ({EVALUATION}): {', '.join(scores)}", flush=True)
+
+
+def say(line: str) -> None:
+    """A line that workers print at once to one stream, in one write: `print` writes the text and its newline
+    apart where stdout is unbuffered (PYTHONUNBUFFERED=1), and two workers' lines ran together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def finished_by(run_dir: Path, jobs: list[dict[str, Any]]) -> int:

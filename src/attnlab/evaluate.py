@@ -193,7 +193,9 @@ def length_figure(entry: dict[str, Any]) -> Any:
             ax.plot(*zip(*points, strict=True), "o", **{"color": "tab:blue", **style})
     for k, v in table.items():
         if "refused" in v:
-            ax.text(int(k), 0.52, "refused:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey")
+            ax.text(
+                int(k), 0.52, "not scored:\nuntrained\npositions", ha="center", va="bottom", fontsize=7, color="grey"
+            )
     train_len = entry["train_seq_len"]
     ax.axvline(train_len, color="tab:red", linestyle="--", label=f"training length {train_len}")
     ax.axhline(CHANCE, color="grey", linestyle=":", label="chance")

@@ -55,8 +55,10 @@ def job_names(jobs: list[list[str]]) -> list[str]:
     return [job_dirname(",".join(f"{short[k]}={job[k]}" for k in varying if k in job)) for job in parsed]
 
 
-# conf/train.yaml's hydra.sweep.subdir; registered on import: launchers' workers resolve it too.
+# conf/train.yaml's hydra.sweep.subdir and hydra.sweep.dir (the experiment's name; "sweep" without one, not
+# "None", which read like pos_enc=none); registered on import: launchers' workers resolve them too.
 OmegaConf.register_new_resolver("attnlab_job_dir", job_dirname, replace=True)
+OmegaConf.register_new_resolver("attnlab_sweep_name", lambda experiment: experiment or "sweep", replace=True)
 
 
 def hydra_quote(value: str) -> str:

@@ -33,6 +33,7 @@ from attnlab.config import (
 )
 from attnlab.errors import CONTROL, ConfigError, first_line, one_line
 from attnlab.naming import canonical, flatten, hydra_quote
+from attnlab.sweep_record import sweep_of
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
 # checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
@@ -89,7 +90,9 @@ def plan(cfg: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     if cfg["resume"] and run_folder.holds_run(folder):
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
-    if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: nothing depends on its config
+    if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: no weights depend on its config
+        if cfg["resume"] and recorded and sweep_of(folder):  # but a sweep's plan does (jobs.json, the folder's name)
+            check_planned(cfg, folder)
         if start := check_start_checkpoint(cfg):
             return Plan(start[0], 0, 0, own=False, note=other_data(cfg, start[1]))
         return Plan(None, 0, 0, own=False)
@@ -280,19 +283,36 @@ def other_data(cfg: dict[str, Any], ckpt: dict[str, Any]) -> str:
     return f", trained on other data: {', '.join(differ)}" if differ else ""
 
 
-def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
-    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE."""
+def changed_settings(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key (old -> new)` for each key outside RESUMABLE whose value differs, compared as JSON, so by type too:
+    limit_train_batches=1 (one batch) is not 1.0 (all)."""
     a, b = flatten(saved), flatten(new)
-    # compared as JSON, so by type too: limit_train_batches=1 (one batch) is not 1.0 (all)
-    changed = [
+    return [
         f"{k} ({a.get(k)!r} -> {b.get(k)!r})"
         for k in sorted(set(a) | set(b))
         if k not in (*RESUMABLE, *IGNORED_ON_RESUME) and canonical(a.get(k)) != canonical(b.get(k))
     ]
-    if changed:
+
+
+def check_same_run(saved: dict[str, Any], new: dict[str, Any], folder: Path) -> None:
+    """Refuse a resume whose config differs from the run's saved one outside RESUMABLE."""
+    if changed := changed_settings(saved, new):
         may = ", ".join("+trainer.max_steps" if k == "trainer.max_steps" else k for k in RESUMABLE)  # (not a field)
         why = f"would change {', '.join(changed)}, which the checkpoints depend on; only {may} may"
         raise ConfigError("resume", str(folder), f"{why} change when resuming")
+
+
+def check_planned(cfg: dict[str, Any], folder: Path) -> None:
+    """A sweep's job without a checkpoint resumes with the settings its sweep planned for it: another value would
+    leave its folder's name, jobs.json and the report's row naming one config and the job trained with another."""
+    try:
+        saved = run_config(folder)
+    except ConfigError:  # never started, or its record cut short: what it ran with is the plan's
+        return
+    if changed := changed_settings(saved, cfg):
+        why = f"is a job of the sweep in {folder.parent}, planned with other settings: this resume would change "
+        why += f"{', '.join(changed)}; another value is a run or sweep of its own"
+        raise ConfigError("resume", str(folder), why)
 
 
 def refuse(item: Any, source: Path, why: str) -> NoReturn:

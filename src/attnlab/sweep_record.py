@@ -69,8 +69,9 @@ def check_same_jobs(sweep_dir: Path, folders: list[str]) -> None:
     planned = [job["dir"] for job in read_jobs(sweep_dir, "resume")]
     added, left = [f for f in folders if f not in planned], [f for f in planned if f not in folders]
     if planned and (added or left):
-        differ = "; ".join(f"{what} {', '.join(f[:3])}{' ...' * (len(f) > 3)}" for what, f in
-                           (("adds", added), ("leaves out", left)) if f)  # fmt: skip
+        # by their folders' names, each quoted: a name lists the values that vary (`lr=0.001,n_train=256`)
+        differ = "; ".join(f"{what} {', '.join(map(repr, f[:3]))}{' ...' * (len(f) > 3)}" for what, f in
+                           (("adds the jobs", added), ("leaves out the jobs", left)) if f)  # fmt: skip
         why = f"continues the {len(planned)} jobs it planned; this grid {differ}: start a new sweep for other values"
         raise ConfigError("resume", str(sweep_dir), why)
 

@@ -27,17 +27,18 @@ def process_seconds(began: float) -> float:
 
 
 class StepClock(pl.Callback):
-    """Records when every training step ends, and how old the process was at the first step. `synchronize`:
+    """Records when every training step ends, and the start-up: how old the process was at the first step, or
+    with `began` (a sweep's job, in a process that ran others before it) the seconds since then. `synchronize`:
     wait for the GPU before reading the clock (the benchmark's fair timing; a host sync per step)."""
 
-    def __init__(self, synchronize: bool = False) -> None:
+    def __init__(self, synchronize: bool = False, began: float | None = None) -> None:
         self.ends: list[tuple[int, float]] = []
         self.startup_seconds: float | None = None
-        self.synchronize = synchronize
+        self.synchronize, self.began = synchronize, began
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: object) -> None:
         if self.startup_seconds is None:
-            self.startup_seconds = process_age()
+            self.startup_seconds = process_age() if self.began is None else time.perf_counter() - self.began
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: object) -> None:
         if self.synchronize and pl_module.device.type == "cuda":

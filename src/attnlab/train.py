@@ -27,7 +27,7 @@ from attnlab import evaluate, resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint, catch_up_last
 from attnlab.config import to_plain, training_batches, validate
-from attnlab.console import announce_end, announce_start, lightning_messages, progress_bar
+from attnlab.console import announce_end, announce_lengths, announce_start, lightning_messages, progress_bar
 from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams, write_tested
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics, describe
@@ -126,7 +126,8 @@ def run(
         # a sweep job prints 2 lines, unless verbose
         show_progress = cfg["trainer"]["enable_progress_bar"] and (job is None or cfg["verbose"])
         module.fresh_start = start_from is not None and not start.own  # another run's checkpoint (ckpt_path)
-        callbacks = RunCallbacks(cfg, run_dir, start_from, stop, extra_callbacks, show_progress)
+        job_began = began if job is not None else None  # a sweep's job: its start-up from its own start
+        callbacks = RunCallbacks(cfg, run_dir, start_from, stop, extra_callbacks, show_progress, job_began)
         origin = provenance()  # the code and command of this attempt (a resume may run newer code)
         logger = make_logger(cfg, run_dir, start.step, origin)
         trainer = make_trainer(cfg, run_dir, callbacks, logger, show_progress)
@@ -135,7 +136,9 @@ def run(
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if cfg["eval"]["seq_lens"]:  # the tested weights at other lengths
                 scores = evaluate.score(module.net, cfg, cfg["eval"])
-                evaluate.record(run_dir, cfg, cfg["eval"], scores, tested, "output_dir")
+                entry = evaluate.record(run_dir, cfg, cfg["eval"], scores, tested, "output_dir")
+                if job is None:  # (a sweep's job: one line; its report has the lengths)
+                    announce_lengths(entry)
             figures = callbacks.diagnostics.figures if callbacks.diagnostics else []
             record(cfg, run_dir, trainer, logger, metrics, figures)
             # A single run counts from process start (imports included); a sweep job from its own start.
@@ -145,7 +148,14 @@ def run(
 
 class RunCallbacks:
     def __init__(
-        self, cfg: dict, run_dir: Path, start_from: str | None, stop: StopOnSignal, extra: Sequence, progress: bool
+        self,
+        cfg: dict,
+        run_dir: Path,
+        start_from: str | None,
+        stop: StopOnSignal,
+        extra: Sequence,
+        progress: bool,
+        began: float | None = None,
     ) -> None:
         self.start_from, self.stop = start_from, stop  # the checkpoint training continues from; the signal watch
         kept = {"dirpath": run_dir / "checkpoints", "enable_version_counter": False}
@@ -156,7 +166,7 @@ class RunCallbacks:
         # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
         # in epochs that also improved the best one, so a resume could go back many epochs.
         last = RunCheckpoint(filename="last", monitor=None, **kept)
-        self.clock = StepClock()
+        self.clock = StepClock(began=began)
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
         if cfg["trainer"]["max_time"]:  # (make_trainer passes Lightning's own max_time=None)
             self.all.append(RunTimer(cfg["trainer"]["max_time"]))
@@ -283,7 +293,7 @@ def fit_and_test(
         "converged": converged(history["val/loss"], early["patience"], early["min_delta"]),
         "history": history,  # per validation: its step, val/acc, val/loss, ...; per epoch: train/acc (module.HISTORY)
         "fit_seconds": fit_seconds,
-        "startup_seconds": startup and round(startup, 3),  # process start -> first step
+        "startup_seconds": startup and round(startup, 3),  # process start (a sweep's job: its start) -> first step
         # the tested checkpoint's attention statistics
         "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
         "settings": {name: lookup(cfg, key) for name, key in KEY_SETTINGS.items()},
