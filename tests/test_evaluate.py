@@ -535,10 +535,20 @@ class Knows(torch.nn.Module):
 
 
 @pytest.mark.parametrize(
-    ("n", "limit", "own"),
-    [(128, None, True), (64, None, False), (128, 1.0, True), (128, 1, False), (128, 0.5, False), (128, 4, True)],
+    ("n", "limit", "tested", "own"),
+    [
+        (128, None, None, True),
+        (64, None, None, False),
+        (128, 1.0, None, True),
+        (128, 1, None, False),
+        (128, 0.5, None, False),
+        (128, 4, None, True),
+        # the count the test scored, where known, decides: under DDP each process drops its share's remainder
+        (128, None, 127, False),
+        (128, 1, 128, True),
+    ],
 )
-def test_the_training_length_is_scored_on_the_runs_own_test_set_only_as_its_test_scored_it(n, limit, own) -> None:
+def test_the_training_length_is_scored_on_the_runs_own_test_set_only_as_its_test_scored_it(n, limit, tested, own):
     """eval.n = data.n_test: the run's own test set (the data module's); another n: a fresh set, as at other
     lengths, not a set of that size drawn from the test set's seed (neither the run's own nor a fresh one). A test
     cut by trainer.limit_test_batches scored a part of its set: the whole set's score was given as the run's own,
@@ -552,7 +562,7 @@ def test_the_training_length_is_scored_on_the_runs_own_test_set_only_as_its_test
     seed = split_seed("test", 0, 1234) if own else derive_seed(1234, "test", 8)
     net = Knows(*make_split("halfswap", n, 8, 1, seed))
     ev = {"seq_lens": [8], "n": n, "batch_size": 256, "untrained": "refuse"}
-    assert score(net, {"data": data, "model": model, "trainer": trainer}, ev)["8"]["acc"] == 1.0
+    assert score(net, {"data": data, "model": model, "trainer": trainer}, ev, tested)["8"]["acc"] == 1.0
 
 
 def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) -> None:

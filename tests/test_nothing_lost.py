@@ -1217,6 +1217,10 @@ def test_a_sweep_job_that_failed_before_its_first_checkpoint_keeps_its_planned_s
     )
     proc = run_train(f"resume={job}", "trainer.max_epochs=3", cwd=tmp_path)  # its own settings: trains (and fails)
     assert proc.returncode == 1 and "loss is nan" in proc.stderr
+    # its sweep's jobs.json cut short (a kill): still a job of the sweep (its multirun.yaml beside it)
+    (sweep / "jobs.json").write_text('{"jobs": [')
+    proc = run_train(f"resume={job}", "optim.lr=0.001", cwd=tmp_path)
+    assert proc.returncode == 1 and "is a job of the sweep in" in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
 @pytest.mark.parametrize("group,name", [("experiment", "limitatons"), ("debug", "fdrr")])

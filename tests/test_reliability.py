@@ -304,6 +304,61 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     assert metrics["test/acc"] == whole["test/acc"] and metrics["tested_checkpoint"] == whole["tested_checkpoint"]
 
 
+class TimeUpAfter(pl.Callback):
+    """The run's max_time runs out once `batches` training batches have ended (this callback runs before the
+    timer's own check in the same batch): a cut at a chosen batch, whatever the machine's speed."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches, self.seen = batches, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        from attnlab.train import RunTimer
+
+        self.seen += 1
+        if self.seen == self.batches:
+            for timer in (cb for cb in trainer.callbacks if isinstance(cb, RunTimer)):
+                timer.time_remaining = lambda *a, **k: 0.0
+
+
+HOUR = "trainer.max_time=00:01:00:00"  # TINY: 4 batches an epoch
+
+
+@pytest.mark.parametrize(
+    ("extra", "cut_after", "ended_by", "epochs", "steps"),
+    [
+        # inside an accumulation of gradients (batch 5 of 2+2+...: epoch 2's first): cut after its optimizer step
+        (["+trainer.accumulate_grad_batches=2"], 5, "timer", 2, 3),
+        # before min_epochs: Lightning's own stop waits for them, and so does the cut (epoch 3's first batch)
+        (["+trainer.min_epochs=2"], 1, "timer", 3, 9),
+        # the run's own step budget ran out at the same step: that is the one a resume must raise
+        (["+trainer.max_steps=6"], 6, "max_steps", 2, 6),
+    ],
+    ids=["accumulating", "min-epochs", "with-max-steps"],
+)
+def test_where_a_timer_cuts_and_what_it_says(tmp_path, extra, cut_after, ended_by, epochs, steps) -> None:
+    """A cut inside an accumulation resumed inexactly; one before min_epochs overrode it; one at the step
+    max_steps also ended was recorded as the timer's, and the resume it asked for was refused for max_steps."""
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    cfg = compose_train(run_dir, *TINY, "trainer.max_epochs=3", HOUR, *extra)
+    cut = train(cfg, extra_callbacks=[TimeUpAfter(cut_after)])
+    assert (cut["ended_by"], cut["epochs"], cut["global_step"]) == (ended_by, epochs, steps)
+    if ended_by != "timer":
+        return
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    resumed = train(compose_train(run_dir, *TINY, "trainer.max_epochs=3", "trainer.max_time=00:02:00:00", *extra,
+                                  "resume=true"))  # fmt: skip
+    whole = train(compose_train(tmp_path / "whole", *TINY, "trainer.max_epochs=3", *extra))
+    assert resumed["history"] == whole["history"] and resumed["test/acc"] == whole["test/acc"]
+    last = [
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for d in (run_dir, tmp_path / "whole")
+    ]
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[1])
+
+
 @pytest.mark.parametrize(
     ("seeds", "said"),
     [

@@ -429,6 +429,22 @@ def test_a_copy_of_a_job_folder_is_not_a_seed_more(tmp_path: Path) -> None:
     )
 
 
+def test_two_planned_jobs_of_one_training_are_counted_once_and_named_so(tmp_path: Path) -> None:
+    """A grid over a display setting alone (`progress=plain,tqdm`) runs one training twice: counted once, and
+    not called a copy (the sweep planned both)."""
+    add_job(tmp_path, "plain", ["data=halfswap", "seed=0", "progress=plain"], 1.0)
+    add_job(tmp_path, "tqdm", ["data=halfswap", "seed=0", "progress=tqdm"], 1.0)
+    jobs = [{"dir": name, "overrides": [f"progress={name}"]} for name in ("plain", "tqdm")]
+    (tmp_path / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+    rows = write_report(tmp_path)
+    assert [r.get("note") for r in rows] == [
+        None,
+        "the same config and seed as plain but for display settings: counted once",
+    ]
+    header, row = rows_of((tmp_path / "summary.md").read_text())[:2]
+    assert dict(zip(header, row, strict=True))["n"] == "1"
+
+
 def test_values_equal_in_python_but_not_to_lightning_are_cells_of_their_own(tmp_path: Path) -> None:
     """`+trainer.limit_test_batches=1,1.0` (one test batch against all of them): 1 == 1.0 made one cell of four
     seeds, each seed listed twice, with one mean over both settings."""

@@ -143,6 +143,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
         "trainer.devices=2",
         "verbose=true",  # Lightning's messages, "Initializing distributed" among them
         "diagnostics=true",
+        "eval.seq_lens=[8,16]",  # (scored by the first process alone: a metric's sync waited for the other, gone)
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
@@ -153,6 +154,8 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert metrics["global_step"] == 2
     tested = metrics["tested_checkpoint"]["global_step"]
     assert image_steps(run_dir, "attention/layer0_head0") == [tested]  # the figures: once, not once a process
+    lengths = json.loads((run_dir / "evaluation.json").read_text())["lengths"]
+    assert lengths.keys() == {"8", "16"} and lengths["8"]["acc"] == metrics["test/acc"]  # 8: the own test set
     # the two processes' test results, gathered, are those of the best checkpoint on the whole test set
     assert (
         evaluate_run(run_dir, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})["lengths"]["8"][

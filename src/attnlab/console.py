@@ -157,8 +157,8 @@ def announce_lengths(entry: dict[str, Any]) -> None:
 
 
 def say(line: str) -> None:
-    """A line that workers print at once to one stream, in one write: `print` writes the text and its newline
-    apart where stdout is unbuffered (PYTHONUNBUFFERED=1), and two workers' lines ran together."""
+    """A line that a sweep's workers may print at once to one stream, in one write: `print` writes the text and
+    its newline apart where stdout is unbuffered (PYTHONUNBUFFERED=1), and two workers' lines ran together."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 

@@ -30,8 +30,11 @@ from attnlab.verdict import CHANCE, wilson
 
 
 @torch.no_grad()
-def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{seq_len: result} for `eval_cfg["seq_lens"]` (checked already by `config.check_eval`)."""
+def score(
+    net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any], tested: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """{seq_len: result} for `eval_cfg["seq_lens"]` (checked already by `config.check_eval`). `tested`: the
+    sequences the run's test scored (metrics.json's test_sequences), where known."""
     from attnlab.module import accuracy_metric  # here: a refusal answers before Lightning is imported
 
     data, model = cfg["data"], cfg["model"]
@@ -48,10 +51,13 @@ def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -
         # The training length: the run's own test set (the data module's seed), if of its size and the run's test
         # scored it whole; else one set per length (a set of another size from the test set's seed, or the whole of
         # a set the test scored a part of, would be neither what the test scored nor a fresh one).
-        own = length == data["seq_len"] and n == data["n_test"] and whole_test(cfg)
+        whole = whole_test(cfg) if tested is None else tested == data["n_test"]
+        own = length == data["seq_len"] and n == data["n_test"] and whole
         seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
         x, y = make_split(data["task"], n, length, data["dim"], seed)
-        metric = accuracy_metric(net.head.out_features).to(device)  # counted as the run's own test/acc was
+        # counted as the run's own test/acc was, by this process alone: under DDP only the first scores (a sync
+        # would wait at a barrier for processes that have left)
+        metric = accuracy_metric(net.head.out_features, sync=False).to(device)
         for i in range(0, len(x), step):
             metric.update(net(x[i : i + step].to(device)).argmax(-1), y[i : i + step].to(device))
         acc = float(metric.compute())
@@ -61,8 +67,9 @@ def score(net: torch.nn.Module, cfg: dict[str, Any], eval_cfg: dict[str, Any]) -
 
 
 def whole_test(cfg: dict[str, Any]) -> bool:
-    """The run's test scored its whole test set: trainer.limit_test_batches (an int counts batches, a float is a
-    fraction of them) left it all its batches, and no fast_dev_run (one batch)."""
+    """Where the run's count is unknown, whether its test scored its whole test set, in one process:
+    trainer.limit_test_batches (an int counts batches, a float is a fraction of them) left it all its batches, and
+    no fast_dev_run (one batch). (Under DDP each process drops its share's remainder: the count tells.)"""
     limit, batches = cfg["trainer"]["limit_test_batches"], -(-cfg["data"]["n_test"] // cfg["data"]["batch_size"])
     if cfg["trainer"]["fast_dev_run"]:
         return False
@@ -174,7 +181,16 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any], ckpt: str = "bes
 
         module = load_module(path, cfg, "eval.ckpt")  # weights, epoch and step from one read of the file
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
-        return record(run_dir, cfg, eval_cfg, score(module.net, cfg, eval_cfg), checkpoint)
+        return record(run_dir, cfg, eval_cfg, score(module.net, cfg, eval_cfg, tested_sequences(run_dir)), checkpoint)
+
+
+def tested_sequences(run_dir: Path) -> int | None:
+    """metrics.json's test_sequences (a record: a whole number, else unknown)."""
+    try:
+        count = json.loads((run_dir / run_folder.METRICS).read_text()).get("test_sequences")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return count if type(count) is int else None
 
 
 def length_figure(entry: dict[str, Any]) -> Any:

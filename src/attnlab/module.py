@@ -20,10 +20,11 @@ from attnlab.resume import check_held_settings, keep_cut_epoch_open
 HISTORY = ("step", "val/acc", "val/loss", "val/acc_shuffled", "attn/entropy", "train/acc")
 
 
-def accuracy_metric(num_classes: int) -> MulticlassAccuracy:
-    """The project's one accuracy (correct / total, reduced over DDP processes by `compute()`): train/val/test,
-    shuffled (attnlab.diagnostics) and other lengths (attnlab.evaluate) all count the same way."""
-    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+def accuracy_metric(num_classes: int, sync: bool = True) -> MulticlassAccuracy:
+    """The project's one accuracy (correct / total, reduced over DDP processes by `compute()` unless `sync` is
+    false): train/val/test, shuffled (attnlab.diagnostics) and other lengths (attnlab.evaluate) all count the same
+    way."""
+    return MulticlassAccuracy(num_classes, average="micro", validate_args=False, sync_on_compute=sync)
 
 
 class LitClassifier(pl.LightningModule):

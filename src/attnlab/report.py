@@ -73,11 +73,11 @@ def collect(sweep_dir: Path) -> Rows:
     first: dict[str, str] = {}  # a finished job's config and seed -> the first job folder with them
     for row in (r for r in rows if r["status"] == "ok"):
         if (same := first.setdefault(canonical([row["settings"], row["seed"]]), row["job"])) != row["job"]:
-            # a copy of a job folder (a backup beside it) would count its seed twice in the cell's mean and verdict
-            row["duplicate_of"] = same
-            row["note"] = "; ".join(
-                filter(None, [f"the same config and seed as {same} (a copy?): counted once", row.get("note")])
-            )
+            # a copy of a job folder (a backup beside it) would count its seed twice in the cell's mean and verdict;
+            # a planned job can differ only in display settings (a grid over `progress`): the same training too
+            how = "but for display settings" if "overrides" in row else "(a copy?)"
+            note = f"the same config and seed as {same} {how}: counted once"
+            row["duplicate_of"], row["note"] = same, "; ".join(filter(None, [note, row.get("note")]))
     return rows
 
 

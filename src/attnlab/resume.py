@@ -91,7 +91,9 @@ def plan(cfg: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: no weights depend on its config
-        if cfg["resume"] and recorded and sweep_of(folder):  # but a sweep's plan does (jobs.json, the folder's name)
+        # but a sweep's plan does (jobs.json, the folder's name): a job of one (by its record, or, that missing or
+        # cut short, by the sweep's multirun.yaml beside it)
+        if cfg["resume"] and recorded and (sweep_of(folder) or (folder.parent / "multirun.yaml").is_file()):
             check_planned(cfg, folder)
         if start := check_start_checkpoint(cfg):
             return Plan(start[0], 0, 0, own=False, note=other_data(cfg, start[1]))

@@ -27,7 +27,7 @@ from attnlab import evaluate, resume, run_folder
 from attnlab.board import METRICS as HPARAM_METRICS
 from attnlab.checkpoints import AtomicCheckpointIO, RunCheckpoint, catch_up_last
 from attnlab.config import to_plain, training_batches, validate
-from attnlab.console import announce_end, announce_lengths, announce_start, lightning_messages, progress_bar
+from attnlab.console import announce_end, announce_lengths, announce_start, lightning_messages, progress_bar, say
 from attnlab.dashboard import LAYOUT, TensorBoard, hparams_of, is_debug, write_hparams, write_tested
 from attnlab.data import SyntheticDataModule
 from attnlab.diagnostics import AttentionDiagnostics, describe
@@ -111,15 +111,15 @@ def run(
         if cfg["resume"] and start.own:
             if not run_folder.secondary_process():  # (under DDP the main process owns the folder)
                 catch_up_last(start.checkpoint)  # type: ignore[arg-type]
-            print(f"[attnlab] resuming {run_dir} from {start.checkpoint.relative_to(run_dir)} "  # type: ignore[union-attr]
-                  f"(epoch {start.epoch}, step {start.step})", flush=True)  # fmt: skip
+            say(f"[attnlab] resuming {run_dir} from {start.checkpoint.relative_to(run_dir)} "  # type: ignore[union-attr]
+                f"(epoch {start.epoch}, step {start.step})")  # fmt: skip
         elif cfg["resume"]:
             begin = f"from {start.checkpoint}" if start.checkpoint else "from the beginning"
-            print(f"[attnlab] resuming {run_dir}: no checkpoint was saved yet, starting {begin}", flush=True)
+            say(f"[attnlab] resuming {run_dir}: no checkpoint was saved yet, starting {begin}")
         start_from = str(start.checkpoint) if start.checkpoint else None
         announce_start(cfg, run_dir, job)
         if start_from and not start.own:  # ckpt_path: another run's weights, trained on this run's data
-            print(f"[attnlab] starting from {start_from}{start.note}", flush=True)
+            say(f"[attnlab] starting from {start_from}{start.note}")
         set_threads(cfg["torch_threads"], hydra if job is not None else None)  # a launcher's n_jobs: a sweep's
         pl.seed_everything(cfg["seed"], workers=True, verbose=False)
         data, module = build(cfg)
@@ -135,7 +135,7 @@ def run(
         metrics["provenance"] = origin  # git commit (and whether the tree had changes), versions, the command
         if trainer.is_global_zero:  # under DDP, one process writes the results
             if cfg["eval"]["seq_lens"]:  # the tested weights at other lengths
-                scores = evaluate.score(module.net, cfg, cfg["eval"])
+                scores = evaluate.score(module.net, cfg, cfg["eval"], metrics["test_sequences"])
                 entry = evaluate.record(run_dir, cfg, cfg["eval"], scores, tested, "output_dir")
                 if job is None:  # (a sweep's job: one line; its report has the lengths)
                     announce_lengths(entry)
@@ -198,17 +198,24 @@ class RunTimer(Timer):
     """Lightning's Timer (trainer.max_time), ending the epoch it cuts as a step budget does. Lightning's own stop
     (`trainer.should_stop`) validates the cut epoch's partial weights first, which a run never cut does not: a
     resume that finished the epoch had one validation more, and best.ckpt and early stopping's count could come
-    from it. `ran_out`: it ended the training."""
+    from it. It cuts where a resume goes on exactly (after an optimizer step, not inside an accumulation of
+    gradients) and not before trainer.min_epochs / min_steps (as Lightning's should_stop waits for them).
+    `ran_out`: it ended the training; `max_steps`: the step budget the run was given."""
 
     ran_out = False
+    max_steps = -1
 
     @property
     def state_key(self) -> str:
         return "Timer"  # Lightning's own: where resume.plan reads the time trained
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.strategy.broadcast((self.time_remaining() or 0) <= 0):  # (DDP: rank 0's clock decides)
-            self.ran_out = True
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stepped = (
+            batch_idx + 1
+        ) % trainer.accumulate_grad_batches == 0 or batch_idx + 1 == trainer.num_training_batches
+        least = trainer.current_epoch >= (trainer.min_epochs or 0) and trainer.global_step >= (trainer.min_steps or 0)
+        if stepped and least and trainer.strategy.broadcast((self.time_remaining() or 0) <= 0):  # rank 0's clock
+            self.ran_out, self.max_steps = True, trainer.max_steps
             # no public setter: the epoch loop's step budget, reached now, ends the fit after this batch
             trainer.fit_loop.epoch_loop.max_steps = trainer.global_step
 
@@ -305,7 +312,11 @@ def ended_by(trainer: pl.Trainer) -> str:
     """early_stop (the val/loss rule), max_epochs, max_steps, timer (trainer.max_time), or callback (another)."""
     if any(callback.wait_count >= callback.patience for callback in trainer.early_stopping_callbacks):
         return "early_stop"
-    timer = any(isinstance(callback, RunTimer) and callback.ran_out for callback in trainer.callbacks)
+    # the timer's cut, unless the run's own step budget ran out at that step too (a resume must raise that one)
+    timer = any(
+        isinstance(callback, RunTimer) and callback.ran_out and not 0 <= callback.max_steps <= trainer.global_step
+        for callback in trainer.callbacks
+    )
     if 0 <= trainer.max_steps <= trainer.global_step:  # first: a cut last epoch counts as done all the same
         # unless every epoch's steps were trained: both budgets ran out at once, and the epochs are what to raise
         # (counted from where a run from another's checkpoint started: its epochs may have had other lengths)
