@@ -495,6 +495,20 @@ def test_a_verdict_counts_the_seeds_planned_that_never_started(tmp_path: Path, c
     assert "learned (1 of 3 seeds finished)" in out.splitlines()[1], out
 
 
+def test_the_consoles_verdicts_keep_a_cell_whose_jobs_all_failed(tmp_path: Path, capsys) -> None:
+    """Every job of optim.lr=1e30 failed: the console's table lost its lr column, and its cells had no line."""
+    for lr in ("0.003", "1e30"):
+        for seed in (0, 1):
+            add_job(tmp_path, f"{lr}-{seed}", ["data=halfswap", f"optim.lr={lr}", f"seed={seed}"], 1.0)
+            if lr == "1e30":
+                (tmp_path / f"{lr}-{seed}" / "metrics.json").unlink()
+                (tmp_path / f"{lr}-{seed}" / "FAILED").write_text("FloatingPointError: train/loss is nan\n")
+    assert report.conclude(tmp_path, 0, 0.0) == 1
+    table = [line.split() for line in capsys.readouterr().out.splitlines()[:3]]
+    assert table == [["lr", "n", "test/acc", "verdict"], ["0.003", "2", "1.000", "learned"],
+                     ["1e+30", "0", "–", "no", "job", "finished"]]  # fmt: skip
+
+
 @pytest.mark.parametrize("given", [False, True], ids=["newest", "SWEEP="])
 def test_make_report_passes_a_folders_name_to_the_shell_as_a_value(tmp_path: Path, given: bool) -> None:
     """`make report` and `make tensorboard` take the newest sweep folder, or SWEEP=: its name is data, never shell

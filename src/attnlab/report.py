@@ -591,13 +591,15 @@ def conclude(sweep_dir: Path, code: int, began: float, launcher_error: str = "")
     seconds = process_seconds(began)  # from process start: imports and the up-front checks included
     failed = f", {len(bad)} did not finish" if bad else ""
     keys = varying(rows)  # the verdicts: a line per cell (summary.md has the whole table)
-    groups = groups_of(rows, keys)
-    shown = telling_apart(keys, groups)
-    table, planned = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]], planned_jobs(rows, keys)
-    for setting, group in groups.items():
-        mean = statistics.fmean(values(group, "test/acc"))
-        called = verdict(group, planned[setting])
-        table.append([*(printable(setting[i]) for i in shown), str(len(group)), f"{mean:.3f}", called])
+    groups, planned = groups_of(rows, keys), planned_jobs(rows, keys)
+    # a cell none of whose jobs finished has its line too: without it, its setting's column could vanish
+    cells = {**groups, **{setting: [] for setting in planned if setting is not None and setting not in groups}}
+    shown = telling_apart(keys, cells)
+    table = [[*(column(keys[i]) for i in shown), "n", "test/acc", "verdict"]]
+    for setting, group in cells.items():
+        mean = f"{statistics.fmean(values(group, 'test/acc')):.3f}" if group else "–"
+        called = verdict(group, planned[setting]) if group else "no job finished"
+        table.append([*(printable(setting[i]) for i in shown), str(len(group)), mean, called])
     widths = [max(map(len, cells)) for cells in zip(*table, strict=True)]
     if groups:  # (no job finished: no table)
         lines = ("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in table)
