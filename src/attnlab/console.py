@@ -28,6 +28,8 @@ def hide_lightning_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # A resume continues its own checkpoints folder, by design (Lightning warns that it is not empty).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Under DDP, for each epoch-level value: attnlab logs torchmetrics' compute(), reduced over the processes already.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     if "SLURM_JOB_ID" not in os.environ:  # outside an allocation the hint to prepend `srun` is wrong:
         # attnlab reaches the cluster through hydra/launcher=slurm.
         warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")

@@ -250,7 +250,10 @@ def make_trainer(
         # At most an epoch's steps: an epoch shorter than the interval would never log train/loss.
         "log_every_n_steps": max(1, min(cfg["trainer"]["log_every_n_steps"], training_batches(cfg))),
     }
-    return pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(run_dir))
+    trainer = pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(run_dir))
+    # under DDP each process trains its share of an epoch's batches: at most that many steps between logs
+    trainer.log_every_n_steps = min(trainer.log_every_n_steps, -(-training_batches(cfg) // trainer.world_size))
+    return trainer
 
 
 def fit_and_test(
