@@ -2,8 +2,9 @@
 lengths, by `scripts/evaluate.py run_dir=<run>` or by a run with `eval.seq_lens` set, after its test.
 
 Each length gets a fresh test set from `data.seed` and the length; the training length, the run's own test set
-when `eval.n` is `data.n_test` (its default) and the run's test scored all of it (no `trainer.limit_test_batches`),
-so the tested checkpoint gives back its test/acc exactly. Lengths
+when `eval.n` is `data.n_test` (its default) and the run's test scored all of it (metrics.json's test_sequences:
+not under `trainer.limit_test_batches`, nor DDP's dropped remainder), so the tested checkpoint gives back its
+test/acc exactly. Lengths
 past the positions an encoding with a parameter per position (offset) was trained on would score parameters still
 at their random start: `eval.untrained` refuses them (nothing evaluated), skips them (recorded as refused)
 or marks them.

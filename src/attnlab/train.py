@@ -247,12 +247,12 @@ def make_trainer(
         "enable_progress_bar": show_progress,
         "enable_model_summary": cfg["trainer"]["enable_model_summary"] or cfg["verbose"],
         "max_time": None,  # RunTimer's (RunCallbacks)
-        # At most an epoch's steps: an epoch shorter than the interval would never log train/loss.
-        "log_every_n_steps": max(1, min(cfg["trainer"]["log_every_n_steps"], training_batches(cfg))),
     }
     trainer = pl.Trainer(**args, logger=logger, callbacks=callbacks.all, plugins=plugins, default_root_dir=str(run_dir))
-    # under DDP each process trains its share of an epoch's batches: at most that many steps between logs
-    trainer.log_every_n_steps = min(trainer.log_every_n_steps, -(-training_batches(cfg) // trainer.world_size))
+    # At most a process's share of an epoch's steps (under DDP each trains its share; a world of one: all of them):
+    # an epoch shorter than the interval would never log train/loss.
+    share = -(-training_batches(cfg) // trainer.world_size)
+    trainer.log_every_n_steps = max(1, min(cfg["trainer"]["log_every_n_steps"], share))
     return trainer
 
 
