@@ -62,6 +62,21 @@ def compose_train(output_dir: Path | str, *overrides: str) -> DictConfig:
         return compose("train", overrides=[f"output_dir={output_dir}", *overrides])
 
 
+def save_record(run_dir: Path, cfg: DictConfig) -> dict:
+    """A run's records as a run from the command line leaves them: Hydra's .hydra/config.yaml and attnlab's
+    config.json (the config resolved, `output_dir` the folder); returns the plain config."""
+    from omegaconf import OmegaConf
+
+    from attnlab import run_folder
+    from attnlab.config import to_plain
+
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    plain = to_plain(cfg, str(run_dir))
+    run_folder.write_json_atomic(run_dir / run_folder.CONFIG, plain)
+    return plain
+
+
 def refused_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """`python scripts/train.py ARGS` (a single run, not `-m`), which must be refused before Hydra writes
     anything, in this process: its argv rewritten (`resume=<run>`: attnlab.resume.resume_argv), the config

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from attnlab.config import run_config
 from attnlab.errors import ConfigError
@@ -204,8 +203,6 @@ def test_untrained_positions_are_refused_unless_asked_and_then_marked(pos_enc, t
         run, *TINY, "data=halfswap", f"model.pos_enc={pos_enc}", "model.max_len=16", "trainer.max_epochs=2"
     )
     train(cfg)
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # what Hydra writes for a run from the command line
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     torch.manual_seed(0)  # the run's seed: its initial weights
     start = LitClassifier(**ckpt["hyper_parameters"]).state_dict()
@@ -474,8 +471,8 @@ def test_plot_attention_of_a_crafted_record_is_one_line(learned_run, tmp_path, n
     """A run's record whose data.n_val no run could have had (a crafted or older record): a traceback, now one
     line."""
     run = fresh_copy(learned_run, tmp_path / "run")
-    config = run / ".hydra" / "config.yaml"
-    config.write_text(re.sub(r"(?m)^  n_val: \d+$", f"  n_val: {n_val}", config.read_text()))
+    config = run / "config.json"
+    config.write_text(re.sub(r'"n_val": \d+', f'"n_val": {n_val}', config.read_text()))
     plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]
     proc = subprocess.run([*python(), *plot], capture_output=True, text=True, cwd=tmp_path, env=CLI_ENV)
     said = f"error: run_dir='{run}' is invalid: {why}"
@@ -507,8 +504,8 @@ def test_a_record_with_no_test_sequences_is_one_line(learned_run, tmp_path) -> N
     """A record crafted with `data.n_test: 0` and eval.n unset: Hydra's "Error executing job" line, then the
     Wilson interval's ValueError, naming no record; one line now."""
     run = fresh_copy(learned_run, tmp_path / "run")
-    config = run / ".hydra" / "config.yaml"
-    config.write_text(re.sub(r"(?m)^  n_test: \d+$", "  n_test: 0", config.read_text()))
+    config = run / "config.json"
+    config.write_text(re.sub(r'"n_test": \d+', '"n_test": 0', config.read_text()))
     proc = evaluate(f"run_dir={run}", "eval.seq_lens=[8]", cwd=tmp_path)
     said = f"error: run_dir='{run}' is invalid: its saved config's data.n_test=0 gives no test sequences: give eval.n"
     assert proc.returncode == 1 and proc.stderr.splitlines() == [said], proc.stderr
@@ -566,14 +563,14 @@ def test_the_training_length_is_scored_on_the_runs_own_test_set_only_as_its_test
 
 
 def test_a_runs_config_linked_from_outside_is_not_read(learned_run, tmp_path) -> None:
-    """evaluate read .hydra/config.yaml before its link check (the refusal quoted the outside file's keys), and
+    """evaluate read the run's config before its link check (the refusal quoted the outside file's keys), and
     plot_attention never checked: both refuse the link before reading anything."""
     run = Path(shutil.copytree(learned_run, tmp_path / "run"))
-    outside = Path(shutil.move(run / ".hydra" / "config.yaml", tmp_path / "outside.yaml"))
-    outside.write_text(outside.read_text() + "secret: 1\n")
-    (run / ".hydra" / "config.yaml").symlink_to(outside)
+    outside = Path(shutil.move(run / "config.json", tmp_path / "outside.json"))
+    outside.write_text(outside.read_text().replace("{", '{"secret": 1, ', 1))
+    (run / "config.json").symlink_to(outside)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    said = f"run_dir='{run}' is invalid: holds a link to outside it (.hydra/config.yaml)"
+    said = f"run_dir='{run}' is invalid: holds a link to outside it (config.json)"
     with pytest.raises(ConfigError, match=re.escape(said)):
         evaluate_run(run, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
     plot = [str(ROOT / "scripts" / "plot_attention.py"), str(run), str(tmp_path / "a.png")]

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 import attnlab.train
 from attnlab import resume, run_folder
-from attnlab.config import to_plain
+from attnlab.config import run_config, to_plain
 from attnlab.errors import ConfigError, Interrupted
 from attnlab.naming import hydra_quote, job_dirname
 from attnlab.train import train
@@ -274,7 +274,13 @@ def test_a_signal_in_any_phase_stops_the_run_and_resume_finishes_it(
         callbacks.append(SignalAt("on_test_epoch_end", sig))
     else:
         real_write = run_folder.write_json_atomic
-        monkeypatch.setattr(run_folder, "write_json_atomic", lambda *a: (os.kill(os.getpid(), sig), real_write(*a)))
+
+        def write(path: Path, data: dict) -> None:  # metrics.json's, the run's last (config.json's is its first)
+            if path.name == run_folder.METRICS:
+                os.kill(os.getpid(), sig)
+            real_write(path, data)
+
+        monkeypatch.setattr(run_folder, "write_json_atomic", write)
     with pytest.raises(Interrupted) as stopped:
         train(compose_train(run_dir, *PHASE_ARGS), extra_callbacks=callbacks)
     assert stopped.value.exit_code == 128 + sig
@@ -384,9 +390,9 @@ def test_a_job_with_a_bad_checkpoint_is_refused_before_any_job_runs(
 
 
 def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(cli_sweep: Path, tmp_path: Path) -> None:
-    """A kill can cut a job's metrics.json short (seed=1) or its Hydra config (seed=0, killed while
-    Hydra wrote it, before any checkpoint): the report counts the first as failed, and `resume=<sweep>`
-    mends both (seed=0 trains again: without a checkpoint nothing depends on the config it lost)."""
+    """A job's metrics.json cut short (seed=1) or its config.json unreadable (seed=0, before any checkpoint): the
+    report counts the first as failed, and `resume=<sweep>` mends both (seed=0 trains again: without a checkpoint
+    nothing depends on the config it lost)."""
     sweep = copy_sweep(cli_sweep, tmp_path / "sweep")
     whole = {seed: read_metrics(job_dir(sweep, seed)) for seed in ("seed=0", "seed=1")}
     (job_dir(sweep, "seed=1") / "metrics.json").write_text('{"test/acc": 0.9')  # cut short
@@ -395,7 +401,7 @@ def test_cut_short_files_count_as_failed_and_a_continuation_mends_them(cli_sweep
     )
     assert report.returncode == 1 and "metrics.json is unreadable" in report.stdout
     (job_dir(sweep, "seed=0") / "metrics.json").unlink()
-    (job_dir(sweep, "seed=0") / ".hydra" / "config.yaml").write_text("")
+    (job_dir(sweep, "seed=0") / "config.json").write_text("")
     shutil.rmtree(job_dir(sweep, "seed=0") / "checkpoints")
     again = run_train("-m", f"resume={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -788,7 +794,6 @@ def test_a_key_the_sweep_added_takes_a_new_value_or_goes_on_resume(cli_sweep: Pa
 def test_a_folder_of_the_other_kind_is_refused_saying_which_it_is(cli_run: Path, cli_sweep: Path, capsys) -> None:
     """A sweep resumed without -m, a run with it, a sweep evaluated, a run reported: each refusal said only
     "not a run/sweep folder", not what the folder is and what to do with it."""
-    from attnlab.config import run_config
 
     for argv, said in (
         (["-m", f"resume={cli_run}"], "it is a run's folder: resume it without -m"),
@@ -887,8 +892,6 @@ def test_an_epoch_a_budget_cut_short_is_finished_by_the_resume(tmp_path: Path, l
     assert len(cut["history"]["train/acc"]) == 2  # the cut run's record: its second epoch's train/acc so far
     with pytest.raises(ConfigError, match=INSIDE):
         train(compose_train(tmp_path / "new", *args, f"ckpt_path={run}/checkpoints/last.ckpt"))
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     train(compose_train(run, *args, f"+trainer.max_steps={longer}", "resume=true"))
     assert_same_run(whole, run)
 
@@ -905,8 +908,6 @@ def test_budgets_that_run_out_at_one_step_are_recorded_as_the_epochs(tmp_path: P
     cfg = compose_train(run, *args)
     with pytest.raises(Interrupted):  # at step 13, inside its third epoch (steps 13-16)
         train(cfg, extra_callbacks=[StopAtStep(13)])
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     metrics = train(compose_train(run, *args, "+trainer.max_steps=14", "resume=true"))  # (14 >= 3 epochs x 4)
     assert (metrics["ended_by"], metrics["global_step"]) == ("max_steps", 14)
 
@@ -945,8 +946,6 @@ def test_a_cut_run_stopped_in_its_test_is_tested_again_with_the_same_record(tmp_
     cfg = compose_train(run, *args)
     with pytest.raises(Interrupted):
         train(cfg, extra_callbacks=[SignalAt("on_test_batch_start")])
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     again = train(compose_train(run, *args, "resume=true"))
     for key in ("epochs", "global_step", "history", "tested_checkpoint", "test/acc", "ended_by"):
         assert again[key] == whole[key], key
@@ -1000,8 +999,6 @@ def test_a_checkpoint_whose_training_position_does_not_read_is_refused(tmp_path:
     run = tmp_path / "run"
     cfg = compose_train(run, *TINY, "trainer.max_epochs=3", "+trainer.max_steps=6")
     train(cfg)
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     edit(ckpt["loops"]["fit_loop"])
     torch.save(ckpt, run / "checkpoints" / "last.ckpt")
@@ -1110,25 +1107,18 @@ def test_a_folder_named_with_a_variable_is_refused_not_written_elsewhere(tmp_pat
         run_folder.check_name(tmp_path / fine, "hydra.run.dir")
 
 
-@pytest.mark.parametrize(
-    ("value", "shown"),
-    [("${oc.env:HOME}", "${oc.env:HOME}"), ("${${trainer.zz}:HOME}", "${${trainer.zz}:HOME}")],
-    ids=["resolver", "resolver-named-by-an-interpolation"],
-)
-def test_a_record_may_not_call_a_resolver(own_copy: Path, capsys, value: str, shown: str) -> None:
-    """`${oc.env:HOME}` in a saved config would be read (and shown in the refusal's comparison): refused as such,
-    also when the resolver's name is itself an interpolation (`${${trainer.zz}:HOME}`, zz: oc.env)."""
-    from attnlab.evaluate import evaluate_run
-
-    saved = own_copy / ".hydra" / "config.yaml"
-    text = re.sub(r"(?m)^  project: .*$", lambda _: f"  project: {value}", saved.read_text())
-    saved.write_text(text.replace("\ntrainer:\n", "\ntrainer:\n  zz: oc.env\n", 1))
-    assert value in saved.read_text()
+@pytest.mark.parametrize("value", ["${oc.env:HOME}", "${${trainer.zz}:HOME}"])
+def test_a_record_calls_no_resolver(own_copy: Path, capsys, value: str) -> None:
+    """A saved config (config.json) is read as plain values: `${oc.env:HOME}` in it is text, never resolved (it
+    read HOME, and showed it in the refusal's comparison), also where a resolver's name is an interpolation."""
+    saved = own_copy / "config.json"
+    record = json.loads(saved.read_text())
+    record["logger"]["project"], record["trainer"]["zz"] = value, "oc.env"
+    saved.write_text(json.dumps(record))
+    assert run_config(own_copy)["logger"]["project"] == value
     err = refused_in_process(capsys, f"resume={own_copy}")
-    assert f"does not load (an interpolation, {shown}" in err.strip().splitlines()[-1]
-    assert "would change" not in err  # (it compared the resolved value: its HOME)
-    with pytest.raises(ConfigError, match=re.escape(f"an interpolation, {shown}")):
-        evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
+    assert f"would change logger.project ({value!r} -> 'attnlab')" in err.strip().splitlines()[-1], err
+    assert os.environ["HOME"] not in err
 
 
 def aliases(levels: int) -> str:
@@ -1138,47 +1128,41 @@ def aliases(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("record", [".hydra/config.yaml", ".hydra/overrides.yaml"])
-def test_a_record_with_yaml_aliases_is_refused_unexpanded(own_copy: Path, capsys, record: str) -> None:
-    """Hydra writes no alias: a record holding aliases of aliases (a few lines for 10^8 values) hung a resume,
-    an evaluation and the report, reading them. Refused before they are expanded."""
-    from attnlab.evaluate import evaluate_run
-
-    path = own_copy / record
-    if record.endswith("config.yaml"):
-        path.write_text(path.read_text() + aliases(3))
-    else:  # a list of overrides: the aliases in an item's mapping
-        path.write_text("- seed=0\n- " + aliases(3).replace("\n", "\n  ").rstrip() + "\n")
+def test_a_record_with_yaml_aliases_is_refused_unexpanded(own_copy: Path, capsys) -> None:
+    """Hydra writes no alias: a record holding aliases of aliases (a few lines for 10^8 values) hung a resume
+    reading it. Refused before they are expanded."""
+    path = own_copy / ".hydra" / "overrides.yaml"  # a list of overrides: the aliases in an item's mapping
+    path.write_text("- seed=0\n- " + aliases(3).replace("\n", "\n  ").rstrip() + "\n")
     before = folder_bytes(own_copy)
     err = refused_in_process(capsys, f"resume={own_copy}")
     assert "it holds a YAML alias (*name), which no record Hydra writes holds" in err.strip().splitlines()[-1], err
-    if record.endswith("config.yaml"):
-        with pytest.raises(ConfigError, match=re.escape("does not load (it holds a YAML alias")):
-            evaluate_run(own_copy, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})
     assert folder_bytes(own_copy) == before
 
 
 def test_a_run_of_an_earlier_schema_is_refused_naming_the_key(own_copy: Path, capsys) -> None:
     """A run whose saved config holds a key the schema no longer has (`callbacks`, before early_stop.patience and
     trainer.max_time replaced it) cannot be checked against this one: refused, naming the key, nothing touched."""
-    saved = own_copy / ".hydra" / "config.yaml"
-    saved.write_text(saved.read_text() + "callbacks: {}\n")
+    saved = own_copy / "config.json"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "callbacks": {}}))
     before = folder_bytes(own_copy)
     err = refused_in_process(capsys, f"resume={own_copy}")
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: resume='{own_copy}' is invalid: its .hydra/config.yaml does not load (Key"), err
-    assert "'callbacks' not in" in last and last.endswith(": cannot check that this is the same run"), err
+    said = (
+        f"error: resume='{own_copy}' is invalid: its config.json does not load (callbacks={{}} is invalid: unknown key"
+    )
+    assert last.startswith(said), err
+    assert last.endswith(": cannot check that this is the same run"), err
     assert folder_bytes(own_copy) == before
 
 
 def test_a_resume_without_its_saved_config_is_refused(own_copy: Path, capsys) -> None:
-    """A record that cannot be read is a refusal, not a licence: without .hydra/config.yaml nothing could
-    tell that `data=halfswap` changes a uniform run."""
-    (own_copy / ".hydra" / "config.yaml").unlink()
+    """A record that cannot be read is a refusal, not a licence: without config.json nothing could tell that
+    `data=halfswap` changes a uniform run."""
+    (own_copy / "config.json").unlink()
     before = folder_bytes(own_copy)
     err = refused_in_process(capsys, f"resume={own_copy}", "data=halfswap")
     assert err.strip().splitlines()[-1] == (
-        f"error: resume='{own_copy}' is invalid: .hydra/config.yaml is missing or unreadable: "
+        f"error: resume='{own_copy}' is invalid: config.json is missing or unreadable: "
         "cannot check that this is the same run"
     )
     assert folder_bytes(own_copy) == before
@@ -1267,9 +1251,11 @@ def test_a_new_run_never_trains_over_another_runs_checkpoints(tmp_path: Path) ->
 
 
 def test_a_resume_checks_what_the_checkpoint_holds(tmp_path: Path) -> None:
-    """The saved config can be cut short by a kill; the checkpoint's own hyperparameters still guard."""
+    """Without the saved config (a run trained by `train` outside a sweep or a script checks no record), the
+    checkpoint's own hyperparameters still guard."""
     run_dir = tmp_path / "run"
     train(compose_train(run_dir, *TINY))
+    (run_dir / run_folder.CONFIG).unlink()
     with pytest.raises(ConfigError, match=r"was trained with other settings: model.d_model=32 \(this run: 16\)"):
         train(compose_train(run_dir, *TINY, "model.d_model=16", "resume=true"))
 

@@ -273,7 +273,6 @@ def test_a_signal_during_the_imports_is_one_line_and_writes_nothing(tmp_path: Pa
 def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -> None:
     """A resume that would train nothing (the restored timer of trainer.max_time has run out) is refused with one
     line; a longer max_time, which a resume may change, continues the run."""
-    from omegaconf import OmegaConf
 
     from attnlab import resume
     from attnlab.config import to_plain
@@ -284,8 +283,6 @@ def test_a_run_whose_timer_ran_out_continues_with_a_longer_one(tmp_path: Path) -
     cfg = compose_train(run_dir, *TINY, *timer, "trainer.max_time=00:00:00:01")
     first = train(cfg)
     assert (first["ended_by"] == "timer" and not first["converged"]) or first["epochs"] < 1000
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     again = to_plain(compose_train(run_dir, *TINY, *timer, "trainer.max_time=00:00:00:01", "resume=true"))
     with pytest.raises(ConfigError, match=r"^trainer.max_time='00:00:00:01' is invalid: this run's timer has run"):
         resume.plan(again, run_dir, recorded=True)
@@ -338,7 +335,6 @@ HOUR = "trainer.max_time=00:01:00:00"  # TINY: 4 batches an epoch
 def test_where_a_timer_cuts_and_what_it_says(tmp_path, extra, cut_after, ended_by, epochs, steps) -> None:
     """A cut inside an accumulation resumed inexactly; one before min_epochs overrode it; one at the step
     max_steps also ended was recorded as the timer's, and the resume it asked for was refused for max_steps."""
-    from omegaconf import OmegaConf
 
     run_dir = tmp_path / "run"
     cfg = compose_train(run_dir, *TINY, "trainer.max_epochs=3", HOUR, *extra)
@@ -346,8 +342,6 @@ def test_where_a_timer_cuts_and_what_it_says(tmp_path, extra, cut_after, ended_b
     assert (cut["ended_by"], cut["epochs"], cut["global_step"]) == (ended_by, epochs, steps)
     if ended_by != "timer":
         return
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     resumed = train(compose_train(run_dir, *TINY, "trainer.max_epochs=3", "trainer.max_time=00:02:00:00", *extra,
                                   "resume=true"))  # fmt: skip
     whole = train(compose_train(tmp_path / "whole", *TINY, "trainer.max_epochs=3", *extra))
@@ -433,7 +427,6 @@ def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path)
     """Each write goes through a temporary file of its own: those of attempts killed mid-write (a checkpoint, the
     results) would pile up, one per kill. The next attempt, holding the folder, removes them: only attnlab's own
     (a user's `data.2024.tmp` was deleted too, and another script's figure being written beside)."""
-    from omegaconf import OmegaConf
 
     from attnlab.evaluate import evaluate_run
     from attnlab.train import train
@@ -449,8 +442,6 @@ def test_a_resume_removes_the_files_a_killed_attempt_was_writing(tmp_path: Path)
     train(compose_train(tmp_path, *TINY, "trainer.max_epochs=2", "resume=true"))
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
     (tmp_path / "evaluation.json.12345678.tmp").write_bytes(b"cut short")  # an evaluation's, killed
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(compose_train(tmp_path, *TINY, "trainer.max_epochs=2"), tmp_path / ".hydra" / "config.yaml")
     evaluate_run(tmp_path, {"seq_lens": [8], "n": None, "batch_size": 64, "untrained": "refuse"}, "best")
     assert not (tmp_path / "evaluation.json.12345678.tmp").exists() and all(path.exists() for path in kept)
 

@@ -1,17 +1,18 @@
 """The report reads as the data says: grouped by every setting that varies, with the budget, a verdict
 that tells "at chance" from "not converged", and plots that show no more than the runs gave.
 
-Sweep folders are written here as the sweeper would (a job = .hydra/config.yaml + metrics.json), so
+Sweep folders are written here as the sweeper would (a job = its records, conftest.save_record, + metrics.json), so
 each case is exact and quick; tests/test_sweeps.py covers the report of real sweeps."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from attnlab import report, run_folder
 from attnlab.board import cell_series
@@ -19,7 +20,7 @@ from attnlab.errors import ConfigError
 from attnlab.report import write_report
 from attnlab.verdict import converged
 
-from .conftest import compose_train
+from .conftest import compose_train, save_record
 
 FLAT = [0.6931, 0.6932, 0.6931, 0.6931, 0.6932]  # at chance for good: a plateau
 FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran out
@@ -27,9 +28,8 @@ FALLING = [0.69, 0.68, 0.66, 0.63, 0.60]  # still learning when the budget ran o
 
 def add_job(sweep: Path, name: str, overrides: list[str], acc: float, val_loss: list[float] = FLAT, **kw):
     job = sweep / name
-    (job / ".hydra").mkdir(parents=True)
     cfg = compose_train(job, *overrides)
-    OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
+    save_record(job, cfg)
     epochs = len(val_loss)
     patience = cfg.early_stop.patience
     metrics = {  # what attnlab.train writes, as far as the report reads it
@@ -691,52 +691,57 @@ def test_a_setting_given_as_a_key_reference_is_read_resolved(tmp_path: Path) -> 
     assert [(r["status"], r["n_test"]) for r in rows] == [("ok", 256), ("ok", 256)]
 
 
-LAUGHS = "".join(f"  x{i}: {('${trainer.x' + str(i - 1) + '}') * 10 if i else 'AAAAAAAAAA'}\n" for i in range(9))
-CRAFTED_CONFIGS = {  # a job's .hydra/config.yaml edited so -> the start of its row's error
-    # aliases of aliases (a few lines for 10^8 values) hung the report
-    "aliases": (None, "it holds a YAML alias (*name), which no record Hydra writes holds"),
-    # references of references, ten each, eight deep: a billion characters that OmegaConf built whole
-    "references of references": (("\ntrainer:\n", "\ntrainer:\n" + LAUGHS), "its references would expand trainer.x"),
-    # a task given as a number passed the row and stopped the whole report in its plots (sorting names and numbers)
-    "a task as a number": (("task: halfswap", "task: 7"), "Invalid value '7', expected one of [uniform, halfswap]"),
-    "a key given twice": (("seq_len: 8", "seq_len: 8\n  seq_len: 9"), "seq_len given twice, at line 4"),
-    # (a set stopped the whole report: TypeError: unhashable type)
-    "a set": (("devices: 1", "devices: !!set {a, b}"), "a value of type set, which no record Hydra writes holds"),
-    "a key that is not text": (("devices: 1", "devices: 1\n  1: 2"), "a key that is not text (1)"),
-    "text for a number": (("seq_len: 8", "seq_len: eight"), "Value 'eight' of type 'str' could not be converted"),
-    "a key no schema has": (("  task: halfswap\n", "  task: halfswap\n  extra: 1\n"), "Key 'extra' not in"),
-    "Hydra's interpolation": (("\nseed: 1\n", "\nseed: ${hydra:job.num}\n"), "${hydra:job.num} is Hydra's, which"),
-    "a resolver": (("\nseed: 1\n", "\nseed: ${oc.env:HOME}\n"), "an interpolation, ${oc.env:HOME}"),
+def edited(key: str, value: object) -> Callable[[str], str]:
+    """An edit of a config.json's text: `key` (dotted) set to `value`."""
+
+    def edit(text: str) -> str:
+        record = json.loads(text)
+        *sections, name = key.split(".")
+        functools.reduce(dict.__getitem__, sections, record)[name] = value
+        return json.dumps(record)
+
+    return edit
+
+
+CRAFTED_CONFIGS = {  # a job's config.json edited so -> the start of its row's error
+    "a task as a number": (edited("data.task", 7), "data.task=7 is invalid: expected one of ['uniform', 'halfswap']"),
+    "a key given twice": (lambda t: t.replace('"seq_len": 8', '"seq_len": 8, "seq_len": 9'), "seq_len given twice"),
+    "a list for a number": (edited("data.seq_len", [8]), "data.seq_len=[8] is invalid: must be of type int"),
+    "text for a number": (edited("data.seq_len", "eight"), "data.seq_len='eight' is invalid: must be of type int"),
+    "a key no schema has": (edited("data.extra", 1), "data.extra=1 is invalid: unknown key; data has"),
+    "not a mapping": (lambda t: "[1, 2]", "not a mapping of keys to values"),
+    "not JSON": (lambda t: t[:-5], "Expecting"),
+    "nested past Python's stack": (lambda t: "[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+    "a number of 5,000 digits": (lambda t: t.replace('"seq_len": 8', '"seq_len": 1' + "0" * 5000), "Exceeds the limit"),
 }
 
 
 @pytest.mark.parametrize("crafted", list(CRAFTED_CONFIGS))
 def test_a_crafted_job_config_fails_its_row_alone(tmp_path: Path, crafted: str) -> None:
-    """A job's config that Hydra could not have written fails that job's row, saying why in one line; the others
-    and the report stand."""
-    from .test_nothing_lost import aliases
-
+    """A job's config that no run could have written fails that job's row, saying why in one line; the others and
+    the report stand."""
     sweep = tmp_path / "sweep"
     add_job(sweep, "s0", ["data=halfswap", "seed=0", "data.seq_len=8"], 1.0)
     add_job(sweep, "s1", ["data=halfswap", "seed=1", "data.seq_len=8"], 1.0)
-    config = sweep / "s1" / ".hydra" / "config.yaml"
+    config = sweep / "s1" / "config.json"
     edit, why = CRAFTED_CONFIGS[crafted]
     text = config.read_text()
-    config.write_text(text + aliases(3) if edit is None else text.replace(*edit, 1))
+    config.write_text(edit(text))
     assert config.read_text() != text
     rows = {r["job"]: r for r in write_report(sweep)}
     assert rows["s0"]["status"] == "ok" and rows["s1"]["status"] == "failed", rows["s1"]
-    assert rows["s1"]["error"].startswith(f"its .hydra/config.yaml does not load ({why}"), rows["s1"]["error"]
+    assert rows["s1"]["error"].startswith(f"its config.json does not load ({why}"), rows["s1"]["error"]
     assert (sweep / "summary.md").is_file()
 
 
-@pytest.mark.parametrize("edit", [("accelerator: auto", "accelerator: gpu"), ("n_val: 1024", "n_val: 1")])
+@pytest.mark.parametrize("edit", [('"accelerator": "auto"', '"accelerator": "gpu"'), ('"n_val": 1024', '"n_val": 1')])
 def test_a_record_is_read_by_its_types_not_todays_rules(tmp_path: Path, edit: tuple[str, str]) -> None:
     """A GPU run's results are reported on a CPU machine; a sweep of an earlier version, whose rules allowed
     `data.n_val: 1`, is reported as it finished (checked by today's rules, its rows all failed and its summary was
     written over)."""
     add_job(tmp_path, "s0", ["seed=0"], 1.0)
-    config = tmp_path / "s0" / ".hydra" / "config.yaml"
+    config = tmp_path / "s0" / "config.json"
+    assert edit[0] in config.read_text()
     config.write_text(config.read_text().replace(*edit))
     assert [r["status"] for r in write_report(tmp_path)] == ["ok"]
 
@@ -750,9 +755,9 @@ def test_a_records_control_characters_are_shown_escaped(tmp_path: Path, capsys) 
     sweep = tmp_path / "sweep"
     for seed, project in ((0, "plain"), (1, "evil")):
         add_job(sweep, f"s{seed}", ["data=halfswap", f"seed={seed}", f"logger.project={project}"], 1.0)
-    config = sweep / "s1" / ".hydra" / "config.yaml"
-    text = config.read_text().replace("project: evil", 'project: "\\e[2J\\e[31mred\\nline"')
-    config.write_text(text.replace("\ntrainer:\n", '\ntrainer:\n  "\\e[1mbold": 1\n'))  # a key: a column's name
+    config = sweep / "s1" / "config.json"
+    text = edited("logger.project", "\x1b[2J\x1b[31mred\nline")(config.read_text())
+    config.write_text(edited("trainer.\x1b[1mbold", 1)(text))  # a key: a column's name
     report.conclude(sweep, 0, 0.0)
     said = capsys.readouterr()
     summary = (sweep / "summary.md").read_text()

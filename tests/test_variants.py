@@ -4,7 +4,6 @@ the accuracy of its best checkpoint on its test set (recomputed here from the fi
 import itertools
 
 import pytest
-from omegaconf import OmegaConf
 
 from attnlab.evaluate import evaluate_run
 from attnlab.pooling import POOLINGS
@@ -27,8 +26,6 @@ def test_variant_trains(compose_cfg, tmp_path, variant: str) -> None:
     metrics = train(cfg)
     assert metrics["global_step"] == 4 and metrics["tested_checkpoint"]["file"] == "checkpoints/best.ckpt"
     # its best checkpoint, scored independently on the run's own test set, gives the reported number
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # as scripts/train.py leaves it
     assert (
         evaluate_run(tmp_path, {"seq_lens": [8], "n": None, "batch_size": 256, "untrained": "refuse"})["lengths"]["8"][
             "acc"

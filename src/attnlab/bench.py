@@ -231,7 +231,7 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
     returns how many."""
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
-        cfg = run_config(run)  # resolved: model.dim is ${data.dim} in the file
+        cfg = run_config(run)
         seed, data_cfg, batch = cfg["seed"], cfg["data"], cfg["data"]["batch_size"]
         torch.manual_seed(seed)
         split = {}

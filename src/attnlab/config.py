@@ -2,9 +2,9 @@
 so that a misspelled key, a wrong type or an unknown variant fails when Hydra composes, and `validate`: the
 checks a type cannot express."""
 
-import contextlib
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -21,9 +21,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from attnlab import run_folder
 from attnlab.errors import CONTROL, ConfigError, first_line, fits
 from attnlab.loggers import check_logger
-from attnlab.naming import canonical, flatten, lookup  # (importing naming registers the attnlab_job_dir resolver)
+from attnlab.naming import canonical, lookup  # (importing naming registers the attnlab_job_dir resolver)
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.scaling import SCALES
@@ -532,126 +533,41 @@ def not_plain_reference(text: str) -> str | None:
     return None
 
 
-HYDRA_REFERENCE = re.compile(r"\$\{\s*hydra\s*:")
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML was built with it
 
 
 def check_no_aliases(text: str) -> None:
     """A record as Hydra writes it holds no YAML alias (`*name`): one that does is refused (ValueError) before it
-    is read. Each alias of an alias multiplies what a reader expands: a few lines stood for 10^8 values, and the
-    report, an evaluation and a resume hung on them."""
+    is read. Each alias of an alias multiplies what a reader expands."""
     if "*" in text and any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=SAFE_LOADER)):
         raise ValueError("it holds a YAML alias (*name), which no record Hydra writes holds")
 
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The plain config a run was trained with (.hydra/config.yaml), every key and type checked against the schema
-    (ConfigError): as OmegaConf reads it, and read so where the record holds a reference of the user's; a record
-    whose only references are the schema's own (output_dir, model.dim) is read as plain YAML, 20x faster (the
-    report reads every job's)."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    """The plain config a run was trained with (its config.json, the resolved config `attnlab.train` writes), every
+    key and type checked against the schema (ConfigError). Plain JSON, read as such: nothing in it is resolved or
+    expanded, so a crafted record can name values only."""
+    path = Path(run_dir) / run_folder.CONFIG
     if not path.is_file():
         why = f"not a run folder: {path} does not exist"
         if (Path(run_dir) / "multirun.yaml").is_file():
             why += "; it is a sweep's folder: give one of its job folders"
         raise ConfigError("run_dir", str(run_dir), why)
     try:
-        check_no_aliases(text := path.read_text())
-        record = yaml.load(text, Loader=RecordLoader)
-        if not isinstance(record, dict):
+        cfg = json.loads(path.read_text(), object_pairs_hook=unique_keys)
+        if not isinstance(cfg, dict):
             raise ValueError("not a mapping of keys to values")
-        check_plain(record)
-        if (cfg := with_schema_references(record, str(run_dir))) is not None:
-            with contextlib.suppress(ConfigError):  # else (a key missing, a value to convert): as OmegaConf reads it
-                check_section(cfg, record=True)
-                return cfg
-        check_expansion(record)
-        for value in strings_of({k: v for k, v in record.items() if k != "output_dir"}):
-            if found := HYDRA_REFERENCE.search(value):  # (resolved in a sweep's process: the sweep's values)
-                raise ValueError(f"{value[found.start() :][:40]} is Hydra's, which a record holds only in output_dir")
-        schema = OmegaConf.structured(TrainConfig)
-        OmegaConf.set_struct(schema.trainer, False)  # +trainer.X: kept as Hydra composed them (types checked)
-        if resolver := not_plain_reference(OmegaConf.to_yaml(loaded := OmegaConf.create(text))):
-            raise ValueError(f"an interpolation, {resolver}: a record holds plain values and key references")
-        cfg = to_plain(OmegaConf.merge(schema, loaded), str(run_dir))
-        check_section(cfg, record=True)  # (OmegaConf takes an enum's value for its name: `task: 7`)
+        cfg["output_dir"] = str(run_dir)  # where it is now: a run folder can move
+        check_section(cfg, record=True)
         return cfg
     except Exception as e:
-        raise ConfigError("run_dir", str(run_dir), f"its .hydra/config.yaml does not load ({first_line(e)})") from e
+        why = f"its {run_folder.CONFIG} does not load ({first_line(e)})"
+        raise ConfigError("run_dir", str(run_dir), why) from e
 
 
-def with_schema_references(record: dict[str, Any], output_dir: str) -> dict[str, Any] | None:
-    """The record with the schema's own references resolved (output_dir: ${hydra:runtime.output_dir}, the folder;
-    model.dim: ${data.dim}), as OmegaConf resolves them; None where it holds any other `${`."""
-    cfg = dict(record)
-    if cfg.get("output_dir") == "${hydra:runtime.output_dir}":
-        cfg["output_dir"] = output_dir
-    model, data = cfg.get("model"), cfg.get("data")
-    if isinstance(model, dict) and model.get("dim") == "${data.dim}" and isinstance(data, dict):
-        cfg["model"] = {**model, "dim": data.get("dim")}
-    if any("${" in text for text in strings_of(cfg)):
-        return None
-    cfg["output_dir"] = output_dir
-    return cfg
-
-
-def check_expansion(record: dict[str, Any], most: int = 10**6) -> None:
-    """ValueError where the record's references would expand to more than `most` characters: ten references to
-    a key that holds ten references to another, eight deep, are a few lines and a billion characters, which
-    OmegaConf builds whole."""
-    flat, sizes = flatten(record), {}
-
-    def size(key: str) -> int:
-        if key not in sizes:
-            sizes[key] = 0  # (a cycle: OmegaConf refuses it)
-            value = flat.get(key, "")
-            text = value if isinstance(value, str) else str(value)
-            refs = PLAIN_REFERENCE.finditer(text)
-            sizes[key] = min(most + 1, len(text) + sum(size(ref[2]) for ref in refs if not ref[1]))
-        return sizes[key]
-
-    for key in flat:
-        if size(key) > most:
-            raise ValueError(f"its references would expand {key} to more than {most:,} characters")
-
-
-class RecordLoader(SAFE_LOADER):  # type: ignore[misc,valid-type]
-    """The safe loader, refusing a key given twice (PyYAML keeps the last; OmegaConf refuses it)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key, _ in node.value:
-            if (name := repr(self.construct_object(key, deep=deep))) in seen:
-                raise ValueError(f"{name.strip(chr(39))} given twice, at line {key.start_mark.line + 1}")
-            seen.add(name)
-        return super().construct_mapping(node, deep=deep)
-
-
-def check_plain(node: Any, depth: int = 0) -> None:
-    """A record holds text keys and plain values (text, numbers, true/false, null, lists, mappings), nested at most
-    32 deep: ValueError naming anything else (a set, a date, bytes), which no record Hydra writes holds."""
-    if depth > 32:
-        raise ValueError("values nested more than 32 deep")
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if not isinstance(key, str):
-                raise ValueError(f"a key that is not text ({key!r})")
-            check_plain(value, depth + 1)
-    elif isinstance(node, list):
-        for value in node:
-            check_plain(value, depth + 1)
-    elif node is not None and not isinstance(node, str | int | float | bool):
-        raise ValueError(f"a value of type {type(node).__name__}, which no record Hydra writes holds")
-
-
-def strings_of(node: Any) -> Any:
-    """Every text in a plain record: its keys and values, in lists too."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield key
-            yield from strings_of(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from strings_of(value)
-    elif isinstance(node, str):
-        yield node
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys, refusing one given twice (json keeps the last)."""
+    keys = [key for key, _ in pairs]
+    if twice := [key for key in keys if keys.count(key) > 1]:
+        raise ValueError(f"{twice[0]} given twice")
+    return dict(pairs)

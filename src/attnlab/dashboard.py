@@ -66,7 +66,7 @@ class TensorBoard(HoldsTest, TensorBoardLogger):
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
-    def save(self) -> None:  # no hparams.yaml beside the events: the run's config is .hydra/config.yaml
+    def save(self) -> None:  # no hparams.yaml beside the events: the run's config is config.json
         self.experiment.flush()
 
 

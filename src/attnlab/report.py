@@ -87,8 +87,8 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         settings = flatten(run_config(job_dir))
     except ConfigError as e:  # no config: never started (or its config is gone), a row all the same
         settings = {}
-        if (job_dir / ".hydra" / "config.yaml").is_file():
-            unread = e.allowed  # "its .hydra/config.yaml does not load (why)"
+        if (job_dir / run_folder.CONFIG).is_file():
+            unread = e.allowed  # "its config.json does not load (why)"
     # (a name that is not UTF-8, found on disk, shown escaped: the tables are UTF-8)
     row = {"job": str(job_dir.relative_to(sweep_dir)).encode("utf-8", "surrogateescape").decode("utf-8", "replace")}
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
@@ -525,7 +525,7 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
 def write_report(sweep_dir: str | Path, not_started: str = "") -> Rows:
     """`not_started`: why the sweep's jobs not started were not (its launcher's failure), for their rows."""
     sweep_dir = Path(sweep_dir)
-    # what it writes and every job file it reads (FAILED, metrics.json, .hydra/config.yaml) stay inside
+    # what it writes and every job file it reads (FAILED, metrics.json, config.json) stay inside
     run_folder.check_no_links_out(sweep_dir, "sweep", depth=2)
     if (sweep_dir / BOARD_FOLDER).exists() and not (sweep_dir / BOARD_FOLDER).is_dir():
         raise ConfigError("sweep", str(sweep_dir), f"holds a file named {BOARD_FOLDER} where the study view goes")

@@ -101,10 +101,10 @@ def plan(cfg: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
     path, ckpt = newest
     try:
         saved = run_config(folder)
-    except ConfigError as e:  # a kill cut Hydra's writing of it short, or a run of an earlier schema
+    except ConfigError as e:  # missing (a run of an earlier version), or edited
         if recorded:  # (else a job in a sweep's worker, or `train` without Hydra: the sweep or caller checked it)
-            missing = not (folder / ".hydra" / "config.yaml").is_file()
-            what = ".hydra/config.yaml is missing or unreadable" if missing else e.allowed
+            missing = not (folder / run_folder.CONFIG).is_file()
+            what = f"{run_folder.CONFIG} is missing or unreadable" if missing else e.allowed
             raise ConfigError("resume", str(folder), f"{what}: cannot check that this is the same run") from e
     else:
         check_same_run(saved, cfg, folder)

@@ -24,6 +24,7 @@ from attnlab.errors import CONTROL, ConfigError, printable
 LOCK = ".lock"
 FAILED, INTERRUPTED, METRICS = "FAILED", "INTERRUPTED", "metrics.json"
 PREVIOUS_METRICS = "metrics.previous.json"  # a resumed run's earlier results, until it finishes
+CONFIG = "config.json"  # the config a run trains with, resolved (attnlab.config.run_config reads it)
 EVALUATION, FIGURE = "evaluation.json", "length_generalization.png"  # attnlab.evaluate's
 
 _held: dict[str, FileLock] = {}  # folder -> its lock, held by this process
@@ -84,7 +85,7 @@ def taken(folder: Path) -> bool:
 
 CHECKPOINTS = ("last", "best", "interrupted")  # a run's checkpoints/<name>.ckpt: what a resume continues from
 # what attnlab writes in a run folder through `replacing`
-RUN_FILES = (METRICS, FAILED, INTERRUPTED, EVALUATION, FIGURE, *(f"checkpoints/{name}.ckpt" for name in CHECKPOINTS))
+RUN_FILES = (CONFIG, METRICS, FAILED, INTERRUPTED, EVALUATION, FIGURE, *(f"checkpoints/{n}.ckpt" for n in CHECKPOINTS))
 
 
 def check_name(folder: str | Path, key: str) -> None:

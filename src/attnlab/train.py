@@ -108,6 +108,8 @@ def run(
         job = hydra.job if hydra is not None and hydra.mode == RunMode.MULTIRUN else None  # one job of a sweep
         start = resume.plan(cfg, run_dir)
         start.check_trains()  # (a sweep's job, a SLURM requeue: checked here too)
+        if not run_folder.secondary_process():  # the record a resume, a report and an evaluation read
+            run_folder.write_json_atomic(run_dir / run_folder.CONFIG, cfg)
         if cfg["resume"] and start.own:
             if not run_folder.secondary_process():  # (under DDP the main process owns the folder)
                 catch_up_last(start.checkpoint)  # type: ignore[arg-type]
