@@ -33,7 +33,7 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
             raise ValueError("its epoch and global_step must be whole numbers >= 0")
         if not (isinstance(hp := ckpt["hyper_parameters"], dict) and isinstance(hp.get("model"), dict) and plain(hp)):
             raise ValueError("its hyper_parameters must be plain values, with the model's settings")
-    except Exception as e:  # truncated, garbage, a pickle with code in it, a foreign file, ...
+    except Exception as e:
         reason = f"{type(e).__name__}: {first_line(e)}"
         if isinstance(e, pickle.UnpicklingError):  # PyTorch's own text advises weights_only=False: its detail only
             detail = [line for line in str(e).splitlines() if line.strip() and not line.startswith(TORCH_ADVICE)]
@@ -44,8 +44,7 @@ def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
 
 def plain(value: Any, seen: set[int] | None = None) -> bool:
     """Only what a config holds: numbers, strings, None, and lists and dicts of them (no tensors), as a tree: a
-    container met twice (a pickle's shared reference) is refused, not walked again (each sharing of a shared one
-    multiplies the walk: a small file stood for 10^8 values)."""
+    container met twice (a pickle's shared reference) is refused, not walked again: sharing multiplies the walk."""
     seen = set() if seen is None else seen
     if isinstance(value, dict | list | tuple) and value:
         if id(value) in seen:

@@ -139,7 +139,7 @@ def announce_end(metrics: dict[str, Any], run_dir: Path, seconds: float, job: An
         if sweep_of(run_dir):  # a sweep's job, resumed on its own: the sweep's tables are older than its results
             report = f"python scripts/report.py {shlex.quote(str(run_dir.parent))}"
             print(f"[attnlab] the sweep's report: {report}", flush=True)
-    else:  # k/N: how many of the sweep's jobs had finished when this one did, this one included
+    else:
         jobs = sweep_of(run_dir)
         done = f"{finished_by(run_dir, jobs)}/{len(jobs) or '?'}"
         acc = metrics["test/acc"]
@@ -160,14 +160,14 @@ def announce_lengths(entry: dict[str, Any]) -> None:
 
 def say(line: str) -> None:
     """A line that a sweep's workers may print at once to one stream, in one write: `print` writes the text and
-    its newline apart where stdout is unbuffered (PYTHONUNBUFFERED=1), and two workers' lines ran together."""
+    its newline apart where stdout is unbuffered (PYTHONUNBUFFERED=1), and two workers' lines would run together."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
 def finished_by(run_dir: Path, jobs: list[dict[str, Any]]) -> int:
     """The sweep's jobs whose metrics.json was written no later than this job's: counted by time, not by what is
-    on disk when the line is printed (two jobs finishing together each counted the other, and both said 2/6)."""
+    on disk when the line is printed (two jobs finishing together would each count the other)."""
 
     def written(folder: str) -> int | None:
         with contextlib.suppress(OSError):

@@ -48,7 +48,7 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
     finite = weights[np.isfinite(weights)]  # a NaN (a diverged model's) must not blank the other map
     top = float(finite.max()) if finite.size else 1.0
     inputs = x[:, :, 0].float().cpu().numpy()  # (2, L): each sequence's first channel (x's memory on a CPU)
-    inputs = np.where(np.isfinite(inputs), inputs, np.nan)  # a copy: an infinite input left out as a NaN is
+    inputs = np.where(np.isfinite(inputs), inputs, np.nan)  # a copy: an infinite input left out, as a NaN is
     prefix = weights.shape[-1] - x.shape[1]  # a cls token's column: no input
     fig, strips, titles, heats = attention_layout(weights.shape[-1], prefix, strip_limits(inputs))
     for i, name in enumerate(CLASS_NAMES):
@@ -63,8 +63,7 @@ def attention_figure(net: torch.nn.Module, x: Tensor, layer: int, head: int, tit
 def strip_limits(inputs: np.ndarray) -> tuple[float, float]:
     """The input strips' value range: 0 and the finite inputs, out to 1, 2 or 5 times a power of ten, symmetric
     about 0 for inputs of both signs. Inputs alike (a task's) share it, and so the strips' axes, drawn once
-    (`attention_layout`): redrawing them was a third of a figure's cost; a few such ranges cover any task (each
-    is a figure kept)."""
+    (`attention_layout`); a few such ranges cover any task (each is a figure kept)."""
     finite = inputs[np.isfinite(inputs)]  # (a diverged input's NaN is left out, as matplotlib leaves it out)
     low, high = -float(np.min(finite, initial=0)), float(np.max(finite, initial=0))  # (low: how far below 0)
     if low > 0 and high > 0:
@@ -81,12 +80,12 @@ def round_up(value: float) -> float:
     return next(m * power for m in (1, 2, 5, 10, 20) if m * power >= value)  # (20: log10 rounded down a decade)
 
 
-# Laid out once per process and shape, each later call replacing the data: axes, ticks and labels are half the cost.
+# Laid out once per process and shape, each later call replacing the data (REDRAWN).
 @functools.cache
 def attention_layout(length: int, prefix: int, limits: tuple[float, float]) -> tuple[Figure, list, list, list]:
     """The attention figure's input strips, their titles and the maps' axes for `length` key positions (the first
     `prefix` without an input), the strips over `limits`; what each call changes is listed in REDRAWN."""
-    fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine doubled the figure's cost
+    fig = Figure(figsize=(9, 5.5))  # laid out by hand: a layout engine would double the figure's cost
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 3], left=0.07, right=0.88, top=0.86, bottom=0.09, hspace=0.25)
     with rc_context({"axes.titley": 1.0}):  # the strips' titles at their top: a draw would place a hidden one afar
         strips = [fig.add_subplot(grid[0, i]) for i in range(2)]

@@ -49,9 +49,8 @@ def score(
         if reason and eval_cfg["untrained"] != "mark":  # "skip"; "refuse" was refused up front
             table[str(length)] = {"refused": reason}
             continue
-        # The training length: the run's own test set (the data module's seed), if of its size and the run's test
-        # scored it whole; else one set per length (a set of another size from the test set's seed, or the whole of
-        # a set the test scored a part of, would be neither what the test scored nor a fresh one).
+        # The run's own test set only as the module docstring says: a set of another size from the test set's seed,
+        # or the whole of a set the test scored a part of, would be neither what the test scored nor a fresh one.
         whole = whole_test(cfg) if tested is None else tested == data["n_test"]
         own = length == data["seq_len"] and n == data["n_test"] and whole
         seed = split_seed("test", 0, data["seed"]) if own else derive_seed(data["seed"], "test", length)
@@ -180,7 +179,7 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any], ckpt: str = "bes
         path = run_folder.checkpoint_path(run_dir, ckpt, "eval.ckpt")
         from attnlab.module import load_module  # after the checks: a refusal answers before Lightning is imported
 
-        module = load_module(path, cfg, "eval.ckpt")  # weights, epoch and step from one read of the file
+        module = load_module(path, cfg, "eval.ckpt")
         checkpoint = {"file": os.path.relpath(path.resolve(), run_dir.resolve()), **module.loaded_from}
         return record(run_dir, cfg, eval_cfg, score(module.net, cfg, eval_cfg, tested_sequences(run_dir)), checkpoint)
 

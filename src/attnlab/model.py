@@ -88,7 +88,7 @@ class AttentionClassifier(nn.Module):
         # Positions are those of the observations: a pooling token (cls) is added after, without one.
         h = self.pool.prepare(self.pos_enc.embed(self.in_proj(x)))  # (B, L', D)
         maps = []
-        for layer in self.layers:  # each layer's output sequence is the next layer's input
+        for layer in self.layers:
             h, layer_map = layer(h, self.pos_enc, self.pool.prefix, need_weights)
             maps.append(layer_map)
         return self.head(self.pool(h)), maps  # (B, D) -> (B, 2)

@@ -56,7 +56,7 @@ def collect(sweep_dir: Path) -> Rows:
     jobs = read_jobs(sweep_dir)
     planned = [sweep_dir / job["dir"] for job in jobs]
     found = set()
-    for here, folders, files in os.walk(sweep_dir):  # (a folder gone meanwhile is passed over: rglob raised)
+    for here, folders, files in os.walk(sweep_dir):  # (a folder gone meanwhile is passed over, where rglob raises)
         # not into the study view nor a report's work folder: a report beside this one renames and deletes them
         folders[:] = [f for f in folders if f != BOARD_FOLDER and not f.startswith(run_folder.STAGING)]
         if here.endswith(f"{os.sep}.hydra") and "config.yaml" in files:

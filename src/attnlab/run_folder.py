@@ -34,7 +34,7 @@ def try_lock(folder: Path) -> bool:
     key = str(folder.resolve())
     if key in _held:
         return True
-    lock = FileLock(folder / LOCK, thread_local=False)  # flock(2): the kernel drops it when the process dies
+    lock = FileLock(folder / LOCK, thread_local=False)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -91,7 +91,7 @@ RUN_FILES = (CONFIG, METRICS, FAILED, INTERRUPTED, EVALUATION, FIGURE, *(f"check
 def check_name(folder: str | Path, key: str) -> None:
     """A folder every writer keeps to: Hydra reads `${` in hydra.run.dir / hydra.sweep.dir again as an interpolation
     when it sets runtime.output_dir (a folder named `a${oc.env:HOME}` would be claimed and another written), and
-    Lightning's TensorBoard logger expands `$NAME` in its folder (the event files of `d$HOME` went to `d/root`)."""
+    Lightning's TensorBoard logger expands `$NAME` in its folder (`d$HOME` would write into `d/root`)."""
     if "${" in str(folder):
         why = "Hydra would read '${' in a folder's name as an interpolation and write elsewhere: rename the folder"
         raise ConfigError(key, str(folder), why)
@@ -144,8 +144,7 @@ def write_marker(folder: Path, name: str, text: str) -> None:
 def replacing(path: Path) -> Iterator[Path]:
     """`<path>.<random>.tmp` to write, renamed over `path` when the block ends (atomic: a reader or a kill finds the
     old file or the new one, never half of one); removed if the block fails. A name of its own: two processes
-    writing one file at once (two reports of a sweep) each rename a whole one (through one `.tmp`, one emptied the
-    other's), and no link can be left in wait under it."""
+    writing one file at once (two reports of a sweep) each rename a whole one, and no link can lie in wait under it."""
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp

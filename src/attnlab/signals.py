@@ -74,7 +74,7 @@ class StopOnSignal(pl.Callback):
             signal.signal(signal.SIGTERM, self.handle)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self.signum is not None:  # (every step: nothing more unless a signal came)
+        if self.signum is not None:
             self.stop(trainer, args[-1] + 1 < trainer.num_training_batches)  # the epoch's last batch: validation first
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

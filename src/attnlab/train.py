@@ -78,7 +78,6 @@ def train(composed: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), che
         for marker in (run_folder.FAILED, run_folder.INTERRUPTED):  # this attempt decides how the run ends
             (run_dir / marker).unlink(missing_ok=True)
         run_folder.remove_left_writes(run_dir)
-        # results of the checkpoints this resume moves on from
         if cfg["resume"] and (run_dir / run_folder.METRICS).exists():
             os.replace(run_dir / run_folder.METRICS, run_dir / run_folder.PREVIOUS_METRICS)
 
@@ -143,7 +142,6 @@ def run(
                     announce_lengths(entry)
             figures = callbacks.diagnostics.figures if callbacks.diagnostics else []
             record(cfg, run_dir, trainer, logger, metrics, figures)
-            # A single run counts from process start (imports included); a sweep job from its own start.
             announce_end(metrics, run_dir, process_seconds(began) if job is None else time.perf_counter() - began, job)
         return metrics
 
@@ -165,8 +163,8 @@ class RunCallbacks:
         # 1.0 in an epoch or two and stays, so "best" would be the first epoch to touch it, while val/loss
         # goes on telling which weights separate the classes more surely. It is also what early_stop watches.
         self.checkpoint = RunCheckpoint(filename="best", monitor="val/loss", mode="min", **kept)
-        # last.ckpt: every epoch. Not `save_last=True`, which since Lightning 2.6 only refreshes last.ckpt
-        # in epochs that also improved the best one, so a resume could go back many epochs.
+        # last.ckpt: every epoch. Not `save_last=True`, which refreshes last.ckpt only in epochs that also
+        # improved the best one, so a resume could go back many epochs.
         last = RunCheckpoint(filename="last", monitor=None, **kept)
         self.clock = StepClock(began=began)
         self.all: list[pl.Callback] = [self.checkpoint, last, stop, self.clock, *extra]
@@ -303,10 +301,9 @@ def fit_and_test(
         "stopped_early": end == "early_stop",
         # val/loss had stopped improving (attnlab.verdict.converged: the early-stopping rule on the history)
         "converged": converged(history["val/loss"], early["patience"], early["min_delta"]),
-        "history": history,  # per validation: its step, val/acc, val/loss, ...; per epoch: train/acc (module.HISTORY)
+        "history": history,  # module.HISTORY
         "fit_seconds": fit_seconds,
         "startup_seconds": startup and round(startup, 3),  # process start (a sweep's job: its start) -> first step
-        # the tested checkpoint's attention statistics
         "diagnostics": callbacks.diagnostics.tested if callbacks.diagnostics else {},
         "settings": {name: lookup(cfg, key) for name, key in KEY_SETTINGS.items()},
     }

@@ -154,8 +154,8 @@ class ProcessesLauncher(Launcher):
         if kill or signum is not None:
             for worker in multiprocessing.active_children():
                 os.kill(worker.pid, signal.SIGKILL if kill else signum)  # type: ignore[arg-type]
-        # Waited for whole: a second Ctrl-C raised inside the pool's shutdown left it half shut down (the sweep
-        # reported jobs still saving as unfinished, then hung at exit). The running jobs have the signal already.
+        # Waited for whole: a second Ctrl-C raised inside the pool's shutdown would leave it half shut down (the
+        # sweep hanging at its exit). The running jobs have the signal already.
         ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             executor.shutdown(wait=True, cancel_futures=True)
