@@ -1,6 +1,7 @@
 """Every config composes; typos, wrong types and unknown names fail at compose time; validate() catches the rest."""
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,22 @@ def test_a_saved_config_reads_back_as_it_was_trained(tmp_path, overrides: list[s
     read = run_config(run)
     assert canonical(read) == canonical(expected)  # (JSON: 1 and 1.0 differ)
     assert read["output_dir"] == str(run) and read["model"]["dim"] == read["data"]["dim"] == 1
+
+
+def test_a_run_folder_without_its_config_json_says_what_it_is(tmp_path: Path) -> None:
+    """A run stopped before it wrote config.json (or one of an earlier version) was called "not a run folder"."""
+    from attnlab.config import run_config
+
+    (tmp_path / ".hydra").mkdir()
+    said = f"{tmp_path / 'config.json'} is missing or not a file: the run stopped before it trained, or is of an"
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        run_config(tmp_path)
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        run_config(tmp_path)
+
+
+def test_an_errors_one_line_stays_short_whatever_the_value() -> None:
+    """A crafted record's value of a megabyte was printed whole in the "one line"."""
+    said = str(ConfigError("data.extra", "x" * 10_000, "unknown key"))
+    assert said == f"data.extra='{'x' * 299}... (10,002 characters) is invalid: unknown key"

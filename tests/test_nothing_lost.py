@@ -1201,6 +1201,17 @@ def test_a_sweep_job_that_failed_before_its_first_checkpoint_keeps_its_planned_s
     )
     proc = run_train(f"resume={job}", "trainer.max_epochs=3", cwd=tmp_path)  # its own settings: trains (and fails)
     assert proc.returncode == 1 and "loss is nan" in proc.stderr
+    # killed in its first moments, before it wrote its config.json: its overrides say what was planned
+    (job / "config.json").unlink()
+    (job / "FAILED").unlink()
+    before = folder_bytes(job)
+    proc = run_train(f"resume={job}", "optim.lr=0.003", cwd=tmp_path)
+    assert proc.returncode == 1 and folder_bytes(job) == before
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: resume={str(job)!r} is invalid: is a job of the sweep in {sweep} that stopped before it wrote its "
+        "config.json: it resumes with the settings its sweep planned, and 'optim.lr=0.003' may change one; another "
+        "value is a run or sweep of its own"
+    )
     # its sweep's jobs.json cut short (a kill): still a job of the sweep (its multirun.yaml beside it)
     (sweep / "jobs.json").write_text('{"jobs": [')
     proc = run_train(f"resume={job}", "optim.lr=0.001", cwd=tmp_path)

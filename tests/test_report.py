@@ -703,6 +703,7 @@ def edited(key: str, value: object) -> Callable[[str], str]:
     return edit
 
 
+MANY_KEYS = ", ".join(f'"k{i}": 0' for i in range(100_000))
 CRAFTED_CONFIGS = {  # a job's config.json edited so -> the start of its row's error
     "a task as a number": (edited("data.task", 7), "data.task=7 is invalid: expected one of ['uniform', 'halfswap']"),
     "a key given twice": (lambda t: t.replace('"seq_len": 8', '"seq_len": 8, "seq_len": 9'), "seq_len given twice"),
@@ -712,6 +713,15 @@ CRAFTED_CONFIGS = {  # a job's config.json edited so -> the start of its row's e
     "not a mapping": (lambda t: "[1, 2]", "not a mapping of keys to values"),
     "not JSON": (lambda t: t[:-5], "Expecting"),
     "nested past Python's stack": (lambda t: "[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+    # (a quadratic search for a key given twice took minutes over them: every reader of the record hung)
+    "a key twice among 100,000": (
+        lambda t: t.replace('"seq_len": 8', f'"seq_len": 8, {MANY_KEYS}, "seq_len": 9'),
+        "seq_len given twice",
+    ),
+    "100,000 unknown keys": (
+        lambda t: t.replace('"seq_len": 8', f'"seq_len": 8, {MANY_KEYS}'),
+        "data.k0=0 is invalid: unknown key; data has",
+    ),
     "a number of 5,000 digits": (lambda t: t.replace('"seq_len": 8', '"seq_len": 1' + "0" * 5000), "Exceeds the limit"),
 }
 
@@ -744,6 +754,35 @@ def test_a_record_is_read_by_its_types_not_todays_rules(tmp_path: Path, edit: tu
     assert edit[0] in config.read_text()
     config.write_text(config.read_text().replace(*edit))
     assert [r["status"] for r in write_report(tmp_path)] == ["ok"]
+
+
+def test_a_jobs_config_missing_leaves_its_row_saying_how_it_ended(tmp_path: Path) -> None:
+    """A job without its config.json (stopped before it wrote it, or deleted) was "unfinished" whatever its folder
+    said: its INTERRUPTED marker, or a metrics.json of results no config says the settings of."""
+    for seed in (0, 1, 2):
+        add_job(tmp_path, f"s{seed}", [f"seed={seed}"], 1.0)
+    (tmp_path / "s1" / "config.json").unlink()
+    (tmp_path / "s2" / "config.json").unlink()
+    (tmp_path / "s2" / "metrics.json").unlink()
+    (tmp_path / "s2" / "INTERRUPTED").write_text("stopped by signal 15\n")
+    rows = {r["job"]: (r["status"], r.get("error")) for r in write_report(tmp_path)}
+    assert rows == {
+        "s0": ("ok", None),
+        "s1": ("failed", "its config.json is missing"),
+        "s2": ("interrupted", "stopped by signal 15"),
+    }
+
+
+def test_a_long_setting_in_a_record_names_its_cell_within_a_folder_name(tmp_path: Path) -> None:
+    """A job whose record holds a `+trainer.X` of 300 characters: the study view's cell folder was named by it whole
+    (File name too long), and the whole report failed."""
+    for seed in (0, 1):
+        add_job(tmp_path, f"s{seed}", [f"seed={seed}"], 1.0)
+    config = tmp_path / "s1" / "config.json"
+    config.write_text(edited("trainer.zz", "A" * 300)(config.read_text()))
+    assert [r["status"] for r in write_report(tmp_path)] == ["ok", "ok"]
+    names = sorted(p.name for p in (tmp_path / "tensorboard").iterdir() if p.name.startswith("trainer.zz="))
+    assert names[1] == "trainer.zz=None" and len(names[0]) == 200 and names[0].startswith("trainer.zz=AAA"), names
 
 
 def test_a_records_control_characters_are_shown_escaped(tmp_path: Path, capsys) -> None:

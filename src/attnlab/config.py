@@ -552,6 +552,8 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
         why = f"not a run folder: {path} does not exist"
         if (Path(run_dir) / "multirun.yaml").is_file():
             why += "; it is a sweep's folder: give one of its job folders"
+        elif path.exists() or (Path(run_dir) / ".hydra").is_dir():  # a run's folder (Hydra's record)
+            why = f"{path} is missing or not a file: the run stopped before it trained, or is of an earlier version"
         raise ConfigError("run_dir", str(run_dir), why)
     try:
         cfg = json.loads(path.read_text(), object_pairs_hook=unique_keys)
@@ -567,7 +569,8 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object's keys, refusing one given twice (json keeps the last)."""
-    keys = [key for key, _ in pairs]
-    if twice := [key for key in keys if keys.count(key) > 1]:
-        raise ValueError(f"{twice[0]} given twice")
-    return dict(pairs)
+    if len(mapping := dict(pairs)) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"{twice} given twice")
+    return mapping

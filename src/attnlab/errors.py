@@ -31,7 +31,10 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: object, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{printable(key)}={value!r} is invalid: {printable(allowed)}")
+        shown = repr(value)
+        if len(shown) > 300:  # (a crafted record's value: still a line a reader can take in)
+            shown = f"{shown[:300]}... ({len(shown):,} characters)"
+        super().__init__(f"{printable(key)}={shown} is invalid: {printable(allowed)}")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ from attnlab.board import curves, write_board
 from attnlab.config import keys_of_kind, run_config
 from attnlab.errors import ConfigError, printable
 from attnlab.evaluate import EVALUATION, read_evaluation
-from attnlab.naming import KEY_SETTINGS, canonical, flatten, safe_dirname
+from attnlab.naming import KEY_SETTINGS, canonical, flatten, job_dirname
 from attnlab.pooling import POOLINGS
 from attnlab.posenc import POS_ENCODINGS
 from attnlab.resume import RESUMABLE
@@ -94,9 +94,11 @@ def read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     row["settings"] = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
     row.update({col: settings.get(key) for key, col in COLUMNS.items()}, seed=settings.get("seed"))
     if not settings:
-        row["status"] = "failed" if unread else "unfinished" if job_dir.exists() else "not started"
-        if unread:
-            row["error"] = unread
+        row["status"], reason = run_folder.status(job_dir) if job_dir.exists() else ("not started", "")
+        if unread or row["status"] == "ok":  # (results without the config they came from are no results)
+            row["status"], reason = "failed", unread or f"its {run_folder.CONFIG} is missing"
+        if reason:
+            row["error"] = reason
         return row
     row["status"], reason = run_folder.status(job_dir)
     if row["status"] == "ok":
@@ -517,7 +519,7 @@ def board_cells(keys: list[str], groups: dict[tuple, Rows]) -> Rows:
         means = {m: statistics.fmean(v) for m in (*BOARD_METRICS, "attn/entropy_uniform") if (v := values(group, m))}
         seeds = "  \n".join(f"{r['seed']}: {score(r, 'test/acc')}" for r in group)
         text = f"**{name}**: {verdict(group)} (tested epochs {value_range(group, 'tested_epoch')})  \n{seeds}"
-        cell = {"name": safe_dirname(name), "hparams": hparams, "curves": [r["curves"] for r in group]}
+        cell = {"name": job_dirname(name), "hparams": hparams, "curves": [r["curves"] for r in group]}
         cells.append({**cell, "metrics": means, "text": text})
     return cells
 

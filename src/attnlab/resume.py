@@ -472,6 +472,8 @@ def resume_argv(argv: list[str]) -> list[str]:
             why += "(copy the folder, resume the copy)"
             raise ConfigError("resume", str(folder), why)
         check_saved_start(folder, saved, now, sweep)
+        if not sweep:
+            check_unrecorded_job(folder, now)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -503,6 +505,18 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
     command = f"{run_folder.continue_command(folder, sweep)} ckpt_path={shlex.quote(value)}"
     why = f"it started from ckpt_path={value!r}, outside it, which a record may not make a run load: `{command}`"
     raise ConfigError("resume", str(folder), why)
+
+
+def check_unrecorded_job(folder: Path, now: list[str]) -> None:
+    """A sweep's job stopped in its first moments, before it wrote its config.json (what `check_planned` compares):
+    its overrides are then all that says what its sweep planned, so a resume may change only RESUMABLE keys."""
+    if (folder / run_folder.CONFIG).exists() or not (sweep_of(folder) or (folder.parent / "multirun.yaml").is_file()):
+        return
+    for item in now:
+        if not item.startswith("hydra") and item.split("=", 1)[0].lstrip("+~") not in RESUMABLE:
+            why = f"is a job of the sweep in {folder.parent} that stopped before it wrote its {run_folder.CONFIG}: it "
+            why += f"resumes with the settings its sweep planned, and {item!r} may change one; another value is a run "
+            raise ConfigError("resume", str(folder), why + "or sweep of its own")
 
 
 def preflight(config: Any) -> Path:

@@ -1,6 +1,7 @@
 """One training run: build from the config, fit, test the best checkpoint, write metrics.json.
 
-Files under `output_dir`: .hydra/ (Hydra's record), TensorBoard's event files (in the folder itself: TensorBoard
+Files under `output_dir`: .hydra/ (Hydra's record), config.json (the config it trains with, resolved: what a
+resume, the report and an evaluation read), TensorBoard's event files (in the folder itself: TensorBoard
 names the run by it), checkpoints/ (best.ckpt: lowest val/loss, the tested model; last.ckpt: every epoch;
 interrupted.ckpt), evaluation.json (eval.seq_lens), metrics.json (written last, atomically: the run finished),
 FAILED / INTERRUPTED (how it ended otherwise; removed when it is resumed).
