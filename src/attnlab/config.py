@@ -569,8 +569,11 @@ def run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object's keys, refusing one given twice (json keeps the last)."""
-    if len(mapping := dict(pairs)) < len(pairs):
+    mapping = dict(pairs)
+    if len(mapping) < len(pairs):  # which one, in one pass (a record may hold 10^5 keys)
         seen: set[str] = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise ValueError(f"{twice} given twice")
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"{key} given twice")
+            seen.add(key)
     return mapping
