@@ -1192,10 +1192,14 @@ def test_a_sweep_job_that_failed_before_its_first_checkpoint_keeps_its_planned_s
     proc = run_train("-m", *TINY, "data.n_train=64", "optim.lr=0.003,1e30", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     job = sweep / "lr=1e+30"
-    before = folder_bytes(job)
-    proc = run_train(f"resume={job}", "optim.lr=0.001", cwd=tmp_path)
-    assert proc.returncode == 1 and folder_bytes(job) == before
-    assert proc.stderr.strip().splitlines()[-1] == (
+
+    def refused(*overrides: str) -> str:  # the resume's last line; nothing touched
+        before = folder_bytes(job)
+        proc = run_train(f"resume={job}", *overrides, cwd=tmp_path)
+        assert proc.returncode == 1 and folder_bytes(job) == before
+        return proc.stderr.strip().splitlines()[-1]
+
+    assert refused("optim.lr=0.001") == (
         f"error: resume={str(job)!r} is invalid: is a job of the sweep in {sweep}, planned with other settings: "
         "this resume would change optim.lr (1e+30 -> 0.001); another value is a run or sweep of its own"
     )
@@ -1204,10 +1208,7 @@ def test_a_sweep_job_that_failed_before_its_first_checkpoint_keeps_its_planned_s
     # killed in its first moments, before it wrote its config.json: its overrides say what was planned
     (job / "config.json").unlink()
     (job / "FAILED").unlink()
-    before = folder_bytes(job)
-    proc = run_train(f"resume={job}", "optim.lr=0.003", cwd=tmp_path)
-    assert proc.returncode == 1 and folder_bytes(job) == before
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert refused("optim.lr=0.003") == (
         f"error: resume={str(job)!r} is invalid: is a job of the sweep in {sweep} that stopped before it wrote its "
         "config.json: it resumes with the settings its sweep planned, and 'optim.lr=0.003' may change one; another "
         "value is a run or sweep of its own"

@@ -329,13 +329,19 @@ def split_batches(data: dict[str, Any], split: str) -> int:
     return -(-data[f"n_{split}"] // data["batch_size"])
 
 
-def training_batches(cfg: dict[str, Any]) -> int:
-    """Training batches per epoch (with trainer.overfit_batches, else trainer.limit_train_batches)."""
-    batches = split_batches(cfg["data"], "train")
-    limit = cfg["trainer"]["overfit_batches"] or cfg["trainer"]["limit_train_batches"]  # (0 or 0.0: not overfitting)
+def limited_batches(batches: int, limit: int | float | None) -> int:
+    """The batches of an epoch of `batches` that run under a trainer.limit_*_batches: an int counts batches, a float
+    is a fraction of them, null is all."""
     if isinstance(limit, float):
-        return int(batches * limit)  # at least one: config.validate
+        return int(batches * limit)
     return batches if limit is None else min(batches, limit)
+
+
+def training_batches(cfg: dict[str, Any]) -> int:
+    """Training batches per epoch (with trainer.overfit_batches, else trainer.limit_train_batches); at least one
+    (config.validate)."""
+    limit = cfg["trainer"]["overfit_batches"] or cfg["trainer"]["limit_train_batches"]  # (0 or 0.0: not overfitting)
+    return limited_batches(split_batches(cfg["data"], "train"), limit)
 
 
 def check_section(cfg: dict[str, Any], schema: Any = TrainConfig, prefix: str = "", record: bool = False) -> None:
@@ -450,7 +456,7 @@ def validate(cfg: dict[str, Any]) -> None:
     check_logger(cfg["logger"])
     for split in ("train", "val", "test"):  # a fraction of an epoch's batches that is none: Lightning fails the run
         limit, batches = trainer[f"limit_{split}_batches"], split_batches(data, split)
-        if isinstance(limit, float) and int(batches * limit) == 0:
+        if isinstance(limit, float) and limited_batches(batches, limit) == 0:
             why = f"is none of the {batches} {split} batches of an epoch; give at least {1 / batches:.3g}"
             raise ConfigError(f"trainer.limit_{split}_batches", limit, why)
     every, epochs = trainer["check_val_every_n_epoch"], trainer["max_epochs"]

@@ -23,7 +23,15 @@ import torch
 
 from attnlab import run_folder
 from attnlab.board import EVENTS
-from attnlab.config import EvalSection, check_eval, check_section, run_config, untrained_reason
+from attnlab.config import (
+    EvalSection,
+    check_eval,
+    check_section,
+    limited_batches,
+    run_config,
+    split_batches,
+    untrained_reason,
+)
 from attnlab.errors import ConfigError, fits
 from attnlab.run_folder import EVALUATION, FIGURE
 from attnlab.tasks import derive_seed, make_split, split_seed
@@ -68,12 +76,10 @@ def score(
 
 def whole_test(cfg: dict[str, Any]) -> bool:
     """Where the run's count is unknown, whether its test scored its whole test set, in one process:
-    trainer.limit_test_batches (an int counts batches, a float is a fraction of them) left it all its batches, and
-    no fast_dev_run (one batch). (Under DDP each process drops its share's remainder: the count tells.)"""
-    limit, batches = cfg["trainer"]["limit_test_batches"], -(-cfg["data"]["n_test"] // cfg["data"]["batch_size"])
-    if cfg["trainer"]["fast_dev_run"]:
-        return False
-    return limit is None or (int(batches * limit) if isinstance(limit, float) else limit) >= batches
+    trainer.limit_test_batches left it all its batches, and no fast_dev_run (one batch). (Under DDP each process
+    drops its share's remainder: the count tells.)"""
+    batches, limit = split_batches(cfg["data"], "test"), cfg["trainer"]["limit_test_batches"]
+    return not cfg["trainer"]["fast_dev_run"] and limited_batches(batches, limit) == batches
 
 
 def record(

@@ -33,7 +33,7 @@ from attnlab.config import (
 )
 from attnlab.errors import CONTROL, ConfigError, first_line, one_line
 from attnlab.naming import canonical, flatten, hydra_quote
-from attnlab.sweep_record import sweep_of
+from attnlab.sweep_record import in_sweep
 
 # Keys a resume may change: how long to train, how to show it, where, what is scored after: never what the
 # checkpoints hold (the kinds declared on the schema's fields, attnlab.config.KINDS).
@@ -91,9 +91,8 @@ def plan(cfg: dict[str, Any], folder: Path, recorded: bool = False) -> Plan:
         run_folder.check_no_links_out(folder, "resume")
         newest = newest_checkpoint(folder)
     if newest is None:  # a new run, or a resumed one that saved no checkpoint yet: no weights depend on its config
-        # but a sweep's plan does (jobs.json, the folder's name): a job of one (by its record, or, that missing or
-        # cut short, by the sweep's multirun.yaml beside it)
-        if cfg["resume"] and recorded and (sweep_of(folder) or (folder.parent / "multirun.yaml").is_file()):
+        # but a sweep's plan does (jobs.json, the folder's name), for a job of one
+        if cfg["resume"] and recorded and in_sweep(folder):
             check_planned(cfg, folder)
         if start := check_start_checkpoint(cfg):
             return Plan(start[0], 0, 0, own=False, note=other_data(cfg, start[1]))
@@ -510,7 +509,7 @@ def check_saved_start(folder: Path, saved: list[str], now: list[str], sweep: boo
 def check_unrecorded_job(folder: Path, now: list[str]) -> None:
     """A sweep's job stopped in its first moments, before it wrote its config.json (what `check_planned` compares):
     its overrides are then all that says what its sweep planned, so a resume may change only RESUMABLE keys."""
-    if (folder / run_folder.CONFIG).exists() or not (sweep_of(folder) or (folder.parent / "multirun.yaml").is_file()):
+    if (folder / run_folder.CONFIG).exists() or not in_sweep(folder):
         return
     for item in now:
         if not item.startswith("hydra") and item.split("=", 1)[0].lstrip("+~") not in RESUMABLE:

@@ -53,6 +53,11 @@ def sweep_of(run_dir: Path) -> list[dict[str, Any]]:
     return jobs if run_dir.name in {job["dir"] for job in jobs} else []
 
 
+def in_sweep(run_dir: Path) -> bool:
+    """A job of a sweep: by its jobs.json, or, that missing or cut short (a kill), by the multirun.yaml beside it."""
+    return bool(sweep_of(run_dir)) or (run_dir.parent / "multirun.yaml").is_file()
+
+
 def recorded_folders(sweep_dir: Path, grid: list[list[str]], names: list[str]) -> list[str]:
     """The folders the record gave these jobs (matched by overrides, `resume=` aside); else `names`."""
     saved = [(job["overrides"], job["dir"]) for job in read_jobs(sweep_dir, "resume")]

@@ -211,9 +211,8 @@ class RunTimer(Timer):
         return "Timer"  # Lightning's own: where resume.plan reads the time trained
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stepped = (
-            batch_idx + 1
-        ) % trainer.accumulate_grad_batches == 0 or batch_idx + 1 == trainer.num_training_batches
+        done = batch_idx + 1  # the epoch's batches so far
+        stepped = done % trainer.accumulate_grad_batches == 0 or done == trainer.num_training_batches
         least = trainer.current_epoch >= (trainer.min_epochs or 0) and trainer.global_step >= (trainer.min_steps or 0)
         if stepped and least and trainer.strategy.broadcast((self.time_remaining() or 0) <= 0):  # rank 0's clock
             self.ran_out, self.max_steps = True, trainer.max_steps
