@@ -22,7 +22,7 @@ from attnlab.model import AttentionClassifier, AttentionMap
 from attnlab.naming import KEY_SETTINGS
 from attnlab.train import train
 
-from .conftest import TINY, compose_train, tensorboard_run
+from .conftest import TINY, compose_train, scalar_steps, scalar_values, tensorboard_run
 
 
 def read_events(run_dir: Path) -> dict:
@@ -237,6 +237,17 @@ def test_scalars(runs) -> None:
     assert all(0 < e <= math.log(length) + 1e-6 for e in s["attn/entropy"])
     assert all(1 / length <= p <= 1 for p in s["attn/max_prob"])
     assert all(g > 0 for g in s["train/grad_norm"])
+
+
+def test_epoch_diagnostics_lie_at_the_validation_steps_and_in_the_history(runs) -> None:
+    metrics, _ = runs["sinusoidal"]
+    folder, history = runs["sinusoidal folder"], metrics["history"]
+    steps = scalar_steps(folder, "val/acc")
+    assert steps == history["step"] and len(steps) == 2
+    for tag in ("val/acc_shuffled", "attn/entropy", "attn/max_prob", "attn/score_std", "train/grad_norm"):
+        assert scalar_steps(folder, tag) == steps, tag
+    assert scalar_values(folder, "val/acc_shuffled") == pytest.approx(history["val/acc_shuffled"])
+    assert scalar_values(folder, "attn/entropy") == pytest.approx(history["attn/entropy"])
 
 
 def test_shuffled_accuracy_equals_accuracy_without_positions(runs) -> None:

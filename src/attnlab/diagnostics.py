@@ -292,19 +292,23 @@ class AttentionDiagnostics(pl.Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The epoch's diagnostics, written to the loggers at the step Lightning writes val/acc at (the epoch's last
+        batch's) in one call: through `self.log` each value would cost more than its own computation (Lightning
+        moves every logged key's whole record to the device), and no callback or progress bar reads them."""
         if trainer.sanity_checking:
             return
-        shuffled = self.shuffled.compute()
-        pl_module.log("val/acc_shuffled", shuffled)
-        pl_module.history["val/acc_shuffled"].append(float(shuffled))
+        scalars = {"val/acc_shuffled": float(self.shuffled.compute())}  # compute() has reduced over processes
         if self.grad_norms:
             norms = torch.stack([norm.to(pl_module.device) for norm in self.grad_norms])  # (some restored)
-            pl_module.log("train/grad_norm", norms.mean(), sync_dist=True)
+            scalars["train/grad_norm"] = float(trainer.strategy.reduce(norms.mean(), reduce_op="mean"))
             self.grad_norms.clear()
         if self.examples is not None:  # all but the uniform entropy, a constant: a flat chart says nothing
             stats = self.stats(pl_module, EPOCH_STAT_EXAMPLES)  # (the same sequences and weights in every DDP process)
-            pl_module.log_dict({k: v for k, v in stats.items() if k != "attn/entropy_uniform"}, sync_dist=True)
-            pl_module.history["attn/entropy"].append(float(stats["attn/entropy"]))
+            scalars.update({k: float(v) for k, v in stats.items() if k != "attn/entropy_uniform"})
+            pl_module.history["attn/entropy"].append(scalars["attn/entropy"])
+        pl_module.history["val/acc_shuffled"].append(scalars["val/acc_shuffled"])
+        for logger in trainer.loggers:  # (each writes on the first process only; `epoch` as Lightning adds it)
+            logger.log_metrics({**scalars, "epoch": trainer.current_epoch}, step=trainer.global_step - 1)
 
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
         """The tested checkpoint's labelled figures (Images tab; train.py writes them at its step): one per
