@@ -6,13 +6,23 @@ No timing assertions: how fast is a property of the machine, reported by the ben
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from attnlab.bench import CONTESTANTS, import_seconds, measure_step, render, replay, samples_per_second
+from attnlab.bench import (
+    CONTESTANTS,
+    PARTS,
+    import_seconds,
+    job_parts,
+    measure_step,
+    render,
+    replay,
+    samples_per_second,
+)
 
 from .conftest import TINY, run_train
 
@@ -94,3 +104,35 @@ def test_a_step_measurement_runs_in_a_process_of_its_own() -> None:
     result = measure_step({**TINY_SPEC, "who": "attnlab"}, timeout=600)
     assert result["steps"] >= TINY_SPEC["steps"] and result["samples_per_s"] > 0 and "peak_mb" in result
     assert measure_step({**TINY_SPEC, "who": "nobody"}, timeout=600) == {"error": "failed (exit 1)"}
+
+
+def test_the_parts_of_a_study_job_are_timed_within_it(tmp_path: Path) -> None:
+    """`--only parts`: every part's line, none longer than the job, the job's own line 100%, the hand-written
+    training of the same job beside it; the timing wrappers are gone from an in-process call afterwards."""
+    out = tmp_path / "parts.md"
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--only", "parts", "--quick", "--out", str(out)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in out.read_text().splitlines():
+        if line.startswith("| ") and line.endswith("% |"):
+            label, ms, share = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[label.replace("&nbsp;", "")] = (int(ms), share)
+    job = rows["the job: attnlab.train.train"]
+    assert set(rows) == {label.strip() for label, *_ in PARTS} | {"hand-written: attnlab.bench.replay"}
+    assert job[1] == "100%" and all(ms <= job[0] for label, (ms, _) in rows.items() if "hand-written" not in label)
+    assert rows["diagnostics: the shuffled pass"][0] > 0 and rows["checkpoint saves"][0] > 0
+    job_words = "experiment=limitations data=halfswap model.pos_enc=sinusoidal seed=0"
+    assert re.search(rf"\(`{job_words}`, \d+ epochs\)", out.read_text())
+
+
+def test_the_parts_timing_puts_back_what_it_wrapped() -> None:
+    import pytorch_lightning as pl
+
+    import attnlab.train
+
+    before = (attnlab.train.train, pl.Trainer.fit, pl.LightningModule.log)
+    job_parts(rounds=0, device="cpu")
+    assert (attnlab.train.train, pl.Trainer.fit, pl.LightningModule.log) == before

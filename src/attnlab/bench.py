@@ -254,6 +254,84 @@ def replay(folder: str | Path, device: str = "cpu") -> int:
     return len(runs)
 
 
+# Where a study job's time goes (`job_parts`): each part timed around its calls, nested parts indented. Lightning's
+# evaluation loop class is private: named here for measuring only.
+PARTS = [  # (label, module, attributes)
+    ("the job: attnlab.train.train", "attnlab.train", "train"),
+    ("  fit: training, validation, checkpoints", "pytorch_lightning", "Trainer.fit"),
+    ("    checkpoint saves", "pytorch_lightning", "Trainer.save_checkpoint"),
+    ("    Lightning's self.log, each key", "pytorch_lightning", "LightningModule.log"),
+    ("    the loggers' writes", "attnlab.dashboard", "TensorBoard.log_metrics"),
+    ("  test of the best checkpoint", "pytorch_lightning", "Trainer.test"),
+    ("  validation and test loops (in fit and test)", "pytorch_lightning.loops.evaluation_loop", "_EvaluationLoop.run"),
+    ("  diagnostics: the shuffled pass", "attnlab.diagnostics", "AttentionDiagnostics.on_validation_batch_end"),
+    ("  diagnostics: each epoch's statistics", "attnlab.diagnostics", "AttentionDiagnostics.on_validation_epoch_end"),
+    ("  diagnostics: gradient norms", "attnlab.diagnostics", "AttentionDiagnostics.on_before_optimizer_step"),
+    ("  diagnostics: the tested checkpoint's", "attnlab.diagnostics", "AttentionDiagnostics.on_test_epoch_start"),
+    ("    of which its figures", "attnlab.diagnostics", "AttentionDiagnostics.log_figures"),
+    ("  logger, Trainer, data, model; metrics.json", "attnlab.train", "make_logger make_trainer build record"),
+]
+PARTS_JOB = ["experiment=limitations", "data=halfswap", "model.pos_enc=sinusoidal", "seed=0"]  # 6 epochs
+
+
+def job_parts(rounds: int, device: str) -> dict[str, Any]:
+    """Milliseconds each of PARTS took in one job of the study (PARTS_JOB, one thread, as a sweep's worker runs it),
+    median over `rounds` runs in this process after one not counted, and the replay of the same training."""
+    import contextlib
+    import functools
+    import importlib
+    import io
+
+    from hydra import compose, initialize_config_dir
+
+    from attnlab import train
+    from attnlab.config import register_configs
+
+    spent: dict[str, float] = {}  # this run's seconds per part
+
+    def timed(fn: Any, label: str) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - began
+
+        return wrapper
+
+    originals = []  # (owner, attribute, what it was): put back at the end
+    for label, module, names in PARTS:
+        for name in names.split():
+            *path, attr = name.split(".")
+            owner = functools.reduce(getattr, path, importlib.import_module(module))
+            originals.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, timed(getattr(owner, attr), label))
+    threads, hand = torch.get_num_threads(), "hand-written: attnlab.bench.replay"
+    torch.set_num_threads(1)
+    register_configs()
+    ms: dict[str, list[float]] = {}
+    try:
+        for r in range(rounds + 1):
+            spent.clear()
+            with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("train", [f"output_dir={tmp}", *PARTS_JOB, f"trainer.accelerator={device}"])
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    epochs = train.train(cfg)["epochs"]
+                (Path(tmp) / ".hydra").mkdir()  # (what `replay` finds a run by)
+                began = time.perf_counter()
+                replay(tmp, device)
+                spent[hand] = time.perf_counter() - began
+            for label, seconds in spent.items() if r else ():
+                ms.setdefault(label, []).append(seconds * 1000)
+    finally:
+        for owner, attr, original in originals:
+            setattr(owner, attr, original)
+        torch.set_num_threads(threads)
+    medians = {label: median(ms[label]) for label in [*(p[0] for p in PARTS), hand] if label in ms}
+    return {"job": " ".join(PARTS_JOB), "epochs": epochs, "rounds": rounds, "ms": medians}
+
+
 def wall(cmd: list[str]) -> float:
     """Seconds the whole process `cmd` took, start-up included; its failure stops the benchmark."""
     began = time.perf_counter()
@@ -319,6 +397,14 @@ Start-up, `python scripts/train.py` from process start to its first training ste
 on the same clock: a fresh `python -c "import torch, pytorch_lightning"` is {both:.2f} s old once they are imported \
 (with torch alone {torch:.2f} s, which the hand-written run imports too; pytorch_lightning {pl:.2f} s more). \
 attnlab's own start-up, Hydra's composition, the checks, the data, model, logger and Trainer: the other {own:.2f} s."""
+PARTS_TABLE = """## Where a study job's time goes
+
+One job of the study (`{job}`, {epochs} epochs), in one process after a job not counted, torch on one thread as a
+sweep's worker runs it; each part timed around its calls (nested parts indented), median of {rounds} runs; then the same
+training by hand.
+
+| part | ms | of the job |
+|---|---|---|"""
 STEPS = """## Per training step (d_model 32, 1 head, 1 layer)
 
 | contestant | precision | batch | seq_len | samples/s | × seed loop | peak memory (MB) | rounds: min–max |
@@ -329,9 +415,18 @@ def fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
 
-def render(command: str, machine: str, rows: list[dict[str, Any]], processes: list[dict[str, Any]]) -> str:
+def render(
+    command: str, machine: str, rows: list[dict[str, Any]], processes: list[dict[str, Any]], parts: dict | None = None
+) -> str:
     """The markdown of docs/benchmark.md."""
     lines = [f"# Benchmark: `{command}`", "", machine, ""]
+    if parts:
+        job = parts["ms"]["the job: attnlab.train.train"]
+        lines.append(PARTS_TABLE.format(job=parts["job"], epochs=parts["epochs"], rounds=parts["rounds"]))
+        for label, ms in parts["ms"].items():
+            indent = "&nbsp;" * (len(label) - len(label.lstrip()))
+            lines.append(f"| {indent}{label.strip()} | {ms:.0f} | {ms / job:.0%} |")
+        lines.append("")
     if processes:
         lines.append(PROCESSES)
         for p in processes:
@@ -375,6 +470,7 @@ def main() -> None:
     examples = """examples:
   python scripts/benchmark.py                      # everything (CPU: ~20 minutes on 2 cores)
   python scripts/benchmark.py --only processes     # the study (with and without diagnostics) and one run
+  python scripts/benchmark.py --only parts --rounds 7   # where one study job's time goes (~30 s)
   python scripts/benchmark.py --device cuda        # on a GPU: adds bf16 mixed precision rows
   python scripts/benchmark.py --quick --out /tmp/bench.md   # tiny sizes: checks that it runs"""
     doc = __doc__.split("\nEach measurement")[0]  # what is measured; not how the module is built
@@ -383,7 +479,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adds bf16-mixed rows)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
-    parser.add_argument("--only", choices=["processes", "steps"], help="one part of the benchmark")
+    parser.add_argument("--only", choices=["processes", "parts", "steps"], help="one part of the benchmark")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per step measurement (0: default)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of each comparison")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
@@ -393,15 +489,16 @@ def main() -> None:
     study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
     # the study again without the diagnostics (figures, statistics, shuffled accuracy), which the replay does not do
     bare = ("study, diagnostics=false", [*study, "diagnostics=false"])
-    jobs = [] if args.only == "steps" else [("study", study), bare, ("one run", run)]
+    jobs = [] if args.only in ("steps", "parts") else [("study", study), bare, ("one run", run)]
     processes = [train_vs_replay(what, train_args, rounds, args.device) for what, train_args in jobs]
-    rows = [] if args.only == "processes" else step_rows(args.device, args.threads, rounds, quick)
+    parts = job_parts(rounds, args.device) if args.only in (None, "parts") else None
+    rows = [] if args.only in ("processes", "parts") else step_rows(args.device, args.threads, rounds, quick)
     machine = (
         f"Machine: {os.uname().machine}, {os.cpu_count()} CPU cores, "
         f"{torch.cuda.get_device_name() if cuda else 'no GPU'}; torch {torch.__version__}, "
         f"threads {args.threads or torch.get_num_threads()}; {time.strftime('%Y-%m-%d')}."
     )
-    text = render(" ".join(["python scripts/benchmark.py", *sys.argv[1:]]), machine, rows, processes)
+    text = render(" ".join(["python scripts/benchmark.py", *sys.argv[1:]]), machine, rows, processes, parts)
     print(text)
     if args.out:
         args.out.write_text(text)
