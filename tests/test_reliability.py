@@ -221,11 +221,11 @@ def test_failed_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeyp
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
 
-    def disk_full(self, checkpoint, target, storage_options=None):
+    def disk_full(checkpoint, target, *args, **kwargs):
         Path(target).write_bytes(b"half a checkpoi")
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-    monkeypatch.setattr("pytorch_lightning.plugins.io.TorchCheckpointIO.save_checkpoint", disk_full)
+    monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
