@@ -136,3 +136,14 @@ def test_the_parts_timing_puts_back_what_it_wrapped() -> None:
     before = (attnlab.train.train, pl.Trainer.fit, pl.LightningModule.log)
     job_parts(rounds=0, device="cpu")
     assert (attnlab.train.train, pl.Trainer.fit, pl.LightningModule.log) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [(["--rounds", "0"], "--rounds=0: at least 1"), (["--only", "nothing"], "invalid choice: 'nothing'")],
+)
+def test_a_bad_option_is_one_line_and_exit_1(args: list[str], said: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.config import run_config
+from attnlab.errors import ArgumentParser
 from attnlab.model import AttentionClassifier
 from attnlab.tasks import make_split, split_seed
 
@@ -474,7 +475,7 @@ def main() -> None:
   python scripts/benchmark.py --device cuda        # on a GPU: adds bf16 mixed precision rows
   python scripts/benchmark.py --quick --out /tmp/bench.md   # tiny sizes: checks that it runs"""
     doc = __doc__.split("\nEach measurement")[0]  # what is measured; not how the module is built
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adds bf16-mixed rows)")
@@ -484,6 +485,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of each comparison")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds={args.rounds}: at least 1 (each part is a median over the rounds)")
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
     run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
     study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
