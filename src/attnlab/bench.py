@@ -275,9 +275,10 @@ PARTS = [  # (label, module, attributes)
 PARTS_JOB = ["experiment=limitations", "data=halfswap", "model.pos_enc=sinusoidal", "seed=0"]  # 6 epochs
 
 
-def job_parts(rounds: int, device: str) -> dict[str, Any]:
-    """Milliseconds each of PARTS took in one job of the study (PARTS_JOB, one thread, as a sweep's worker runs it),
-    median over `rounds` runs in this process after one not counted, and the replay of the same training."""
+def job_parts(rounds: int, device: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Milliseconds each of PARTS took in one job of the study (PARTS_JOB and `overrides`, the device's; one thread, as
+    a sweep's worker runs it), median over `rounds` runs in this process after one not counted, and the replay of the
+    same training."""
     import contextlib
     import functools
     import importlib
@@ -316,15 +317,16 @@ def job_parts(rounds: int, device: str) -> dict[str, Any]:
         for r in range(rounds + 1):
             spent.clear()
             with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                cfg = compose("train", [f"output_dir={tmp}", *PARTS_JOB, f"trainer.accelerator={device}"])
+                cfg = compose("train", [f"output_dir={tmp}", *PARTS_JOB, *(overrides or [])])
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     epochs = train.train(cfg)["epochs"]
                 (Path(tmp) / ".hydra").mkdir()  # (what `replay` finds a run by)
                 began = time.perf_counter()
                 replay(tmp, device)
                 spent[hand] = time.perf_counter() - began
-            for label, seconds in spent.items() if r else ():
-                ms.setdefault(label, []).append(seconds * 1000)
+            if r:  # (the first run: a warm-up)
+                for label, seconds in spent.items():
+                    ms.setdefault(label, []).append(seconds * 1000)
     finally:
         for owner, attr, original in originals:
             setattr(owner, attr, original)
@@ -422,7 +424,7 @@ def render(
     """The markdown of docs/benchmark.md."""
     lines = [f"# Benchmark: `{command}`", "", machine, ""]
     if parts:
-        job = parts["ms"]["the job: attnlab.train.train"]
+        job = parts["ms"][PARTS[0][0]]  # the whole job
         lines.append(PARTS_TABLE.format(job=parts["job"], epochs=parts["epochs"], rounds=parts["rounds"]))
         for label, ms in parts["ms"].items():
             indent = "&nbsp;" * (len(label) - len(label.lstrip()))
@@ -475,9 +477,7 @@ def main() -> None:
   python scripts/benchmark.py --device cuda        # on a GPU: adds bf16 mixed precision rows
   python scripts/benchmark.py --quick --out /tmp/bench.md   # tiny sizes: checks that it runs"""
     doc = __doc__.split("\nEach measurement")[0]  # what is measured; not how the module is built
-    parser = ArgumentParser(
-        description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (adds bf16-mixed rows)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that everything runs")
     parser.add_argument("--only", choices=["processes", "parts", "steps"], help="one part of the benchmark")
@@ -488,13 +488,14 @@ def main() -> None:
     if args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: at least 1 (each part is a median over the rounds)")
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
-    run = [*(["trainer=gpu"] if cuda else []), *(QUICK_TRAIN if quick else [])]
+    on_device = ["trainer=gpu"] if cuda else []
+    run = [*on_device, *(QUICK_TRAIN if quick else [])]
     study = ["-m", "experiment=limitations", *run, *(QUICK_STUDY if quick else [])]
     # the study again without the diagnostics (figures, statistics, shuffled accuracy), which the replay does not do
     bare = ("study, diagnostics=false", [*study, "diagnostics=false"])
     jobs = [] if args.only in ("steps", "parts") else [("study", study), bare, ("one run", run)]
     processes = [train_vs_replay(what, train_args, rounds, args.device) for what, train_args in jobs]
-    parts = job_parts(rounds, args.device) if args.only in (None, "parts") else None
+    parts = job_parts(rounds, args.device, on_device) if args.only in (None, "parts") else None
     rows = [] if args.only in ("processes", "parts") else step_rows(args.device, args.threads, rounds, quick)
     machine = (
         f"Machine: {os.uname().machine}, {os.cpu_count()} CPU cores, "

@@ -94,8 +94,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         memory, ~15% of a save)."""
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with replacing(Path(path)) as tmp:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
             torch.save(checkpoint, tmp)
 
 

@@ -30,7 +30,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
 from attnlab.model import AttentionMap
-from attnlab.module import accuracy_metric
+from attnlab.module import accuracy_metric, validation_step_logged
 
 CLASS_NAMES = ("A", "B")
 MAX_MAP_ELEMENTS = 2**21  # per explicit forward: 8 MB per (B, H, L, L) float32 tensor, training stays the peak
@@ -308,7 +308,7 @@ class AttentionDiagnostics(pl.Callback):
             pl_module.history["attn/entropy"].append(scalars["attn/entropy"])
         pl_module.history["val/acc_shuffled"].append(scalars["val/acc_shuffled"])
         for logger in trainer.loggers:  # (each writes on the first process only; `epoch` as Lightning adds it)
-            logger.log_metrics({**scalars, "epoch": trainer.current_epoch}, step=trainer.global_step - 1)
+            logger.log_metrics({**scalars, "epoch": trainer.current_epoch}, step=validation_step_logged(trainer))
 
     def log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, fixed: Tensor) -> None:
         """The tested checkpoint's labelled figures (Images tab; train.py writes them at its step): one per

@@ -20,6 +20,12 @@ from attnlab.resume import check_held_settings, keep_cut_epoch_open
 HISTORY = ("step", "val/acc", "val/loss", "val/acc_shuffled", "attn/entropy", "train/acc")
 
 
+def validation_step_logged(trainer: pl.Trainer) -> int:
+    """The step Lightning writes a validation's epoch-end values at: the last training batch's (the history's step,
+    attnlab.diagnostics' scalars)."""
+    return trainer.global_step - 1
+
+
 def accuracy_metric(num_classes: int, sync: bool = True) -> MulticlassAccuracy:
     """The project's one accuracy (correct / total, reduced over DDP processes by `compute()` unless `sync` is
     false): train/val/test, shuffled (attnlab.diagnostics) and other lengths (attnlab.evaluate) all count the same
@@ -112,7 +118,7 @@ class LitClassifier(pl.LightningModule):
             return
         self.val_acc_best(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-        for key, value in {"step": self.global_step - 1, **values}.items():  # step: the last batch's, as Lightning logs
+        for key, value in {"step": validation_step_logged(self.trainer), **values}.items():
             self.history[key].append(value)
 
     def on_train_epoch_start(self) -> None:
