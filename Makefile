@@ -72,7 +72,7 @@ tensorboard: setup  ## TensorBoard on the newest sweep's study view (SWEEP=<swee
 	$(if $(value LOGDIR)$(value SWEEP),,@$(PICKED))
 	$(VENV)/bin/tensorboard --logdir "$$ATTNLAB_LOGDIR"
 
-benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; writes docs/benchmark.md
+benchmark: setup  ## hand-written loop vs Lightning template vs attnlab; its sections into docs/benchmark.md (ARGS="--only parts")
 	$(PY) scripts/benchmark.py --out docs/benchmark.md $(ARGS)
 
 evaluate: setup  ## score a run on other lengths (RUN=outputs/runs/<run> LENS=[16,32,64,128])

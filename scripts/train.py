@@ -34,7 +34,7 @@ def stopped_early(signum: int, frame: object) -> None:
 # First, before the imports (seconds of them): from here on no signal leaves a traceback or a silent exit.
 for _sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_sig, stopped_early)
-# At exit Python's last collections walk every object torch, Lightning and Hydra made: 1.3 s (docs/benchmark.md).
+# At exit Python's last collections walk every object torch, Lightning and Hydra made: 1.3 s (docs/performance.md).
 # Frozen after the exit handlers, they are skipped.
 atexit.register(gc.freeze)
 # A reader that leaves (`| head`) must not fail the run: what it would have read goes to /dev/null.

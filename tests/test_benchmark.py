@@ -16,9 +16,12 @@ import pytest
 from attnlab.bench import (
     CONTESTANTS,
     PARTS,
+    STEPS_HEAD,
+    TITLE,
     import_seconds,
     job_parts,
     measure_step,
+    merge,
     render,
     replay,
     samples_per_second,
@@ -81,7 +84,8 @@ def test_table() -> None:
          "seconds": {"attnlab": (10.0, 9.0, 11.0), "hand-written": (9.0, 8.5, 9.5)}, "rounds": 3,
          "pairs": (0.9, 0.88, 0.95)},
     ]  # fmt: skip
-    table = render("python scripts/benchmark.py", "Machine: test", rows, processes)
+    table = render("Measured now: `python scripts/benchmark.py`.", rows, processes)
+    assert table.startswith(TITLE + "\n") and table.count("Measured now: `python scripts/benchmark.py`.") == 2
     assert "| seed loop | fp32 | 16 | 8 | 1,000 | 1.00× | 10.0 | – |" in table  # one round: no spread
     assert "| attnlab | fp32 | 16 | 8 | 900 | 0.90× | 12.0 | 850–950 (3) |" in table
     assert "| seed loop | fp32 | 16 | 64 | out of memory | – | – | – |" in table
@@ -108,15 +112,17 @@ def test_a_step_measurement_runs_in_a_process_of_its_own() -> None:
 
 def test_the_parts_of_a_study_job_are_timed_within_it(tmp_path: Path) -> None:
     """`--only parts`: every part's line, none longer than the job, the job's own line 100%, the hand-written
-    training of the same job beside it; the timing wrappers are gone from an in-process call afterwards."""
-    out = tmp_path / "parts.md"
+    training of the same job beside it; written into `--out` beside the sections it did not measure."""
+    out = tmp_path / "benchmark.md"
+    out.write_text(f"{TITLE}\n\n## Where a study job's time goes\n\nan older table\n\n{STEPS_HEAD}\n\nold rows\n")
     proc = subprocess.run(
         [sys.executable, "scripts/benchmark.py", "--only", "parts", "--quick", "--out", str(out)],
         cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {}
-    for line in out.read_text().splitlines():
+    text = out.read_text()
+    for line in text.splitlines():
         if line.startswith("| ") and line.endswith("% |"):
             label, ms, share = (cell.strip() for cell in line.strip("|").split("|"))
             rows[label.replace("&nbsp;", "")] = (int(ms), share)
@@ -125,7 +131,38 @@ def test_the_parts_of_a_study_job_are_timed_within_it(tmp_path: Path) -> None:
     assert job[1] == "100%" and all(ms <= job[0] for label, (ms, _) in rows.items() if "hand-written" not in label)
     assert rows["diagnostics: the shuffled pass"][0] > 0 and rows["checkpoint saves"][0] > 0
     job_words = "experiment=limitations data=halfswap model.pos_enc=sinusoidal seed=0"
-    assert re.search(rf"\(`{job_words}`, \d+ epochs\)", out.read_text())
+    assert re.search(rf"\(`{job_words}`, \d+ epochs\)", text)
+    # the measured section replaced, with its time, commit and command; the steps' section kept as it was
+    assert "an older table" not in text and text.endswith(f"{STEPS_HEAD}\n\nold rows\n")
+    assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d–\d\d:\d\d \((commit [0-9a-f]{7}|no git checkout)", text)
+    assert "`python scripts/benchmark.py --only parts --quick --out " in text
+
+
+def test_a_run_replaces_the_sections_it_measured_and_keeps_the_others() -> None:
+    old = f"{TITLE}\n\nintro\n\n## Whole processes\n\nold study\n\n## Where a study job's time goes\n\nold parts\n"
+    new = render("Measured now.", [], [], {"job": "j", "epochs": 2, "rounds": 1, "ms": {PARTS[0][0]: 10.0}})
+    merged = merge(old, new)
+    assert merged.startswith(TITLE + "\n") and "old study" in merged and "old parts" not in merged
+    assert merged.index("## Whole processes") < merged.index("## Where a study job's time goes")
+    assert "| the job: attnlab.train.train | 10 | 100% |" in merged and merge(None, new) == merge(new, new)
+
+
+@pytest.mark.parametrize("content", ["# My notes on speed\n\nwritten by hand\n", None])
+def test_out_refuses_what_it_would_lose_before_measuring(tmp_path: Path, content: str | None) -> None:
+    """A file that is not this script's output (its text would be lost), or a folder: one line, exit 1, nothing
+    measured, the file as it was."""
+    out = tmp_path / "notes.md"
+    if content is None:
+        out.mkdir()
+    else:
+        out.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--only", "parts", "--quick", "--out", str(out)],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: --out={str(out)!r} is invalid: ") and proc.stdout == ""
+    assert out.is_dir() if content is None else out.read_text() == content
 
 
 def test_the_parts_timing_puts_back_what_it_wrapped() -> None:

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -29,8 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.config import run_config
-from attnlab.errors import ArgumentParser
+from attnlab.errors import ArgumentParser, ConfigError, first_line
 from attnlab.model import AttentionClassifier
+from attnlab.provenance import code
+from attnlab.run_folder import replacing
 from attnlab.tasks import make_split, split_seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +231,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int) -> float:
 
 
 def replay(folder: str | Path, device: str = "cpu") -> int:
-    """The trainings of a finished run or sweep folder by hand, in this process, as PROCESSES describes them;
+    """The trainings of a finished run or sweep folder by hand, in this process, as PROCESSES_TEXT describes them;
     returns how many."""
     runs = sorted(p.parent for p in Path(folder).glob("**/metrics.json") if (p.parent / ".hydra").is_dir())
     for run in runs:
@@ -384,9 +387,14 @@ def train_vs_replay(what: str, train_args: list[str], rounds: int, device: str) 
     return result
 
 
-PROCESSES = """## Whole processes
-
-Wall time of the whole process, start-up included, against the same trainings written by hand
+# docs/benchmark.md: the latest measurement of each kind, a section each; a run with `--out` replaces the sections it
+# measured and keeps the others (`merge`). What the numbers mean, and the readings before: docs/performance.md.
+TITLE = "# Benchmark: the latest output of `python scripts/benchmark.py`, section by section"
+INTRO = """Each section is the latest measurement of its kind, with its command, its time and the commit it measured:
+`--out` replaces the sections a run measures and keeps the others. What the numbers mean, every reading before and
+what was tried: docs/performance.md."""
+PROCESSES_HEAD = "## Whole processes"
+PROCESSES_TEXT = """Wall time of the whole process, start-up included, against the same trainings written by hand
 in one process (`attnlab.bench.replay`: each run's data, model and epochs; Adam, whole-tensor
 batches, validation every epoch, test of the best weights; no logging, checkpoints or diagnostics).
 The two take turns, round after round. `× hand-written` > 1: attnlab took less time; the ratio of the medians,
@@ -400,18 +408,48 @@ Start-up, `python scripts/train.py` from process start to its first training ste
 on the same clock: a fresh `python -c "import torch, pytorch_lightning"` is {both:.2f} s old once they are imported \
 (with torch alone {torch:.2f} s, which the hand-written run imports too; pytorch_lightning {pl:.2f} s more). \
 attnlab's own start-up, Hydra's composition, the checks, the data, model, logger and Trainer: the other {own:.2f} s."""
-PARTS_TABLE = """## Where a study job's time goes
-
-One job of the study (`{job}`, {epochs} epochs), in one process after a job not counted, torch on one thread as a
-sweep's worker runs it; each part timed around its calls (nested parts indented), median of {rounds} runs; then the same
-training by hand.
+PARTS_HEAD = "## Where a study job's time goes"
+PARTS_TEXT = """One job of the study (`{job}`, {epochs} epochs), in one process after a job not counted, torch on
+one thread as a sweep's worker runs it; each part timed around its calls (nested parts indented), median of {rounds}
+runs; then the same training by hand.
 
 | part | ms | of the job |
 |---|---|---|"""
-STEPS = """## Per training step (d_model 32, 1 head, 1 layer)
-
+STEPS_HEAD = "## Per training step (d_model 32, 1 head, 1 layer)"
+STEPS_TABLE = """\
 | contestant | precision | batch | seq_len | samples/s | × seed loop | peak memory (MB) | rounds: min–max |
 |---|---|---|---|---|---|---|---|"""
+SECTIONS = (PROCESSES_HEAD, PARTS_HEAD, STEPS_HEAD)  # in the order the file shows them
+
+
+def sections(text: str) -> dict[str, str]:
+    """A benchmark output's sections: its `## ` headings -> the section's whole text, heading included."""
+    found: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=## )", text)[1:]:
+        found[chunk.splitlines()[0].rstrip()] = chunk.rstrip() + "\n"
+    return found
+
+
+def merge(old: str | None, new: str) -> str:
+    """The output file's text: `new`'s sections, and those of `old` (the file as it was) that `new` did not measure."""
+    kept, measured = sections(old or ""), sections(new)
+    body = [measured.get(heading) or kept.get(heading) for heading in SECTIONS]
+    return "\n".join([TITLE, "", INTRO, "", *(b for b in body if b)])
+
+
+def check_out(path: Path) -> str | None:
+    """`--out`'s file as it is (None: not yet written), refused before anything is measured if it is not this script's
+    output: its sections are kept, and anything else in it would be lost."""
+    if path.is_dir() or not path.parent.is_dir():
+        raise ConfigError("--out", str(path), "must name a file in a folder that exists")
+    try:
+        text = path.read_text() if path.exists() else None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("--out", str(path), f"cannot be read ({type(e).__name__}: {first_line(e)})") from e
+    if text is not None and text.split("\n", 1)[0] != TITLE:
+        why = f"is not an output of this script (its first line is not {TITLE!r}): give a new file, or one it wrote"
+        raise ConfigError("--out", str(path), why)
+    return text
 
 
 def fmt(v: float | None) -> str:
@@ -419,19 +457,13 @@ def fmt(v: float | None) -> str:
 
 
 def render(
-    command: str, machine: str, rows: list[dict[str, Any]], processes: list[dict[str, Any]], parts: dict | None = None
+    measured: str, rows: list[dict[str, Any]], processes: list[dict[str, Any]], parts: dict | None = None
 ) -> str:
-    """The markdown of docs/benchmark.md."""
-    lines = [f"# Benchmark: `{command}`", "", machine, ""]
-    if parts:
-        job = parts["ms"][PARTS[0][0]]  # the whole job
-        lines.append(PARTS_TABLE.format(job=parts["job"], epochs=parts["epochs"], rounds=parts["rounds"]))
-        for label, ms in parts["ms"].items():
-            indent = "&nbsp;" * (len(label) - len(label.lstrip()))
-            lines.append(f"| {indent}{label.strip()} | {ms:.0f} | {ms / job:.0%} |")
-        lines.append("")
+    """This run's sections of docs/benchmark.md, each opened by `measured` (when, which commit, the command, the
+    machine)."""
+    lines = [TITLE, "", INTRO, ""]
     if processes:
-        lines.append(PROCESSES)
+        lines += [PROCESSES_HEAD, "", measured, "", PROCESSES_TEXT]
         for p in processes:
             a, h = p["seconds"]["attnlab"], p["seconds"]["hand-written"]
             spans = " | ".join(f"{m:.1f} ({lo:.1f}–{hi:.1f})" for m, lo, hi in (a, h))
@@ -441,8 +473,16 @@ def render(
             both, alone, startup = p["imports_s"]["torch, pytorch_lightning"], p["imports_s"]["torch"], p["startup_s"]
             lines.append(STARTUP.format(startup=startup, both=both, torch=alone, pl=both - alone, own=startup - both))
         lines.append("")
+    if parts:
+        job = parts["ms"][PARTS[0][0]]  # the whole job
+        lines += [PARTS_HEAD, "", measured, ""]
+        lines.append(PARTS_TEXT.format(job=parts["job"], epochs=parts["epochs"], rounds=parts["rounds"]))
+        for label, ms in parts["ms"].items():
+            indent = "&nbsp;" * (len(label) - len(label.lstrip()))
+            lines.append(f"| {indent}{label.strip()} | {ms:.0f} | {ms / job:.0%} |")
+        lines.append("")
     if rows:
-        lines.append(STEPS)
+        lines += [STEPS_HEAD, "", measured, "", STEPS_TABLE]
         seed_loop = {}  # ratios against the seed loop at the same batch, length and precision
         for r in rows:
             key, speed, speeds = (r["batch"], r["seq_len"], r["bf16"]), r.get("samples_per_s"), r.get("speeds", [])
@@ -469,6 +509,14 @@ def render(
     return "\n".join(lines)
 
 
+def measured_line(command: str, began: float, machine: str) -> str:
+    """When (start–end, local time), which commit (attnlab.provenance) and what: a section's first line."""
+    commit, dirty = code()
+    which = "no git checkout" if commit is None else f"commit {commit[:7]}" + (" with changes" if dirty else "")
+    span = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(began))}–{time.strftime('%H:%M')}"
+    return f"Measured {span} ({which}): `{command}`. {machine}"
+
+
 def main() -> None:
     examples = """examples:
   python scripts/benchmark.py                      # everything (CPU: ~20 minutes on 2 cores)
@@ -483,10 +531,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["processes", "parts", "steps"], help="one part of the benchmark")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per step measurement (0: default)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of each comparison")
-    parser.add_argument("--out", type=Path, help="also write the table (markdown) to this file")
+    parser.add_argument("--out", type=Path, help="also write it to this file: its sections replace theirs there")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: at least 1 (each part is a median over the rounds)")
+    try:
+        before = check_out(args.out) if args.out else None  # refused now, not after the measurements
+    except ConfigError as e:
+        parser.error(str(e))
+    began = time.time()
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
     on_device = ["trainer=gpu"] if cuda else []
     run = [*on_device, *(QUICK_TRAIN if quick else [])]
@@ -500,12 +553,14 @@ def main() -> None:
     machine = (
         f"Machine: {os.uname().machine}, {os.cpu_count()} CPU cores, "
         f"{torch.cuda.get_device_name() if cuda else 'no GPU'}; torch {torch.__version__}, "
-        f"threads {args.threads or torch.get_num_threads()}; {time.strftime('%Y-%m-%d')}."
+        f"threads {args.threads or torch.get_num_threads()}."
     )
-    text = render(" ".join(["python scripts/benchmark.py", *sys.argv[1:]]), machine, rows, processes, parts)
+    command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
+    text = render(measured_line(command, began, machine), rows, processes, parts)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        with replacing(args.out) as tmp:  # (a kill leaves the file as it was)
+            tmp.write_text(merge(before, text))
 
 
 if __name__ == "__main__":  # the workers: python -m attnlab.bench step '<spec json>' | replay <folder> [device]
