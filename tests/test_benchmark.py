@@ -147,7 +147,9 @@ def test_a_run_replaces_the_sections_it_measured_and_keeps_the_others() -> None:
     assert "| the job: attnlab.train.train | 10 | 100% |" in merged and merge(None, new) == merge(new, new)
 
 
-@pytest.mark.parametrize("content", ["# My notes on speed\n\nwritten by hand\n", None])
+@pytest.mark.parametrize(
+    "content", ["# My notes on speed\n\nwritten by hand\n", f"{TITLE}\n\n## My notes\n\nwritten by hand\n", None]
+)
 def test_out_refuses_what_it_would_lose_before_measuring(tmp_path: Path, content: str | None) -> None:
     """A file that is not this script's output (its text would be lost), or a folder: one line, exit 1, nothing
     measured, the file as it was."""

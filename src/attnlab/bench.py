@@ -449,6 +449,9 @@ def check_out(path: Path) -> str | None:
     if text is not None and text.split("\n", 1)[0] != TITLE:
         why = f"is not an output of this script (its first line is not {TITLE!r}): give a new file, or one it wrote"
         raise ConfigError("--out", str(path), why)
+    if text is not None and (others := [h for h in sections(text) if h not in SECTIONS]):
+        why = f"holds a section this script does not write ({others[0]!r}), which would be lost: move it elsewhere"
+        raise ConfigError("--out", str(path), why)
     return text
 
 
@@ -536,7 +539,8 @@ def main() -> None:
     if args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: at least 1 (each part is a median over the rounds)")
     try:
-        before = check_out(args.out) if args.out else None  # refused now, not after the measurements
+        if args.out:
+            check_out(args.out)  # refused now, not after the measurements
     except ConfigError as e:
         parser.error(str(e))
     began = time.time()
@@ -559,6 +563,10 @@ def main() -> None:
     text = render(measured_line(command, began, machine), rows, processes, parts)
     print(text)
     if args.out:
+        try:  # read again: another benchmark may have written its sections there meanwhile
+            before = check_out(args.out)
+        except ConfigError as e:
+            parser.error(f"{e} (the output above was not written)")
         with replacing(args.out) as tmp:  # (a kill leaves the file as it was)
             tmp.write_text(merge(before, text))
 
