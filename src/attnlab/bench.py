@@ -410,8 +410,9 @@ on the same clock: a fresh `python -c "import torch, pytorch_lightning"` is {bot
 attnlab's own start-up, Hydra's composition, the checks, the data, model, logger and Trainer: the other {own:.2f} s."""
 PARTS_HEAD = "## Where a study job's time goes"
 PARTS_TEXT = """One job of the study (`{job}`, {epochs} epochs), in one process after a job not counted, torch on
-one thread as a sweep's worker runs it; each part timed around its calls (nested parts indented), median of {rounds}
-runs; then the same training by hand.
+one thread as a sweep's worker runs it; each part timed around its calls, median of {rounds} runs (nested parts
+indented; the evaluation loops and the diagnostics overlap fit and test: the rows add up to more than the job); then the
+same training by hand.
 
 | part | ms | of the job |
 |---|---|---|"""
