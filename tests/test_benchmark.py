@@ -134,7 +134,7 @@ def test_the_parts_of_a_study_job_are_timed_within_it(tmp_path: Path) -> None:
     assert re.search(rf"\(`{job_words}`, \d+ epochs\)", text)
     # the measured section replaced, with its time, commit and command; the steps' section kept as it was
     assert "an older table" not in text and text.endswith(f"{STEPS_HEAD}\n\nold rows\n")
-    assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d–\d\d:\d\d \((commit [0-9a-f]{7}|no git checkout)", text)
+    assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d(–\d\d:\d\d)? \((commit [0-9a-f]{7}|no git checkout)", text)
     assert "`python scripts/benchmark.py --only parts --quick --out " in text
 
 

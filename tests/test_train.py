@@ -61,13 +61,15 @@ def test_a_run_records_where_it_came_from(cli_run: Path) -> None:
 
     import pytorch_lightning
 
+    from attnlab.provenance import CODE
+
     from .conftest import ROOT, tensorboard_run
 
     run_dir = cli_run
     origin = read_metrics(run_dir)["provenance"]
     git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
     assert origin["git_commit"] == git("rev-parse", "HEAD") and len(origin["git_commit"]) == 40
-    assert origin["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
+    assert origin["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE))
     assert origin["versions"]["torch"] == torch.__version__
     assert origin["versions"]["pytorch_lightning"] == pytorch_lightning.__version__
     assert origin["command"] == "python scripts/train.py " + " ".join(ARGS)  # hydra.run.dir is not the run's

@@ -514,10 +514,12 @@ def render(
 
 
 def measured_line(command: str, began: float, machine: str) -> str:
-    """When (start–end, local time), which commit (attnlab.provenance) and what: a section's first line."""
+    """When (start–end, local time), which commit (attnlab.provenance, read as the measurements began: its code with
+    changes, or not) and what: a section's first line."""
     commit, dirty = code()
     which = "no git checkout" if commit is None else f"commit {commit[:7]}" + (" with changes" if dirty else "")
-    span = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(began))}–{time.strftime('%H:%M')}"
+    start, end = time.strftime("%Y-%m-%d %H:%M", time.localtime(began)), time.strftime("%H:%M")
+    span = start if start.endswith(end) else f"{start}–{end}"
     return f"Measured {span} ({which}): `{command}`. {machine}"
 
 
@@ -545,6 +547,7 @@ def main() -> None:
     except ConfigError as e:
         parser.error(str(e))
     began = time.time()
+    code()  # the commit, and whether its code had changes, as the measurements begin (cached for the output)
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
     on_device = ["trainer=gpu"] if cuda else []
     run = [*on_device, *(QUICK_TRAIN if quick else [])]

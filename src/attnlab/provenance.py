@@ -33,11 +33,15 @@ def command() -> str:
     return shlex.join(["python", *sys.argv])
 
 
+# What a result depends on, from the repository's top (`:/`): a change to the docs or the tests changes no result.
+CODE = (":/src", ":/scripts", ":/conf", ":/pyproject.toml")
+
+
 @functools.cache
 def code() -> tuple[str | None, bool | None]:
-    """The commit and whether tracked files had changed, once per process: the code it imported."""
+    """The commit and whether its code (CODE, tracked files) had changed, once per process: the code it imported."""
     commit = git("rev-parse", "HEAD")  # untracked files are not code that ran: not counted as changes
-    return commit, bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE)) if commit else None
 
 
 def provenance() -> dict[str, Any]:
@@ -56,6 +60,6 @@ def provenance() -> dict[str, Any]:
 def as_markdown(p: dict[str, Any]) -> str:
     state = "unknown (not a git checkout)" if p["git_commit"] is None else f"`{p['git_commit']}`"
     if p["git_dirty"]:
-        state += " (with changes to tracked files)"
+        state += " (with changes to its code)"
     versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
     return f"commit: {state}  \nversions: {versions}  \ncommand: `{p['command']}`"
