@@ -443,14 +443,16 @@ def check_out(path: Path) -> str | None:
     output: its sections are kept, and anything else in it would be lost."""
     if path.is_dir() or not path.parent.is_dir():
         raise ConfigError("--out", str(path), "must name a file in a folder that exists")
+    if not path.exists():
+        return None
     try:
-        text = path.read_text() if path.exists() else None
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("--out", str(path), f"cannot be read ({type(e).__name__}: {first_line(e)})") from e
-    if text is not None and text.split("\n", 1)[0] != TITLE:
+    if text.split("\n", 1)[0] != TITLE:
         why = f"is not an output of this script (its first line is not {TITLE!r}): give a new file, or one it wrote"
         raise ConfigError("--out", str(path), why)
-    if text is not None and (others := [h for h in sections(text) if h not in SECTIONS]):
+    if others := [h for h in sections(text) if h not in SECTIONS]:
         why = f"holds a section this script does not write ({others[0]!r}), which would be lost: move it elsewhere"
         raise ConfigError("--out", str(path), why)
     return text
@@ -513,10 +515,10 @@ def render(
     return "\n".join(lines)
 
 
-def measured_line(command: str, began: float, machine: str) -> str:
-    """When (start–end, local time), which commit (attnlab.provenance, read as the measurements began: its code with
-    changes, or not) and what: a section's first line."""
-    commit, dirty = code()
+def measured_line(command: str, began: float, source: tuple[str | None, bool | None], machine: str) -> str:
+    """When (start–end, local time), which commit and whether its code had changes (`source`: attnlab.provenance.code()
+    as the measurements began) and what: a section's first line."""
+    commit, dirty = source
     which = "no git checkout" if commit is None else f"commit {commit[:7]}" + (" with changes" if dirty else "")
     start, end = time.strftime("%Y-%m-%d %H:%M", time.localtime(began)), time.strftime("%H:%M")
     span = start if start.endswith(end) else f"{start}–{end}"
@@ -546,8 +548,7 @@ def main() -> None:
             check_out(args.out)  # refused now, not after the measurements
     except ConfigError as e:
         parser.error(str(e))
-    began = time.time()
-    code()  # the commit, and whether its code had changes, as the measurements begin (cached for the output)
+    began, source = time.time(), code()  # the commit measured, read before the measurements
     cuda, quick, rounds = args.device.startswith("cuda"), args.quick, 1 if args.quick else args.rounds
     on_device = ["trainer=gpu"] if cuda else []
     run = [*on_device, *(QUICK_TRAIN if quick else [])]
@@ -564,7 +565,7 @@ def main() -> None:
         f"threads {args.threads or torch.get_num_threads()}."
     )
     command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
-    text = render(measured_line(command, began, machine), rows, processes, parts)
+    text = render(measured_line(command, began, source, machine), rows, processes, parts)
     print(text)
     if args.out:
         try:  # read again: another benchmark may have written its sections there meanwhile

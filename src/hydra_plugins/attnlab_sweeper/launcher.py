@@ -118,7 +118,7 @@ class ProcessesLauncher(Launcher):
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
             sweep_config.hydra.job.num = idx
-        # (not HydraConfig.set_config first, as the basic launcher does: run_job sets it, twice; ~5 ms a job)
+        # (not HydraConfig.set_config first, as the basic launcher does: run_job sets it itself)
         return run_job(self.task_function, sweep_config, "hydra.sweep.dir", "hydra.sweep.subdir", self.hydra_context)
 
     def job_config(self, overrides: list[str]) -> DictConfig:
